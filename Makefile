@@ -1,0 +1,55 @@
+# modelsync — what each target does is in its name; `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help venv test unit integration demo bench bench-quick e2e lint typecheck clean
+
+help:
+	@echo "make demo         run modelsync on this machine (127.0.0.1), Ctrl-C stops it"
+	@echo "make test         unit + integration tests (no Docker needed)"
+	@echo "make unit         unit tests only"
+	@echo "make bench        run every benchmark and rewrite the README table"
+	@echo "make e2e          build the images and test the stack on a real Docker Swarm"
+	@echo "make lint         ruff + mypy"
+
+# The virtual environment, (re)installed when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# pytest exits 5 when it collected nothing: that is not a failure of the suite.
+test: $(STAMP)
+	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: $(STAMP)
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/modelsync demo
+
+bench: $(STAMP)
+	$(PY) -m bench all --update-readme
+
+bench-quick: $(STAMP)
+	$(PY) -m bench all --quick
+
+e2e: $(STAMP)
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no e2e tests collected"; rc=0; fi; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy modelsync
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

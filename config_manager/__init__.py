@@ -1,0 +1,1 @@
+"""config_manager: see README.md."""

@@ -1,0 +1,1 @@
+"""master: see README.md."""

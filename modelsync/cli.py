@@ -1,0 +1,222 @@
+"""``modelsync <command>``: the one console entry point."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from modelsync import __version__
+from modelsync.log import configure_logging
+from modelsync.settings import Env, SettingsError, StoreSettings, normalize_prefix
+
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A command failed with a one-line reason for the user (exit 1)."""
+
+
+def store_settings(args: argparse.Namespace, env: Env | None = None) -> StoreSettings:
+    env = env or Env()
+    base = StoreSettings.from_env(env, bucket_required=not getattr(args, "bucket", None))
+    bucket = getattr(args, "bucket", None) or base.bucket
+    prefix = base.prefix
+    if getattr(args, "prefix", None) is not None:
+        prefix = normalize_prefix(args.prefix, "--prefix")
+    return StoreSettings(bucket=bucket, prefix=prefix, emulator_host=base.emulator_host,
+                         marker=base.marker, timeout_s=base.timeout_s,
+                         retry_deadline_s=base.retry_deadline_s)
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bucket", help="the bucket (default: $MODELSYNC_BUCKET)")
+    p.add_argument("--prefix", help="prefix inside the bucket (default: $MODELSYNC_PREFIX or "
+                                    "'models')")
+
+
+# --- publish -----------------------------------------------------------------------------------
+def cmd_publish(args: argparse.Namespace) -> int:
+    from modelsync.publish import ProgressBar, PublishError, publish
+    from modelsync.store import GCSStore
+
+    settings = store_settings(args)
+    store = GCSStore(settings)
+    try:
+        result = publish(store, args.path, args.model, prefix=settings.prefix,
+                         marker=settings.marker, version=args.version,
+                         overwrite=args.overwrite, workers=args.workers,
+                         progress=ProgressBar(f"{args.model}"))
+    except PublishError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"published {result.uri} ({result.files} files, {result.bytes} bytes, "
+          f"{result.seconds:.2f} s)")
+    return 0
+
+
+# --- list --------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    from modelsync.layout import SettleTracker, parse_listing
+    from modelsync.store import GCSStore, StoreError
+
+    settings = store_settings(args)
+    store = GCSStore(settings)
+    try:
+        objects = store.list_objects(settings.prefix + "/" if settings.prefix else "")
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
+    listing = parse_listing(objects, settings.prefix, settings.marker)
+    tracker = SettleTracker(settle_s=float("inf"))
+    print(f"gs://{settings.bucket}/{settings.prefix}")
+    for model, versions in sorted(listing.models.items()):
+        print(f"  {model}")
+        for v, rv in sorted(versions.items()):
+            problem = rv.problem()
+            state = ("complete" if tracker.is_complete(rv, time.time())
+                     else f"incomplete ({problem or 'no marker yet'})")
+            print(f"    {v:>6}  {len(rv.files):3} files {rv.bytes:>12} bytes  {state}")
+    for s in listing.skipped:
+        print(f"  skipped {s.path}: {s.reason}")
+    return 0
+
+
+# --- dev ---------------------------------------------------------------------------------------
+def cmd_dev_gcs(args: argparse.Namespace) -> int:
+    from modelsync.emulator import GCSEmulator
+    from modelsync.store import GCSStore
+
+    backend = "filesystem" if args.data_dir else "memory"
+    with GCSEmulator(port=args.port, backend=backend, root=args.data_dir) as emu:
+        if args.bucket:
+            GCSStore(StoreSettings(bucket=args.bucket, emulator_host=emu.url)).ensure_bucket()
+        print(f"fake-gcs-server listening on {emu.url}", flush=True)
+        print(f"export STORAGE_EMULATOR_HOST={emu.url}", flush=True)
+        wait_for_stop()
+    return 0
+
+
+def cmd_dev_make_model(args: argparse.Namespace) -> int:
+    from modelsync.devmodels import make_linear_model
+
+    try:
+        out = make_linear_model(args.out, args.a, args.b, shards=args.shards,
+                                pad_bytes=int(args.pad_mb * 2**20))
+    except FileExistsError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"wrote SavedModel y = {args.a} * x + {args.b} to {out}")
+    return 0
+
+
+# --- demo --------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from modelsync.demo import run_demo
+
+    return run_demo(workdir=Path(args.workdir) if args.workdir else None,
+                    exit_after=args.exit_after)
+
+
+# --- helpers -----------------------------------------------------------------------------------
+class _Stop:
+    requested = False
+
+
+def install_stop_handlers() -> type[_Stop]:
+    """SIGINT/SIGTERM only set a flag; loops check it."""
+    def handler(signum: int, _frame: object) -> None:
+        _Stop.requested = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return _Stop
+
+
+def wait_for_stop(poll_s: float = 0.2, timeout_s: float | None = None) -> None:
+    stop = install_stop_handlers()
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while not stop.requested and (deadline is None or time.monotonic() < deadline):
+        time.sleep(poll_s)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+SUBCOMMANDS: dict[str, str] = {}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelsync", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"modelsync {__version__}")
+    parser.add_argument("--log-level", default=os.environ.get("MODELSYNC_LOG_LEVEL", "info"))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("publish", help="upload a SavedModel (directory or .tar.gz) as a version")
+    p.add_argument("path")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", type=_positive_int, help="default: the next free version")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--workers", type=_positive_int, default=8)
+    _add_store_args(p)
+    p.set_defaults(func=cmd_publish, json_logs=False)
+
+    p = sub.add_parser("list", help="list models and versions in the bucket")
+    _add_store_args(p)
+    p.set_defaults(func=cmd_list, json_logs=False)
+
+    p = sub.add_parser("demo", help="run the whole system on this machine (127.0.0.1)")
+    p.add_argument("--workdir", help="where models and disks go (default: a temp dir)")
+    p.add_argument("--exit-after", type=float, default=None,
+                   help="stop by itself after this many seconds (for tests)")
+    p.set_defaults(func=cmd_demo, json_logs=False)
+
+    dev = sub.add_parser("dev", help="development helpers")
+    dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="DEV_COMMAND")
+    p = dsub.add_parser("gcs", help="run fake-gcs-server on 127.0.0.1 until Ctrl-C")
+    p.add_argument("--port", type=int, default=0, help="default: a free port")
+    p.add_argument("--bucket", help="create this bucket")
+    p.add_argument("--data-dir", help="keep objects on disk here (default: in memory)")
+    p.set_defaults(func=cmd_dev_gcs, json_logs=False)
+    p = dsub.add_parser("make-model", help="write a demo SavedModel: y = a*x + b")
+    p.add_argument("out")
+    p.add_argument("--a", type=float, default=2.0)
+    p.add_argument("--b", type=float, default=1.0)
+    p.add_argument("--shards", type=_positive_int, default=1)
+    p.add_argument("--pad-mb", type=float, default=0.0, help="incompressible padding, MiB")
+    p.set_defaults(func=cmd_dev_make_model, json_logs=False)
+
+    for register in _extra_commands:
+        register(sub)
+    return parser
+
+
+_extra_commands: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level, json_output=getattr(args, "json_logs", True))
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        print(f"modelsync: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except CommandError as exc:
+        print(f"modelsync: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

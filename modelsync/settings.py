@@ -1,0 +1,148 @@
+"""Settings: frozen dataclasses built once from ``MODELSYNC_*`` environment variables.
+
+Every daemon builds its settings in ``main()`` and passes them down; nothing deep inside reads
+``os.environ``. A missing or bad value raises :class:`SettingsError`, which the CLI turns into one
+line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "models"
+DEFAULT_MARKER = "_READY"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed. The message names the variable."""
+
+
+class Env:
+    """Typed reads over one environment mapping (``os.environ`` by default)."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._env: Mapping[str, str] = os.environ if environ is None else environ
+
+    def raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str | None = None, *, required: bool = False) -> str:
+        value = self.raw(name)
+        if value is None:
+            if required or default is None:
+                raise SettingsError(f"{name} is required but not set")
+            return default
+        return value
+
+    def opt_text(self, name: str) -> str | None:
+        return self.raw(name)
+
+    def integer(self, name: str, default: int, *, minimum: int | None = None,
+            maximum: int | None = None) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = int(value, 10)
+        except ValueError:
+            raise SettingsError(f"{name}: expected an integer, got {value!r}") from None
+        _check_range(name, parsed, minimum, maximum)
+        return parsed
+
+    def number(self, name: str, default: float, *, minimum: float | None = None,
+              maximum: float | None = None) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = float(value)
+        except ValueError:
+            raise SettingsError(f"{name}: expected a number, got {value!r}") from None
+        if parsed != parsed or parsed in (float("inf"), float("-inf")):
+            raise SettingsError(f"{name}: expected a finite number, got {value!r}")
+        _check_range(name, parsed, minimum, maximum)
+        return parsed
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name}: expected true or false, got {value!r}")
+
+    def secret(self, name: str) -> str | None:
+        """``NAME`` itself, or the contents of the file named by ``NAME_FILE`` (not both)."""
+        direct = self.raw(name)
+        path = self.raw(name + "_FILE")
+        if direct is not None and path is not None:
+            raise SettingsError(f"{name} and {name}_FILE are both set; set only one")
+        if path is None:
+            return direct
+        try:
+            with open(path, encoding="utf-8") as fh:
+                value = fh.read().strip()
+        except OSError as exc:
+            raise SettingsError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+        if not value:
+            raise SettingsError(f"{name}_FILE: {path} is empty")
+        return value
+
+
+def _check_range(name: str, value: float, minimum: float | None, maximum: float | None) -> None:
+    if minimum is not None and value < minimum:
+        raise SettingsError(f"{name}: must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise SettingsError(f"{name}: must be <= {maximum}, got {value}")
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """Where the models live: shared by every daemon and the publisher."""
+
+    bucket: str
+    prefix: str = DEFAULT_PREFIX
+    emulator_host: str | None = None
+    marker: str = DEFAULT_MARKER
+    timeout_s: float = 30.0
+    retry_deadline_s: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: Env | None = None, *, bucket_required: bool = True) -> StoreSettings:
+        env = env or Env()
+        bucket = env.opt_text("MODELSYNC_BUCKET")
+        if bucket is None and bucket_required:
+            raise SettingsError("MODELSYNC_BUCKET is required but not set")
+        prefix = normalize_prefix(env.text("MODELSYNC_PREFIX", DEFAULT_PREFIX), "MODELSYNC_PREFIX")
+        marker = env.text("MODELSYNC_MARKER", DEFAULT_MARKER)
+        if "/" in marker:
+            raise SettingsError(f"MODELSYNC_MARKER: must be a plain object name, got {marker!r}")
+        return cls(
+            bucket=bucket or "",
+            prefix=prefix,
+            emulator_host=env.opt_text("STORAGE_EMULATOR_HOST"),
+            marker=marker,
+            timeout_s=env.number("MODELSYNC_GCS_TIMEOUT_S", 30.0, minimum=0.1),
+            retry_deadline_s=env.number("MODELSYNC_GCS_RETRY_DEADLINE_S", 60.0, minimum=0.0),
+        )
+
+
+def normalize_prefix(prefix: str, what: str = "prefix") -> str:
+    """``/models/`` -> ``models``; the empty prefix means the bucket root."""
+    cleaned = prefix.strip().strip("/")
+    if any(part in ("", ".", "..") for part in cleaned.split("/")) and cleaned != "":
+        raise SettingsError(f"{what}: malformed prefix {prefix!r}")
+    return cleaned
+
+
+def node_id_from_env(env: Env) -> str:
+    return env.text("MODELSYNC_NODE_ID", socket.gethostname())

@@ -1,0 +1,1 @@
+"""remote_model_puller: see README.md."""

@@ -1,0 +1,1 @@
+"""tfserving: see README.md."""

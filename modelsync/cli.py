@@ -194,15 +194,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad-mb", type=float, default=0.0, help="incompressible padding, MiB")
     p.set_defaults(func=cmd_dev_make_model, json_logs=False)
 
-    for register in _extra_commands:
-        register(sub)
+    sub.add_parser("model-server", add_help=False,
+                   help="the TF-Serving-compatible model server (flags as tensorflow_model_server)")
     return parser
 
 
-_extra_commands: list[Callable[[argparse._SubParsersAction], None]] = []  # type: ignore[type-arg]
+# Commands whose flags are their own (they parse the rest of the command line themselves).
+PASSTHROUGH: dict[str, Callable[[Sequence[str]], int]] = {}
+
+
+def _passthrough(name: str) -> Callable[[Sequence[str]], int] | None:
+    if name == "model-server":
+        from tfserving.server import main as model_server_main
+        return model_server_main
+    return PASSTHROUGH.get(name)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and (command := _passthrough(argv[0])) is not None:
+        return command(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level, json_output=getattr(args, "json_logs", True))

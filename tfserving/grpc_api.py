@@ -1,0 +1,177 @@
+"""gRPC PredictionService and ModelService, on the official tensorflow-serving-api protos."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_management_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from modelsync.log import get_logger
+from tfserving.config import model_configs
+from tfserving.errors import ServingError
+from tfserving.manager import ModelManager
+from tfserving.metrics import ServerMetrics
+from tfserving.servable import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    REGRESS_METHOD,
+    ndarray_to_tensor,
+    tensor_to_ndarray,
+)
+
+log = get_logger("model_server")
+
+_ERROR_CODES = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3,
+                "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5, "ALREADY_EXISTS": 6,
+                "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
+                "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13,
+                "UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16}
+
+
+def _spec(model_spec: Any) -> tuple[str, int | None, str | None]:
+    which = model_spec.WhichOneof("version_choice")
+    version = model_spec.version.value if which == "version" else None
+    label = model_spec.version_label if which == "version_label" else None
+    return model_spec.name, version, label
+
+
+def _abort(context: grpc.ServicerContext, exc: ServingError) -> None:
+    context.abort(grpc.StatusCode[exc.code], exc.message)
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, manager: ModelManager, metrics: ServerMetrics) -> None:
+        self.manager = manager
+        self.metrics = metrics
+
+    def _observe(self, api: str, name: str, fn: Callable[[], Any],
+                 context: grpc.ServicerContext) -> Any:
+        started = time.perf_counter()
+        try:
+            result = fn()
+        except ServingError as exc:
+            self.metrics.request(api, name, exc.code, time.perf_counter() - started)
+            _abort(context, exc)
+            raise  # unreachable: abort raises
+        self.metrics.request(api, name, "OK", time.perf_counter() - started)
+        return result
+
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+        name, version, label = _spec(request.model_spec)
+
+        def run() -> Any:
+            with self.manager.acquire(name, version, label) as (chosen, servable):
+                inputs = {k: tensor_to_ndarray(t) for k, t in request.inputs.items()}
+                outputs = servable.run(request.model_spec.signature_name, inputs,
+                                       list(request.output_filter))
+            resp = predict_pb2.PredictResponse()
+            resp.model_spec.name = name
+            resp.model_spec.version.value = chosen
+            resp.model_spec.signature_name = request.model_spec.signature_name or \
+                DEFAULT_SIGNATURE
+            for key, arr in outputs.items():
+                resp.outputs[key].CopyFrom(ndarray_to_tensor(arr))
+            return resp
+
+        return self._observe("predict", name, run, context)
+
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
+        name, version, label = _spec(request.model_spec)
+
+        def run() -> Any:
+            if not request.metadata_field:
+                raise ServingError("INVALID_ARGUMENT",
+                                   "GetModelMetadataRequest must specify at least one "
+                                   "metadata_field")
+            for f in request.metadata_field:
+                if f != "signature_def":
+                    raise ServingError("INVALID_ARGUMENT", f"Metadata field {f} is not supported")
+            with self.manager.acquire(name, version, label) as (chosen, servable):
+                sdm = get_model_metadata_pb2.SignatureDefMap()
+                for key, sig in servable.meta_graph.signature_def.items():
+                    sdm.signature_def[key].CopyFrom(sig)
+            resp = get_model_metadata_pb2.GetModelMetadataResponse()
+            resp.model_spec.name = name
+            resp.model_spec.version.value = chosen
+            resp.metadata["signature_def"].Pack(sdm)
+            return resp
+
+        return self._observe("metadata", name, run, context)
+
+    def _examples_call(self, api: str, method: str, request: Any,
+                       context: grpc.ServicerContext) -> Any:
+        name, version, label = _spec(request.model_spec)
+
+        def run() -> Any:
+            with self.manager.acquire(name, version, label) as (_chosen, servable):
+                sig = servable.signature(request.model_spec.signature_name)
+                if sig.method_name != method:
+                    kind = "classification" if method == CLASSIFY_METHOD else "regression"
+                    raise ServingError("INVALID_ARGUMENT",
+                                       f"Expected {kind} signature method_name to be {method}. "
+                                       f"Was: {sig.method_name}")
+                raise ServingError("UNIMPLEMENTED",
+                                   f"{api} on tf.Example input is not supported by the "
+                                   "modelsync compatible server")
+
+        return self._observe(api, name, run, context)
+
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._examples_call("classify", CLASSIFY_METHOD, request, context)
+
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._examples_call("regress", REGRESS_METHOD, request, context)
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                      "MultiInference is not supported by the modelsync compatible server")
+
+
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, manager: ModelManager, on_reload: Callable[[Any], None] | None = None,
+                 reload_wait_s: float = 600.0) -> None:
+        self.manager = manager
+        self.on_reload = on_reload
+        self.reload_wait_s = reload_wait_s
+
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
+        name, version, label = _spec(request.model_spec)
+        try:
+            statuses = self.manager.status(name, version, label)
+        except ServingError as exc:
+            _abort(context, exc)
+        resp = get_model_status_pb2.GetModelStatusResponse()
+        for s in statuses:
+            mvs = resp.model_version_status.add()
+            mvs.version = s.version
+            mvs.state = int(s.state)
+            mvs.status.error_code = _ERROR_CODES.get(s.error_code, 2)
+            mvs.status.error_message = s.error_message
+        return resp
+
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Any:
+        resp = model_management_pb2.ReloadConfigResponse()
+        started = time.monotonic()
+        try:
+            configs = model_configs(request.config)
+            self.manager.reload(configs, wait_timeout_s=self.reload_wait_s)
+            if self.on_reload:
+                self.on_reload(request.config)
+            resp.status.error_code = 0
+            log.info("config_reloaded", models=len(configs),
+                     seconds=round(time.monotonic() - started, 3))
+        except ServingError as exc:
+            resp.status.error_code = _ERROR_CODES.get(exc.code, 2)
+            resp.status.error_message = exc.message
+            log.warning("config_reload_failed", code=exc.code, error=exc.message)
+        return resp

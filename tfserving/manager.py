@@ -1,0 +1,385 @@
+"""The model manager: aspired versions, loads off the request path, safe unloads, labels.
+
+A reconcile thread applies ``tfserving.policy.next_actions`` to every model whenever something
+changes (a config reload, a filesystem poll, a load finishing, a request releasing a version).
+Loads run in a pool of ``num_load_threads``; an unload first waits for the requests in flight on
+that version to finish. Requests take a reference on one AVAILABLE version for their duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelsync.log import get_logger
+from tfserving.errors import ServingError
+from tfserving.policy import (
+    Snapshot,
+    State,
+    VersionPolicy,
+    aspired_versions,
+    next_actions,
+    resolve_version,
+    version_dirs,
+)
+
+log = get_logger("model_server")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    base_path: str
+    policy: VersionPolicy = field(default_factory=VersionPolicy)
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class VersionEntry:
+    version: int
+    path: str
+    state: State = State.UNKNOWN  # UNKNOWN = aspired, not started (reported as START)
+    aspired: bool = True
+    failed: bool = False
+    error_code: str = "OK"
+    error_message: str = ""
+    servable: Any = None
+    refs: int = 0
+    loaded_at: float | None = None
+
+
+@dataclass
+class ModelEntry:
+    config: ModelConfig
+    in_config: bool = True
+    versions: dict[int, VersionEntry] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: State
+    error_code: str
+    error_message: str
+
+
+class ModelManager:
+    def __init__(self, loader: Callable[[str], Any], *, num_load_threads: int = 2,
+                 max_num_load_retries: int = 5, load_retry_interval_s: float = 60.0,
+                 allow_labels_for_unavailable: bool = False,
+                 on_change: Callable[[], None] | None = None) -> None:
+        self._loader = loader
+        self._cv = threading.Condition(threading.RLock())
+        self._models: dict[str, ModelEntry] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, num_load_threads),
+                                        thread_name_prefix="load")
+        self._unload_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="unload")
+        self._max_loads = max(1, num_load_threads)
+        self._retries = max(0, max_num_load_retries)
+        self._retry_interval_s = max(0.0, load_retry_interval_s)
+        self._allow_unavailable_labels = allow_labels_for_unavailable
+        self._dirty = threading.Event()
+        self._stopping = False
+        self._on_change = on_change
+        self._thread = threading.Thread(target=self._reconcile_loop, name="reconcile",
+                                        daemon=True)
+        self._thread.start()
+
+    # --- configuration -------------------------------------------------------------------------
+    def reload(self, configs: list[ModelConfig], wait_timeout_s: float = 600.0) -> None:
+        """Replace the whole model list, like TF Serving's HandleReloadConfigRequest.
+
+        Models left out are unloaded. Waits until newly added models have a version AVAILABLE
+        (or failed), then applies the version labels: a label may point only at an AVAILABLE
+        version (FAILED_PRECONDITION otherwise, labels unchanged) unless the server was started
+        with --allow_version_labels_for_unavailable_models.
+        """
+        names = [c.name for c in configs]
+        if len(set(names)) != len(names):
+            raise ServingError("INVALID_ARGUMENT", "model names in the config must be unique")
+        with self._cv:
+            added = [n for n in names
+                     if n not in self._models or not self._models[n].in_config]
+            wanted = {c.name: c for c in configs}
+            for name, entry in self._models.items():
+                if name not in wanted and entry.in_config:
+                    entry.in_config = False
+                    entry.labels = {}
+                    log.info("model_removed", model=name)
+            for c in configs:
+                existing = self._models.get(c.name)
+                if existing is None:
+                    self._models[c.name] = ModelEntry(config=c)
+                    log.info("model_added", model=c.name, base_path=c.base_path)
+                else:
+                    existing.config = c
+                    existing.in_config = True
+        self.poll_filesystem()
+        self._wait_for_new_models(added, wait_timeout_s)
+        self._apply_labels(configs)
+
+    def _wait_for_new_models(self, names: list[str], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            def settled() -> bool:
+                for n in names:
+                    entry = self._models.get(n)
+                    if entry is None:
+                        continue
+                    aspired = [v for v in entry.versions.values() if v.aspired]
+                    if any(v.state == State.AVAILABLE for v in aspired):
+                        continue
+                    if all(v.state == State.END for v in aspired):
+                        continue
+                    return False
+                return True
+
+            while not settled():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cv.wait(min(remaining, 0.5))
+            failed = [n for n in names if n in self._models and any(
+                v.aspired for v in self._models[n].versions.values()) and not any(
+                v.state == State.AVAILABLE for v in self._models[n].versions.values())]
+        if failed:
+            raise ServingError("UNKNOWN", "Some models did not become available: {"
+                               + ", ".join(failed) + "}")
+
+    def _apply_labels(self, configs: list[ModelConfig]) -> None:
+        with self._cv:
+            for c in configs:
+                entry = self._models[c.name]
+                for version in c.labels.values():
+                    v = entry.versions.get(version)
+                    available = v is not None and v.state == State.AVAILABLE
+                    if not available and not self._allow_unavailable_labels:
+                        raise ServingError(
+                            "FAILED_PRECONDITION",
+                            f"Request to assign label to version {version} of model {c.name}, "
+                            "which is not currently available for inference")
+            for c in configs:
+                self._models[c.name].labels = dict(c.labels)
+
+    def poll_filesystem(self) -> None:
+        """Scan every configured model's base path and update the aspired versions."""
+        with self._cv:
+            models = [(n, e.config) for n, e in self._models.items() if e.in_config]
+        found: dict[str, list[int]] = {}
+        for name, cfg in models:
+            try:
+                found[name] = version_dirs(
+                    d.name for d in os.scandir(cfg.base_path) if d.is_dir())
+            except OSError as exc:
+                log.warning("base_path_unreadable", model=name, base_path=cfg.base_path,
+                            error=str(exc))
+                found[name] = []
+        with self._cv:
+            for name, entry in self._models.items():
+                if not entry.in_config:
+                    aspired: frozenset[int] = frozenset()
+                elif name in found:
+                    aspired = aspired_versions(found[name], entry.config.policy)
+                else:
+                    continue  # added while we were scanning; the next poll sees it
+                for v in aspired:
+                    cur = entry.versions.get(v)
+                    if cur is None or (cur.state == State.END and not cur.aspired):
+                        entry.versions[v] = VersionEntry(
+                            version=v, path=os.path.join(entry.config.base_path, str(v)))
+                    else:
+                        cur.aspired = True
+                for v, cur in entry.versions.items():
+                    if v not in aspired:
+                        cur.aspired = False
+            self._kick()
+
+    # --- reconcile -----------------------------------------------------------------------------
+    def _kick(self) -> None:
+        self._dirty.set()
+        with self._cv:
+            self._cv.notify_all()
+
+    def _reconcile_loop(self) -> None:
+        while not self._stopping:
+            self._dirty.wait(timeout=1.0)
+            self._dirty.clear()
+            if self._stopping:
+                return
+            try:
+                self._reconcile_once()
+            except Exception:  # keep the loop alive; a bug here must not stop serving
+                log.exception("reconcile_failed")
+
+    def _reconcile_once(self) -> None:
+        with self._cv:
+            for name, entry in self._models.items():
+                loading = sum(1 for e in self._models.values() for v in e.versions.values()
+                              if v.state == State.LOADING)
+                snaps = [Snapshot(v.version, v.state, v.aspired, v.failed)
+                         for v in entry.versions.values()]
+                room = max(0, self._max_loads - loading)
+                for action in next_actions(snaps, max_loads=room + sum(
+                        1 for v in entry.versions.values() if v.state == State.LOADING)):
+                    v = entry.versions[action.version]
+                    if action.kind == "load" and v.state == State.UNKNOWN:
+                        v.state = State.START
+                        self._pool.submit(self._load, name, v)
+                    elif action.kind == "unload" and v.state == State.AVAILABLE:
+                        v.state = State.UNLOADING
+                        log.info("version_unloading", model=name, version=v.version)
+                        self._unload_pool.submit(self._unload, name, v)
+            self._cv.notify_all()
+
+    def _load(self, name: str, v: VersionEntry) -> None:
+        attempts = 0
+        with self._cv:
+            v.state = State.LOADING
+            self._cv.notify_all()
+        log.info("version_loading", model=name, version=v.version, path=v.path)
+        started = time.monotonic()
+        while True:
+            try:
+                servable = self._loader(v.path)
+                break
+            except Exception as exc:
+                from tfserving.servable import load_error_code
+
+                attempts += 1
+                code, message = load_error_code(exc), " ".join(str(exc).split())[:1000]
+                with self._cv:
+                    still_aspired = v.aspired and not self._stopping
+                if attempts > self._retries or not still_aspired:
+                    with self._cv:
+                        v.state, v.failed = State.END, True
+                        v.error_code, v.error_message = code, message
+                        self._cv.notify_all()
+                    log.error("version_load_failed", model=name, version=v.version,
+                              code=code, error=message, attempts=attempts)
+                    self._kick()
+                    return
+                log.warning("version_load_retry", model=name, version=v.version,
+                            attempt=attempts, error=message)
+                time.sleep(self._retry_interval_s)
+        with self._cv:
+            v.servable, v.state, v.loaded_at = servable, State.AVAILABLE, time.time()
+            v.error_code, v.error_message = "OK", ""
+            self._cv.notify_all()
+        log.info("version_available", model=name, version=v.version,
+                 seconds=round(time.monotonic() - started, 3))
+        self._kick()
+        if self._on_change:
+            self._on_change()
+
+    def _unload(self, name: str, v: VersionEntry) -> None:
+        with self._cv:
+            while v.refs > 0:  # in-flight requests on this version finish first
+                self._cv.wait(1.0)
+            v.servable = None
+            v.state = State.END
+            self._cv.notify_all()
+        log.info("version_unloaded", model=name, version=v.version)
+        self._kick()
+        if self._on_change:
+            self._on_change()
+
+    # --- requests ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def acquire(self, name: str, version: int | None = None,
+                label: str | None = None) -> Iterator[tuple[int, Any]]:
+        """Hold one AVAILABLE version of ``name`` for the duration of a request."""
+        with self._cv:
+            entry = self._models.get(name)
+            if not name:
+                raise ServingError("INVALID_ARGUMENT", "ModelSpec has no name specified.")
+            if entry is None or not entry.in_config:
+                raise ServingError("NOT_FOUND", f"Servable not found for request: "
+                                   f"{_request_text(name, version, label)}")
+            available = [v.version for v in entry.versions.values()
+                         if v.state == State.AVAILABLE]
+            chosen, code = resolve_version(version, label, available, entry.labels)
+            if chosen is None:
+                if code == "INVALID_ARGUMENT":
+                    raise ServingError(code, f"Unrecognized servable version label: {label}")
+                if code == "UNAVAILABLE":
+                    raise ServingError(code, f"Model {name} has no version available yet")
+                raise ServingError(code, f"Servable not found for request: "
+                                   f"{_request_text(name, version, label)}")
+            ve = entry.versions[chosen]
+            ve.refs += 1
+            servable = ve.servable
+        try:
+            yield chosen, servable
+        finally:
+            with self._cv:
+                ve.refs -= 1
+                if ve.refs == 0:
+                    self._cv.notify_all()
+
+    def status(self, name: str, version: int | None = None,
+               label: str | None = None) -> list[VersionStatus]:
+        with self._cv:
+            if not name:
+                raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
+            entry = self._models.get(name)
+            if entry is None or not entry.versions:
+                raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+            if label:
+                if label not in entry.labels:
+                    raise ServingError("INVALID_ARGUMENT",
+                                       f"Unrecognized servable version label: {label}")
+                version = entry.labels[label]
+            versions = sorted(entry.versions.values(), key=lambda v: -v.version)
+            if version is not None:
+                versions = [v for v in versions if v.version == version]
+                if not versions:
+                    raise ServingError("NOT_FOUND",
+                                       f"Could not find version {version} of model {name}")
+            return [VersionStatus(v.version, State.START if v.state == State.UNKNOWN
+                                  else v.state, v.error_code, v.error_message) for v in versions]
+
+    def models(self) -> dict[str, ModelEntry]:
+        with self._cv:
+            return dict(self._models)
+
+    def available_count(self) -> int:
+        with self._cv:
+            return sum(1 for e in self._models.values() for v in e.versions.values()
+                       if v.state == State.AVAILABLE)
+
+    def wait_idle(self, timeout_s: float = 30.0) -> bool:
+        """Wait until no version is loading, queued or unloading (for tests and startup)."""
+        deadline = time.monotonic() + timeout_s
+        busy = (State.UNKNOWN, State.START, State.LOADING, State.UNLOADING)
+        with self._cv:
+            while True:
+                pending = [v for e in self._models.values() for v in e.versions.values()
+                           if (v.state in busy and (v.aspired or v.state == State.UNLOADING))
+                           or (v.state == State.AVAILABLE and not v.aspired)]
+                if not pending:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cv.wait(min(remaining, 0.2))
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._kick()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._unload_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _request_text(name: str, version: int | None, label: str | None) -> str:
+    if version is not None:
+        return f"Specific({name}, {version})"
+    if label:
+        return f"Label({name}, {label})"
+    return f"Latest({name})"

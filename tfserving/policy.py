@@ -1,0 +1,114 @@
+"""Pure rules of the model server (no TensorFlow, gRPC or filesystem here).
+
+- ``aspired_versions``: which versions of a model to serve, from the versions found on disk and
+  the model's ``model_version_policy`` (latest N — the default is latest 1 —, all, specific).
+- ``next_actions``: TF Serving's availability-preserving policy. A version that is no longer
+  aspired is unloaded only when an aspired version is AVAILABLE, when nothing is aspired any more,
+  or when more than one unaspired version is serving (the lowest goes first); new aspired versions
+  are loaded, highest first. So a version swap never leaves a moment with nothing to serve, and
+  if every new version fails to load the old one keeps serving.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+_VERSION_DIR_RE = re.compile(r"[0-9]{1,19}\Z")
+
+
+class State(enum.IntEnum):
+    """ModelVersionStatus.State values, as in tensorflow_serving/apis/get_model_status.proto."""
+
+    UNKNOWN = 0
+    START = 10
+    LOADING = 20
+    AVAILABLE = 30
+    UNLOADING = 40
+    END = 50
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    kind: str = "latest"  # latest | all | specific
+    num_versions: int = 1
+    versions: frozenset[int] = frozenset()
+
+
+def version_dirs(names: Iterable[str]) -> list[int]:
+    """Directory names that are versions (non-negative int64), as TF Serving reads them."""
+    out = []
+    for n in names:
+        if _VERSION_DIR_RE.match(n):
+            v = int(n)
+            if v < 2**63:
+                out.append(v)
+    return sorted(set(out))
+
+
+def aspired_versions(found: Iterable[int], policy: VersionPolicy) -> frozenset[int]:
+    present = sorted(set(found), reverse=True)
+    if policy.kind == "all":
+        return frozenset(present)
+    if policy.kind == "specific":
+        return frozenset(v for v in present if v in policy.versions)
+    return frozenset(present[: max(1, policy.num_versions)])
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One version as the manager sees it when it decides the next actions."""
+
+    version: int
+    state: State
+    aspired: bool
+    failed: bool = False
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: str  # "load" | "unload"
+    version: int
+
+
+def next_actions(versions: Iterable[Snapshot], max_loads: int = 1) -> list[Action]:
+    """What to do now for one model. Call again after every state change."""
+    snaps = list(versions)
+    aspired = [s for s in snaps if s.aspired]
+    aspired_serving = any(s.state == State.AVAILABLE for s in aspired)
+    unaspired_serving = sorted(s.version for s in snaps
+                               if not s.aspired and s.state == State.AVAILABLE)
+    actions: list[Action] = []
+    pending = [s for s in aspired if s.state in (State.START, State.LOADING) and not s.failed]
+    if unaspired_serving and (not aspired or aspired_serving or len(unaspired_serving) > 1):
+        if aspired_serving or not aspired:
+            actions.extend(Action("unload", v) for v in unaspired_serving)
+        else:
+            actions.append(Action("unload", unaspired_serving[0]))
+    new = sorted((s.version for s in aspired if s.state == State.UNKNOWN and not s.failed),
+                 reverse=True)
+    room = max(0, max_loads - sum(1 for s in pending if s.state == State.LOADING))
+    actions.extend(Action("load", v) for v in new[:room])
+    return actions
+
+
+def resolve_version(requested_version: int | None, label: str | None,
+                    available: Iterable[int], labels: Mapping[str, int]) -> tuple[int | None, str]:
+    """Pick the version a request asks for among the AVAILABLE ones.
+
+    Returns ``(version, "")`` or ``(None, code)`` where code is NOT_FOUND, INVALID_ARGUMENT or
+    UNAVAILABLE (the gRPC status TF Serving answers with).
+    """
+    avail = set(available)
+    if requested_version is not None:
+        return (requested_version, "") if requested_version in avail else (None, "NOT_FOUND")
+    if label:
+        target = labels.get(label)
+        if target is None:
+            return None, "INVALID_ARGUMENT"
+        return (target, "") if target in avail else (None, "NOT_FOUND")
+    if not avail:
+        return None, "UNAVAILABLE"
+    return max(avail), ""

@@ -1,0 +1,184 @@
+"""TF Serving's REST API on --rest_api_port (Flask app, threaded server).
+
+GET  /v1/models/<m>[/versions/<v>|/labels/<l>]           model status
+GET  /v1/models/<m>[/versions/<v>|/labels/<l>]/metadata  signature defs
+POST /v1/models/<m>[/versions/<v>|/labels/<l>]:predict   row ("instances") or columnar ("inputs")
+Errors: {"error": "<message>"} with the HTTP status TF Serving maps the code to.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from typing import Any
+
+import numpy as np
+from flask import Flask, Response, request
+
+from tfserving.config import MonitoringConfig
+from tfserving.errors import ServingError
+from tfserving.manager import ModelManager
+from tfserving.metrics import ServerMetrics
+from tfserving.servable import DEFAULT_SIGNATURE
+
+_PATH_RE = re.compile(
+    r"(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:(?P<meta>/metadata)|:(?P<verb>predict|classify|regress))?\Z")
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(json.dumps(doc, separators=(",", ":")), status=status,
+                    mimetype="application/json")
+
+
+def _error(exc: ServingError) -> Response:
+    return _json({"error": exc.message}, exc.http_status)
+
+
+def _decode_value(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [_decode_value(v) for v in value]
+    return value
+
+
+def _encode(arr: np.ndarray) -> Any:
+    if arr.dtype.kind in "SO":
+        def enc(v: Any) -> Any:
+            if isinstance(v, list):
+                return [enc(x) for x in v]
+            if isinstance(v, bytes):
+                try:
+                    return v.decode("utf-8")
+                except UnicodeDecodeError:
+                    return {"b64": base64.b64encode(v).decode()}
+            return v
+        return enc(arr.tolist())
+    return arr.tolist()
+
+
+def _as_array(value: Any, spec: Any, key: str) -> np.ndarray:
+    import tensorflow as tf
+
+    value = _decode_value(value)
+    try:
+        if spec.dtype == tf.string:
+            return np.array(value, dtype=object)
+        return np.array(value, dtype=spec.dtype.as_numpy_dtype)
+    except (TypeError, ValueError) as exc:
+        raise ServingError("INVALID_ARGUMENT", f"input {key!r}: {exc}") from None
+
+
+def create_app(manager: ModelManager, metrics: ServerMetrics,
+               monitoring: MonitoringConfig | None = None) -> Flask:
+    app = Flask("tfserving")
+    app.config["MAX_CONTENT_LENGTH"] = 256 * 2**20
+
+    def status_doc(name: str, version: int | None, label: str | None) -> dict[str, Any]:
+        return {"model_version_status": [
+            {"version": str(s.version), "state": s.state.name,
+             "status": {"error_code": s.error_code, "error_message": s.error_message}}
+            for s in manager.status(name, version, label)]}
+
+    def metadata_doc(name: str, version: int | None, label: str | None) -> dict[str, Any]:
+        from google.protobuf import json_format
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        with manager.acquire(name, version, label) as (chosen, servable):
+            sdm = get_model_metadata_pb2.SignatureDefMap()
+            for key, sig in servable.meta_graph.signature_def.items():
+                sdm.signature_def[key].CopyFrom(sig)
+        return {"model_spec": {"name": name, "signature_name": "", "version": str(chosen)},
+                "metadata": {"signature_def": json_format.MessageToDict(
+                    sdm, preserving_proto_field_name=True)}}
+
+    def predict(name: str, version: int | None, label: str | None) -> dict[str, Any]:
+        try:
+            body = json.loads(request.get_data() or b"")
+        except ValueError as exc:
+            raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {exc}") from None
+        if not isinstance(body, dict):
+            raise ServingError("INVALID_ARGUMENT", "Request body must be a JSON object")
+        has_rows, has_cols = "instances" in body, "inputs" in body
+        if has_rows == has_cols:
+            raise ServingError("INVALID_ARGUMENT",
+                               "Missing 'inputs' or 'instances' key" if not has_rows else
+                               "Not allowed to specify both 'inputs' and 'instances' keys")
+        sig_name = body.get("signature_name") or DEFAULT_SIGNATURE
+        with manager.acquire(name, version, label) as (_chosen, servable):
+            sig = servable.signature(sig_name)
+            keys = sorted(sig.inputs)
+            inputs: dict[str, np.ndarray] = {}
+            if has_rows:
+                rows = body["instances"]
+                if not isinstance(rows, list) or not rows:
+                    raise ServingError("INVALID_ARGUMENT",
+                                       "'instances' must be a non-empty list")
+                if len(keys) == 1 and not (isinstance(rows[0], dict) and keys[0] in rows[0]):
+                    inputs[keys[0]] = _as_array(rows, sig.inputs[keys[0]], keys[0])
+                else:
+                    for k in keys:
+                        if not all(isinstance(r, dict) and k in r for r in rows):
+                            raise ServingError("INVALID_ARGUMENT",
+                                               f"instance is missing input {k!r}")
+                        inputs[k] = _as_array([r[k] for r in rows], sig.inputs[k], k)
+            else:
+                cols = body["inputs"]
+                if isinstance(cols, dict):
+                    for k, v in cols.items():
+                        if k not in sig.inputs:
+                            raise ServingError("INVALID_ARGUMENT", f"unknown input {k!r}")
+                        inputs[k] = _as_array(v, sig.inputs[k], k)
+                elif len(keys) == 1:
+                    inputs[keys[0]] = _as_array(cols, sig.inputs[keys[0]], keys[0])
+                else:
+                    raise ServingError("INVALID_ARGUMENT",
+                                       "'inputs' must name each input of a multi-input signature")
+            outputs = servable.run(sig_name, inputs)
+        if has_rows:
+            n = len(next(iter(inputs.values())))
+            if len(outputs) == 1:
+                return {"predictions": _encode(next(iter(outputs.values())))}
+            enc = {k: _encode(v) for k, v in outputs.items()}
+            return {"predictions": [{k: enc[k][i] for k in enc} for i in range(n)]}
+        if len(outputs) == 1:
+            return {"outputs": _encode(next(iter(outputs.values())))}
+        return {"outputs": {k: _encode(v) for k, v in outputs.items()}}
+
+    @app.route("/v1/models/<path:rest>", methods=["GET", "POST"])
+    def models(rest: str) -> Response:
+        m = _PATH_RE.match(rest)
+        if m is None:
+            return _json({"error": f"Malformed request: {request.method} /v1/models/{rest}"}, 404)
+        name = m.group("name")
+        version = int(m.group("version")) if m.group("version") else None
+        label = m.group("label")
+        started = time.perf_counter()
+        api = m.group("verb") or ("metadata" if m.group("meta") else "status")
+        try:
+            if request.method == "GET" and not m.group("verb"):
+                doc = (metadata_doc if m.group("meta") else status_doc)(name, version, label)
+            elif request.method == "POST" and m.group("verb") == "predict":
+                doc = predict(name, version, label)
+            elif request.method == "POST" and m.group("verb") in ("classify", "regress"):
+                raise ServingError("UNIMPLEMENTED", f"{m.group('verb')} is not supported by "
+                                   "the modelsync compatible server")
+            else:
+                return _json({"error": f"Malformed request: {request.method} "
+                                       f"/v1/models/{rest}"}, 404)
+        except ServingError as exc:
+            metrics.request("rest_" + api, name, exc.code,
+                            time.perf_counter() - started)
+            return _error(exc)
+        metrics.request("rest_" + api, name, "OK", time.perf_counter() - started)
+        return _json(doc)
+
+    if monitoring and monitoring.prometheus_enable:
+        @app.route(monitoring.prometheus_path)
+        def prometheus() -> Response:
+            return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
+
+    return app

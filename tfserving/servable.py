@@ -1,0 +1,147 @@
+"""One loaded SavedModel version: signatures, metadata and request execution (TensorFlow)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfserving.errors import ServingError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+DEFAULT_SIGNATURE = "serving_default"
+PREDICT_METHOD = "tensorflow/serving/predict"
+CLASSIFY_METHOD = "tensorflow/serving/classify"
+REGRESS_METHOD = "tensorflow/serving/regress"
+
+
+def read_meta_graph(path: str | os.PathLike[str], tags: tuple[str, ...] = ("serve",)
+                    ) -> meta_graph_pb2.MetaGraphDef:
+    base = Path(path)
+    sm = saved_model_pb2.SavedModel()
+    if (base / "saved_model.pb").exists():
+        sm.ParseFromString((base / "saved_model.pb").read_bytes())
+    elif (base / "saved_model.pbtxt").exists():
+        from google.protobuf import text_format
+        text_format.Parse((base / "saved_model.pbtxt").read_text(), sm)
+    else:
+        raise FileNotFoundError(f"{base}: no saved_model.pb or saved_model.pbtxt")
+    for mg in sm.meta_graphs:
+        if set(tags) <= set(mg.meta_info_def.tags):
+            return mg
+    raise ValueError(f"{base}: no MetaGraph with tags {list(tags)}")
+
+
+@dataclass
+class Signature:
+    name: str
+    fn: Any
+    inputs: dict[str, tf.TensorSpec]
+    outputs: list[str]
+    method_name: str
+
+
+class Servable:
+    """A SavedModel loaded for serving. ``run`` is thread-safe."""
+
+    def __init__(self, path: str | os.PathLike[str], tags: tuple[str, ...] = ("serve",)) -> None:
+        self.path = str(path)
+        self.meta_graph = read_meta_graph(path, tags)
+        self._model = tf.saved_model.load(self.path, tags=list(tags))
+        self.signatures: dict[str, Signature] = {}
+        for name, fn in self._model.signatures.items():
+            _args, kwargs = fn.structured_input_signature
+            sig_def = self.meta_graph.signature_def.get(name)
+            self.signatures[name] = Signature(
+                name=name, fn=fn, inputs=dict(kwargs),
+                outputs=sorted(fn.structured_outputs.keys()),
+                method_name=sig_def.method_name if sig_def is not None else PREDICT_METHOD)
+
+    def signature(self, name: str) -> Signature:
+        sig = self.signatures.get(name or DEFAULT_SIGNATURE)
+        if sig is None:
+            raise ServingError("INVALID_ARGUMENT",
+                               f"Serving signature name: \"{name or DEFAULT_SIGNATURE}\" not found "
+                               "in signature def")
+        return sig
+
+    def run(self, signature_name: str, inputs: dict[str, np.ndarray],
+            output_filter: list[str] | None = None) -> dict[str, np.ndarray]:
+        sig = self.signature(signature_name)
+        expected = set(sig.inputs)
+        if set(inputs) != expected:
+            missing = sorted(expected - set(inputs))
+            extra = sorted(set(inputs) - expected)
+            raise ServingError("INVALID_ARGUMENT",
+                               f"input size does not match signature: {len(inputs)}!="
+                               f"{len(expected)} len({{{', '.join(sorted(inputs))}}}) != "
+                               f"len({{{', '.join(sorted(expected))}}}). "
+                               f"Missing: {missing}, unexpected: {extra}")
+        for key in output_filter or []:
+            if key not in sig.outputs:
+                raise ServingError("INVALID_ARGUMENT",
+                                   f"output tensor alias not found in signature: {key} Outputs "
+                                   f"expected to be in the set {{{','.join(sig.outputs)}}}.")
+        feed = {}
+        for i, (key, spec) in enumerate(sorted(sig.inputs.items())):
+            arr = inputs[key]
+            if arr.dtype != spec.dtype.as_numpy_dtype and not (
+                    spec.dtype == tf.string and arr.dtype.kind in "SUO"):
+                raise ServingError("INVALID_ARGUMENT",
+                                   f"Expects arg[{i}] to be {_dtype_text(spec.dtype)} but "
+                                   f"{_dtype_text(tf.as_dtype(arr.dtype))} is provided")
+            if not spec.shape.is_compatible_with(arr.shape):
+                raise ServingError("INVALID_ARGUMENT",
+                                   f"input {key!r}: shape {list(arr.shape)} is not compatible "
+                                   f"with {spec.shape}")
+            feed[key] = tf.constant(arr, dtype=spec.dtype)
+        try:
+            result = sig.fn(**feed)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            raise ServingError("INVALID_ARGUMENT", _one_line(exc)) from exc
+        except tf.errors.OpError as exc:
+            raise ServingError("INTERNAL", _one_line(exc)) from exc
+        wanted = output_filter or sig.outputs
+        return {k: result[k].numpy() for k in wanted}
+
+
+_CC_DTYPE_NAMES = {"float32": "float", "float64": "double", "float16": "half"}
+
+
+def _dtype_text(dtype: Any) -> str:
+    """TensorFlow's C++ DataTypeString, which TF Serving's messages use."""
+    return _CC_DTYPE_NAMES.get(dtype.name, dtype.name)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return " ".join(text.split())[:2000]
+
+
+def load_error_code(exc: BaseException) -> str:
+    if isinstance(exc, FileNotFoundError | tf.errors.NotFoundError):
+        return "NOT_FOUND"
+    if isinstance(exc, tf.errors.DataLossError):
+        return "DATA_LOSS"
+    if isinstance(exc, tf.errors.InvalidArgumentError | ValueError):
+        return "INVALID_ARGUMENT"
+    return "UNKNOWN"
+
+
+def tensor_to_ndarray(proto: Any) -> np.ndarray:
+    try:
+        return tf.make_ndarray(proto)
+    except Exception as exc:  # malformed TensorProto
+        raise ServingError("INVALID_ARGUMENT", f"malformed input tensor: {_one_line(exc)}") \
+            from exc
+
+
+def ndarray_to_tensor(arr: np.ndarray) -> Any:
+    return tf.make_tensor_proto(arr)

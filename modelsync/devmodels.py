@@ -65,3 +65,40 @@ def make_linear_model(out: str | os.PathLike[str], a: float, b: float = 0.0, *,
     (out_path / "assets.extra" / "modelsync_demo.txt").write_text(
         f"linear model y = {a} * x + {b}\n")
     return out_path
+
+
+def make_example_model(out: str | os.PathLike[str], a: float, b: float = 0.0) -> Path:
+    """A SavedModel with TF Serving's tf.Example signatures, for Classify and Regress.
+
+    ``regress``: y = a*x + b from a float feature ``x``. ``classify``: classes ["neg", "pos"],
+    scores [1 - p, p] with p = sigmoid(a*x + b). ``serving_default`` predicts from ``x`` directly.
+    """
+    _quiet_tf()
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    out_path = Path(out)
+    with tf.Graph().as_default():
+        serialized = v1.placeholder(tf.string, [None], name="tf_example")
+        features = tf.io.parse_example(serialized, {"x": tf.io.FixedLenFeature([], tf.float32)})
+        a_var = v1.Variable(a, dtype=tf.float32, name="a")
+        b_var = v1.Variable(b, dtype=tf.float32, name="b")
+        y = a_var * features["x"] + b_var
+        p = tf.sigmoid(y)
+        scores = tf.stack([1.0 - p, p], axis=1)
+        classes = tf.tile(tf.constant([["neg", "pos"]]), [tf.shape(y)[0], 1])
+        x_in = v1.placeholder(tf.float32, [None], name="x")
+        y_direct = a_var * x_in + b_var
+        sigs = {
+            "serving_default": v1.saved_model.predict_signature_def({"x": x_in},
+                                                                    {"y": y_direct}),
+            "regress": v1.saved_model.regression_signature_def(serialized, y),
+            "classify": v1.saved_model.classification_signature_def(serialized, classes,
+                                                                    scores),
+        }
+        with v1.Session() as sess:
+            sess.run(v1.global_variables_initializer())
+            builder = v1.saved_model.Builder(str(out_path))
+            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map=sigs)
+            builder.save()
+    return out_path

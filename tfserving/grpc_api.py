@@ -8,12 +8,14 @@ from typing import Any
 
 import grpc
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_management_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from modelsync.log import get_logger
@@ -25,7 +27,11 @@ from tfserving.servable import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
     REGRESS_METHOD,
+    classify_rows,
     ndarray_to_tensor,
+    regress_values,
+    run_examples,
+    serialized_examples,
     tensor_to_ndarray,
 )
 
@@ -109,28 +115,42 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         return self._observe("metadata", name, run, context)
 
     def _examples_call(self, api: str, method: str, request: Any,
-                       context: grpc.ServicerContext) -> Any:
+                       context: grpc.ServicerContext, build: Callable[[Any, Any], None],
+                       response: Any) -> Any:
         name, version, label = _spec(request.model_spec)
 
         def run() -> Any:
-            with self.manager.acquire(name, version, label) as (_chosen, servable):
-                sig = servable.signature(request.model_spec.signature_name)
-                if sig.method_name != method:
-                    kind = "classification" if method == CLASSIFY_METHOD else "regression"
-                    raise ServingError("INVALID_ARGUMENT",
-                                       f"Expected {kind} signature method_name to be {method}. "
-                                       f"Was: {sig.method_name}")
-                raise ServingError("UNIMPLEMENTED",
-                                   f"{api} on tf.Example input is not supported by the "
-                                   "modelsync compatible server")
+            examples = serialized_examples(request.input)
+            with self.manager.acquire(name, version, label) as (chosen, servable):
+                outputs = run_examples(servable, request.model_spec.signature_name, method,
+                                       examples)
+            response.model_spec.name = name
+            response.model_spec.version.value = chosen
+            response.model_spec.signature_name = request.model_spec.signature_name or \
+                DEFAULT_SIGNATURE
+            build(response.result, outputs)
+            return response
 
         return self._observe(api, name, run, context)
 
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._examples_call("classify", CLASSIFY_METHOD, request, context)
+        def build(result: Any, outputs: dict[str, Any]) -> None:
+            for row in classify_rows(outputs):
+                classification = result.classifications.add()
+                for label, score in row:
+                    cls = classification.classes.add()
+                    cls.label, cls.score = label, score
+
+        return self._examples_call("classify", CLASSIFY_METHOD, request, context, build,
+                                   classification_pb2.ClassificationResponse())
 
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
-        return self._examples_call("regress", REGRESS_METHOD, request, context)
+        def build(result: Any, outputs: dict[str, Any]) -> None:
+            for value in regress_values(outputs):
+                result.regressions.add().value = value
+
+        return self._examples_call("regress", REGRESS_METHOD, request, context, build,
+                                   regression_pb2.RegressionResponse())
 
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
         context.abort(grpc.StatusCode.UNIMPLEMENTED,

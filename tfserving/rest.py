@@ -21,7 +21,14 @@ from tfserving.config import MonitoringConfig
 from tfserving.errors import ServingError
 from tfserving.manager import ModelManager
 from tfserving.metrics import ServerMetrics
-from tfserving.servable import DEFAULT_SIGNATURE
+from tfserving.servable import (
+    CLASSIFY_METHOD,
+    DEFAULT_SIGNATURE,
+    REGRESS_METHOD,
+    classify_rows,
+    regress_values,
+    run_examples,
+)
 
 _PATH_RE = re.compile(
     r"(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
@@ -72,6 +79,48 @@ def _as_array(value: Any, spec: Any, key: str) -> np.ndarray:
         raise ServingError("INVALID_ARGUMENT", f"input {key!r}: {exc}") from None
 
 
+def _body() -> dict[str, Any]:
+    try:
+        body = json.loads(request.get_data() or b"")
+    except ValueError as exc:
+        raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {exc}") from None
+    if not isinstance(body, dict):
+        raise ServingError("INVALID_ARGUMENT", "Request body must be a JSON object")
+    return body
+
+
+def _feature(value: Any, key: str) -> Any:
+    import tensorflow as tf
+
+    values = value if isinstance(value, list) else [value]
+    if all(isinstance(v, bool) for v in values) or not values:
+        raise ServingError("INVALID_ARGUMENT", f"feature {key!r}: unsupported value {value!r}")
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+    if all(isinstance(v, str | dict) for v in values):
+        raw = [base64.b64decode(v["b64"]) if isinstance(v, dict) and set(v) == {"b64"}
+               else v.encode() if isinstance(v, str) else None for v in values]
+        if any(r is None for r in raw):
+            raise ServingError("INVALID_ARGUMENT", f"feature {key!r}: unsupported value")
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=raw))
+    raise ServingError("INVALID_ARGUMENT", f"feature {key!r}: mixed or unsupported value types")
+
+
+def json_example(doc: Any, context: Any = None) -> Any:
+    """A JSON object of features -> tf.train.Example (numbers, strings, {"b64": ...})."""
+    import tensorflow as tf
+
+    merged: dict[str, Any] = {}
+    for part in (context or {}), doc:
+        if not isinstance(part, dict):
+            raise ServingError("INVALID_ARGUMENT", "each example must be a JSON object")
+        merged.update(part)
+    return tf.train.Example(features=tf.train.Features(
+        feature={k: _feature(v, k) for k, v in merged.items()}))
+
+
 def create_app(manager: ModelManager, metrics: ServerMetrics,
                monitoring: MonitoringConfig | None = None) -> Flask:
     app = Flask("tfserving")
@@ -96,12 +145,7 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
                     sdm, preserving_proto_field_name=True)}}
 
     def predict(name: str, version: int | None, label: str | None) -> dict[str, Any]:
-        try:
-            body = json.loads(request.get_data() or b"")
-        except ValueError as exc:
-            raise ServingError("INVALID_ARGUMENT", f"JSON Parse error: {exc}") from None
-        if not isinstance(body, dict):
-            raise ServingError("INVALID_ARGUMENT", "Request body must be a JSON object")
+        body = _body()
         has_rows, has_cols = "instances" in body, "inputs" in body
         if has_rows == has_cols:
             raise ServingError("INVALID_ARGUMENT",
@@ -148,6 +192,23 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
             return {"outputs": _encode(next(iter(outputs.values())))}
         return {"outputs": {k: _encode(v) for k, v in outputs.items()}}
 
+    def examples_call(verb: str, name: str, version: int | None,
+                      label: str | None) -> dict[str, Any]:
+        body = _body()
+        examples = body.get("examples")
+        if not isinstance(examples, list) or not examples:
+            raise ServingError("INVALID_ARGUMENT", "'examples' must be a non-empty list")
+        context = body.get("context")
+        serialized = [json_example(e, context).SerializeToString() for e in examples]
+        method = CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD
+        with manager.acquire(name, version, label) as (_chosen, servable):
+            outputs = run_examples(servable, body.get("signature_name") or DEFAULT_SIGNATURE,
+                                   method, serialized)
+        if verb == "classify":
+            return {"result": [[[lbl, score] for lbl, score in row]
+                               for row in classify_rows(outputs)]}
+        return {"result": regress_values(outputs)}
+
     @app.route("/v1/models/<path:rest>", methods=["GET", "POST"])
     def models(rest: str) -> Response:
         m = _PATH_RE.match(rest)
@@ -164,8 +225,7 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
             elif request.method == "POST" and m.group("verb") == "predict":
                 doc = predict(name, version, label)
             elif request.method == "POST" and m.group("verb") in ("classify", "regress"):
-                raise ServingError("UNIMPLEMENTED", f"{m.group('verb')} is not supported by "
-                                   "the modelsync compatible server")
+                doc = examples_call(m.group("verb"), name, version, label)
             else:
                 return _json({"error": f"Malformed request: {request.method} "
                                        f"/v1/models/{rest}"}, 404)

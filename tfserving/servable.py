@@ -145,3 +145,79 @@ def tensor_to_ndarray(proto: Any) -> np.ndarray:
 
 def ndarray_to_tensor(arr: np.ndarray) -> Any:
     return tf.make_tensor_proto(arr)
+
+
+def serialized_examples(input_proto: Any) -> list[bytes]:
+    """tensorflow.serving.Input -> serialized tf.Examples (context merged into each example)."""
+    which = input_proto.WhichOneof("kind")
+    if which == "example_list":
+        examples = list(input_proto.example_list.examples)
+        context = None
+    elif which == "example_list_with_context":
+        examples = list(input_proto.example_list_with_context.examples)
+        context = input_proto.example_list_with_context.context
+    else:
+        raise ServingError("INVALID_ARGUMENT", "Input is empty.")
+    if not examples:
+        raise ServingError("INVALID_ARGUMENT", "Input is empty.")
+    out = []
+    for ex in examples:
+        if context is not None:
+            merged = type(ex)()
+            merged.CopyFrom(context)
+            merged.MergeFrom(ex)
+            ex = merged
+        out.append(ex.SerializeToString())
+    return out
+
+
+def run_examples(servable: Servable, signature_name: str, method: str,
+                 examples: list[bytes]) -> dict[str, np.ndarray]:
+    """Run a classify or regress signature on serialized tf.Examples."""
+    sig = servable.signature(signature_name)
+    if sig.method_name != method:
+        kind = "classification" if method == CLASSIFY_METHOD else "regression"
+        raise ServingError("INVALID_ARGUMENT",
+                           f"Expected {kind} signature method_name to be {method}. "
+                           f"Was: {sig.method_name}")
+    if len(sig.inputs) != 1:
+        raise ServingError("INVALID_ARGUMENT",
+                           f"Expected one input Tensor in the {sig.name} signature")
+    (key,) = sig.inputs
+    outputs = servable.run(sig.name, {key: np.array(examples, dtype=object)})
+    for name, arr in outputs.items():
+        if arr.shape[:1] != (len(examples),):
+            raise ServingError("INVALID_ARGUMENT",
+                               f"Expected output Tensor {name} to have {len(examples)} rows, "
+                               f"got shape {list(arr.shape)}")
+    return outputs
+
+
+def classify_rows(outputs: dict[str, np.ndarray]) -> list[list[tuple[str, float]]]:
+    """Per example, (label, score) pairs from the ``classes`` and/or ``scores`` outputs."""
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    if classes is None and scores is None:
+        raise ServingError("INVALID_ARGUMENT",
+                           "classification signature has neither classes nor scores outputs")
+    first = classes if classes is not None else scores
+    assert first is not None
+    rows = []
+    for i in range(len(first)):
+        width = first[i].size
+        labels = ([c.decode() if isinstance(c, bytes) else str(c)
+                   for c in classes[i].reshape(-1)] if classes is not None else [""] * width)
+        values = scores[i].reshape(-1).tolist() if scores is not None else [0.0] * width
+        rows.append(list(zip(labels, values, strict=True)))
+    return rows
+
+
+def regress_values(outputs: dict[str, np.ndarray]) -> list[float]:
+    values = outputs.get("outputs")
+    if values is None:
+        raise ServingError("INVALID_ARGUMENT", "regression signature has no outputs Tensor")
+    flat = values.reshape(len(values), -1)
+    if flat.shape[1] != 1:
+        raise ServingError("INVALID_ARGUMENT",
+                           f"Expected output Tensor shape to be [batch_size] or [batch_size, 1], "
+                           f"got {list(values.shape)}")
+    return [float(v) for v in flat[:, 0]]

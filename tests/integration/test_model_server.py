@@ -311,3 +311,57 @@ def test_unknown_flag_is_a_clear_error(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "tfserving.server", "--port=8500"],
                          capture_output=True, text=True, timeout=60)
     assert res.returncode != 0 and "--model_config_file or --model_base_path" in res.stderr
+
+
+def test_classify_and_regress(tmp_path: Path) -> None:
+    from tensorflow_serving.apis import classification_pb2, regression_pb2
+
+    from modelsync.devmodels import make_example_model
+
+    root = tmp_path / "models"
+    make_example_model(root / "ex" / "1", 2.0, 1.0)
+    proc = start_model_server(tmp_path, model_name="ex", model_base_path=str(root / "ex"))
+    client = Client(proc.grpc_port, proc.rest_port)  # type: ignore[attr-defined]
+    try:
+        def examples(msg, xs):  # type: ignore[no-untyped-def]
+            for x in xs:
+                ex = msg.input.example_list.examples.add()
+                ex.features.feature["x"].float_list.value.append(x)
+
+        req = regression_pb2.RegressionRequest()
+        req.model_spec.name = "ex"
+        req.model_spec.signature_name = "regress"
+        examples(req, [1.0, 2.0])
+        resp = client.predict_stub.Regress(req, timeout=10)
+        assert [round(r.value, 5) for r in resp.result.regressions] == [3.0, 5.0]
+        assert resp.model_spec.version.value == 1
+
+        creq = classification_pb2.ClassificationRequest()
+        creq.model_spec.name = "ex"
+        creq.model_spec.signature_name = "classify"
+        ctx = creq.input.example_list_with_context
+        ctx.context.features.feature["x"].float_list.value.append(-0.5)  # x from the context
+        ctx.examples.add()
+        cresp = client.predict_stub.Classify(creq, timeout=10)
+        (row,) = cresp.result.classifications
+        assert [c.label for c in row.classes] == ["neg", "pos"]
+        assert abs(row.classes[1].score - 0.5) < 1e-6  # sigmoid(2 * -0.5 + 1) = 0.5
+
+        # the predict signature is not a regression signature: TF Serving's answer
+        req.model_spec.signature_name = ""
+        with pytest.raises(grpc.RpcError) as info:
+            client.predict_stub.Regress(req, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "Expected regression signature method_name" in info.value.details()
+
+        status, doc = client.http("POST", "/v1/models/ex:regress",
+                                  {"signature_name": "regress", "examples": [{"x": 1.5}]})
+        assert status == 200 and doc == {"result": [4.0]}
+        status, doc = client.http("POST", "/v1/models/ex:classify",
+                                  {"signature_name": "classify", "context": {"x": -0.5},
+                                   "examples": [{}]})
+        assert status == 200 and doc["result"][0][0][0] == "neg"
+        assert abs(doc["result"][0][1][1] - 0.5) < 1e-6
+    finally:
+        client.channel.close()
+        assert proc.stop() == 0

@@ -194,9 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pad-mb", type=float, default=0.0, help="incompressible padding, MiB")
     p.set_defaults(func=cmd_dev_make_model, json_logs=False)
 
+    sub.add_parser("puller", add_help=False,
+                   help="the remote model puller daemon (settings from MODELSYNC_*)")
     sub.add_parser("model-server", add_help=False,
                    help="the TF-Serving-compatible model server (flags as tensorflow_model_server)")
     return parser
+
+
+def _daemon(fn: Callable[..., int], argv: Sequence[str], name: str) -> int:
+    """Daemons take their settings from the environment; --port overrides the HTTP port."""
+    parser = argparse.ArgumentParser(prog=f"modelsync {name}",
+                                     description="settings come from MODELSYNC_* variables "
+                                                 "(see the README)")
+    parser.add_argument("--port", type=int, help="HTTP port (overrides MODELSYNC_HTTP_PORT)")
+    args = parser.parse_args(list(argv))
+    try:
+        return fn(port=args.port)
+    except SettingsError as exc:
+        print(f"modelsync {name}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 # Commands whose flags are their own (they parse the rest of the command line themselves).
@@ -204,6 +220,9 @@ PASSTHROUGH: dict[str, Callable[[Sequence[str]], int]] = {}
 
 
 def _passthrough(name: str) -> Callable[[Sequence[str]], int] | None:
+    if name == "puller":
+        from remote_model_puller.daemon import main as puller_main
+        return lambda argv: _daemon(puller_main, argv, "puller")
     if name == "model-server":
         from tfserving.server import main as model_server_main
         return model_server_main

@@ -1,0 +1,82 @@
+"""A small threaded HTTP server for the node daemons' /healthz, /readyz, /metrics, /status, /sync.
+
+The node daemons stay light (no web framework): a route is ``(method, path) -> handler``, and a
+handler takes the request body and returns ``(status, document)``; a ``bytes`` document is sent
+as text (Prometheus), anything else as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+Handler = Callable[[bytes], tuple[int, Any]]
+MAX_BODY_BYTES = 1 << 20
+
+
+class DaemonHTTPServer:
+    def __init__(self, host: str, port: int, routes: dict[tuple[str, str], Handler]) -> None:
+        self.routes = routes
+        server_self = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self, method: str) -> None:
+                path = self.path.split("?", 1)[0]
+                handler = server_self.routes.get((method, path))
+                length = int(self.headers.get("Content-Length") or 0)
+                if length > MAX_BODY_BYTES:
+                    self._send(413, {"error": "request body too large"})
+                    return
+                body = self.rfile.read(length) if length else b""
+                if handler is None:
+                    allowed = [m for (m, p) in server_self.routes if p == path]
+                    if allowed:
+                        self._send(405, {"error": f"{method} not allowed; use {allowed}"})
+                    else:
+                        self._send(404, {"error": f"no route {path}"})
+                    return
+                try:
+                    status, doc = handler(body)
+                except Exception as exc:  # a handler bug must not kill the server thread
+                    status, doc = 500, {"error": f"{type(exc).__name__}: {exc}"}
+                self._send(status, doc)
+
+            def _send(self, status: int, doc: Any) -> None:
+                if isinstance(doc, bytes):
+                    data, ctype = doc, "text/plain; version=0.0.4; charset=utf-8"
+                else:
+                    data = json.dumps(doc, default=str, indent=1).encode()
+                    ctype = "application/json"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self._handle("GET")
+
+            def do_POST(self) -> None:
+                self._handle("POST")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer((host, port), RequestHandler)
+        self.httpd.daemon_threads = True
+        self.port = int(self.httpd.server_address[1])
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http",
+                                        daemon=True)
+
+    def start(self) -> DaemonHTTPServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

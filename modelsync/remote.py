@@ -1,0 +1,193 @@
+"""What a node knows of the bucket: the catalog (or its own listing) and the policy.
+
+An idle poll is two metadata reads — the catalog's and the policy's — whatever the bucket's
+size; a body is downloaded only when its generation changed. When the catalog is missing,
+unreadable or older than ``catalog_max_age_s`` (the master is down), the node lists the bucket
+itself (fields projected) and applies the completeness rules, until the catalog is fresh again.
+The last good policy and catalog are kept on local disk: a malformed policy in the bucket is an
+event and the last good copy stays in force.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from modelsync.catalog import (
+    Catalog,
+    CatalogError,
+    catalog_object,
+    dump_catalog,
+    listed_at,
+    parse_catalog,
+    policy_object,
+)
+from modelsync.layout import BucketListing, RemoteVersion, SettleTracker, parse_listing
+from modelsync.log import get_logger
+from modelsync.policy import Policy, PolicyError, dump_policy, parse_policy
+from modelsync.settings import StoreSettings
+from modelsync.store import RemoteStore
+
+log = get_logger("remote")
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A complete version in the bucket; ``listing`` is set when the node listed it itself."""
+
+    model: str
+    version: int
+    fingerprint: str
+    bytes: int
+    objects: int
+    listing: RemoteVersion | None = None
+
+
+@dataclass
+class RemoteState:
+    source: str  # "catalog" | "listing"
+    versions: dict[str, dict[int, VersionRef]]
+    policy: Policy
+    policy_generation: int | None
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    events: list[dict[str, object]] = field(default_factory=list)
+    calls: int = 0
+
+    def complete_versions(self, model: str) -> list[int]:
+        return sorted(self.versions.get(model, {}))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class BucketView:
+    def __init__(self, store: RemoteStore, settings: StoreSettings, state_dir: Path, *,
+                 catalog_max_age_s: float = 120.0, settle_s: float = 60.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.settings = settings
+        self.state_dir = state_dir
+        self.catalog_max_age_s = catalog_max_age_s
+        self.clock = clock
+        self.tracker = SettleTracker(settle_s)
+        self.source = "none"
+        self._policy, self._policy_gen = self._load_local_policy()
+        self._catalog: Catalog | None = None
+        self._catalog_gen: int | None = None
+        self._bad_policy_gen: int | None = None
+
+    # --- local copies ---------------------------------------------------------------------------
+    def _load_local_policy(self) -> tuple[Policy, int | None]:
+        path = self.state_dir / "policy.json"
+        try:
+            doc = json.loads(path.read_bytes())
+            return parse_policy(doc["policy"]), doc.get("generation")
+        except (OSError, ValueError, KeyError, TypeError, PolicyError):
+            return Policy(), None
+
+    def _save_local_policy(self, policy: Policy, generation: int | None) -> None:
+        doc = {"generation": generation, "policy": json.loads(dump_policy(policy))}
+        atomic_write(self.state_dir / "policy.json", json.dumps(doc, indent=1).encode())
+
+    # --- polling --------------------------------------------------------------------------------
+    def poll(self) -> RemoteState:
+        before = sum(self.store.calls.values())
+        events: list[dict[str, object]] = []
+        cat_info = self.store.stat(catalog_object(self.settings.prefix))
+        pol_info = self.store.stat(policy_object(self.settings.prefix))
+        self._refresh_policy(pol_info, events)
+        now = self.clock()
+        fresh = False
+        if cat_info is not None:
+            stamp = listed_at(cat_info.metadata)
+            fresh = stamp is not None and now - stamp <= self.catalog_max_age_s
+        state: RemoteState | None = None
+        if fresh and cat_info is not None:
+            state = self._from_catalog(cat_info.generation, events)
+        if state is None:
+            if self.source != "listing":
+                events.append({"event": "catalog_fallback",
+                               "reason": "missing" if cat_info is None else "stale or unreadable"})
+                log.warning("catalog_fallback", catalog=catalog_object(self.settings.prefix),
+                            present=cat_info is not None)
+            self.source = "listing"
+            state = self._from_listing(now)
+        elif self.source != "catalog":
+            if self.source == "listing":
+                events.append({"event": "catalog_fresh_again"})
+                log.info("catalog_fresh_again")
+            self.source = "catalog"
+        state.events = events + state.events
+        state.calls = sum(self.store.calls.values()) - before
+        return state
+
+    def _refresh_policy(self, info: object, events: list[dict[str, object]]) -> None:
+        from modelsync.layout import ObjectInfo
+
+        assert info is None or isinstance(info, ObjectInfo)
+        if info is None:
+            if self._policy_gen is not None:
+                events.append({"event": "policy_deleted"})
+            if self._policy_gen is not None or self._policy != Policy():
+                self._policy, self._policy_gen = Policy(), None
+                self._save_local_policy(self._policy, None)
+            return
+        if info.generation in (self._policy_gen, self._bad_policy_gen):
+            return
+        body = self.store.read(info.name, generation=info.generation)
+        try:
+            policy = parse_policy(body)
+        except PolicyError as exc:
+            self._bad_policy_gen = info.generation
+            events.append({"event": "policy_malformed", "generation": info.generation,
+                           "error": str(exc)})
+            log.error("policy_malformed", generation=info.generation, error=str(exc))
+            return
+        self._policy, self._policy_gen = policy, info.generation
+        self._save_local_policy(policy, info.generation)
+        events.append({"event": "policy_changed", "generation": info.generation})
+        log.info("policy_changed", generation=info.generation)
+
+    def _from_catalog(self, generation: int,
+                      events: list[dict[str, object]]) -> RemoteState | None:
+        if generation != self._catalog_gen or self._catalog is None:
+            body = self.store.read(catalog_object(self.settings.prefix), generation=generation)
+            try:
+                self._catalog = parse_catalog(body)
+            except CatalogError as exc:
+                events.append({"event": "catalog_malformed", "error": str(exc)})
+                log.error("catalog_malformed", error=str(exc))
+                self._catalog = None
+                return None
+            self._catalog_gen = generation
+            atomic_write(self.state_dir / "catalog.json", dump_catalog(self._catalog))
+        versions = {m: {v: VersionRef(m, v, cv.fingerprint, cv.bytes, cv.objects)
+                        for v, cv in vs.items() if cv.complete}
+                    for m, vs in self._catalog.models.items()}
+        return RemoteState("catalog", {m: vs for m, vs in versions.items() if vs},
+                           self._policy, self._policy_gen, list(self._catalog.skipped))
+
+    def _from_listing(self, now: float) -> RemoteState:
+        base = self.settings.prefix + "/" if self.settings.prefix else ""
+        listing: BucketListing = parse_listing(self.store.list_objects(base), self.settings.prefix,
+                                               self.settings.marker)
+        versions: dict[str, dict[int, VersionRef]] = {}
+        for model, vs in listing.models.items():
+            done = {v: VersionRef(model, v, rv.fingerprint, rv.bytes, len(rv.files), rv)
+                    for v, rv in vs.items() if self.tracker.is_complete(rv, now)}
+            if done:
+                versions[model] = done
+        self.tracker.forget_missing(listing)
+        return RemoteState("listing", versions, self._policy, self._policy_gen,
+                           [(s.path, s.reason) for s in listing.skipped])

@@ -1,0 +1,352 @@
+"""``modelsync puller``: mirror the versions this node should serve to local disk.
+
+A loop of ``tick()`` calls, one reconcile pass each, every ``poll_s`` seconds or at once on
+``POST /sync``: poll the bucket view (catalog + policy: two metadata reads when idle), plan, and
+install what is missing — several versions at once within ``max_concurrent_installs``, their files
+in parallel within ``download_workers``. Failures are events and back off with jitter; the loop
+never dies of the project's own errors. SIGTERM abandons a download cleanly and exits 0.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from modelsync.httpd import DaemonHTTPServer
+from modelsync.local import LocalLayout
+from modelsync.log import configure_logging, get_logger
+from modelsync.remote import BucketView, RemoteState
+from modelsync.savedmodel import DEFAULT_MAX_TAR_BYTES
+from modelsync.settings import Env, SettingsError, StoreSettings, node_id_from_env
+from modelsync.store import GCSStore, StoreError
+from remote_model_puller.installer import Installer, InstallError
+from remote_model_puller.planner import Install, plan_sync
+
+log = get_logger("puller")
+
+
+@dataclass(frozen=True)
+class PullerSettings:
+    store: StoreSettings
+    model_root: Path
+    node_id: str
+    master_url: str | None = None
+    node_token: str | None = None
+    poll_s: float = 5.0
+    http_host: str = "127.0.0.1"
+    http_port: int = 8001
+    download_workers: int = 8
+    max_concurrent_installs: int = 2
+    max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES
+    settle_s: float = 30.0
+    catalog_max_age_s: float = 120.0
+    heartbeat_s: float = 10.0
+    backoff_max_s: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> PullerSettings:
+        env = env or Env()
+        return cls(
+            store=StoreSettings.from_env(env),
+            model_root=Path(env.text("MODELSYNC_MODEL_ROOT", required=True)),
+            node_id=node_id_from_env(env),
+            master_url=env.opt_text("MODELSYNC_MASTER_URL"),
+            node_token=env.secret("MODELSYNC_NODE_TOKEN"),
+            poll_s=env.number("MODELSYNC_POLL_S", 5.0, minimum=0.1),
+            http_host=env.text("MODELSYNC_HTTP_HOST", "127.0.0.1"),
+            http_port=env.integer("MODELSYNC_HTTP_PORT", 8001, minimum=0, maximum=65535),
+            download_workers=env.integer("MODELSYNC_DOWNLOAD_WORKERS", 8, minimum=1,
+                                         maximum=256),
+            max_concurrent_installs=env.integer("MODELSYNC_MAX_CONCURRENT_INSTALLS", 2,
+                                                minimum=1, maximum=64),
+            max_tar_bytes=env.integer("MODELSYNC_MAX_TAR_BYTES", DEFAULT_MAX_TAR_BYTES,
+                                      minimum=1),
+            settle_s=env.number("MODELSYNC_SETTLE_S", 30.0, minimum=0),
+            catalog_max_age_s=env.number("MODELSYNC_CATALOG_MAX_AGE_S", 120.0, minimum=1),
+            heartbeat_s=env.number("MODELSYNC_HEARTBEAT_S", 10.0, minimum=0.5),
+            backoff_max_s=env.number("MODELSYNC_BACKOFF_MAX_S", 300.0, minimum=0.1),
+        )
+
+
+@dataclass
+class _Failure:
+    count: int
+    next_at: float
+    kind: str
+    message: str
+
+
+@dataclass
+class PollResult:
+    ok: bool
+    source: str = ""
+    calls: int = 0
+    seconds: float = 0.0
+    installed: list[tuple[str, int]] = field(default_factory=list)
+    failed: list[tuple[str, int, str]] = field(default_factory=list)
+    error: str = ""
+
+
+class PullerMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.polls = Counter("modelsync_puller_polls", "Polls by outcome.", ["outcome"],
+                             registry=r)
+        self.poll_calls = Gauge("modelsync_puller_poll_storage_calls",
+                                "Storage calls made by the last poll.", registry=r)
+        self.storage_calls = Counter("modelsync_puller_storage_calls",
+                                     "Storage calls by kind.", ["kind"], registry=r)
+        self.installs = Counter("modelsync_puller_installs", "Installs by outcome.",
+                                ["outcome"], registry=r)
+        self.install_bytes = Counter("modelsync_puller_install_bytes",
+                                     "Bytes installed.", registry=r)
+        self.install_seconds = Histogram("modelsync_puller_install_seconds",
+                                         "Seconds per install.", registry=r,
+                                         buckets=(.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900))
+        self.versions = Gauge("modelsync_puller_versions_installed",
+                              "Versions on local disk.", registry=r)
+        self.last_poll = Gauge("modelsync_puller_last_poll_timestamp_seconds",
+                               "Time of the last successful poll.", registry=r)
+        self.catalog_source = Gauge("modelsync_puller_catalog_in_use",
+                                    "1 while the catalog is used, 0 while listing the bucket.",
+                                    registry=r)
+
+
+class Puller:
+    def __init__(self, settings: PullerSettings, store: GCSStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or GCSStore(settings.store,
+                                       pool_size=max(10, settings.download_workers + 4))
+        self.layout = LocalLayout(settings.model_root)
+        self.layout.ensure()
+        swept = self.layout.sweep_incoming()
+        if swept:
+            log.warning("incoming_swept", leftovers=swept)
+        self.view = BucketView(self.store, settings.store, self.layout.state_dir,
+                               catalog_max_age_s=settings.catalog_max_age_s,
+                               settle_s=settings.settle_s)
+        self.stop_event = threading.Event()
+        self.sync_event = threading.Event()
+        self.file_pool = ThreadPoolExecutor(settings.download_workers,
+                                            thread_name_prefix="download")
+        self.version_pool = ThreadPoolExecutor(settings.max_concurrent_installs,
+                                               thread_name_prefix="install")
+        self.installer = Installer(self.store, settings.store, self.layout, self.file_pool,
+                                   max_tar_bytes=settings.max_tar_bytes, stop=self.stop_event)
+        self.metrics = PullerMetrics()
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=500)
+        self._failures: dict[tuple[str, int, str], _Failure] = {}
+        self._seen_problems: set[str] = set()
+        self._lock = threading.Lock()
+        self._last: PollResult | None = None
+        self._last_ok_at: float | None = None
+        self._wanted: dict[str, list[int]] = {}
+        self._calls_seen: collections.Counter[str] = collections.Counter()
+
+    # --- events --------------------------------------------------------------------------------
+    def event(self, name: str, level: str = "info", **fields: Any) -> None:
+        doc = {"event": name, "at": time.time(), "node": self.settings.node_id, **fields}
+        with self._lock:
+            self.events.append(doc)
+        getattr(log, level)(name, **fields)
+
+    # --- one pass ------------------------------------------------------------------------------
+    def tick(self) -> PollResult:
+        started = time.monotonic()
+        try:
+            state = self.view.poll()
+        except StoreError as exc:
+            result = PollResult(ok=False, error=str(exc),
+                                seconds=round(time.monotonic() - started, 3))
+            self.metrics.polls.labels("error").inc()
+            self.event("poll_failed", "warning", error=str(exc))
+            self._finish(result)
+            return result
+        for e in state.events:
+            self.event(str(e.pop("event")), "warning" if "malformed" in str(e) else "info", **e)
+        for path, reason in state.skipped:
+            self._once(f"skipped:{path}", "object_skipped", path=path, reason=reason)
+        result = PollResult(ok=True, source=state.source, calls=state.calls)
+        self._sync(state, result)
+        result.seconds = round(time.monotonic() - started, 3)
+        self.metrics.polls.labels("ok").inc()
+        self.metrics.poll_calls.set(state.calls)
+        self.metrics.catalog_source.set(1 if state.source == "catalog" else 0)
+        self.metrics.last_poll.set(time.time())
+        self._last_ok_at = time.time()
+        self._finish(result)
+        return result
+
+    def _once(self, key: str, name: str, **fields: Any) -> None:
+        if key not in self._seen_problems:
+            self._seen_problems.add(key)
+            self.event(name, "warning", **fields)
+
+    def _sync(self, state: RemoteState, result: PollResult) -> None:
+        inventory = self.layout.inventory()
+        local = {m: {v: (r.fingerprint if r else None) for v, r in vs.items()}
+                 for m, vs in inventory.items()}
+        remote = {m: {v: ref.fingerprint for v, ref in vs.items()}
+                  for m, vs in state.versions.items()}
+        plan = plan_sync(remote, local, state.policy)
+        self._wanted = {m: sorted(vs) for m, vs in plan.wanted.items()}
+        for problem in plan.problems:
+            self._once(f"problem:{problem}", "policy_target_missing", detail=problem)
+        now = time.monotonic()
+        due = []
+        for item in plan.installs:
+            fail = self._failures.get((item.model, item.version, item.fingerprint))
+            if fail is None or fail.next_at <= now:
+                due.append(item)
+        futures = {}
+        for item in due:
+            if item.reason == "changed":
+                self.event("version_changed_remotely", "warning", model=item.model,
+                           version=item.version, fingerprint=item.fingerprint)
+            ref = state.versions[item.model][item.version]
+            futures[item] = self.version_pool.submit(self.installer.install, item.model,
+                                                     item.version, item.fingerprint, ref.listing)
+        for item, fut in futures.items():
+            self._collect(item, fut, result)
+        self.metrics.versions.set(sum(len(vs) for vs in self.layout.versions_on_disk().values()))
+
+    def _collect(self, item: Install, fut: Any, result: PollResult) -> None:
+        key = (item.model, item.version, item.fingerprint)
+        try:
+            record = fut.result()
+        except InstallError as exc:
+            if exc.kind == "stopped":
+                return
+            fail = self._failures.get(key)
+            count = fail.count + 1 if fail else 1
+            delay = min(self.settings.backoff_max_s, 2.0 ** min(count, 16)) * random.uniform(
+                0.5, 1.0)
+            self._failures[key] = _Failure(count, time.monotonic() + delay, exc.kind, str(exc))
+            self.metrics.installs.labels(exc.kind).inc()
+            result.failed.append((item.model, item.version, exc.kind))
+            self.event("install_failed", "error" if exc.kind != "changed" else "warning",
+                       model=item.model, version=item.version, kind=exc.kind, error=str(exc),
+                       attempt=count, retry_in_s=round(delay, 1))
+            return
+        self._failures.pop(key, None)
+        self.metrics.installs.labels("ok").inc()
+        self.metrics.install_bytes.inc(record.bytes)
+        self.metrics.install_seconds.observe(record.seconds)
+        result.installed.append((item.model, item.version))
+        self.event("version_installed", model=item.model, version=item.version,
+                   bytes=record.bytes, seconds=record.seconds, files=len(record.files),
+                   reason=item.reason)
+
+    def _finish(self, result: PollResult) -> None:
+        for kind, n in self.store.calls.items():
+            delta = n - self._calls_seen[kind]
+            if delta > 0:
+                self.metrics.storage_calls.labels(kind).inc(delta)
+                self._calls_seen[kind] = n
+        with self._lock:
+            self._last = result
+
+    # --- loop and HTTP -------------------------------------------------------------------------
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.sync_event.clear()
+            try:
+                self.tick()
+            except OSError as exc:  # the local disk failed us: an event, then try again
+                self.event("tick_failed", "error", error=str(exc))
+            self.sync_event.wait(self.settings.poll_s)
+            if self.stop_event.is_set():
+                break
+
+    def status(self) -> dict[str, Any]:
+        inventory = self.layout.inventory()
+        with self._lock:
+            last = self._last
+            events = list(self.events)[-50:]
+        return {
+            "node_id": self.settings.node_id,
+            "role": "puller",
+            "model_root": str(self.settings.model_root),
+            "source": self.view.source,
+            "last_poll": None if last is None else {
+                "ok": last.ok, "source": last.source, "storage_calls": last.calls,
+                "seconds": last.seconds, "error": last.error,
+                "installed": [f"{m}/{v}" for m, v in last.installed],
+                "failed": [f"{m}/{v}: {k}" for m, v, k in last.failed]},
+            "last_ok_at": self._last_ok_at,
+            "wanted": self._wanted,
+            "installed": {m: {str(v): None if r is None else {
+                "fingerprint": r.fingerprint, "bytes": r.bytes, "installed_at": r.installed_at}
+                for v, r in vs.items()} for m, vs in inventory.items()},
+            "failures": [{"model": m, "version": v, "kind": f.kind, "error": f.message,
+                          "attempts": f.count} for (m, v, _fp), f in self._failures.items()],
+            "events": events,
+        }
+
+    def routes(self) -> dict[tuple[str, str], Any]:
+        def healthz(_body: bytes) -> tuple[int, Any]:
+            return 200, {"status": "alive"}
+
+        def readyz(_body: bytes) -> tuple[int, Any]:
+            ok = self._last_ok_at is not None and os.access(self.layout.root, os.W_OK)
+            return (200 if ok else 503), {"ready": ok, "last_ok_at": self._last_ok_at}
+
+        def metrics(_body: bytes) -> tuple[int, Any]:
+            return 200, generate_latest(self.metrics.registry)
+
+        def status(_body: bytes) -> tuple[int, Any]:
+            return 200, self.status()
+
+        def sync(_body: bytes) -> tuple[int, Any]:
+            self.sync_event.set()
+            return 202, {"sync": "requested"}
+
+        return {("GET", "/healthz"): healthz, ("GET", "/readyz"): readyz,
+                ("GET", "/metrics"): metrics, ("GET", "/status"): status,
+                ("POST", "/sync"): sync}
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.sync_event.set()
+        self.version_pool.shutdown(wait=True, cancel_futures=True)
+        self.file_pool.shutdown(wait=True, cancel_futures=True)
+        self.layout.sweep_incoming()
+
+
+def main(argv: list[str] | None = None, port: int | None = None) -> int:
+    configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
+    settings = PullerSettings.from_env()
+    if port is not None:
+        settings = PullerSettings(**{**settings.__dict__, "http_port": port})
+    puller = Puller(settings)
+    server = DaemonHTTPServer(settings.http_host, settings.http_port, puller.routes()).start()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        puller.stop_event.set()
+        puller.sync_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("puller_started", node_id=settings.node_id, model_root=str(settings.model_root),
+             bucket=settings.store.bucket, prefix=settings.store.prefix,
+             http=f"{settings.http_host}:{server.port}", poll_s=settings.poll_s)
+    try:
+        puller.run()
+    finally:
+        server.stop()
+        puller.close()
+        log.info("puller_stopped")
+    return 0
+
+
+__all__ = ["Puller", "PullerSettings", "SettingsError", "main"]

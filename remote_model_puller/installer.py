@@ -1,0 +1,226 @@
+"""Atomic, verified installs of one model version.
+
+Files download in parallel (bounded by a shared pool) and stream to disk inside
+``MODEL_ROOT/.modelsync/incoming/<random>/`` on the same filesystem; every read is pinned to the
+generation that was listed and every file's CRC32C is checked against the bucket's. Tarballs are
+extracted safely. Only a whole SavedModel is moved into ``MODEL_ROOT/<model>/<version>/``, by one
+``rename`` (or an atomic exchange when a changed version replaces the old copy), then fsync'd and
+recorded. Any failure removes the download: nothing partial is ever visible.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from modelsync.layout import TARBALL_NAME, RemoteFile, RemoteVersion, parse_listing, version_prefix
+from modelsync.local import InstalledFile, InstallRecord, LocalLayout, exchange, fsync_dir
+from modelsync.log import get_logger
+from modelsync.remote import atomic_write
+from modelsync.savedmodel import TarballError, extract_tarball, local_savedmodel_problem
+from modelsync.settings import StoreSettings
+from modelsync.store import ChecksumMismatch, GCSStore, NotFound, StoreError, file_crc32c_b64
+
+log = get_logger("puller")
+
+
+class InstallError(Exception):
+    """An install failed; nothing was installed. ``kind`` names the cause for events/metrics."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Stopped(InstallError):
+    def __init__(self) -> None:
+        super().__init__("stopped", "stopping: download abandoned")
+
+
+class Installer:
+    def __init__(self, store: GCSStore, settings: StoreSettings, layout: LocalLayout,
+                 pool: ThreadPoolExecutor, *, max_tar_bytes: int,
+                 stop: threading.Event | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.layout = layout
+        self.pool = pool
+        self.max_tar_bytes = max_tar_bytes
+        self.stop = stop or threading.Event()
+
+    def list_version(self, model: str, version: int) -> RemoteVersion:
+        base = version_prefix(self.settings.prefix, model, version)
+        listing = parse_listing(self.store.list_objects(base), self.settings.prefix,
+                                self.settings.marker)
+        rv = listing.version(model, version)
+        if rv is None or not rv.files:
+            raise InstallError("vanished", f"{model}/{version}: no objects in the bucket")
+        return rv
+
+    def install(self, model: str, version: int, fingerprint: str,
+                listing: RemoteVersion | None = None) -> InstallRecord:
+        started = time.monotonic()
+        rv = listing or self.list_version(model, version)
+        if rv.fingerprint != fingerprint:
+            raise InstallError("changed", f"{model}/{version}: the bucket changed since it was "
+                                          "cataloged; waiting for the catalog to catch up")
+        problem = rv.problem()
+        if problem:
+            raise InstallError("incomplete", f"{model}/{version}: {problem}")
+        target = self.layout.version_dir(model, version)
+        if target.exists() and self.layout.read_record(model, version) is None:
+            adopted = self._adopt(rv, target, started)
+            if adopted is not None:
+                return adopted
+        work = self.layout.new_incoming()
+        try:
+            content = work / "content"
+            content.mkdir()
+            total = self._download_all(rv, content)
+            if rv.is_tarball:
+                extracted = work / "extracted"
+                extracted.mkdir()
+                try:
+                    extract_tarball(content / TARBALL_NAME, extracted, self.max_tar_bytes)
+                except TarballError as exc:
+                    raise InstallError("tarball", f"{model}/{version}: {exc}") from None
+                shutil.rmtree(content)
+                content = extracted
+            problem = local_savedmodel_problem(content)
+            if problem:
+                raise InstallError("incomplete", f"{model}/{version}: downloaded content is "
+                                                 f"not a whole SavedModel: {problem}")
+            _fsync_tree(content)
+            record = self._record(rv, total, started)
+            self._move_into_place(content, target, work)
+            atomic_write(self.layout.record_path(model, version), record.to_json())
+            return record
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise InstallError("disk_full", f"{model}/{version}: disk full: {exc}") from None
+            raise InstallError("io", f"{model}/{version}: {exc}") from None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    # --- steps ---------------------------------------------------------------------------------
+    def _download_all(self, rv: RemoteVersion, dest: Path) -> int:
+        failed = threading.Event()
+        futures: list[Future[int]] = [self.pool.submit(self._download_one, rv, f, dest, failed)
+                                      for f in rv.files]
+        error: BaseException | None = None
+        total = 0
+        for fut in futures:
+            try:
+                total += fut.result()
+            except CancelledError:
+                pass
+            except BaseException as exc:  # keep the first error; stop the other downloads
+                if error is None:
+                    error = exc
+                    failed.set()
+                    for other in futures:
+                        other.cancel()
+        wait(futures)  # nothing may still write into the work dir once we return
+        if error is not None:
+            if isinstance(error, InstallError):
+                raise error
+            if isinstance(error, OSError):
+                raise error
+            raise InstallError("store", f"{rv.model}/{rv.version}: {error}") from error
+        return total
+
+    def _download_one(self, rv: RemoteVersion, f: RemoteFile, dest: Path,
+                      failed: threading.Event) -> int:
+        if self.stop.is_set():
+            raise Stopped()
+        if failed.is_set():
+            raise InstallError("aborted", "another file of this version failed")
+        path = dest / f.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        name = version_prefix(self.settings.prefix, rv.model, rv.version) + f.path
+        try:
+            with open(path, "xb") as raw:
+                fh = _AbortableWriter(raw, self.stop, failed)
+                n = self.store.download(name, fh, generation=f.generation,  # type: ignore[arg-type]
+                                        expected_crc32c=f.crc32c)
+                raw.flush()
+                os.fsync(raw.fileno())
+        except NotFound:
+            raise InstallError("changed", f"{name}: generation {f.generation} is gone (the "
+                                          "object was replaced or deleted after listing)") from None
+        except ChecksumMismatch as exc:
+            raise InstallError("checksum", str(exc)) from None
+        except StoreError as exc:
+            raise InstallError("store", str(exc)) from None
+        if n != f.size:
+            raise InstallError("truncated", f"{name}: got {n} bytes, expected {f.size}")
+        return n
+
+    def _record(self, rv: RemoteVersion, total: int, started: float) -> InstallRecord:
+        return InstallRecord(
+            model=rv.model, version=rv.version, fingerprint=rv.fingerprint,
+            source=f"gs://{self.settings.bucket}/"
+                   f"{version_prefix(self.settings.prefix, rv.model, rv.version)}",
+            bytes=total, installed_at=time.time(), seconds=round(time.monotonic() - started, 3),
+            files=tuple(InstalledFile(f.path, f.generation, f.size, f.crc32c) for f in rv.files))
+
+    def _move_into_place(self, content: Path, target: Path, work: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            # A changed version replaces the old copy in one atomic swap where the kernel can;
+            # the old copy ends up in the work dir and is removed with it.
+            if not exchange(content, target):
+                os.rename(target, work / "old")
+                os.rename(content, target)
+        else:
+            os.rename(content, target)
+        fsync_dir(target.parent)
+
+    def _adopt(self, rv: RemoteVersion, target: Path, started: float) -> InstallRecord | None:
+        """A version directory without a record (a crash after the rename, or a copy made by
+        hand): keep it if every file matches the bucket, byte for byte by CRC32C."""
+        if rv.is_tarball:
+            return None
+        try:
+            from modelsync.savedmodel import local_files
+
+            if set(local_files(target)) != {f.path for f in rv.files}:
+                return None
+            for f in rv.files:
+                if file_crc32c_b64(str(target / f.path)) != f.crc32c:
+                    return None
+        except (OSError, ValueError):
+            return None
+        record = self._record(rv, rv.bytes, started)
+        atomic_write(self.layout.record_path(rv.model, rv.version), record.to_json())
+        log.info("version_adopted", model=rv.model, version=rv.version)
+        return record
+
+
+class _AbortableWriter:
+    """Lets a SIGTERM or a failed sibling download stop a large download between chunks."""
+
+    def __init__(self, fh: object, stop: threading.Event, failed: threading.Event) -> None:
+        self._fh = fh
+        self._stop = stop
+        self._failed = failed
+
+    def write(self, data: bytes) -> int:
+        if self._stop.is_set():
+            raise Stopped()
+        if self._failed.is_set():
+            raise InstallError("aborted", "another file of this version failed")
+        return self._fh.write(data)  # type: ignore[attr-defined, no-any-return]
+
+    def flush(self) -> None:
+        self._fh.flush()  # type: ignore[attr-defined]
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirnames, _filenames in os.walk(root):
+        fsync_dir(Path(dirpath))

@@ -68,11 +68,16 @@ class Crc32cWriter:
         self._fh = fh
         self._crc = google_crc32c.Checksum()
         self.bytes = 0
+        self.error: BaseException | None = None  # raised by the destination, not the store
 
     def write(self, data: bytes) -> int:
         self._crc.update(data)
         self.bytes += len(data)
-        return self._fh.write(data)
+        try:
+            return self._fh.write(data)
+        except BaseException as exc:
+            self.error = exc
+            raise
 
     def flush(self) -> None:
         self._fh.flush()
@@ -206,8 +211,13 @@ class GCSStore:
         """
         blob = self.bucket.blob(name, generation=generation)
         writer = Crc32cWriter(fh)
-        self._call("download", name, blob.download_to_file, writer, timeout=self._timeout,
-                   retry=None, checksum=None)
+        try:
+            self._call("download", name, blob.download_to_file, writer, timeout=self._timeout,
+                       retry=None, checksum=None)
+        except StoreError:
+            if writer.error is not None:  # the local side failed (disk full, stop): say so
+                raise writer.error from None
+            raise
         if expected_crc32c is not None and writer.crc32c_b64() != expected_crc32c:
             raise ChecksumMismatch(
                 f"gs://{self.settings.bucket}/{name}: crc32c {writer.crc32c_b64()} != "

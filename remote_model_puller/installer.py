@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import shutil
 import threading
 import time
@@ -27,6 +28,7 @@ from modelsync.settings import StoreSettings
 from modelsync.store import ChecksumMismatch, GCSStore, NotFound, StoreError, file_crc32c_b64
 
 log = get_logger("puller")
+FILE_ATTEMPTS = 3
 
 
 class InstallError(Exception):
@@ -143,20 +145,29 @@ class Installer:
         path = dest / f.path
         path.parent.mkdir(parents=True, exist_ok=True)
         name = version_prefix(self.settings.prefix, rv.model, rv.version) + f.path
-        try:
-            with open(path, "xb") as raw:
-                fh = _AbortableWriter(raw, self.stop, failed)
-                n = self.store.download(name, fh, generation=f.generation,  # type: ignore[arg-type]
-                                        expected_crc32c=f.crc32c)
-                raw.flush()
-                os.fsync(raw.fileno())
-        except NotFound:
-            raise InstallError("changed", f"{name}: generation {f.generation} is gone (the "
-                                          "object was replaced or deleted after listing)") from None
-        except ChecksumMismatch as exc:
-            raise InstallError("checksum", str(exc)) from None
-        except StoreError as exc:
-            raise InstallError("store", str(exc)) from None
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                with open(path, "wb" if attempts > 1 else "xb") as raw:
+                    fh = _AbortableWriter(raw, self.stop, failed)
+                    n = self.store.download(name, fh,  # type: ignore[arg-type]
+                                            generation=f.generation, expected_crc32c=f.crc32c)
+                    raw.flush()
+                    os.fsync(raw.fileno())
+                break
+            except NotFound:
+                raise InstallError("changed", f"{name}: generation {f.generation} is gone (the "
+                                   "object was replaced or deleted after listing)") from None
+            except ChecksumMismatch as exc:
+                raise InstallError("checksum", str(exc)) from None
+            except StoreError as exc:
+                # a transient failure of one file: start that file again, a bounded number of
+                # times, before failing the whole version (which then backs off)
+                if attempts >= FILE_ATTEMPTS or self.stop.is_set() or failed.is_set():
+                    raise InstallError("store", str(exc)) from None
+                log.warning("download_retry", object=name, attempt=attempts, error=str(exc))
+                time.sleep(min(5.0, 0.2 * 2**attempts) * random.uniform(0.5, 1.0))
         if n != f.size:
             raise InstallError("truncated", f"{name}: got {n} bytes, expected {f.size}")
         return n

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import signal
 import tarfile
 import time
@@ -234,7 +233,8 @@ def test_idle_poll_storage_calls_with_fresh_and_stale_catalog(
         puller.store.calls.clear()
         idle = puller.tick()
         assert idle.installed == [] and idle.source == "catalog"
-        assert idle.calls == 2 and puller.store.calls == {"stat": 2}  # two metadata reads, no listing
+        # two metadata reads, no listing:
+        assert idle.calls == 2 and puller.store.calls == {"stat": 2}
         # the master stops refreshing: the catalog goes stale and the node lists for itself
         store.patch_metadata(catalog_object("models"), {"listed_at": str(time.time() - 3600)})
         puller.store.calls.clear()
@@ -295,3 +295,94 @@ def test_sigkill_mid_download_leaves_nothing_partial(store: GCSStore,
     assert same_tree(src, root / "big" / "1")
     assert list(incoming.iterdir()) == []  # ... and were swept at start
     assert "incoming_swept" in (tmp_path / "puller2.log").read_text()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 3 MiB filesystem (tmpfs), to fill up for real."""
+    import subprocess
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_full_disk_is_an_event_not_a_partial_version(store: GCSStore,
+                                                     store_settings: StoreSettings,
+                                                     model_factory, small_disk: Path) -> None:
+    publish(store, model_factory(2.0, shards=2, pad_bytes=6 * 2**20), "big", prefix="models",
+            marker="_READY")
+    publish(store, model_factory(3.0), "small", prefix="models", marker="_READY")
+    puller = make_puller(store_settings, small_disk)
+    try:
+        result = puller.tick()
+        assert result.installed == [("small", 1)]
+        assert result.failed == [("big", 1, "disk_full")]
+        assert not (small_disk / "big").exists() or list((small_disk / "big").iterdir()) == []
+        assert list((small_disk / ".modelsync" / "incoming").iterdir()) == []
+        assert events(puller, "install_failed")[0]["kind"] == "disk_full"
+        assert same_tree(model_factory(3.0), small_disk / "small" / "1")
+    finally:
+        puller.close()
+
+
+@pytest.mark.slow
+def test_daemon_http_endpoints(store: GCSStore, store_settings: StoreSettings, model_factory,
+                               tmp_path: Path) -> None:
+    import json
+    import sys
+    import urllib.request
+
+    from modelsync.emulator import free_port
+
+    port = free_port()
+    root = tmp_path / "root"
+    env = {"MODELSYNC_BUCKET": store_settings.bucket,
+           "STORAGE_EMULATOR_HOST": store_settings.emulator_host or "",
+           "MODELSYNC_MODEL_ROOT": str(root), "MODELSYNC_POLL_S": "3600",
+           "MODELSYNC_NODE_ID": "node-http"}
+    proc = ManagedProcess("puller", [sys.executable, "-m", "modelsync.cli", "puller",
+                                     "--port", str(port)], tmp_path / "p.log", env=env).start()
+
+    def get(path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if get("/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        assert get("/healthz")[0] == 200
+        status = json.loads(get("/status")[1])
+        assert status["node_id"] == "node-http" and status["installed"] == {}
+        # publish, then ask for a sync now (the poll interval is an hour)
+        publish(store, model_factory(2.0), "m", prefix="models", marker="_READY")
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/sync", method="POST", data=b"")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 202
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "1" not in json.loads(
+                get("/status")[1])["installed"].get("m", {}):
+            time.sleep(0.1)
+        status = json.loads(get("/status")[1])
+        assert "1" in status["installed"]["m"]
+        assert any(e["event"] == "version_installed" for e in status["events"])
+        code, metrics = get("/metrics")
+        assert code == 200 and b'modelsync_puller_installs_total{outcome="ok"} 1.0' in metrics
+        assert b"modelsync_puller_poll_storage_calls" in metrics
+        assert get("/nope")[0] == 404
+    finally:
+        assert proc.stop() == 0, proc.log_tail()

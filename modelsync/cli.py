@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("puller", add_help=False,
                    help="the remote model puller daemon (settings from MODELSYNC_*)")
+    sub.add_parser("config-manager", add_help=False,
+                   help="the config manager daemon (settings from MODELSYNC_*)")
     sub.add_parser("model-server", add_help=False,
                    help="the TF-Serving-compatible model server (flags as tensorflow_model_server)")
     return parser
@@ -223,6 +225,9 @@ def _passthrough(name: str) -> Callable[[Sequence[str]], int] | None:
     if name == "puller":
         from remote_model_puller.daemon import main as puller_main
         return lambda argv: _daemon(puller_main, argv, "puller")
+    if name == "config-manager":
+        from config_manager.daemon import main as config_manager_main
+        return lambda argv: _daemon(config_manager_main, argv, "config-manager")
     if name == "model-server":
         from tfserving.server import main as model_server_main
         return model_server_main

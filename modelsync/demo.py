@@ -1,69 +1,114 @@
 """``make demo``: the whole system on one machine, everything on 127.0.0.1.
 
-Today it starts the GCS emulator, creates the bucket, writes and publishes the demo models and
-lists them; it then keeps the emulator up until Ctrl-C.
+Starts the GCS emulator and one serving node (compatible model server, config manager, puller,
+as processes), publishes the demo model v1 and prints a gRPC Predict answer from it, publishes
+v2 and prints the new answer once it is served, then v3, and shows the model directory after
+the pruning. It keeps running — publish more with ``modelsync publish`` from another shell —
+until Ctrl-C stops everything.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from modelsync.emulator import GCSEmulator
 from modelsync.settings import StoreSettings
 
 DEMO_BUCKET = "modelsync-demo"
-DEMO_MODELS = (  # (model, version, a, b, shards)
-    ("demo", 1, 2.0, 1.0, 1),
-    ("demo", 2, 3.0, 1.0, 1),
-    ("wide", 1, 0.5, -1.0, 4),
-)
+DEMO_VERSIONS = ((1, 2.0, 1.0), (2, 3.0, 1.0), (3, 4.0, 1.0))  # y = a*x + b
 
 
 def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
+def _wait(fn: Any, timeout_s: float, stop: Any) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not stop.requested:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception:  # noqa: S110 - not served yet; try again
+            pass
+        time.sleep(0.1)
+    return None
+
+
 def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> int:
-    from modelsync.cli import cmd_list, install_stop_handlers, wait_for_stop
+    from modelsync.cli import install_stop_handlers, wait_for_stop
+    from modelsync.client import PredictClient
     from modelsync.devmodels import make_linear_model
+    from modelsync.procs import Node
     from modelsync.publish import publish
     from modelsync.store import GCSStore
 
     stop = install_stop_handlers()  # before any slow step, so Ctrl-C is always clean
-
     tmp = None
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="modelsync-demo-")
         workdir = Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
+    node: Node | None = None
     try:
         with GCSEmulator(log_path=str(workdir / "fake-gcs.log")) as emu:
             os.environ["STORAGE_EMULATOR_HOST"] = emu.url
             settings = StoreSettings(bucket=DEMO_BUCKET, emulator_host=emu.url)
             store = GCSStore(settings)
             store.ensure_bucket()
-            say(f"GCS emulator (fake-gcs-server) on {emu.url}, bucket gs://{DEMO_BUCKET}")
-            for model, version, a, b, shards in DEMO_MODELS:
+            say(f"GCS emulator (fake-gcs-server): {emu.url}, bucket gs://{DEMO_BUCKET}")
+            say("writing the demo SavedModels with TensorFlow ...")
+            sources = {}
+            for version, a, b in DEMO_VERSIONS:
+                src = workdir / "src" / f"demo-{version}"
+                if not src.exists():
+                    make_linear_model(src, a, b)
+                sources[version] = (src, a, b)
+            say("starting one serving node: model server, config manager, puller ...")
+            node = Node(workdir / "node", bucket=DEMO_BUCKET, emulator_host=emu.url,
+                        poll_s=1.0).start()
+            for what, where in node.listening().items():
+                say(f"  {what:18} {where}")
+            say(f"  logs in {node.workdir}")
+            client = PredictClient(f"127.0.0.1:{node.grpc_port}")
+            for version, (src, a, b) in sources.items():
                 if stop.requested:
                     break
-                src = workdir / "src" / model / str(version)
-                if not src.exists():
-                    make_linear_model(src, a, b, shards=shards)
-                result = publish(store, src, model, prefix=settings.prefix,
+                result = publish(store, src, "demo", prefix=settings.prefix,
                                  marker=settings.marker, version=version, overwrite=True)
-                say(f"published {result.uri}: y = {a} * x + {b} ({result.files} files, "
-                    f"{result.bytes} bytes)")
+                say(f"published {result.uri} (y = {a} * x + {b})")
+                started = time.monotonic()
+                answer = _wait(lambda v=version: (client.predict("demo", {"x": [1.0, 2.0]})
+                                                  if client.predict("demo", {"x": [0.0]})[0] == v
+                                                  else None), 120, stop)
+                if answer is None:
+                    if not stop.requested:
+                        say(f"version {version} was not served within 120 s; see the logs")
+                    break
+                served, outputs = answer
+                say(f"gRPC Predict demo x=[1, 2] -> y={outputs['y'].tolist()} from version "
+                    f"{served}, {time.monotonic() - started:.1f} s after publishing")
             if not stop.requested:
-                import argparse
-                cmd_list(argparse.Namespace(bucket=DEMO_BUCKET, prefix=None))
-                say(f"to use it from another shell: export STORAGE_EMULATOR_HOST={emu.url} "
-                    f"MODELSYNC_BUCKET={DEMO_BUCKET}")
-                say("ready; press Ctrl-C to stop")
+                _wait(lambda: not (node.model_root / "demo" / "1").exists(), 30, stop)
+                listing = sorted(p.name for p in (node.model_root / "demo").iterdir())
+                say(f"{node.model_root / 'demo'}: {listing}  (v1 pruned once TF Serving "
+                    "reported it END; v2 kept for a fast rollback; v3 served)")
+                say(f"publish more from another shell: STORAGE_EMULATOR_HOST={emu.url} "
+                    f"MODELSYNC_BUCKET={DEMO_BUCKET} .venv/bin/modelsync publish DIR "
+                    "--model demo")
+                say("running; press Ctrl-C to stop")
                 wait_for_stop(timeout_s=exit_after)
+            client.close()
             say("stopping")
+            node.stop()
+            node = None
     finally:
+        if node is not None:
+            node.stop()
         if tmp is not None:
             tmp.cleanup()
     say("stopped")

@@ -121,3 +121,99 @@ def start_model_server(workdir: str | os.PathLike[str], *, model_config_file: st
         proc.stop()
         raise
     return proc
+
+
+def wait_http_ok(url: str, timeout_s: float, proc: ManagedProcess | None = None) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and not proc.alive():
+            raise ProcessError(f"{proc.name} exited: {proc.log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - our own 127.0.0.1
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.1)
+    raise ProcessError(f"{url} not ready after {timeout_s}s; {proc.log_tail() if proc else ''}")
+
+
+class Node:
+    """One serving node as processes on 127.0.0.1: model server, config manager and puller,
+    sharing one MODEL_ROOT, like the three containers of a Swarm node."""
+
+    def __init__(self, workdir: str | os.PathLike[str], *, bucket: str, emulator_host: str,
+                 name: str = "node", prefix: str = "models", poll_s: float = 1.0,
+                 master_url: str | None = None, node_token: str | None = None,
+                 extra_env: dict[str, str] | None = None,
+                 model_server_flags: Sequence[str] = ()) -> None:
+        self.workdir = Path(workdir)
+        self.name = name
+        self.model_root = self.workdir / "models"
+        self.grpc_port = free_port()
+        self.rest_port = free_port()
+        self.puller_port = free_port()
+        self.cm_port = free_port()
+        self.model_server_flags = list(model_server_flags)
+        self.env = {"MODELSYNC_BUCKET": bucket, "MODELSYNC_PREFIX": prefix,
+                    "STORAGE_EMULATOR_HOST": emulator_host,
+                    "MODELSYNC_MODEL_ROOT": str(self.model_root), "MODELSYNC_NODE_ID": name,
+                    "MODELSYNC_POLL_S": str(poll_s),
+                    "MODELSYNC_TFSERVING": f"127.0.0.1:{self.grpc_port}",
+                    "MODELSYNC_RECONCILE_S": "5", "MODELSYNC_LOAD_TIMEOUT_S": "120",
+                    "MODELSYNC_HTTP_HOST": "127.0.0.1"}
+        if master_url:
+            self.env["MODELSYNC_MASTER_URL"] = master_url
+        if node_token:
+            self.env["MODELSYNC_NODE_TOKEN"] = node_token
+        self.env.update(extra_env or {})
+        self.model_server: ManagedProcess | None = None
+        self.config_manager: ManagedProcess | None = None
+        self.puller: ManagedProcess | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.model_root / ".modelsync" / "models.config"
+
+    def start_model_server(self, config_file: str | None = None) -> ManagedProcess:
+        if config_file is None:
+            self.config_path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.config_path.exists():
+                self.config_path.write_text("model_config_list {\n}\n")
+            config_file = str(self.config_path)
+        self.model_server = start_model_server(
+            self.workdir, model_config_file=config_file, grpc_port=self.grpc_port,
+            rest_port=self.rest_port, name=f"{self.name}-model-server",
+            flags=["--file_system_poll_wait_seconds=1", "--max_num_load_retries=0",
+                   *self.model_server_flags])
+        return self.model_server
+
+    def _daemon(self, command: str, port: int) -> ManagedProcess:
+        proc = ManagedProcess(f"{self.name}-{command}",
+                              [sys.executable, "-m", "modelsync.cli", command, "--port",
+                               str(port)],
+                              self.workdir / f"{self.name}-{command}.log", env=self.env).start()
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, proc)
+        return proc
+
+    def start(self) -> Node:
+        self.start_model_server()
+        self.config_manager = self._daemon("config-manager", self.cm_port)
+        self.puller = self._daemon("puller", self.puller_port)
+        return self
+
+    def stop(self) -> dict[str, int | None]:
+        codes = {}
+        for proc in (self.puller, self.config_manager, self.model_server):
+            if proc is not None:
+                codes[proc.name] = proc.stop()
+        return codes
+
+    def listening(self) -> dict[str, str]:
+        return {"model server gRPC": f"127.0.0.1:{self.grpc_port}",
+                "model server REST": f"http://127.0.0.1:{self.rest_port}",
+                "puller": f"http://127.0.0.1:{self.puller_port}/status",
+                "config manager": f"http://127.0.0.1:{self.cm_port}/status"}

@@ -323,7 +323,7 @@ class Puller:
         self.layout.sweep_incoming()
 
 
-def main(argv: list[str] | None = None, port: int | None = None) -> int:
+def main(port: int | None = None) -> int:
     configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
     settings = PullerSettings.from_env()
     if port is not None:

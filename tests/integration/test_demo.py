@@ -37,20 +37,26 @@ def start(args: list[str]) -> subprocess.Popen[str]:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
-def test_demo_publishes_lists_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = start(["demo", "--workdir", str(tmp_path)])
     try:
-        lines = read_until(proc, "ready; press Ctrl-C", timeout_s=180)
+        lines = read_until(proc, "running; press Ctrl-C", timeout_s=300)
         text = "\n".join(lines)
-        assert "published gs://modelsync-demo/models/demo/1/" in text
-        assert "published gs://modelsync-demo/models/demo/2/" in text
-        url = next(x for x in lines if "GCS emulator" in x).split(" on ")[1].split(",")[0]
+        assert "y=[3.0, 5.0] from version 1" in text  # v1: y = 2x + 1
+        assert "y=[4.0, 7.0] from version 2" in text  # v2: y = 3x + 1
+        assert "y=[5.0, 9.0] from version 3" in text
+        assert "['2', '3']" in text  # v1 pruned, v2 kept for rollback
+        url = next(x for x in lines if "GCS emulator" in x).split(": ")[1].split(",")[0]
         with urllib.request.urlopen(f"{url}/storage/v1/b/modelsync-demo/o", timeout=5) as r:
-            assert b"models/wide/1/variables/variables.data-00003-of-00004" in r.read()
+            assert b"models/demo/3/saved_model.pb" in r.read()
+        grpc_port = next(x for x in lines if "model server gRPC" in x).rsplit(":", 1)[1]
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) == 0
         with pytest.raises(OSError):
             urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2)
+        import socket
+        with pytest.raises(OSError):  # the model server is gone too
+            socket.create_connection(("127.0.0.1", int(grpc_port)), timeout=2)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -12,7 +12,6 @@ config is pushed again as soon as it answers.
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import shutil
@@ -36,6 +35,7 @@ from config_manager.renderer import (
     versions_to_prune,
 )
 from config_manager.tfs_client import ModelUnknown, ServingClient, ServingUnavailable, VersionState
+from modelsync.heartbeat import EventBuffer, HeartbeatSender
 from modelsync.httpd import DaemonHTTPServer
 from modelsync.local import LocalLayout
 from modelsync.log import configure_logging, get_logger
@@ -121,7 +121,7 @@ class ConfigManager:
         self.layout.ensure()
         self.client = ServingClient(settings.tfserving, settings.tfs_timeout_s)
         self.metrics = ConfigManagerMetrics()
-        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=500)
+        self.events = EventBuffer(maxlen=1000)
         self.stop_event = threading.Event()
         self.sync_event = threading.Event()
         self._lock = threading.Lock()
@@ -137,9 +137,7 @@ class ConfigManager:
 
     # --- helpers -------------------------------------------------------------------------------
     def event(self, name: str, level: str = "info", **fields: Any) -> None:
-        with self._lock:
-            self.events.append({"event": name, "at": time.time(),
-                                "node": self.settings.node_id, **fields})
+        self.events.add({"event": name, "at": time.time(), **fields})
         getattr(log, level)(name, **fields)
 
     def _policy(self) -> Policy:
@@ -380,7 +378,7 @@ class ConfigManager:
     def status(self) -> dict[str, Any]:
         with self._lock:
             last = self._last_tick
-            events = list(self.events)[-50:]
+        events = self.events.recent(50)
         return {
             "node_id": self.settings.node_id, "role": "config_manager",
             "tfserving": self.settings.tfserving, "tfserving_up": self._tfs_up,
@@ -397,6 +395,24 @@ class ConfigManager:
                        for (m, v), fp in self._failed.items()],
             "events": events,
         }
+
+    def summary(self) -> dict[str, Any]:
+        """What the master needs of this node (heartbeat status)."""
+        return {"available": {m: sorted(vs) for m, vs in self._available(self._states).items()
+                              if vs},
+                "states": {m: {str(v): s.state for v, s in vs.items()}
+                           for m, vs in self._states.items()},
+                "tfserving_up": self._tfs_up,
+                "failed": [f"{m}/{v}" for (m, v) in self._failed],
+                "last_reload": self._last_reload}
+
+    def start_heartbeats(self) -> HeartbeatSender | None:
+        if not self.settings.master_url:
+            return None
+        return HeartbeatSender(self.settings.master_url, self.settings.node_token,
+                               self.settings.node_id, "config_manager",
+                               self.settings.heartbeat_s, self.summary, self.events,
+                               self.sync_event.set, self.stop_event).start()
 
     def routes(self) -> dict[tuple[str, str], Any]:
         def healthz(_body: bytes) -> tuple[int, Any]:
@@ -443,6 +459,7 @@ def main(port: int | None = None) -> int:
     log.info("config_manager_started", node_id=settings.node_id,
              model_root=str(settings.model_root), tfserving=settings.tfserving,
              http=f"{settings.http_host}:{server.port}")
+    manager.start_heartbeats()
     try:
         manager.run()
     finally:

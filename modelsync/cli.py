@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("puller", add_help=False,
                    help="the remote model puller daemon (settings from MODELSYNC_*)")
+    sub.add_parser("master", add_help=False,
+                   help="the master: admin API and registry under gunicorn (MODELSYNC_*)")
     sub.add_parser("config-manager", add_help=False,
                    help="the config manager daemon (settings from MODELSYNC_*)")
     sub.add_parser("model-server", add_help=False,
@@ -225,6 +227,9 @@ def _passthrough(name: str) -> Callable[[Sequence[str]], int] | None:
     if name == "puller":
         from remote_model_puller.daemon import main as puller_main
         return lambda argv: _daemon(puller_main, argv, "puller")
+    if name == "master":
+        from master.server import main as master_main
+        return lambda argv: _daemon(master_main, argv, "master")
     if name == "config-manager":
         from config_manager.daemon import main as config_manager_main
         return lambda argv: _daemon(config_manager_main, argv, "config-manager")

@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from modelsync.heartbeat import EventBuffer, HeartbeatSender
 from modelsync.httpd import DaemonHTTPServer
 from modelsync.local import LocalLayout
 from modelsync.log import configure_logging, get_logger
@@ -144,7 +145,7 @@ class Puller:
         self.installer = Installer(self.store, settings.store, self.layout, self.file_pool,
                                    max_tar_bytes=settings.max_tar_bytes, stop=self.stop_event)
         self.metrics = PullerMetrics()
-        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=500)
+        self.events = EventBuffer(maxlen=1000)
         self._failures: dict[tuple[str, int, str], _Failure] = {}
         self._seen_problems: set[str] = set()
         self._lock = threading.Lock()
@@ -155,9 +156,7 @@ class Puller:
 
     # --- events --------------------------------------------------------------------------------
     def event(self, name: str, level: str = "info", **fields: Any) -> None:
-        doc = {"event": name, "at": time.time(), "node": self.settings.node_id, **fields}
-        with self._lock:
-            self.events.append(doc)
+        self.events.add({"event": name, "at": time.time(), **fields})
         getattr(log, level)(name, **fields)
 
     # --- one pass ------------------------------------------------------------------------------
@@ -272,7 +271,7 @@ class Puller:
         inventory = self.layout.inventory()
         with self._lock:
             last = self._last
-            events = list(self.events)[-50:]
+        events = self.events.recent(50)
         return {
             "node_id": self.settings.node_id,
             "role": "puller",
@@ -292,6 +291,24 @@ class Puller:
                           "attempts": f.count} for (m, v, _fp), f in self._failures.items()],
             "events": events,
         }
+
+    def summary(self) -> dict[str, Any]:
+        """What the master needs of this node (heartbeat status)."""
+        with self._lock:
+            last = self._last
+        return {"installed": {m: sorted(vs) for m, vs in self.layout.versions_on_disk().items()},
+                "wanted": self._wanted, "source": self.view.source,
+                "last_poll_ok": None if last is None else last.ok,
+                "last_ok_at": self._last_ok_at,
+                "failures": [f"{m}/{v}: {f.kind}" for (m, v, _), f in self._failures.items()]}
+
+    def start_heartbeats(self) -> HeartbeatSender | None:
+        if not self.settings.master_url:
+            return None
+        return HeartbeatSender(self.settings.master_url, self.settings.node_token,
+                               self.settings.node_id, "puller", self.settings.heartbeat_s,
+                               self.summary, self.events, self.sync_event.set,
+                               self.stop_event).start()
 
     def routes(self) -> dict[tuple[str, str], Any]:
         def healthz(_body: bytes) -> tuple[int, Any]:
@@ -340,6 +357,7 @@ def main(port: int | None = None) -> int:
     log.info("puller_started", node_id=settings.node_id, model_root=str(settings.model_root),
              bucket=settings.store.bucket, prefix=settings.store.prefix,
              http=f"{settings.http_host}:{server.port}", poll_s=settings.poll_s)
+    puller.start_heartbeats()
     try:
         puller.run()
     finally:

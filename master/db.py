@@ -1,0 +1,219 @@
+"""The master's state in one SQLite file (WAL): node registry, events and audit, convergence.
+
+The schema is created and migrated at start (``PRAGMA user_version``). Every connection is
+per thread; writes are short transactions, so heartbeats from hundreds of nodes fit easily.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS: Sequence[str] = (
+    # 1: registry and events
+    """
+    CREATE TABLE nodes (
+        node_id TEXT NOT NULL, role TEXT NOT NULL, hostname TEXT NOT NULL DEFAULT '',
+        version TEXT NOT NULL DEFAULT '', heartbeat_s REAL NOT NULL DEFAULT 10,
+        status TEXT NOT NULL DEFAULT '{}', first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+        beats INTEGER NOT NULL DEFAULT 0, sync_seen REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (node_id, role));
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, kind TEXT NOT NULL,
+        node_id TEXT, model TEXT, event TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX events_at ON events(at);
+    CREATE INDEX events_model ON events(model, id);
+    CREATE INDEX events_node ON events(node_id, id);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """,
+    # 2: convergence history of each model
+    """
+    CREATE TABLE convergence (
+        model TEXT PRIMARY KEY, converged INTEGER NOT NULL, since REAL NOT NULL,
+        target TEXT NOT NULL DEFAULT '[]');
+    """,
+)
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    node_id: str
+    role: str
+    hostname: str
+    version: str
+    heartbeat_s: float
+    status: dict[str, Any]
+    first_seen: float
+    last_seen: float
+    beats: int
+
+    def state(self, now: float) -> str:
+        return "stale" if now - self.last_seen > 3 * self.heartbeat_s else "live"
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {"node_id": self.node_id, "role": self.role, "hostname": self.hostname,
+                "version": self.version, "state": self.state(now),
+                "last_seen": self.last_seen, "first_seen": self.first_seen,
+                "heartbeat_s": self.heartbeat_s, "beats": self.beats, "status": self.status}
+
+
+class Database:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self.migrate()
+
+    def conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.row_factory = sqlite3.Row
+            self._local.conn = conn
+        return conn
+
+    def migrate(self) -> int:
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = conn.execute("PRAGMA user_version").fetchone()[0]
+            for i, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                for statement in script.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={i}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return len(MIGRATIONS)
+
+    # --- nodes ---------------------------------------------------------------------------------
+    def heartbeat(self, node_id: str, role: str, hostname: str, version: str,
+                  heartbeat_s: float, status: dict[str, Any],
+                  events: Iterable[dict[str, Any]], now: float) -> tuple[bool, float]:
+        """Record one beat and its events. Returns (new node?, sync_seen before this beat)."""
+        conn = self.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT sync_seen FROM nodes WHERE node_id=? AND role=?",
+                               (node_id, role)).fetchone()
+            status_text = json.dumps(status, separators=(",", ":"), default=str)
+            if row is None:
+                conn.execute(
+                    "INSERT INTO nodes (node_id, role, hostname, version, heartbeat_s, status,"
+                    " first_seen, last_seen, beats, sync_seen) VALUES (?,?,?,?,?,?,?,?,1,?)",
+                    (node_id, role, hostname, version, heartbeat_s, status_text, now, now, now))
+                sync_seen = 0.0
+            else:
+                sync_seen = float(row[0])
+                conn.execute(
+                    "UPDATE nodes SET hostname=?, version=?, heartbeat_s=?, status=?, "
+                    "last_seen=?, beats=beats+1 WHERE node_id=? AND role=?",
+                    (hostname, version, heartbeat_s, status_text, now, node_id, role))
+            rows = [(float(e.get("at") or now), "node", node_id,
+                     str(e["model"]) if e.get("model") is not None else None,
+                     str(e.get("event") or "event"),
+                     json.dumps({k: v for k, v in e.items()
+                                 if k not in ("at", "event", "model", "node")}, default=str))
+                    for e in events]
+            if rows:
+                conn.executemany("INSERT INTO events (at, kind, node_id, model, event, detail) "
+                                 "VALUES (?,?,?,?,?,?)", rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return row is None, sync_seen
+
+    def ack_sync(self, node_id: str, role: str, now: float) -> None:
+        self.conn().execute("UPDATE nodes SET sync_seen=? WHERE node_id=? AND role=?",
+                            (now, node_id, role))
+
+    def nodes(self, node_id: str | None = None) -> list[NodeRow]:
+        sql = ("SELECT node_id, role, hostname, version, heartbeat_s, status, first_seen, "
+               "last_seen, beats FROM nodes")
+        args: tuple[Any, ...] = ()
+        if node_id is not None:
+            sql += " WHERE node_id=?"
+            args = (node_id,)
+        return [NodeRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8])
+                for r in self.conn().execute(sql + " ORDER BY node_id, role", args)]
+
+    def forget_nodes(self, older_than: float) -> int:
+        return self.conn().execute("DELETE FROM nodes WHERE last_seen < ?",
+                                   (older_than,)).rowcount
+
+    # --- events --------------------------------------------------------------------------------
+    def add_event(self, kind: str, event: str, *, node_id: str | None = None,
+                  model: str | None = None, detail: dict[str, Any] | None = None,
+                  now: float | None = None) -> int:
+        cur = self.conn().execute(
+            "INSERT INTO events (at, kind, node_id, model, event, detail) VALUES (?,?,?,?,?,?)",
+            (now or time.time(), kind, node_id, model, event,
+             json.dumps(detail or {}, default=str)))
+        return int(cur.lastrowid or 0)
+
+    def events(self, *, model: str | None = None, node: str | None = None,
+               since: float | None = None, kind: str | None = None,
+               limit: int = 100) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in (("model", model), ("node_id", node), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if since is not None:
+            where.append("at>=?")
+            args.append(since)
+        sql = "SELECT id, at, kind, node_id, model, event, detail FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return [{"id": r[0], "at": r[1], "kind": r[2], "node_id": r[3], "model": r[4],
+                 "event": r[5], "detail": json.loads(r[6])}
+                for r in self.conn().execute(sql, args)]
+
+    def trim_events(self, max_rows: int, older_than: float) -> int:
+        conn = self.conn()
+        n = conn.execute("DELETE FROM events WHERE at < ?", (older_than,)).rowcount
+        row = conn.execute("SELECT MAX(id) FROM events").fetchone()
+        if row and row[0] is not None:
+            n += conn.execute("DELETE FROM events WHERE id <= ?",
+                              (int(row[0]) - max_rows,)).rowcount
+        return n
+
+    # --- meta and convergence -------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn().execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
+                            "DO UPDATE SET value=excluded.value", (key, value))
+
+    def convergence(self, model: str, converged: bool, target: list[int],
+                    now: float) -> float:
+        """Record the model's convergence; returns since when it has been in this state."""
+        conn = self.conn()
+        target_text = json.dumps(target)
+        row = conn.execute("SELECT converged, since, target FROM convergence WHERE model=?",
+                           (model,)).fetchone()
+        if row is not None and bool(row[0]) == converged and row[2] == target_text:
+            return float(row[1])
+        conn.execute("INSERT INTO convergence (model, converged, since, target) VALUES "
+                     "(?,?,?,?) ON CONFLICT(model) DO UPDATE SET converged=excluded.converged,"
+                     " since=excluded.since, target=excluded.target",
+                     (model, int(converged), now, target_text))
+        return now

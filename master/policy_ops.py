@@ -1,0 +1,137 @@
+"""Policy writes: read-modify-write of ``_modelsync/policy.json`` with ``if_generation_match``.
+
+A concurrent change is detected by the generation precondition and the change is applied again
+on the new document; a change that cannot apply is a ``Conflict`` (409) with its reason, and a
+target version that is not complete in the bucket is ``Unprocessable`` (422).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from modelsync.catalog import policy_object
+from modelsync.policy import ModelPolicy, Policy, PolicyError, dump_policy, parse_policy, served_set
+from modelsync.store import NotFound, PreconditionFailed, RemoteStore
+
+
+class Conflict(Exception):
+    pass
+
+
+class Unprocessable(Exception):
+    pass
+
+
+class PolicyStore:
+    def __init__(self, store: RemoteStore, prefix: str, attempts: int = 8) -> None:
+        self.store = store
+        self.name = policy_object(prefix)
+        self.attempts = attempts
+
+    def read(self) -> tuple[Policy, int]:
+        """The policy and its generation (0: no policy object yet)."""
+        info = self.store.stat(self.name)
+        if info is None:
+            return Policy(), 0
+        try:
+            body = self.store.read(self.name, generation=info.generation)
+        except NotFound:  # replaced between the stat and the read: read again
+            return self.read()
+        try:
+            return parse_policy(body), info.generation
+        except PolicyError as exc:
+            raise Conflict(f"the policy in the bucket is malformed ({exc}); fix or replace "
+                           f"gs://…/{self.name} before changing it through the API") from None
+
+    def update(self, change: Callable[[Policy], Policy]) -> tuple[Policy, int, bool]:
+        """Apply ``change`` atomically. Returns (policy, generation, written?)."""
+        for _attempt in range(self.attempts):
+            policy, generation = self.read()
+            new = change(policy)
+            if new == policy:
+                return policy, generation, False
+            try:
+                info = self.store.write(self.name, dump_policy(new),
+                                        if_generation_match=generation,
+                                        content_type="application/json")
+            except PreconditionFailed:
+                continue  # someone else wrote first: apply the change to their version
+            return new, info.generation, True
+        raise Conflict(f"the policy changed concurrently {self.attempts} times; try again")
+
+
+def _model(policy: Policy, model: str) -> ModelPolicy:
+    return policy.for_model(model)
+
+
+def pin(model: str, version: int, complete: list[int]) -> Callable[[Policy], Policy]:
+    if version not in complete:
+        raise Unprocessable(f"{model} has no complete version {version} in the bucket "
+                            f"(complete: {complete[-10:]})")
+    return lambda p: p.with_model(model, replace(_model(p, model), pin=version))
+
+
+def unpin(model: str) -> Callable[[Policy], Policy]:
+    return lambda p: p.with_model(model, replace(_model(p, model), pin=None))
+
+
+def rollback(model: str, complete: list[int]) -> Callable[[Policy], Policy]:
+    """Pin the newest complete version older than the one served now."""
+    def change(p: Policy) -> Policy:
+        served = served_set(model, complete, p)
+        mp = _model(p, model)
+        current = mp.pin if mp.pin in complete else max(served.versions, default=None)
+        if current is None:
+            raise Conflict(f"{model} serves nothing; there is nothing to roll back from")
+        older = [v for v in complete if v < current]
+        if not older:
+            raise Conflict(f"{model} has no complete version older than {current} to roll "
+                           "back to")
+        return p.with_model(model, replace(mp, pin=max(older)))
+    return change
+
+
+def set_label(model: str, label: str, version: int,
+              complete: list[int]) -> Callable[[Policy], Policy]:
+    if version not in complete:
+        raise Unprocessable(f"{model} has no complete version {version} in the bucket")
+
+    def change(p: Policy) -> Policy:
+        mp = _model(p, model)
+        return p.with_model(model, replace(mp, labels={**mp.labels, label: version}))
+    return change
+
+
+def delete_label(model: str, label: str) -> Callable[[Policy], Policy]:
+    def change(p: Policy) -> Policy:
+        mp = _model(p, model)
+        if label not in mp.labels:
+            raise Conflict(f"{model} has no label {label!r}")
+        return p.with_model(model, replace(mp, labels={k: v for k, v in mp.labels.items()
+                                                       if k != label}))
+    return change
+
+
+def set_model_policy(model: str, keep_versions: int | object | None,
+                     disabled: bool | None) -> Callable[[Policy], Policy]:
+    def change(p: Policy) -> Policy:
+        mp = _model(p, model)
+        if keep_versions is not _UNSET:
+            mp = replace(mp, keep_versions=keep_versions)  # type: ignore[arg-type]
+        if disabled is not None:
+            mp = replace(mp, disabled=disabled)
+        return p.with_model(model, mp)
+    return change
+
+
+_UNSET = object()
+UNSET = _UNSET
+
+
+def check_valid(policy: Policy) -> None:
+    """A policy the API would write must parse back (defence in depth)."""
+    try:
+        parse_policy(dump_policy(policy))
+    except PolicyError as exc:
+        raise Unprocessable(str(exc)) from None

@@ -1,0 +1,67 @@
+"""The master's settings, from ``MODELSYNC_*`` environment variables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelsync.settings import Env, SettingsError, StoreSettings
+
+
+@dataclass(frozen=True)
+class MasterSettings:
+    store: StoreSettings
+    db_path: Path
+    admin_token: str
+    node_token: str
+    read_token: str | None = None
+    http_host: str = "0.0.0.0"
+    http_port: int = 8000
+    catalog_s: float = 10.0
+    settle_s: float = 30.0
+    node_forget_s: float = 86400.0
+    events_max_rows: int = 200_000
+    events_max_age_s: float = 30 * 86400.0
+    workers: int = 2
+    threads: int = 8
+    docker: str = "auto"  # auto | on | off
+    run_background: bool = True
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> MasterSettings:
+        env = env or Env()
+        admin = env.secret("MODELSYNC_ADMIN_TOKEN")
+        node = env.secret("MODELSYNC_NODE_TOKEN")
+        read = env.secret("MODELSYNC_READ_TOKEN")
+        if not admin:
+            raise SettingsError("MODELSYNC_ADMIN_TOKEN (or MODELSYNC_ADMIN_TOKEN_FILE) is "
+                                "required")
+        if not node:
+            raise SettingsError("MODELSYNC_NODE_TOKEN (or MODELSYNC_NODE_TOKEN_FILE) is "
+                                "required")
+        tokens = [t for t in (admin, node, read) if t]
+        if len(set(tokens)) != len(tokens):
+            raise SettingsError("the admin, read and node tokens must all differ")
+        if any(len(t) < 16 for t in tokens):
+            raise SettingsError("tokens must be at least 16 characters long")
+        docker = env.text("MODELSYNC_DOCKER", "auto")
+        if docker not in ("auto", "on", "off"):
+            raise SettingsError(f"MODELSYNC_DOCKER: expected auto, on or off, got {docker!r}")
+        catalog_s = env.number("MODELSYNC_CATALOG_S",
+                               env.number("MODELSYNC_POLL_S", 10.0, minimum=0.1), minimum=0.1)
+        return cls(
+            store=StoreSettings.from_env(env),
+            db_path=Path(env.text("MODELSYNC_DB", "/var/lib/modelsync/master.sqlite3")),
+            admin_token=admin, node_token=node, read_token=read,
+            http_host=env.text("MODELSYNC_HTTP_HOST", "0.0.0.0"),
+            http_port=env.integer("MODELSYNC_HTTP_PORT", 8000, minimum=0, maximum=65535),
+            catalog_s=catalog_s,
+            settle_s=env.number("MODELSYNC_SETTLE_S", 30.0, minimum=0),
+            node_forget_s=env.number("MODELSYNC_NODE_FORGET_S", 86400.0, minimum=1),
+            events_max_rows=env.integer("MODELSYNC_EVENTS_MAX_ROWS", 200_000, minimum=100),
+            events_max_age_s=env.number("MODELSYNC_EVENTS_MAX_AGE_S", 30 * 86400.0,
+                                        minimum=60),
+            workers=env.integer("MODELSYNC_MASTER_WORKERS", 2, minimum=1, maximum=64),
+            threads=env.integer("MODELSYNC_MASTER_THREADS", 8, minimum=1, maximum=256),
+            docker=docker,
+        )

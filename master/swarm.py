@@ -1,0 +1,56 @@
+"""The Swarm view (docker SDK, only with /var/run/docker.sock): Swarm nodes, the tasks of the
+modelsync services, and nodes that run TF Serving without a live puller or config manager.
+
+Services are recognised by the label ``com.modelsync.role`` (tfserving, puller,
+config_manager, master) that stack.yml sets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from master.db import NodeRow
+
+SOCKET = "/var/run/docker.sock"
+
+
+def swarm_view(registry: Iterable[NodeRow], now: float) -> dict[str, Any] | None:
+    if not os.path.exists(os.environ.get("MODELSYNC_DOCKER_SOCKET", SOCKET)):
+        return None
+    import docker
+
+    client = docker.DockerClient(base_url="unix://" + os.environ.get(
+        "MODELSYNC_DOCKER_SOCKET", SOCKET), timeout=5)
+    try:
+        info = client.info()
+        if info.get("Swarm", {}).get("LocalNodeState") != "active":
+            return {"swarm": False}
+        nodes = {n.id: {"id": n.id, "hostname": n.attrs["Description"]["Hostname"],
+                        "state": n.attrs["Status"]["State"],
+                        "availability": n.attrs["Spec"].get("Availability"),
+                        "labels": n.attrs["Spec"].get("Labels") or {}, "tasks": {}}
+                 for n in client.nodes.list()}
+        for service in client.services.list(filters={"label": "com.modelsync.role"}):
+            role = service.attrs["Spec"]["Labels"]["com.modelsync.role"]
+            for task in service.tasks(filters={"desired-state": "running"}):
+                node_id = task.get("NodeID")
+                if node_id in nodes:
+                    st = task.get("Status", {}).get("State")
+                    nodes[node_id]["tasks"].setdefault(role, []).append(st)
+        live = {(n.hostname, n.role) for n in registry if n.state(now) == "live"}
+        problems = []
+        for n in nodes.values():
+            running = {r for r, states in n["tasks"].items() if "running" in states}
+            if "tfserving" in running:
+                for role in ("puller", "config_manager"):
+                    if role not in running:
+                        problems.append({"node": n["hostname"], "problem":
+                                         f"runs TF Serving without a running {role} task"})
+                    elif (n["hostname"], role) not in live:
+                        problems.append({"node": n["hostname"], "problem":
+                                         f"runs TF Serving; its {role} sends no heartbeats"})
+        return {"swarm": True, "nodes": list(nodes.values()), "problems": problems}
+    finally:
+        client.close()

@@ -217,3 +217,31 @@ class Node:
                 "model server REST": f"http://127.0.0.1:{self.rest_port}",
                 "puller": f"http://127.0.0.1:{self.puller_port}/status",
                 "config manager": f"http://127.0.0.1:{self.cm_port}/status"}
+
+
+def start_master(workdir: str | os.PathLike[str], *, bucket: str, emulator_host: str,
+                 admin_token: str, node_token: str, read_token: str | None = None,
+                 port: int = 0, catalog_s: float = 1.0, settle_s: float = 30.0,
+                 db_path: str | None = None, extra_env: dict[str, str] | None = None,
+                 name: str = "master") -> ManagedProcess:
+    """The master under gunicorn on 127.0.0.1; returns once /healthz answers.
+    ``proc.port`` and ``proc.url`` tell where."""
+    port = port or free_port()
+    env = {"MODELSYNC_BUCKET": bucket, "STORAGE_EMULATOR_HOST": emulator_host,
+           "MODELSYNC_ADMIN_TOKEN": admin_token, "MODELSYNC_NODE_TOKEN": node_token,
+           "MODELSYNC_DB": db_path or str(Path(workdir) / "master.sqlite3"),
+           "MODELSYNC_HTTP_HOST": "127.0.0.1", "MODELSYNC_CATALOG_S": str(catalog_s),
+           "MODELSYNC_SETTLE_S": str(settle_s), "MODELSYNC_DOCKER": "off"}
+    if read_token:
+        env["MODELSYNC_READ_TOKEN"] = read_token
+    env.update(extra_env or {})
+    proc = ManagedProcess(name, [sys.executable, "-m", "modelsync.cli", "master", "--port",
+                                 str(port)], Path(workdir) / f"{name}.log", env=env).start()
+    proc.port = port  # type: ignore[attr-defined]
+    proc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
+    try:
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, proc)
+    except ProcessError:
+        proc.stop()
+        raise
+    return proc

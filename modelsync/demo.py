@@ -9,9 +9,12 @@ until Ctrl-C stops everything.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +42,22 @@ def _wait(fn: Any, timeout_s: float, stop: Any) -> Any:
     return None
 
 
+def _cluster(url: str, token: str) -> str | None:
+    req = urllib.request.Request(f"{url}/v1/cluster",  # noqa: S310 - our own 127.0.0.1
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - our own 127.0.0.1
+        demo = json.loads(r.read())["models"].get("demo") or {}
+    if not demo.get("converged") or demo.get("target_versions") != [3]:
+        return None
+    return (f"target versions {demo['target_versions']}, AVAILABLE on "
+            f"{demo['versions']['3']['available']}/{demo['serving_nodes']} node(s), converged")
+
+
 def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> int:
     from modelsync.cli import install_stop_handlers, wait_for_stop
     from modelsync.client import PredictClient
     from modelsync.devmodels import make_linear_model
-    from modelsync.procs import Node
+    from modelsync.procs import Node, start_master
     from modelsync.publish import publish
     from modelsync.store import GCSStore
 
@@ -54,6 +68,7 @@ def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> in
         workdir = Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
     node: Node | None = None
+    master = None
     try:
         with GCSEmulator(log_path=str(workdir / "fake-gcs.log")) as emu:
             os.environ["STORAGE_EMULATOR_HOST"] = emu.url
@@ -68,9 +83,16 @@ def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> in
                 if not src.exists():
                     make_linear_model(src, a, b)
                 sources[version] = (src, a, b)
+            admin_token, node_token = secrets.token_hex(16), secrets.token_hex(16)
+            say("starting the master (gunicorn) ...")
+            master = start_master(workdir / "master", bucket=DEMO_BUCKET,
+                                  emulator_host=emu.url, admin_token=admin_token,
+                                  node_token=node_token, catalog_s=1.0)
+            say(f"  master             {master.url}  (admin token: {admin_token})")  # type: ignore[attr-defined]
             say("starting one serving node: model server, config manager, puller ...")
             node = Node(workdir / "node", bucket=DEMO_BUCKET, emulator_host=emu.url,
-                        poll_s=1.0).start()
+                        poll_s=1.0, master_url=master.url,  # type: ignore[attr-defined]
+                        node_token=node_token, extra_env={"MODELSYNC_HEARTBEAT_S": "1"}).start()
             for what, where in node.listening().items():
                 say(f"  {what:18} {where}")
             say(f"  logs in {node.workdir}")
@@ -97,6 +119,11 @@ def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> in
                 listing = sorted(p.name for p in (node.model_root / "demo").iterdir())
                 say(f"{node.model_root / 'demo'}: {listing}  (v1 pruned once TF Serving "
                     "reported it END; v2 kept for a fast rollback; v3 served)")
+                view = _wait(lambda: _cluster(master.url, admin_token), 30, stop)  # type: ignore[attr-defined]
+                if view:
+                    say(f"master GET /v1/cluster: demo {view}")
+                say(f"try: curl -H 'Authorization: Bearer {admin_token}' "
+                    f"{master.url}/v1/cluster")  # type: ignore[attr-defined]
                 say(f"publish more from another shell: STORAGE_EMULATOR_HOST={emu.url} "
                     f"MODELSYNC_BUCKET={DEMO_BUCKET} .venv/bin/modelsync publish DIR "
                     "--model demo")
@@ -106,9 +133,12 @@ def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> in
             say("stopping")
             node.stop()
             node = None
+            master.stop()
     finally:
         if node is not None:
             node.stop()
+        if master is not None:
+            master.stop()
         if tmp is not None:
             tmp.cleanup()
     say("stopped")

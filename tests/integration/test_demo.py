@@ -46,6 +46,7 @@ def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         assert "y=[4.0, 7.0] from version 2" in text  # v2: y = 3x + 1
         assert "y=[5.0, 9.0] from version 3" in text
         assert "['2', '3']" in text  # v1 pruned, v2 kept for rollback
+        assert "AVAILABLE on 1/1 node(s), converged" in text  # the master's cluster view
         url = next(x for x in lines if "GCS emulator" in x).split(": ")[1].split(",")[0]
         with urllib.request.urlopen(f"{url}/storage/v1/b/modelsync-demo/o", timeout=5) as r:
             assert b"models/demo/3/saved_model.pb" in r.read()

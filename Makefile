@@ -43,7 +43,10 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m bench all --quick
 
+# Installs and starts a Docker Engine if needed, inits a one-node Swarm, builds the images.
 e2e: $(STAMP)
+	bash scripts/docker-engine.sh
+	bash scripts/swarm-init.sh
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no e2e tests collected"; rc=0; fi; exit $$rc
 

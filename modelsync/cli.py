@@ -111,12 +111,85 @@ def cmd_dev_make_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dev_smoke(args: argparse.Namespace) -> int:
+    """Publish a fresh version of a small model and wait until TF Serving serves it."""
+    import tempfile
+
+    from modelsync.client import PredictClient
+    from modelsync.devmodels import make_linear_model
+    from modelsync.publish import PublishError, next_version, publish
+    from modelsync.store import GCSStore
+
+    settings = store_settings(args)
+    store = GCSStore(settings)
+    started = time.monotonic()
+    try:
+        version = next_version(store, settings.prefix, args.model)
+    except Exception as exc:
+        raise CommandError(f"bucket not reachable: {exc}") from None
+    a = version + 0.5
+    with tempfile.TemporaryDirectory() as tmp:
+        make_linear_model(Path(tmp) / "m", a, 1.0)
+        try:
+            publish(store, Path(tmp) / "m", args.model, prefix=settings.prefix,
+                    marker=settings.marker, version=version)
+        except PublishError as exc:
+            raise CommandError(str(exc)) from None
+    print(f"smoke: published {args.model} v{version} (y = {a} * x + 1)", flush=True)
+    client = PredictClient(args.tfserving)
+    deadline = time.monotonic() + args.timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            served, out = client.predict(args.model, {"x": [1.0]}, timeout_s=5)
+            if served == version and abs(float(out["y"][0]) - (a + 1.0)) < 1e-5:
+                print(f"smoke ok: {args.tfserving} serves {args.model} v{version}, y(1) = "
+                      f"{float(out['y'][0])}, {time.monotonic() - started:.1f} s after "
+                      "publishing", flush=True)
+                return 0
+            last = f"serving v{served}"
+        except Exception as exc:
+            last = str(exc)[:200]
+        time.sleep(0.5)
+    raise CommandError(f"{args.model} v{version} not served within {args.timeout} s ({last})")
+
+
 # --- demo --------------------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
     from modelsync.demo import run_demo
 
     return run_demo(workdir=Path(args.workdir) if args.workdir else None,
                     exit_after=args.exit_after)
+
+
+# --- healthcheck -------------------------------------------------------------------------------
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when this container's own process answers (used by the image's HEALTHCHECK)."""
+    target = args.target or os.environ.get("MODELSYNC_HEALTHCHECK") or (
+        f"http://127.0.0.1:{os.environ.get('MODELSYNC_HTTP_PORT', '8000')}/healthz")
+    if target.startswith("grpc://"):
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            with grpc.insecure_channel(target[len("grpc://"):]) as ch:
+                resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
+                                                            timeout=args.timeout)
+            ok = resp.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError as exc:
+            raise CommandError(f"{target}: {exc.code().name}") from None
+    else:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(target, timeout=args.timeout) as r:  # noqa: S310
+                ok = r.status == 200
+        except (urllib.error.URLError, OSError) as exc:
+            raise CommandError(f"{target}: {exc}") from None
+    if not ok:
+        raise CommandError(f"{target}: not healthy")
+    return 0
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -179,6 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop by itself after this many seconds (for tests)")
     p.set_defaults(func=cmd_demo, json_logs=False)
 
+    p = sub.add_parser("healthcheck", help="exit 0 when this container's process answers")
+    p.add_argument("target", nargs="?", help="http://…/healthz or grpc://host:port "
+                                             "(default: $MODELSYNC_HEALTHCHECK, else "
+                                             "http://127.0.0.1:$MODELSYNC_HTTP_PORT/healthz)")
+    p.add_argument("--timeout", type=float, default=3.0)
+    p.set_defaults(func=cmd_healthcheck, json_logs=False)
+
     dev = sub.add_parser("dev", help="development helpers")
     dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="DEV_COMMAND")
     p = dsub.add_parser("gcs", help="run fake-gcs-server on 127.0.0.1 until Ctrl-C")
@@ -186,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bucket", help="create this bucket")
     p.add_argument("--data-dir", help="keep objects on disk here (default: in memory)")
     p.set_defaults(func=cmd_dev_gcs, json_logs=False)
+    p = dsub.add_parser("smoke", help="publish a new version and wait until TF Serving serves it")
+    p.add_argument("--tfserving", default="127.0.0.1:8500", help="TF Serving gRPC host:port")
+    p.add_argument("--master", help="(informational) the master's URL")
+    p.add_argument("--model", default="smoke")
+    p.add_argument("--timeout", type=float, default=180.0)
+    _add_store_args(p)
+    p.set_defaults(func=cmd_dev_smoke, json_logs=False)
     p = dsub.add_parser("make-model", help="write a demo SavedModel: y = a*x + b")
     p.add_argument("out")
     p.add_argument("--a", type=float, default=2.0)

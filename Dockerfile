@@ -1,0 +1,38 @@
+# One image for the master, the puller, the config manager and the compatible model server:
+# every service differs only in its `command:`.
+#   bash scripts/wheelhouse.sh        # wheels of modelsync and its dependencies
+#   docker build --network host --build-arg BASE_IMAGE=python:3.11-slim-bookworm -t modelsync .
+# BASE_IMAGE must provide python3 (3.11) with venv; scripts/base-image.sh makes one where no
+# registry can be reached.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS build
+COPY wheelhouse /wheelhouse
+RUN python3 -m venv /opt/modelsync \
+ && /opt/modelsync/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse modelsync
+
+FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="modelsync" \
+      org.opencontainers.image.description="Keep TF Serving fleets serving the right model versions"
+COPY --from=build /opt/modelsync /opt/modelsync
+COPY tfserving/entrypoint.sh /usr/local/bin/modelsync-tfserving-entrypoint
+COPY tfserving/healthcheck.sh /usr/local/bin/modelsync-tfserving-healthcheck
+COPY tfserving/monitoring.config /etc/modelsync/monitoring.config
+RUN chmod 0755 /usr/local/bin/modelsync-tfserving-entrypoint /usr/local/bin/modelsync-tfserving-healthcheck \
+ && (getent group modelsync || groupadd --system --gid 10001 modelsync) \
+ && (id modelsync || useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/modelsync \
+        --shell /usr/sbin/nologin modelsync) \
+ && mkdir -p /var/lib/modelsync /models/.modelsync \
+ && chown -R modelsync:modelsync /var/lib/modelsync /models
+ENV PATH=/opt/modelsync/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    TF_CPP_MIN_LOG_LEVEL=2 \
+    MODELSYNC_MODEL_ROOT=/models \
+    MODELSYNC_DB=/var/lib/modelsync/master.sqlite3
+USER modelsync
+WORKDIR /var/lib/modelsync
+# Checks this process only: its own /healthz (MODELSYNC_HTTP_PORT) or, for the model server,
+# its gRPC health service (MODELSYNC_HEALTHCHECK=grpc://127.0.0.1:8500).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["modelsync", "healthcheck"]
+CMD ["modelsync", "--help"]

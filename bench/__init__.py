@@ -1,0 +1,1 @@
+"""modelsync benchmarks: ``python -m bench NAME [--quick]`` (see bench/README.md)."""

@@ -1,0 +1,108 @@
+"""``python -m bench NAME [--quick]`` runs one benchmark on 127.0.0.1 and prints a table, then,
+as its last line, one JSON object of figures. ``all`` runs them all; ``--update-readme``
+rewrites the benchmark table in README.md."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import emit, machine
+
+BENCHMARKS = {"propagation": "bench.propagation", "download": "bench.download",
+              "idle_poll": "bench.idle_poll", "master": "bench.master_load",
+              "scoring": "bench.scoring", "footprint": "bench.footprint"}
+
+GOALS: dict[str, list[tuple[str, str, float]]] = {
+    "propagation": [("overhead_p50_s", "<=", 1.5)],
+    "download": [("ratio_vs_best_baseline", ">=", 1.0), ("puller_peak_rss_MB", "<=", 200)],
+    "idle_poll": [("idle_poll_calls", "<=", 2), ("idle_poll_s", "<=", 0.2)],
+    "master": [("heartbeat_p99_ms", "<=", 50), ("heartbeat_errors", "<=", 0),
+               ("cluster_view_p99_ms", "<=", 200)],
+    "scoring": [("rollover_errors", "<=", 0), ("rollover_p99_ratio", "<=", 2)],
+    "footprint": [("puller_rss_MB", "<=", 150), ("config_manager_rss_MB", "<=", 150),
+                  ("master_rss_MB", "<=", 150)],
+}
+
+
+def check_goals(name: str, figures: dict[str, Any]) -> list[str]:
+    out = []
+    for key, op, bound in GOALS.get(name, []):
+        value = figures.get(key)
+        if value is None:
+            out.append(f"{key}: missing")
+            continue
+        ok = value <= bound if op == "<=" else value >= bound
+        out.append(f"{key} {value:.3g} {op} {bound:g}: {'met' if ok else 'MISSED'}")
+    return out
+
+
+def run_one(name: str, quick: bool) -> dict[str, Any]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    module = importlib.import_module(BENCHMARKS[name])
+    started = time.monotonic()
+    figures = module.run(quick)
+    figures["benchmark"] = name
+    figures["quick"] = quick
+    figures["seconds"] = round(time.monotonic() - started, 1)
+    for line in check_goals(name, figures):
+        print(f"  goal: {line}")
+    return figures
+
+
+def update_readme(results: dict[str, dict[str, Any]], quick: bool) -> None:
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text()
+    lines = [f"Measured {dt.date.today().isoformat()} on {machine()}"
+             f"{' (--quick sizes)' if quick else ''}, with `make bench`.", "",
+             "| benchmark | figure | value | goal |", "|---|---|---|---|"]
+    for name, figures in results.items():
+        goals = {k: f"{op} {b:g}" for k, op, b in GOALS.get(name, [])}
+        for key, value in figures.items():
+            if key in ("benchmark", "quick") or not isinstance(value, int | float):
+                continue
+            shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+            verdict = ""
+            if key in goals:
+                met = [g for g in check_goals(name, figures) if g.startswith(key + " ")]
+                verdict = f"{goals[key]} ({'met' if met and met[0].endswith('met') else 'MISSED'})"
+            lines.append(f"| {name} | `{key}` | {shown} | {verdict} |")
+    block = "\n".join(lines)
+    new = re.sub(r"(<!-- bench:start -->\n).*?(\n<!-- bench:end -->)",
+                 lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
+    readme.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("name", choices=[*BENCHMARKS, "all"])
+    parser.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes")
+    parser.add_argument("--update-readme", action="store_true")
+    args = parser.parse_args(argv)
+    names = list(BENCHMARKS) if args.name == "all" else [args.name]
+    results: dict[str, dict[str, Any]] = {}
+    for name in names:
+        print(f"== {name}{' --quick' if args.quick else ''} ==", flush=True)
+        results[name] = run_one(name, args.quick)
+        if len(names) > 1:
+            emit(results[name])
+    if args.update_readme:
+        update_readme(results, args.quick)
+        Path("bench/results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+    emit(results[names[0]] if len(names) == 1 else
+         {f"{n}.{k}": v for n, f in results.items() for k, v in f.items()
+          if isinstance(v, int | float) and not isinstance(v, bool)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""idle_poll: storage calls and seconds of a node's idle poll, fresh catalog vs stale (the node
+lists the bucket itself), and of the master's catalog refresh, over a large bucket."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from bench.common import Timer, median, table
+from master.catalog_writer import CatalogWriter
+from modelsync.catalog import catalog_object
+from modelsync.emulator import GCSEmulator
+from modelsync.remote import BucketView
+from modelsync.settings import StoreSettings
+from modelsync.store import GCSStore
+
+
+def run(quick: bool) -> dict[str, Any]:
+    models, versions = (200, 20) if quick else (1000, 20)
+    with GCSEmulator() as emu, tempfile.TemporaryDirectory() as tmp:
+        settings = StoreSettings(bucket="bench", emulator_host=emu.url)
+        store = GCSStore(settings, pool_size=32)
+        store.ensure_bucket()
+        names = [f"models/m{m:04d}/{v}/{f}" for m in range(models) for v in range(1, versions + 1)
+                 for f in ("saved_model.pb", "variables/variables.index",
+                           "variables/variables.data-00000-of-00001", "_READY")]
+        with Timer() as fill, ThreadPoolExecutor(32) as pool:
+            list(pool.map(lambda n: store.write(n, b"x"), names))
+        writer = CatalogWriter(GCSStore(settings), settings, settle_s=30)
+        refreshes = []
+        for _ in range(3):
+            with Timer() as t:
+                result = writer.refresh()
+            refreshes.append(t.seconds)
+        node_store = GCSStore(settings)
+        view = BucketView(node_store, settings, Path(tmp), catalog_max_age_s=60)
+        view.poll()  # first poll downloads the catalog and policy bodies
+        idle_calls, idle_s = [], []
+        for _ in range(20):
+            with Timer() as t:
+                state = view.poll()
+            idle_calls.append(state.calls)
+            idle_s.append(t.seconds)
+        assert state.source == "catalog"
+        store.patch_metadata(catalog_object("models"), {"listed_at": str(time.time() - 3600)})
+        fb_calls, fb_s = [], []
+        for _ in range(3):
+            with Timer() as t:
+                state = view.poll()
+            fb_calls.append(state.calls)
+            fb_s.append(t.seconds)
+        assert state.source == "listing"
+    figures = {"bucket_objects": len(names), "idle_poll_calls": max(idle_calls),
+               "idle_poll_s": median(idle_s), "fallback_poll_calls": max(fb_calls),
+               "fallback_poll_s": median(fb_s), "catalog_refresh_s": median(refreshes),
+               "catalog_refresh_calls": result.calls, "fill_s": fill.seconds}
+    table(f"idle_poll: {models} models x {versions} versions x 4 objects "
+          f"({len(names)} objects; filled in {fill.seconds:.1f} s)", [
+              ("idle poll, fresh catalog: storage calls", max(idle_calls)),
+              ("idle poll, fresh catalog: seconds (median of 20)", median(idle_s)),
+              ("poll with a stale catalog (own listing): calls", max(fb_calls)),
+              ("poll with a stale catalog: seconds (median of 3)", median(fb_s)),
+              ("master catalog refresh: seconds (median of 3)", median(refreshes)),
+              ("master catalog refresh: storage calls", result.calls)])
+    return figures

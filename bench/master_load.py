@@ -1,0 +1,107 @@
+"""master: simulated nodes heartbeating every 5 s with 50-model reports against the master under
+gunicorn, then the cluster and model views under that registry."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from bench.common import percentile, table, tree_rss_mb
+from modelsync.emulator import GCSEmulator
+from modelsync.procs import start_master
+from modelsync.settings import StoreSettings
+from modelsync.store import GCSStore
+
+ADMIN, NODE = "bench-admin-token-0123456789", "bench-node-token-0123456789"
+MODELS = 50
+
+
+def run(quick: bool) -> dict[str, Any]:
+    n_nodes = 100 if quick else 500
+    duration, period = 60.0, 5.0
+    with tempfile.TemporaryDirectory() as tmp_s, GCSEmulator() as emu:
+        tmp = Path(tmp_s)
+        settings = StoreSettings(bucket="bench", emulator_host=emu.url)
+        store = GCSStore(settings)
+        store.ensure_bucket()
+        for m in range(MODELS):
+            for f in ("saved_model.pb", "_READY"):
+                store.write(f"models/model{m:02d}/1/{f}", b"x")
+        master = start_master(tmp, bucket="bench", emulator_host=emu.url, admin_token=ADMIN,
+                              node_token=NODE, catalog_s=5)
+        url = master.url  # type: ignore[attr-defined]
+        lat: list[float] = []
+        errors: list[str] = []
+        lock = threading.Lock()
+        report = {f"model{m:02d}": [1] for m in range(MODELS)}
+        started = time.monotonic()
+        threads_n = min(n_nodes, 64)
+
+        def worker(k: int) -> None:
+            session = requests.Session()
+            mine = [i for i in range(n_nodes) if i % threads_n == k]
+            beats = {i: started + period * i / n_nodes for i in mine}  # spread evenly
+            mine_lat: list[float] = []
+            for _ in range(10_000):  # bounded
+                i = min(beats, key=beats.__getitem__)
+                due = beats[i]
+                if due > started + duration:
+                    break
+                time.sleep(max(0.0, due - time.monotonic()))
+                role = "puller" if i % 2 == 0 else "config_manager"
+                body = {"node_id": f"sim-{i // 2:04d}", "role": role, "heartbeat_s": period,
+                        "status": {"installed" if role == "puller" else "available": report},
+                        "events": []}
+                t = time.perf_counter()
+                try:
+                    r = session.post(f"{url}/v1/nodes/heartbeat", json=body, timeout=10,
+                                     headers={"Authorization": f"Bearer {NODE}"})
+                    if r.status_code != 200:
+                        raise RuntimeError(f"HTTP {r.status_code}")
+                    mine_lat.append(time.perf_counter() - t)
+                except Exception as exc:
+                    with lock:
+                        errors.append(str(exc)[:100])
+                beats[i] = due + period
+            with lock:
+                lat.extend(mine_lat)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(threads_n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=duration + 120)
+        session = requests.Session()
+        views: dict[str, list[float]] = {"cluster": [], "models": []}
+        for _ in range(20):
+            for name in views:
+                t = time.perf_counter()
+                r = session.get(f"{url}/v1/{name}", timeout=30,
+                                headers={"Authorization": f"Bearer {ADMIN}"})
+                views[name].append(time.perf_counter() - t)
+                assert r.status_code == 200, r.text[:200]
+        cluster = session.get(f"{url}/v1/cluster", timeout=30,
+                              headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        rss = tree_rss_mb(master.pid)
+        master.stop()
+    figures = {"nodes": n_nodes, "heartbeats": len(lat), "heartbeat_p50_ms":
+               percentile(lat, 50) * 1000, "heartbeat_p99_ms": percentile(lat, 99) * 1000,
+               "heartbeat_errors": len(errors),
+               "cluster_view_p99_ms": percentile(views["cluster"], 99) * 1000,
+               "models_view_p99_ms": percentile(views["models"], 99) * 1000,
+               "master_rss_MB": rss, "registered": cluster["nodes"]["total"]}
+    table(f"master: {n_nodes} simulated node daemons, a beat every {period:.0f} s with a "
+          f"{MODELS}-model report, {duration:.0f} s", [
+              ("heartbeats sent", len(lat) + len(errors)),
+              ("heartbeat p50 / p99 ms", f"{figures['heartbeat_p50_ms']:.1f} / "
+                                         f"{figures['heartbeat_p99_ms']:.1f}"),
+              ("heartbeat errors", len(errors)),
+              ("GET /v1/cluster p99 ms (20 calls)", figures["cluster_view_p99_ms"]),
+              ("GET /v1/models p99 ms (20 calls)", figures["models_view_p99_ms"]),
+              ("master RSS MB (arbiter + workers)", rss)])
+    return figures

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# A one-node Swarm on 127.0.0.1 (idempotent), and the label that marks a serving node.
+set -euo pipefail
+state="$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo unknown)"
+if [ "$state" != "active" ]; then
+  echo "[swarm] docker swarm init" >&2
+  docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+fi
+node="$(docker info --format '{{.Swarm.NodeID}}')"
+docker node update --label-add modelsync.serving=true "$node" >/dev/null
+echo "[swarm] node $node active, labelled modelsync.serving=true" >&2

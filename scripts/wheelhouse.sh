@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Wheels of modelsync and everything it needs, in ./wheelhouse, so that `docker build` can
+# install with --no-index (image builds here cannot reach a package index).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py="${PYTHON:-.venv/bin/python}"
+[ -x "$py" ] || py=python3
+mkdir -p wheelhouse
+rm -f wheelhouse/modelsync-*.whl
+"$py" -m pip wheel --quiet --disable-pip-version-check --wheel-dir wheelhouse . 2>&1 \
+  | grep -v "is neither a file nor a directory" >&2 || true
+ls wheelhouse/modelsync-*.whl >/dev/null
+echo "[wheelhouse] $(ls wheelhouse | wc -l) wheels, $(du -sh wheelhouse | cut -f1)" >&2

@@ -49,7 +49,8 @@ class GCSEmulator:
     """One fake-gcs-server process. ``backend`` is "memory" or "filesystem" (under ``root``)."""
 
     def __init__(self, port: int = 0, *, backend: str = "memory", root: str | None = None,
-                 log_path: str | None = None, start_timeout_s: float = 20.0) -> None:
+                 log_path: str | None = None, start_timeout_s: float = 20.0,
+                 data_dir: str | None = None) -> None:
         self.host = "127.0.0.1"
         self.requested_port = port
         self.port = port
@@ -57,6 +58,7 @@ class GCSEmulator:
         self.root = root
         self.log_path = log_path
         self.start_timeout_s = start_timeout_s
+        self.data_dir = data_dir  # preload: DATA/<bucket>/<object name> files
         self.process: subprocess.Popen[bytes] | None = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._log_fh: object | None = None
@@ -81,6 +83,8 @@ class GCSEmulator:
         args = [str(emulator_binary()), "-scheme", "http", "-host", self.host,
                 "-port", str(self.port), "-public-host", f"{self.host}:{self.port}",
                 "-external-url", self.url, "-log-level", "warn", "-backend", self.backend]
+        if self.data_dir:
+            args += ["-data", self.data_dir]
         if self.backend == "filesystem":
             if self.root is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="fake-gcs-")

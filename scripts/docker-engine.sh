@@ -14,6 +14,8 @@ if ! command -v dockerd >/dev/null 2>&1; then
   apt-get install -y -qq docker.io >/dev/null
 fi
 if ! pgrep -x dockerd >/dev/null 2>&1; then
+  # a previous dockerd killed with its session leaves its pid files behind
+  rm -f /var/run/docker.pid /run/docker.pid /var/run/docker/containerd/containerd.pid
   log "starting dockerd"
   # --iptables=false: these machines cannot program iptables; services use host networking.
   nohup dockerd --iptables=false >/var/log/dockerd.log 2>&1 &

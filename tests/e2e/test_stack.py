@@ -145,8 +145,39 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
 
 
 def test_stack_removal_leaves_no_containers(stack) -> None:  # type: ignore[no-untyped-def]
-    # runs last in this module: the fixture's teardown removes the stack; here we check the
-    # service list is what we deployed, and the teardown asserts that no container remains
+    # the services are the ones stack.yml declares; the module fixture's teardown removes the
+    # stack and fails unless every container of it is gone within two minutes
     services = sh("docker", "stack", "services", STACK, "--format", "{{.Name}}").stdout.split()
     assert sorted(services) == sorted(f"{STACK}_{s}" for s in
                                       ("master", "tfserving", "puller", "config_manager"))
+
+
+def test_swarm_view_flags_nodes_without_live_daemons(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A master that can read the Docker socket lists the Swarm's nodes and the tasks of the
+    modelsync services, and flags a TF Serving node whose puller and config manager send it no
+    heartbeats (this second master, on the host, receives none: the stack's nodes beat to
+    their own master)."""
+    from modelsync.procs import start_master
+
+    emu = stack["emu"]
+    admin, node = "swarm-admin-token-0123456789", "swarm-node-token-0123456789"
+    proc = start_master(tmp_path, bucket="e2e", emulator_host=emu.url, admin_token=admin,
+                        node_token=node, extra_env={"MODELSYNC_DOCKER": "on"})
+    try:
+        def view() -> dict:
+            req = urllib.request.Request(f"{proc.url}/v1/nodes",  # type: ignore[attr-defined]
+                                         headers={"Authorization": f"Bearer {admin}"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())["swarm"]
+
+        swarm = wait_for(lambda: (v := view()) and v.get("swarm") and all(
+            "running" in n["tasks"].get(role, []) for n in v["nodes"]
+            for role in ("tfserving", "puller", "config_manager")) and v, 60,
+            "swarm tasks visible")
+        (n,) = swarm["nodes"]
+        assert n["labels"].get("modelsync.serving") == "true"
+        problems = {p["problem"] for p in swarm["problems"]}
+        assert "runs TF Serving; its puller sends no heartbeats" in problems
+        assert "runs TF Serving; its config_manager sends no heartbeats" in problems
+    finally:
+        proc.stop()

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv test unit integration demo bench bench-quick e2e lint typecheck clean
+.PHONY: help venv test unit integration demo bench bench-quick bench-check e2e lint clean
 
 help:
 	@echo "make demo         run modelsync on this machine (127.0.0.1), Ctrl-C stops it"
@@ -42,6 +42,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m bench all --quick
+
+# Each benchmark with --quick must finish and end with its JSON figures (CI runs this).
+bench-check: $(STAMP)
+	$(PY) -m pytest tests/bench $(PYTEST_ARGS)
 
 # Installs and starts a Docker Engine if needed, inits a one-node Swarm, builds the images.
 e2e: $(STAMP)

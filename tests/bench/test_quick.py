@@ -1,0 +1,46 @@
+"""Every benchmark runs with --quick and ends with one JSON line holding its named figures.
+
+Run by `make bench-check` (CI runs it after the e2e suite); figures are not asserted against
+goals here — timings belong in the benchmark output, not in tests — except the ones that are
+counts or correctness (errors, calls).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FIGURES = {
+    "propagation": ["propagation_p50_s", "propagation_p95_s", "overhead_p50_s"],
+    "download": ["puller_MBps", "sequential_MBps", "transfer_manager_MBps",
+                 "ratio_vs_best_baseline", "puller_peak_rss_MB"],
+    "idle_poll": ["idle_poll_calls", "idle_poll_s", "fallback_poll_calls", "catalog_refresh_s"],
+    "master": ["heartbeat_p99_ms", "heartbeat_errors", "cluster_view_p99_ms", "master_rss_MB"],
+    "scoring": ["predict_p50_ms", "predict_p99_ms", "predict_rps", "inprocess_p50_ms",
+                "rollover_errors", "rollover_p99_ratio"],
+    "footprint": ["puller_rss_MB", "config_manager_rss_MB", "master_rss_MB",
+                  "puller_ready_s", "config_manager_ready_s", "master_ready_s"],
+}
+
+
+@pytest.mark.parametrize("name", list(FIGURES))
+def test_quick_benchmark_prints_its_figures(name: str) -> None:
+    res = subprocess.run([sys.executable, "-m", "bench", name, "--quick"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    last = res.stdout.strip().splitlines()[-1]
+    figures = json.loads(last)
+    missing = [k for k in FIGURES[name] if k not in figures]
+    assert not missing, (missing, last)
+    assert figures["quick"] is True and figures["seconds"] < 120
+    if name == "idle_poll":
+        assert figures["idle_poll_calls"] == 2
+    if name == "scoring":
+        assert figures["rollover_errors"] == 0
+    if name == "master":
+        assert figures["heartbeat_errors"] == 0

@@ -282,6 +282,8 @@ class ModelManager:
         with self._cv:
             while v.refs > 0:  # in-flight requests on this version finish first
                 self._cv.wait(1.0)
+            if hasattr(v.servable, "close"):
+                v.servable.close()
             v.servable = None
             v.state = State.END
             self._cv.notify_all()

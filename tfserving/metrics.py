@@ -22,6 +22,12 @@ class ServerMetrics:
         self._versions = Gauge("modelsync_model_server_versions",
                                "Model versions by state.", ["model_name", "state"],
                                registry=self.registry)
+        self._batches = Gauge("modelsync_model_server_batches",
+                              "Batches run (with --enable_batching), by model.", ["model_name"],
+                              registry=self.registry)
+        self._batch_rows = Gauge("modelsync_model_server_batched_rows",
+                                 "Rows run in batches, by model.", ["model_name"],
+                                 registry=self.registry)
         self._manager_ref = manager_ref or []
 
     def request(self, api: str, model: str, status: str, seconds: float) -> None:
@@ -39,4 +45,13 @@ class ServerMetrics:
                     counts[state] = counts.get(state, 0) + 1
                 for state, n in counts.items():
                     self._versions.labels(name, state).set(n)
+                batches = rows = 0
+                for v in entry.versions.values():
+                    stats = getattr(v.servable, "batch_stats", None)
+                    if stats is not None:
+                        b, r = stats()
+                        batches, rows = batches + b, rows + r
+                if batches:
+                    self._batches.labels(name).set(batches)
+                    self._batch_rows.labels(name).set(rows)
         return generate_latest(self.registry)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,8 +53,12 @@ class Signature:
 class Servable:
     """A SavedModel loaded for serving. ``run`` is thread-safe."""
 
-    def __init__(self, path: str | os.PathLike[str], tags: tuple[str, ...] = ("serve",)) -> None:
+    def __init__(self, path: str | os.PathLike[str], tags: tuple[str, ...] = ("serve",),
+                 batching: Any = None) -> None:
         self.path = str(path)
+        self.batching = batching  # BatchingParameters, or None: every request runs alone
+        self._batchers: dict[str, Any] = {}
+        self._batch_lock = threading.Lock()
         self.meta_graph = read_meta_graph(path, tags)
         self._model = tf.saved_model.load(self.path, tags=list(tags))
         self.signatures: dict[str, Signature] = {}
@@ -101,15 +107,44 @@ class Servable:
                 raise ServingError("INVALID_ARGUMENT",
                                    f"input {key!r}: shape {list(arr.shape)} is not compatible "
                                    f"with {spec.shape}")
-            feed[key] = tf.constant(arr, dtype=spec.dtype)
+            feed[key] = arr
+        wanted = output_filter or sig.outputs
+        batcher = self._batcher(sig) if self.batching is not None else None
+        outputs = batcher.submit(feed) if batcher is not None else self._call(sig, feed)
+        return {k: outputs[k] for k in wanted}
+
+    def _call(self, sig: Signature, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            result = sig.fn(**feed)
+            result = sig.fn(**{k: tf.constant(v, dtype=sig.inputs[k].dtype)
+                               for k, v in feed.items()})
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise ServingError("INVALID_ARGUMENT", _one_line(exc)) from exc
         except tf.errors.OpError as exc:
             raise ServingError("INTERNAL", _one_line(exc)) from exc
-        wanted = output_filter or sig.outputs
-        return {k: result[k].numpy() for k in wanted}
+        return {k: result[k].numpy() for k in sig.outputs}
+
+    def _batcher(self, sig: Signature) -> Any:
+        """The signature's batcher, if every input has a variable first dimension."""
+        if not all(spec.shape.rank and spec.shape[0] is None for spec in sig.inputs.values()):
+            return None
+        with self._batch_lock:
+            batcher = self._batchers.get(sig.name)
+            if batcher is None:
+                from tfserving.batching import Batcher
+
+                batcher = self._batchers[sig.name] = Batcher(
+                    functools.partial(self._call, sig), self.batching)
+            return batcher
+
+    def batch_stats(self) -> tuple[int, int]:
+        with self._batch_lock:
+            return (sum(b.batches for b in self._batchers.values()),
+                    sum(b.rows for b in self._batchers.values()))
+
+    def close(self) -> None:
+        with self._batch_lock:
+            for b in self._batchers.values():
+                b.close()
 
 
 _CC_DTYPE_NAMES = {"float32": "float", "float64": "double", "float16": "half"}

@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag("max_num_load_retries", int, 5, "retries of a failed load")
     flag("load_retry_interval_micros", int, 60_000_000, "wait between load retries")
     flag("monitoring_config_file", str, "", "MonitoringConfig text proto (Prometheus)")
-    flag("enable_batching", bool, False, "(accepted; requests run unbatched)")
-    flag("batching_parameters_file", str, "", "(accepted; requests run unbatched)")
+    flag("enable_batching", bool, False, "merge concurrent requests into batches")
+    flag("batching_parameters_file", str, "", "BatchingParameters text proto")
     flag("allow_version_labels_for_unavailable_models", bool, False,
          "allow labels onto versions that are not AVAILABLE")
     flag("grpc_max_threads", int, 0, "gRPC worker threads; 0 = 4 x cores")
@@ -121,8 +121,15 @@ class ModelServer:
         monitoring = MonitoringConfig()
         if a.monitoring_config_file:
             monitoring = parse_monitoring_config(Path(a.monitoring_config_file).read_text())
+        batching = None
+        if a.enable_batching:
+            from tfserving.batching import BatchingParameters, parse_batching_parameters
+
+            batching = (parse_batching_parameters(Path(a.batching_parameters_file).read_text())
+                        if a.batching_parameters_file else BatchingParameters())
+            log.info("batching_enabled", **batching.__dict__)
         self.manager = ModelManager(
-            lambda path: Servable(path, tags),
+            lambda path: Servable(path, tags, batching),
             num_load_threads=max(1, int(a.num_load_threads or 2)),
             max_num_load_retries=a.max_num_load_retries,
             load_retry_interval_s=a.load_retry_interval_micros / 1e6,
@@ -238,8 +245,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"TensorFlow ModelServer: modelsync-compatible {__version__}")
         return 0
     configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
-    if args.enable_batching or args.batching_parameters_file:
-        log.warning("batching_not_supported", note="requests run unbatched")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -4,6 +4,7 @@ and TF Serving's REST API, with real SavedModels on disk."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -362,6 +363,49 @@ def test_classify_and_regress(tmp_path: Path) -> None:
                                    "examples": [{}]})
         assert status == 200 and doc["result"][0][0][0] == "neg"
         assert abs(doc["result"][0][1][1] - 0.5) < 1e-6
+    finally:
+        client.channel.close()
+        assert proc.stop() == 0
+
+
+def test_batching_merges_concurrent_requests(tmp_path: Path, model_factory) -> None:  # type: ignore[no-untyped-def]
+    root = tmp_path / "models"
+    shutil.copytree(model_factory(2.0), root / "demo" / "1")
+    params = tmp_path / "batching.config"
+    params.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 20000 }\n"
+                      "num_batch_threads { value: 1 }\n")
+    monitoring = tmp_path / "monitoring.config"
+    monitoring.write_text('prometheus_config { enable: true, path: "/metrics" }\n')
+    proc = start_model_server(tmp_path, model_name="demo", model_base_path=str(root / "demo"),
+                              flags=["--enable_batching",
+                                     f"--batching_parameters_file={params}",
+                                     f"--monitoring_config_file={monitoring}"])
+    client = Client(proc.grpc_port, proc.rest_port)  # type: ignore[attr-defined]
+    try:
+        results: dict[int, list[float]] = {}
+        errors: list[str] = []
+
+        def one(i: int) -> None:
+            try:
+                _v, out = client.predict("demo", [float(i), float(i) + 0.5])
+                results[i] = out["y"].tolist()
+            except grpc.RpcError as exc:
+                errors.append(str(exc))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert errors == []
+        assert results == {i: [2 * i + 1.0, 2 * (i + 0.5) + 1.0] for i in range(32)}
+        with urllib.request.urlopen(f"{client.rest}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        batches = float(re.search(r'modelsync_model_server_batches\{model_name="demo"\} (\S+)',
+                                  text).group(1))  # type: ignore[union-attr]
+        rows = float(re.search(r'modelsync_model_server_batched_rows\{model_name="demo"\} (\S+)',
+                               text).group(1))  # type: ignore[union-attr]
+        assert rows == 64 and batches < 32  # 32 requests of 2 rows ran in fewer calls
     finally:
         client.channel.close()
         assert proc.stop() == 0

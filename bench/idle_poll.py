@@ -17,6 +17,18 @@ from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
 
+def _polls(view: BucketView, n: int, source: str) -> tuple[list[int], list[float]]:
+    """``n`` polls: their storage calls and seconds (each must use ``source``)."""
+    calls, seconds = [], []
+    for _ in range(n):
+        with Timer() as t:
+            state = view.poll()
+        assert state.source == source, state.source
+        calls.append(state.calls)
+        seconds.append(t.seconds)
+    return calls, seconds
+
+
 def run(quick: bool) -> dict[str, Any]:
     # The issue asks for 1,000 models at full size (80,000 objects). fake-gcs-server cannot hold
     # that here: its memory backend ingests objects in quadratic time (16,000 in 27 s, 80,000
@@ -44,21 +56,9 @@ def run(quick: bool) -> dict[str, Any]:
         node_store = GCSStore(settings)
         view = BucketView(node_store, settings, Path(tmp), catalog_max_age_s=60)
         view.poll()  # first poll downloads the catalog and policy bodies
-        idle_calls, idle_s = [], []
-        for _ in range(20):
-            with Timer() as t:
-                state = view.poll()
-            idle_calls.append(state.calls)
-            idle_s.append(t.seconds)
-        assert state.source == "catalog"
+        idle_calls, idle_s = _polls(view, 20, "catalog")
         store.patch_metadata(catalog_object("models"), {"listed_at": str(time.time() - 3600)})
-        fb_calls, fb_s = [], []
-        for _ in range(3):
-            with Timer() as t:
-                state = view.poll()
-            fb_calls.append(state.calls)
-            fb_s.append(t.seconds)
-        assert state.source == "listing"
+        fb_calls, fb_s = _polls(view, 3, "listing")
         emu.stop()
     figures = {"bucket_objects": len(names), "idle_poll_calls": max(idle_calls),
                "idle_poll_s": median(idle_s), "fallback_poll_calls": max(fb_calls),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import hmac
-import os
 import re
 import threading
 import time
@@ -20,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from master import policy_ops
 from master.catalog_writer import CatalogWriter
 from master.cluster import all_models, model_view
-from master.db import Database
+from master.db import Database, NodeRow
 from master.openapi import openapi_document
 from master.settings import MasterSettings
 from modelsync import __version__
@@ -183,7 +182,6 @@ def create_app(settings: MasterSettings, store: RemoteStore | None = None,
         state.start_background()
     app = Flask("modelsync-master")
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
-    app.extensions["modelsync"] = state
 
     def need(kind: str) -> None:
         token = _bearer()
@@ -374,12 +372,14 @@ def create_app(settings: MasterSettings, store: RemoteStore | None = None,
             return None
 
     # --- models and cluster --------------------------------------------------------------------
+    def view_inputs() -> tuple[Any, Policy, list[NodeRow]]:
+        """What every view joins: the bucket's catalog, the policy, the nodes' reports."""
+        return state.catalog(), state.policy(), state.db.nodes()
+
     @app.get("/v1/models")
     def models() -> Response:
         need("read")
-        catalog = state.catalog()
-        policy = state.policy()
-        rows = state.db.nodes()
+        catalog, policy, rows = view_inputs()
         now = time.time()
         out = []
         for m in all_models(catalog, policy, rows):
@@ -394,9 +394,7 @@ def create_app(settings: MasterSettings, store: RemoteStore | None = None,
     def model(model: str) -> Response:
         need("read")
         check_model(model)
-        catalog = state.catalog()
-        policy = state.policy()
-        rows = state.db.nodes()
+        catalog, policy, rows = view_inputs()
         if model not in all_models(catalog, policy, rows):
             raise ApiError(404, f"no model {model!r} in the bucket, the policy or any node")
         return jsonify(model_view(model, catalog, policy, rows, time.time()))
@@ -404,9 +402,7 @@ def create_app(settings: MasterSettings, store: RemoteStore | None = None,
     @app.get("/v1/cluster")
     def cluster() -> Response:
         need("read")
-        catalog = state.catalog()
-        policy = state.policy()
-        rows = state.db.nodes()
+        catalog, policy, rows = view_inputs()
         now = time.time()
         out = {}
         for m in all_models(catalog, policy, rows):
@@ -517,9 +513,3 @@ def create_app(settings: MasterSettings, store: RemoteStore | None = None,
 
     return app
 
-
-def master_state(app: Flask) -> MasterState:
-    return app.extensions["modelsync"]  # type: ignore[no-any-return]
-
-
-__all__ = ["ApiError", "MasterState", "create_app", "master_state", "os"]

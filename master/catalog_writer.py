@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from modelsync.catalog import (
     LISTED_AT,
     Catalog,
-    CatalogError,
     build_catalog,
     catalog_object,
     dump_catalog,
@@ -66,7 +65,7 @@ class CatalogWriter:
                 self.current = parse_catalog(self.store.read(self.name,
                                                              generation=info.generation))
                 self.generation = info.generation
-            except (CatalogError, Exception):  # unreadable: rewrite it
+            except Exception:  # unreadable (malformed, or the read failed): rewrite it
                 self.current, self.generation = None, info.generation
         written = patched = False
         stamp = {LISTED_AT: f"{now:.3f}"}
@@ -90,6 +89,3 @@ class CatalogWriter:
                              len(catalog.models),
                              sum(len(v) for v in catalog.models.values()),
                              sum(self.store.calls.values()) - before)
-
-    def complete_versions(self, model: str) -> list[int]:
-        return self.current.complete_versions(model) if self.current else []

@@ -113,25 +113,16 @@ def delete_label(model: str, label: str) -> Callable[[Policy], Policy]:
     return change
 
 
+UNSET = object()  # "leave keep_versions as it is" (None means: back to the default)
+
+
 def set_model_policy(model: str, keep_versions: int | object | None,
                      disabled: bool | None) -> Callable[[Policy], Policy]:
     def change(p: Policy) -> Policy:
         mp = _model(p, model)
-        if keep_versions is not _UNSET:
+        if keep_versions is not UNSET:
             mp = replace(mp, keep_versions=keep_versions)  # type: ignore[arg-type]
         if disabled is not None:
             mp = replace(mp, disabled=disabled)
         return p.with_model(model, mp)
     return change
-
-
-_UNSET = object()
-UNSET = _UNSET
-
-
-def check_valid(policy: Policy) -> None:
-    """A policy the API would write must parse back (defence in depth)."""
-    try:
-        parse_policy(dump_policy(policy))
-    except PolicyError as exc:
-        raise Unprocessable(str(exc)) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -24,13 +25,11 @@ class CommandError(Exception):
 def store_settings(args: argparse.Namespace, env: Env | None = None) -> StoreSettings:
     env = env or Env()
     base = StoreSettings.from_env(env, bucket_required=not getattr(args, "bucket", None))
-    bucket = getattr(args, "bucket", None) or base.bucket
     prefix = base.prefix
     if getattr(args, "prefix", None) is not None:
         prefix = normalize_prefix(args.prefix, "--prefix")
-    return StoreSettings(bucket=bucket, prefix=prefix, emulator_host=base.emulator_host,
-                         marker=base.marker, timeout_s=base.timeout_s,
-                         retry_deadline_s=base.retry_deadline_s)
+    return dataclasses.replace(base, bucket=getattr(args, "bucket", None) or base.bucket,
+                               prefix=prefix)
 
 
 def _add_store_args(p: argparse.ArgumentParser) -> None:
@@ -224,9 +223,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-SUBCOMMANDS: dict[str, str] = {}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelsync", description=__doc__)
     parser.add_argument("--version", action="version", version=f"modelsync {__version__}")
@@ -306,11 +302,8 @@ def _daemon(fn: Callable[..., int], argv: Sequence[str], name: str) -> int:
         return EXIT_USAGE
 
 
-# Commands whose flags are their own (they parse the rest of the command line themselves).
-PASSTHROUGH: dict[str, Callable[[Sequence[str]], int]] = {}
-
-
 def _passthrough(name: str) -> Callable[[Sequence[str]], int] | None:
+    """Commands whose flags are their own (they parse the rest of the command line)."""
     if name == "puller":
         from remote_model_puller.daemon import main as puller_main
         return lambda argv: _daemon(puller_main, argv, "puller")
@@ -323,7 +316,7 @@ def _passthrough(name: str) -> Callable[[Sequence[str]], int] | None:
     if name == "model-server":
         from tfserving.server import main as model_server_main
         return model_server_main
-    return PASSTHROUGH.get(name)
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -53,6 +53,12 @@ def _cluster(url: str, token: str) -> str | None:
             f"{demo['versions']['3']['available']}/{demo['serving_nodes']} node(s), converged")
 
 
+def _served_by(client: Any, version: int) -> tuple[int, Any] | None:
+    """One Predict; its answer if ``version`` served it."""
+    answer = client.predict("demo", {"x": [1.0, 2.0]})
+    return answer if answer[0] == version else None
+
+
 def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> int:
     from modelsync.cli import install_stop_handlers, wait_for_stop
     from modelsync.client import PredictClient
@@ -104,9 +110,7 @@ def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> in
                                  marker=settings.marker, version=version, overwrite=True)
                 say(f"published {result.uri} (y = {a} * x + {b})")
                 started = time.monotonic()
-                answer = _wait(lambda v=version: (client.predict("demo", {"x": [1.0, 2.0]})
-                                                  if client.predict("demo", {"x": [0.0]})[0] == v
-                                                  else None), 120, stop)
+                answer = _wait(lambda v=version: _served_by(client, v), 120, stop)
                 if answer is None:
                     if not stop.requested:
                         say(f"version {version} was not served within 120 s; see the logs")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -136,10 +135,6 @@ class GCSEmulator:
             self._tmp.cleanup()
             self._tmp = None
             self.root = None
-
-    def reset_log(self) -> None:
-        if self.log_path and os.path.exists(self.log_path):
-            shutil.copyfile(os.devnull, self.log_path)
 
     def __enter__(self) -> GCSEmulator:
         return self.start()

@@ -26,7 +26,14 @@ from modelsync.catalog import (
     parse_catalog,
     policy_object,
 )
-from modelsync.layout import BucketListing, RemoteVersion, SettleTracker, parse_listing
+from modelsync.layout import (
+    BucketListing,
+    ObjectInfo,
+    RemoteVersion,
+    SettleTracker,
+    complete_versions,
+    parse_listing,
+)
 from modelsync.log import get_logger
 from modelsync.policy import Policy, PolicyError, dump_policy, parse_policy
 from modelsync.settings import StoreSettings
@@ -56,9 +63,6 @@ class RemoteState:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     events: list[dict[str, object]] = field(default_factory=list)
     calls: int = 0
-
-    def complete_versions(self, model: str) -> list[int]:
-        return sorted(self.versions.get(model, {}))
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -132,10 +136,7 @@ class BucketView:
         state.calls = sum(self.store.calls.values()) - before
         return state
 
-    def _refresh_policy(self, info: object, events: list[dict[str, object]]) -> None:
-        from modelsync.layout import ObjectInfo
-
-        assert info is None or isinstance(info, ObjectInfo)
+    def _refresh_policy(self, info: ObjectInfo | None, events: list[dict[str, object]]) -> None:
         if info is None:
             if self._policy_gen is not None:
                 events.append({"event": "policy_deleted"})
@@ -182,12 +183,8 @@ class BucketView:
         base = self.settings.prefix + "/" if self.settings.prefix else ""
         listing: BucketListing = parse_listing(self.store.list_objects(base), self.settings.prefix,
                                                self.settings.marker)
-        versions: dict[str, dict[int, VersionRef]] = {}
-        for model, vs in listing.models.items():
-            done = {v: VersionRef(model, v, rv.fingerprint, rv.bytes, len(rv.files), rv)
-                    for v, rv in vs.items() if self.tracker.is_complete(rv, now)}
-            if done:
-                versions[model] = done
-        self.tracker.forget_missing(listing)
+        versions = {model: {v: VersionRef(model, v, rv.fingerprint, rv.bytes, len(rv.files), rv)
+                            for v, rv in vs.items()}
+                    for model, vs in complete_versions(listing, self.tracker, now).items()}
         return RemoteState("listing", versions, self._policy, self._policy_gen,
                            [(s.path, s.reason) for s in listing.skipped])

@@ -27,7 +27,7 @@ from modelsync.log import configure_logging, get_logger
 from modelsync.nodedaemon import serve
 from modelsync.remote import BucketView, RemoteState
 from modelsync.savedmodel import DEFAULT_MAX_TAR_BYTES
-from modelsync.settings import Env, SettingsError, StoreSettings, node_id_from_env
+from modelsync.settings import Env, StoreSettings, node_id_from_env
 from modelsync.store import GCSStore, StoreError
 from remote_model_puller.installer import Installer, InstallError
 from remote_model_puller.planner import Install, plan_sync
@@ -326,5 +326,3 @@ def main(port: int | None = None) -> int:
         bucket=settings.store.bucket, prefix=settings.store.prefix,
         http=f"{settings.http_host}:{http_port}", poll_s=settings.poll_s))
 
-
-__all__ = ["Puller", "PullerSettings", "SettingsError", "main"]

@@ -129,9 +129,7 @@ class Installer:
                         other.cancel()
         wait(futures)  # nothing may still write into the work dir once we return
         if error is not None:
-            if isinstance(error, InstallError):
-                raise error
-            if isinstance(error, OSError):
+            if isinstance(error, InstallError | OSError):  # OSError: install() names it
                 raise error
             raise InstallError("store", f"{rv.model}/{rv.version}: {error}") from error
         return total

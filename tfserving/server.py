@@ -26,7 +26,7 @@ IGNORED_FLAGS = {  # accepted for compatibility; they tune TensorFlow internals
     "tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
     "tensorflow_inter_op_parallelism", "per_process_gpu_memory_fraction",
     "flush_filesystem_caches", "enable_model_warmup", "rest_api_num_threads",
-    "rest_api_timeout_in_ms", "grpc_channel_arguments", "num_load_threads",
+    "rest_api_timeout_in_ms", "grpc_channel_arguments",
     "num_unload_threads", "xla_cpu_compilation_enabled", "enable_signature_method_name_check",
 }
 
@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     flag("model_base_path", str, "", "single-model mode: the model's base path")
     flag("file_system_poll_wait_seconds", int, 1,
          "scan base paths for versions; 0 = once, < 0 = never")
+    flag("num_load_threads", int, 0, "threads that load versions; 0 = 2 (loads always run "
+         "off the request path here)")
     flag("max_num_load_retries", int, 5, "retries of a failed load")
     flag("load_retry_interval_micros", int, 60_000_000, "wait between load retries")
     flag("monitoring_config_file", str, "", "MonitoringConfig text proto (Prometheus)")
@@ -130,7 +132,7 @@ class ModelServer:
             log.info("batching_enabled", **batching.__dict__)
         self.manager = ModelManager(
             lambda path: Servable(path, tags, batching),
-            num_load_threads=max(1, int(a.num_load_threads or 2)),
+            num_load_threads=a.num_load_threads or 2,
             max_num_load_retries=a.max_num_load_retries,
             load_retry_interval_s=a.load_retry_interval_micros / 1e6,
             allow_labels_for_unavailable=a.allow_version_labels_for_unavailable_models)

@@ -237,7 +237,11 @@ class ConfigManager:
                     if text != self._pushed_text:
                         self._push(text, staged, result)
             if self._tfs_up:
-                self._prune(installed, staged, policy, result)
+                if result.pushed:  # what TF Serving reports after the reload, not before it
+                    states = self._read_states(set(installed) | set(staged))
+                if states is not None:
+                    on_disk = {m: set(vs) for m, vs in inventory.items()}
+                    self._prune(on_disk, installed, staged, policy, states, result)
         result.seconds = round(time.monotonic() - started, 3)
         with self._lock:
             self._last_tick = result
@@ -319,13 +323,12 @@ class ConfigManager:
         self.event("load_timeout", "warning", seconds=self.settings.load_timeout_s)
         return False
 
-    def _prune(self, installed: dict[str, set[int]], staged: dict[str, DesiredModel],
-               policy: Policy, result: TickResult) -> None:
-        states = self._read_states(set(installed) | set(staged))
-        if states is None:
-            return
+    def _prune(self, on_disk: dict[str, set[int]], installed: dict[str, set[int]],
+               staged: dict[str, DesiredModel], policy: Policy,
+               states: dict[str, dict[int, VersionState]], result: TickResult) -> None:
+        """``on_disk`` is the tick's own snapshot: a version the puller installs while the
+        tick runs is not aspired yet, and must not be mistaken for a stale one."""
         state_names = {m: {v: s.state for v, s in vs.items()} for m, vs in states.items()}
-        on_disk = {m: set(vs) for m, vs in self.layout.versions_on_disk().items()}
         aspired = {m: set(dm.versions) for m, dm in staged.items()}
         protected = policy_wanted(installed, policy)
         for model, version in versions_to_prune(on_disk, aspired, state_names,

@@ -219,18 +219,20 @@ class ModelManager:
                 log.exception("reconcile_failed")
 
     def _reconcile_once(self) -> None:
+        in_progress = (State.START, State.LOADING)
         with self._cv:
+            busy = {name: sum(1 for v in e.versions.values() if v.state in in_progress)
+                    for name, e in self._models.items()}
+            total = sum(busy.values())  # loads started or running, across all models
             for name, entry in self._models.items():
-                loading = sum(1 for e in self._models.values() for v in e.versions.values()
-                              if v.state == State.LOADING)
                 snaps = [Snapshot(v.version, v.state, v.aspired, v.failed)
                          for v in entry.versions.values()]
-                room = max(0, self._max_loads - loading)
-                for action in next_actions(snaps, max_loads=room + sum(
-                        1 for v in entry.versions.values() if v.state == State.LOADING)):
+                budget = self._max_loads - (total - busy[name])
+                for action in next_actions(snaps, max_loads=budget):
                     v = entry.versions[action.version]
                     if action.kind == "load" and v.state == State.UNKNOWN:
                         v.state = State.START
+                        total += 1
                         self._pool.submit(self._load, name, v)
                     elif action.kind == "unload" and v.state == State.AVAILABLE:
                         v.state = State.UNLOADING
@@ -350,27 +352,6 @@ class ModelManager:
     def models(self) -> dict[str, ModelEntry]:
         with self._cv:
             return dict(self._models)
-
-    def available_count(self) -> int:
-        with self._cv:
-            return sum(1 for e in self._models.values() for v in e.versions.values()
-                       if v.state == State.AVAILABLE)
-
-    def wait_idle(self, timeout_s: float = 30.0) -> bool:
-        """Wait until no version is loading, queued or unloading (for tests and startup)."""
-        deadline = time.monotonic() + timeout_s
-        busy = (State.UNKNOWN, State.START, State.LOADING, State.UNLOADING)
-        with self._cv:
-            while True:
-                pending = [v for e in self._models.values() for v in e.versions.values()
-                           if (v.state in busy and (v.aspired or v.state == State.UNLOADING))
-                           or (v.state == State.AVAILABLE and not v.aspired)]
-                if not pending:
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cv.wait(min(remaining, 0.2))
 
     def stop(self) -> None:
         self._stopping = True

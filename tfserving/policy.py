@@ -74,14 +74,15 @@ class Action:
 
 
 def next_actions(versions: Iterable[Snapshot], max_loads: int = 1) -> list[Action]:
-    """What to do now for one model. Call again after every state change."""
+    """What to do now for one model. Call again after every state change.
+
+    ``max_loads`` bounds the loads started or running for this model, these included."""
     snaps = list(versions)
     aspired = [s for s in snaps if s.aspired]
     aspired_serving = any(s.state == State.AVAILABLE for s in aspired)
     unaspired_serving = sorted(s.version for s in snaps
                                if not s.aspired and s.state == State.AVAILABLE)
     actions: list[Action] = []
-    pending = [s for s in aspired if s.state in (State.START, State.LOADING) and not s.failed]
     if unaspired_serving and (not aspired or aspired_serving or len(unaspired_serving) > 1):
         if aspired_serving or not aspired:
             actions.extend(Action("unload", v) for v in unaspired_serving)
@@ -89,7 +90,8 @@ def next_actions(versions: Iterable[Snapshot], max_loads: int = 1) -> list[Actio
             actions.append(Action("unload", unaspired_serving[0]))
     new = sorted((s.version for s in aspired if s.state == State.UNKNOWN and not s.failed),
                  reverse=True)
-    room = max(0, max_loads - sum(1 for s in pending if s.state == State.LOADING))
+    in_progress = sum(1 for s in aspired if s.state in (State.START, State.LOADING))
+    room = max(0, max_loads - in_progress)
     actions.extend(Action("load", v) for v in new[:room])
     return actions
 

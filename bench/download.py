@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Timer, rss_mb, table
-from modelsync.emulator import GCSEmulator
+from modelsync.dev.emulator import GCSEmulator
 from modelsync.local import LocalLayout
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
@@ -27,7 +27,7 @@ def run(quick: bool) -> dict[str, Any]:
     from google.cloud import storage
     from google.cloud.storage import transfer_manager
 
-    from modelsync.devmodels import make_linear_model
+    from modelsync.dev.models import make_linear_model
 
     size = (256 if quick else 1024) * 2**20
     rounds = 1 if quick else 2
@@ -66,7 +66,7 @@ def run(quick: bool) -> dict[str, Any]:
                        "MODELSYNC_DOWNLOAD_WORKERS": str(WORKERS), "MODELSYNC_HTTP_PORT": "0",
                        "MODELSYNC_GCS_TIMEOUT_S": "300"}
                 import os
-                proc = subprocess.Popen([sys.executable, "-m", "modelsync.cli", "puller"],
+                proc = subprocess.Popen([sys.executable, "-m", "cli", "puller"],
                                         env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
                 try:

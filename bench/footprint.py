@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import rss_mb, table, tree_rss_mb
-from modelsync.emulator import GCSEmulator
-from modelsync.procs import ManagedProcess, Node, start_master, wait_grpc_ready, wait_http_ok
+from modelsync.dev.emulator import GCSEmulator
+from modelsync.dev.procs import ManagedProcess, Node, start_master, wait_grpc_ready, wait_http_ok
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -34,7 +34,7 @@ def _ready(url: str, timeout_s: float = 300) -> None:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from modelsync.devmodels import make_linear_model
+    from modelsync.dev.models import make_linear_model
 
     n_models = 50
     with tempfile.TemporaryDirectory() as tmp_s, GCSEmulator() as emu:

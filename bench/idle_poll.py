@@ -11,10 +11,11 @@ from typing import Any
 from bench.common import Timer, median, table
 from master.catalog_writer import CatalogWriter
 from modelsync.catalog import catalog_object
-from modelsync.emulator import GCSEmulator
-from modelsync.remote import BucketView
+from modelsync.dev.emulator import GCSEmulator
+from modelsync.local import LocalLayout
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
+from remote_model_puller.bucket_view import BucketView
 
 
 def _polls(view: BucketView, n: int, source: str) -> tuple[list[int], list[float]]:
@@ -54,7 +55,7 @@ def run(quick: bool) -> dict[str, Any]:
                 result = writer.refresh()
             refreshes.append(t.seconds)
         node_store = GCSStore(settings)
-        view = BucketView(node_store, settings, Path(tmp), catalog_max_age_s=60)
+        view = BucketView(node_store, settings, LocalLayout(tmp), catalog_max_age_s=60)
         view.poll()  # first poll downloads the catalog and policy bodies
         idle_calls, idle_s = _polls(view, 20, "catalog")
         store.patch_metadata(catalog_object("models"), {"listed_at": str(time.time() - 3600)})

@@ -12,8 +12,8 @@ from typing import Any
 import requests
 
 from bench.common import percentile, table, tree_rss_mb
-from modelsync.emulator import GCSEmulator
-from modelsync.procs import start_master
+from modelsync.dev.emulator import GCSEmulator
+from modelsync.dev.procs import start_master
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 

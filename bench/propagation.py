@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import median, percentile, table
-from config_manager.tfs_client import ServingClient
-from modelsync.emulator import GCSEmulator
+from config_manager.tfs_client import GrpcServingClient
+from modelsync.dev.emulator import GCSEmulator
+from modelsync.dev.procs import Node, start_master
 from modelsync.local import LocalLayout
-from modelsync.procs import Node, start_master
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -35,7 +35,7 @@ def _load_seconds(log: Path, model: str, version: int) -> float | None:
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from modelsync.devmodels import make_linear_model
+    from modelsync.dev.models import make_linear_model
 
     versions = 10
     with tempfile.TemporaryDirectory() as tmp_s, GCSEmulator() as emu:
@@ -55,7 +55,7 @@ def run(quick: bool) -> dict[str, Any]:
         try:
             for n in nodes:
                 n.start()
-            clients = [ServingClient(f"127.0.0.1:{n.grpc_port}", timeout_s=2) for n in nodes]
+            clients = [GrpcServingClient(f"127.0.0.1:{n.grpc_port}", timeout_s=2) for n in nodes]
             for v, src in enumerate(sources, start=1):
                 publish(store, src, "demo", prefix="models", marker="_READY", version=v)
                 t0 = time.monotonic()  # publish() returns right after the marker write

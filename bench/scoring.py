@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.common import percentile, table
 from modelsync.client import PredictClient
-from modelsync.procs import start_model_server
+from modelsync.dev.procs import start_model_server
 
 _INPROCESS = r"""
 import json, os, sys, time
@@ -71,7 +71,7 @@ def load(target: str, concurrency: int, seconds: float, max_requests: int = 2_00
 
 
 def run(quick: bool) -> dict[str, Any]:
-    from modelsync.devmodels import make_linear_model
+    from modelsync.dev.models import make_linear_model
 
     seconds = 5.0 if quick else 15.0
     with tempfile.TemporaryDirectory() as tmp_s:

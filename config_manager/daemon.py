@@ -12,75 +12,42 @@ config is pushed again as soon as it answers.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from config_manager.renderer import (
+from config_manager.metrics import ConfigManagerMetrics
+from config_manager.planner import (
+    ReloadPlan,
+    ReloadState,
+    after_push,
+    available,
+    failed_by_model,
+    keep_failures,
+    plan_reload,
+)
+from config_manager.renderer import DesiredModel, policy_wanted, versions_to_prune
+from config_manager.serving import (
     AVAILABLE,
     END,
-    DesiredModel,
-    desired_models,
-    policy_wanted,
-    render_text,
-    stage_labels,
-    versions_to_prune,
+    ModelUnknown,
+    ServingClient,
+    ServingUnavailable,
+    VersionState,
 )
-from config_manager.tfs_client import ModelUnknown, ServingClient, ServingUnavailable, VersionState
+from config_manager.settings import ConfigManagerSettings
+from config_manager.tfs_client import GrpcServingClient
 from modelsync.heartbeat import EventBuffer
-from modelsync.local import LocalLayout
+from modelsync.local import LocalLayout, LocalStateError
 from modelsync.log import configure_logging, get_logger
 from modelsync.nodedaemon import serve
-from modelsync.policy import Policy, PolicyError, parse_policy
-from modelsync.remote import atomic_write
-from modelsync.settings import Env, node_id_from_env
+from modelsync.policy import Policy
 
 log = get_logger("config_manager")
-
-
-@dataclass(frozen=True)
-class ConfigManagerSettings:
-    model_root: Path
-    node_id: str
-    tfserving: str = "127.0.0.1:8500"
-    tfserving_model_root: str | None = None
-    master_url: str | None = None
-    node_token: str | None = None
-    reconcile_s: float = 30.0
-    watch_s: float = 0.1
-    load_timeout_s: float = 300.0
-    tfs_timeout_s: float = 10.0
-    keep_on_disk: int = 1
-    http_host: str = "127.0.0.1"
-    http_port: int = 8002
-    heartbeat_s: float = 10.0
-
-    @classmethod
-    def from_env(cls, env: Env | None = None) -> ConfigManagerSettings:
-        env = env or Env()
-        return cls(
-            model_root=Path(env.text("MODELSYNC_MODEL_ROOT", required=True)),
-            node_id=node_id_from_env(env),
-            tfserving=env.text("MODELSYNC_TFSERVING", "127.0.0.1:8500"),
-            tfserving_model_root=env.opt_text("MODELSYNC_TFSERVING_MODEL_ROOT"),
-            master_url=env.opt_text("MODELSYNC_MASTER_URL"),
-            node_token=env.secret("MODELSYNC_NODE_TOKEN"),
-            reconcile_s=env.number("MODELSYNC_RECONCILE_S", 30.0, minimum=0.1),
-            watch_s=env.number("MODELSYNC_WATCH_S", 0.1, minimum=0.01, maximum=60),
-            load_timeout_s=env.number("MODELSYNC_LOAD_TIMEOUT_S", 300.0, minimum=1),
-            tfs_timeout_s=env.number("MODELSYNC_TFS_TIMEOUT_S", 10.0, minimum=0.1),
-            keep_on_disk=env.integer("MODELSYNC_KEEP_ON_DISK", 1, minimum=0, maximum=100),
-            http_host=env.text("MODELSYNC_HTTP_HOST", "127.0.0.1"),
-            http_port=env.integer("MODELSYNC_HTTP_PORT", 8002, minimum=0, maximum=65535),
-            heartbeat_s=env.number("MODELSYNC_HEARTBEAT_S", 10.0, minimum=0.5),
-        )
 
 
 @dataclass
@@ -94,41 +61,22 @@ class TickResult:
     seconds: float = 0.0
 
 
-class ConfigManagerMetrics:
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.reloads = Counter("modelsync_config_manager_reloads", "Reloads by outcome.",
-                               ["outcome"], registry=r)
-        self.reload_seconds = Histogram("modelsync_config_manager_reload_seconds",
-                                        "From reload request to every version settled.",
-                                        registry=r, buckets=(.1, .25, .5, 1, 2.5, 5, 10, 30,
-                                                             60, 300))
-        self.load_failures = Counter("modelsync_config_manager_load_failures",
-                                     "Versions that failed to load.", registry=r)
-        self.pruned = Counter("modelsync_config_manager_pruned_versions",
-                              "Versions removed from disk.", registry=r)
-        self.tfs_up = Gauge("modelsync_config_manager_tfserving_up",
-                            "1 when TF Serving answered at the last pass.", registry=r)
-        self.available = Gauge("modelsync_config_manager_available_versions",
-                               "Versions TF Serving reports AVAILABLE.", registry=r)
-
-
 class ConfigManager:
     role = "config_manager"
 
-    def __init__(self, settings: ConfigManagerSettings) -> None:
+    def __init__(self, settings: ConfigManagerSettings,
+                 client: ServingClient | None = None) -> None:
         self.settings = settings
-        self.layout = LocalLayout(settings.model_root)
+        self.layout = LocalLayout(settings.node.model_root)
         self.layout.ensure()
-        self.client = ServingClient(settings.tfserving, settings.tfs_timeout_s)
+        self.client: ServingClient = client or GrpcServingClient(settings.tfserving,
+                                                                 settings.tfs_timeout_s)
         self.metrics = ConfigManagerMetrics()
         self.events = EventBuffer(maxlen=1000)
         self.stop_event = threading.Event()
         self.sync_event = threading.Event()
         self._lock = threading.Lock()
-        self._failed: dict[tuple[str, int], str] = {}  # -> fingerprint that failed
-        self._pushed_text: str | None = None
-        self._pushed: dict[str, DesiredModel] = {}
+        self._reload = ReloadState()
         self._tfs_up: bool | None = None
         self._states: dict[str, dict[int, VersionState]] = {}
         self._last_reload: dict[str, Any] | None = None
@@ -142,22 +90,16 @@ class ConfigManager:
         getattr(log, level)(name, **fields)
 
     def _policy(self) -> Policy:
-        path = self.layout.state_dir / "policy.json"
+        """The puller's last good copy of the policy (one reader of the bucket per node)."""
         try:
-            doc = json.loads(path.read_bytes())
-            policy = parse_policy(doc["policy"])
-            self._policy_problem = None
-            return policy
-        except FileNotFoundError:
-            return Policy()
-        except (OSError, ValueError, KeyError, TypeError, PolicyError) as exc:
+            saved = self.layout.read_policy()
+        except LocalStateError as exc:
             if self._policy_problem != str(exc):
                 self._policy_problem = str(exc)
                 self.event("local_policy_unreadable", "error", error=str(exc))
             return Policy()
-
-    def _tfs_root(self) -> str:
-        return self.settings.tfserving_model_root or str(self.settings.model_root)
+        self._policy_problem = None
+        return Policy() if saved is None else saved.policy
 
     def _read_states(self, names: set[str]) -> dict[str, dict[int, VersionState]] | None:
         states: dict[str, dict[int, VersionState]] = {}
@@ -181,25 +123,19 @@ class ConfigManager:
         self._states = states
         return states
 
-    def _note_failures(self, states: dict[str, dict[int, VersionState]],
-                       fingerprints: dict[tuple[str, int], str], result: TickResult) -> None:
-        for model, versions in states.items():
-            pushed = set(self._pushed.get(model, DesiredModel(model, "", ())).versions)
-            for v, s in versions.items():
-                key = (model, v)
-                if (s.state == END and s.error_code != 0 and v in pushed
-                        and key in fingerprints and key not in self._failed):
-                    self._failed[key] = fingerprints[key]
-                    self.metrics.load_failures.inc()
-                    result.failed.append(key)
-                    self.event("version_load_failed", "error", model=model, version=v,
-                               error=s.error_message, code=s.error_code)
-
-    def _failed_by_model(self) -> dict[str, set[int]]:
-        out: dict[str, set[int]] = {}
-        for (m, v) in self._failed:
-            out.setdefault(m, set()).add(v)
-        return out
+    def _plan(self, installed: dict[str, dict[int, str]],
+              states: dict[str, dict[int, VersionState]] | None, policy: Policy,
+              result: TickResult) -> ReloadPlan:
+        plan = plan_reload(installed, states, policy, self._reload, self.settings.tfs_root)
+        for model, s in plan.newly_failed:
+            self.metrics.load_failures.inc()
+            result.failed.append((model, s.version))
+            self.event("version_load_failed", "error", model=model, version=s.version,
+                       error=s.error_message, code=s.error_code)
+        if plan.restarted:
+            self.event("tfserving_restarted_or_behind", "warning")
+        self._reload = keep_failures(self._reload, plan)
+        return plan
 
     # --- one pass ------------------------------------------------------------------------------
     def tick(self) -> TickResult:
@@ -207,85 +143,49 @@ class ConfigManager:
         result = TickResult()
         policy = self._policy()
         inventory = self.layout.inventory()
-        fingerprints = {(m, v): r.fingerprint for m, vs in inventory.items()
-                        for v, r in vs.items() if r is not None}
-        # a version whose content changed since it failed gets another chance
-        self._failed = {k: fp for k, fp in self._failed.items() if fingerprints.get(k) == fp}
-        installed = {m: {v for v, r in vs.items() if r is not None}
+        installed = {m: {v: r.fingerprint for v, r in vs.items() if r is not None}
                      for m, vs in inventory.items()}
-        names = set(installed) | set(self._pushed)
-        states = self._read_states(names)
+        states = self._read_states(set(installed) | set(self._reload.pushed))
         result.tfserving_up = states is not None
-        if states is not None:
-            self._note_failures(states, fingerprints, result)
-        desired = desired_models(installed, self._failed_by_model(), policy, self._tfs_root())
-        available = self._available(states or {})
-        staged, held = stage_labels(desired, available)
-        text = render_text(staged)
-        self._write_config(text)
-        if states is not None:
-            restarted = self._restarted(states, staged)
-            if text != self._pushed_text or restarted:
-                if restarted and self._pushed_text is not None:
-                    self.event("tfserving_restarted_or_behind", "warning")
-                self._push(text, staged, result)
-                if held and self._tfs_up:
-                    states = self._read_states(set(staged) | set(self._pushed)) or {}
-                    staged, held = stage_labels(desired, self._available(states))
-                    text = render_text(staged)
-                    self._write_config(text)
-                    if text != self._pushed_text:
-                        self._push(text, staged, result)
-            if self._tfs_up:
-                if result.pushed:  # what TF Serving reports after the reload, not before it
-                    states = self._read_states(set(installed) | set(staged))
-                if states is not None:
-                    on_disk = {m: set(vs) for m, vs in inventory.items()}
-                    self._prune(on_disk, installed, staged, policy, states, result)
+        plan = self._plan(installed, states, policy, result)
+        self.layout.write_config(plan.text)
+        if plan.push and self._push(plan, result) and plan.held_labels:
+            # a label waited for its version: now that the reload settled, move it
+            states = self._read_states(set(plan.staged) | set(self._reload.pushed))
+            if states is not None:
+                plan = self._plan(installed, states, policy, result)
+                self.layout.write_config(plan.text)
+                if plan.push:
+                    self._push(plan, result)
+        if result.tfserving_up and self._tfs_up:
+            if result.pushed:  # what TF Serving reports after the reload, not before it
+                states = self._read_states(set(installed) | set(plan.staged))
+            if states is not None:
+                on_disk = {m: set(vs) for m, vs in inventory.items()}
+                self._prune(on_disk, {m: set(vs) for m, vs in installed.items()}, plan.staged,
+                            policy, states, result)
         result.seconds = round(time.monotonic() - started, 3)
         with self._lock:
             self._last_tick = result
             self._last_tick_at = time.time()
-        self.metrics.available.set(sum(len(a) for a in self._available(self._states).values()))
+        self.metrics.available.set(sum(len(a) for a in available(self._states).values()))
         if result.failed:
             self.sync_event.set()  # re-render at once without the failed versions
         return result
 
-    @staticmethod
-    def _available(states: dict[str, dict[int, VersionState]]) -> dict[str, set[int]]:
-        return {m: {v for v, s in vs.items() if s.state == AVAILABLE} for m, vs in states.items()}
-
-    def _restarted(self, states: dict[str, dict[int, VersionState]],
-                   staged: dict[str, DesiredModel]) -> bool:
-        """TF Serving does not know a version the pushed config asks for: it restarted (or
-        lost it); push again."""
-        if self._pushed_text is None:
-            return True
-        for name, dm in self._pushed.items():
-            if name in staged and not set(dm.versions) <= set(states.get(name, {})):
-                return True
-        return False
-
-    def _write_config(self, text: str) -> None:
-        path = self.layout.config_path
-        try:
-            if path.read_text() == text:
-                return
-        except OSError:
-            pass
-        atomic_write(path, text.encode())
-
-    def _push(self, text: str, staged: dict[str, DesiredModel], result: TickResult) -> None:
+    def _push(self, plan: ReloadPlan, result: TickResult) -> bool:
+        """Reload TF Serving with ``plan``'s config and wait until it settles. False if TF
+        Serving did not take it."""
         started = time.monotonic()
         try:
-            code, message = self.client.reload(text, timeout_s=self.settings.load_timeout_s)
+            code, message = self.client.reload(plan.text, timeout_s=self.settings.load_timeout_s)
         except ServingUnavailable as exc:
             self._tfs_up = False
             self.metrics.reloads.labels("unavailable").inc()
             self.event("reload_failed", "warning", error=str(exc))
             result.reload_errors.append(str(exc))
-            return
-        self._pushed_text, self._pushed = text, dict(staged)
+            return False
+        self._reload = after_push(self._reload, plan)
         result.pushed += 1
         if code != 0:
             # e.g. a new model whose only version failed to load: the config still applies;
@@ -293,46 +193,43 @@ class ConfigManager:
             self.metrics.reloads.labels("error").inc()
             result.reload_errors.append(message)
             self.event("reload_error", "warning", code=code, error=message)
-        settled = self._wait_settled(staged)
+        settled = self._wait_settled(plan.staged)
         seconds = round(time.monotonic() - started, 3)
         self.metrics.reload_seconds.observe(seconds)
         if code == 0:
             self.metrics.reloads.labels("ok").inc()
         result.settled = result.settled and settled
+        versions = {m: list(dm.versions) for m, dm in plan.staged.items()}
         self._last_reload = {"at": time.time(), "code": code, "error": message,
-                             "seconds": seconds, "settled": settled,
-                             "models": {m: list(dm.versions) for m, dm in staged.items()}}
-        self.event("config_reloaded", models=len(staged), seconds=seconds, settled=settled,
-                   versions={m: list(dm.versions) for m, dm in staged.items()})
+                             "seconds": seconds, "settled": settled, "models": versions}
+        self.event("config_reloaded", models=len(plan.staged), seconds=seconds, settled=settled,
+                   versions=versions)
+        return True
 
-    def _wait_settled(self, staged: dict[str, DesiredModel]) -> bool:
+    def _wait_settled(self, staged: Mapping[str, DesiredModel]) -> bool:
         deadline = time.monotonic() + self.settings.load_timeout_s
         while time.monotonic() < deadline and not self.stop_event.is_set():
             states = self._read_states(set(staged))
             if states is None:
                 return False
-            pending = False
-            for name, dm in staged.items():
-                for v in dm.versions:
-                    s = states.get(name, {}).get(v)
-                    if s is None or s.state not in (AVAILABLE, END):
-                        pending = True
-            if not pending:
+            if all(states.get(name, {}).get(v) is not None
+                   and states[name][v].state in (AVAILABLE, END)
+                   for name, dm in staged.items() for v in dm.versions):
                 return True
             time.sleep(0.1)
         self.event("load_timeout", "warning", seconds=self.settings.load_timeout_s)
         return False
 
     def _prune(self, on_disk: dict[str, set[int]], installed: dict[str, set[int]],
-               staged: dict[str, DesiredModel], policy: Policy,
+               staged: Mapping[str, DesiredModel], policy: Policy,
                states: dict[str, dict[int, VersionState]], result: TickResult) -> None:
         """``on_disk`` is the tick's own snapshot: a version the puller installs while the
         tick runs is not aspired yet, and must not be mistaken for a stale one."""
         state_names = {m: {v: s.state for v, s in vs.items()} for m, vs in states.items()}
         aspired = {m: set(dm.versions) for m, dm in staged.items()}
         protected = policy_wanted(installed, policy)
-        for model, version in versions_to_prune(on_disk, aspired, state_names,
-                                                self._failed_by_model(),
+        failed = failed_by_model(self._reload.failed)
+        for model, version in versions_to_prune(on_disk, aspired, state_names, failed,
                                                 self.settings.keep_on_disk, protected):
             target = self.layout.version_dir(model, version)
             trash = self.layout.new_incoming()
@@ -341,7 +238,8 @@ class ConfigManager:
                 self.layout.remove_record(model, version)
             finally:
                 shutil.rmtree(trash, ignore_errors=True)
-            self._failed.pop((model, version), None)
+            self._reload = replace(self._reload, failed={
+                k: fp for k, fp in self._reload.failed.items() if k != (model, version)})
             self.metrics.pruned.inc()
             result.pruned.append((model, version))
             self.event("version_pruned", model=model, version=version,
@@ -350,8 +248,7 @@ class ConfigManager:
     # --- loop and HTTP -------------------------------------------------------------------------
     def _watch_signature(self) -> tuple[int, ...]:
         sig = []
-        for path in (self.layout.installed, self.layout.state_dir / "policy.json",
-                     self.layout.root):
+        for path in (self.layout.installed, self.layout.policy_path, self.layout.root):
             try:
                 sig.append(path.stat().st_mtime_ns)
             except OSError:
@@ -384,9 +281,9 @@ class ConfigManager:
             last = self._last_tick
         events = self.events.recent(50)
         return {
-            "node_id": self.settings.node_id, "role": "config_manager",
+            "node_id": self.settings.node.node_id, "role": "config_manager",
             "tfserving": self.settings.tfserving, "tfserving_up": self._tfs_up,
-            "config": self._pushed_text,
+            "config": self._reload.pushed_text,
             "tfserving_view": {m: {str(v): {"state": s.state, "error_code": s.error_code,
                                             "error": s.error_message} for v, s in vs.items()}
                                for m, vs in self._states.items()},
@@ -396,18 +293,17 @@ class ConfigManager:
                 "errors": last.reload_errors, "settled": last.settled,
                 "pruned": [f"{m}/{v}" for m, v in last.pruned]},
             "failed": [{"model": m, "version": v, "fingerprint": fp}
-                       for (m, v), fp in self._failed.items()],
+                       for (m, v), fp in self._reload.failed.items()],
             "events": events,
         }
 
     def summary(self) -> dict[str, Any]:
         """What the master needs of this node (heartbeat status)."""
-        return {"available": {m: sorted(vs) for m, vs in self._available(self._states).items()
-                              if vs},
+        return {"available": {m: sorted(vs) for m, vs in available(self._states).items() if vs},
                 "states": {m: {str(v): s.state for v, s in vs.items()}
                            for m, vs in self._states.items()},
                 "tfserving_up": self._tfs_up,
-                "failed": [f"{m}/{v}" for (m, v) in self._failed],
+                "failed": [f"{m}/{v}" for (m, v) in self._reload.failed],
                 "last_reload": self._last_reload}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
@@ -421,12 +317,12 @@ class ConfigManager:
 
 
 def main(port: int | None = None) -> int:
-    configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
     settings = ConfigManagerSettings.from_env()
     if port is not None:
-        settings = replace(settings, http_port=port)
+        settings = replace(settings, node=replace(settings.node, http_port=port))
+    configure_logging(settings.node.log_level, json_output=True)
     manager = ConfigManager(settings)
-    return serve(manager, settings, manager.metrics.registry, log, lambda http_port: log.info(
-        "config_manager_started", node_id=settings.node_id,
-        model_root=str(settings.model_root), tfserving=settings.tfserving,
-        http=f"{settings.http_host}:{http_port}"))
+    node = settings.node
+    return serve(manager, node, manager.metrics.registry, log, lambda http_port: log.info(
+        "config_manager_started", node_id=node.node_id, model_root=str(node.model_root),
+        tfserving=settings.tfserving, http=f"{node.http_host}:{http_port}"))

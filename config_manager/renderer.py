@@ -16,10 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 
+from config_manager.serving import AVAILABLE, END
 from modelsync.policy import Policy, served_set
-
-AVAILABLE = "AVAILABLE"
-END = "END"
 
 
 @dataclass(frozen=True)

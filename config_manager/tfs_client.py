@@ -1,36 +1,18 @@
-"""A TF Serving ModelService client that does not import TensorFlow (see modelsync.protos)."""
+"""The ``ServingClient`` on TF Serving's gRPC ModelService, without importing TensorFlow (see
+modelsync.protos)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf import text_format
 
+from config_manager.serving import STATE_NAMES, ModelUnknown, ServingUnavailable, VersionState
 from modelsync.protos import serving_protos
 
-STATE_NAMES = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING",
-               50: "END"}
 
-
-class ServingUnavailable(Exception):
-    """TF Serving did not answer (down, restarting, or past the deadline)."""
-
-
-class ModelUnknown(Exception):
-    """TF Serving knows no version of this model (NOT_FOUND)."""
-
-
-@dataclass(frozen=True)
-class VersionState:
-    version: int
-    state: str
-    error_code: int
-    error_message: str
-
-
-class ServingClient:
+class GrpcServingClient:
     def __init__(self, target: str, timeout_s: float = 10.0) -> None:
         self.target = target
         self.timeout_s = timeout_s

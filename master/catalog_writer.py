@@ -20,10 +20,10 @@ from modelsync.catalog import (
     dump_catalog,
     parse_catalog,
 )
-from modelsync.layout import SettleTracker, parse_listing
+from modelsync.layout import SettleTracker
 from modelsync.log import get_logger
 from modelsync.settings import StoreSettings
-from modelsync.store import PreconditionFailed, RemoteStore
+from modelsync.store import PreconditionFailed, RemoteStore, StoreError, list_bucket
 
 log = get_logger("master")
 
@@ -51,12 +51,27 @@ class CatalogWriter:
         self.last_ok_at: float | None = None
         self.last_error: str | None = None
 
+    def reload(self) -> None:
+        """Read the catalog in the bucket (for a process that does not write it), when its
+        generation changed."""
+        info = self.store.stat(self.name)
+        if info is not None and info.generation != self.generation:
+            self.current = parse_catalog(self.store.read(info.name, generation=info.generation))
+            self.generation = info.generation
+
     def refresh(self) -> RefreshResult:
+        """List the bucket and bring the catalog up to date. A StoreError is recorded in
+        ``last_error`` and raised; the last catalog stays in place."""
+        try:
+            return self._refresh()
+        except StoreError as exc:
+            self.last_error = str(exc)
+            raise
+
+    def _refresh(self) -> RefreshResult:
         started = time.monotonic()
         before = sum(self.store.calls.values())
-        base = self.settings.prefix + "/" if self.settings.prefix else ""
-        listing = parse_listing(self.store.list_objects(base), self.settings.prefix,
-                                self.settings.marker)
+        listing = list_bucket(self.store, self.settings)
         now = self.clock()
         catalog = build_catalog(listing, self.tracker, now, self.settings.prefix)
         info = self.store.stat(self.name)

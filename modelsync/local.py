@@ -6,10 +6,14 @@
     MODEL_ROOT/.modelsync/installed/<model>/<version>.json   install records
     MODEL_ROOT/.modelsync/policy.json, catalog.json          last good policy and catalog
     MODEL_ROOT/.modelsync/models.config                      the TF Serving model config
+
+Every path under ``MODEL_ROOT/.modelsync/`` and every read or write of the files there goes
+through :class:`LocalLayout`.
 """
 
 from __future__ import annotations
 
+import base64
 import builtins
 import ctypes
 import errno
@@ -21,9 +25,24 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
+
 from modelsync.layout import is_model_name, parse_version
+from modelsync.policy import Policy, PolicyError, dump_policy, parse_policy
 
 STATE_DIR = ".modelsync"
+
+
+class LocalStateError(Exception):
+    """A file under ``MODEL_ROOT/.modelsync/`` is unreadable or malformed."""
+
+
+@dataclass(frozen=True)
+class SavedPolicy:
+    """The last good policy a node read from the bucket, with that object's generation."""
+
+    policy: Policy
+    generation: int | None
 
 
 @dataclass(frozen=True)
@@ -64,13 +83,41 @@ class LocalLayout:
         self.incoming = self.state_dir / "incoming"
         self.installed = self.state_dir / "installed"
         self.config_path = self.state_dir / "models.config"
+        self.policy_path = self.state_dir / "policy.json"
+        self.catalog_path = self.state_dir / "catalog.json"
 
     def ensure(self) -> None:
         for d in (self.root, self.state_dir, self.incoming, self.installed):
             d.mkdir(parents=True, exist_ok=True)
 
-    def model_dir(self, model: str) -> Path:
-        return self.root / model
+    # --- the last good policy and catalog (written by the puller, read by both daemons) ---------
+    def read_policy(self) -> SavedPolicy | None:
+        """None when no policy was saved yet; LocalStateError when the file is bad."""
+        try:
+            doc = json.loads(self.policy_path.read_bytes())
+            return SavedPolicy(parse_policy(doc["policy"]), doc.get("generation"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, PolicyError) as exc:
+            raise LocalStateError(f"{self.policy_path}: {exc}") from None
+
+    def write_policy(self, policy: Policy, generation: int | None) -> None:
+        doc = {"generation": generation, "policy": json.loads(dump_policy(policy))}
+        atomic_write(self.policy_path, json.dumps(doc, indent=1).encode())
+
+    def write_catalog(self, body: builtins.bytes) -> None:
+        atomic_write(self.catalog_path, body)
+
+    def write_config(self, text: str) -> bool:
+        """Write the TF Serving model config atomically unless it already says ``text``.
+        Returns whether the file changed."""
+        try:
+            if self.config_path.read_text() == text:
+                return False
+        except OSError:
+            pass
+        atomic_write(self.config_path, text.encode())
+        return True
 
     def version_dir(self, model: str, version: int) -> Path:
         return self.root / model / str(version)
@@ -124,6 +171,26 @@ class LocalLayout:
     def new_incoming(self) -> Path:
         self.incoming.mkdir(parents=True, exist_ok=True)
         return Path(tempfile.mkdtemp(dir=self.incoming))
+
+
+def atomic_write(path: Path, data: builtins.bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new bytes, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def file_crc32c_b64(path: str | os.PathLike[str], chunk_bytes: int = 1 << 20) -> str:
+    """The base64 CRC32C of a local file, as GCS reports an object's ``crc32c``."""
+    crc = google_crc32c.Checksum()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(chunk_bytes):
+            crc.update(chunk)
+    return base64.b64encode(crc.digest()).decode()
 
 
 def fsync_dir(path: Path) -> None:

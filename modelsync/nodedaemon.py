@@ -3,7 +3,6 @@ the process lifecycle (signal handlers that only set flags, clean stop on SIGTER
 
 from __future__ import annotations
 
-import signal
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -12,7 +11,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from modelsync.heartbeat import EventBuffer, HeartbeatSender
 from modelsync.httpd import DaemonHTTPServer, Handler
+from modelsync.lifecycle import install_stop_handlers
 from modelsync.log import EventLogger
+from modelsync.settings import NodeSettings
 
 
 class NodeDaemon(Protocol):
@@ -52,7 +53,7 @@ def node_routes(daemon: NodeDaemon,
             ("POST", "/sync"): sync}
 
 
-def start_heartbeats(daemon: NodeDaemon, settings: Any) -> HeartbeatSender | None:
+def start_heartbeats(daemon: NodeDaemon, settings: NodeSettings) -> HeartbeatSender | None:
     if not settings.master_url:
         return None
     return HeartbeatSender(settings.master_url, settings.node_token, settings.node_id,
@@ -60,18 +61,12 @@ def start_heartbeats(daemon: NodeDaemon, settings: Any) -> HeartbeatSender | Non
                            daemon.sync_event.set, daemon.stop_event).start()
 
 
-def serve(daemon: NodeDaemon, settings: Any, registry: CollectorRegistry, log: EventLogger,
-          started: Callable[[int], None]) -> int:
+def serve(daemon: NodeDaemon, settings: NodeSettings, registry: CollectorRegistry,
+          log: EventLogger, started: Callable[[int], None]) -> int:
     """Run a node daemon until SIGTERM/SIGINT: HTTP server, heartbeats, the tick loop."""
     server = DaemonHTTPServer(settings.http_host, settings.http_port,
                               node_routes(daemon, registry)).start()
-
-    def on_signal(_signum: int, _frame: object) -> None:
-        daemon.stop_event.set()
-        daemon.sync_event.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    install_stop_handlers(daemon.stop_event, daemon.sync_event)
     started(server.port)
     start_heartbeats(daemon, settings)
     try:

@@ -81,13 +81,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _version(value: object, where: str) -> int:
+def check_version(value: object, where: str) -> int:
     if not _is_int(value) or not 1 <= value <= MAX_VERSION:  # type: ignore[operator]
         raise PolicyError(f"{where}: expected a positive integer version, got {value!r}")
     return value  # type: ignore[return-value]
 
 
-def _keep(value: object, where: str) -> int:
+def check_keep_versions(value: object, where: str) -> int:
     if not _is_int(value) or not 1 <= value <= MAX_KEEP_VERSIONS:  # type: ignore[operator]
         raise PolicyError(f"{where}: expected an integer from 1 to {MAX_KEEP_VERSIONS}, "
                           f"got {value!r}")
@@ -118,9 +118,10 @@ def parse_model_policy(doc: object, where: str) -> ModelPolicy:
     if not isinstance(disabled, bool):
         raise PolicyError(f"{where}.disabled: expected true or false, got {disabled!r}")
     return ModelPolicy(
-        keep_versions=None if keep is None else _keep(keep, f"{where}.keep_versions"),
-        pin=None if pin is None else _version(pin, f"{where}.pin"),
-        labels={check_label(k, f"{where}.labels"): _version(v, f"{where}.labels.{k}")
+        keep_versions=None if keep is None else check_keep_versions(keep,
+                                                                    f"{where}.keep_versions"),
+        pin=None if pin is None else check_version(pin, f"{where}.pin"),
+        labels={check_label(k, f"{where}.labels"): check_version(v, f"{where}.labels.{k}")
                 for k, v in labels.items()},
         disabled=disabled)
 
@@ -146,7 +147,8 @@ def parse_policy(data: bytes | str | Mapping[str, Any]) -> Policy:
     defaults = {} if defaults is None else defaults
     if not isinstance(defaults, dict) or set(defaults) - {"keep_versions"}:
         raise PolicyError("defaults: expected an object with only keep_versions")
-    default_keep = _keep(defaults.get("keep_versions", 1), "defaults.keep_versions")
+    default_keep = check_keep_versions(defaults.get("keep_versions", 1),
+                                       "defaults.keep_versions")
     models = doc.get("models")
     models = {} if models is None else models
     if not isinstance(models, dict):

@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 DEFAULT_PREFIX = "models"
 DEFAULT_MARKER = "_READY"
@@ -144,5 +145,33 @@ def normalize_prefix(prefix: str, what: str = "prefix") -> str:
     return cleaned
 
 
-def node_id_from_env(env: Env) -> str:
-    return env.text("MODELSYNC_NODE_ID", socket.gethostname())
+def http_port(env: Env, default: int) -> int:
+    return env.integer("MODELSYNC_HTTP_PORT", default, minimum=0, maximum=65535)
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """What every node daemon (puller, config manager) is: which node, where its disk is, where
+    it listens and whom it tells. Nested in each daemon's own settings."""
+
+    node_id: str
+    model_root: Path
+    http_port: int
+    http_host: str = "127.0.0.1"
+    master_url: str | None = None
+    node_token: str | None = None
+    heartbeat_s: float = 10.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Env, *, default_port: int) -> NodeSettings:
+        return cls(
+            node_id=env.text("MODELSYNC_NODE_ID", socket.gethostname()),
+            model_root=Path(env.text("MODELSYNC_MODEL_ROOT", required=True)),
+            http_port=http_port(env, default_port),
+            http_host=env.text("MODELSYNC_HTTP_HOST", "127.0.0.1"),
+            master_url=env.opt_text("MODELSYNC_MASTER_URL"),
+            node_token=env.secret("MODELSYNC_NODE_TOKEN"),
+            heartbeat_s=env.number("MODELSYNC_HEARTBEAT_S", 10.0, minimum=0.5),
+            log_level=env.text("MODELSYNC_LOG_LEVEL", "info"),
+        )

@@ -16,7 +16,8 @@ from typing import IO, Any, BinaryIO, Protocol
 
 import google_crc32c
 
-from modelsync.layout import ObjectInfo
+from modelsync.layout import BucketListing, ObjectInfo, join, parse_listing, version_prefix
+from modelsync.local import file_crc32c_b64
 from modelsync.settings import StoreSettings
 
 LIST_FIELDS = "items(name,generation,size,crc32c,md5Hash,metadata,updated),nextPageToken,prefixes"
@@ -56,6 +57,17 @@ class RemoteStore(Protocol):
     def delete(self, name: str, *, if_generation_match: int | None = None) -> None: ...
 
 
+def list_bucket(store: RemoteStore, settings: StoreSettings, model: str | None = None,
+                version: int | None = None) -> BucketListing:
+    """One listing of the prefix (or of one model, or one version), grouped into versions."""
+    if version is not None and model is not None:
+        base = version_prefix(settings.prefix, model, version)
+    else:
+        base = join(settings.prefix, *([model] if model else [])) + "/" if (
+            settings.prefix or model) else ""
+    return parse_listing(store.list_objects(base), settings.prefix, settings.marker)
+
+
 def crc32c_b64(data: bytes) -> str:
     """The base64 big-endian CRC32C that GCS reports for ``data``."""
     return base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
@@ -84,14 +96,6 @@ class Crc32cWriter:
 
     def crc32c_b64(self) -> str:
         return base64.b64encode(self._crc.digest()).decode()
-
-
-def file_crc32c_b64(path: str, chunk_bytes: int = 1 << 20) -> str:
-    crc = google_crc32c.Checksum()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(chunk_bytes):
-            crc.update(chunk)
-    return base64.b64encode(crc.digest()).decode()
 
 
 class GCSStore:

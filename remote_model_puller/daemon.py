@@ -16,7 +16,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -25,57 +24,13 @@ from modelsync.heartbeat import EventBuffer
 from modelsync.local import LocalLayout
 from modelsync.log import configure_logging, get_logger
 from modelsync.nodedaemon import serve
-from modelsync.remote import BucketView, RemoteState
-from modelsync.savedmodel import DEFAULT_MAX_TAR_BYTES
-from modelsync.settings import Env, StoreSettings, node_id_from_env
-from modelsync.store import GCSStore, StoreError
+from modelsync.store import GCSStore, RemoteStore, StoreError
+from remote_model_puller.bucket_view import BucketView, RemoteState
 from remote_model_puller.installer import Installer, InstallError
 from remote_model_puller.planner import Install, plan_sync
+from remote_model_puller.settings import PullerSettings
 
 log = get_logger("puller")
-
-
-@dataclass(frozen=True)
-class PullerSettings:
-    store: StoreSettings
-    model_root: Path
-    node_id: str
-    master_url: str | None = None
-    node_token: str | None = None
-    poll_s: float = 5.0
-    http_host: str = "127.0.0.1"
-    http_port: int = 8001
-    download_workers: int = 8
-    max_concurrent_installs: int = 2
-    max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES
-    settle_s: float = 30.0
-    catalog_max_age_s: float = 120.0
-    heartbeat_s: float = 10.0
-    backoff_max_s: float = 300.0
-
-    @classmethod
-    def from_env(cls, env: Env | None = None) -> PullerSettings:
-        env = env or Env()
-        return cls(
-            store=StoreSettings.from_env(env),
-            model_root=Path(env.text("MODELSYNC_MODEL_ROOT", required=True)),
-            node_id=node_id_from_env(env),
-            master_url=env.opt_text("MODELSYNC_MASTER_URL"),
-            node_token=env.secret("MODELSYNC_NODE_TOKEN"),
-            poll_s=env.number("MODELSYNC_POLL_S", 5.0, minimum=0.1),
-            http_host=env.text("MODELSYNC_HTTP_HOST", "127.0.0.1"),
-            http_port=env.integer("MODELSYNC_HTTP_PORT", 8001, minimum=0, maximum=65535),
-            download_workers=env.integer("MODELSYNC_DOWNLOAD_WORKERS", 8, minimum=1,
-                                         maximum=256),
-            max_concurrent_installs=env.integer("MODELSYNC_MAX_CONCURRENT_INSTALLS", 2,
-                                                minimum=1, maximum=64),
-            max_tar_bytes=env.integer("MODELSYNC_MAX_TAR_BYTES", DEFAULT_MAX_TAR_BYTES,
-                                      minimum=1),
-            settle_s=env.number("MODELSYNC_SETTLE_S", 30.0, minimum=0),
-            catalog_max_age_s=env.number("MODELSYNC_CATALOG_MAX_AGE_S", 120.0, minimum=1),
-            heartbeat_s=env.number("MODELSYNC_HEARTBEAT_S", 10.0, minimum=0.5),
-            backoff_max_s=env.number("MODELSYNC_BACKOFF_MAX_S", 300.0, minimum=0.1),
-        )
 
 
 @dataclass
@@ -125,16 +80,16 @@ class PullerMetrics:
 class Puller:
     role = "puller"
 
-    def __init__(self, settings: PullerSettings, store: GCSStore | None = None) -> None:
+    def __init__(self, settings: PullerSettings, store: RemoteStore | None = None) -> None:
         self.settings = settings
-        self.store = store or GCSStore(settings.store,
-                                       pool_size=max(10, settings.download_workers + 4))
-        self.layout = LocalLayout(settings.model_root)
+        self.store: RemoteStore = store or GCSStore(
+            settings.store, pool_size=max(10, settings.download_workers + 4))
+        self.layout = LocalLayout(settings.node.model_root)
         self.layout.ensure()
         swept = self.layout.sweep_incoming()
         if swept:
             log.warning("incoming_swept", leftovers=swept)
-        self.view = BucketView(self.store, settings.store, self.layout.state_dir,
+        self.view = BucketView(self.store, settings.store, self.layout,
                                catalog_max_age_s=settings.catalog_max_age_s,
                                settle_s=settings.settle_s)
         self.stop_event = threading.Event()
@@ -274,9 +229,9 @@ class Puller:
             last = self._last
         events = self.events.recent(50)
         return {
-            "node_id": self.settings.node_id,
+            "node_id": self.settings.node.node_id,
             "role": "puller",
-            "model_root": str(self.settings.model_root),
+            "model_root": str(self.settings.node.model_root),
             "source": self.view.source,
             "last_poll": None if last is None else {
                 "ok": last.ok, "source": last.source, "storage_calls": last.calls,
@@ -316,13 +271,13 @@ class Puller:
 
 
 def main(port: int | None = None) -> int:
-    configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
     settings = PullerSettings.from_env()
     if port is not None:
-        settings = replace(settings, http_port=port)
+        settings = replace(settings, node=replace(settings.node, http_port=port))
+    configure_logging(settings.node.log_level, json_output=True)
     puller = Puller(settings)
-    return serve(puller, settings, puller.metrics.registry, log, lambda http_port: log.info(
-        "puller_started", node_id=settings.node_id, model_root=str(settings.model_root),
+    node = settings.node
+    return serve(puller, node, puller.metrics.registry, log, lambda http_port: log.info(
+        "puller_started", node_id=node.node_id, model_root=str(node.model_root),
         bucket=settings.store.bucket, prefix=settings.store.prefix,
-        http=f"{settings.http_host}:{http_port}", poll_s=settings.poll_s))
-
+        http=f"{node.http_host}:{http_port}", poll_s=settings.poll_s))

@@ -19,13 +19,20 @@ import time
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from modelsync.layout import TARBALL_NAME, RemoteFile, RemoteVersion, parse_listing, version_prefix
-from modelsync.local import InstalledFile, InstallRecord, LocalLayout, exchange, fsync_dir
+from modelsync.layout import TARBALL_NAME, RemoteFile, RemoteVersion, version_prefix
+from modelsync.local import (
+    InstalledFile,
+    InstallRecord,
+    LocalLayout,
+    atomic_write,
+    exchange,
+    file_crc32c_b64,
+    fsync_dir,
+)
 from modelsync.log import get_logger
-from modelsync.remote import atomic_write
 from modelsync.savedmodel import TarballError, extract_tarball, local_savedmodel_problem
 from modelsync.settings import StoreSettings
-from modelsync.store import ChecksumMismatch, GCSStore, NotFound, StoreError, file_crc32c_b64
+from modelsync.store import ChecksumMismatch, NotFound, RemoteStore, StoreError, list_bucket
 
 log = get_logger("puller")
 FILE_ATTEMPTS = 3
@@ -45,7 +52,7 @@ class Stopped(InstallError):
 
 
 class Installer:
-    def __init__(self, store: GCSStore, settings: StoreSettings, layout: LocalLayout,
+    def __init__(self, store: RemoteStore, settings: StoreSettings, layout: LocalLayout,
                  pool: ThreadPoolExecutor, *, max_tar_bytes: int,
                  stop: threading.Event | None = None) -> None:
         self.store = store
@@ -56,10 +63,7 @@ class Installer:
         self.stop = stop or threading.Event()
 
     def list_version(self, model: str, version: int) -> RemoteVersion:
-        base = version_prefix(self.settings.prefix, model, version)
-        listing = parse_listing(self.store.list_objects(base), self.settings.prefix,
-                                self.settings.marker)
-        rv = listing.version(model, version)
+        rv = list_bucket(self.store, self.settings, model, version).version(model, version)
         if rv is None or not rv.files:
             raise InstallError("vanished", f"{model}/{version}: no objects in the bucket")
         return rv

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from modelsync.emulator import GCSEmulator
+sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers.py
+
+from modelsync.dev.emulator import GCSEmulator
 from modelsync.settings import StoreSettings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -46,7 +49,7 @@ def store(store_settings: StoreSettings):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def model_factory(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """make(a, b=1.0, shards=1, pad_bytes=0) -> path of a real SavedModel (cached per session)."""
-    from modelsync.devmodels import make_linear_model
+    from modelsync.dev.models import make_linear_model
 
     root = tmp_path_factory.mktemp("models")
     cache: dict[tuple[float, float, int, int], Path] = {}

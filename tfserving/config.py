@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tfserving.entries import ModelConfig
 from tfserving.errors import ServingError
-from tfserving.manager import ModelConfig
 from tfserving.policy import VersionPolicy
 
 

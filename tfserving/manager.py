@@ -14,15 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from modelsync.log import get_logger
+from tfserving.entries import ModelConfig, ModelEntry, VersionEntry, VersionStatus
 from tfserving.errors import ServingError
 from tfserving.policy import (
     Snapshot,
     State,
-    VersionPolicy,
     aspired_versions,
     next_actions,
     resolve_version,
@@ -30,44 +29,6 @@ from tfserving.policy import (
 )
 
 log = get_logger("model_server")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str
-    base_path: str
-    policy: VersionPolicy = field(default_factory=VersionPolicy)
-    labels: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class VersionEntry:
-    version: int
-    path: str
-    state: State = State.UNKNOWN  # UNKNOWN = aspired, not started (reported as START)
-    aspired: bool = True
-    failed: bool = False
-    error_code: str = "OK"
-    error_message: str = ""
-    servable: Any = None
-    refs: int = 0
-    loaded_at: float | None = None
-
-
-@dataclass
-class ModelEntry:
-    config: ModelConfig
-    in_config: bool = True
-    versions: dict[int, VersionEntry] = field(default_factory=dict)
-    labels: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class VersionStatus:
-    version: int
-    state: State
-    error_code: str
-    error_message: str
 
 
 class ModelManager:

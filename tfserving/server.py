@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
+from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.log import configure_logging, get_logger
 
 log = get_logger("model_server")
@@ -247,13 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"TensorFlow ModelServer: modelsync-compatible {__version__}")
         return 0
     configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = install_stop_handlers()
     from tfserving.errors import ServingError
 
     try:
@@ -261,8 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError, ServingError) as exc:
         print(f"tensorflow_model_server: error: {exc}", file=sys.stderr)
         return 1
-    while not stop.wait(0.5):
-        pass
+    wait_for_stop(stop)
     server.stop()
     return 0
 

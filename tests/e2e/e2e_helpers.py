@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
+
+import helpers  # tests/helpers.py
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,14 +22,5 @@ def sh(*args: str, timeout: float = 600, check: bool = True,
 
 
 def wait_for(fn, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as exc:
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not reached in {timeout_s}s; last: {last}")
+    """tests/helpers.wait_for at the pace of containers; any error counts as "not yet"."""
+    return helpers.wait_for(fn, timeout_s, what, interval_s=0.5, errors=(Exception,))

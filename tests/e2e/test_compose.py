@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from e2e_helpers import sh, wait_for  # type: ignore[import-not-found]
 
-from modelsync.emulator import free_port
+from modelsync.dev.emulator import free_port
 
 pytestmark = pytest.mark.e2e
 PROJECT = "modelsync-e2e-compose"

@@ -19,7 +19,7 @@ import pytest
 from e2e_helpers import sh, wait_for  # type: ignore[import-not-found]
 
 from modelsync.client import PredictClient
-from modelsync.emulator import GCSEmulator, free_port
+from modelsync.dev.emulator import GCSEmulator, free_port
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -157,7 +157,7 @@ def test_swarm_view_flags_nodes_without_live_daemons(stack, tmp_path: Path) -> N
     modelsync services, and flags a TF Serving node whose puller and config manager send it no
     heartbeats (this second master, on the host, receives none: the stack's nodes beat to
     their own master)."""
-    from modelsync.procs import start_master
+    from modelsync.dev.procs import start_master
 
     emu = stack["emu"]
     admin, node = "swarm-admin-token-0123456789", "swarm-node-token-0123456789"

@@ -32,7 +32,7 @@ def read_until(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> li
 
 
 def start(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "modelsync.cli", *args],
+    return subprocess.Popen([sys.executable, "-m", "cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for
 
 from modelsync.catalog import LISTED_AT, catalog_object, parse_catalog, policy_object
+from modelsync.dev.procs import Node, start_master
 from modelsync.policy import parse_policy
-from modelsync.procs import Node, start_master
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -48,17 +49,6 @@ class Api:
                 return exc.code, json.loads(raw)
             except ValueError:
                 return exc.code, raw
-
-
-def wait_for(fn, timeout_s: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached in {timeout_s}s; last: {last}")
 
 
 @pytest.fixture

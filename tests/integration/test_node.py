@@ -5,6 +5,7 @@ Publish → pull → reload → AVAILABLE → prune, under continuous gRPC Predi
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import threading
@@ -13,19 +14,21 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import helpers
 import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from modelsync.catalog import policy_object
+from modelsync.dev.procs import Node
 from modelsync.local import LocalLayout
 from modelsync.policy import ModelPolicy, Policy, dump_policy
-from modelsync.procs import Node
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
+wait_for = functools.partial(helpers.wait_for, errors=(grpc.RpcError, OSError))
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
@@ -36,20 +39,6 @@ def predict_y(port: int, x: float = 1.0, timeout: float = 5) -> tuple[int, float
         req.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array([x], dtype=np.float32)))
         resp = prediction_service_pb2_grpc.PredictionServiceStub(ch).Predict(req, timeout=timeout)
         return resp.model_spec.version.value, float(tf.make_ndarray(resp.outputs["y"])[0])
-
-
-def wait_for(fn, timeout_s: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except (grpc.RpcError, OSError) as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached in {timeout_s}s; last: {last}")
 
 
 class Traffic:

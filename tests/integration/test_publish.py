@@ -96,7 +96,7 @@ def test_overwrite_replaces_a_version(store: GCSStore, model_factory) -> None:
 def run_cli(args: list[str], settings: StoreSettings) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "STORAGE_EMULATOR_HOST": settings.emulator_host or "",
            "MODELSYNC_BUCKET": settings.bucket}
-    return subprocess.run([sys.executable, "-m", "modelsync.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -118,7 +118,8 @@ def test_cli_publish_and_refusals(store: GCSStore, store_settings: StoreSettings
         res = run_cli(args, store_settings)
         assert res.returncode == 1, res
         lines = res.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("modelsync: error:") and reason in lines[0]
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("modelsync publish: error:") and reason in lines[0]
         assert snapshot(store) == before
     listed = run_cli(["list"], store_settings)
     assert listed.returncode == 0 and "ranker" in listed.stdout and "complete" in listed.stdout
@@ -126,7 +127,7 @@ def test_cli_publish_and_refusals(store: GCSStore, store_settings: StoreSettings
 
 def test_cli_bad_setting_exits_2(store_settings: StoreSettings, model_factory) -> None:
     env_settings = StoreSettings(bucket="", emulator_host=store_settings.emulator_host)
-    res = subprocess.run([sys.executable, "-m", "modelsync.cli", "list"],
+    res = subprocess.run([sys.executable, "-m", "cli", "list"],
                          env={**os.environ, "STORAGE_EMULATOR_HOST": env_settings.emulator_host
                               or "", "MODELSYNC_BUCKET": "", "MODELSYNC_GCS_TIMEOUT_S": "x"},
                          capture_output=True, text=True, timeout=60)

@@ -78,7 +78,7 @@ def test_calls_are_counted(store: GCSStore) -> None:
 
 
 def test_unreachable_store_fails_within_its_deadline() -> None:
-    from modelsync.emulator import free_port
+    from modelsync.dev.emulator import free_port
 
     settings = StoreSettings(bucket="b", emulator_host=f"http://127.0.0.1:{free_port()}",
                              timeout_s=1, retry_deadline_s=2)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from modelsync.emulator import free_port
-from modelsync.procs import ManagedProcess, wait_grpc_ready
+from modelsync.dev.emulator import free_port
+from modelsync.dev.procs import ManagedProcess, wait_grpc_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 TFS = Path(__file__).resolve().parents[2] / "tfserving"

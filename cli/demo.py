@@ -13,12 +13,14 @@ import json
 import os
 import secrets
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from modelsync.emulator import GCSEmulator
+from modelsync.dev.emulator import GCSEmulator
+from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.settings import StoreSettings
 
 DEMO_BUCKET = "modelsync-demo"
@@ -29,9 +31,9 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
-def _wait(fn: Any, timeout_s: float, stop: Any) -> Any:
+def _wait(fn: Any, timeout_s: float, stop: threading.Event) -> Any:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not stop.requested:
+    while time.monotonic() < deadline and not stop.is_set():
         try:
             value = fn()
             if value:
@@ -59,11 +61,10 @@ def _served_by(client: Any, version: int) -> tuple[int, Any] | None:
     return answer if answer[0] == version else None
 
 
-def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> int:
-    from modelsync.cli import install_stop_handlers, wait_for_stop
+def run_demo(workdir: str | Path | None = None, exit_after: float | None = None) -> int:
     from modelsync.client import PredictClient
-    from modelsync.devmodels import make_linear_model
-    from modelsync.procs import Node, start_master
+    from modelsync.dev.models import make_linear_model
+    from modelsync.dev.procs import Node, start_master
     from modelsync.publish import publish
     from modelsync.store import GCSStore
 
@@ -72,6 +73,7 @@ def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> in
     if workdir is None:
         tmp = tempfile.TemporaryDirectory(prefix="modelsync-demo-")
         workdir = Path(tmp.name)
+    workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     node: Node | None = None
     master = None
@@ -104,7 +106,7 @@ def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> in
             say(f"  logs in {node.workdir}")
             client = PredictClient(f"127.0.0.1:{node.grpc_port}")
             for version, (src, a, b) in sources.items():
-                if stop.requested:
+                if stop.is_set():
                     break
                 result = publish(store, src, "demo", prefix=settings.prefix,
                                  marker=settings.marker, version=version, overwrite=True)
@@ -112,13 +114,13 @@ def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> in
                 started = time.monotonic()
                 answer = _wait(lambda v=version: _served_by(client, v), 120, stop)
                 if answer is None:
-                    if not stop.requested:
+                    if not stop.is_set():
                         say(f"version {version} was not served within 120 s; see the logs")
                     break
                 served, outputs = answer
                 say(f"gRPC Predict demo x=[1, 2] -> y={outputs['y'].tolist()} from version "
                     f"{served}, {time.monotonic() - started:.1f} s after publishing")
-            if not stop.requested:
+            if not stop.is_set():
                 _wait(lambda: not (node.model_root / "demo" / "1").exists(), 30, stop)
                 listing = sorted(p.name for p in (node.model_root / "demo").iterdir())
                 say(f"{node.model_root / 'demo'}: {listing}  (v1 pruned once TF Serving "
@@ -132,7 +134,7 @@ def run_demo(workdir: Path | None = None, exit_after: float | None = None) -> in
                     f"MODELSYNC_BUCKET={DEMO_BUCKET} .venv/bin/modelsync publish DIR "
                     "--model demo")
                 say("running; press Ctrl-C to stop")
-                wait_for_stop(timeout_s=exit_after)
+                wait_for_stop(stop, timeout_s=exit_after)
             client.close()
             say("stopping")
             node.stop()

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from modelsync.emulator import free_port
+from modelsync.dev.emulator import free_port
 
 
 class ProcessError(RuntimeError):
@@ -193,7 +193,7 @@ class Node:
 
     def _daemon(self, command: str, port: int) -> ManagedProcess:
         proc = ManagedProcess(f"{self.name}-{command}",
-                              [sys.executable, "-m", "modelsync.cli", command, "--port",
+                              [sys.executable, "-m", "cli", command, "--port",
                                str(port)],
                               self.workdir / f"{self.name}-{command}.log", env=self.env).start()
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, proc)
@@ -235,7 +235,7 @@ def start_master(workdir: str | os.PathLike[str], *, bucket: str, emulator_host:
     if read_token:
         env["MODELSYNC_READ_TOKEN"] = read_token
     env.update(extra_env or {})
-    proc = ManagedProcess(name, [sys.executable, "-m", "modelsync.cli", "master", "--port",
+    proc = ManagedProcess(name, [sys.executable, "-m", "cli", "master", "--port",
                                  str(port)], Path(workdir) / f"{name}.log", env=env).start()
     proc.port = port  # type: ignore[attr-defined]
     proc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]

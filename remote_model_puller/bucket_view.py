@@ -10,12 +10,9 @@ event and the last good copy stays in force.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from modelsync.catalog import (
     Catalog,
@@ -26,18 +23,12 @@ from modelsync.catalog import (
     parse_catalog,
     policy_object,
 )
-from modelsync.layout import (
-    BucketListing,
-    ObjectInfo,
-    RemoteVersion,
-    SettleTracker,
-    complete_versions,
-    parse_listing,
-)
+from modelsync.layout import ObjectInfo, RemoteVersion, SettleTracker, complete_versions
+from modelsync.local import LocalLayout, LocalStateError
 from modelsync.log import get_logger
-from modelsync.policy import Policy, PolicyError, dump_policy, parse_policy
+from modelsync.policy import Policy, PolicyError, parse_policy
 from modelsync.settings import StoreSettings
-from modelsync.store import RemoteStore
+from modelsync.store import RemoteStore, list_bucket
 
 log = get_logger("remote")
 
@@ -65,23 +56,13 @@ class RemoteState:
     calls: int = 0
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 class BucketView:
-    def __init__(self, store: RemoteStore, settings: StoreSettings, state_dir: Path, *,
+    def __init__(self, store: RemoteStore, settings: StoreSettings, layout: LocalLayout, *,
                  catalog_max_age_s: float = 120.0, settle_s: float = 60.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.settings = settings
-        self.state_dir = state_dir
+        self.layout = layout
         self.catalog_max_age_s = catalog_max_age_s
         self.clock = clock
         self.tracker = SettleTracker(settle_s)
@@ -91,18 +72,13 @@ class BucketView:
         self._catalog_gen: int | None = None
         self._bad_policy_gen: int | None = None
 
-    # --- local copies ---------------------------------------------------------------------------
     def _load_local_policy(self) -> tuple[Policy, int | None]:
-        path = self.state_dir / "policy.json"
         try:
-            doc = json.loads(path.read_bytes())
-            return parse_policy(doc["policy"]), doc.get("generation")
-        except (OSError, ValueError, KeyError, TypeError, PolicyError):
-            return Policy(), None
-
-    def _save_local_policy(self, policy: Policy, generation: int | None) -> None:
-        doc = {"generation": generation, "policy": json.loads(dump_policy(policy))}
-        atomic_write(self.state_dir / "policy.json", json.dumps(doc, indent=1).encode())
+            saved = self.layout.read_policy()
+        except LocalStateError as exc:
+            log.warning("local_policy_unreadable", error=str(exc))
+            saved = None
+        return (Policy(), None) if saved is None else (saved.policy, saved.generation)
 
     # --- polling --------------------------------------------------------------------------------
     def poll(self) -> RemoteState:
@@ -142,7 +118,7 @@ class BucketView:
                 events.append({"event": "policy_deleted"})
             if self._policy_gen is not None or self._policy != Policy():
                 self._policy, self._policy_gen = Policy(), None
-                self._save_local_policy(self._policy, None)
+                self.layout.write_policy(self._policy, None)
             return
         if info.generation in (self._policy_gen, self._bad_policy_gen):
             return
@@ -156,7 +132,7 @@ class BucketView:
             log.error("policy_malformed", generation=info.generation, error=str(exc))
             return
         self._policy, self._policy_gen = policy, info.generation
-        self._save_local_policy(policy, info.generation)
+        self.layout.write_policy(policy, info.generation)
         events.append({"event": "policy_changed", "generation": info.generation})
         log.info("policy_changed", generation=info.generation)
 
@@ -172,7 +148,7 @@ class BucketView:
                 self._catalog = None
                 return None
             self._catalog_gen = generation
-            atomic_write(self.state_dir / "catalog.json", dump_catalog(self._catalog))
+            self.layout.write_catalog(dump_catalog(self._catalog))
         versions = {m: {v: VersionRef(m, v, cv.fingerprint, cv.bytes, cv.objects)
                         for v, cv in vs.items() if cv.complete}
                     for m, vs in self._catalog.models.items()}
@@ -180,9 +156,7 @@ class BucketView:
                            self._policy, self._policy_gen, list(self._catalog.skipped))
 
     def _from_listing(self, now: float) -> RemoteState:
-        base = self.settings.prefix + "/" if self.settings.prefix else ""
-        listing: BucketListing = parse_listing(self.store.list_objects(base), self.settings.prefix,
-                                               self.settings.marker)
+        listing = list_bucket(self.store, self.settings)
         versions = {model: {v: VersionRef(model, v, rv.fingerprint, rv.bytes, len(rv.files), rv)
                             for v, rv in vs.items()}
                     for model, vs in complete_versions(listing, self.tracker, now).items()}

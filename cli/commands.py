@@ -1,0 +1,113 @@
+"""``modelsync publish``, ``list`` and ``healthcheck``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from cli.common import CommandError, add_store_args, positive_int, store_settings
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from modelsync.publish import ProgressBar, PublishError, publish
+    from modelsync.store import GCSStore
+
+    settings = store_settings(args)
+    store = GCSStore(settings)
+    try:
+        result = publish(store, args.path, args.model, prefix=settings.prefix,
+                         marker=settings.marker, version=args.version,
+                         overwrite=args.overwrite, workers=args.workers,
+                         progress=ProgressBar(f"{args.model}"))
+    except PublishError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"published {result.uri} ({result.files} files, {result.bytes} bytes, "
+          f"{result.seconds:.2f} s)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from modelsync.layout import SettleTracker
+    from modelsync.store import GCSStore, StoreError, list_bucket
+
+    settings = store_settings(args)
+    try:
+        listing = list_bucket(GCSStore(settings), settings)
+    except StoreError as exc:
+        raise CommandError(str(exc)) from None
+    tracker = SettleTracker(settle_s=float("inf"))
+    print(f"gs://{settings.bucket}/{settings.prefix}")
+    for model, versions in sorted(listing.models.items()):
+        print(f"  {model}")
+        for v, rv in sorted(versions.items()):
+            problem = rv.problem()
+            state = ("complete" if tracker.is_complete(rv, time.time())
+                     else f"incomplete ({problem or 'no marker yet'})")
+            print(f"    {v:>6}  {len(rv.files):3} files {rv.bytes:>12} bytes  {state}")
+    for s in listing.skipped:
+        print(f"  skipped {s.path}: {s.reason}")
+    return 0
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when this container's own process answers (used by the image's HEALTHCHECK)."""
+    target = args.target or os.environ.get("MODELSYNC_HEALTHCHECK") or (
+        f"http://127.0.0.1:{os.environ.get('MODELSYNC_HTTP_PORT', '8000')}/healthz")
+    if target.startswith("grpc://"):
+        import grpc
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        try:
+            with grpc.insecure_channel(target[len("grpc://"):]) as ch:
+                resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
+                                                            timeout=args.timeout)
+            ok = resp.status == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError as exc:
+            raise CommandError(f"{target}: {exc.code().name}") from None
+    else:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(target, timeout=args.timeout) as r:  # noqa: S310
+                ok = r.status == 200
+        except (urllib.error.URLError, OSError) as exc:
+            raise CommandError(f"{target}: {exc}") from None
+    if not ok:
+        raise CommandError(f"{target}: not healthy")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cli.demo import run_demo
+
+    return run_demo(workdir=args.workdir, exit_after=args.exit_after)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("publish", help="upload a SavedModel (directory or .tar.gz) as a version")
+    p.add_argument("path")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", type=positive_int, help="default: the next free version")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    p.add_argument("--workers", type=positive_int, default=8)
+    add_store_args(p)
+    p.set_defaults(func=cmd_publish, json_logs=False)
+
+    p = sub.add_parser("list", help="list models and versions in the bucket")
+    add_store_args(p)
+    p.set_defaults(func=cmd_list, json_logs=False)
+
+    p = sub.add_parser("demo", help="run the whole system on this machine (127.0.0.1)")
+    p.add_argument("--workdir", help="where models and disks go (default: a temp dir)")
+    p.add_argument("--exit-after", type=float, default=None,
+                   help="stop by itself after this many seconds (for tests)")
+    p.set_defaults(func=cmd_demo, json_logs=False)
+
+    p = sub.add_parser("healthcheck", help="exit 0 when this container's process answers")
+    p.add_argument("target", nargs="?", help="http://…/healthz or grpc://host:port "
+                                             "(default: $MODELSYNC_HEALTHCHECK, else "
+                                             "http://127.0.0.1:$MODELSYNC_HTTP_PORT/healthz)")
+    p.add_argument("--timeout", type=float, default=3.0)
+    p.set_defaults(func=cmd_healthcheck, json_logs=False)

@@ -1,0 +1,104 @@
+"""``modelsync dev …``: the development helpers (GCS emulator, demo models, a smoke test)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from cli.common import CommandError, add_store_args, positive_int, store_settings
+from modelsync.lifecycle import install_stop_handlers, wait_for_stop
+from modelsync.settings import StoreSettings
+
+
+def cmd_dev_gcs(args: argparse.Namespace) -> int:
+    from modelsync.dev.emulator import GCSEmulator
+    from modelsync.store import GCSStore
+
+    stop = install_stop_handlers()
+    backend = "filesystem" if args.data_dir else "memory"
+    with GCSEmulator(port=args.port, backend=backend, root=args.data_dir) as emu:
+        if args.bucket:
+            GCSStore(StoreSettings(bucket=args.bucket, emulator_host=emu.url)).ensure_bucket()
+        print(f"fake-gcs-server listening on {emu.url}", flush=True)
+        print(f"export STORAGE_EMULATOR_HOST={emu.url}", flush=True)
+        wait_for_stop(stop)
+    return 0
+
+
+def cmd_dev_make_model(args: argparse.Namespace) -> int:
+    from modelsync.dev.models import make_linear_model
+
+    try:
+        out = make_linear_model(args.out, args.a, args.b, shards=args.shards,
+                                pad_bytes=int(args.pad_mb * 2**20))
+    except FileExistsError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"wrote SavedModel y = {args.a} * x + {args.b} to {out}")
+    return 0
+
+
+def cmd_dev_smoke(args: argparse.Namespace) -> int:
+    """Publish a fresh version of a small model and wait until TF Serving serves it."""
+    import tempfile
+
+    from modelsync.client import PredictClient
+    from modelsync.dev.models import make_linear_model
+    from modelsync.publish import PublishError, next_version, publish
+    from modelsync.store import GCSStore
+
+    settings = store_settings(args)
+    store = GCSStore(settings)
+    started = time.monotonic()
+    try:
+        version = next_version(store, settings.prefix, args.model)
+    except Exception as exc:
+        raise CommandError(f"bucket not reachable: {exc}") from None
+    a = version + 0.5
+    with tempfile.TemporaryDirectory() as tmp:
+        make_linear_model(Path(tmp) / "m", a, 1.0)
+        try:
+            publish(store, Path(tmp) / "m", args.model, prefix=settings.prefix,
+                    marker=settings.marker, version=version)
+        except PublishError as exc:
+            raise CommandError(str(exc)) from None
+    print(f"smoke: published {args.model} v{version} (y = {a} * x + 1)", flush=True)
+    client = PredictClient(args.tfserving)
+    deadline = time.monotonic() + args.timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            served, out = client.predict(args.model, {"x": [1.0]}, timeout_s=5)
+            if served == version and abs(float(out["y"][0]) - (a + 1.0)) < 1e-5:
+                print(f"smoke ok: {args.tfserving} serves {args.model} v{version}, y(1) = "
+                      f"{float(out['y'][0])}, {time.monotonic() - started:.1f} s after "
+                      "publishing", flush=True)
+                return 0
+            last = f"serving v{served}"
+        except Exception as exc:
+            last = str(exc)[:200]
+        time.sleep(0.5)
+    raise CommandError(f"{args.model} v{version} not served within {args.timeout} s ({last})")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    dev = sub.add_parser("dev", help="development helpers")
+    dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="DEV_COMMAND")
+    p = dsub.add_parser("gcs", help="run fake-gcs-server on 127.0.0.1 until Ctrl-C")
+    p.add_argument("--port", type=int, default=0, help="default: a free port")
+    p.add_argument("--bucket", help="create this bucket")
+    p.add_argument("--data-dir", help="keep objects on disk here (default: in memory)")
+    p.set_defaults(func=cmd_dev_gcs, json_logs=False)
+    p = dsub.add_parser("smoke", help="publish a new version and wait until TF Serving serves it")
+    p.add_argument("--tfserving", default="127.0.0.1:8500", help="TF Serving gRPC host:port")
+    p.add_argument("--model", default="smoke")
+    p.add_argument("--timeout", type=float, default=180.0)
+    add_store_args(p)
+    p.set_defaults(func=cmd_dev_smoke, json_logs=False)
+    p = dsub.add_parser("make-model", help="write a demo SavedModel: y = a*x + b")
+    p.add_argument("out")
+    p.add_argument("--a", type=float, default=2.0)
+    p.add_argument("--b", type=float, default=1.0)
+    p.add_argument("--shards", type=positive_int, default=1)
+    p.add_argument("--pad-mb", type=float, default=0.0, help="incompressible padding, MiB")
+    p.set_defaults(func=cmd_dev_make_model, json_logs=False)

@@ -1,0 +1,40 @@
+"""The config manager's settings, from ``MODELSYNC_*`` environment variables (see the README)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelsync.settings import Env, NodeSettings
+
+DEFAULT_PORT = 8002
+
+
+@dataclass(frozen=True)
+class ConfigManagerSettings:
+    node: NodeSettings
+    tfserving: str = "127.0.0.1:8500"
+    tfserving_model_root: str | None = None
+    reconcile_s: float = 30.0
+    watch_s: float = 0.1
+    load_timeout_s: float = 300.0
+    tfs_timeout_s: float = 10.0
+    keep_on_disk: int = 1
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> ConfigManagerSettings:
+        env = env or Env()
+        return cls(
+            node=NodeSettings.from_env(env, default_port=DEFAULT_PORT),
+            tfserving=env.text("MODELSYNC_TFSERVING", "127.0.0.1:8500"),
+            tfserving_model_root=env.opt_text("MODELSYNC_TFSERVING_MODEL_ROOT"),
+            reconcile_s=env.number("MODELSYNC_RECONCILE_S", 30.0, minimum=0.1),
+            watch_s=env.number("MODELSYNC_WATCH_S", 0.1, minimum=0.01, maximum=60),
+            load_timeout_s=env.number("MODELSYNC_LOAD_TIMEOUT_S", 300.0, minimum=1),
+            tfs_timeout_s=env.number("MODELSYNC_TFS_TIMEOUT_S", 10.0, minimum=0.1),
+            keep_on_disk=env.integer("MODELSYNC_KEEP_ON_DISK", 1, minimum=0, maximum=100),
+        )
+
+    @property
+    def tfs_root(self) -> str:
+        """The model root as TF Serving sees it (the base paths in the config)."""
+        return self.tfserving_model_root or str(self.node.model_root)

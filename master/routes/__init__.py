@@ -1,0 +1,2 @@
+"""The master's blueprints: health and docs, nodes, models and their policy, cluster and
+events."""

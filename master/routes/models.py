@@ -1,0 +1,124 @@
+"""Models: the views (read token) and the policy writes (admin token)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from master import policy_ops
+from master.api import (
+    ApiError,
+    body,
+    check_model,
+    need,
+    policy_value,
+    state,
+    version_arg,
+    write_policy,
+)
+from master.cluster import all_models, model_view
+from master.db import NodeRow
+from modelsync.catalog import Catalog
+from modelsync.policy import Policy, check_keep_versions, check_label
+
+bp = Blueprint("models", __name__)
+
+
+def view_inputs() -> tuple[Catalog | None, Policy, list[NodeRow]]:
+    """What every view joins: the bucket's catalog, the policy, the nodes' reports."""
+    s = state()
+    return s.catalog(), s.policy(), s.db.nodes()
+
+
+@bp.get("/v1/models")
+def models() -> Response:
+    need("read")
+    catalog, policy, rows = view_inputs()
+    now = time.time()
+    out = []
+    for m in all_models(catalog, policy, rows):
+        v = model_view(m, catalog, policy, rows, now)
+        out.append({k: v[k] for k in ("model", "policy", "target_versions", "labels",
+                                      "converged", "serving_nodes", "summary")}
+                   | {"versions_in_bucket": [int(x) for x, d in v["versions"].items()
+                                             if d["in_bucket"]]})
+    return jsonify({"models": out})
+
+
+@bp.get("/v1/models/<model>")
+def model(model: str) -> Response:
+    need("read")
+    check_model(model)
+    catalog, policy, rows = view_inputs()
+    if model not in all_models(catalog, policy, rows):
+        raise ApiError(404, f"no model {model!r} in the bucket, the policy or any node")
+    return jsonify(model_view(model, catalog, policy, rows, time.time()))
+
+
+@bp.post("/v1/models/<model>/pin")
+def pin(model: str) -> Response:
+    need("admin")
+    check_model(model)
+    version = version_arg(body())
+    change = policy_ops.pin(model, version, state().complete_versions(model))
+    return write_policy(model, "model_pinned", change, version=version)
+
+
+@bp.delete("/v1/models/<model>/pin")
+def unpin(model: str) -> Response:
+    need("admin")
+    check_model(model)
+    return write_policy(model, "model_unpinned", policy_ops.unpin(model))
+
+
+@bp.post("/v1/models/<model>/rollback")
+def rollback(model: str) -> Response:
+    need("admin")
+    check_model(model)
+    return write_policy(model, "model_rolled_back",
+                        policy_ops.rollback(model, state().complete_versions(model)))
+
+
+@bp.put("/v1/models/<model>/labels/<label>")
+def put_label(model: str, label: str) -> Response:
+    need("admin")
+    check_model(model)
+    policy_value(check_label, label, "label")
+    version = version_arg(body())
+    change = policy_ops.set_label(model, label, version, state().complete_versions(model))
+    return write_policy(model, "label_set", change, label=label, version=version)
+
+
+@bp.delete("/v1/models/<model>/labels/<label>")
+def delete_label(model: str, label: str) -> Response:
+    need("admin")
+    check_model(model)
+    return write_policy(model, "label_deleted", policy_ops.delete_label(model, label),
+                        label=label)
+
+
+@bp.put("/v1/models/<model>/policy")
+def put_policy(model: str) -> Response:
+    need("admin")
+    check_model(model)
+    doc = body()
+    unknown = set(doc) - {"keep_versions", "disabled"}
+    if unknown:
+        raise ApiError(400, f"unknown fields {sorted(unknown)}; allowed: keep_versions, "
+                            "disabled")
+    keep: Any = policy_ops.UNSET
+    if "keep_versions" in doc:
+        keep = doc["keep_versions"]
+        if keep is not None:
+            policy_value(check_keep_versions, keep, "keep_versions")
+    disabled = doc.get("disabled")
+    if disabled is not None and not isinstance(disabled, bool):
+        raise ApiError(400, "'disabled' must be true or false")
+    if keep is policy_ops.UNSET and disabled is None:
+        raise ApiError(400, "give keep_versions and/or disabled")
+    return write_policy(model, "model_policy_set",
+                        policy_ops.set_model_policy(model, keep, disabled),
+                        keep_versions=None if keep is policy_ops.UNSET else keep,
+                        disabled=disabled)

@@ -1,0 +1,83 @@
+"""Node heartbeats (node token) and the registry (read token)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from master.api import ApiError, body, log, need, state
+
+bp = Blueprint("nodes", __name__)
+NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+ROLES = ("puller", "config_manager")
+MAX_EVENTS_PER_BEAT = 1000
+
+
+@bp.post("/v1/nodes/heartbeat")
+def heartbeat() -> Response:
+    need("node")
+    s = state()
+    doc = body()
+    node_id, role = doc.get("node_id"), doc.get("role")
+    if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id):
+        raise ApiError(400, "'node_id' must be 1-128 of [A-Za-z0-9_.-]")
+    if role not in ROLES:
+        raise ApiError(400, f"'role' must be one of {list(ROLES)}")
+    status = doc.get("status") or {}
+    events = doc.get("events") or []
+    if not isinstance(status, dict) or not isinstance(events, list):
+        raise ApiError(400, "'status' must be an object and 'events' a list")
+    if len(events) > MAX_EVENTS_PER_BEAT:
+        raise ApiError(400, f"at most {MAX_EVENTS_PER_BEAT} events per heartbeat")
+    if not all(isinstance(e, dict) for e in events):
+        raise ApiError(400, "every event must be an object")
+    hb = doc.get("heartbeat_s", 10)
+    heartbeat_s = float(hb) if isinstance(hb, int | float) and 0.5 <= hb <= 3600 else 10.0
+    now = time.time()
+    new, sync_seen = s.db.heartbeat(
+        node_id, role, str(doc.get("hostname") or "")[:255],
+        str(doc.get("version") or "")[:64], heartbeat_s, status, events, now)
+    s.metrics.heartbeats.labels(role).inc()
+    if new:
+        s.db.add_event("node", "node_registered", node_id=node_id, detail={"role": role})
+        log.info("node_registered", node_id=node_id, role=role)
+    requested = float(s.db.get_meta("sync_requested_at", "0") or 0)
+    sync = requested > sync_seen
+    if sync:
+        s.db.ack_sync(node_id, role, now)
+    return jsonify({"ok": True, "sync": sync, "server_time": now})
+
+
+@bp.get("/v1/nodes")
+def nodes() -> Response:
+    need("read")
+    now = time.time()
+    return jsonify({"nodes": [n.to_json(now) for n in state().db.nodes()],
+                    "swarm": swarm_view()})
+
+
+@bp.get("/v1/nodes/<node_id>")
+def node(node_id: str) -> Response:
+    need("read")
+    rows = state().db.nodes(node_id)
+    if not rows:
+        raise ApiError(404, f"no node {node_id!r}")
+    now = time.time()
+    return jsonify({"node_id": node_id, "roles": {r.role: r.to_json(now) for r in rows},
+                    "events": state().db.events(node=node_id, limit=50)})
+
+
+def swarm_view() -> Any:
+    s = state()
+    if s.settings.docker == "off":
+        return None
+    from master.swarm import swarm_view as view
+    try:
+        return view(s.db.nodes(), time.time())
+    except Exception as exc:  # the Docker socket is optional
+        if s.settings.docker == "on":
+            return {"error": str(exc)}
+        return None

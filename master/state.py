@@ -1,0 +1,152 @@
+"""What the master's request handlers share, built once per process: the SQLite registry, the
+bucket, the catalog writer, the policy store, the metrics and the background jobs."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from master import policy_ops
+from master.catalog_writer import CatalogWriter
+from master.db import Database
+from master.settings import MasterSettings
+from modelsync.catalog import Catalog
+from modelsync.layout import SettleTracker
+from modelsync.log import get_logger
+from modelsync.policy import Policy
+from modelsync.store import GCSStore, RemoteStore, StoreError, list_bucket
+
+log = get_logger("master")
+
+
+class Unavailable(Exception):
+    """The bucket could not be read or written; the message says what."""
+
+
+class MasterMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("modelsync_master_requests", "HTTP requests.",
+                                ["method", "route", "status"], registry=r)
+        self.latency = Histogram("modelsync_master_request_seconds", "HTTP request latency.",
+                                 ["route"], registry=r,
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
+        self.heartbeats = Counter("modelsync_master_heartbeats", "Heartbeats received.",
+                                  ["role"], registry=r)
+        self.catalog_refreshes = Counter("modelsync_master_catalog_refreshes",
+                                         "Catalog refreshes by outcome.", ["outcome"],
+                                         registry=r)
+        self.catalog_seconds = Gauge("modelsync_master_catalog_refresh_seconds",
+                                     "Duration of the last catalog refresh.", registry=r)
+        self.nodes = Gauge("modelsync_master_nodes", "Registered nodes by state.", ["state"],
+                           registry=r)
+
+
+class MasterState:
+    def __init__(self, settings: MasterSettings, store: RemoteStore | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.db_path)
+        self.store: RemoteStore = store or GCSStore(settings.store)
+        self.writer = CatalogWriter(self.store, settings.store, settings.settle_s)
+        self.policies = policy_ops.PolicyStore(self.store, settings.store.prefix)
+        self.metrics = MasterMetrics()
+        self._stop = threading.Event()
+        self._lock_fh: IO[str] | None = None
+        self._policy_cache: tuple[float, Policy] | None = None
+
+    # --- background jobs (one process of the master runs them) ---------------------------------
+    def start_background(self) -> bool:
+        """Run the catalog writer and retention here unless another process already does."""
+        lock_path = Path(str(self.settings.db_path) + ".lock")
+        fh = open(lock_path, "a+")  # noqa: SIM115 - held for the life of the process
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        self._lock_fh = fh
+        threading.Thread(target=self._loop, name="catalog", daemon=True).start()
+        return True
+
+    @property
+    def runs_background(self) -> bool:
+        return self._lock_fh is not None
+
+    def _loop(self) -> None:
+        last_trim = 0.0
+        while not self._stop.is_set():
+            self.refresh_catalog()
+            if time.time() - last_trim > 60:
+                last_trim = time.time()
+                try:
+                    self.db.trim_events(self.settings.events_max_rows,
+                                        time.time() - self.settings.events_max_age_s)
+                    self.db.forget_nodes(time.time() - self.settings.node_forget_s)
+                except Exception:
+                    log.exception("retention_failed")
+            self._stop.wait(self.settings.catalog_s)
+
+    def refresh_catalog(self) -> None:
+        try:
+            result = self.writer.refresh()
+        except StoreError as exc:
+            self.metrics.catalog_refreshes.labels("error").inc()
+            log.warning("catalog_refresh_failed", error=str(exc))
+            return
+        self.metrics.catalog_refreshes.labels("ok").inc()
+        self.metrics.catalog_seconds.set(result.seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # --- reads ---------------------------------------------------------------------------------
+    def catalog(self) -> Catalog | None:
+        """The current catalog: this process's own, or (in a process that does not write it)
+        the one in the bucket."""
+        if self.writer.current is None or not self.runs_background:
+            try:
+                self.writer.reload()
+            except StoreError as exc:
+                raise Unavailable(f"the bucket cannot be read: {exc}") from None
+        return self.writer.current
+
+    def policy(self, max_age_s: float = 1.0) -> Policy:
+        cached = self._policy_cache
+        if cached is not None and time.monotonic() - cached[0] < max_age_s:
+            return cached[1]
+        try:
+            policy, _gen = self.policies.read()
+        except StoreError as exc:
+            raise Unavailable(f"the policy cannot be read: {exc}") from None
+        self._policy_cache = (time.monotonic(), policy)
+        return policy
+
+    def policy_written(self) -> None:
+        """Forget the cached policy: the next read sees the write."""
+        self._policy_cache = None
+
+    def complete_versions(self, model: str) -> list[int]:
+        """Complete versions of ``model``: the catalog's, checked against a fresh listing of
+        the model when the catalog does not know a version yet."""
+        try:
+            listing = list_bucket(self.store, self.settings.store, model)
+        except StoreError as exc:
+            raise Unavailable(f"the bucket cannot be listed: {exc}") from None
+        catalog = self.writer.current
+        known = set(catalog.complete_versions(model)) if catalog else set()
+        tracker = SettleTracker(float("inf"))  # without the catalog, trust only markers
+        now = time.time()
+        fresh = {v for v, rv in listing.models.get(model, {}).items()
+                 if (v in known and rv.problem() is None) or tracker.is_complete(rv, now)}
+        return sorted(fresh)
+
+    def node_counts(self, now: float) -> dict[str, Any]:
+        counts = {"live": 0, "stale": 0}
+        for n in self.db.nodes():
+            counts[n.state(now)] += 1
+        return counts

@@ -1,0 +1,41 @@
+"""The puller's settings, from ``MODELSYNC_*`` environment variables (see the README)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from modelsync.savedmodel import DEFAULT_MAX_TAR_BYTES
+from modelsync.settings import Env, NodeSettings, StoreSettings
+
+DEFAULT_PORT = 8001
+
+
+@dataclass(frozen=True)
+class PullerSettings:
+    store: StoreSettings
+    node: NodeSettings
+    poll_s: float = 5.0
+    download_workers: int = 8
+    max_concurrent_installs: int = 2
+    max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES
+    settle_s: float = 30.0
+    catalog_max_age_s: float = 120.0
+    backoff_max_s: float = 300.0
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> PullerSettings:
+        env = env or Env()
+        return cls(
+            store=StoreSettings.from_env(env),
+            node=NodeSettings.from_env(env, default_port=DEFAULT_PORT),
+            poll_s=env.number("MODELSYNC_POLL_S", 5.0, minimum=0.1),
+            download_workers=env.integer("MODELSYNC_DOWNLOAD_WORKERS", 8, minimum=1,
+                                         maximum=256),
+            max_concurrent_installs=env.integer("MODELSYNC_MAX_CONCURRENT_INSTALLS", 2,
+                                                minimum=1, maximum=64),
+            max_tar_bytes=env.integer("MODELSYNC_MAX_TAR_BYTES", DEFAULT_MAX_TAR_BYTES,
+                                      minimum=1),
+            settle_s=env.number("MODELSYNC_SETTLE_S", 30.0, minimum=0),
+            catalog_max_age_s=env.number("MODELSYNC_CATALOG_MAX_AGE_S", 120.0, minimum=1),
+            backoff_max_s=env.number("MODELSYNC_BACKOFF_MAX_S", 300.0, minimum=0.1),
+        )

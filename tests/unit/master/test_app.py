@@ -1,0 +1,103 @@
+"""The master's routes through Flask's test client, on an in-memory bucket."""
+
+from __future__ import annotations
+
+import json
+
+from modelsync.catalog import policy_object
+from modelsync.policy import parse_policy
+
+ADMIN, READ, NODE = "admin-token-0123456789", "read-token-0123456789", "node-token-0123456789"
+
+
+def beat(api, node_id: str, role: str, status: dict) -> None:  # type: ignore[no-untyped-def]
+    code, doc = api.call("POST", "/v1/nodes/heartbeat", NODE,
+                         {"node_id": node_id, "role": role, "status": status})
+    assert code == 200, doc
+
+
+def test_auth_rules(api) -> None:  # type: ignore[no-untyped-def]
+    assert api.call("GET", "/v1/models", None)[0] == 401
+    assert api.call("GET", "/v1/models", "not-a-token-at-all-xx")[0] == 401
+    assert api.call("GET", "/v1/models", NODE)[0] == 403
+    assert api.call("GET", "/v1/models", READ)[0] == 200
+    assert api.call("POST", "/v1/sync", READ)[0] == 403
+    assert api.call("POST", "/v1/nodes/heartbeat", ADMIN, {"node_id": "n", "role": "puller"}
+                    )[0] == 403
+    assert api.call("GET", "/healthz", None)[0] == 200
+
+
+def test_pin_writes_the_policy_with_a_precondition(api, memstore, state, add_version) -> None:  # type: ignore[no-untyped-def]
+    add_version("ranker", 1)
+    add_version("ranker", 2)
+    state.refresh_catalog()
+    code, doc = api.call("POST", "/v1/models/ranker/pin", body={"version": 1})
+    assert code == 200 and doc["policy"]["pin"] == 1 and doc["changed"]
+    policy = parse_policy(memstore.read(policy_object("models")))
+    assert policy.for_model("ranker").pin == 1
+    assert api.call("POST", "/v1/models/ranker/pin", body={"version": 9})[0] == 422
+    assert api.call("POST", "/v1/models/ranker/pin", body={"version": "1"})[0] == 400
+    code, doc = api.call("GET", "/v1/models/ranker", READ)
+    assert doc["target_versions"] == [1] and doc["policy"]["pin"] == 1
+    audit = api.call("GET", "/v1/events?kind=audit", READ)[1]["events"]
+    assert [e["event"] for e in audit] == ["model_pinned"]
+
+
+def test_rollback_label_and_policy_writes(api, memstore, state, add_version) -> None:  # type: ignore[no-untyped-def]
+    for v in (1, 2, 3):
+        add_version("m", v)
+    state.refresh_catalog()
+    code, doc = api.call("POST", "/v1/models/m/rollback")
+    assert code == 200 and doc["policy"]["pin"] == 2
+    assert api.call("PUT", "/v1/models/m/labels/stable", body={"version": 3})[0] == 200
+    assert api.call("PUT", "/v1/models/m/labels/9bad", body={"version": 3})[0] == 400
+    assert api.call("DELETE", "/v1/models/m/labels/nope")[0] == 409
+    assert api.call("PUT", "/v1/models/m/policy", body={"keep_versions": 0})[0] == 400
+    assert api.call("PUT", "/v1/models/m/policy", body={"keep_versions": 2,
+                                                       "disabled": True})[0] == 200
+    assert api.call("PUT", "/v1/models/m/policy", body={"oops": 1})[0] == 400
+    mp = parse_policy(memstore.read(policy_object("models"))).for_model("m")
+    assert (mp.pin, dict(mp.labels), mp.keep_versions, mp.disabled) == (2, {"stable": 3}, 2,
+                                                                         True)
+
+
+def test_malformed_policy_refuses_writes(api, memstore, state, add_version) -> None:  # type: ignore[no-untyped-def]
+    add_version("m", 1)
+    state.refresh_catalog()
+    memstore.write(policy_object("models"), json.dumps({"models": {"m": {"keep_version": 2}}})
+                   .encode())
+    code, doc = api.call("POST", "/v1/models/m/pin", body={"version": 1})
+    assert code == 409 and "malformed" in doc["error"]
+
+
+def test_cluster_converges_on_heartbeats(api, memstore, state, add_version) -> None:  # type: ignore[no-untyped-def]
+    add_version("m", 1)
+    state.refresh_catalog()
+    doc = api.call("GET", "/v1/cluster", READ)[1]
+    assert doc["models"]["m"]["converged"] is False
+    beat(api, "n1", "puller", {"installed": {"m": [1]}})
+    beat(api, "n1", "config_manager", {"available": {"m": [1]}})
+    doc = api.call("GET", "/v1/cluster", READ)[1]
+    assert doc["models"]["m"]["converged"] is True
+    assert doc["models"]["m"]["versions"] == {"1": {"on_disk": 1, "available": 1}}
+    nodes = api.call("GET", "/v1/nodes", READ)[1]["nodes"]
+    assert {(n["node_id"], n["role"]) for n in nodes} == {("n1", "puller"),
+                                                        ("n1", "config_manager")}
+
+
+def test_sync_request_reaches_each_daemon_once(api) -> None:  # type: ignore[no-untyped-def]
+    beat(api, "n1", "puller", {})
+    assert api.call("POST", "/v1/sync")[0] == 200
+    first = api.call("POST", "/v1/nodes/heartbeat", NODE, {"node_id": "n1", "role": "puller"})
+    again = api.call("POST", "/v1/nodes/heartbeat", NODE, {"node_id": "n1", "role": "puller"})
+    assert first[1]["sync"] is True and again[1]["sync"] is False
+
+
+def test_bad_input_is_a_clear_4xx(api) -> None:  # type: ignore[no-untyped-def]
+    code, doc = api.call("POST", "/v1/models/m/pin", data="{nope",
+                         content_type="application/json")
+    assert code == 400 and "JSON" in doc["error"]
+    assert api.call("GET", "/v1/models/bad name!", READ)[0] in (400, 404)
+    assert api.call("GET", "/v1/events?limit=0", READ)[0] == 400
+    code, doc = api.call("POST", "/v1/nodes/heartbeat", NODE, {"node_id": "-x", "role": "p"})
+    assert code == 400

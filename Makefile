@@ -5,11 +5,11 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv test unit integration demo bench bench-quick bench-check e2e lint clean
+.PHONY: help venv browser test unit integration demo bench bench-quick bench-check e2e lint clean
 
 help:
 	@echo "make demo         run modelsync on this machine (127.0.0.1), Ctrl-C stops it"
-	@echo "make test         unit + integration tests (no Docker needed)"
+	@echo "make test         unit + integration + browser tests (no Docker needed)"
 	@echo "make unit         unit tests only"
 	@echo "make bench        run every benchmark and rewrite the README table"
 	@echo "make e2e          build the images and test the stack on a real Docker Swarm"
@@ -23,9 +23,13 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian's chromium and chromium-driver for the console's browser tests (installed if missing).
+browser:
+	bash scripts/browser.sh
+
 # pytest exits 5 when it collected nothing: that is not a failure of the suite.
-test: $(STAMP)
-	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS); rc=$$?; \
+test: $(STAMP) browser
+	$(PY) -m pytest tests/unit tests/integration tests/browser $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 unit: $(STAMP)
@@ -56,7 +60,7 @@ e2e: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy modelsync tfserving remote_model_puller config_manager master cli
+	$(VENV)/bin/mypy modelsync tfserving remote_model_puller config_manager master cli gateway
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -19,17 +19,21 @@ from bench.common import emit, machine
 
 BENCHMARKS = {"propagation": "bench.propagation", "download": "bench.download",
               "idle_poll": "bench.idle_poll", "master": "bench.master_load",
-              "scoring": "bench.scoring", "footprint": "bench.footprint"}
+              "scoring": "bench.scoring", "footprint": "bench.footprint",
+              "gateway": "bench.gateway", "rollout": "bench.rollout"}
 
 GOALS: dict[str, list[tuple[str, str, float]]] = {
     "propagation": [("overhead_p50_s", "<=", 1.5)],
-    "download": [("ratio_vs_best_baseline", ">=", 1.0), ("puller_peak_rss_MB", "<=", 200)],
+    "download": [("ratio_vs_best_baseline", ">=", 1.0), ("puller_peak_rss_MB", "<=", 200),
+                 ("tarball_speedup", ">=", 1.5)],
     "idle_poll": [("idle_poll_calls", "<=", 2), ("idle_poll_s", "<=", 0.2)],
     "master": [("heartbeat_p99_ms", "<=", 50), ("heartbeat_errors", "<=", 0),
-               ("cluster_view_p99_ms", "<=", 200)],
+               ("cluster_view_p99_ms", "<=", 200), ("models_view_p99_ms", "<=", 200),
+               ("metrics_view_p99_ms", "<=", 200)],
     "scoring": [("rollover_errors", "<=", 0), ("rollover_p99_ratio", "<=", 2)],
     "footprint": [("puller_rss_MB", "<=", 150), ("config_manager_rss_MB", "<=", 150),
                   ("master_rss_MB", "<=", 150)],
+    "gateway": [("gateway_overhead_p50_ms", "<=", 1), ("errors", "<=", 0)],
 }
 
 

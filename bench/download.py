@@ -1,25 +1,127 @@
 """download: the puller's install throughput for a model in 16 variables shards, against a
 sequential object-by-object download with google-cloud-storage (how common pullers do it) and
-google.cloud.storage.transfer_manager with the same worker count; and the puller's peak RSS."""
+google.cloud.storage.transfer_manager with the same worker count; and the puller's peak RSS.
+
+Then a tarball version (one ``model.tar.gz`` of incompressible padding): the installer's
+one-pass path (the download streams through one checked extraction) against the two-pass path
+it replaced (download the tarball to disk, check every member, decompress again to extract),
+kept here as ``TwoPassInstaller``; both install the same object in the same run, alternately.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from bench.common import Timer, rss_mb, table
 from modelsync.dev.emulator import GCSEmulator
+from modelsync.layout import RemoteVersion
 from modelsync.local import LocalLayout
 from modelsync.publish import publish
+from modelsync.savedmodel import (
+    DEFAULT_MAX_TAR_BYTES,
+    TarballError,
+    _member_problem,
+    _normalized,
+    local_files,
+)
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
+from remote_model_puller.installer import Installer, InstallError
 
 WORKERS = 8
+TARBALL_GOAL = 1.5
+
+
+def _two_pass_extract(path: Path, dest: Path, max_bytes: int) -> None:
+    """The extraction the installer did before: one pass to check, a second to extract."""
+    total = 0
+    with tarfile.open(path, "r:*") as tar:
+        for m in tar:
+            problem = _member_problem(m)
+            if problem:
+                raise TarballError(f"unsafe tarball member: {problem}")
+            if m.isfile():
+                total += m.size
+                if total > max_bytes:
+                    raise TarballError(f"tarball content exceeds {max_bytes} bytes")
+    total = 0
+    with tarfile.open(path, "r:*") as tar:
+        for m in tar:
+            rel = _normalized(m.name)
+            if not rel:
+                continue
+            target = dest / rel
+            if m.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(m)
+            assert src is not None
+            with src, open(target, "xb") as fh:
+                while chunk := src.read(1 << 20):
+                    total += len(chunk)
+                    fh.write(chunk)
+
+
+class TwoPassInstaller(Installer):
+    """The installer with the tarball path it had before the one-pass extraction."""
+
+    def _fetch_tarball(self, rv: RemoteVersion, dest: Path) -> int:
+        download = dest.parent / "download"
+        download.mkdir()
+        total = self._download_all(rv, download)  # to disk, fsync'd, CRC32C-checked
+        try:
+            _two_pass_extract(download / rv.files[0].path, dest, self.max_tar_bytes)
+        except TarballError as exc:
+            raise InstallError("tarball", str(exc)) from None
+        shutil.rmtree(download)
+        return total
+
+
+def tarball_case(tmp: Path, store: GCSStore, settings: StoreSettings,
+                 quick: bool) -> dict[str, Any]:
+    from modelsync.dev.models import make_linear_model
+
+    size = (32 if quick else 256) * 2**20
+    rounds = 2 if quick else 3
+    src = make_linear_model(tmp / "tsrc", 2.0, 1.0, shards=4, pad_bytes=size)
+    tar_path = tmp / "model.tar.gz"
+    with Timer() as packing, tarfile.open(tar_path, "w:gz", compresslevel=6) as tar:
+        for rel in local_files(src):  # what `tar czf` makes
+            tar.add(src / rel, arcname=rel)
+    content = sum((src / rel).stat().st_size for rel in local_files(src))
+    n_files = len(local_files(src))
+    shutil.rmtree(src)
+    publish(store, tar_path, "tarred", prefix="models", marker="_READY", version=1)
+    compressed = tar_path.stat().st_size
+    tar_path.unlink()
+    one_s, two_s = [], []
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for r in range(rounds):
+            for label, cls in (("one", Installer), ("two", TwoPassInstaller)):
+                root = tmp / f"t{label}{r}"
+                layout = LocalLayout(root)
+                layout.ensure()
+                installer = cls(store, settings, layout, pool, max_tar_bytes=DEFAULT_MAX_TAR_BYTES)
+                rv = installer.list_version("tarred", 1)
+                with Timer() as t:
+                    installer.install("tarred", 1, rv.fingerprint, rv)
+                (one_s if label == "one" else two_s).append(t.seconds)
+                assert len(local_files(root / "tarred" / "1")) == n_files
+                shutil.rmtree(root)
+    return {"tarball_content_bytes": content, "tarball_bytes": compressed,
+            "tarball_install_s": min(one_s), "tarball_two_pass_s": min(two_s),
+            "tarball_speedup": min(two_s) / min(one_s), "tarball_rounds": rounds,
+            "tarball_packing_s": packing.seconds}
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -65,7 +167,6 @@ def run(quick: bool) -> dict[str, Any]:
                        "MODELSYNC_MODEL_ROOT": str(dest), "MODELSYNC_POLL_S": "0.2",
                        "MODELSYNC_DOWNLOAD_WORKERS": str(WORKERS), "MODELSYNC_HTTP_PORT": "0",
                        "MODELSYNC_GCS_TIMEOUT_S": "300"}
-                import os
                 proc = subprocess.Popen([sys.executable, "-m", "cli", "puller"],
                                         env={**os.environ, **env}, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
@@ -97,13 +198,15 @@ def run(quick: bool) -> dict[str, Any]:
                 pull_s.append(seconds)
                 peaks.append(peak)
                 shutil.rmtree(dest)
+            tar_figures = tarball_case(tmp, store, settings, quick)
     mb = total / 2**20
     puller_mbps, seq_mbps, tm_mbps = mb / min(pull_s), mb / min(seq_s), mb / min(tm_s)
     figures = {"bytes": total, "files": len(names), "workers": WORKERS,
                "puller_MBps": puller_mbps, "sequential_MBps": seq_mbps,
                "transfer_manager_MBps": tm_mbps,
                "ratio_vs_best_baseline": puller_mbps / max(seq_mbps, tm_mbps),
-               "puller_peak_rss_MB": max(peaks), "model_generation_s": gen.seconds}
+               "puller_peak_rss_MB": max(peaks), "model_generation_s": gen.seconds,
+               **tar_figures}
     table(f"download: {mb:.0f} MiB in {len(names)} objects (16 shards), {WORKERS} workers, "
           f"best of {rounds}", [
               ("puller install (verified, atomic), MB/s", puller_mbps),
@@ -111,4 +214,14 @@ def run(quick: bool) -> dict[str, Any]:
               (f"transfer_manager ({WORKERS} threads), MB/s", tm_mbps),
               ("ratio puller / best baseline", figures["ratio_vs_best_baseline"]),
               ("puller peak RSS, MB", max(peaks))])
+    speedup = tar_figures["tarball_speedup"]
+    table(f"download: one model.tar.gz, {tar_figures['tarball_bytes'] / 2**20:.0f} MiB "
+          f"({tar_figures['tarball_content_bytes'] / 2**20:.0f} MiB of content), installed "
+          f"in-process, best of {tar_figures['tarball_rounds']}", [
+              ("one pass (download streams through the checked extraction), s",
+               tar_figures["tarball_install_s"]),
+              ("two passes (download, check, extract), s", tar_figures["tarball_two_pass_s"]),
+              ("speedup", speedup)])
+    print(f"  goal: tarball_speedup {speedup:.3g} >= {TARBALL_GOAL:g}: "
+          f"{'met' if speedup >= TARBALL_GOAL else 'MISSED'}")
     return figures

@@ -1,8 +1,11 @@
-"""master: simulated nodes heartbeating every 5 s with 50-model reports against the master under
-gunicorn, then the cluster and model views under that registry."""
+"""master: simulated nodes heartbeating every 5 s with 50-model reports, the config managers'
+beats carrying request telemetry of 20 models, against the master under gunicorn; then the
+cluster, models and metrics views under that registry, and the SQLite file's size."""
 
 from __future__ import annotations
 
+import json
+import random
 import tempfile
 import threading
 import time
@@ -16,9 +19,33 @@ from modelsync.dev.emulator import GCSEmulator
 from modelsync.dev.procs import start_master
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
+from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval
 
 ADMIN, NODE = "bench-admin-token-0123456789", "bench-node-token-0123456789"
 MODELS = 50
+TELEMETRY_MODELS = 20
+
+
+def telemetry_json(rng: random.Random, period: float) -> dict[str, Any]:
+    """What a config manager sends for 20 busy models over one beat: a few hundred requests,
+    some errors, latencies over a handful of TF Serving's buckets."""
+    bounds = (*LATENCY_BOUNDS_US, float("inf"))
+    models = {}
+    for m in range(TELEMETRY_MODELS):
+        ok = rng.randint(100, 1000)
+        counts = [0] * len(bounds)
+        for _ in range(8):
+            counts[rng.randint(12, 20)] += ok // 8
+        cumulative = []
+        total = 0
+        for c in counts:
+            total += c
+            cumulative.append(total)
+        iv = ModelInterval(period, {"OK": total, "INVALID_ARGUMENT": rng.randint(0, 5)},
+                           Histogram(bounds, tuple(cumulative), total * 2000.0))
+        models[f"model{m:02d}"] = {**iv.to_json(), "versions": [1]}
+    now = time.time()
+    return {"start": now - period, "end": now, "models": models}
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -40,6 +67,8 @@ def run(quick: bool) -> dict[str, Any]:
         errors: list[str] = []
         lock = threading.Lock()
         report = {f"model{m:02d}": [1] for m in range(MODELS)}
+        rng = random.Random(7)
+        samples = [json.dumps(telemetry_json(rng, period)) for _ in range(20)]
         started = time.monotonic()
         threads_n = min(daemons, 64)
 
@@ -55,13 +84,17 @@ def run(quick: bool) -> dict[str, Any]:
                     break
                 time.sleep(max(0.0, due - time.monotonic()))
                 role = "puller" if i % 2 == 0 else "config_manager"
-                body = {"node_id": f"sim-{i // 2:04d}", "role": role, "heartbeat_s": period,
-                        "status": {"installed" if role == "puller" else "available": report},
-                        "events": []}
+                body = json.dumps({"node_id": f"sim-{i // 2:04d}", "role": role,
+                                   "heartbeat_s": period, "events": [], "status": {
+                                       "installed" if role == "puller" else "available":
+                                       report}})
+                if role == "config_manager":  # with request telemetry of 20 models
+                    body = body[:-1] + ', "telemetry": ' + samples[i % len(samples)] + "}"
                 t = time.perf_counter()
                 try:
-                    r = session.post(f"{url}/v1/nodes/heartbeat", json=body, timeout=10,
-                                     headers={"Authorization": f"Bearer {NODE}"})
+                    r = session.post(f"{url}/v1/nodes/heartbeat", data=body, timeout=10,
+                                     headers={"Authorization": f"Bearer {NODE}",
+                                              "Content-Type": "application/json"})
                     if r.status_code != 200:
                         raise RuntimeError(f"HTTP {r.status_code}")
                     mine_lat.append(time.perf_counter() - t)
@@ -78,14 +111,22 @@ def run(quick: bool) -> dict[str, Any]:
         for t in threads:
             t.join(timeout=duration + 120)
         session = requests.Session()
-        views: dict[str, list[float]] = {"cluster": [], "models": []}
+        paths = {"cluster": "cluster", "models": "models",
+                 "metrics": "models/model07/metrics?since=1h"}
+        views: dict[str, list[float]] = {name: [] for name in paths}
         for _ in range(20):
-            for name in views:
+            for name, path in paths.items():
                 t = time.perf_counter()
-                r = session.get(f"{url}/v1/{name}", timeout=30,
+                r = session.get(f"{url}/v1/{path}", timeout=30,
                                 headers={"Authorization": f"Bearer {ADMIN}"})
                 views[name].append(time.perf_counter() - t)
                 assert r.status_code == 200, r.text[:200]
+        metrics = session.get(f"{url}/v1/{paths['metrics']}", timeout=30,
+                              headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        db = tmp / "master.sqlite3"
+        db_mb = sum(p.stat().st_size for p in tmp.glob("master.sqlite3*")) / 2**20 \
+            if db.exists() else float("nan")
+        rows = _rows(db)
         cluster = session.get(f"{url}/v1/cluster", timeout=30,
                               headers={"Authorization": f"Bearer {ADMIN}"}).json()
         rss = tree_rss_mb(master.pid)
@@ -95,15 +136,28 @@ def run(quick: bool) -> dict[str, Any]:
                "heartbeat_errors": len(errors),
                "cluster_view_p99_ms": percentile(views["cluster"], 99) * 1000,
                "models_view_p99_ms": percentile(views["models"], 99) * 1000,
+               "metrics_view_p99_ms": percentile(views["metrics"], 99) * 1000,
+               "metrics_requests_1h": metrics["total"]["requests"],
+               "telemetry_rows": rows, "sqlite_MB": round(db_mb, 1),
                "master_rss_MB": rss, "registered": cluster["nodes"]["total"]}
     table(f"master: {n_nodes} simulated nodes ({daemons} daemons), a beat every {period:.0f} s "
-          f"each, with a "
-          f"{MODELS}-model report, {duration:.0f} s", [
+          f"each, with a {MODELS}-model report and telemetry of {TELEMETRY_MODELS} models, "
+          f"{duration:.0f} s", [
               ("heartbeats sent", len(lat) + len(errors)),
               ("heartbeat p50 / p99 ms", f"{figures['heartbeat_p50_ms']:.1f} / "
                                          f"{figures['heartbeat_p99_ms']:.1f}"),
               ("heartbeat errors", len(errors)),
               ("GET /v1/cluster p99 ms (20 calls)", figures["cluster_view_p99_ms"]),
               ("GET /v1/models p99 ms (20 calls)", figures["models_view_p99_ms"]),
+              ("GET /v1/models/<m>/metrics?since=1h p99 ms (20 calls)",
+               figures["metrics_view_p99_ms"]),
+              ("telemetry rows (node x model), SQLite MB", f"{rows} / {db_mb:.1f}"),
               ("master RSS MB (arbiter + workers)", rss)])
     return figures
+
+
+def _rows(db: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM telemetry_node").fetchone()[0])

@@ -6,22 +6,30 @@ import argparse
 import os
 import time
 
-from cli.common import CommandError, add_store_args, positive_int, store_settings
+from cli.common import (
+    CommandError,
+    add_store_args,
+    positive_int,
+    reachable_store,
+    store_settings,
+)
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from modelsync.publish import ProgressBar, PublishError, publish
-    from modelsync.store import GCSStore
 
     settings = store_settings(args)
-    store = GCSStore(settings)
+    store = reachable_store(settings)
     try:
         result = publish(store, args.path, args.model, prefix=settings.prefix,
                          marker=settings.marker, version=args.version,
                          overwrite=args.overwrite, workers=args.workers,
-                         progress=ProgressBar(f"{args.model}"))
+                         progress=ProgressBar(f"{args.model}"), warmup=args.warmup)
     except PublishError as exc:
         raise CommandError(str(exc)) from None
+    if getattr(result, "unchanged", False):
+        print(f"unchanged {result.uri}: the bucket already holds this content (nothing written)")
+        return 0
     print(f"published {result.uri} ({result.files} files, {result.bytes} bytes, "
           f"{result.seconds:.2f} s)")
     return 0
@@ -29,11 +37,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from modelsync.layout import SettleTracker
-    from modelsync.store import GCSStore, StoreError, list_bucket
+    from modelsync.store import StoreError, list_bucket
 
     settings = store_settings(args)
     try:
-        listing = list_bucket(GCSStore(settings), settings)
+        listing = list_bucket(reachable_store(settings), settings)
     except StoreError as exc:
         raise CommandError(str(exc)) from None
     tracker = SettleTracker(settle_s=float("inf"))
@@ -82,7 +90,7 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from cli.demo import run_demo
 
-    return run_demo(workdir=args.workdir, exit_after=args.exit_after)
+    return run_demo(workdir=args.workdir, exit_after=args.exit_after, keep=args.keep)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -92,6 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--version", type=positive_int, help="default: the next free version")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--workers", type=positive_int, default=8)
+    p.add_argument("--warmup", metavar="FILE.jsonl",
+                   help="JSON requests, one a line ({\"instances\": [...]} or {\"inputs\": "
+                        "...}, optional \"signature_name\"), written into the version as "
+                        "assets.extra/tf_serving_warmup_requests (directories only)")
     add_store_args(p)
     p.set_defaults(func=cmd_publish, json_logs=False)
 
@@ -100,7 +112,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_list, json_logs=False)
 
     p = sub.add_parser("demo", help="run the whole system on this machine (127.0.0.1)")
-    p.add_argument("--workdir", help="where models and disks go (default: a temp dir)")
+    p.add_argument("--workdir", help="where models, disks and logs go (kept; default: a "
+                                     "temporary directory, removed at the end)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the temporary directory (logs, models) and say where")
     p.add_argument("--exit-after", type=float, default=None,
                    help="stop by itself after this many seconds (for tests)")
     p.set_defaults(func=cmd_demo, json_logs=False)

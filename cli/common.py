@@ -4,14 +4,41 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import TYPE_CHECKING, NoReturn
 
-from modelsync.settings import Env, StoreSettings, normalize_prefix
+from modelsync.settings import Env, SettingsError, StoreSettings, normalize_prefix
+
+if TYPE_CHECKING:
+    from modelsync.store import GCSStore
 
 EXIT_USAGE = 2
 
 
 class CommandError(Exception):
     """A command failed with a one-line reason for the user (exit 1)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line on stderr (exit 2), not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+REACH_TIMEOUT_S = 5.0
+
+
+def reachable_store(settings: StoreSettings) -> GCSStore:
+    """The bucket's store, checked with one quick request: a command a person waits on gives
+    up on an unreachable endpoint within seconds, naming it (exit 2: it is a setting)."""
+    from modelsync.store import GCSStore, StoreError
+
+    store = GCSStore(settings)
+    try:
+        store.check_reachable(min(REACH_TIMEOUT_S, settings.timeout_s))
+    except StoreError as exc:
+        raise SettingsError(str(exc)) from None
+    return store
 
 
 def store_settings(args: argparse.Namespace, env: Env | None = None) -> StoreSettings:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -61,18 +63,36 @@ def _served_by(client: Any, version: int) -> tuple[int, Any] | None:
     return answer if answer[0] == version else None
 
 
-def run_demo(workdir: str | Path | None = None, exit_after: float | None = None) -> int:
+def _make_models(workdir: Path) -> dict[int, tuple[Path, float, float]]:
+    """The demo SavedModels, written by TensorFlow in a child process whose start-up noise
+    (absl, CUDA probes) goes to a log file instead of between the demo's lines."""
+    sources = {v: (workdir / "src" / f"demo-{v}", a, b) for v, a, b in DEMO_VERSIONS}
+    todo = [(str(p), a, b) for p, a, b in sources.values() if not p.exists()]
+    if todo:
+        script = ("import sys, json; from modelsync.dev.models import make_linear_model\n"
+                  "for out, a, b in json.loads(sys.argv[1]): make_linear_model(out, a, b)")
+        with open(workdir / "make-models.log", "wb") as log_fh:
+            subprocess.run([sys.executable, "-c", script, json.dumps(todo)], check=True,
+                           stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+                                "CUDA_VISIBLE_DEVICES": ""})
+    return sources
+
+
+def run_demo(workdir: str | Path | None = None, exit_after: float | None = None,
+             keep: bool = False) -> int:
     from modelsync.client import PredictClient
-    from modelsync.dev.models import make_linear_model
     from modelsync.dev.procs import Node, start_master
     from modelsync.publish import publish
     from modelsync.store import GCSStore
 
     stop = install_stop_handlers()  # before any slow step, so Ctrl-C is always clean
     tmp = None
-    if workdir is None:
+    if workdir is None and not keep:
         tmp = tempfile.TemporaryDirectory(prefix="modelsync-demo-")
         workdir = Path(tmp.name)
+    elif workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="modelsync-demo-"))
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     node: Node | None = None
@@ -85,12 +105,7 @@ def run_demo(workdir: str | Path | None = None, exit_after: float | None = None)
             store.ensure_bucket()
             say(f"GCS emulator (fake-gcs-server): {emu.url}, bucket gs://{DEMO_BUCKET}")
             say("writing the demo SavedModels with TensorFlow ...")
-            sources = {}
-            for version, a, b in DEMO_VERSIONS:
-                src = workdir / "src" / f"demo-{version}"
-                if not src.exists():
-                    make_linear_model(src, a, b)
-                sources[version] = (src, a, b)
+            sources = _make_models(workdir)
             admin_token, node_token = secrets.token_hex(16), secrets.token_hex(16)
             say("starting the master (gunicorn) ...")
             master = start_master(workdir / "master", bucket=DEMO_BUCKET,
@@ -147,7 +162,7 @@ def run_demo(workdir: str | Path | None = None, exit_after: float | None = None)
             master.stop()
         if tmp is not None:
             tmp.cleanup()
-    say("stopped")
+    say(f"stopped; logs and models kept in {workdir}" if tmp is None else "stopped")
     return 0
 
 

@@ -6,7 +6,13 @@ import argparse
 import time
 from pathlib import Path
 
-from cli.common import CommandError, add_store_args, positive_int, store_settings
+from cli.common import (
+    CommandError,
+    add_store_args,
+    positive_int,
+    reachable_store,
+    store_settings,
+)
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.settings import StoreSettings
 
@@ -45,10 +51,9 @@ def cmd_dev_smoke(args: argparse.Namespace) -> int:
     from modelsync.client import PredictClient
     from modelsync.dev.models import make_linear_model
     from modelsync.publish import PublishError, next_version, publish
-    from modelsync.store import GCSStore
 
     settings = store_settings(args)
-    store = GCSStore(settings)
+    store = reachable_store(settings)
     started = time.monotonic()
     try:
         version = next_version(store, settings.prefix, args.model)
@@ -73,12 +78,32 @@ def cmd_dev_smoke(args: argparse.Namespace) -> int:
                 print(f"smoke ok: {args.tfserving} serves {args.model} v{version}, y(1) = "
                       f"{float(out['y'][0])}, {time.monotonic() - started:.1f} s after "
                       "publishing", flush=True)
+                if args.gateway:
+                    _gateway_check(args.gateway, args.model, version, a + 1.0)
                 return 0
             last = f"serving v{served}"
         except Exception as exc:
             last = str(exc)[:200]
         time.sleep(0.5)
     raise CommandError(f"{args.model} v{version} not served within {args.timeout} s ({last})")
+
+
+def _gateway_check(url: str, model: str, version: int, want: float) -> None:
+    """POST /model/<model>/invocations (MLflow's "inputs" form) through the node's gateway."""
+    import requests
+
+    try:
+        resp = requests.post(f"{url.rstrip('/')}/model/{model}/invocations",
+                             json={"inputs": {"x": [1.0]}}, timeout=30)
+    except requests.RequestException as exc:
+        raise CommandError(f"gateway {url}: {exc}") from None
+    got = resp.json().get("predictions") if resp.status_code == 200 else None
+    if (resp.headers.get("X-Model-Version") != str(version) or not got
+            or abs(float(got[0]) - want) > 1e-5):
+        raise CommandError(f"gateway {url}: HTTP {resp.status_code} {resp.text[:200]} "
+                           f"(expected v{version}, y(1) = {want})")
+    print(f"smoke ok: gateway {url}/model/{model}/invocations answers y(1) = {got[0]} "
+          f"from v{version}", flush=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -91,6 +116,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_dev_gcs, json_logs=False)
     p = dsub.add_parser("smoke", help="publish a new version and wait until TF Serving serves it")
     p.add_argument("--tfserving", default="127.0.0.1:8500", help="TF Serving gRPC host:port")
+    p.add_argument("--gateway", help="also ask the node's gateway (http://host:port) over "
+                                     "REST, MLflow style")
     p.add_argument("--model", default="smoke")
     p.add_argument("--timeout", type=float, default=180.0)
     add_store_args(p)

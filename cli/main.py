@@ -1,8 +1,8 @@
 """modelsync: keep a fleet of TensorFlow Serving nodes serving the right model versions.
 
 Run "modelsync COMMAND --help" for a command's options. The daemons (master, puller,
-config-manager, gateway, model-server) take their settings from MODELSYNC_* environment variables (see
-the README); --port overrides the HTTP port.
+config-manager, gateway, model-server) take their settings from MODELSYNC_* environment
+variables (see the README); --port overrides the HTTP port.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from cli import commands, dev
-from cli.common import EXIT_USAGE, CommandError, tcp_port
+from cli.common import EXIT_USAGE, CommandError, Parser, tcp_port
 from modelsync import __version__
 from modelsync.log import configure_logging
 from modelsync.settings import SettingsError
@@ -36,7 +36,7 @@ PASSTHROUGH: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="modelsync", description=__doc__,
+    parser = Parser(prog="modelsync", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"modelsync {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("MODELSYNC_LOG_LEVEL", "info"))
@@ -58,7 +58,7 @@ def _load(target: str) -> Callable[..., int]:
 
 def run_daemon(name: str, argv: Sequence[str]) -> int:
     """Daemons take their settings from the environment; --port overrides the HTTP port."""
-    parser = argparse.ArgumentParser(prog=f"modelsync {name}",
+    parser = Parser(prog=f"modelsync {name}",
                                      description="settings come from MODELSYNC_* variables "
                                                  "(see the README)")
     parser.add_argument("--port", type=tcp_port,

@@ -17,11 +17,15 @@ import shutil
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
+from config_manager.availability import AvailabilityLog
+from config_manager.checks import shadowed
+from config_manager.gate import ValidationGate
 from config_manager.metrics import ConfigManagerMetrics
 from config_manager.planner import (
+    DEADLINE_EXCEEDED,
     ReloadPlan,
     ReloadState,
     after_push,
@@ -31,16 +35,20 @@ from config_manager.planner import (
     plan_reload,
 )
 from config_manager.renderer import DesiredModel, policy_wanted, versions_to_prune
+from config_manager.report import TickResult, status_doc, summary_doc
 from config_manager.serving import (
     AVAILABLE,
     END,
     ModelUnknown,
+    ReloadTimeout,
     ServingClient,
     ServingUnavailable,
     VersionState,
 )
 from config_manager.settings import ConfigManagerSettings
+from config_manager.telemetry import Outbox, TelemetryReader
 from config_manager.tfs_client import GrpcServingClient
+from config_manager.validation import GrpcValidator, Validator
 from modelsync.heartbeat import EventBuffer
 from modelsync.local import LocalLayout, LocalStateError
 from modelsync.log import configure_logging, get_logger
@@ -50,27 +58,20 @@ from modelsync.policy import Policy
 log = get_logger("config_manager")
 
 
-@dataclass
-class TickResult:
-    tfserving_up: bool = False
-    pushed: int = 0
-    reload_errors: list[str] = field(default_factory=list)
-    failed: list[tuple[str, int]] = field(default_factory=list)
-    pruned: list[tuple[str, int]] = field(default_factory=list)
-    settled: bool = True
-    seconds: float = 0.0
-
-
 class ConfigManager:
     role = "config_manager"
 
-    def __init__(self, settings: ConfigManagerSettings,
-                 client: ServingClient | None = None) -> None:
+    def __init__(self, settings: ConfigManagerSettings, client: ServingClient | None = None,
+                 validator: Validator | None = None) -> None:
         self.settings = settings
         self.layout = LocalLayout(settings.node.model_root)
         self.layout.ensure()
         self.client: ServingClient = client or GrpcServingClient(settings.tfserving,
                                                                  settings.tfs_timeout_s)
+        if validator is None and settings.validate:
+            validator = GrpcValidator(settings.tfserving, settings.load_timeout_s)
+        self.gate = ValidationGate(self.layout, validator if settings.validate else None,
+                                   self.event)
         self.metrics = ConfigManagerMetrics()
         self.events = EventBuffer(maxlen=1000)
         self.stop_event = threading.Event()
@@ -83,6 +84,16 @@ class ConfigManager:
         self._last_tick: TickResult | None = None
         self._last_tick_at: float | None = None
         self._policy_problem: str | None = None
+        self.availability = AvailabilityLog(self.layout)
+        self.outbox = Outbox()  # request telemetry, carried by the heartbeats
+        self.telemetry = TelemetryReader(
+            settings.tfserving_metrics_url, settings.telemetry_s or 1.0, self.outbox,
+            models=lambda: {m for m in self._reload.pushed if shadowed(m) is None},
+            available=lambda: available(self._states),
+            stop=self.stop_event)
+        self._failure_reasons: dict[tuple[str, int], str] = {}
+        self._down_since: float | None = None
+        self._last_downtime_s: float | None = None  # how long TF Serving was seen down
 
     # --- helpers -------------------------------------------------------------------------------
     def event(self, name: str, level: str = "info", **fields: Any) -> None:
@@ -111,30 +122,45 @@ class ConfigManager:
                     states[name] = {}
         except ServingUnavailable as exc:
             if self._tfs_up is not False:
+                self._down_since = time.monotonic()
                 self.event("tfserving_unavailable", "warning", target=self.settings.tfserving,
                            error=str(exc))
             self._tfs_up = False
             self.metrics.tfs_up.set(0)
             return None
         if self._tfs_up is False:
-            self.event("tfserving_back", target=self.settings.tfserving)
+            self._last_downtime_s = round(time.monotonic() - (self._down_since or 0.0), 1)
+            self.event("tfserving_back", target=self.settings.tfserving,
+                       down_s=self._last_downtime_s)
         self._tfs_up = True
         self.metrics.tfs_up.set(1)
         self._states = states
+        self.availability.update(states, time.time())
         return states
 
     def _plan(self, installed: dict[str, dict[int, str]],
               states: dict[str, dict[int, VersionState]] | None, policy: Policy,
               result: TickResult) -> ReloadPlan:
-        plan = plan_reload(installed, states, policy, self._reload, self.settings.tfs_root)
+        validated, rejected = self.gate.verdicts()
+        plan = plan_reload(installed, states, policy, self._reload, self.settings.tfs_root,
+                           now=time.monotonic(), load_timeout_s=self.settings.load_timeout_s,
+                           node_id=self.settings.node.node_id, validated=validated,
+                           rejected=rejected)
         for model, s in plan.newly_failed:
+            self._failure_reasons[(model, s.version)] = s.error_message
             self.metrics.load_failures.inc()
             result.failed.append((model, s.version))
             self.event("version_load_failed", "error", model=model, version=s.version,
                        error=s.error_message, code=s.error_code)
         if plan.restarted:
-            self.event("tfserving_restarted_or_behind", "warning")
+            # TF Serving no longer knows versions it was given: it restarted (or lost them)
+            self.metrics.tfs_restarts.inc()
+            self.event("tfserving_restarted", "warning", target=self.settings.tfserving,
+                       down_s=self._last_downtime_s)
+        self._last_downtime_s = None
         self._reload = keep_failures(self._reload, plan)
+        self._failure_reasons = {**{k: r for k, r in self._failure_reasons.items()
+                                    if k in self._reload.failed}, **self.gate.reasons()}
         return plan
 
     # --- one pass ------------------------------------------------------------------------------
@@ -157,6 +183,9 @@ class ConfigManager:
                 self.layout.write_config(plan.text)
                 if plan.push:
                     self._push(plan, result)
+        if plan.pending and self._tfs_up and self.gate.run(plan.pending, self._states,
+                                                           installed):
+            self.sync_event.set()  # verdicts in: the next pass swaps the shadows for the real
         if result.tfserving_up and self._tfs_up:
             if result.pushed:  # what TF Serving reports after the reload, not before it
                 states = self._read_states(set(installed) | set(plan.staged))
@@ -179,7 +208,11 @@ class ConfigManager:
         started = time.monotonic()
         try:
             code, message = self.client.reload(plan.text, timeout_s=self.settings.load_timeout_s)
+        except ReloadTimeout as exc:  # taken, still loading a new model: wait on its state
+            code, message = DEADLINE_EXCEEDED, str(exc)
         except ServingUnavailable as exc:
+            if self._tfs_up is not False:
+                self._down_since = time.monotonic()
             self._tfs_up = False
             self.metrics.reloads.labels("unavailable").inc()
             self.event("reload_failed", "warning", error=str(exc))
@@ -207,7 +240,11 @@ class ConfigManager:
         return True
 
     def _wait_settled(self, staged: Mapping[str, DesiredModel]) -> bool:
+        """Wait until every pushed version is AVAILABLE or END, up to ``load_timeout_s`` —
+        or until new work arrives (an install, a policy change): a slow or stuck load never
+        holds back the versions behind it; they get their own reload at once."""
         deadline = time.monotonic() + self.settings.load_timeout_s
+        start_sig = self.layout.watch_signature()
         while time.monotonic() < deadline and not self.stop_event.is_set():
             states = self._read_states(set(staged))
             if states is None:
@@ -216,8 +253,12 @@ class ConfigManager:
                    and states[name][v].state in (AVAILABLE, END)
                    for name, dm in staged.items() for v in dm.versions):
                 return True
+            if self.layout.watch_signature() != start_sig:
+                self.event("reload_wait_interrupted", reason="new installs or policy")
+                return False
             time.sleep(0.1)
-        self.event("load_timeout", "warning", seconds=self.settings.load_timeout_s)
+        if not self.stop_event.is_set():
+            self.event("load_timeout", "warning", seconds=self.settings.load_timeout_s)
         return False
 
     def _prune(self, on_disk: dict[str, set[int]], installed: dict[str, set[int]],
@@ -227,7 +268,7 @@ class ConfigManager:
         tick runs is not aspired yet, and must not be mistaken for a stale one."""
         state_names = {m: {v: s.state for v, s in vs.items()} for m, vs in states.items()}
         aspired = {m: set(dm.versions) for m, dm in staged.items()}
-        protected = policy_wanted(installed, policy)
+        protected = policy_wanted(installed, policy, self.settings.node.node_id)
         failed = failed_by_model(self._reload.failed)
         for model, version in versions_to_prune(on_disk, aspired, state_names, failed,
                                                 self.settings.keep_on_disk, protected):
@@ -236,6 +277,7 @@ class ConfigManager:
             try:
                 os.rename(target, trash / "pruned")
                 self.layout.remove_record(model, version)
+                self.gate.forget(model, version)
             finally:
                 shutil.rmtree(trash, ignore_errors=True)
             self._reload = replace(self._reload, failed={
@@ -246,25 +288,13 @@ class ConfigManager:
                        tfserving_state=state_names.get(model, {}).get(version, "unknown"))
 
     # --- loop and HTTP -------------------------------------------------------------------------
-    def _watch_signature(self) -> tuple[int, ...]:
-        sig = []
-        for path in (self.layout.installed, self.layout.policy_path, self.layout.root):
-            try:
-                sig.append(path.stat().st_mtime_ns)
-            except OSError:
-                sig.append(0)
-        try:
-            for entry in os.scandir(self.layout.installed):
-                sig.append(entry.stat().st_mtime_ns)
-        except OSError:
-            pass
-        return tuple(sig)
-
     def run(self) -> None:
+        if self.settings.telemetry_s > 0:
+            self.telemetry.start()
         last_sig: tuple[int, ...] | None = None
         last_tick = 0.0
         while not self.stop_event.is_set():
-            sig = self._watch_signature()
+            sig = self.layout.watch_signature()
             due = time.monotonic() - last_tick >= self.settings.reconcile_s
             if sig != last_sig or due or self.sync_event.is_set():
                 self.sync_event.clear()
@@ -277,34 +307,11 @@ class ConfigManager:
             self.sync_event.wait(self.settings.watch_s)
 
     def status(self) -> dict[str, Any]:
-        with self._lock:
-            last = self._last_tick
-        events = self.events.recent(50)
-        return {
-            "node_id": self.settings.node.node_id, "role": "config_manager",
-            "tfserving": self.settings.tfserving, "tfserving_up": self._tfs_up,
-            "config": self._reload.pushed_text,
-            "tfserving_view": {m: {str(v): {"state": s.state, "error_code": s.error_code,
-                                            "error": s.error_message} for v, s in vs.items()}
-                               for m, vs in self._states.items()},
-            "last_reload": self._last_reload,
-            "last_tick": None if last is None else {
-                "at": self._last_tick_at, "seconds": last.seconds, "pushed": last.pushed,
-                "errors": last.reload_errors, "settled": last.settled,
-                "pruned": [f"{m}/{v}" for m, v in last.pruned]},
-            "failed": [{"model": m, "version": v, "fingerprint": fp}
-                       for (m, v), fp in self._reload.failed.items()],
-            "events": events,
-        }
+        return status_doc(self)
 
     def summary(self) -> dict[str, Any]:
         """What the master needs of this node (heartbeat status)."""
-        return {"available": {m: sorted(vs) for m, vs in available(self._states).items() if vs},
-                "states": {m: {str(v): s.state for v, s in vs.items()}
-                           for m, vs in self._states.items()},
-                "tfserving_up": self._tfs_up,
-                "failed": [f"{m}/{v}" for (m, v) in self._reload.failed],
-                "last_reload": self._last_reload}
+        return summary_doc(self)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         ok = self._last_tick_at is not None and self.layout.config_path.exists()
@@ -314,6 +321,7 @@ class ConfigManager:
         self.stop_event.set()
         self.sync_event.set()
         self.client.close()
+        self.gate.close()
 
 
 def main(port: int | None = None) -> int:

@@ -20,5 +20,8 @@ class ConfigManagerMetrics:
                               "Versions removed from disk.", registry=r)
         self.tfs_up = Gauge("modelsync_config_manager_tfserving_up",
                             "1 when TF Serving answered at the last pass.", registry=r)
+        self.tfs_restarts = Counter("modelsync_config_manager_tfserving_restarts",
+                                    "TF Serving restarts seen (it lost the pushed config).",
+                                    registry=r)
         self.available = Gauge("modelsync_config_manager_available_versions",
                                "Versions TF Serving reports AVAILABLE.", registry=r)

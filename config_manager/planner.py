@@ -10,7 +10,14 @@ passes did (``ReloadState``). It
   only onto an AVAILABLE version, so a label whose version is still loading waits for a second
   reload: ``held_labels``);
 - decides to push when the rendered config differs from the one pushed, or when TF Serving
-  does not know a version the pushed config asks for (it restarted, or lost it).
+  does not know a version the pushed config asks for (it restarted, or lost it);
+- gives a pushed version at most ``load_timeout_s`` in START/LOADING: one still loading after
+  that (TF Serving retrying a bad model, a load that hangs) counts as failed and is left out,
+  so it never holds back the versions behind it;
+- keeps every version out of the real model's config until it passed validation (``validated``,
+  by fingerprint): one the node should serve but that is not validated yet is loaded under its
+  shadow name (``checks.shadow_name``) for the validation, while the versions already validated
+  keep serving; one that failed validation (``rejected``) is left out like a failed load.
 
 TF Serving not answering (``states`` is None): nothing is pushed, the config file is still
 rendered so it is current when TF Serving comes back.
@@ -18,12 +25,17 @@ rendered so it is current when TF Serving comes back.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from config_manager.checks import shadow_name, shadowed
 from config_manager.renderer import DesiredModel, desired_models, render_text, stage_labels
 from config_manager.serving import AVAILABLE, END, VersionState
 from modelsync.policy import Policy
+
+LOADING_STATES = ("START", "LOADING")  # as TF Serving reports them (unknown: not counted)
+DEADLINE_EXCEEDED = 4  # tensorflow/core/protobuf/error_codes.proto
 
 Key = tuple[str, int]
 States = Mapping[str, Mapping[int, VersionState]]
@@ -36,6 +48,7 @@ class ReloadState:
     pushed_text: str | None = None
     pushed: Mapping[str, DesiredModel] = field(default_factory=dict)
     failed: Mapping[Key, str] = field(default_factory=dict)  # -> the fingerprint that failed
+    loading_since: Mapping[Key, float] = field(default_factory=dict)  # pushed, not loaded yet
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,8 @@ class ReloadPlan:
     held_labels: bool  # a label waits for its version: reload again once it is AVAILABLE
     failed: Mapping[Key, str]  # the new failure bookkeeping
     newly_failed: tuple[tuple[str, VersionState], ...] = ()  # (model, its failed state)
+    loading_since: Mapping[Key, float] = field(default_factory=dict)
+    pending: tuple[Key, ...] = ()  # to validate, under their shadow names in ``staged``
 
 
 def available(states: States) -> dict[str, set[int]]:
@@ -62,31 +77,74 @@ def failed_by_model(failed: Mapping[Key, str]) -> dict[str, set[int]]:
 
 
 def plan_reload(installed: Mapping[str, Mapping[int, str]], states: States | None,
-                policy: Policy, previous: ReloadState, model_root: str) -> ReloadPlan:
+                policy: Policy, previous: ReloadState, model_root: str, *, now: float = 0.0,
+                load_timeout_s: float = math.inf, node_id: str | None = None,
+                validated: Mapping[Key, str] | None = None,
+                rejected: Mapping[Key, str] | None = None) -> ReloadPlan:
     """``installed``: per model, each version on disk that has an install record, with the
-    record's fingerprint. ``states``: TF Serving's view per model, None if it did not answer."""
+    record's fingerprint. ``states``: TF Serving's view per model, None if it did not answer.
+    ``validated``/``rejected``: the fingerprints that passed/failed validation (``validated``
+    None: no validation, every version counts as validated)."""
+    def current(key: Key, fp: str) -> bool:
+        return installed.get(key[0], {}).get(key[1]) == fp
+
     # a version whose content changed since it failed gets another chance
-    failed = {k: fp for k, fp in previous.failed.items()
-              if installed.get(k[0], {}).get(k[1]) == fp}
+    failed = {k: fp for k, fp in previous.failed.items() if current(k, fp)}
+    failed.update({k: fp for k, fp in (rejected or {}).items() if current(k, fp)})
     newly: list[tuple[str, VersionState]] = []
+    loading = dict(previous.loading_since)
     if states is not None:
-        for model, versions in sorted(states.items()):
-            pushed_model = previous.pushed.get(model)
-            pushed = set(pushed_model.versions) if pushed_model else set()
-            for v, s in sorted(versions.items()):
+        loading = {}
+        for name, dm in sorted(previous.pushed.items()):
+            model = shadowed(name) or name
+            for v in dm.versions:
                 key = (model, v)
+                s = states.get(name, {}).get(v, VersionState(v, "UNKNOWN"))
                 fingerprint = installed.get(model, {}).get(v)
-                if (s.state == END and s.error_code != 0 and v in pushed
-                        and fingerprint is not None and key not in failed):
+                if fingerprint is None or key in failed:
+                    continue
+                if s.state == END and s.error_code != 0:
                     failed[key] = fingerprint
                     newly.append((model, s))
+                elif s.state in LOADING_STATES:
+                    since = previous.loading_since.get((name, v), now)
+                    if now - since > load_timeout_s:
+                        failed[key] = fingerprint
+                        newly.append((model, VersionState(
+                            v, s.state, DEADLINE_EXCEEDED,
+                            f"still {s.state} {now - since:.0f} s after it was pushed "
+                            f"(MODELSYNC_LOAD_TIMEOUT_S={load_timeout_s:g}); left out")))
+                    else:
+                        loading[(name, v)] = since
     on_disk = {m: set(vs) for m, vs in installed.items()}
-    desired = desired_models(on_disk, failed_by_model(failed), policy, model_root)
+    bad = failed_by_model(failed)
+    full = desired_models(on_disk, bad, policy, model_root, node_id)
+    pending: tuple[Key, ...] = ()
+    if validated is None:
+        desired = full
+    else:
+        ok = {m: {v for v in vs if validated.get((m, v)) == installed[m][v]}
+              for m, vs in on_disk.items()}
+        desired = desired_models(ok, bad, policy, model_root, node_id)
+        pending = tuple((m, v) for m, dm in sorted(full.items()) for v in dm.versions
+                        if v not in ok.get(m, set()))
     staged, held = stage_labels(desired, available(states or {}))
+    shadows: dict[str, list[int]] = {}
+    for m, v in pending:
+        shadows.setdefault(m, []).append(v)
+    for m, vs in shadows.items():
+        staged[shadow_name(m)] = DesiredModel(shadow_name(m), full[m].base_path, tuple(vs))
     text = render_text(staged)
     restarted = states is not None and _restarted(previous, states, staged)
     push = states is not None and (text != previous.pushed_text or restarted)
-    return ReloadPlan(desired, staged, text, push, restarted, held, failed, tuple(newly))
+    if push:  # the load clock of a version starts when it is pushed
+        avail = available(states or {})
+        for model, dm in staged.items():
+            for v in dm.versions:
+                if v not in avail.get(model, set()):
+                    loading.setdefault((model, v), now)
+    return ReloadPlan(desired, staged, text, push, restarted, held, failed, tuple(newly),
+                      loading, pending)
 
 
 def _restarted(previous: ReloadState, states: States, staged: Mapping[str, DesiredModel]) -> bool:
@@ -100,9 +158,11 @@ def _restarted(previous: ReloadState, states: States, staged: Mapping[str, Desir
 
 def after_push(previous: ReloadState, plan: ReloadPlan) -> ReloadState:
     """The state once ``plan``'s config was accepted by TF Serving."""
-    return ReloadState(plan.text, dict(plan.staged), dict(plan.failed))
+    return ReloadState(plan.text, dict(plan.staged), dict(plan.failed),
+                       dict(plan.loading_since))
 
 
 def keep_failures(previous: ReloadState, plan: ReloadPlan) -> ReloadState:
-    """The state when nothing was pushed: only the failure bookkeeping moves on."""
-    return ReloadState(previous.pushed_text, previous.pushed, dict(plan.failed))
+    """The state when nothing was pushed: only the bookkeeping moves on."""
+    return ReloadState(previous.pushed_text, previous.pushed, dict(plan.failed),
+                       dict(plan.loading_since))

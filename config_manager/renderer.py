@@ -17,7 +17,7 @@ from collections.abc import Mapping, Set
 from dataclasses import dataclass, field
 
 from config_manager.serving import AVAILABLE, END
-from modelsync.policy import Policy, served_set
+from modelsync.policy import Policy, fetch_set, served_set
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,12 @@ class DesiredModel:
 
 
 def desired_models(installed: Mapping[str, Set[int]], failed: Mapping[str, Set[int]],
-                   policy: Policy, model_root: str) -> dict[str, DesiredModel]:
+                   policy: Policy, model_root: str,
+                   node_id: str | None = None) -> dict[str, DesiredModel]:
     out: dict[str, DesiredModel] = {}
     for model in sorted(installed):
         usable = set(installed[model]) - set(failed.get(model, ()))
-        served = served_set(model, usable, policy)
+        served = served_set(model, usable, policy, node_id)
         if not served.versions:
             continue
         out[model] = DesiredModel(model, f"{model_root.rstrip('/')}/{model}",
@@ -74,10 +75,12 @@ def render_text(models: Mapping[str, DesiredModel]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def policy_wanted(installed: Mapping[str, Set[int]], policy: Policy) -> dict[str, set[int]]:
-    """The versions the policy selects among those installed, failed ones included: what the
-    puller keeps on disk. Pruning one of them would only make the puller fetch it again."""
-    return {m: set(served_set(m, vs, policy).versions) for m, vs in installed.items()}
+def policy_wanted(installed: Mapping[str, Set[int]], policy: Policy,
+                  node_id: str | None = None) -> dict[str, set[int]]:
+    """The versions the policy has this node keep among those installed, failed ones included:
+    what the puller keeps on disk. Pruning one of them would only make the puller fetch it
+    again."""
+    return {m: set(fetch_set(m, vs, policy, node_id)) for m, vs in installed.items()}
 
 
 def versions_to_prune(on_disk: Mapping[str, Set[int]], aspired: Mapping[str, Set[int]],

@@ -17,6 +17,11 @@ class ServingUnavailable(Exception):
     """TF Serving did not answer (down, restarting, or past the deadline)."""
 
 
+class ReloadTimeout(ServingUnavailable):
+    """The reload's deadline passed: TF Serving took the config but still waits for a new
+    model's first load (HandleReloadConfigRequest waits for new models)."""
+
+
 class ModelUnknown(Exception):
     """TF Serving knows no version of this model (NOT_FOUND)."""
 

@@ -19,6 +19,9 @@ class ConfigManagerSettings:
     load_timeout_s: float = 300.0
     tfs_timeout_s: float = 10.0
     keep_on_disk: int = 1
+    tfserving_metrics_url: str = "http://127.0.0.1:8501/monitoring/prometheus/metrics"
+    telemetry_s: float = 5.0  # 0: no telemetry
+    validate: bool = True  # the validation gate (MODELSYNC_VALIDATE)
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ConfigManagerSettings:
@@ -32,6 +35,11 @@ class ConfigManagerSettings:
             load_timeout_s=env.number("MODELSYNC_LOAD_TIMEOUT_S", 300.0, minimum=1),
             tfs_timeout_s=env.number("MODELSYNC_TFS_TIMEOUT_S", 10.0, minimum=0.1),
             keep_on_disk=env.integer("MODELSYNC_KEEP_ON_DISK", 1, minimum=0, maximum=100),
+            tfserving_metrics_url=env.text(
+                "MODELSYNC_TFSERVING_METRICS_URL",
+                "http://127.0.0.1:8501/monitoring/prometheus/metrics"),
+            telemetry_s=env.number("MODELSYNC_TELEMETRY_S", 5.0, minimum=0, maximum=3600),
+            validate=env.flag("MODELSYNC_VALIDATE", True),
         )
 
     @property

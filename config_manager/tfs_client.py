@@ -8,7 +8,13 @@ from typing import Any
 import grpc
 from google.protobuf import text_format
 
-from config_manager.serving import STATE_NAMES, ModelUnknown, ServingUnavailable, VersionState
+from config_manager.serving import (
+    STATE_NAMES,
+    ModelUnknown,
+    ReloadTimeout,
+    ServingUnavailable,
+    VersionState,
+)
 from modelsync.protos import serving_protos
 
 
@@ -49,8 +55,9 @@ class GrpcServingClient:
         try:
             resp: Any = self._reload(req, timeout=timeout_s)
         except grpc.RpcError as exc:
-            raise ServingUnavailable(f"{self.target}: {exc.code().name}: {exc.details()}") \
-                from None
+            error = ReloadTimeout if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else \
+                ServingUnavailable
+            raise error(f"{self.target}: {exc.code().name}: {exc.details()}") from None
         return resp.status.error_code, resp.status.error_message
 
     def close(self) -> None:

@@ -3,12 +3,13 @@ writes. Validation of policy values calls ``modelsync.policy``'s own rules."""
 
 from __future__ import annotations
 
-import hmac
+import json
 from collections.abc import Callable
 from typing import Any
 
 from flask import Response, current_app, g, jsonify, request
 
+from master import auth
 from master.state import MasterState
 from modelsync.layout import model_name_problem
 from modelsync.log import get_logger
@@ -30,45 +31,30 @@ def state() -> MasterState:
     return s
 
 
-def _bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header.startswith("Bearer "):
-        return header[len("Bearer "):].strip() or None
-    return None
-
-
-def _matches(token: str | None, expected: str | None) -> bool:
-    return bool(token and expected and hmac.compare_digest(token.encode(), expected.encode()))
-
-
-def need(kind: str) -> None:
-    """The request's bearer token must be of ``kind``: node, admin, or read (read or admin)."""
-    settings = state().settings
-    token = _bearer()
-    if token is None:
-        raise ApiError(401, "missing bearer token")
-    if kind == "node":
-        ok = _matches(token, settings.node_token)
-    elif kind == "admin":
-        ok = _matches(token, settings.admin_token)
-    else:
-        ok = _matches(token, settings.admin_token) or _matches(token, settings.read_token)
-    known = any(_matches(token, t) for t in (settings.admin_token, settings.read_token,
-                                              settings.node_token))
-    if not ok:
-        raise ApiError(403 if known else 401,
-                       f"this route needs the {kind} token" if known else "invalid token")
+def need(kind: str) -> str:
+    """The caller must be of ``kind`` (node, admin, or read): a bearer token, or a signed-in
+    console session (whose writes carry its CSRF token). See ``master.auth``."""
+    try:
+        return auth.need(state().settings, kind)
+    except auth.AuthError as exc:
+        raise ApiError(exc.status, exc.message) from None
 
 
 def body() -> dict[str, Any]:
-    """The request's JSON object ({} when there is no body)."""
-    data = request.get_json(silent=True)
-    if data is None:
-        if request.get_data():
-            raise ApiError(400, "the request body is not valid JSON")
+    """The request's JSON object ({} when there is no body), whatever the Content-Type says
+    (``curl -d`` sends a form type): only a body that does not parse is refused."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
         return {}
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not UTF-8 JSON") from None
+    except ValueError as exc:
+        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ApiError(400, "the request body must be a JSON object")
+        raise ApiError(400, f"the request body must be a JSON object, got "
+                            f"{type(data).__name__}")
     return data
 
 
@@ -104,7 +90,7 @@ def write_policy(model: str, event: str, change: Callable[[Policy], Policy],
     with the model's policy."""
     s = state()
     policy, generation, written = s.policies.update(change)
-    s.policy_written()
+    s.policy_written(policy, generation)
     audit(event, model, generation=generation, changed=written, **detail)
     mp = policy.for_model(model)
     return jsonify({"model": model, "policy": {

@@ -5,17 +5,28 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from pathlib import Path
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from master import policy_ops
+from master import auth, policy_ops
 from master.api import STATE_KEY, ApiError, json_error, log
-from master.routes import cluster, health, models, nodes
+from master.routes import (
+    cluster,
+    console,
+    health,
+    models,
+    nodes,
+    rollout,
+    scoring,
+    telemetry,
+)
 from master.settings import MasterSettings
 from master.state import MasterState, Unavailable
 from modelsync.store import RemoteStore, StoreError
 
+ROOT = Path(__file__).parent  # templates/ and static/
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 QUIET_ROUTES = {"/v1/nodes/heartbeat"}  # logged only when they fail
 
@@ -25,10 +36,13 @@ def create_app(settings: MasterSettings, store: RemoteStore | None = None,
     state = MasterState(settings, store)
     if settings.run_background if background is None else background:
         state.start_background()
-    app = Flask("modelsync-master")
+    app = Flask("modelsync-master", root_path=str(ROOT))
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     app.extensions[STATE_KEY] = state
-    for blueprint in (health.bp, nodes.bp, models.bp, cluster.bp):
+    console.configure(app, settings.session_s, settings.session_secure,
+                      auth.session_secret(settings))
+    for blueprint in (health.bp, nodes.bp, models.bp, cluster.bp, telemetry.bp, rollout.bp,
+                      scoring.bp, console.bp):
         app.register_blueprint(blueprint)
 
     @app.before_request

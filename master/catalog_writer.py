@@ -4,12 +4,19 @@ The body of ``_modelsync/catalog.json`` is rewritten only when something changed
 its ``listed_at`` metadata is patched (same generation), so nodes' idle polls stay two metadata
 reads. A listing that fails leaves the last catalog in place: nodes fall back on their own
 listing when it ages past their ``catalog_max_age_s``.
+
+Each version's ``manifest`` state needs its marker's body: every marker is read once, pinned to
+its listed generation, and its parsed manifest cached by (object name, generation); an empty
+marker is known from the listing's size and never read, and a state the catalog in place
+already records for the same marker generation and fingerprint is kept without a read (a
+restarted master reads no marker again). A steady-state refresh reads nothing but the listing.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from modelsync.catalog import (
@@ -20,10 +27,27 @@ from modelsync.catalog import (
     dump_catalog,
     parse_catalog,
 )
-from modelsync.layout import SettleTracker
+from modelsync.layout import (
+    BucketListing,
+    ObjectInfo,
+    SettleTracker,
+    parse_listing,
+    version_prefix,
+)
 from modelsync.log import get_logger
+from modelsync.manifest import (
+    MAX_MARKER_BYTES,
+    Manifest,
+    ManifestError,
+    ManifestState,
+    manifest_state,
+    parse_manifest,
+)
 from modelsync.settings import StoreSettings
-from modelsync.store import PreconditionFailed, RemoteStore, StoreError, list_bucket
+from modelsync.store import NotFound, PreconditionFailed, RemoteStore, StoreError
+
+MARKER_READERS = 8
+Parsed = Manifest | ManifestError | None
 
 log = get_logger("master")
 
@@ -50,6 +74,7 @@ class CatalogWriter:
         self.generation: int | None = None
         self.last_ok_at: float | None = None
         self.last_error: str | None = None
+        self._manifests: dict[tuple[str, int], Parsed] = {}  # (marker name, generation)
 
     def reload(self) -> None:
         """Read the catalog in the bucket (for a process that does not write it), when its
@@ -71,9 +96,9 @@ class CatalogWriter:
     def _refresh(self) -> RefreshResult:
         started = time.monotonic()
         before = sum(self.store.calls.values())
-        listing = list_bucket(self.store, self.settings)
-        now = self.clock()
-        catalog = build_catalog(listing, self.tracker, now, self.settings.prefix)
+        prefix, marker = self.settings.prefix, self.settings.marker
+        objects = self.store.list_objects(prefix + "/" if prefix else "")
+        listing = parse_listing(objects, prefix, marker)
         info = self.store.stat(self.name)
         if info is not None and (self.current is None or info.generation != self.generation):
             try:  # another writer (or our previous life) wrote it: compare with what is there
@@ -82,6 +107,11 @@ class CatalogWriter:
                 self.generation = info.generation
             except Exception:  # unreadable (malformed, or the read failed): rewrite it
                 self.current, self.generation = None, info.generation
+        markers = [o for o in objects if o.name.endswith("/" + marker)]
+        states = self._manifest_states(listing, markers)
+        now = self.clock()
+        catalog = build_catalog(listing, self.tracker, now, prefix, states,
+                                published_times(markers, prefix))
         written = patched = False
         stamp = {LISTED_AT: f"{now:.3f}"}
         if info is not None and self.current is not None and catalog.same_content(self.current):
@@ -104,3 +134,67 @@ class CatalogWriter:
                              len(catalog.models),
                              sum(len(v) for v in catalog.models.values()),
                              sum(self.store.calls.values()) - before)
+
+    def _manifest_states(self, listing: BucketListing, markers: list[ObjectInfo]
+                         ) -> dict[tuple[str, int], tuple[ManifestState, str | None]]:
+        """(model, version) -> its manifest state. A marker is read only when neither the
+        cache (by name and generation) nor the catalog in place (same marker generation, same
+        fingerprint) knows it; the cache forgets markers no longer listed."""
+        sizes = {(o.name, o.generation): o.size for o in markers}
+        known = self.current.models if self.current is not None else {}
+        states: dict[tuple[str, int], tuple[ManifestState, str | None]] = {}
+        wanted: dict[tuple[str, int], tuple[str, int]] = {}
+        todo: list[tuple[str, int]] = []
+        for model, versions in listing.models.items():
+            for v, rv in versions.items():
+                if rv.marker_generation is None:
+                    continue
+                key = (version_prefix(self.settings.prefix, model, v) + self.settings.marker,
+                       rv.marker_generation)
+                wanted[(model, v)] = key
+                prev = known.get(model, {}).get(v)
+                if key not in self._manifests and prev is not None and \
+                        (prev.marker, prev.fingerprint) == (key[1], rv.fingerprint):
+                    states[(model, v)] = (prev.manifest, prev.problem)  # still holds
+                elif key not in self._manifests:
+                    todo.append(key)
+        cache = {key: self._manifests[key] for key in wanted.values() if key in self._manifests}
+
+        def read(key: tuple[str, int]) -> tuple[tuple[str, int], Parsed, bool]:
+            size = sizes.get(key)
+            if size == 0:
+                return key, None, True
+            if size is not None and size > MAX_MARKER_BYTES:
+                return key, ManifestError(f"marker of {size} bytes is too large to be a "
+                                          "manifest"), True
+            try:
+                data = self.store.read(key[0], generation=key[1])
+            except NotFound:  # replaced since the listing: the next refresh sees the new one
+                return key, None, False
+            try:
+                return key, parse_manifest(data), True
+            except ManifestError as exc:
+                return key, exc, True
+
+        if todo:
+            with ThreadPoolExecutor(min(MARKER_READERS, len(todo))) as pool:
+                for key, parsed, keep in pool.map(read, sorted(set(todo))):
+                    if keep:
+                        cache[key] = parsed
+        self._manifests = cache
+        for mv, key in wanted.items():
+            if mv not in states:
+                rv = listing.models[mv[0]][mv[1]]
+                states[mv] = manifest_state(cache.get(key), rv.files)
+        return states
+
+
+def published_times(markers: list[ObjectInfo], prefix: str) -> dict[tuple[str, int], float]:
+    """(model, version) -> when its marker was written: the version's publication time."""
+    base = prefix + "/" if prefix else ""
+    out: dict[tuple[str, int], float] = {}
+    for o in markers:
+        parts = o.name[len(base):].split("/") if o.name.startswith(base) else []
+        if len(parts) == 3 and o.updated is not None and parts[1].isdigit():
+            out[(parts[0], int(parts[1]))] = round(o.updated, 3)  # as the catalog stores it
+    return out

@@ -1,81 +1,116 @@
-"""The cluster view (pure: no I/O): bucket, policy and the nodes' reports joined per model.
+"""The cluster view (pure: no I/O): the bucket, the policy and the fleet's reports per model.
 
-A node reports, in its heartbeat status, what is on its disk (the puller: ``installed``) and
-what TF Serving serves (the config manager: ``available``). Per model the view gives the target
-versions (the policy's served set over the complete versions in the bucket) and, for each
-version, on how many live nodes it is on disk and AVAILABLE; a model is converged when every
-live serving node has every target version AVAILABLE.
+A node reports what is on its disk (its puller: ``installed``) and what TF Serving serves (its
+config manager: ``available``, with since when). Per model the view gives the target versions
+(the policy's served set over the complete versions in the bucket) and, per version, the live
+nodes with it on disk and AVAILABLE; a model is converged when every live serving node has every
+target version AVAILABLE, and it has been since the last of them became AVAILABLE there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from typing import Any
 
-from master.db import NodeRow
+from master.index import CONFIG_MANAGER, PULLER, Fleet
 from modelsync.catalog import Catalog
-from modelsync.policy import Policy, served_set
+from modelsync.policy import Policy, ServedSet, served_set
 
 
-def _versions(status: Mapping[str, Any], key: str, model: str) -> set[int]:
-    raw = status.get(key) or {}
-    if not isinstance(raw, dict):
-        return set()
-    out = set()
-    for v in raw.get(model) or []:
-        try:
-            out.add(int(v))
-        except (TypeError, ValueError):
-            continue
-    return out
-
-
-def model_view(model: str, catalog: Catalog | None, policy: Policy,
-               nodes: Iterable[NodeRow], now: float) -> dict[str, Any]:
+def _served(model: str, catalog: Catalog | None, policy: Policy) -> ServedSet:
     complete = catalog.complete_versions(model) if catalog else []
-    in_bucket = sorted(catalog.models.get(model, {})) if catalog else []
-    served = served_set(model, complete, policy)
-    live = [n for n in nodes if n.state(now) == "live"]
-    pullers = [n for n in live if n.role == "puller"]
-    managers = [n for n in live if n.role == "config_manager"]
-    on_disk = {n.node_id: _versions(n.status, "installed", model) for n in pullers}
-    available = {n.node_id: _versions(n.status, "available", model) for n in managers}
-    versions = sorted(set(in_bucket) | served.versions
-                      | {v for vs in on_disk.values() for v in vs}
-                      | {v for vs in available.values() for v in vs})
-    per_version: dict[str, dict[str, Any]] = {}
-    for v in versions:
-        cv = catalog.models.get(model, {}).get(v) if catalog else None
-        per_version[str(v)] = {
-            "in_bucket": cv is not None, "complete": bool(cv and cv.complete),
-            "bytes": cv.bytes if cv else None, "target": v in served.versions,
-            "on_disk": sorted(n for n, vs in on_disk.items() if v in vs),
-            "available": sorted(n for n, vs in available.items() if v in vs)}
-    converged = bool(managers) and bool(served.versions) and all(
-        served.versions <= vs for vs in available.values())
+    return served_set(model, complete, policy)
+
+
+def policy_json(model: str, policy: Policy) -> dict[str, Any]:
     mp = policy.for_model(model)
+    return {"keep_versions": policy.keep_versions(model), "pin": mp.pin,
+            "labels": dict(mp.labels), "disabled": mp.disabled}
+
+
+def converged_since(model: str, targets: dict[str, frozenset[int]],
+                    fleet: Fleet) -> float | None:
+    """When the last serving node had the last of its targets AVAILABLE, from the nodes' own
+    reports; None if a node did not say (a version is AVAILABLE, but since when is unknown)."""
+    times = [fleet.available_since.get((model, v, n)) for n, vs in targets.items() for v in vs]
+    if not times or any(t is None for t in times):
+        return None
+    return max(t for t in times if t is not None)
+
+
+OUTSIDE = "\x00"  # a node id no node has: "a node outside the rollout's stage"
+
+
+def node_targets(model: str, catalog: Catalog | None, policy: Policy,
+                 nodes: set[str]) -> dict[str, frozenset[int]]:
+    """What each node should serve: the same for every node, except while a staged rollout
+    splits the fleet (the stage's nodes on the new version, the others on the previous)."""
+    complete = catalog.complete_versions(model) if catalog else []
+    state = policy.for_model(model).rollout_state
+    outside = served_set(model, complete, policy, OUTSIDE).versions
+    if state is None or not state.active:
+        return {n: outside for n in nodes}
+    inside = served_set(model, complete, policy, state.nodes[0] if state.nodes else OUTSIDE)
+    members = set(state.nodes)
+    return {n: inside.versions if n in members else outside for n in nodes}
+
+
+def model_summary(model: str, catalog: Catalog | None, policy: Policy,
+                  fleet: Fleet) -> dict[str, Any]:
+    """Counts only (no node lists): what the tables of every model need."""
+    served = _served(model, catalog, policy)
+    pullers, serving = fleet.live(PULLER), fleet.live(CONFIG_MANAGER)
+    on_disk = fleet.on_disk.get(model, {})
+    available = fleet.available.get(model, {})
+    targets = node_targets(model, catalog, policy, serving)
+    converged = bool(serving) and bool(served.versions) and all(
+        n in available.get(v, set()) for n, vs in targets.items() for v in vs)
     return {
-        "model": model,
-        "policy": {"keep_versions": policy.keep_versions(model), "pin": mp.pin,
-                   "labels": dict(mp.labels), "disabled": mp.disabled},
-        "target_versions": sorted(served.versions),
-        "labels": dict(served.labels),
-        "problems": list(served.problems),
-        "serving_nodes": len(managers),
+        "model": model, "policy": policy_json(model, policy),
+        "target_versions": sorted(served.versions), "labels": dict(served.labels),
+        "problems": list(served.problems), "serving_nodes": len(serving),
         "converged": converged,
-        "versions": per_version,
-        "summary": {str(v): {"on_disk": len(per_version[str(v)]["on_disk"]),
-                             "available": len(per_version[str(v)]["available"])}
+        "converged_since": converged_since(model, targets, fleet) if converged else None,
+        "summary": {str(v): {"on_disk": len(on_disk.get(v, set()) & pullers),
+                             "available": len(available.get(v, set()) & serving)}
                     for v in sorted(served.versions)},
+        # what live nodes serve now (during a change: old and new)
+        "serving_versions": sorted(v for v, ns in available.items() if ns & serving),
+        "versions_in_bucket": sorted(catalog.models.get(model, {})) if catalog else [],
     }
 
 
-def all_models(catalog: Catalog | None, policy: Policy, nodes: Iterable[NodeRow]) -> list[str]:
+def model_view(model: str, catalog: Catalog | None, policy: Policy,
+               fleet: Fleet) -> dict[str, Any]:
+    """One model in full: every version, and per version the nodes with it on disk,
+    AVAILABLE, or failed (with why)."""
+    view = model_summary(model, catalog, policy, fleet)
+    pullers, serving = fleet.live(PULLER), fleet.live(CONFIG_MANAGER)
+    on_disk = {v: ns & pullers for v, ns in fleet.on_disk.get(model, {}).items()}
+    available = {v: ns & serving for v, ns in fleet.available.get(model, {}).items()}
+    failed = fleet.failed.get(model, {})
+    targets = set(view["target_versions"])
+    in_bucket = catalog.models.get(model, {}) if catalog else {}
+    versions = sorted(set(in_bucket) | targets | {v for v, ns in on_disk.items() if ns}
+                      | {v for v, ns in available.items() if ns} | set(failed))
+    view["versions"] = {str(v): {
+        "in_bucket": v in in_bucket, "complete": bool(v in in_bucket and in_bucket[v].complete),
+        "bytes": in_bucket[v].bytes if v in in_bucket else None, "target": v in targets,
+        "manifest": in_bucket[v].manifest if v in in_bucket else None,
+        "published_at": in_bucket[v].published_at if v in in_bucket else None,
+        "on_disk": sorted(on_disk.get(v, set())), "available": sorted(available.get(v, set())),
+        "failed": dict(sorted(failed.get(v, {}).items()))} for v in versions}
+    return view
+
+
+def all_models(catalog: Catalog | None, policy: Policy, fleet: Fleet) -> list[str]:
     names = set(catalog.models) if catalog else set()
-    names |= set(policy.models)
-    for n in nodes:
-        for key in ("installed", "available"):
-            raw = n.status.get(key)
-            if isinstance(raw, dict):
-                names |= {str(m) for m in raw}
-    return sorted(names)
+    return sorted(names | set(policy.models) | fleet.models)
+
+
+def node_counts(fleet: Fleet) -> dict[str, int]:
+    """Nodes by state: a node is its node id; its daemons are roles under it."""
+    counts = {"total": 0, "live": 0, "degraded": 0, "stale": 0}
+    for node_id in fleet.roles:
+        counts["total"] += 1
+        counts[fleet.node_state(node_id)] += 1
+    return counts

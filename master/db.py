@@ -38,6 +38,25 @@ MIGRATIONS: Sequence[str] = (
         model TEXT PRIMARY KEY, converged INTEGER NOT NULL, since REAL NOT NULL,
         target TEXT NOT NULL DEFAULT '[]');
     """,
+    # 3: a sequence number per report change, so views re-read only the reports that changed
+    """
+    ALTER TABLE nodes ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX nodes_seq ON nodes(seq);
+    """,
+    # 4: request telemetry (master/telemetry.py)
+    """
+    CREATE TABLE series (id INTEGER PRIMARY KEY, node_id TEXT NOT NULL, model TEXT NOT NULL,
+                         UNIQUE (node_id, model));
+    CREATE TABLE telemetry_node (series INTEGER NOT NULL, t REAL NOT NULL,
+                                 seconds REAL NOT NULL, res INTEGER NOT NULL,
+                                 figures TEXT NOT NULL);
+    CREATE INDEX telemetry_node_series ON telemetry_node(series, t);
+    CREATE INDEX telemetry_node_res ON telemetry_node(res, t);
+    CREATE TABLE telemetry_model (model TEXT NOT NULL, minute INTEGER NOT NULL,
+                                  writer TEXT NOT NULL, figures TEXT NOT NULL,
+                                  PRIMARY KEY (model, minute, writer)) WITHOUT ROWID;
+    CREATE INDEX telemetry_model_minute ON telemetry_model(minute);
+    """,
 )
 
 
@@ -52,15 +71,10 @@ class NodeRow:
     first_seen: float
     last_seen: float
     beats: int
+    seq: int = 0
 
     def state(self, now: float) -> str:
         return "stale" if now - self.last_seen > 3 * self.heartbeat_s else "live"
-
-    def to_json(self, now: float) -> dict[str, Any]:
-        return {"node_id": self.node_id, "role": self.role, "hostname": self.hostname,
-                "version": self.version, "state": self.state(now),
-                "last_seen": self.last_seen, "first_seen": self.first_seen,
-                "heartbeat_s": self.heartbeat_s, "beats": self.beats, "status": self.status}
 
 
 class Database:
@@ -106,21 +120,33 @@ class Database:
         conn = self.conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            row = conn.execute("SELECT sync_seen FROM nodes WHERE node_id=? AND role=?",
+            row = conn.execute("SELECT sync_seen, status FROM nodes WHERE node_id=? AND role=?",
                                (node_id, role)).fetchone()
-            status_text = json.dumps(status, separators=(",", ":"), default=str)
+            status_text = json.dumps(status, separators=(",", ":"), sort_keys=True,
+                                     default=str)
+            if row is None or row[1] != status_text:  # a new report: the next sequence number
+                conn.execute("INSERT INTO meta (key, value) VALUES ('report_seq', '1') "
+                             "ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER) + 1")
             if row is None:
                 conn.execute(
                     "INSERT INTO nodes (node_id, role, hostname, version, heartbeat_s, status,"
-                    " first_seen, last_seen, beats, sync_seen) VALUES (?,?,?,?,?,?,?,?,1,?)",
+                    " first_seen, last_seen, beats, sync_seen, seq) VALUES (?,?,?,?,?,?,?,?,1,"
+                    "?,(SELECT CAST(value AS INTEGER) FROM meta WHERE key='report_seq'))",
                     (node_id, role, hostname, version, heartbeat_s, status_text, now, now, now))
                 sync_seen = 0.0
-            else:
+            elif row[1] != status_text:
                 sync_seen = float(row[0])
                 conn.execute(
                     "UPDATE nodes SET hostname=?, version=?, heartbeat_s=?, status=?, "
-                    "last_seen=?, beats=beats+1 WHERE node_id=? AND role=?",
+                    "last_seen=?, beats=beats+1, seq=(SELECT CAST(value AS INTEGER) FROM meta "
+                    "WHERE key='report_seq') WHERE node_id=? AND role=?",
                     (hostname, version, heartbeat_s, status_text, now, node_id, role))
+            else:  # the same report again: only liveness moves
+                sync_seen = float(row[0])
+                conn.execute(
+                    "UPDATE nodes SET hostname=?, version=?, heartbeat_s=?, last_seen=?, "
+                    "beats=beats+1 WHERE node_id=? AND role=?",
+                    (hostname, version, heartbeat_s, now, node_id, role))
             rows = [(float(e.get("at") or now), "node", node_id,
                      str(e["model"]) if e.get("model") is not None else None,
                      str(e.get("event") or "event"),
@@ -140,15 +166,31 @@ class Database:
         self.conn().execute("UPDATE nodes SET sync_seen=? WHERE node_id=? AND role=?",
                             (now, node_id, role))
 
+    _ROW = ("SELECT node_id, role, hostname, version, heartbeat_s, status, first_seen, "
+            "last_seen, beats, seq FROM nodes")
+
     def nodes(self, node_id: str | None = None) -> list[NodeRow]:
-        sql = ("SELECT node_id, role, hostname, version, heartbeat_s, status, first_seen, "
-               "last_seen, beats FROM nodes")
+        sql = self._ROW
         args: tuple[Any, ...] = ()
         if node_id is not None:
-            sql += " WHERE node_id=?"
-            args = (node_id,)
-        return [NodeRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8])
-                for r in self.conn().execute(sql + " ORDER BY node_id, role", args)]
+            sql, args = sql + " WHERE node_id=?", (node_id,)
+        return self._rows(sql + " ORDER BY node_id, role", args)
+
+    def nodes_by_role(self, role: str) -> list[NodeRow]:
+        return self._rows(self._ROW + " WHERE role=? ORDER BY node_id", (role,))
+
+    def nodes_changed_since(self, seq: int) -> list[NodeRow]:
+        """The reports written after sequence number ``seq``."""
+        return self._rows(self._ROW + " WHERE seq > ? ORDER BY seq", (seq,))
+
+    def liveness(self) -> list[tuple[str, str, float, float, int]]:
+        """(node_id, role, last_seen, heartbeat_s, seq) of every report: cheap, no status."""
+        return [(r[0], r[1], r[2], r[3], r[4]) for r in self.conn().execute(
+            "SELECT node_id, role, last_seen, heartbeat_s, seq FROM nodes")]
+
+    def _rows(self, sql: str, args: tuple[Any, ...]) -> list[NodeRow]:
+        return [NodeRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9])
+                for r in self.conn().execute(sql, args)]
 
     def forget_nodes(self, older_than: float) -> int:
         return self.conn().execute("DELETE FROM nodes WHERE last_seen < ?",

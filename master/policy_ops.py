@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from master.rollout_plan import apply, operator_step
 from modelsync.catalog import policy_object
 from modelsync.policy import ModelPolicy, Policy, PolicyError, dump_policy, parse_policy, served_set
+from modelsync.rollout import RolloutSpec
 from modelsync.store import NotFound, PreconditionFailed, RemoteStore
 
 
@@ -19,14 +21,21 @@ class Conflict(Exception):
     pass
 
 
+class MalformedPolicy(Conflict):
+    """The policy in the bucket does not parse: reads go on from the last good one, writes are
+    refused until someone fixes it."""
+
+
 class Unprocessable(Exception):
     pass
 
 
 class PolicyStore:
-    def __init__(self, store: RemoteStore, prefix: str, attempts: int = 8) -> None:
+    def __init__(self, store: RemoteStore, prefix: str, attempts: int = 8,
+                 bucket: str = "") -> None:
         self.store = store
         self.name = policy_object(prefix)
+        self.uri = f"gs://{bucket}/{self.name}" if bucket else self.name
         self.attempts = attempts
 
     def read(self) -> tuple[Policy, int]:
@@ -41,8 +50,9 @@ class PolicyStore:
         try:
             return parse_policy(body), info.generation
         except PolicyError as exc:
-            raise Conflict(f"the policy in the bucket is malformed ({exc}); fix or replace "
-                           f"gs://…/{self.name} before changing it through the API") from None
+            raise MalformedPolicy(f"the policy {self.uri} (generation {info.generation}) is "
+                                  f"malformed: {exc}; fix or replace it before changing it "
+                                  "through the API") from None
 
     def update(self, change: Callable[[Policy], Policy]) -> tuple[Policy, int, bool]:
         """Apply ``change`` atomically. Returns (policy, generation, written?)."""
@@ -125,4 +135,35 @@ def set_model_policy(model: str, keep_versions: int | object | None,
         if disabled is not None:
             mp = replace(mp, disabled=disabled)
         return p.with_model(model, mp)
+    return change
+
+
+def set_rollout(model: str, spec: RolloutSpec | None) -> Callable[[Policy], Policy]:
+    """The model's own rollout spec (None: back to the defaults' or all nodes at once)."""
+    return lambda p: p.with_model(model, replace(_model(p, model), rollout=spec))
+
+
+def unreject(model: str, version: int) -> Callable[[Policy], Policy]:
+    def change(p: Policy) -> Policy:
+        mp = _model(p, model)
+        if version not in mp.rejected:
+            raise Conflict(f"{model} v{version} is not rejected (rejected: "
+                           f"{sorted(mp.rejected)})")
+        return p.with_model(model, replace(mp, rejected=mp.rejected - {version}))
+    return change
+
+
+def rollout_action(model: str, action: str, live: list[str],
+                   now: float) -> Callable[[Policy], Policy]:
+    """pause | resume | promote | abort the model's rollout under way."""
+    def change(p: Policy) -> Policy:
+        mp = _model(p, model)
+        spec = p.rollout_spec(model)
+        if mp.rollout_state is None or spec is None:
+            raise Conflict(f"{model} has no staged rollout")
+        try:
+            st = operator_step(action, mp.rollout_state, now, live, model, mp, spec)
+        except ValueError as exc:
+            raise Conflict(str(exc)) from None
+        return p.with_model(model, apply(mp, st))
     return change

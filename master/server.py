@@ -40,12 +40,14 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 
 def main(port: int | None = None) -> int:
-    configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
     settings = MasterSettings.from_env()
+    configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
     if port is not None:
         settings = replace(settings, http_port=port)
     from master.db import Database
+    from modelsync.httpd import check_bindable
 
+    check_bindable(settings.http_host, settings.http_port)
     Database(settings.db_path)  # create or migrate the schema once, before the workers fork
     log.info("master_starting", bind=f"{settings.http_host}:{settings.http_port}",
              db=str(settings.db_path), bucket=settings.store.bucket, workers=settings.workers)

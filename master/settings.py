@@ -24,6 +24,11 @@ class MasterSettings:
     events_max_age_s: float = 30 * 86400.0
     workers: int = 1
     threads: int = 16
+    telemetry_retention_s: float = 7 * 86400.0
+    rollout_s: float = 2.0
+    gateway_token: str | None = None  # the nodes' MODELSYNC_GATEWAY_TOKEN (try-it)
+    session_s: float = 8 * 3600.0
+    session_secure: bool = False
     docker: str = "auto"  # auto | on | off
     run_background: bool = True
 
@@ -63,5 +68,11 @@ class MasterSettings:
                                         minimum=60),
             workers=env.integer("MODELSYNC_MASTER_WORKERS", 1, minimum=1, maximum=64),
             threads=env.integer("MODELSYNC_MASTER_THREADS", 16, minimum=1, maximum=256),
+            telemetry_retention_s=env.number("MODELSYNC_TELEMETRY_RETENTION_S", 7 * 86400.0,
+                                             minimum=3600),
+            gateway_token=env.secret("MODELSYNC_GATEWAY_TOKEN"),
+            rollout_s=env.number("MODELSYNC_ROLLOUT_S", 2.0, minimum=0.1, maximum=600),
+            session_s=env.number("MODELSYNC_SESSION_S", 8 * 3600.0, minimum=60),
+            session_secure=env.flag("MODELSYNC_SESSION_SECURE", False),
             docker=docker,
         )

@@ -7,18 +7,21 @@ import fcntl
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from master import policy_ops
 from master.catalog_writer import CatalogWriter
 from master.db import Database
+from master.index import FleetIndex
+from master.rollout import RolloutController
 from master.settings import MasterSettings
+from master.telemetry import TelemetryStore
 from modelsync.catalog import Catalog
 from modelsync.layout import SettleTracker
 from modelsync.log import get_logger
-from modelsync.policy import Policy
+from modelsync.policy import Policy, dump_policy, parse_policy
 from modelsync.store import GCSStore, RemoteStore, StoreError, list_bucket
 
 log = get_logger("master")
@@ -53,11 +56,16 @@ class MasterState:
         self.db = Database(settings.db_path)
         self.store: RemoteStore = store or GCSStore(settings.store)
         self.writer = CatalogWriter(self.store, settings.store, settings.settle_s)
-        self.policies = policy_ops.PolicyStore(self.store, settings.store.prefix)
+        self.policies = policy_ops.PolicyStore(self.store, settings.store.prefix,
+                                               bucket=settings.store.bucket)
         self.metrics = MasterMetrics()
+        self.index = FleetIndex()
+        self.telemetry = TelemetryStore(self.db, settings.telemetry_retention_s).start()
+        self.rollouts = RolloutController(self, settings.rollout_s)
         self._stop = threading.Event()
         self._lock_fh: IO[str] | None = None
         self._policy_cache: tuple[float, Policy] | None = None
+        self.policy_problem: str | None = None
 
     # --- background jobs (one process of the master runs them) ---------------------------------
     def start_background(self) -> bool:
@@ -71,6 +79,7 @@ class MasterState:
             return False
         self._lock_fh = fh
         threading.Thread(target=self._loop, name="catalog", daemon=True).start()
+        self.rollouts.start()
         return True
 
     @property
@@ -87,6 +96,7 @@ class MasterState:
                     self.db.trim_events(self.settings.events_max_rows,
                                         time.time() - self.settings.events_max_age_s)
                     self.db.forget_nodes(time.time() - self.settings.node_forget_s)
+                    self.telemetry.compact(time.time())
                 except Exception:
                     log.exception("retention_failed")
             self._stop.wait(self.settings.catalog_s)
@@ -103,6 +113,8 @@ class MasterState:
 
     def stop(self) -> None:
         self._stop.set()
+        self.telemetry.stop()
+        self.rollouts.stop()
 
     # --- reads ---------------------------------------------------------------------------------
     def catalog(self) -> Catalog | None:
@@ -116,19 +128,39 @@ class MasterState:
         return self.writer.current
 
     def policy(self, max_age_s: float = 1.0) -> Policy:
+        """The policy in the bucket; while that one is malformed, the last good one (kept in
+        SQLite across restarts) with ``policy_problem`` saying why."""
         cached = self._policy_cache
         if cached is not None and time.monotonic() - cached[0] < max_age_s:
             return cached[1]
         try:
-            policy, _gen = self.policies.read()
+            policy, generation = self.policies.read()
+            self._remember(policy, generation)
+        except policy_ops.MalformedPolicy as exc:
+            self.policy_problem = str(exc)
+            saved = self.db.get_meta("last_good_policy")
+            policy = parse_policy(saved) if saved else Policy()
         except StoreError as exc:
             raise Unavailable(f"the policy cannot be read: {exc}") from None
         self._policy_cache = (time.monotonic(), policy)
         return policy
 
-    def policy_written(self) -> None:
-        """Forget the cached policy: the next read sees the write."""
+    def problems(self) -> list[str]:
+        """What every read should tell besides its answer."""
+        return [self.policy_problem] if self.policy_problem else []
+
+    def policy_written(self, policy: Policy | None = None, generation: int = 0) -> None:
+        """Forget the cached policy: the next read sees the write (and remember what was
+        written as the last good policy)."""
         self._policy_cache = None
+        if policy is not None:
+            self._remember(policy, generation)
+
+    def _remember(self, policy: Policy, generation: int) -> None:
+        self.policy_problem = None
+        if self.db.get_meta("last_good_policy_generation") != str(generation):
+            self.db.set_meta("last_good_policy", dump_policy(policy).decode())
+            self.db.set_meta("last_good_policy_generation", str(generation))
 
     def complete_versions(self, model: str) -> list[int]:
         """Complete versions of ``model``: the catalog's, checked against a fresh listing of
@@ -144,9 +176,3 @@ class MasterState:
         fresh = {v for v, rv in listing.models.get(model, {}).items()
                  if (v in known and rv.problem() is None) or tracker.is_complete(rv, now)}
         return sorted(fresh)
-
-    def node_counts(self, now: float) -> dict[str, Any]:
-        counts = {"live": 0, "stale": 0}
-        for n in self.db.nodes():
-            counts[n.state(now)] += 1
-        return counts

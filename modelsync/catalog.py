@@ -4,11 +4,17 @@
 
     {"schema": 1, "prefix": "models", "generated_at": 1795300000.0,
      "models": {"ranker": {"41": {"complete": true, "bytes": 1234, "objects": 5,
-                                  "fingerprint": "…"}}},
+                                  "fingerprint": "…", "manifest": "verified"}}},
      "skipped": [{"path": "models/bad name/", "reason": "…"}]}
 
 Its freshness is the custom metadata field ``listed_at`` (unix seconds), patched on every
 refresh without rewriting the body, so a node's idle poll is one metadata read.
+
+``manifest`` says whether the version's listing matches the manifest in its marker
+(``modelsync.manifest``): ``verified``, ``mismatch`` (with ``problem``: what differs, or why the
+manifest is malformed) or ``none`` (no marker, or a marker without a manifest; also what a
+catalog written before manifests means). ``marker`` is the marker's generation (absent: none),
+so a restarted catalog writer knows which states still hold without reading the markers again.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import get_args
 
 from modelsync.layout import (
     RESERVED_DIR,
@@ -25,6 +32,7 @@ from modelsync.layout import (
     join,
     parse_version,
 )
+from modelsync.manifest import ManifestState
 
 SCHEMA = 1
 CATALOG_NAME = "catalog.json"
@@ -50,6 +58,10 @@ class CatalogVersion:
     bytes: int
     objects: int
     fingerprint: str
+    manifest: ManifestState = "none"
+    problem: str | None = None
+    marker: int | None = None  # the marker's generation
+    published_at: float | None = None  # when the marker was written (the version published)
 
 
 @dataclass(frozen=True)
@@ -66,24 +78,45 @@ class Catalog:
         return self.models == other.models and self.skipped == other.skipped
 
 
-def build_catalog(listing: BucketListing, tracker: SettleTracker, now: float,
-                  prefix: str) -> Catalog:
+def build_catalog(listing: BucketListing, tracker: SettleTracker, now: float, prefix: str,
+                  manifests: Mapping[tuple[str, int], tuple[ManifestState, str | None]]
+                  | None = None,
+                  published: Mapping[tuple[str, int], float] | None = None) -> Catalog:
+    """``manifests``: (model, version) -> its manifest state and problem
+    (``modelsync.manifest.manifest_state``); absent: none. ``published``: (model, version) ->
+    when its marker was written."""
     models: dict[str, dict[int, CatalogVersion]] = {}
     for model, versions in sorted(listing.models.items()):
-        models[model] = {
-            v: CatalogVersion(complete=tracker.is_complete(rv, now), bytes=rv.bytes,
-                              objects=len(rv.files), fingerprint=rv.fingerprint)
-            for v, rv in sorted(versions.items())}
+        models[model] = {}
+        for v, rv in sorted(versions.items()):
+            state, problem = (manifests or {}).get((model, v), ("none", None))
+            models[model][v] = CatalogVersion(
+                # a listing its own manifest disowns is not a version anyone may serve
+                complete=tracker.is_complete(rv, now) and state != "mismatch",
+                bytes=rv.bytes, objects=len(rv.files),
+                fingerprint=rv.fingerprint, manifest=state, problem=problem,
+                marker=rv.marker_generation, published_at=(published or {}).get((model, v)))
     tracker.forget_missing(listing)
     return Catalog(models=models, skipped=tuple((s.path, s.reason) for s in listing.skipped),
                    generated_at=now, prefix=prefix)
 
 
+def _version_doc(cv: CatalogVersion) -> dict[str, object]:
+    doc: dict[str, object] = {"complete": cv.complete, "bytes": cv.bytes,
+                              "objects": cv.objects, "fingerprint": cv.fingerprint,
+                              "manifest": cv.manifest}
+    if cv.problem is not None:
+        doc["problem"] = cv.problem
+    if cv.marker is not None:
+        doc["marker"] = cv.marker
+    if cv.published_at is not None:
+        doc["published_at"] = round(cv.published_at, 3)
+    return doc
+
+
 def dump_catalog(catalog: Catalog) -> bytes:
     doc = {"schema": SCHEMA, "prefix": catalog.prefix, "generated_at": catalog.generated_at,
-           "models": {m: {str(v): {"complete": cv.complete, "bytes": cv.bytes,
-                                   "objects": cv.objects, "fingerprint": cv.fingerprint}
-                          for v, cv in versions.items()}
+           "models": {m: {str(v): _version_doc(cv) for v, cv in versions.items()}
                       for m, versions in catalog.models.items()},
            "skipped": [{"path": p, "reason": r} for p, r in catalog.skipped]}
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
@@ -110,11 +143,24 @@ def parse_catalog(data: bytes) -> Catalog:
             v = parse_version(vtext)
             if v is None or not isinstance(entry, dict):
                 raise CatalogError(f"catalog: bad version {model}/{vtext}")
+            # informational (nodes do not act on it): a catalog from before manifests, or a
+            # state this release does not know, reads as "none" rather than failing the catalog
+            raw_state, raw_problem = entry.get("manifest"), entry.get("problem")
+            state: ManifestState = next(
+                (s for s in get_args(ManifestState) if s == raw_state), "none")
+            problem = raw_problem if isinstance(raw_problem, str) else None
+            marker = entry.get("marker")
+            marker = marker if isinstance(marker, int) and not isinstance(marker, bool) else None
+            published_at = entry.get("published_at")
+            published_at = float(published_at) if isinstance(published_at, int | float) and \
+                not isinstance(published_at, bool) else None
             try:
                 parsed[v] = CatalogVersion(complete=bool(entry["complete"]),
                                            bytes=int(entry["bytes"]),
                                            objects=int(entry["objects"]),
-                                           fingerprint=str(entry["fingerprint"]))
+                                           fingerprint=str(entry["fingerprint"]),
+                                           manifest=state, problem=problem,
+                                           marker=marker, published_at=published_at)
             except (KeyError, TypeError, ValueError):
                 raise CatalogError(f"catalog: bad version entry {model}/{vtext}") from None
         models[model] = parsed

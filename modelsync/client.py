@@ -8,33 +8,15 @@ import grpc
 import numpy as np
 
 from modelsync.protos import serving_protos
-
-_DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64}
-_ENUM = {np.dtype(v): k for k, v in _DTYPES.items()}
+from modelsync.tensors import fill, read
 
 
 def to_tensor(arr: np.ndarray, proto: Any) -> None:
-    proto.dtype = _ENUM[arr.dtype]
-    for n in arr.shape:
-        proto.tensor_shape.dim.add().size = n
-    proto.tensor_content = arr.astype(arr.dtype.newbyteorder("<")).tobytes()
+    """Write ``arr`` into the (empty) TensorProto ``proto`` (modelsync.tensors, TF-free)."""
+    fill(proto, arr)
 
 
-def from_tensor(proto: Any) -> np.ndarray:
-    dtype = _DTYPES.get(proto.dtype)
-    if dtype is None:
-        raise ValueError(f"unsupported dtype {proto.dtype}")
-    shape = [d.size for d in proto.tensor_shape.dim]
-    if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype=np.dtype(dtype).newbyteorder("<")) \
-            .reshape(shape)
-    field = {np.float32: "float_val", np.float64: "double_val", np.int32: "int_val",
-             np.int64: "int64_val"}[dtype]
-    values = np.array(list(getattr(proto, field)), dtype=dtype)
-    size = int(np.prod(shape)) if shape else 1
-    if values.size == 1 and size != 1:
-        values = np.full(size, values[0], dtype=dtype)
-    return values.reshape(shape)
+from_tensor = read  # a TensorProto as an array
 
 
 class PredictClient:

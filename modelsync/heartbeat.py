@@ -12,7 +12,7 @@ import collections
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 
@@ -50,10 +50,19 @@ class EventBuffer:
             return iter([e for _s, e in self._items])
 
 
+class Outbox(Protocol):
+    """More to carry on a beat (e.g. request telemetry): ``take()`` gives it (or None),
+    ``settle(ok)`` says whether the master got it (if not, it goes out with the next beat)."""
+
+    def take(self) -> dict[str, Any] | None: ...
+    def settle(self, ok: bool) -> None: ...
+
+
 class HeartbeatSender:
     def __init__(self, master_url: str, token: str | None, node_id: str, role: str,
                  heartbeat_s: float, status: Callable[[], dict[str, Any]], events: EventBuffer,
-                 on_sync: Callable[[], None], stop: threading.Event) -> None:
+                 on_sync: Callable[[], None], stop: threading.Event,
+                 outbox: Outbox | None = None) -> None:
         self.url = master_url.rstrip("/") + "/v1/nodes/heartbeat"
         self.token = token
         self.node_id = node_id
@@ -63,6 +72,7 @@ class HeartbeatSender:
         self.events = events
         self.on_sync = on_sync
         self.stop = stop
+        self.outbox = outbox
         self.session = requests.Session()
         self.cursor = 0
         self.ok: bool | None = None
@@ -81,6 +91,9 @@ class HeartbeatSender:
             "node_id": self.node_id, "role": self.role, "hostname": socket.gethostname(),
             "version": __version__, "heartbeat_s": self.heartbeat_s,
             "status": self.status(), "events": events}
+        extra = self.outbox.take() if self.outbox is not None else None
+        if extra is not None:
+            doc["telemetry"] = extra
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
             resp = self.session.post(self.url, json=doc, headers=headers, timeout=5)
@@ -88,10 +101,14 @@ class HeartbeatSender:
                 raise requests.RequestException(f"HTTP {resp.status_code}: {resp.text[:200]}")
             answer = resp.json()
         except (requests.RequestException, ValueError) as exc:
+            if self.outbox is not None:
+                self.outbox.settle(False)
             if self.ok is not False:
                 log.warning("master_unreachable", url=self.url, error=str(exc))
             self.ok = False
             return False
+        if self.outbox is not None:
+            self.outbox.settle(True)
         if self.ok is False:
             log.info("master_reachable_again", url=self.url)
         self.ok, self.cursor, self.last_ok_at = True, upto, time.time()

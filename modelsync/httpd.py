@@ -7,14 +7,42 @@ as text (Prometheus), anything else as JSON.
 
 from __future__ import annotations
 
+import errno
 import json
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from modelsync.settings import SettingsError
+
 Handler = Callable[[bytes], tuple[int, Any]]
 MAX_BODY_BYTES = 1 << 20
+
+
+def bind_problem(exc: OSError, host: str, port: int) -> SettingsError:
+    """The one line a person gets when the listen address cannot be bound."""
+    where = f"{host}:{port}"
+    if exc.errno == errno.EADDRINUSE:
+        return SettingsError(f"MODELSYNC_HTTP_PORT/--port: {where} is already in use by another "
+                             "process; stop it or choose another port")
+    if exc.errno == errno.EACCES:
+        return SettingsError(f"MODELSYNC_HTTP_PORT/--port: not allowed to listen on {where} "
+                             "(ports below 1024 need privileges); choose a port >= 1024")
+    if exc.errno in (errno.EADDRNOTAVAIL, socket.EAI_NONAME) or isinstance(exc, socket.gaierror):
+        return SettingsError(f"MODELSYNC_HTTP_HOST: {host!r} is not an address of this machine")
+    return SettingsError(f"MODELSYNC_HTTP_HOST/PORT: cannot listen on {where}: {exc.strerror}")
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Raise the SettingsError of ``bind_problem`` unless ``host:port`` can be listened on now
+    (for servers that bind in another process, such as gunicorn's)."""
+    try:
+        with socket.create_server((host, port), reuse_port=False) as _sock:
+            pass
+    except OSError as exc:
+        raise bind_problem(exc, host, port) from None
 
 
 class DaemonHTTPServer:
@@ -67,7 +95,10 @@ class DaemonHTTPServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, port), RequestHandler)
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), RequestHandler)
+        except OSError as exc:
+            raise bind_problem(exc, host, port) from None
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="http",

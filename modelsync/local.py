@@ -63,6 +63,8 @@ class InstallRecord:
     installed_at: float
     seconds: float
     files: tuple[InstalledFile, ...] = field(default_factory=tuple)
+    # the listing matched the manifest in the version's marker (records before manifests: False)
+    manifest_verified: bool = False
 
     def to_json(self) -> builtins.bytes:
         doc = asdict(self)
@@ -73,6 +75,7 @@ class InstallRecord:
     def from_json(cls, data: builtins.bytes) -> InstallRecord:
         doc: dict[str, Any] = json.loads(data)
         files = tuple(InstalledFile(**f) for f in doc.pop("files", []))
+        doc["manifest_verified"] = bool(doc.get("manifest_verified", False))
         return cls(files=files, **doc)
 
 
@@ -85,6 +88,8 @@ class LocalLayout:
         self.config_path = self.state_dir / "models.config"
         self.policy_path = self.state_dir / "policy.json"
         self.catalog_path = self.state_dir / "catalog.json"
+        self.available_path = self.state_dir / "available.json"
+        self.validated = self.state_dir / "validated"
 
     def ensure(self) -> None:
         for d in (self.root, self.state_dir, self.incoming, self.installed):
@@ -107,6 +112,66 @@ class LocalLayout:
 
     def write_catalog(self, body: builtins.bytes) -> None:
         atomic_write(self.catalog_path, body)
+
+    def watch_signature(self) -> tuple[int, ...]:
+        """Changes when an install record or the saved policy changes (a cheap stat walk)."""
+        sig = []
+        for path in (self.installed, self.policy_path, self.root):
+            try:
+                sig.append(path.stat().st_mtime_ns)
+            except OSError:
+                sig.append(0)
+        try:
+            for entry in os.scandir(self.installed):
+                sig.append(entry.stat().st_mtime_ns)
+        except OSError:
+            pass
+        return tuple(sig)
+
+    # --- validation records (the config manager's verdict on each version's content) ----------
+    def validation_path(self, model: str, version: int) -> Path:
+        return self.validated / model / f"{version}.json"
+
+    def write_validation(self, model: str, version: int, record: dict[str, Any]) -> None:
+        atomic_write(self.validation_path(model, version), json.dumps(record, indent=1).encode())
+
+    def read_validations(self) -> dict[tuple[str, int], dict[str, Any]]:
+        """Every validation record: (model, version) -> its record (fingerprint, ok, reason)."""
+        out: dict[tuple[str, int], dict[str, Any]] = {}
+        try:
+            models = [e for e in os.scandir(self.validated) if e.is_dir()]
+        except FileNotFoundError:
+            return out
+        for m in models:
+            for e in os.scandir(m.path):
+                v = parse_version(e.name[: -len(".json")]) if e.name.endswith(".json") else None
+                if v is None:
+                    continue
+                try:
+                    doc = json.loads(Path(e.path).read_bytes())
+                except (OSError, ValueError):
+                    continue
+                if isinstance(doc, dict) and isinstance(doc.get("fingerprint"), str):
+                    out[(m.name, v)] = doc
+        return out
+
+    def remove_validation(self, model: str, version: int) -> None:
+        self.validation_path(model, version).unlink(missing_ok=True)
+
+    def read_available_since(self) -> dict[tuple[str, int], float]:
+        """Since when TF Serving has reported each version AVAILABLE (the config manager's
+        record, kept across its restarts); empty when missing or unreadable."""
+        try:
+            doc = json.loads(self.available_path.read_bytes())
+            return {(str(m), int(v)): float(t) for m, vs in doc.items() for v, t in vs.items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            return {}
+
+    def write_available_since(self, since: dict[tuple[str, int], float]) -> None:
+        doc: dict[str, dict[str, float]] = {}
+        for (m, v), t in sorted(since.items()):
+            doc.setdefault(m, {})[str(v)] = t
+        atomic_write(self.available_path, json.dumps(doc, indent=1).encode())
 
     def write_config(self, text: str) -> bool:
         """Write the TF Serving model config atomically unless it already says ``text``.

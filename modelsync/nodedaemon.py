@@ -58,7 +58,8 @@ def start_heartbeats(daemon: NodeDaemon, settings: NodeSettings) -> HeartbeatSen
         return None
     return HeartbeatSender(settings.master_url, settings.node_token, settings.node_id,
                            daemon.role, settings.heartbeat_s, daemon.summary, daemon.events,
-                           daemon.sync_event.set, daemon.stop_event).start()
+                           daemon.sync_event.set, daemon.stop_event,
+                           outbox=getattr(daemon, "outbox", None)).start()
 
 
 def serve(daemon: NodeDaemon, settings: NodeSettings, registry: CollectorRegistry,

@@ -20,11 +20,21 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from modelsync.layout import MAX_VERSION, model_name_problem
+from modelsync.rollout import (
+    RolloutError,
+    RolloutSpec,
+    RolloutState,
+    node_versions,
+    parse_spec,
+    parse_state,
+)
 
 SCHEMA = 1
 LABEL_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")
 MAX_KEEP_VERSIONS = 1000
-_MODEL_KEYS = {"keep_versions", "pin", "labels", "disabled"}
+MAX_REJECTED = 1000
+_MODEL_KEYS = {"keep_versions", "pin", "labels", "disabled", "rollout", "rollout_state",
+               "rejected"}
 
 
 class PolicyError(ValueError):
@@ -37,12 +47,21 @@ class ModelPolicy:
     pin: int | None = None
     labels: Mapping[str, int] = field(default_factory=dict)
     disabled: bool = False
+    rollout: RolloutSpec | None = None  # None: the defaults' (or all nodes at once)
+    rollout_state: RolloutState | None = None  # written by the master's rollout controller
+    rejected: frozenset[int] = frozenset()  # never served until an operator clears them
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"pin": self.pin, "labels": dict(sorted(self.labels.items())),
                                "disabled": self.disabled}
         if self.keep_versions is not None:
             doc["keep_versions"] = self.keep_versions
+        if self.rollout is not None:
+            doc["rollout"] = self.rollout.to_json()
+        if self.rollout_state is not None:
+            doc["rollout_state"] = self.rollout_state.to_json()
+        if self.rejected:
+            doc["rejected"] = sorted(self.rejected)
         return doc
 
     @property
@@ -55,6 +74,12 @@ class Policy:
     default_keep_versions: int = 1
     models: Mapping[str, ModelPolicy] = field(default_factory=dict)
     schema: int = SCHEMA
+    default_rollout: RolloutSpec | None = None
+
+    def rollout_spec(self, model: str) -> RolloutSpec | None:
+        """The model's staged-rollout spec (its own, else the defaults'); None: all at once."""
+        mp = self.for_model(model)
+        return mp.rollout if mp.rollout is not None else self.default_rollout
 
     def for_model(self, model: str) -> ModelPolicy:
         return self.models.get(model, ModelPolicy())
@@ -72,8 +97,10 @@ class Policy:
         return replace(self, models=models)
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": self.schema,
-                "defaults": {"keep_versions": self.default_keep_versions},
+        defaults: dict[str, Any] = {"keep_versions": self.default_keep_versions}
+        if self.default_rollout is not None:
+            defaults["rollout"] = self.default_rollout.to_json()
+        return {"schema": self.schema, "defaults": defaults,
                 "models": {m: mp.to_json() for m, mp in sorted(self.models.items())}}
 
 
@@ -117,13 +144,24 @@ def parse_model_policy(doc: object, where: str) -> ModelPolicy:
         raise PolicyError(f"{where}.labels: expected an object")
     if not isinstance(disabled, bool):
         raise PolicyError(f"{where}.disabled: expected true or false, got {disabled!r}")
+    rejected = doc.get("rejected") or []
+    if not isinstance(rejected, list) or len(rejected) > MAX_REJECTED:
+        raise PolicyError(f"{where}.rejected: expected a list of versions")
+    try:
+        rollout = None if doc.get("rollout") is None else parse_spec(doc["rollout"],
+                                                                     f"{where}.rollout")
+        state = None if doc.get("rollout_state") is None else parse_state(
+            doc["rollout_state"], f"{where}.rollout_state")
+    except RolloutError as exc:
+        raise PolicyError(str(exc)) from None
     return ModelPolicy(
         keep_versions=None if keep is None else check_keep_versions(keep,
                                                                     f"{where}.keep_versions"),
         pin=None if pin is None else check_version(pin, f"{where}.pin"),
         labels={check_label(k, f"{where}.labels"): check_version(v, f"{where}.labels.{k}")
                 for k, v in labels.items()},
-        disabled=disabled)
+        disabled=disabled, rollout=rollout, rollout_state=state,
+        rejected=frozenset(check_version(v, f"{where}.rejected") for v in rejected))
 
 
 def parse_policy(data: bytes | str | Mapping[str, Any]) -> Policy:
@@ -145,10 +183,15 @@ def parse_policy(data: bytes | str | Mapping[str, Any]) -> Policy:
         raise PolicyError(f"schema: unsupported schema {schema!r}, this modelsync reads {SCHEMA}")
     defaults = doc.get("defaults")
     defaults = {} if defaults is None else defaults
-    if not isinstance(defaults, dict) or set(defaults) - {"keep_versions"}:
-        raise PolicyError("defaults: expected an object with only keep_versions")
+    if not isinstance(defaults, dict) or set(defaults) - {"keep_versions", "rollout"}:
+        raise PolicyError("defaults: expected an object with keep_versions and/or rollout")
     default_keep = check_keep_versions(defaults.get("keep_versions", 1),
                                        "defaults.keep_versions")
+    try:
+        default_rollout = None if defaults.get("rollout") is None else parse_spec(
+            defaults["rollout"], "defaults.rollout")
+    except RolloutError as exc:
+        raise PolicyError(str(exc)) from None
     models = doc.get("models")
     models = {} if models is None else models
     if not isinstance(models, dict):
@@ -159,7 +202,8 @@ def parse_policy(data: bytes | str | Mapping[str, Any]) -> Policy:
         if problem:
             raise PolicyError(f"models: {problem}")
         parsed[name] = parse_model_policy(mdoc, f"models.{name}")
-    return Policy(default_keep_versions=default_keep, models=parsed)
+    return Policy(default_keep_versions=default_keep, models=parsed,
+                  default_rollout=default_rollout)
 
 
 def dump_policy(policy: Policy) -> bytes:
@@ -173,27 +217,50 @@ class ServedSet:
     problems: tuple[str, ...] = ()
 
 
-def served_set(model: str, complete: Iterable[int], policy: Policy) -> ServedSet:
-    """The versions of ``model`` that should be served, from its complete versions."""
-    available = sorted(set(complete), reverse=True)
+def served_set(model: str, complete: Iterable[int], policy: Policy,
+               node_id: str | None = None) -> ServedSet:
+    """The versions of ``model`` that should be served, from its complete versions; on the node
+    ``node_id`` when a staged rollout splits the fleet (None: the fleet's final target).
+
+    Rejected versions are never served (a pin, the operator's escape hatch, still is); while a
+    rollout is under way only the nodes of its stage get the new version."""
     mp = policy.for_model(model)
     if mp.disabled:
         return ServedSet(frozenset(), {})
+    everything = set(complete)
+    if mp.pin is not None and mp.pin in everything:
+        return _with_labels(model, {mp.pin}, everything, mp, [])
+    allowed = node_versions(everything - mp.rejected, mp.rollout_state, node_id)
+    available = sorted(allowed, reverse=True)
     problems: list[str] = []
-    chosen: set[int]
-    if mp.pin is not None and mp.pin in available:
-        chosen = {mp.pin}
-    else:
-        if mp.pin is not None:
-            problems.append(f"{model}: pin {mp.pin} is not a complete version in the bucket; "
-                            "serving the newest versions instead")
-        chosen = set(available[: policy.keep_versions(model)])
+    if mp.pin is not None:
+        problems.append(f"{model}: pin {mp.pin} is not a complete version in the bucket; "
+                        "serving the newest versions instead")
+    return _with_labels(model, set(available[: policy.keep_versions(model)]), everything, mp,
+                        problems)
+
+
+def _with_labels(model: str, chosen: set[int], complete: set[int], mp: ModelPolicy,
+                 problems: list[str]) -> ServedSet:
+    """Label targets are served too (an operator's explicit choice, rollout or not)."""
     labels: dict[str, int] = {}
     for label, target in sorted(mp.labels.items()):
-        if target in available:
+        if target in complete:
             chosen.add(target)
             labels[label] = target
         else:
             problems.append(f"{model}: label {label!r} -> {target} is not a complete version "
                             "in the bucket; label left out")
     return ServedSet(frozenset(chosen), labels, tuple(problems))
+
+
+def fetch_set(model: str, complete: Iterable[int], policy: Policy,
+              node_id: str | None = None) -> frozenset[int]:
+    """What a node keeps on disk: its served set, plus the version a staged rollout is moving
+    to (fetched ahead, so a wave that reaches the node swaps without a download)."""
+    versions = set(complete)
+    served = set(served_set(model, versions, policy, node_id).versions)
+    state = policy.for_model(model).rollout_state
+    if state is not None and state.active and state.version in versions:
+        served.add(state.version)
+    return frozenset(served)

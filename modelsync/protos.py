@@ -9,6 +9,9 @@ private ``DescriptorPool`` yields the same wire-compatible message classes in a 
     from modelsync.protos import serving_protos
     p = serving_protos()
     cfg = p.ModelServerConfig(); req = p.ReloadConfigRequest(config=cfg)
+
+``saved_model_protos()`` does the same for TensorFlow's ``saved_model.proto`` (the publisher's
+check of ``saved_model.pb``), in a pool of its own: the node daemons never load it.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ _ROOTS = ("tensorflow_serving/config/model_server_config.proto",
           "tensorflow_serving/apis/get_model_status.proto",
           "tensorflow_serving/config/monitoring_config.proto",
           "tensorflow_serving/apis/predict.proto",
-          "tensorflow_serving/apis/get_model_metadata.proto")
+          "tensorflow_serving/apis/get_model_metadata.proto",
+          "tensorflow_serving/apis/prediction_log.proto")  # warmup records (validation)
+_SAVED_MODEL_ROOTS = ("tensorflow/core/protobuf/saved_model.proto",)
+_OPTIONAL = ("tensorflow_serving/config/monitoring_config.proto",)  # not in every release
 
 
 class ProtoLoadError(RuntimeError):
@@ -93,6 +99,17 @@ class ServingProtos:
 
 @functools.lru_cache(maxsize=1)
 def serving_protos() -> ServingProtos:
+    """TF Serving's config, ModelService and PredictionService messages."""
+    return _load(_ROOTS)
+
+
+@functools.lru_cache(maxsize=1)
+def saved_model_protos() -> ServingProtos:
+    """``tensorflow.SavedModel`` and what it depends on (MetaGraphDef, SignatureDef, ...)."""
+    return _load(_SAVED_MODEL_ROOTS)
+
+
+def _load(protos: tuple[str, ...]) -> ServingProtos:
     roots = _site_dirs()
     pool = descriptor_pool.DescriptorPool()
     added: set[str] = set()
@@ -112,9 +129,9 @@ def serving_protos() -> ServingProtos:
         pool.Add(fdp)
         added.add(proto)
 
-    for root in _ROOTS:
-        if root.endswith("monitoring_config.proto") and _pb2_path(root, roots) is None:
-            continue  # not shipped by every tensorflow-serving-api release
+    for root in protos:
+        if root in _OPTIONAL and _pb2_path(root, roots) is None:
+            continue
         add(root)
     classes: dict[str, Any] = {}
     for name in sorted(added):

@@ -1,16 +1,25 @@
 """Publish a SavedModel directory or tarball as ``PREFIX/<model>/<version>/``.
 
-Files upload in parallel, each upload's CRC32C is checked against the local file, and the
-marker is written last, so a reader that trusts the marker never sees a partial version.
-Nothing is written before every check has passed: a bad name, a directory that is not a
-SavedModel, an unsafe tarball or an existing version leave the bucket unchanged.
+Files upload in parallel, each upload's size and CRC32C are checked against the manifest built
+from the local files before any upload, and the marker, which carries that manifest
+(``modelsync.manifest``), is written last, so a reader that trusts the marker never sees a
+partial version, and a node installs only what the manifest lists. Nothing is written before
+every check has passed: a bad name, a directory that is not a SavedModel (its
+``saved_model.pb`` must parse and have a signature; checked without TensorFlow), an unsafe
+tarball or an existing version leave the bucket unchanged. ``overwrite`` of a version whose
+manifest and objects already match the new content writes nothing (``Published.unchanged``).
+``warmup`` (``--warmup FILE.jsonl``) publishes a staged copy of a directory with TF Serving's
+warmup file written from JSON requests (``modelsync.warmup``); a tarball is refused with it.
 """
 
 from __future__ import annotations
 
-import json
+import getpass
 import os
+import shutil
+import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -19,15 +28,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from modelsync.layout import TARBALL_NAME, model_name_problem, parse_version, version_prefix
+from modelsync import __version__
+from modelsync.layout import (
+    SAVED_MODEL_FILES,
+    TARBALL_NAME,
+    ObjectInfo,
+    model_name_problem,
+    parse_listing,
+    parse_version,
+    version_prefix,
+)
+from modelsync.local import file_crc32c_b64
+from modelsync.manifest import (
+    Manifest,
+    ManifestError,
+    Publisher,
+    build_manifest,
+    dump_manifest,
+    parse_manifest,
+)
+from modelsync.protos import ProtoLoadError
 from modelsync.savedmodel import (
     DEFAULT_MAX_TAR_BYTES,
     TarballError,
     check_tarball,
     local_files,
+    local_saved_model_proto_problem,
     local_savedmodel_problem,
+    saved_model_signatures,
 )
 from modelsync.store import GCSStore, PreconditionFailed, StoreError
+from modelsync.warmup import WARMUP_FILE, WarmupError, warmup_file_bytes
 
 
 class PublishError(Exception):
@@ -42,6 +73,7 @@ class Published:
     bytes: int
     seconds: float
     uri: str
+    unchanged: bool = False  # the version already held exactly this content: nothing written
 
 
 def next_version(store: GCSStore, prefix: str, model: str) -> int:
@@ -60,38 +92,144 @@ def plan_files(path: Path, max_tar_bytes: int) -> list[tuple[str, Path]]:
         if not path.name.endswith((".tar.gz", ".tgz")):
             raise PublishError(f"{path}: a file must be a .tar.gz of a SavedModel")
         try:
-            check_tarball(path, max_tar_bytes)
+            check_tarball(path, max_tar_bytes, check_proto=True)
         except TarballError as exc:
             raise PublishError(f"{path}: {exc}") from None
+        except ProtoLoadError as exc:
+            raise PublishError(f"{path}: cannot check saved_model.pb: {exc}") from None
         return [(TARBALL_NAME, path)]
     if not path.exists():
         raise PublishError(f"{path}: no such file or directory")
-    problem = local_savedmodel_problem(path)
+    try:
+        problem = local_savedmodel_problem(path) or local_saved_model_proto_problem(path)
+    except ProtoLoadError as exc:
+        raise PublishError(f"{path}: cannot check saved_model.pb: {exc}") from None
     if problem:
         raise PublishError(f"{path}: not a SavedModel: {problem}")
     return [(rel, path / rel) for rel in local_files(path)]
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)  # the staged copy costs no disk where it can
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def stage_warmup(path: Path, warmup: Path, dest: Path, model: str,
+                 max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES) -> Path:
+    """A copy of the SavedModel directory ``path`` in ``dest`` with ``WARMUP_FILE`` written from
+    the JSONL requests of ``warmup`` (``modelsync.warmup``), checked against its signatures.
+    A tarball is refused (it is published as it is: put the file into it)."""
+    if path.is_file():
+        raise PublishError(f"{path}: --warmup needs a SavedModel directory; a tarball is "
+                           f"published as it is (put {WARMUP_FILE} into it)")
+    plan_files(path, max_tar_bytes)  # a SavedModel directory, or PublishError
+    if (path / WARMUP_FILE).exists():
+        raise PublishError(f"{path}: already has {WARMUP_FILE}; publish it without --warmup, "
+                           "or remove that file")
+    name = next(n for n in SAVED_MODEL_FILES if (path / n).is_file())
+    try:
+        signatures = saved_model_signatures(name, (path / name).read_bytes())
+        lines = warmup.read_text(encoding="utf-8").splitlines()
+        data = warmup_file_bytes(lines, signatures, model, source=str(warmup))
+    except WarmupError as exc:
+        raise PublishError(str(exc)) from None
+    except (OSError, UnicodeDecodeError, ValueError, ProtoLoadError) as exc:
+        raise PublishError(f"{warmup}: {exc}") from None
+    copy = dest / "model"
+    shutil.copytree(path, copy, copy_function=_link_or_copy)
+    (copy / WARMUP_FILE).parent.mkdir(exist_ok=True)
+    (copy / WARMUP_FILE).write_bytes(data)
+    return copy
+
+
+def publisher() -> Publisher:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid)
+        user = str(os.getuid())
+    return Publisher(user=user, host=socket.gethostname(), tool=f"modelsync {__version__}")
+
+
+def local_manifest(files: list[tuple[str, Path]], workers: int) -> Manifest:
+    """The manifest of the local files (their CRC32Cs computed in parallel)."""
+    def entry(item: tuple[str, Path]) -> tuple[str, int, str]:
+        rel, local = item
+        return rel, local.stat().st_size, file_crc32c_b64(local)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        entries = list(pool.map(entry, files))
+    return build_manifest(entries, publisher(), time.time())
+
+
+def _same_content(store: GCSStore, existing: list[ObjectInfo], manifest: Manifest,
+                  prefix: str, marker: str, model: str, version: int) -> bool:
+    """The version in the bucket is whole, its marker's manifest lists exactly ``manifest``'s
+    files, and its objects match them."""
+    rv = parse_listing(existing, prefix, marker).version(model, version)
+    if rv is None or rv.marker_generation is None:
+        return False
+    name = version_prefix(prefix, model, version) + marker
+    try:
+        old = parse_manifest(store.read(name, generation=rv.marker_generation))
+    except (ManifestError, StoreError):
+        return False
+    return old is not None and old.same_files(manifest) and manifest.mismatch(rv.files) is None
+
+
 def publish(store: GCSStore, path: str | os.PathLike[str], model: str, *,
             prefix: str, marker: str, version: int | None = None, overwrite: bool = False,
             workers: int = 8, max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES,
-            progress: Callable[[int, int], None] | None = None) -> Published:
+            progress: Callable[[int, int], None] | None = None,
+            warmup: str | os.PathLike[str] | None = None) -> Published:
+    """``warmup``: a JSONL file of REST-form requests, written into the published version as
+    ``assets.extra/tf_serving_warmup_requests`` (a staged copy of the directory is published;
+    the source is left as it is)."""
     started = time.monotonic()
     problem = model_name_problem(model)
     if problem:
         raise PublishError(problem)
     if version is not None and not 1 <= version < 2**63:
         raise PublishError(f"bad version {version}: want a positive 64-bit integer")
+    if warmup is not None:
+        with tempfile.TemporaryDirectory(prefix="modelsync-publish-") as tmp:
+            staged = stage_warmup(Path(path), Path(warmup), Path(tmp), model, max_tar_bytes)
+            return publish(store, staged, model, prefix=prefix, marker=marker, version=version,
+                           overwrite=overwrite, workers=workers, max_tar_bytes=max_tar_bytes,
+                           progress=progress)
     files = plan_files(Path(path), max_tar_bytes)
-    total_bytes = sum(local.stat().st_size for _, local in files)
+    if any(rel == marker for rel, _ in files):
+        raise PublishError(f"{path}: holds a file named like the marker {marker!r}")
+    try:
+        manifest = local_manifest(files, workers)
+    except (OSError, ManifestError) as exc:
+        raise PublishError(f"{path}: {exc}") from None
+    expected = {f.path: f for f in manifest.files}
+    total_bytes = sum(f.size for f in manifest.files)
     try:
         if version is None:
             version = next_version(store, prefix, model)
+            # publishing again what the newest version holds is a no-op (CI retries, hooks)
+            latest = version - 1
+            latest_objects = store.list_objects(version_prefix(prefix, model, latest)) \
+                if latest >= 1 else []
+            if latest_objects and _same_content(store, latest_objects, manifest, prefix,
+                                                marker, model, latest):
+                return Published(model=model, version=latest, files=len(files),
+                                 bytes=total_bytes, seconds=time.monotonic() - started,
+                                 uri=f"gs://{store.settings.bucket}/"
+                                     f"{version_prefix(prefix, model, latest)}",
+                                 unchanged=True)
         base = version_prefix(prefix, model, version)
         existing = store.list_objects(base)
         if existing and not overwrite:
             raise PublishError(f"gs://{store.settings.bucket}/{base} already exists "
                                f"({len(existing)} objects); use --overwrite to replace it")
+        if existing and _same_content(store, existing, manifest, prefix, marker, model, version):
+            return Published(model=model, version=version, files=len(files), bytes=total_bytes,
+                             seconds=time.monotonic() - started,
+                             uri=f"gs://{store.settings.bucket}/{base}", unchanged=True)
         if existing:
             # Marker first, so no reader trusts the old version while it is replaced.
             for obj in sorted(existing, key=lambda o: not o.name.endswith("/" + marker)):
@@ -102,17 +240,21 @@ def publish(store: GCSStore, path: str | os.PathLike[str], model: str, *,
         def put(item: tuple[str, Path]) -> None:
             nonlocal done_bytes
             rel, local = item
-            store.upload(base + rel, str(local), if_generation_match=0)
+            info = store.upload(base + rel, str(local), if_generation_match=0)
+            want = expected[rel]
+            if (info.size, info.crc32c) != (want.size, want.crc32c):
+                raise PublishError(f"{local} changed while it was published (stored "
+                                   f"{info.size} bytes, crc32c {info.crc32c}; the manifest "
+                                   f"says {want.size}, {want.crc32c}); the version has no "
+                                   "marker: publish it again")
             with lock:
-                done_bytes += local.stat().st_size
+                done_bytes += want.size
                 if progress:
                     progress(done_bytes, total_bytes)
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             list(pool.map(put, files))
-        marker_doc = {"model": model, "version": version, "files": len(files),
-                      "bytes": total_bytes, "published_at": time.time()}
-        store.write(base + marker, json.dumps(marker_doc).encode(), if_generation_match=0,
+        store.write(base + marker, dump_manifest(manifest), if_generation_match=0,
                     content_type="application/json")
     except PreconditionFailed as exc:
         raise PublishError(f"version {version} of {model} was written concurrently by someone "

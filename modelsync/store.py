@@ -8,17 +8,18 @@ benchmarks (one per request: a listing page, a metadata read, a download, an upl
 
 from __future__ import annotations
 
-import base64
 import collections
+import contextlib
 import threading
+import time
 from collections.abc import Iterator, Mapping
-from typing import IO, Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
-import google_crc32c
-
+from modelsync.checksums import Crc32cWriter, crc32c_b64
+from modelsync.gcs_http import rfc3339, unreachable_reason, widen_pool
 from modelsync.layout import BucketListing, ObjectInfo, join, parse_listing, version_prefix
 from modelsync.local import file_crc32c_b64
-from modelsync.settings import StoreSettings
+from modelsync.settings import SettingsError, StoreSettings
 
 LIST_FIELDS = "items(name,generation,size,crc32c,md5Hash,metadata,updated),nextPageToken,prefixes"
 
@@ -55,6 +56,9 @@ class RemoteStore(Protocol):
                if_generation_match: int | None = None) -> ObjectInfo: ...
     def patch_metadata(self, name: str, metadata: Mapping[str, str]) -> ObjectInfo: ...
     def delete(self, name: str, *, if_generation_match: int | None = None) -> None: ...
+    def deadline(self, seconds: float) -> contextlib.AbstractContextManager[None]:
+        """Every call of this thread inside the block ends (retries included) by then."""
+        ...
 
 
 def list_bucket(store: RemoteStore, settings: StoreSettings, model: str | None = None,
@@ -66,36 +70,6 @@ def list_bucket(store: RemoteStore, settings: StoreSettings, model: str | None =
         base = join(settings.prefix, *([model] if model else [])) + "/" if (
             settings.prefix or model) else ""
     return parse_listing(store.list_objects(base), settings.prefix, settings.marker)
-
-
-def crc32c_b64(data: bytes) -> str:
-    """The base64 big-endian CRC32C that GCS reports for ``data``."""
-    return base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
-
-
-class Crc32cWriter:
-    """A file wrapper that checksums what passes through it (streaming, constant memory)."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self._fh = fh
-        self._crc = google_crc32c.Checksum()
-        self.bytes = 0
-        self.error: BaseException | None = None  # raised by the destination, not the store
-
-    def write(self, data: bytes) -> int:
-        self._crc.update(data)
-        self.bytes += len(data)
-        try:
-            return self._fh.write(data)
-        except BaseException as exc:
-            self.error = exc
-            raise
-
-    def flush(self) -> None:
-        self._fh.flush()
-
-    def crc32c_b64(self) -> str:
-        return base64.b64encode(self._crc.digest()).decode()
 
 
 class GCSStore:
@@ -115,16 +89,27 @@ class GCSStore:
         self.settings = settings
         self.calls: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
+        self._local = threading.local()
         if settings.emulator_host:
             host = settings.emulator_host
             if "://" not in host:
                 host = "http://" + host
+            self.endpoint = f"{host} (STORAGE_EMULATOR_HOST)"
             self.client = storage.Client(project="modelsync-dev",
                                          credentials=AnonymousCredentials(),
                                          client_options={"api_endpoint": host})
         else:
-            self.client = storage.Client()
-        _widen_pool(self.client, pool_size)
+            from google.auth.exceptions import DefaultCredentialsError
+
+            self.endpoint = "https://storage.googleapis.com"
+            try:
+                self.client = storage.Client()
+            except DefaultCredentialsError:
+                raise SettingsError(
+                    "no Google Cloud credentials: set GOOGLE_APPLICATION_CREDENTIALS to a "
+                    "service-account key file (or run where application default credentials "
+                    "exist), or STORAGE_EMULATOR_HOST to use a GCS emulator") from None
+        widen_pool(self.client, pool_size)
         self._session = self.client._http
         self._download_base = (self.client._connection.API_BASE_URL or
                                "https://storage.googleapis.com").rstrip("/")
@@ -132,13 +117,40 @@ class GCSStore:
         self._timeout = (min(10.0, settings.timeout_s), settings.timeout_s)
         retry = DEFAULT_RETRY.with_delay(initial=0.2, maximum=5.0, multiplier=2.0)
         self._retry = retry.with_timeout(settings.retry_deadline_s)
-        self._retry_if_gen = ConditionalRetryPolicy(self._retry, is_generation_specified,
-                                                    ["query_params"])
+        self._conditional = lambda r: ConditionalRetryPolicy(r, is_generation_specified,
+                                                             ["query_params"])
+        self._retry_if_gen = self._conditional(self._retry)
 
     # --- helpers -------------------------------------------------------------------------------
     def _count(self, kind: str, n: int = 1) -> None:
         with self._lock:
             self.calls[kind] += n
+
+    @contextlib.contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        """Every storage call of this thread inside the block, retries included, ends within
+        ``seconds`` of entering it (a poll's overall deadline)."""
+        previous = getattr(self._local, "deadline", None)
+        self._local.deadline = time.monotonic() + seconds
+        try:
+            yield
+        finally:
+            self._local.deadline = previous
+
+    def _limits(self, conditional: bool = False) -> tuple[tuple[float, float], Any]:
+        """(timeout, retry) for one call: the settings', cut to the thread's deadline."""
+        retry = self._retry_if_gen if conditional else self._retry
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is None:
+            return self._timeout, retry
+        remaining = deadline - time.monotonic()
+        if remaining <= 0.05:
+            raise StoreError(f"{self.endpoint}: the call's deadline passed before it started")
+        timeout = (min(self._timeout[0], remaining), min(self._timeout[1], remaining))
+        cut = self._retry.with_timeout(min(self.settings.retry_deadline_s, remaining))
+        if conditional:
+            return timeout, self._conditional(cut)
+        return timeout, cut
 
     def _translate(self, exc: Exception, name: str) -> StoreError:
         g = self._gexc
@@ -149,7 +161,24 @@ class GCSStore:
         kind = type(exc).__name__
         if kind == "DataCorruption":
             return ChecksumMismatch(f"gs://{self.settings.bucket}/{name}: checksum mismatch")
-        return StoreError(f"gs://{self.settings.bucket}/{name}: {kind}: {exc}")
+        reason = unreachable_reason(exc)
+        if reason is not None:
+            return StoreError(f"cannot reach the storage endpoint {self.endpoint}: {reason}")
+        return StoreError(f"gs://{self.settings.bucket}/{name}: {kind}: {str(exc)[:300]}")
+
+    def check_reachable(self, timeout_s: float) -> None:
+        """One quick request, no retries: StoreError naming the endpoint when it cannot be
+        reached (for commands a person waits on)."""
+        try:
+            self.client.get_bucket(self.settings.bucket, timeout=(timeout_s, timeout_s),
+                                   retry=None)
+        except self._gexc.NotFound:
+            raise StoreError(f"gs://{self.settings.bucket}: no such bucket at "
+                             f"{self.endpoint}") from None
+        except self._gexc.Forbidden:
+            return  # reachable; object-level rights are checked by the calls themselves
+        except Exception as exc:
+            raise self._translate(exc, "") from None
 
     def _call(self, kind: str, name: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         self._count(kind)
@@ -162,7 +191,9 @@ class GCSStore:
 
     @staticmethod
     def _info(blob: Any) -> ObjectInfo:
-        updated = blob.updated.timestamp() if blob.updated is not None else None
+        # the RFC 3339 text, parsed once (``blob.updated`` runs strptime at every access)
+        stamp = blob._properties.get("updated")
+        updated = rfc3339(stamp) if stamp else None
         return ObjectInfo(name=blob.name, generation=int(blob.generation or 0),
                           size=int(blob.size or 0), crc32c=blob.crc32c, md5=blob.md5_hash,
                           metadata=dict(blob.metadata) if blob.metadata else None,
@@ -171,9 +202,9 @@ class GCSStore:
     # --- reads ---------------------------------------------------------------------------------
     def iter_list(self, prefix: str, page_size: int = 1000) -> Iterator[ObjectInfo]:
         try:
+            timeout, retry = self._limits()
             it = self.client.list_blobs(self.bucket, prefix=prefix, fields=LIST_FIELDS,
-                                        page_size=page_size, timeout=self._timeout,
-                                        retry=self._retry)
+                                        page_size=page_size, timeout=timeout, retry=retry)
             for page in it.pages:
                 self._count("list")
                 for blob in page:
@@ -189,9 +220,10 @@ class GCSStore:
     def list_prefixes(self, prefix: str) -> list[str]:
         """The "directories" right under ``prefix`` (which should end with '/')."""
         try:
+            timeout, retry = self._limits()
             it = self.client.list_blobs(self.bucket, prefix=prefix, delimiter="/",
-                                        fields="prefixes,nextPageToken", timeout=self._timeout,
-                                        retry=self._retry)
+                                        fields="prefixes,nextPageToken", timeout=timeout,
+                                        retry=retry)
             for _page in it.pages:
                 self._count("list")
             return sorted(it.prefixes)
@@ -199,14 +231,16 @@ class GCSStore:
             raise self._translate(exc, prefix) from exc
 
     def stat(self, name: str) -> ObjectInfo | None:
-        blob = self._call("stat", name, self.bucket.get_blob, name, timeout=self._timeout,
-                          retry=self._retry)
+        timeout, retry = self._limits()
+        blob = self._call("stat", name, self.bucket.get_blob, name, timeout=timeout,
+                          retry=retry)
         return None if blob is None else self._info(blob)
 
     def read(self, name: str, generation: int | None = None) -> bytes:
         blob = self.bucket.blob(name, generation=generation)
-        data: bytes = self._call("read", name, blob.download_as_bytes, timeout=self._timeout,
-                                 retry=self._retry, checksum=None)
+        timeout, retry = self._limits()
+        data: bytes = self._call("read", name, blob.download_as_bytes, timeout=timeout,
+                                 retry=retry, checksum=None)
         return data
 
     def download(self, name: str, fh: BinaryIO, *, generation: int | None = None,
@@ -228,7 +262,7 @@ class GCSStore:
         writer = Crc32cWriter(fh)
         self._count("download")
         try:
-            with self._session.get(url, stream=True, timeout=self._timeout,
+            with self._session.get(url, stream=True, timeout=self._limits()[0],
                                    headers={"Accept-Encoding": "gzip"}) as resp:
                 if resp.status_code == 404:
                     raise NotFound(f"gs://{self.settings.bucket}/{name}"
@@ -243,8 +277,7 @@ class GCSStore:
         except Exception as exc:
             if writer.error is not None:  # the local side failed (disk full, stop): say so
                 raise writer.error from None
-            raise StoreError(f"gs://{self.settings.bucket}/{name}: {type(exc).__name__}: "
-                             f"{exc}") from exc
+            raise self._translate(exc, name) from exc
         if expected_crc32c is not None and writer.crc32c_b64() != expected_crc32c:
             raise ChecksumMismatch(
                 f"gs://{self.settings.bucket}/{name}: crc32c {writer.crc32c_b64()} != "
@@ -258,9 +291,10 @@ class GCSStore:
         blob = self.bucket.blob(name)
         if metadata:
             blob.metadata = dict(metadata)
+        timeout, retry = self._limits(conditional=True)
         self._call("write", name, blob.upload_from_string, data, content_type=content_type,
-                   if_generation_match=if_generation_match, timeout=self._timeout,
-                   retry=self._retry_if_gen, checksum="crc32c")
+                   if_generation_match=if_generation_match, timeout=timeout, retry=retry,
+                   checksum="crc32c")
         info = self._info(blob)
         if info.crc32c is not None and info.crc32c != crc32c_b64(data):
             raise ChecksumMismatch(f"gs://{self.settings.bucket}/{name}: stored crc32c "
@@ -272,9 +306,10 @@ class GCSStore:
         """Upload a file and verify the CRC32C the store reports against the local file."""
         local = file_crc32c_b64(path)
         blob = self.bucket.blob(name)
+        timeout, retry = self._limits(conditional=True)
         self._call("write", name, blob.upload_from_filename, path, content_type=content_type,
-                   if_generation_match=if_generation_match, timeout=self._timeout,
-                   retry=self._retry_if_gen, checksum="crc32c")
+                   if_generation_match=if_generation_match, timeout=timeout, retry=retry,
+                   checksum="crc32c")
         info = self._info(blob)
         if info.crc32c != local:
             raise ChecksumMismatch(f"gs://{self.settings.bucket}/{name}: stored crc32c "
@@ -284,13 +319,15 @@ class GCSStore:
     def patch_metadata(self, name: str, metadata: Mapping[str, str]) -> ObjectInfo:
         blob = self.bucket.blob(name)
         blob.metadata = dict(metadata)
-        self._call("patch", name, blob.patch, timeout=self._timeout, retry=self._retry)
+        timeout, retry = self._limits()
+        self._call("patch", name, blob.patch, timeout=timeout, retry=retry)
         return self._info(blob)
 
     def delete(self, name: str, *, if_generation_match: int | None = None) -> None:
         blob = self.bucket.blob(name)
+        timeout, retry = self._limits(conditional=True)
         self._call("delete", name, blob.delete, if_generation_match=if_generation_match,
-                   timeout=self._timeout, retry=self._retry_if_gen)
+                   timeout=timeout, retry=retry)
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (for the emulator and demos)."""
@@ -305,15 +342,3 @@ class GCSStore:
             except StoreError as exc:
                 if not isinstance(exc.__cause__, gexc.Conflict):
                     raise
-
-
-def _widen_pool(client: Any, pool_size: int) -> None:
-    """Let parallel transfers share one client without "connection pool is full" churn."""
-    import requests.adapters
-
-    session = getattr(client, "_http", None)
-    if session is None or not hasattr(session, "mount"):
-        return
-    adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)

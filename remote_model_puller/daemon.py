@@ -10,8 +10,10 @@ never dies of the project's own errors. SIGTERM abandons a download cleanly and 
 from __future__ import annotations
 
 import collections
+import math
 import os
 import random
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +33,8 @@ from remote_model_puller.planner import Install, plan_sync
 from remote_model_puller.settings import PullerSettings
 
 log = get_logger("puller")
+# failures that no retry can mend: the event each is, retried only on a content change
+PERMANENT = {"manifest_mismatch": "manifest_mismatch"}
 
 
 @dataclass
@@ -119,12 +123,14 @@ class Puller:
     def tick(self) -> PollResult:
         started = time.monotonic()
         try:
-            state = self.view.poll()
+            with self.store.deadline(self.settings.poll_deadline_s):
+                state = self.view.poll()
         except StoreError as exc:
-            result = PollResult(ok=False, error=str(exc),
-                                seconds=round(time.monotonic() - started, 3))
+            seconds = round(time.monotonic() - started, 3)
+            result = PollResult(ok=False, error=str(exc), seconds=seconds)
             self.metrics.polls.labels("error").inc()
-            self.event("poll_failed", "warning", error=str(exc))
+            self.event("poll_failed", "warning", error=str(exc), seconds=seconds,
+                       last_ok_s_ago=self._since_ok())
             self._finish(result)
             return result
         for e in state.events:
@@ -153,7 +159,7 @@ class Puller:
                  for m, vs in inventory.items()}
         remote = {m: {v: ref.fingerprint for v, ref in vs.items()}
                   for m, vs in state.versions.items()}
-        plan = plan_sync(remote, local, state.policy)
+        plan = plan_sync(remote, local, state.policy, self.settings.node.node_id)
         self._wanted = {m: sorted(vs) for m, vs in plan.wanted.items()}
         for problem in plan.problems:
             self._once(f"problem:{problem}", "policy_target_missing", detail=problem)
@@ -184,14 +190,19 @@ class Puller:
                 return
             fail = self._failures.get(key)
             count = fail.count + 1 if fail else 1
-            delay = min(self.settings.backoff_max_s, 2.0 ** min(count, 16)) * random.uniform(
-                0.5, 1.0)
+            if exc.kind in PERMANENT:  # retried only when the version's content changes
+                delay = math.inf
+            else:
+                delay = min(self.settings.backoff_max_s, 2.0 ** min(count, 16)) * \
+                    random.uniform(0.5, 1.0)
             self._failures[key] = _Failure(count, time.monotonic() + delay, exc.kind, str(exc))
             self.metrics.installs.labels(exc.kind).inc()
             result.failed.append((item.model, item.version, exc.kind))
-            self.event("install_failed", "error" if exc.kind != "changed" else "warning",
+            self.event(PERMANENT.get(exc.kind, "install_failed"),
+                       "error" if exc.kind != "changed" else "warning",
                        model=item.model, version=item.version, kind=exc.kind, error=str(exc),
-                       attempt=count, retry_in_s=round(delay, 1))
+                       attempt=count,
+                       retry_in_s=None if delay == math.inf else round(delay, 1))
             return
         self._failures.pop(key, None)
         self.metrics.installs.labels("ok").inc()
@@ -252,15 +263,36 @@ class Puller:
         """What the master needs of this node (heartbeat status)."""
         with self._lock:
             last = self._last
+        try:
+            disk_free: int | None = shutil.disk_usage(self.layout.root).free
+        except OSError:
+            disk_free = None
         return {"installed": {m: sorted(vs) for m, vs in self.layout.versions_on_disk().items()},
                 "wanted": self._wanted, "source": self.view.source,
+                "disk_free_bytes": disk_free,
                 "last_poll_ok": None if last is None else last.ok,
                 "last_ok_at": self._last_ok_at,
                 "failures": [f"{m}/{v}: {f.kind}" for (m, v, _), f in self._failures.items()]}
 
+    def _since_ok(self) -> float | None:
+        return None if self._last_ok_at is None else round(time.time() - self._last_ok_at, 1)
+
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        ok = self._last_ok_at is not None and os.access(self.layout.root, os.W_OK)
-        return ok, {"last_ok_at": self._last_ok_at}
+        """Ready once a poll succeeded and while polls keep succeeding: a node that cannot
+        read the bucket for ``stale_after`` is not ready (what is installed keeps serving)."""
+        since = self._since_ok()
+        reason = None
+        if since is None:
+            reason = "no successful poll of the bucket yet"
+        elif since > self.settings.stale_after:
+            reason = (f"no successful poll of the bucket for {since:.0f} s "
+                      f"(MODELSYNC_STALE_AFTER_S={self.settings.stale_after:g})")
+        elif not os.access(self.layout.root, os.W_OK):
+            reason = f"{self.layout.root} is not writable"
+        with self._lock:
+            last = self._last
+        return reason is None, {"last_ok_at": self._last_ok_at, "reason": reason,
+                                "last_error": last.error if last and not last.ok else None}
 
     def close(self) -> None:
         self.stop_event.set()

@@ -1,8 +1,9 @@
 """Decide what to download (pure: no I/O).
 
-``plan_sync(remote, local, policy)``: for every model, the versions the policy serves (from the
-complete versions in the bucket) that are not on local disk with the same content, newest first.
-Nothing is ever planned for deletion: pruning belongs to the config manager.
+``plan_sync(remote, local, policy, node_id)``: for every model, the versions the policy has this
+node keep (its served set, and the version a staged rollout is moving to: ``fetch_set``) that
+are not on local disk with the same content, newest first. Nothing is ever planned for
+deletion: pruning belongs to the config manager.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from modelsync.policy import Policy, served_set
+from modelsync.policy import Policy, fetch_set, served_set
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class SyncPlan:
 
 def plan_sync(remote: Mapping[str, Mapping[int, str]],
               local: Mapping[str, Mapping[int, str | None]],
-              policy: Policy) -> SyncPlan:
+              policy: Policy, node_id: str | None = None) -> SyncPlan:
     """``remote``: model -> complete version -> fingerprint. ``local``: model -> installed
     version -> fingerprint of its install record (None: a directory without a record)."""
     installs: list[Install] = []
@@ -42,11 +43,11 @@ def plan_sync(remote: Mapping[str, Mapping[int, str]],
     problems: list[str] = []
     for model in sorted(set(remote) | set(policy.models)):
         versions = remote.get(model, {})
-        served = served_set(model, versions, policy)
-        problems.extend(served.problems)
-        wanted[model] = served.versions
+        problems.extend(served_set(model, versions, policy, node_id).problems)
+        keep = fetch_set(model, versions, policy, node_id)
+        wanted[model] = keep
         have = local.get(model, {})
-        for v in sorted(served.versions, reverse=True):
+        for v in sorted(keep, reverse=True):
             fp = versions[v]
             if v not in have:
                 installs.append(Install(model, v, fp, "missing"))

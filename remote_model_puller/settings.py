@@ -21,6 +21,13 @@ class PullerSettings:
     settle_s: float = 30.0
     catalog_max_age_s: float = 120.0
     backoff_max_s: float = 300.0
+    poll_deadline_s: float = 30.0
+    stale_after_s: float | None = None  # default: 10 polls
+
+    @property
+    def stale_after(self) -> float:
+        """No successful poll for this long: the node is not ready (it keeps serving)."""
+        return self.stale_after_s if self.stale_after_s is not None else 10 * self.poll_s
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> PullerSettings:
@@ -38,4 +45,7 @@ class PullerSettings:
             settle_s=env.number("MODELSYNC_SETTLE_S", 30.0, minimum=0),
             catalog_max_age_s=env.number("MODELSYNC_CATALOG_MAX_AGE_S", 120.0, minimum=1),
             backoff_max_s=env.number("MODELSYNC_BACKOFF_MAX_S", 300.0, minimum=0.1),
+            poll_deadline_s=env.number("MODELSYNC_POLL_DEADLINE_S", 30.0, minimum=0.5),
+            stale_after_s=(env.number("MODELSYNC_STALE_AFTER_S", 0.0, minimum=1)
+                           if env.raw("MODELSYNC_STALE_AFTER_S") else None),
         )

@@ -9,6 +9,8 @@ forgets everything."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from google.protobuf import text_format
 
 from config_manager.serving import ModelUnknown, ServingUnavailable, VersionState
@@ -22,10 +24,14 @@ class FakeServing:
         self.models: dict[str, dict[int, VersionState]] = {}
         self.labels: dict[str, dict[str, int]] = {}
         self.fail = fail or set()
+        self.stuck: set[tuple[str, int]] = set()  # stay LOADING (a load that never ends)
+        self.on_status: Callable[[], None] | None = None  # runs at every status call
         self.up = True
         self.reloads: list[str] = []
 
     def model_status(self, model: str) -> list[VersionState]:
+        if self.on_status is not None:
+            self.on_status()
         if not self.up:
             raise ServingUnavailable(f"{self.target}: UNAVAILABLE")
         if not self.models.get(model):
@@ -48,6 +54,8 @@ class FakeServing:
             for v in versions:
                 if (name, v) in self.fail:
                     states[v] = VersionState(v, "END", 3, f"{name}/{v}: could not load")
+                elif (name, v) in self.stuck:
+                    states[v] = VersionState(v, "LOADING")
                 elif v not in states or states[v].state != "AVAILABLE":
                     states[v] = VersionState(v, "AVAILABLE")
             serving = any(states[v].state == "AVAILABLE" for v in versions)

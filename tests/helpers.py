@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -27,3 +28,82 @@ def wait_for(fn: Callable[[], T], timeout_s: float = 60.0, what: str = "conditio
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} not reached in {timeout_s}s; last: {last!r}")
         time.sleep(interval_s)
+
+
+def write_corrupt_version(store: Any, src: Any, model: str, version: int) -> None:
+    """A version whose saved_model.pb is junk, with an empty marker: what a third-party
+    publisher could write (``modelsync publish`` refuses it)."""
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        rel = path.relative_to(src).as_posix()
+        data = b"\x08\x01 not a SavedModel" if rel == "saved_model.pb" else path.read_bytes()
+        store.write(f"models/{model}/{version}/{rel}", data)
+    store.write(f"models/{model}/{version}/_READY", b"")
+
+
+class Proxy:
+    """A TCP forwarder on 127.0.0.1 that can turn into a blackhole: while ``blackhole`` is
+    set, new connections are accepted and never answered, and open ones stop moving bytes
+    (a network that drops everything, as a GCS outage looks to a client)."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.blackhole = threading.Event()
+        self._stop = threading.Event()
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self._server.settimeout(0.2)
+        self.port = self._server.getsockname()[1]
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                client, _addr = self._server.accept()
+            except (TimeoutError, OSError):
+                continue
+            if self.blackhole.is_set():
+                self._held.append(client)
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: object, dst: object) -> None:
+        import socket
+
+        assert isinstance(src, socket.socket) and isinstance(dst, socket.socket)
+        src.settimeout(0.2)
+        try:
+            while not self._stop.is_set():
+                try:
+                    data = src.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+                while self.blackhole.is_set() and not self._stop.is_set():
+                    self._stop.wait(0.1)  # hold the bytes: nothing gets through
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.close()
+        for s in self._held:
+            s.close()

@@ -62,15 +62,34 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def _observe(self, api: str, name: str, fn: Callable[[], Any],
                  context: grpc.ServicerContext) -> Any:
+        """Run ``fn`` and record it as TF Serving's Predict/Classify/Regress do
+        (prediction_service_impl.cc): counted by status, latency (µs) when OK."""
         started = time.perf_counter()
+
+        def record(status: str) -> None:
+            micros = int((time.perf_counter() - started) * 1_000_000)
+            self.metrics.request(api, "GRPC", name, status, micros)
+
         try:
             result = fn()
         except ServingError as exc:
-            self.metrics.request(api, name, exc.code, time.perf_counter() - started)
+            record(exc.code)
             _abort(context, exc)
             raise  # unreachable: abort raises
-        self.metrics.request(api, name, "OK", time.perf_counter() - started)
+        except Exception:
+            record("UNKNOWN")  # what grpc answers for an exception in a handler
+            raise
+        record("OK")
         return result
+
+    @staticmethod
+    def _unobserved(fn: Callable[[], Any], context: grpc.ServicerContext) -> Any:
+        """Run ``fn`` without metrics: TF Serving records none for gRPC GetModelMetadata."""
+        try:
+            return fn()
+        except ServingError as exc:
+            _abort(context, exc)
+            raise  # unreachable: abort raises
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
         name, version, label = _spec(request.model_spec)
@@ -89,7 +108,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 resp.outputs[key].CopyFrom(ndarray_to_tensor(arr))
             return resp
 
-        return self._observe("predict", name, run, context)
+        return self._observe("Predict", name, run, context)
 
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
         name, version, label = _spec(request.model_spec)
@@ -112,7 +131,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             resp.metadata["signature_def"].Pack(sdm)
             return resp
 
-        return self._observe("metadata", name, run, context)
+        return self._unobserved(run, context)
 
     def _examples_call(self, api: str, method: str, request: Any,
                        context: grpc.ServicerContext, build: Callable[[Any, Any], None],
@@ -141,7 +160,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     cls = classification.classes.add()
                     cls.label, cls.score = label, score
 
-        return self._examples_call("classify", CLASSIFY_METHOD, request, context, build,
+        return self._examples_call("Classify", CLASSIFY_METHOD, request, context, build,
                                    classification_pb2.ClassificationResponse())
 
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -149,7 +168,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             for value in regress_values(outputs):
                 result.regressions.add().value = value
 
-        return self._examples_call("regress", REGRESS_METHOD, request, context, build,
+        return self._examples_call("Regress", REGRESS_METHOD, request, context, build,
                                    regression_pb2.RegressionResponse())
 
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:

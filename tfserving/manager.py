@@ -2,8 +2,9 @@
 
 A reconcile thread applies ``tfserving.policy.next_actions`` to every model whenever something
 changes (a config reload, a filesystem poll, a load finishing, a request releasing a version).
-Loads run in a pool of ``num_load_threads``; an unload first waits for the requests in flight on
-that version to finish. Requests take a reference on one AVAILABLE version for their duration.
+Loads run in a pool of ``num_load_threads``, each with the version's warmup (a failed warmup is a
+failed load); an unload first waits for the requests in flight on that version to finish.
+Requests take a reference on one AVAILABLE version for their duration.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class ModelManager:
         self._dirty = threading.Event()
         self._stopping = False
         self._on_change = on_change
+        self._warmup_recorder: Callable[[str, str, int, int], None] | None = None
         self._thread = threading.Thread(target=self._reconcile_loop, name="reconcile",
                                         daemon=True)
         self._thread.start()
@@ -210,7 +212,7 @@ class ModelManager:
         started = time.monotonic()
         while True:
             try:
-                servable = self._loader(v.path)
+                servable = self._warm_up(self._loader(v.path), v.path)
                 break
             except Exception as exc:
                 from tfserving.servable import load_error_code
@@ -240,6 +242,22 @@ class ModelManager:
         self._kick()
         if self._on_change:
             self._on_change()
+
+    def set_warmup_recorder(self, record: Callable[[str, str, int, int], None]) -> None:
+        """Where warmups report (model_path, status, latency µs, records): the metrics."""
+        self._warmup_recorder = record
+
+    def _warm_up(self, servable: Any, path: str) -> Any:
+        """TF Serving warms a version up inside its load: a failed warmup is a failed load."""
+        from tfserving.warmup import run_saved_model_warmup
+
+        try:
+            run_saved_model_warmup(servable, path, self._warmup_recorder)
+        except BaseException:
+            if hasattr(servable, "close"):
+                servable.close()
+            raise
+        return servable
 
     def _unload(self, name: str, v: VersionEntry) -> None:
         with self._cv:

@@ -211,14 +211,22 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
 
     @app.route("/v1/models/<path:rest>", methods=["GET", "POST"])
     def models(rest: str) -> Response:
+        started = time.perf_counter()
+
+        def record(api: str, model: str, status: str) -> None:
+            # as http_server.cc: every request counted, latency (µs) only when OK; API is the
+            # URL's verb, "" for a GET; a malformed path counts as INVALID_ARGUMENT of model ""
+            micros = int((time.perf_counter() - started) * 1_000_000)
+            metrics.request(api, "REST", model, status, micros)
+
         m = _PATH_RE.match(rest)
         if m is None:
+            record("", "", "INVALID_ARGUMENT")
             return _json({"error": f"Malformed request: {request.method} /v1/models/{rest}"}, 404)
         name = m.group("name")
         version = int(m.group("version")) if m.group("version") else None
         label = m.group("label")
-        started = time.perf_counter()
-        api = m.group("verb") or ("metadata" if m.group("meta") else "status")
+        api = m.group("verb") or ""
         try:
             if request.method == "GET" and not m.group("verb"):
                 doc = (metadata_doc if m.group("meta") else status_doc)(name, version, label)
@@ -227,13 +235,16 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
             elif request.method == "POST" and m.group("verb") in ("classify", "regress"):
                 doc = examples_call(m.group("verb"), name, version, label)
             else:
+                record("", "", "INVALID_ARGUMENT")
                 return _json({"error": f"Malformed request: {request.method} "
                                        f"/v1/models/{rest}"}, 404)
         except ServingError as exc:
-            metrics.request("rest_" + api, name, exc.code,
-                            time.perf_counter() - started)
+            record(api, name, exc.code)
             return _error(exc)
-        metrics.request("rest_" + api, name, "OK", time.perf_counter() - started)
+        except Exception:
+            record(api, name, "UNKNOWN")
+            raise
+        record(api, name, "OK")
         return _json(doc)
 
     if monitoring and monitoring.prometheus_enable:

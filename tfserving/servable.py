@@ -81,20 +81,14 @@ class Servable:
     def run(self, signature_name: str, inputs: dict[str, np.ndarray],
             output_filter: list[str] | None = None) -> dict[str, np.ndarray]:
         sig = self.signature(signature_name)
-        expected = set(sig.inputs)
-        if set(inputs) != expected:
-            missing = sorted(expected - set(inputs))
-            extra = sorted(set(inputs) - expected)
-            raise ServingError("INVALID_ARGUMENT",
-                               f"input size does not match signature: {len(inputs)}!="
-                               f"{len(expected)} len({{{', '.join(sorted(inputs))}}}) != "
-                               f"len({{{', '.join(sorted(expected))}}}). "
-                               f"Missing: {missing}, unexpected: {extra}")
-        for key in output_filter or []:
+        self._check_inputs(sig, inputs)
+        for i, key in enumerate(output_filter or []):
             if key not in sig.outputs:
                 raise ServingError("INVALID_ARGUMENT",
                                    f"output tensor alias not found in signature: {key} Outputs "
                                    f"expected to be in the set {{{','.join(sig.outputs)}}}.")
+            if key in (output_filter or [])[:i]:
+                raise ServingError("INVALID_ARGUMENT", f"duplicate output tensor alias: {key}")
         feed = {}
         for i, (key, spec) in enumerate(sorted(sig.inputs.items())):
             arr = inputs[key]
@@ -112,6 +106,27 @@ class Servable:
         batcher = self._batcher(sig) if self.batching is not None else None
         outputs = batcher.submit(feed) if batcher is not None else self._call(sig, feed)
         return {k: outputs[k] for k in wanted}
+
+    def _check_inputs(self, sig: Signature, inputs: dict[str, np.ndarray]) -> None:
+        """As TF Serving's ``VerifyRequestInputsSize`` (predict_util.cc) and TensorFlow's
+        ``saved_model::GetInputValues`` (cc/saved_model/util.cc); no signature has defaults."""
+        given, expected = sorted(inputs), sorted(sig.inputs)
+        if len(given) != len(expected):
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"input size does not match signature: {len(given)}!={len(expected)} "
+                f"len({{{','.join(given)}}}) != len({{{','.join(expected)}}}). Sent extra: "
+                f"{{{','.join(sorted(set(given) - set(expected)))}}}. Missing but required: "
+                f"{{{','.join(sorted(set(expected) - set(given)))}}}.")
+        sig_def = self.meta_graph.signature_def.get(sig.name)
+        for alias in expected:
+            if alias not in inputs:
+                feed = sig_def.inputs[alias].name if sig_def is not None else alias
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"Signature input alias: {alias}(feed name: {feed}) not found in request "
+                    f"and no default value provided. Inputs expected to be in the request "
+                    f"{{{','.join(given)}}}, or default input alias set: ")
 
     def _call(self, sig: Signature, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -161,6 +176,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def load_error_code(exc: BaseException) -> str:
+    if isinstance(exc, ServingError):  # a failed warmup
+        return exc.code
     if isinstance(exc, FileNotFoundError | tf.errors.NotFoundError):
         return "NOT_FOUND"
     if isinstance(exc, tf.errors.DataLossError):

@@ -7,8 +7,10 @@ import time
 from flask import Blueprint, Response, jsonify, request
 
 from master.api import ApiError, audit, need, state
-from master.cluster import all_models, model_view
+from master.cluster import all_models, model_summary, node_counts
 from master.routes.models import view_inputs
+from master.routes.telemetry import when
+from master.telemetry import MINUTE, last_minute
 
 bp = Blueprint("cluster", __name__)
 
@@ -17,18 +19,21 @@ bp = Blueprint("cluster", __name__)
 def cluster() -> Response:
     need("read")
     s = state()
-    catalog, policy, rows = view_inputs()
     now = time.time()
     out = {}
-    for m in all_models(catalog, policy, rows):
-        v = model_view(m, catalog, policy, rows, now)
-        since = s.db.convergence(m, v["converged"], v["target_versions"], now)
-        out[m] = {"target_versions": v["target_versions"], "labels": v["labels"],
-                  "serving_nodes": v["serving_nodes"], "versions": v["summary"],
-                  "converged": v["converged"], "since": since}
-    live = sum(1 for n in rows if n.state(now) == "live")
-    return jsonify({"models": out, "nodes": {"total": len(rows), "live": live,
-                                             "stale": len(rows) - live},
+    recent = s.telemetry.last_minute(now)
+    with view_inputs() as (catalog, policy, fleet):
+        for m in all_models(catalog, policy, fleet):
+            v = model_summary(m, catalog, policy, fleet)
+            observed = s.db.convergence(m, v["converged"], v["target_versions"], now)
+            out[m] = {"target_versions": v["target_versions"], "labels": v["labels"],
+                      "serving_nodes": v["serving_nodes"], "versions": v["summary"],
+                      "converged": v["converged"], "problems": v["problems"],
+                      "last_minute": recent.get(m, last_minute(None, MINUTE)),
+                      # converged: since the nodes say the last of them got there
+                      "since": v["converged_since"] or observed}
+        nodes = node_counts(fleet)
+    return jsonify({"models": out, "nodes": nodes, "problems": s.problems(),
                     "catalog": {"listed_at": s.writer.last_ok_at,
                                 "error": s.writer.last_error}})
 
@@ -48,9 +53,9 @@ def events() -> Response:
     args = request.args
     try:
         limit = int(args.get("limit", 100))
-        since = float(args["since"]) if "since" in args else None
     except ValueError:
-        raise ApiError(400, "'limit' must be an integer and 'since' a number") from None
+        raise ApiError(400, "'limit' must be an integer") from None
+    since = when(args.get("since"), time.time(), "since")
     if not 1 <= limit <= 1000:
         raise ApiError(400, "'limit' must be 1..1000")
     return jsonify({"events": state().db.events(model=args.get("model"),

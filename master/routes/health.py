@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from flask import Blueprint, Response, jsonify
 from prometheus_client import generate_latest
 
 from master.api import state
+from master.cluster import node_counts
 from master.openapi import openapi_document
 from modelsync import __version__
 
 bp = Blueprint("health", __name__)
-DASHBOARD = Path(__file__).parent.parent / "dashboard.html"
 
 
 @bp.get("/healthz")
@@ -37,16 +36,13 @@ def readyz() -> tuple[Response, int]:
 @bp.get("/metrics")
 def metrics() -> Response:
     s = state()
-    for k, v in s.node_counts(time.time()).items():
-        s.metrics.nodes.labels(k).set(v)
+    with s.index.fleet(s.db, time.time()) as fleet:
+        for k, v in node_counts(fleet).items():
+            if k != "total":
+                s.metrics.nodes.labels(k).set(v)
     return Response(generate_latest(s.metrics.registry), mimetype="text/plain; version=0.0.4")
 
 
 @bp.get("/v1/openapi.json")
 def openapi() -> Response:
     return jsonify(openapi_document())
-
-
-@bp.get("/")
-def dashboard() -> Response:
-    return Response(DASHBOARD.read_text(), mimetype="text/html")

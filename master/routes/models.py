@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
@@ -18,43 +20,47 @@ from master.api import (
     version_arg,
     write_policy,
 )
-from master.cluster import all_models, model_view
-from master.db import NodeRow
+from master.cluster import all_models, model_summary, model_view
+from master.index import Fleet
+from master.telemetry import MINUTE, last_minute
 from modelsync.catalog import Catalog
 from modelsync.policy import Policy, check_keep_versions, check_label
 
 bp = Blueprint("models", __name__)
 
 
-def view_inputs() -> tuple[Catalog | None, Policy, list[NodeRow]]:
-    """What every view joins: the bucket's catalog, the policy, the nodes' reports."""
+@contextmanager
+def view_inputs() -> Iterator[tuple[Catalog | None, Policy, Fleet]]:
+    """What every view joins: the bucket's catalog, the policy, the fleet's reports."""
     s = state()
-    return s.catalog(), s.policy(), s.db.nodes()
+    catalog, policy = s.catalog(), s.policy()
+    with s.index.fleet(s.db, time.time()) as fleet:
+        yield catalog, policy, fleet
 
 
 @bp.get("/v1/models")
 def models() -> Response:
     need("read")
-    catalog, policy, rows = view_inputs()
-    now = time.time()
-    out = []
-    for m in all_models(catalog, policy, rows):
-        v = model_view(m, catalog, policy, rows, now)
-        out.append({k: v[k] for k in ("model", "policy", "target_versions", "labels",
-                                      "converged", "serving_nodes", "summary")}
-                   | {"versions_in_bucket": [int(x) for x, d in v["versions"].items()
-                                             if d["in_bucket"]]})
-    return jsonify({"models": out})
+    recent = state().telemetry.last_minute(time.time())
+    with view_inputs() as (catalog, policy, fleet):
+        out = [model_summary(m, catalog, policy, fleet)
+               | {"last_minute": recent.get(m, last_minute(None, MINUTE))}
+               for m in all_models(catalog, policy, fleet)]
+    return jsonify({"models": out, "problems": state().problems()})
 
 
 @bp.get("/v1/models/<model>")
 def model(model: str) -> Response:
     need("read")
     check_model(model)
-    catalog, policy, rows = view_inputs()
-    if model not in all_models(catalog, policy, rows):
-        raise ApiError(404, f"no model {model!r} in the bucket, the policy or any node")
-    return jsonify(model_view(model, catalog, policy, rows, time.time()))
+    with view_inputs() as (catalog, policy, fleet):
+        if model not in all_models(catalog, policy, fleet):
+            raise ApiError(404, f"no model {model!r} in the bucket, the policy or any node")
+        view = model_view(model, catalog, policy, fleet)
+    view["problems"] = state().problems() + view["problems"]
+    view["last_minute"] = state().telemetry.last_minute(time.time()).get(
+        model, last_minute(None, MINUTE))
+    return jsonify(view)
 
 
 @bp.post("/v1/models/<model>/pin")

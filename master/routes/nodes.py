@@ -9,10 +9,13 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from master.api import ApiError, body, log, need, state
+from master.index import nodes_json
+from master.telemetry import parse_beat
+from modelsync.telemetry import TelemetryError
 
 bp = Blueprint("nodes", __name__)
 NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-ROLES = ("puller", "config_manager")
+ROLES = ("puller", "config_manager", "gateway")
 MAX_EVENTS_PER_BEAT = 1000
 
 
@@ -34,6 +37,12 @@ def heartbeat() -> Response:
         raise ApiError(400, f"at most {MAX_EVENTS_PER_BEAT} events per heartbeat")
     if not all(isinstance(e, dict) for e in events):
         raise ApiError(400, "every event must be an object")
+    telemetry = []
+    if doc.get("telemetry") is not None:
+        try:
+            telemetry = parse_beat(doc["telemetry"])
+        except TelemetryError as exc:
+            raise ApiError(400, f"'telemetry': {exc}") from None
     hb = doc.get("heartbeat_s", 10)
     heartbeat_s = float(hb) if isinstance(hb, int | float) and 0.5 <= hb <= 3600 else 10.0
     now = time.time()
@@ -41,6 +50,8 @@ def heartbeat() -> Response:
         node_id, role, str(doc.get("hostname") or "")[:255],
         str(doc.get("version") or "")[:64], heartbeat_s, status, events, now)
     s.metrics.heartbeats.labels(role).inc()
+    if telemetry:
+        s.telemetry.add(node_id, telemetry, now)
     if new:
         s.db.add_event("node", "node_registered", node_id=node_id, detail={"role": role})
         log.info("node_registered", node_id=node_id, role=role)
@@ -55,8 +66,7 @@ def heartbeat() -> Response:
 def nodes() -> Response:
     need("read")
     now = time.time()
-    return jsonify({"nodes": [n.to_json(now) for n in state().db.nodes()],
-                    "swarm": swarm_view()})
+    return jsonify({"nodes": nodes_json(state().db.nodes(), now), "swarm": swarm_view()})
 
 
 @bp.get("/v1/nodes/<node_id>")
@@ -65,9 +75,8 @@ def node(node_id: str) -> Response:
     rows = state().db.nodes(node_id)
     if not rows:
         raise ApiError(404, f"no node {node_id!r}")
-    now = time.time()
-    return jsonify({"node_id": node_id, "roles": {r.role: r.to_json(now) for r in rows},
-                    "events": state().db.events(node=node_id, limit=50)})
+    (node,) = nodes_json(rows, time.time())
+    return jsonify({**node, "events": state().db.events(node=node_id, limit=50)})
 
 
 def swarm_view() -> Any:

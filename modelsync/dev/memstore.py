@@ -5,15 +5,17 @@ store (the master's routes, the planners' callers); integration tests use fake-g
 from __future__ import annotations
 
 import collections
+import contextlib
 import itertools
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
+from modelsync.checksums import crc32c_b64
 from modelsync.layout import ObjectInfo
-from modelsync.store import ChecksumMismatch, NotFound, PreconditionFailed, crc32c_b64
+from modelsync.store import ChecksumMismatch, NotFound, PreconditionFailed
 
 
 @dataclass
@@ -28,6 +30,10 @@ class MemoryStore:
         self._objects: dict[str, _Object] = {}
         self._generations = itertools.count(1_000_000)
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def deadline(self, seconds: float) -> Iterator[None]:
+        yield  # memory never hangs
 
     def _get(self, name: str, generation: int | None = None) -> _Object:
         obj = self._objects.get(name)

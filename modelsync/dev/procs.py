@@ -12,6 +12,9 @@ from pathlib import Path
 
 from modelsync.dev.emulator import free_port
 
+# TF Serving's Prometheus endpoint, as the stack enables it (tfserving/monitoring.config)
+MONITORING_CONFIG = Path(__file__).resolve().parents[2] / "tfserving" / "monitoring.config"
+
 
 class ProcessError(RuntimeError):
     pass
@@ -143,13 +146,14 @@ def wait_http_ok(url: str, timeout_s: float, proc: ManagedProcess | None = None)
 
 class Node:
     """One serving node as processes on 127.0.0.1: model server, config manager and puller,
-    sharing one MODEL_ROOT, like the three containers of a Swarm node."""
+    sharing one MODEL_ROOT, like the containers of a Swarm node; with ``gateway``, also the
+    node's REST front door."""
 
     def __init__(self, workdir: str | os.PathLike[str], *, bucket: str, emulator_host: str,
                  name: str = "node", prefix: str = "models", poll_s: float = 1.0,
                  master_url: str | None = None, node_token: str | None = None,
                  extra_env: dict[str, str] | None = None,
-                 model_server_flags: Sequence[str] = ()) -> None:
+                 model_server_flags: Sequence[str] = (), gateway: bool = False) -> None:
         self.workdir = Path(workdir)
         self.name = name
         self.model_root = self.workdir / "models"
@@ -157,14 +161,18 @@ class Node:
         self.rest_port = free_port()
         self.puller_port = free_port()
         self.cm_port = free_port()
+        self.gateway_port = free_port() if gateway else None
         self.model_server_flags = list(model_server_flags)
         self.env = {"MODELSYNC_BUCKET": bucket, "MODELSYNC_PREFIX": prefix,
                     "STORAGE_EMULATOR_HOST": emulator_host,
                     "MODELSYNC_MODEL_ROOT": str(self.model_root), "MODELSYNC_NODE_ID": name,
                     "MODELSYNC_POLL_S": str(poll_s),
                     "MODELSYNC_TFSERVING": f"127.0.0.1:{self.grpc_port}",
+                    "MODELSYNC_TFSERVING_REST": f"127.0.0.1:{self.rest_port}",
                     "MODELSYNC_RECONCILE_S": "5", "MODELSYNC_LOAD_TIMEOUT_S": "120",
-                    "MODELSYNC_HTTP_HOST": "127.0.0.1"}
+                    "MODELSYNC_HTTP_HOST": "127.0.0.1",
+                    "MODELSYNC_TFSERVING_METRICS_URL": f"http://127.0.0.1:{self.rest_port}"
+                                                       "/monitoring/prometheus/metrics"}
         if master_url:
             self.env["MODELSYNC_MASTER_URL"] = master_url
         if node_token:
@@ -173,6 +181,7 @@ class Node:
         self.model_server: ManagedProcess | None = None
         self.config_manager: ManagedProcess | None = None
         self.puller: ManagedProcess | None = None
+        self.gateway: ManagedProcess | None = None
 
     @property
     def config_path(self) -> Path:
@@ -188,7 +197,7 @@ class Node:
             self.workdir, model_config_file=config_file, grpc_port=self.grpc_port,
             rest_port=self.rest_port, name=f"{self.name}-model-server",
             flags=["--file_system_poll_wait_seconds=1", "--max_num_load_retries=0",
-                   *self.model_server_flags])
+                   f"--monitoring_config_file={MONITORING_CONFIG}", *self.model_server_flags])
         return self.model_server
 
     def _daemon(self, command: str, port: int) -> ManagedProcess:
@@ -203,11 +212,17 @@ class Node:
         self.start_model_server()
         self.config_manager = self._daemon("config-manager", self.cm_port)
         self.puller = self._daemon("puller", self.puller_port)
+        if self.gateway_port is not None:
+            self.gateway = self._daemon("gateway", self.gateway_port)
         return self
+
+    @property
+    def gateway_url(self) -> str | None:
+        return None if self.gateway_port is None else f"http://127.0.0.1:{self.gateway_port}"
 
     def stop(self) -> dict[str, int | None]:
         codes = {}
-        for proc in (self.puller, self.config_manager, self.model_server):
+        for proc in (self.gateway, self.puller, self.config_manager, self.model_server):
             if proc is not None:
                 codes[proc.name] = proc.stop()
         return codes
@@ -216,7 +231,8 @@ class Node:
         return {"model server gRPC": f"127.0.0.1:{self.grpc_port}",
                 "model server REST": f"http://127.0.0.1:{self.rest_port}",
                 "puller": f"http://127.0.0.1:{self.puller_port}/status",
-                "config manager": f"http://127.0.0.1:{self.cm_port}/status"}
+                "config manager": f"http://127.0.0.1:{self.cm_port}/status",
+                **({"gateway (REST)": self.gateway_url} if self.gateway_url else {})}
 
 
 def start_master(workdir: str | os.PathLike[str], *, bucket: str, emulator_host: str,

@@ -42,7 +42,7 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
     GCSStore(settings).ensure_bucket()
     ports = {k: free_port() for k in ("MODELSYNC_MASTER_PORT", "MODELSYNC_PULLER_PORT",
                                       "MODELSYNC_CONFIG_MANAGER_PORT", "TFS_GRPC_PORT",
-                                      "TFS_REST_PORT")}
+                                      "TFS_REST_PORT", "MODELSYNC_GATEWAY_PORT")}
     tokens = {"admin_token": "e2e-admin-token-0123456789", "read_token":
               "e2e-read-token-0123456789", "node_token": "e2e-node-token-0123456789",
               "gcs_credentials": "{}"}
@@ -56,13 +56,15 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
            "STORAGE_EMULATOR_HOST": emu.url, "MODELSYNC_SECRET_PREFIX": PREFIX,
            "MODELSYNC_MASTER_URL": f"http://127.0.0.1:{ports['MODELSYNC_MASTER_PORT']}",
            "MODELSYNC_POLL_S": "1", "MODELSYNC_CATALOG_S": "2", "TFS_MEMORY": "4G",
+           "MODELSYNC_GATEWAY_HOST": "127.0.0.1",
+           "MODELSYNC_GATEWAY_URL": f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}",
            **{k: str(v) for k, v in ports.items()}}
     sh("docker", "stack", "deploy", "-c", "stack.yml", STACK, env=env)
     try:
         yield {"ports": ports, "tokens": tokens, "store": GCSStore(settings), "emu": emu}
     finally:
         logs = {}
-        for svc in ("master", "tfserving", "puller", "config_manager"):
+        for svc in ("master", "tfserving", "puller", "config_manager", "gateway"):
             logs[svc] = sh("docker", "service", "logs", "--tail", "40", f"{STACK}_{svc}",
                            check=False).stdout
         (work / "service-logs.json").write_text(json.dumps(logs, indent=1))
@@ -76,6 +78,7 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         emu.stop()
 
 
+@pytest.mark.timeout(1900)  # its waits and two service updates add up to 1,800 s
 def test_stack_serves_switches_prunes_and_survives_rolling_updates(
         stack, model_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     ports, store = stack["ports"], stack["store"]
@@ -107,6 +110,17 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
     admin = stack["tokens"]["admin_token"]
     wait_for(lambda: get(f"{master}/v1/cluster", admin)["models"]["demo"]["converged"], 60,
              "converged in the master's view")
+    # the gateway, MLflow style: /model/<name>/invocations answers from the served version
+    gateway = f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}"
+
+    def invocations() -> tuple[str | None, list[float]]:
+        req = urllib.request.Request(f"{gateway}/model/demo/invocations", method="POST",
+                                     data=json.dumps({"inputs": {"x": [1.0, 2.0]}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.headers.get("X-Model-Version"), json.loads(r.read())["predictions"]
+
+    assert wait_for(lambda: invocations() == ("3", [5.0, 9.0]), 120, "the gateway answers")
 
     errors: list[str] = []
     ok = [0]
@@ -131,7 +145,7 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
     try:
         for svc in ("puller", "config_manager"):
             sh("docker", "service", "update", "--force", "--detach=false", f"{STACK}_{svc}",
-               timeout=600)
+               timeout=300)
         time.sleep(3)
     finally:
         stop.set()
@@ -149,9 +163,11 @@ def test_stack_removal_leaves_no_containers(stack) -> None:  # type: ignore[no-u
     # stack and fails unless every container of it is gone within two minutes
     services = sh("docker", "stack", "services", STACK, "--format", "{{.Name}}").stdout.split()
     assert sorted(services) == sorted(f"{STACK}_{s}" for s in
-                                      ("master", "tfserving", "puller", "config_manager"))
+                                      ("master", "tfserving", "puller", "config_manager",
+                                       "gateway"))
 
 
+@pytest.mark.timeout(300)  # a master start (60 s) and one wait (60 s)
 def test_swarm_view_flags_nodes_without_live_daemons(stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A master that can read the Docker socket lists the Swarm's nodes and the tasks of the
     modelsync services, and flags a TF Serving node whose puller and config manager send it no

@@ -37,6 +37,7 @@ def start(args: list[str]) -> subprocess.Popen[str]:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+@pytest.mark.timeout(480)  # the demo run (360 s) plus its stop (60 s)
 def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = start(["demo", "--workdir", str(tmp_path)])
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -71,11 +70,14 @@ def test_every_route_is_documented_and_guarded(master) -> None:  # type: ignore[
                               / "routes.sqlite3", admin_token=ADMIN, node_token=NODE,
                               read_token=READ, run_background=False)
     app = create_app(settings, store=object())  # type: ignore[arg-type]
+    # the API (the console's HTML pages are not part of it: tests/browser covers them)
     routes = {(re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r.rule), m) for r in app.url_map.iter_rules()
-              for m in r.methods - {"HEAD", "OPTIONS"} if r.endpoint != "static"}
+              for m in r.methods - {"HEAD", "OPTIONS"}
+              if r.endpoint != "static" and not r.endpoint.startswith("console.")}
     documented = {(p, m.upper()) for p, ops in doc["paths"].items() for m in ops}
-    assert routes - {("/", "GET")} == documented
-    samples = {"{model}": "demo", "{label}": "stable", "{node_id}": "n1"}
+    assert routes == documented
+    samples = {"{model}": "demo", "{label}": "stable", "{node_id}": "n1", "{version}": "1",
+               "{action}": "pause"}
     for path, ops in doc["paths"].items():
         concrete = path
         for k, v in samples.items():
@@ -107,7 +109,8 @@ def test_catalog_written_once_and_refreshed_by_metadata(master, store: GCSStore,
     info = store.stat(catalog_object("models"))
     assert info is not None
     stamp = float(info.metadata[LISTED_AT])  # type: ignore[index]
-    time.sleep(1.5)
+    wait_for(lambda: float(store.stat(catalog_object("models")).metadata[LISTED_AT])  # type: ignore[union-attr,index]
+             > stamp, 30, "listed_at refreshed")
     again = store.stat(catalog_object("models"))
     assert again is not None and again.generation == info.generation  # body not rewritten
     assert float(again.metadata[LISTED_AT]) > stamp  # type: ignore[index]
@@ -121,6 +124,7 @@ def test_catalog_written_once_and_refreshed_by_metadata(master, store: GCSStore,
     assert demo["target_versions"] == [2] and demo["converged"] is False  # no nodes yet
 
 
+@pytest.mark.timeout(480)  # its waits add up to 300 s
 def test_nodes_register_go_stale_and_come_back_and_follow_the_api(
         master, store: GCSStore, store_settings: StoreSettings, model_factory,  # type: ignore[no-untyped-def]
         tmp_path: Path) -> None:
@@ -133,8 +137,9 @@ def test_nodes_register_go_stale_and_come_back_and_follow_the_api(
                 extra_env={"MODELSYNC_HEARTBEAT_S": "0.5"}).start()
     try:
         def roles() -> dict[str, str]:
-            return {n["role"]: n["state"] for n in api.call("GET", "/v1/nodes", READ)[1]["nodes"]
-                    if n["node_id"] == "node-1"}
+            nodes = api.call("GET", "/v1/nodes", READ)[1]["nodes"]
+            return {role: r["state"] for n in nodes if n["node_id"] == "node-1"
+                    for role, r in n["roles"].items()}
 
         wait_for(lambda: roles() == {"puller": "live", "config_manager": "live"}, 30,
                  "both daemons registered")
@@ -245,7 +250,7 @@ def test_restart_loses_nothing(store: GCSStore, store_settings: StoreSettings, m
     api = Api(proc.url)  # type: ignore[attr-defined]
     try:
         nodes = api.call("GET", "/v1/nodes", READ)[1]["nodes"]
-        assert [(n["node_id"], n["role"]) for n in nodes] == [("n9", "puller")]
+        assert [(n["node_id"], list(n["roles"])) for n in nodes] == [("n9", ["puller"])]
         events = api.call("GET", "/v1/events?limit=100", READ)[1]["events"]
         assert {"node_registered", "version_installed", "model_pinned"} <= {
             e["event"] for e in events}
@@ -270,6 +275,7 @@ def test_heartbeat_validation(master) -> None:  # type: ignore[no-untyped-def]
     assert info.value.code == 413
 
 
+@pytest.mark.timeout(720)  # three schemathesis runs of up to 200 s
 @pytest.mark.parametrize(("token", "selection"), [
     (ADMIN, ["--exclude-path", "/v1/nodes/heartbeat"]),
     (NODE, ["--include-path", "/v1/nodes/heartbeat"]),

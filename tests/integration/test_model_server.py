@@ -220,7 +220,7 @@ def test_swaps_under_continuous_traffic_drop_nothing(server_env, model_factory) 
             shutil.copytree(model_factory(a), root / "demo" / str(v))
             wait_for(lambda v=v: client.status("demo").get(v, (0,))[0] == STATE.AVAILABLE
                      and client.status("demo").get(v - 1, (0,))[0] == STATE.END)
-            time.sleep(0.3)
+            wait_for(lambda a=a: a + 1.0 in answers, 30, f"traffic answered by v{v}")
     finally:
         stop.set()
         for t in threads:

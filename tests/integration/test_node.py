@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import shutil
 import threading
 import time
 import urllib.request
@@ -108,14 +107,13 @@ def test_node_follows_the_bucket(store: GCSStore, store_settings: StoreSettings,
             publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY",
                     version=2)
             wait_for(lambda: predict_y(node.grpc_port) == (2, 4.0), 60, "v2 served")
-            time.sleep(1.5)
+            served_at = time.time()
+            wait_for(lambda: (cm_status(node)["last_tick"] or {}).get("at", 0) > served_at, 30,
+                     "a full config manager pass after v2 is served")
             assert sorted(layout.versions_on_disk()["demo"]) == [1, 2]
 
             # a corrupt v3 fails to load, is reported, and v2 keeps serving
-            bad = tmp_path / "corrupt"
-            shutil.copytree(model_factory(9.0), bad)
-            (bad / "saved_model.pb").write_bytes(b"\x08\x01garbage that is no SavedModel")
-            publish(store, bad, "demo", prefix="models", marker="_READY", version=3)
+            helpers.write_corrupt_version(store, model_factory(9.0), "demo", 3)
             wait_for(lambda: any(f["version"] == 3 for f in cm_status(node)["failed"]), 60,
                      "v3 reported as failed")
             assert predict_y(node.grpc_port) == (2, 4.0)
@@ -150,9 +148,14 @@ def test_node_follows_the_bucket(store: GCSStore, store_settings: StoreSettings,
             wait_for(lambda: predict_y(node.grpc_port) == (1, 3.0), 60,
                      "serving resumed after restart")
             traffic.paused.clear()
-            time.sleep(1.0)
-            events = [e["event"] for e in cm_status(node)["events"]]
-            assert "tfserving_unavailable" in events or "tfserving_restarted_or_behind" in events
+            # the config manager says so: TF Serving restarted, with the downtime it saw
+            restarted = wait_for(lambda: [e for e in cm_status(node)["events"]
+                                          if e["event"] == "tfserving_restarted"], 30,
+                                 "restart reported")
+            assert "down_s" in restarted[-1]
+            back = [e for e in cm_status(node)["events"] if e["event"] == "tfserving_back"]
+            if back:  # it was seen down: the downtime is a measured number
+                assert restarted[-1]["down_s"] == back[-1]["down_s"] >= 0
         assert traffic.errors == [], traffic.errors[:5]
         assert traffic.ok > 200
     finally:

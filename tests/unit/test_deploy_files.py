@@ -25,13 +25,14 @@ def test_stack_file_validates_and_has_what_production_needs() -> None:
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load(res.stdout)
     services = cfg["services"]
-    assert set(services) == {"master", "tfserving", "puller", "config_manager"}
-    for name in ("tfserving", "puller", "config_manager"):
+    assert set(services) == {"master", "tfserving", "puller", "config_manager", "gateway"}
+    for name in ("tfserving", "puller", "config_manager", "gateway"):
         deploy = services[name]["deploy"]
         assert deploy["mode"] == "global"
         assert "node.labels.modelsync.serving == true" in deploy["placement"]["constraints"]
-        assert "models:/models" in " ".join(
-            f"{v['source']}:{v['target']}" for v in services[name]["volumes"])
+        if name != "gateway":  # it reads nothing from disk: it calls TF Serving
+            assert "models:/models" in " ".join(
+                f"{v['source']}:{v['target']}" for v in services[name]["volumes"])
         assert deploy["update_config"]["parallelism"] == 1
         assert "rollback_config" in deploy
     assert services["master"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
@@ -54,6 +55,6 @@ def test_compose_file_validates() -> None:
 
     cfg = json.loads(res.stdout)
     assert set(cfg["services"]) >= {"gcs", "master", "tfserving", "puller", "config_manager",
-                                    "tests"}
+                                    "gateway", "tests"}
     assert all(s.get("network_mode") == "host" for s in cfg["services"].values())
     assert cfg["services"]["tests"]["profiles"] == ["tests"]

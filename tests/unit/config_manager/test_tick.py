@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeServing
+from helpers import wait_for
 
+from config_manager.checks import ValidationResult
 from config_manager.daemon import ConfigManager
 from config_manager.settings import ConfigManagerSettings
 from modelsync.local import InstallRecord, LocalLayout, atomic_write
@@ -27,7 +29,7 @@ def install(layout: LocalLayout, model: str, version: int, fingerprint: str = "f
 def node(tmp_path: Path) -> tuple[ConfigManager, FakeServing, LocalLayout]:
     fake = FakeServing()
     settings = ConfigManagerSettings(node=NodeSettings("n1", tmp_path, 0), load_timeout_s=5,
-                                     keep_on_disk=0)
+                                     keep_on_disk=0, validate=False)
     manager = ConfigManager(settings, client=fake)
     return manager, fake, manager.layout
 
@@ -55,7 +57,7 @@ def test_restart_detected_pushes_config_again(node) -> None:  # type: ignore[no-
     assert result.pushed == 1
     assert fake.reloads[-1] == fake.reloads[0]
     assert fake.models["m"][1].state == "AVAILABLE"
-    assert events(manager, "tfserving_restarted_or_behind")
+    assert events(manager, "tfserving_restarted")
 
 
 def test_tfserving_down_keeps_file_current_and_pushes_when_back(node) -> None:  # type: ignore[no-untyped-def]
@@ -117,3 +119,99 @@ def test_prunes_what_tfserving_reports_end(node) -> None:  # type: ignore[no-unt
     assert ("m", 1) in result.pruned
     assert not layout.version_dir("m", 1).exists() and layout.version_dir("m", 2).exists()
     assert fake.models["m"][2].state == "AVAILABLE"
+
+
+def test_stuck_version_never_holds_back_the_versions_behind_it(tmp_path: Path) -> None:
+    fake = FakeServing()
+    settings = ConfigManagerSettings(node=NodeSettings("n1", tmp_path, 0), load_timeout_s=0.5,
+                                     validate=False)
+    manager = ConfigManager(settings, client=fake)
+    layout = manager.layout
+    layout.write_policy(Policy(models={"m": ModelPolicy(keep_versions=3)}), 1)
+    install(layout, "m", 1)
+    manager.tick()
+    fake.stuck = {("m", 2)}
+    install(layout, "m", 2)
+    # a new install while the reload waits on the stuck one: the wait ends at once
+    pushes = len(fake.reloads)
+
+    def install_v3_once_v2_is_pushed() -> None:
+        if len(fake.reloads) > pushes and fake.on_status is not None:
+            fake.on_status = None
+            install(layout, "m", 3)
+
+    fake.on_status = install_v3_once_v2_is_pushed
+    result = manager.tick()
+    assert not result.settled and events(manager, "reload_wait_interrupted")
+    manager.tick()  # v3 gets its own reload while v2 is still loading
+    assert fake.models["m"][3].state == "AVAILABLE"
+    assert fake.models["m"][2].state == "LOADING"
+    # past the load timeout the stuck version is a failure, reported and left out
+    wait_for(lambda: manager.tick().failed == [("m", 2)], 10, "v2 given up")
+    failed = events(manager, "version_load_failed")
+    assert failed and "still LOADING" in failed[-1]["error"]
+    manager.tick()
+    assert "versions: 2" not in fake.reloads[-1] and "versions: 3" in fake.reloads[-1]
+    assert manager.summary()["failed"] == {"m": {"2": failed[-1]["error"]}}
+
+
+def config(text: str) -> dict[str, set[int]]:
+    from google.protobuf import text_format
+
+    from modelsync.protos import serving_protos
+
+    cfg = text_format.Parse(text, serving_protos().ModelServerConfig())
+    return {c.name: set(c.model_version_policy.specific.versions)
+            for c in cfg.model_config_list.config}
+
+
+class FakeValidator:
+    """Passes every version except those in ``bad`` (model, version) -> reason."""
+
+    def __init__(self, bad: dict[tuple[str, int], str] | None = None) -> None:
+        self.bad = bad or {}
+        self.calls: list[tuple[str, int]] = []
+
+    def validate(self, shadow: str, version: int, version_dir: Path) -> ValidationResult:
+        assert version_dir.is_dir()
+        self.calls.append((shadow, version))
+        why = self.bad.get((shadow.removeprefix("_validate."), version))
+        return ValidationResult(why is None, why or "ok", "signature", 1, (1.5,))
+
+    def close(self) -> None:
+        pass
+
+
+def test_no_request_reaches_a_version_before_it_passes_validation(tmp_path: Path) -> None:
+    fake, validator = FakeServing(), FakeValidator({("m", 3): "output 'y' has 1 non-finite"})
+    settings = ConfigManagerSettings(node=NodeSettings("n1", tmp_path, 0), load_timeout_s=5)
+    manager = ConfigManager(settings, client=fake, validator=validator)
+    layout = manager.layout
+    install(layout, "m", 1)
+    manager.tick()  # v1 validated under its shadow name, not yet in the real model
+    assert validator.calls == [("_validate.m", 1)]
+    assert 'name: "_validate.m"' in fake.reloads[-1] and 'name: "m"' not in fake.reloads[-1]
+    manager.tick()  # the verdict is in: v1 joins the real model, the shadow goes
+    assert 'name: "m"' in fake.reloads[-1] and "_validate" not in fake.reloads[-1]
+    assert fake.models["m"][1].state == "AVAILABLE"
+    install(layout, "m", 2)
+    manager.tick()  # v2 validating while v1 serves: the real model still lists only v1
+    assert config(fake.reloads[-1]) == {"m": {1}, "_validate.m": {2}}
+    manager.tick()
+    assert fake.models["m"][2].state == "AVAILABLE" and config(fake.reloads[-1]) == {"m": {2}}
+    install(layout, "m", 3)  # fails validation: never in the real model, v2 keeps serving
+    manager.tick()
+    manager.tick()
+    assert all(3 not in config(r).get("m", set()) for r in fake.reloads)
+    assert fake.models["m"][2].state == "AVAILABLE"
+    failed = events(manager, "version_validation_failed")
+    assert failed and "non-finite" in failed[0]["error"]
+    assert manager.summary()["failed"] == {"m": {"3": "validation: output 'y' has 1 non-finite"}}
+    calls = len(validator.calls)
+    manager.tick()
+    assert len(validator.calls) == calls  # retried only when its content changes
+    validator.bad.clear()
+    install(layout, "m", 3, fingerprint="fixed")
+    manager.tick()
+    manager.tick()
+    assert fake.models["m"][3].state == "AVAILABLE"

@@ -61,13 +61,28 @@ def test_rollback_label_and_policy_writes(api, memstore, state, add_version) -> 
                                                                          True)
 
 
-def test_malformed_policy_refuses_writes(api, memstore, state, add_version) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_policy_reads_go_on_writes_refused(api, memstore, state, add_version) -> None:  # type: ignore[no-untyped-def]
     add_version("m", 1)
+    add_version("m", 2)
     state.refresh_catalog()
+    assert api.call("POST", "/v1/models/m/pin", body={"version": 1})[0] == 200
     memstore.write(policy_object("models"), json.dumps({"models": {"m": {"keep_version": 2}}})
                    .encode())
-    code, doc = api.call("POST", "/v1/models/m/pin", body={"version": 1})
+    state.policy_written()  # no cache between the hand edit and the reads below
+    code, doc = api.call("POST", "/v1/models/m/pin", body={"version": 2})
     assert code == 409 and "malformed" in doc["error"]
+    assert "gs://b/models/_modelsync/policy.json" in doc["error"]
+    for path in ("/v1/cluster", "/v1/models", "/v1/models/m"):
+        code, doc = api.call("GET", path, READ)
+        assert code == 200, (path, doc)
+        assert any("malformed" in p and "keep_version" in p for p in doc["problems"]), path
+    # the last good policy stays in force: v1 pinned
+    assert api.call("GET", "/v1/models/m", READ)[1]["target_versions"] == [1]
+    assert api.call("GET", "/v1/cluster", READ)[1]["models"]["m"]["target_versions"] == [1]
+    memstore.write(policy_object("models"), b'{"schema": 1}')  # fixed by hand
+    state.policy_written()
+    doc = api.call("GET", "/v1/cluster", READ)[1]
+    assert doc["problems"] == [] and doc["models"]["m"]["target_versions"] == [2]
 
 
 def test_cluster_converges_on_heartbeats(api, memstore, state, add_version) -> None:  # type: ignore[no-untyped-def]
@@ -76,13 +91,29 @@ def test_cluster_converges_on_heartbeats(api, memstore, state, add_version) -> N
     doc = api.call("GET", "/v1/cluster", READ)[1]
     assert doc["models"]["m"]["converged"] is False
     beat(api, "n1", "puller", {"installed": {"m": [1]}})
-    beat(api, "n1", "config_manager", {"available": {"m": [1]}})
+    beat(api, "n1", "config_manager", {"available": {"m": [1]},
+                                       "available_since": {"m": {"1": 1234.5}}})
+    beat(api, "n2", "puller", {"installed": {"m": [1]}})
     doc = api.call("GET", "/v1/cluster", READ)[1]
     assert doc["models"]["m"]["converged"] is True
-    assert doc["models"]["m"]["versions"] == {"1": {"on_disk": 1, "available": 1}}
+    assert doc["models"]["m"]["since"] == 1234.5  # when the node says it got there
+    assert doc["models"]["m"]["versions"] == {"1": {"on_disk": 2, "available": 1}}
+    # one node is its node id, its daemons are roles under it
+    assert doc["nodes"] == {"total": 2, "live": 2, "degraded": 0, "stale": 0}
     nodes = api.call("GET", "/v1/nodes", READ)[1]["nodes"]
-    assert {(n["node_id"], n["role"]) for n in nodes} == {("n1", "puller"),
-                                                        ("n1", "config_manager")}
+    assert [(n["node_id"], sorted(n["roles"])) for n in nodes] == [
+        ("n1", ["config_manager", "puller"]), ("n2", ["puller"])]
+    assert nodes[0]["roles"]["puller"]["state"] == "live"
+    # a second node serving: converged once both have it, since the later one got it
+    beat(api, "n2", "config_manager", {"available": {"m": []}})
+    assert api.call("GET", "/v1/cluster", READ)[1]["models"]["m"]["converged"] is False
+    beat(api, "n2", "config_manager", {"available": {"m": [1]},
+                                       "available_since": {"m": {"1": 2000.0}}})
+    m = api.call("GET", "/v1/cluster", READ)[1]["models"]["m"]
+    assert m["converged"] and m["since"] == 2000.0
+    view = api.call("GET", "/v1/models/m", READ)[1]
+    assert view["versions"]["1"]["available"] == ["n1", "n2"]
+    assert view["converged_since"] == 2000.0
 
 
 def test_sync_request_reaches_each_daemon_once(api) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,1 @@
+"""The gateway: a REST front door on every serving node, beside TF Serving (see README.md)."""

@@ -1,0 +1,280 @@
+"""The gateway's routes: a request (method, path, headers, body) -> a response, with no socket
+code (gateway/httpd.py serves it), so it can be driven in-process.
+
+    POST /model/<name>[/<version>]/invocations   MLflow / Databricks scoring
+    POST /api/v1/run-model, POST /predict        ML-Kraken
+    *    /v1/models/...                          TF Serving REST, passed through unchanged
+    GET  /v1/history  /openapi.json              (token, when one is set)
+    GET  /healthz  /readyz  /metrics             (never a token)
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs, unquote
+
+from gateway import convert
+from gateway.convert import BadInput
+from gateway.errors import MLFLOW_CODES, GatewayError
+from gateway.history import History
+from gateway.metrics import GatewayMetrics
+from gateway.openapi import openapi_document
+from gateway.rest_proxy import RestProxy
+from gateway.settings import GatewaySettings
+from gateway.tfs import TFServingClient
+from modelsync.log import get_logger
+from modelsync.tensors import Signature
+
+log = get_logger("gateway")
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+MLFLOW_RE = re.compile(r"/model/(?P<name>[^/]+)(?:/(?P<version>[^/]+))?/invocations\Z")
+TFS_RE = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)"
+                    r"|/labels/[^/:]+)?(?P<meta>/metadata)?")
+KRAKEN_PATHS = ("/api/v1/run-model", "/predict")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+MAX_VERSION = 2**63 - 1
+MAX_MODELS = 1000
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+    too_large: bool = False
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Outcome:
+    response: Response
+    model: str = ""
+    version: int | None = None
+    error: str | None = None
+
+
+def _json(doc: Any, status: int = 200) -> Response:
+    return Response(status, json.dumps(doc, separators=(",", ":")).encode())
+
+
+def _version(text: str | None) -> int | None:
+    """A path's version: decimal, no leading zero, 1..2**63-1; GatewayError 404 otherwise."""
+    if text is None:
+        return None
+    if not text.isdigit() or text.startswith("0") or int(text) > MAX_VERSION:
+        raise GatewayError(404, f"version {text!r} does not exist (versions are positive "
+                                "integers)")
+    return int(text)
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, tfs: TFServingClient, proxy: RestProxy,
+                 history: History | None = None, metrics: GatewayMetrics | None = None) -> None:
+        self.settings = settings
+        self.tfs = tfs
+        self.proxy = proxy
+        self.history = history or History(settings.history_per_model, settings.history_sample,
+                                          settings.capture, settings.capture_bytes)
+        self.metrics = metrics or GatewayMetrics()
+        self._bearer = f"Bearer {settings.token}".encode() if settings.token else None
+        self._answered: set[str] = set()
+        self._answered_lock = threading.Lock()
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    def handle(self, req: Request) -> Response:
+        started = time.perf_counter()
+        path = req.path
+        if path in OPEN_PATHS:
+            return self._open(req)
+        conv = ("mlflow" if path.startswith("/model/") else "kraken" if path in KRAKEN_PATHS
+                else "tfserving-rest" if path.startswith("/v1/models/") else "")
+        if self._bearer is not None and not self._authorized(req):
+            resp = self._error(conv, GatewayError(401, "a valid 'Authorization: Bearer <token>' "
+                                                       "header is required"))
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="modelsync-gateway"'
+            return resp
+        if not conv:
+            return self._own(req)
+        handler: Callable[[Request, float], _Outcome] = (
+            self._mlflow if conv == "mlflow" else self._kraken if conv == "kraken"
+            else self._passthrough)
+        try:
+            out = handler(req, started)
+        except (BadInput, GatewayError) as exc:
+            out = _Outcome(self._error(conv, exc), error=str(exc))
+        except Exception as exc:  # a bug: a 500, logged with its traceback
+            log.exception("request_failed", path=path, error=f"{type(exc).__name__}: {exc}")
+            out = _Outcome(self._error(conv, GatewayError(500, f"internal error: "
+                                                               f"{type(exc).__name__}")),
+                           error=f"{type(exc).__name__}: {exc}")
+        resp = out.response
+        if out.version is not None:
+            resp.headers["X-Model-Version"] = str(out.version)
+        seconds = time.perf_counter() - started
+        model = out.model or self._model_of(conv, req)
+        label = self._label(model, resp.status)
+        self.metrics.observe(label, conv, resp.status, seconds)
+        self.history.record(model=model, version=out.version, convention=conv,
+                            latency_ms=seconds * 1000, status=resp.status, error=out.error,
+                            request=req.body, response=resp.body, ring=label)
+        if resp.status >= 500:
+            log.warning("request_error", convention=conv, model=model, status=resp.status,
+                        error=out.error)
+        return resp
+
+    def _label(self, model: str, status: int) -> str:
+        """The model's name once it has answered (at most MAX_MODELS names), else "": names
+        from bad requests must not grow the metrics' label set or push models out of the
+        history."""
+        if model in self._answered:
+            return model
+        if status < 400 and model and len(self._answered) < MAX_MODELS:
+            with self._answered_lock:
+                self._answered.add(model)
+            return model
+        return ""
+
+    def _authorized(self, req: Request) -> bool:
+        got = req.headers.get("authorization", "").encode("utf-8", errors="replace")
+        assert self._bearer is not None
+        return hmac.compare_digest(got, self._bearer)
+
+    @staticmethod
+    def _model_of(conv: str, req: Request) -> str:
+        m = MLFLOW_RE.match(req.path) if conv == "mlflow" else \
+            TFS_RE.match(req.path) if conv == "tfserving-rest" else None
+        return unquote(m.group("name")) if m else ""
+
+    def _error(self, conv: str, exc: BadInput | GatewayError) -> Response:
+        status = exc.status if isinstance(exc, GatewayError) else 400
+        message = exc.message if isinstance(exc, GatewayError) else str(exc)
+        if conv == "mlflow":
+            return _json({"error_code": MLFLOW_CODES.get(status, "INTERNAL_ERROR"),
+                          "message": message}, status)
+        return _json({"error": message}, status)
+
+    # --- conventions ---------------------------------------------------------------------
+
+    def _check_post(self, req: Request) -> None:
+        if req.method != "POST":
+            raise GatewayError(405, f"{req.method} is not allowed here; use POST")
+        if req.too_large:
+            raise GatewayError(413, f"the body is larger than "
+                                    f"{self.settings.max_body_bytes} bytes")
+        ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "text/csv":
+            raise GatewayError(415, "CSV bodies are not supported; send JSON")
+
+    def _mlflow(self, req: Request, _started: float) -> _Outcome:
+        m = MLFLOW_RE.match(req.path)
+        if m is None:
+            raise GatewayError(404, f"no route {req.path}; use /model/<name>/invocations or "
+                                    "/model/<name>/<version>/invocations")
+        name = unquote(m.group("name"))
+        if not NAME_RE.match(name):
+            raise GatewayError(404, f"model {name!r} does not exist")
+        version = _version(m.group("version"))
+        self._check_post(req)
+        body = convert.parse_json(req.body)
+        found: list[str] = []
+
+        def build(sig: Signature) -> convert.Inputs:
+            fmt, inputs = convert.mlflow_inputs(body, sig)
+            found.append(fmt)
+            return inputs
+
+        query = parse_qs(req.query)
+        answer = self.tfs.predict(name, version, build, query.get("signature_name", [""])[0])
+        doc = convert.mlflow_predictions(answer.outputs, found[-1])
+        return _Outcome(_json(doc), name, answer.version)
+
+    def _kraken(self, req: Request, started: float) -> _Outcome:
+        self._check_post(req)
+        kr = convert.kraken_request(convert.parse_json(req.body),
+                                    lambda s: NAME_RE.match(s) is not None)
+        try:
+            answer = self.tfs.predict(kr.model, kr.version,
+                                      lambda sig: convert.kraken_inputs(kr.model_data, sig),
+                                      kr.signature)
+        except (BadInput, GatewayError) as exc:
+            status = exc.status if isinstance(exc, GatewayError) else 400
+            message = exc.message if isinstance(exc, GatewayError) else str(exc)
+            resp = _json({"error": message, "metaData": {"modelId": kr.model,
+                                                          "modelVersion": kr.version}}, status)
+            return _Outcome(resp, kr.model, None, message)
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        doc = {"results": convert.kraken_results(answer.outputs),
+               "metaData": {"modelId": kr.model, "modelVersion": answer.version,
+                            "latencyMs": latency_ms}}
+        return _Outcome(_json(doc), kr.model, answer.version)
+
+    def _passthrough(self, req: Request, _started: float) -> _Outcome:
+        m = TFS_RE.match(req.path)
+        model = unquote(m.group("name")) if m else ""
+        version = int(m.group("version")) if m and m.group("version") else None
+        if req.too_large:
+            raise GatewayError(413, f"the body is larger than "
+                                    f"{self.settings.max_body_bytes} bytes")
+        target = req.path + (f"?{req.query}" if req.query else "")
+        status, body, ctype = self.proxy.forward(req.method, target, req.body,
+                                                 req.headers.get("content-type"))
+        if status == 200 and version is None and m and m.group("meta") and req.method == "GET":
+            try:
+                version = int(json.loads(body)["model_spec"]["version"])
+            except (ValueError, KeyError, TypeError):
+                version = None
+        error = None
+        if status >= 400:
+            try:
+                error = str(json.loads(body).get("error"))
+            except (ValueError, AttributeError):
+                error = body[:200].decode("utf-8", errors="replace")
+        return _Outcome(Response(status, body, ctype), model, version, error)
+
+    # --- the gateway's own routes ----------------------------------------------------------
+
+    def _open(self, req: Request) -> Response:
+        if req.method != "GET":
+            return _json({"error": f"{req.method} is not allowed here; use GET"}, 405)
+        if req.path == "/healthz":
+            return _json({"status": "alive"})
+        if req.path == "/readyz":
+            ok, detail = self.tfs.ready()
+            return _json({"ready": ok, "tfserving": detail}, 200 if ok else 503)
+        return Response(200, self.metrics.render(), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _own(self, req: Request) -> Response:
+        if req.path not in ("/openapi.json", "/v1/history"):
+            return _json({"error": f"no route {req.path}"}, 404)
+        if req.method != "GET":
+            return _json({"error": f"{req.method} is not allowed here; use GET"}, 405)
+        if req.path == "/openapi.json":
+            return _json(openapi_document(self.tfs.known()))
+        query = parse_qs(req.query)
+        model = query.get("model", [None])[0]
+        limit_text = query.get("limit", ["100"])[0]
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            return _json({"error": "limit: expected an integer from 1 to 1000"}, 400)
+        return _json({"entries": self.history.entries(model or None, int(limit_text))})
+
+    def summary(self) -> dict[str, Any]:
+        """The request history's per-model summary (small, JSON-able: for a heartbeat)."""
+        return self.history.summary()

@@ -1,0 +1,112 @@
+"""The rollout controller: runs ``rollout_plan.step`` for every model with a rollout spec every
+``rollout_s`` and writes the new states into the policy (``if_generation_match``: a write that
+lost a race to another writer is planned again from what that writer wrote).
+
+Only the master process that runs the background jobs drives rollouts; with the master down no
+state changes, so every node stays where it is.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from master.index import CONFIG_MANAGER
+from master.rollout_plan import Step, apply, step
+from master.telemetry import merged
+from modelsync.log import get_logger
+from modelsync.policy import Policy
+from modelsync.rollout import Sample
+
+log = get_logger("master")
+
+
+def sampler(state: Any, model: str, now: float) -> Callable[[int, float], Sample]:
+    """A version's figures since a time, merged over the nodes where it was the only version
+    AVAILABLE (so canary and baseline come from different nodes over the same minutes)."""
+    def sample(version: int, since: float) -> Sample:
+        figures = merged(state.telemetry.model_minutes(model, since, now + 1).values())
+        iv = figures.by_version.get(str(version))
+        if iv is None:
+            return Sample()
+        return Sample(iv.requests, iv.error_count, iv.p99_ms)
+    return sample
+
+
+class RolloutController:
+    def __init__(self, state: Any, interval_s: float) -> None:
+        """``state``: the master's ``MasterState`` (catalog, policies, index, telemetry)."""
+        self.state = state
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self.last_error: str | None = None
+
+    def start(self) -> RolloutController:
+        threading.Thread(target=self._run, name="rollout", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.tick(time.time())
+                self.last_error = None
+            except Exception as exc:  # the bucket or SQLite down: try again next round
+                self.last_error = str(exc)[:300]
+                log.warning("rollout_tick_failed", error=self.last_error)
+
+    def plan(self, policy: Policy, now: float) -> dict[str, Step]:
+        s = self.state
+        catalog = s.catalog()
+        steps: dict[str, Step] = {}
+        with s.index.fleet(s.db, now) as fleet:
+            live = sorted(fleet.live(CONFIG_MANAGER))
+            for model in sorted(set(policy.models) | (set(catalog.models) if catalog else set())):
+                spec = policy.rollout_spec(model)
+                if spec is None:
+                    continue
+                complete = catalog.complete_versions(model) if catalog else []
+                available = {v: set(ns) for v, ns in fleet.available.get(model, {}).items()}
+                failed = {v: dict(f) for v, f in fleet.failed.get(model, {}).items()}
+                nxt = step(model, spec, policy.for_model(model), complete, live, available,
+                           failed, sampler(s, model, now), now)
+                if nxt is not None:
+                    steps[model] = nxt
+        return steps
+
+    def tick(self, now: float) -> dict[str, Step]:
+        policy, _generation = self.state.policies.read()
+        steps = self.plan(policy, now)
+        if not steps:
+            return {}
+        based_on = {m: policy.for_model(m).rollout_state for m in steps}
+
+        def change(p: Policy) -> Policy:
+            for model, st in steps.items():
+                mp = p.for_model(model)
+                if mp.rollout_state != based_on[model]:
+                    continue  # someone else moved it first: the next round plans again
+                p = p.with_model(model, apply(mp, st))
+            return p
+
+        _policy, generation, written = self.state.policies.update(change)
+        if written:
+            self.state.policy_written(_policy, generation)
+            for model, st in steps.items():
+                self.record(model, st, generation)
+        return steps
+
+    def record(self, model: str, st: Step, generation: int) -> None:
+        detail: dict[str, Any] = {"version": st.state.version, "previous": st.state.previous,
+                                  "stage": st.state.stage, "nodes": list(st.state.nodes),
+                                  "status": st.state.status, "reason": st.state.reason,
+                                  "generation": generation}
+        if st.reject is not None:
+            detail["rejected"] = st.reject
+        self.state.db.add_event("audit", st.event, model=model, detail=detail)
+        level = "warning" if st.reject is not None else "info"
+        getattr(log, level)(st.event, model=model, **detail)

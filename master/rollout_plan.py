@@ -1,0 +1,150 @@
+"""One step of a staged rollout (pure: no I/O): from the policy, the bucket, the fleet's reports
+and the telemetry, the next rollout state of a model (or none: nothing to do).
+
+    complete -> (a newer version) validating (stage 0: the canary nodes)
+    validating -> baking           once every live node of the stage has it AVAILABLE
+    baking -> validating (stage+1) after bake_s, healthy (or too few requests to judge)
+    ... the last stage (every node) -> complete once all have it AVAILABLE
+    validating | baking | paused -> rolled_back   a breach: failures, error rate, p99 ratio
+A pin freezes every rollout of the model (the operator's escape hatch); a newer version during
+a rollout starts over from stage 0 with the same previous version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from modelsync.policy import ModelPolicy
+from modelsync.rollout import Health, RolloutSpec, RolloutState, Sample, judge, stage_nodes
+
+SampleFn = Callable[[int, float], Sample]  # (version, since) -> its figures since then
+
+
+@dataclass(frozen=True)
+class Step:
+    state: RolloutState
+    event: str  # rollout_started | rollout_baking | rollout_advanced | ...
+    reject: int | None = None  # a version to add to the model's rejected list
+    health: Health | None = None
+
+
+def start(model: str, spec: RolloutSpec, version: int, previous: int | None,
+          live: Sequence[str], now: float, reason: str) -> RolloutState:
+    nodes = stage_nodes(model, version, spec, 0, live)
+    state = RolloutState(version, previous, "validating", 0, nodes, now, now)
+    return state.moved(now, "validating", reason)
+
+
+def step(model: str, spec: RolloutSpec, mp: ModelPolicy, complete: Sequence[int],
+         live: Sequence[str], available: Mapping[int, set[str]],
+         failed: Mapping[int, Mapping[str, str]], sample: SampleFn, now: float) -> Step | None:
+    candidates = sorted(set(complete) - mp.rejected)
+    rs = mp.rollout_state
+    if mp.pin is not None or not candidates or not live:
+        return None  # pinned; nothing to roll out; or this master hears no node: hands off
+    target = candidates[-1]
+    if rs is None:  # adopt what the fleet serves as the stable version
+        served = [v for v in candidates if live and set(live) <= available.get(v, set())]
+        base = served[-1] if served else None
+        if base is None or base == target:  # nothing served yet: nothing to protect
+            st = RolloutState(target, None, "complete", 0, (), now, now)
+            return Step(st.moved(now, "complete", "adopted as the stable version"),
+                        "rollout_adopted")
+        return Step(start(model, spec, target, base, live, now,
+                          f"v{target} published; v{base} is the stable version"),
+                    "rollout_started")
+    if rs.status == "complete" or rs.status == "rolled_back":
+        stable = rs.version if rs.status == "complete" else rs.previous
+        if stable is not None and stable not in candidates and target < stable:
+            st = RolloutState(target, None, "complete", 0, (), now, now)
+            return Step(st.moved(now, "complete", f"v{stable} withdrawn; v{target} is "
+                                                  "the stable version"), "rollout_adopted")
+        if stable is None:
+            st = RolloutState(target, None, "complete", 0, (), now, now)
+            return Step(st.moved(now, "complete", "adopted as the stable version"),
+                        "rollout_adopted")
+        if target > stable:
+            return Step(start(model, spec, target, stable, live, now,
+                              f"v{target} published (stable: v{stable})"), "rollout_started")
+        return None
+    # under way: validating, baking or paused
+    if target > rs.version:
+        return Step(start(model, spec, target, rs.previous, live, now,
+                          f"v{target} superseded v{rs.version}"), "rollout_started")
+    if rs.version not in candidates:
+        return Step(rs.moved(now, "rolled_back", f"v{rs.version} withdrawn (rejected or "
+                                                 "deleted)"), "rollout_rolled_back")
+    members = set(rs.nodes)
+    failures = {n: why for n, why in failed.get(rs.version, {}).items() if n in members}
+    if failures:
+        health = judge(spec, Sample(), Sample(), failures)
+        return Step(rs.moved(now, "rolled_back", health.reason), "rollout_rolled_back",
+                    reject=rs.version, health=health)
+    if rs.status == "paused":
+        return None
+    live_members = members & set(live)
+    ready = bool(live_members) and live_members <= available.get(rs.version, set())
+    last = rs.stage >= spec.stages() - 1
+    if rs.status == "validating":
+        if not ready:
+            return None
+        if last:
+            return Step(rs.moved(now, "complete", f"every node serves v{rs.version}"),
+                        "rollout_complete")
+        return Step(rs.moved(now, "baking", f"stage {rs.stage}: {len(members)} node(s) "
+                                            f"serve v{rs.version}; baking {spec.bake_s:g} s",
+                             stage_started_at=now), "rollout_baking")
+    # baking: judge the new version against the previous one over the same minutes
+    since = rs.stage_started_at
+    health = judge(spec, sample(rs.version, since),
+                   sample(rs.previous, since) if rs.previous else Sample())
+    if health.verdict == "breach":
+        return Step(rs.moved(now, "rolled_back", health.reason), "rollout_rolled_back",
+                    reject=rs.version, health=health)
+    if now - since < spec.bake_s:
+        return None
+    return advance(model, spec, rs, live, now, f"baked {now - since:.0f} s: {health.reason}",
+                   health)
+
+
+def advance(model: str, spec: RolloutSpec, rs: RolloutState, live: Sequence[str], now: float,
+            reason: str, health: Health | None = None) -> Step:
+    """The next stage (its nodes validate, then bake), or complete after the last."""
+    if rs.stage >= spec.stages() - 1:
+        return Step(rs.moved(now, "complete", reason), "rollout_complete", health=health)
+    stage = rs.stage + 1
+    nodes = stage_nodes(model, rs.version, spec, stage, live, rs.nodes)
+    return Step(rs.moved(now, "validating", f"{reason}; stage {stage}: {len(nodes)} node(s)",
+                         stage=stage, nodes=nodes, stage_started_at=now),
+                "rollout_advanced", health=health)
+
+
+def apply(mp: ModelPolicy, st: Step) -> ModelPolicy:
+    rejected = mp.rejected | ({st.reject} if st.reject is not None else set())
+    return replace(mp, rollout_state=st.state, rejected=frozenset(rejected))
+
+
+def operator_step(action: str, rs: RolloutState, now: float, live: list[str], model: str,
+                  mp: ModelPolicy, spec: RolloutSpec) -> Step:
+    """pause, resume, promote (skip the rest of the bake) or abort (roll back) a rollout."""
+    if not rs.active:
+        raise ValueError(f"{model} has no rollout under way (status {rs.status})")
+    if action == "pause":
+        if rs.status == "paused":
+            raise ValueError(f"{model}'s rollout is already paused")
+        return Step(rs.moved(now, "paused", "paused by an operator", paused_status=rs.status),
+                    "rollout_paused")
+    if action == "resume":
+        if rs.status != "paused":
+            raise ValueError(f"{model}'s rollout is not paused")
+        back = rs.paused_status or "validating"
+        return Step(rs.moved(now, back, "resumed by an operator", paused_status=None,
+                             stage_started_at=now), "rollout_resumed")
+    if action == "promote":
+        return advance(model, spec, replace(rs, status="baking"), live, now,
+                       "promoted by an operator")
+    if action == "abort":
+        return Step(rs.moved(now, "rolled_back", "aborted by an operator"),
+                    "rollout_rolled_back", reject=rs.version)
+    raise ValueError(f"unknown action {action!r}")

@@ -1,0 +1,103 @@
+"""The operator console: sign in once, then the pages (models, a model, nodes, events).
+
+Pages are rendered by the master (Jinja templates in ``master/templates``); their data comes
+from the JSON API through a small script (``master/static/console.js``), with the session
+cookie. A read token gets a read-only console: no write buttons, and the API refuses writes.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import urlparse
+
+from flask import Blueprint, redirect, render_template, request, session, url_for
+from werkzeug.wrappers import Response
+
+from master import auth
+from master.api import state
+from modelsync import __version__
+from modelsync.layout import is_model_name
+
+bp = Blueprint("console", __name__)
+PAGES = {"models": "/", "nodes": "/nodes", "events": "/events"}
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this master (no open redirect)."""
+    if not target:
+        return "/"
+    parsed = urlparse(target)
+    if parsed.scheme or parsed.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+def _page(template: str, **context: object) -> Response | str:
+    settings = state().settings
+    kind = auth.session_kind(settings)
+    if kind is None:
+        return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+    return render_template(template, kind=kind, csrf=auth.csrf_token(), version=__version__,
+                           pages=PAGES, **context)
+
+
+@bp.get("/login")
+def login() -> str:
+    return render_template("login.html", next=_safe_next(request.args.get("next")), error=None,
+                           version=__version__)
+
+
+@bp.post("/login")
+def login_post() -> Response | tuple[str, int]:
+    settings = state().settings
+    target = _safe_next(request.form.get("next"))
+    kind = auth.sign_in(settings, request.form.get("token", ""))
+    if kind is None:
+        return render_template("login.html", next=target, version=__version__,
+                               error="That is not a read or admin token."), 401
+    state().db.add_event("audit", "console_signed_in", detail={"kind": kind,
+                                                             "remote": request.remote_addr})
+    return redirect(target, code=303)
+
+
+@bp.post("/logout")
+def logout() -> Response | tuple[str, int]:
+    """Sign out (the form carries the session's CSRF token, so no other site can do it)."""
+    if auth.csrf_token() and request.form.get("csrf") != auth.csrf_token():
+        return ("This sign-out form is out of date (the session changed): reload the page "
+                "and sign out again."), 403
+    session.clear()
+    return redirect(url_for("console.login"), code=303)
+
+
+@bp.get("/")
+def models_page() -> Response | str:
+    return _page("models.html", page="models")
+
+
+@bp.get("/models/<model>")
+def model_page(model: str) -> Response | str | tuple[str, int]:
+    if not is_model_name(model):
+        return f"bad model name {model!r}", 404
+    return _page("model.html", page="model", model=model)
+
+
+@bp.get("/nodes")
+def nodes_page() -> Response | str:
+    return _page("nodes.html", page="nodes")
+
+
+@bp.get("/events")
+def events_page() -> Response | str:
+    return _page("events.html", page="events")
+
+
+def configure(app: object, session_s: float, secure: bool, secret: bytes) -> None:
+    """The session cookie's settings on the Flask app."""
+    from flask import Flask
+
+    assert isinstance(app, Flask)
+    app.secret_key = secret
+    app.config.update(SESSION_COOKIE_NAME="modelsync_session", SESSION_COOKIE_HTTPONLY=True,
+                      SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SECURE=secure,
+                      PERMANENT_SESSION_LIFETIME=timedelta(seconds=session_s))

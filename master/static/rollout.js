@@ -1,0 +1,291 @@
+/* modelsync console: a model's staged rollout (GET /v1/models/<m>/rollout): the stages as a
+ * progress bar, how many live serving nodes are on the new version, the status and why, the
+ * bake countdown (ticking every second), the new version against the baseline, the history,
+ * the rejected versions, and (admin only: the controls exist only then) pause / resume /
+ * promote / abort, clearing a rejection and the spec form, each confirmed first. */
+"use strict";
+
+window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
+  const {el, $, badge, ver, timeCell, num, pct, msec, DASH} = window.ms;
+  const base = "/v1/models/" + encodeURIComponent(model);
+  const dash = () => el("span", {class: "muted"}, DASH);
+  const STATUS = {idle: "", validating: "info", baking: "info", paused: "warn", complete: "ok",
+                  rolled_back: "bad"};
+  const WHAT = {
+    idle: "no rollout yet",
+    validating: "the stage's nodes are loading the new version",
+    baking: "the stage's nodes serve the new version; its figures are watched",
+    paused: "paused by an operator: nothing moves until it is resumed",
+    complete: "every node serves the new version",
+    rolled_back: "rolled back: every node is back on the previous version"};
+  let doc = null;
+  let bakeEnd = null;  // Date.now() / 1000 when the bake ends (from bake_remaining_s)
+
+  // --- formats -----------------------------------------------------------------------------------
+  function clock(s) {
+    const t = Math.max(0, Math.round(s));
+    const h = Math.floor(t / 3600);
+    const m = Math.floor((t % 3600) / 60);
+    const sec = String(t % 60).padStart(2, "0");
+    return h ? h + ":" + String(m).padStart(2, "0") + ":" + sec : m + ":" + sec;
+  }
+  const rate = (f) => (f && f.requests ? f.errors / f.requests : null);
+  function stageSize(spec, stage, live) {  // as modelsync.rollout.stage_size
+    if (!spec || live <= 0) return null;
+    const canary = Math.min(spec.canary_nodes, live);
+    if (stage <= 0) return canary;
+    const wave = spec.waves[Math.min(stage, spec.waves.length) - 1];
+    return Math.max(canary, Math.min(live, Math.ceil(wave * live - 1e-9)));
+  }
+  const stageName = (spec, i) => (i === 0 ? "canary"
+    : "wave " + i + (spec ? " \u00b7 " + Math.round(spec.waves[i - 1] * 100) + " %" : ""));
+
+  // --- the panel ---------------------------------------------------------------------------------
+  function renderStages(r, live) {
+    const bar = $("#rollout-stages");
+    const n = r.stages || (r.spec ? 1 + r.spec.waves.length : 0);
+    const active = ["validating", "baking", "paused"].includes(r.status);
+    bar.dataset.stage = r.status === "idle" ? "" : String(r.stage);
+    bar.dataset.stages = String(n);
+    bar.replaceChildren(...Array.from({length: n}, (_, i) => {
+      const state = r.status === "complete" || i < r.stage ? "done"
+        : i === r.stage && active ? "current" : i === r.stage && r.status === "rolled_back" ? "failed"
+        : "todo";
+      const size = stageSize(r.spec, i, live);
+      return el("div", {class: "stage " + state, dataset: {stage: String(i), state},
+                        title: state === "current" ? "the rollout is here" : null},
+                el("span", {class: "name"}, stageName(r.spec, i)),
+                el("span", {class: "size"}, size === null ? "" : size + (size === 1 ? " node" : " nodes")));
+    }));
+    const on = r.status === "complete" ? live : r.status === "rolled_back" || r.status === "idle" ? 0
+      : (r.nodes_on_version || []).length;
+    const fill = live ? Math.min(100, (100 * on) / live) : 0;
+    $("#rollout-nodes").replaceChildren(
+      el("div", {class: "nodebar"}, el("div", {class: "fill", style: "width: " + fill.toFixed(1) + "%"})),
+      el("span", {id: "rollout-nodes-text", dataset: {on: String(on), live: String(live)}},
+         r.version ? on + " of " + live + " live serving node" + (live === 1 ? "" : "s") + " on v" + r.version
+           : live + " live serving node" + (live === 1 ? "" : "s")),
+      active && r.nodes_on_version && r.nodes_on_version.length
+        ? el("span", {class: "muted small"}, " (" + r.nodes_on_version.join(", ") + ")") : null);
+  }
+
+  function renderFigures(r) {
+    const box = $("#rollout-figures");
+    const f = r.figures;
+    box.hidden = !f;
+    if (!f) return box.replaceChildren();
+    const spec = r.spec || {};
+    const sides = [["new", "new (stage " + r.stage + ")"], ["baseline", "baseline"]];
+    const head = el("tr", {}, el("th", {}, "since the stage began"), sides.map(([k, label]) =>
+      el("th", {class: "num", dataset: {side: k}}, label, f[k] ? [" ", ver(f[k].version)] : null)));
+    const ratio = f.new && f.baseline && f.new.p99_ms && f.baseline.p99_ms ? f.new.p99_ms / f.baseline.p99_ms : null;
+    const row = (label, key, value, bad) => el("tr", {dataset: {row: key}}, el("th", {}, label),
+      sides.map(([k]) => el("td", {class: "num" + (k === "new" && bad ? " bad-text" : ""), dataset: {side: k}},
+                            f[k] ? value(f[k]) : DASH)));
+    box.replaceChildren(el("table", {class: "compare"}, el("thead", {}, head), el("tbody", {},
+      row("Requests", "requests", (x) => num(x.requests, 0), false),
+      row("Errors", "errors", (x) => num(x.errors, 0), false),
+      row("Error rate", "error_rate", (x) => pct(rate(x)), rate(f.new) > spec.max_error_rate),
+      row("p99", "p99", (x) => msec(x.p99_ms), ratio !== null && ratio > spec.max_p99_ratio))),
+    el("p", {class: "muted small"}, "limits: error rate \u2264 " + pct(spec.max_error_rate) +
+       ", p99 \u2264 " + num(spec.max_p99_ratio) + "\u00d7 the baseline's" +
+       (ratio !== null ? " (now " + num(ratio) + "\u00d7)" : "") + ", judged from " +
+       num(spec.min_requests, 0) + " requests of the new version" +
+       (f.new && f.new.requests < spec.min_requests ? " (" + num(f.new.requests, 0) + " so far)" : "")));
+  }
+
+  function renderHistory(r) {
+    const rows = (r.history || []).slice().reverse();
+    $("#rollout-history").replaceChildren(
+      el("thead", {}, el("tr", {}, ["At", "Status", "Stage", "Nodes", "Why"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows.length ? rows.map((h) => el("tr", {dataset: {status: h.status}},
+        el("td", {}, timeCell(h.at)), el("td", {}, badge(h.status, STATUS[h.status] || "")),
+        el("td", {class: "num"}, String(h.stage)), el("td", {class: "num"}, String(h.nodes)),
+        el("td", {class: "wrap"}, h.reason || "")))
+        : el("tr", {}, el("td", {class: "empty", colspan: 5}, "No rollout step yet."))));
+  }
+
+  function renderRejected(r) {
+    const rejected = r.rejected || [];
+    $("#rollout-rejected").replaceChildren(...(rejected.length ? rejected.map((v) =>
+      el("span", {class: "rejected", dataset: {version: String(v)}}, badge("v" + v, "bad",
+        "never served until an operator clears it"),
+      window.ms.admin ? el("button", {type: "button", class: "link act-unreject", dataset: {version: String(v)},
+                                      onclick: () => unreject(v)}, "clear") : null)) : [dash()]));
+  }
+
+  function specText(spec, from) {
+    if (!spec) return "none: a new version goes to every node at once";
+    return (from === "defaults" ? "from the defaults: " : "") + "canary " + spec.canary_nodes +
+      (spec.canary_nodes === 1 ? " node" : " nodes") + ", waves " +
+      spec.waves.map((w) => Math.round(w * 100) + " %").join(", ") + ", bake " + num(spec.bake_s, 1) + " s" +
+      ", max error rate " + pct(spec.max_error_rate) + ", max p99 ratio " + num(spec.max_p99_ratio) +
+      ", min requests " + num(spec.min_requests, 0);
+  }
+
+  function tick() {
+    const box = $("#rollout-countdown");
+    if (!doc || !["baking", "paused"].includes(doc.status)) {
+      box.hidden = true;
+      delete box.dataset.remaining;
+      return;
+    }
+    box.hidden = false;
+    if (doc.status === "paused") {
+      box.dataset.remaining = "";
+      box.textContent = "paused" + (doc.paused_status ? " while " + doc.paused_status : "") +
+        ": the bake starts over when resumed";
+      return;
+    }
+    const left = Math.max(0, bakeEnd - Date.now() / 1000);
+    box.dataset.remaining = String(Math.round(left));
+    box.textContent = left > 0 ? "baking: " + clock(left) + " left of " + clock(doc.spec ? doc.spec.bake_s : 0)
+      : "bake over: the next stage starts at the controller's next round";
+  }
+  setInterval(tick, 1000);
+
+  function render(r, live) {
+    doc = r;
+    bakeEnd = r.bake_remaining_s === null || r.bake_remaining_s === undefined ? null
+      : Date.now() / 1000 + r.bake_remaining_s;
+    const status = $("#rollout-status");
+    status.replaceChildren(badge(r.status.replace("_", " "), STATUS[r.status] || ""));
+    status.dataset.status = r.status;
+    $("#rollout-versions").replaceChildren(...(r.version ? [ver(r.version),
+      r.previous ? el("span", {class: "muted"}, " after ", ver(r.previous)) : null] : []));
+    $("#rollout-spec").textContent = specText(r.spec, r.spec_from);
+    const orphan = r.status !== "idle" && !r.spec;  // the state stays, no controller drives it
+    $("#rollout-what").textContent = orphan ? "no rollout spec: the rollout controller no longer " +
+      "moves this state (" + r.status.replace("_", " ") + "); set a spec to drive it again" : WHAT[r.status] || "";
+    $("#rollout-what").classList.toggle("warn-text", orphan);
+    $("#rollout-reason").textContent = r.reason || "";
+    $("#rollout-started").replaceChildren(...(r.started_at ? [el("span", {}, "started ", timeCell(r.started_at, true),
+      r.stage_started_at ? [" \u00b7 this stage since ", timeCell(r.stage_started_at, true)] : null)] : []));
+    $("#rollout").classList.toggle("idle", r.status === "idle");
+    renderStages(r, live);
+    renderFigures(r);
+    renderHistory(r);
+    renderRejected(r);
+    tick();
+    if (window.ms.admin) renderControls(r);
+  }
+
+  async function load(nodesP) {
+    const [r, nodes] = await Promise.all([window.ms.get(base + "/rollout"), nodesP]);
+    const live = nodes.nodes.filter((n) => n.roles.config_manager && n.roles.config_manager.state === "live").length;
+    window.ms.data.rollout = r;
+    render(r, live);
+  }
+
+  // --- admin: the operator's hands ---------------------------------------------------------------
+  function result(ok, text, pending) {
+    const box = $("#rollout-result");
+    box.hidden = false;
+    box.className = "result " + (ok ? "ok" : "err");
+    box.dataset.state = pending ? "pending" : ok ? "ok" : "err";
+    box.textContent = text;
+  }
+  async function act(what, question, method, path, body, done) {
+    if (!window.confirm(question)) return;
+    result(true, what + "\u2026", true);
+    try {
+      const answer = await window.ms.request(method, path, body);
+      result(true, done(answer) + (answer && answer.generation ? " (policy generation " + answer.generation + ")" : ""));
+      window.ms.data.lastRolloutAction = {ok: true, doc: answer};
+    } catch (exc) {
+      result(false, what + " failed: " + exc.message + (exc.status ? " (HTTP " + exc.status + ")" : ""));
+      window.ms.data.lastRolloutAction = {ok: false, status: exc.status, error: exc.message};
+    }
+    await refreshPage();
+  }
+  function unreject(v) {
+    act("Clearing v" + v, "Clear the rejection of " + model + " v" + v + "? It may be served again " +
+        "(a staged rollout of it starts over).", "DELETE", base + "/rejected/" + v, undefined,
+        () => "v" + v + " is no longer rejected");
+  }
+  const ACTIONS = {
+    pause: (r) => "Pause the rollout of " + model + " v" + r.version + "? It stays where it is until resumed.",
+    resume: (r) => "Resume the rollout of " + model + " v" + r.version + "? The bake of this stage starts over.",
+    promote: (r) => (r.stage >= (r.stages || 1) - 1 ? "Complete the rollout of " + model + " v" + r.version +
+      " now?" : "Promote " + model + " v" + r.version + " to stage " + (r.stage + 1) +
+      " now, skipping the rest of this stage's bake?"),
+    abort: (r) => "Abort the rollout of " + model + " v" + r.version + "? Every node goes back to v" +
+      r.previous + ", and v" + r.version + " is rejected until an operator clears it."};
+  const DONE = {pause: "paused", resume: "resumed", promote: "promoted", abort: "aborted"};
+  function renderControls(r) {
+    // without a spec the API refuses every action (409): no button then
+    const active = ["validating", "baking", "paused"].includes(r.status) && !!r.spec;
+    $("#ro-pause").disabled = !active || r.status === "paused";
+    $("#ro-resume").disabled = !active || r.status !== "paused";
+    $("#ro-promote").disabled = !active;
+    $("#ro-abort").disabled = !active;
+    $("#ro-spec-remove").disabled = r.spec_from !== "model";
+    const form = $("#rollout-spec-form");
+    if (form.dataset.edited || form.contains(document.activeElement)) return;
+    const spec = r.spec || {};
+    const put = (id, v) => { $(id).value = v === undefined || v === null ? "" : String(v); };
+    put("#ro-canary", spec.canary_nodes);
+    put("#ro-waves", spec.waves ? spec.waves.join(", ") : "");
+    put("#ro-bake", spec.bake_s);
+    put("#ro-max-error", spec.max_error_rate);
+    put("#ro-max-p99", spec.max_p99_ratio);
+    put("#ro-min-requests", spec.min_requests);
+  }
+  function specFromForm() {
+    const spec = {};
+    const fields = [["canary_nodes", "#ro-canary", true], ["bake_s", "#ro-bake", false],
+                    ["max_error_rate", "#ro-max-error", false], ["max_p99_ratio", "#ro-max-p99", false],
+                    ["min_requests", "#ro-min-requests", true]];
+    for (const [key, id, integer] of fields) {
+      const text = $(id).value.trim();
+      if (text === "") continue;  // the API's default
+      const x = Number(text);
+      if (!Number.isFinite(x) || (integer && !Number.isInteger(x))) {
+        throw new Error(key + ": expected " + (integer ? "an integer" : "a number") + ", got \u201c" + text + "\u201d");
+      }
+      spec[key] = x;
+    }
+    const waves = $("#ro-waves").value.trim();
+    if (waves !== "") {
+      spec.waves = waves.split(",").map((w) => w.trim()).filter(Boolean).map((w) => {
+        const x = Number(w);
+        if (!Number.isFinite(x)) throw new Error("waves: \u201c" + w + "\u201d is not a number");
+        return x;
+      });
+    }
+    return spec;
+  }
+  if (window.ms.admin) {
+    for (const action of Object.keys(ACTIONS)) {
+      $("#ro-" + action).addEventListener("click", () => {
+        if (!doc) return;
+        const v = doc.version;
+        act(action[0].toUpperCase() + action.slice(1) + " of v" + v, ACTIONS[action](doc), "POST",
+            base + "/rollout/" + action, undefined, () => "Rollout of " + model + " v" + v + " " + DONE[action]);
+      });
+    }
+    const form = $("#rollout-spec-form");
+    form.addEventListener("input", () => { form.dataset.edited = "1"; });
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      let spec;
+      try {
+        spec = specFromForm();
+      } catch (exc) {
+        return result(false, "Not sent: " + exc.message);
+      }
+      act("Setting the rollout spec", "Set the staged rollout spec of " + model + "?\n" +
+          specText({...window.ms.rolloutDefaults, ...spec}, "model"), "PUT", base + "/rollout", spec,
+      () => { delete form.dataset.edited; return "Rollout spec of " + model + " set"; });
+    });
+    $("#ro-spec-remove").addEventListener("click", () => act("Removing the rollout spec",
+      "Remove the staged rollout spec of " + model + "? New versions then go by the defaults' spec, " +
+      "or to every node at once.", "DELETE", base + "/rollout", undefined,
+      () => { delete form.dataset.edited; return "Rollout spec of " + model + " removed"; }));
+  }
+  return {load, get doc() { return doc; }};
+};
+
+// the API's defaults for the fields a spec leaves out (modelsync.rollout.RolloutSpec)
+window.ms.rolloutDefaults = {canary_nodes: 1, waves: [0.25, 1.0], bake_s: 300, max_error_rate: 0.01,
+                             max_p99_ratio: 1.5, min_requests: 200};

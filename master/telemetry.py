@@ -1,0 +1,307 @@
+"""Request telemetry of the fleet in SQLite: the nodes' per-model figures, as time series.
+
+Each heartbeat of a config manager carries, per model, what its TF Serving answered since the
+last beat (``modelsync.telemetry``: requests and errors by status code, the latency histogram
+in microseconds, the versions AVAILABLE then). The master keeps
+
+- ``telemetry_node``: per node and model, one row per heartbeat (``res`` 0); after an hour the rows
+  are merged into 1-minute rows (``res`` 60); dropped after the retention;
+- ``telemetry_model``: per model and minute, the figures merged over every node, whole and per
+  version (a node's figures count for a version when it was the only one AVAILABLE there: TF
+  Serving's metrics carry no version label), for the graphs, the cluster view and the rollout
+  health check: a read over an hour of a model is 60 rows, whatever the fleet's size.
+
+Quantiles over nodes or time come from merged histogram buckets, never from averaging p99s.
+Rows are buffered and written in batches by a background thread (every ``flush_s``, and before a
+read in this process), so a heartbeat never waits for them; idle models write nothing. Each
+master process keeps the minutes it is filling in memory and writes its own row per model and
+minute (``writer``): no read-modify-write, and several gunicorn workers never overwrite each
+other; a read merges the rows of a minute. Times are the master's clock at receipt, so node
+clocks don't matter.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from master.db import Database
+from modelsync.telemetry import ModelInterval, TelemetryError, merge_intervals
+
+MINUTE = 60
+MAX_MODELS_PER_BEAT = 500
+RAW_KEEP_S = 3600.0  # heartbeat resolution for this long, then 1-minute rows
+
+
+@dataclass
+class Figures:
+    """Figures merged over some nodes and time: the whole, and per version."""
+
+    whole: ModelInterval | None = None
+    by_version: dict[str, ModelInterval] = field(default_factory=dict)
+
+    def add(self, iv: ModelInterval, version: str | None) -> None:
+        self.whole = iv if self.whole is None else merge_intervals([self.whole, iv])
+        if version is not None:
+            old = self.by_version.get(version)
+            self.by_version[version] = iv if old is None else merge_intervals([old, iv])
+
+    def merge(self, other: Figures) -> None:
+        if other.whole is not None:
+            self.whole = other.whole if self.whole is None else merge_intervals(
+                [self.whole, other.whole])
+        for v, iv in other.by_version.items():
+            old = self.by_version.get(v)
+            self.by_version[v] = iv if old is None else merge_intervals([old, iv])
+
+    def to_text(self) -> str:
+        return json.dumps({"whole": None if self.whole is None else self.whole.to_json(),
+                           "by_version": {v: iv.to_json() for v, iv in self.by_version.items()}},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_text(cls, text: str) -> Figures:
+        doc = json.loads(text)
+        whole = doc.get("whole")
+        return cls(None if whole is None else ModelInterval.from_json(whole),
+                   {v: ModelInterval.from_json(iv) for v, iv in doc["by_version"].items()})
+
+
+@dataclass(frozen=True)
+class NodeFigures:
+    model: str
+    interval: ModelInterval
+    versions: tuple[int, ...]
+
+    @property
+    def version(self) -> str | None:
+        """The version these figures belong to: the only one AVAILABLE, else none."""
+        return str(self.versions[0]) if len(self.versions) == 1 else None
+
+
+def parse_beat(doc: Any) -> list[NodeFigures]:
+    """The ``telemetry`` field of a heartbeat (untrusted): TelemetryError if malformed."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
+        raise TelemetryError("'telemetry' must be an object with 'models'")
+    models = doc["models"]
+    if len(models) > MAX_MODELS_PER_BEAT:
+        raise TelemetryError(f"'telemetry': at most {MAX_MODELS_PER_BEAT} models per beat")
+    out = []
+    for model, figures in models.items():
+        if not isinstance(figures, dict):
+            raise TelemetryError(f"telemetry.models.{model}: expected an object")
+        figures = dict(figures)
+        versions = figures.pop("versions", [])
+        if not isinstance(versions, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in versions):
+            raise TelemetryError(f"telemetry.models.{model}.versions: expected versions")
+        iv = ModelInterval.from_json(figures)
+        if iv.requests or iv.latency.count:
+            out.append(NodeFigures(str(model), iv, tuple(sorted(set(versions)))))
+    return out
+
+
+class TelemetryStore:
+    def __init__(self, db: Database, retention_s: float, flush_s: float = 1.0) -> None:
+        self.db = db
+        self.retention_s = retention_s
+        self.flush_s = flush_s
+        self.writer = secrets.token_hex(6)  # this process's rows of telemetry_model
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._node_rows: list[tuple[str, str, float, float, str]] = []
+        self._pending: dict[tuple[str, int], list[NodeFigures]] = {}
+        self._minutes: dict[tuple[str, int], Figures] = {}  # the minutes this process fills
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> TelemetryStore:
+        """Flush in the background every ``flush_s`` (heartbeats only buffer)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="telemetry", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.flush_s):
+            try:
+                self.flush()
+            except Exception:  # noqa: S112 - the next round tries again; reads flush too
+                continue
+
+    # --- writes --------------------------------------------------------------------------------
+    def add(self, node_id: str, figures: Iterable[NodeFigures], now: float) -> None:
+        minute = int(now // MINUTE) * MINUTE
+        rows = [(node_id, f.model, now, f.interval.seconds,
+                 json.dumps({**f.interval.to_json(), "versions": list(f.versions)},
+                            separators=(",", ":"))) for f in figures]
+        with self._lock:
+            self._node_rows.extend(rows)
+            for f in figures:
+                self._pending.setdefault((f.model, minute), []).append(f)
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            with self._lock:
+                rows, self._node_rows = self._node_rows, []
+                pending, self._pending = self._pending, {}
+            if not rows and not pending:
+                return
+            changed = {}
+            for key, items in pending.items():
+                by_version: dict[str, list[ModelInterval]] = {}
+                for f in items:
+                    if f.version is not None:
+                        by_version.setdefault(f.version, []).append(f.interval)
+                figures = self._minutes.setdefault(key, Figures())
+                figures.merge(Figures(merge_intervals(f.interval for f in items),
+                                      {v: merge_intervals(ivs) for v, ivs in by_version.items()}))
+                changed[key] = figures.to_text()
+            self._write(rows, changed)
+            newest = max(m for _model, m in self._minutes)
+            self._minutes = {k: f for k, f in self._minutes.items() if k[1] >= newest - MINUTE}
+
+    def _write(self, rows: list[tuple[str, str, float, float, str]],
+               minutes: dict[tuple[str, int], str]) -> None:
+        conn = self.db.conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("INSERT OR IGNORE INTO series (node_id, model) VALUES (?, ?)",
+                             {(n, m) for n, m, _t, _s, _f in rows})
+            conn.executemany(
+                "INSERT INTO telemetry_node (series, t, seconds, res, figures) VALUES ("
+                "(SELECT id FROM series WHERE node_id=? AND model=?), ?, ?, 0, ?)", rows)
+            conn.executemany(
+                "INSERT OR REPLACE INTO telemetry_model (model, minute, writer, figures) "
+                "VALUES (?, ?, ?, ?)",
+                [(model, minute, self.writer, text) for (model, minute), text in
+                 minutes.items()])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def compact(self, now: float) -> tuple[int, int]:
+        """Merge heartbeat rows older than an hour into 1-minute rows; drop rows older than the
+        retention. Returns (rows merged away, rows dropped)."""
+        self.flush()
+        conn = self.db.conn()
+        cutoff = now - RAW_KEEP_S
+        merged = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            groups: dict[tuple[int, int], list[tuple[float, dict[str, Any]]]] = {}
+            for series, t, text in conn.execute(
+                    "SELECT series, t, figures FROM telemetry_node WHERE res=0 AND t < ?",
+                    (cutoff,)):
+                groups.setdefault((series, int(t // MINUTE) * MINUTE), []).append(
+                    (float(t), json.loads(text)))
+            for (series, _minute), items in groups.items():
+                ivs = [ModelInterval.from_json({k: v for k, v in d.items() if k != "versions"})
+                       for _t, d in items]
+                versions = sorted({v for _t, d in items for v in d.get("versions", [])})
+                iv = merge_intervals(ivs)
+                conn.execute("INSERT INTO telemetry_node (series, t, seconds, res, figures) "
+                             "VALUES (?, ?, ?, 60, ?)",  # at its last row's time
+                             (series, max(t for t, _d in items), iv.seconds, json.dumps(
+                                 {**iv.to_json(), "versions": versions},
+                                 separators=(",", ":"))))
+                merged += len(items) - 1
+            conn.execute("DELETE FROM telemetry_node WHERE res=0 AND t < ?", (cutoff,))
+            old = now - self.retention_s  # raw rows are younger than an hour: only 1-min ones
+            dropped = conn.execute("DELETE FROM telemetry_node WHERE res=60 AND t < ?",
+                                   (old,)).rowcount
+            dropped += conn.execute("DELETE FROM telemetry_model WHERE minute < ?",
+                                    (old,)).rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return merged, dropped
+
+    # --- reads ---------------------------------------------------------------------------------
+    def model_minutes(self, model: str, since: float, until: float) -> dict[int, Figures]:
+        """Per minute, the rows of every writer merged."""
+        self.flush()
+        out: dict[int, Figures] = {}
+        for minute, text in self.db.conn().execute(
+                "SELECT minute, figures FROM telemetry_model WHERE model=? AND minute>=? AND "
+                "minute<?", (model, int(since // MINUTE) * MINUTE, until)):
+            out.setdefault(int(minute), Figures()).merge(Figures.from_text(text))
+        return out
+
+    def last_minute(self, now: float) -> dict[str, dict[str, Any]]:
+        """Per model: requests, rps, error rate and latency of the last minute (the rows of
+        the current and the previous minute, over the time they cover)."""
+        self.flush()
+        start = (now - MINUTE) // MINUTE * MINUTE
+        figures: dict[str, Figures] = {}
+        for model, text in self.db.conn().execute(
+                "SELECT model, figures FROM telemetry_model WHERE minute>=?", (start,)):
+            figures.setdefault(model, Figures()).merge(Figures.from_text(text))
+        return {m: last_minute(f, now - start) for m, f in figures.items()}
+
+    def sparklines(self, since: float) -> dict[str, dict[int, int]]:
+        """Requests per minute of every model since ``since`` (read without the histograms)."""
+        self.flush()
+        out: dict[str, dict[int, int]] = {}
+        for model, minute, text in self.db.conn().execute(
+                "SELECT model, minute, figures FROM telemetry_model WHERE minute>=?",
+                (int(since // MINUTE) * MINUTE,)):
+            whole = json.loads(text).get("whole") or {}
+            out.setdefault(model, {})[int(minute)] = int(whole.get("requests") or 0)
+        return out
+
+    def node_rows(self, model: str, node_id: str, since: float,
+                  until: float) -> list[tuple[float, ModelInterval, tuple[int, ...]]]:
+        self.flush()
+        out = []
+        for t, text in self.db.conn().execute(
+                "SELECT t, figures FROM telemetry_node JOIN series ON series.id=series "
+                "WHERE node_id=? AND model=? AND t>=? AND t<? ORDER BY t",
+                (node_id, model, since, until)):
+            doc = json.loads(text)
+            versions = tuple(doc.pop("versions", []))
+            out.append((float(t), ModelInterval.from_json(doc), versions))
+        return out
+
+
+def figures_json(iv: ModelInterval | None, seconds: float) -> dict[str, Any]:
+    """One point of a series: totals, rates and latency quantiles in milliseconds."""
+    if iv is None:
+        return {"requests": 0, "errors": 0, "error_rate": None, "rps": 0.0, "p50_ms": None,
+                "p90_ms": None, "p99_ms": None}
+    errors = iv.error_count
+    return {"requests": iv.requests, "errors": errors,
+            "error_rate": round(errors / iv.requests, 6) if iv.requests else None,
+            "rps": round(iv.requests / seconds, 3) if seconds > 0 else None,
+            "p50_ms": _ms(iv.p50_ms), "p90_ms": _ms(iv.p90_ms), "p99_ms": _ms(iv.p99_ms),
+            "errors_by_code": dict(iv.errors)}
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def merged(figures: Iterable[Figures]) -> Figures:
+    out = Figures()
+    for f in figures:
+        out.merge(f)
+    return out
+
+
+def by_version_json(f: Figures, seconds: float) -> Mapping[str, dict[str, Any]]:
+    return {v: figures_json(iv, seconds) for v, iv in sorted(f.by_version.items())}
+
+
+def last_minute(f: Figures | None, seconds: float) -> dict[str, Any]:
+    doc = figures_json(None if f is None else f.whole, seconds)
+    return {k: doc[k] for k in ("requests", "rps", "error_rate", "p50_ms", "p99_ms")}
+

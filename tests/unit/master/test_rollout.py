@@ -1,0 +1,177 @@
+"""The rollout controller and API over an in-memory bucket, nodes simulated by heartbeats."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+from modelsync.catalog import policy_object
+from modelsync.policy import parse_policy, served_set
+from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval
+
+ADMIN, READ, NODE = "admin-token-0123456789", "read-token-0123456789", "node-token-0123456789"
+NODES = ["n1", "n2", "n3", "n4"]
+
+
+def figures(ok: int, errors: int, latency_us: float = 2_000) -> dict:
+    bounds = (*LATENCY_BOUNDS_US, float("inf"))
+    index = next(i for i, b in enumerate(bounds) if latency_us < b)
+    iv = ModelInterval(5.0, {"OK": ok, "INTERNAL": errors},
+                       Histogram(bounds, tuple(ok if i >= index else 0 for i in range(len(bounds))),
+                                 ok * latency_us))
+    return iv.to_json()
+
+
+def beat(api, node: str, available: list[int], load: dict | None = None,  # type: ignore[no-untyped-def]
+         failed: dict | None = None) -> None:
+    doc = {"node_id": node, "role": "config_manager",
+           "status": {"available": {"m": available}, "failed": {"m": failed or {}}}}
+    if load is not None:
+        doc["telemetry"] = {"models": {"m": {**load, "versions": available}}}
+    code, answer = api.call("POST", "/v1/nodes/heartbeat", NODE, doc)
+    assert code == 200, answer
+
+
+def policy(memstore):  # type: ignore[no-untyped-def]
+    return parse_policy(memstore.read(policy_object("models")))
+
+
+def rollout(api) -> dict:  # type: ignore[no-untyped-def]
+    return api.call("GET", "/v1/models/m/rollout", READ)[1]
+
+
+def setup(api, state, add_version, spec: dict) -> None:  # type: ignore[no-untyped-def]
+    add_version("m", 1)
+    add_version("m", 2)
+    state.refresh_catalog()
+    for n in NODES:
+        beat(api, n, [1])
+    code, doc = api.call("PUT", "/v1/models/m/rollout", ADMIN, spec)
+    assert code == 200, doc
+
+
+def serve_as_told(api, memstore, load=None) -> None:  # type: ignore[no-untyped-def]
+    """Every node serves what the policy in the bucket tells it (as its daemons would)."""
+    p = policy(memstore)
+    for n in NODES:
+        beat(api, n, sorted(served_set("m", [1, 2], p, n).versions), load)
+
+
+def test_a_good_version_goes_canary_wave_complete(api, state, memstore, add_version) -> None:  # type: ignore[no-untyped-def]
+    setup(api, state, add_version, {"canary_nodes": 1, "waves": [0.5, 1.0], "bake_s": 0,
+                                    "min_requests": 10})
+    tick = state.rollouts.tick
+    tick(time.time())
+    r = rollout(api)
+    assert r["status"] == "validating" and r["version"] == 2 and r["previous"] == 1
+    (canary,) = r["nodes_on_version"]
+    p = policy(memstore)
+    assert served_set("m", [1, 2], p, canary).versions == {2}
+    assert all(served_set("m", [1, 2], p, n).versions == {1} for n in NODES if n != canary)
+    tick(time.time())  # the canary has not loaded it yet: nothing moves
+    assert rollout(api)["status"] == "validating"
+    for stage_nodes in (1, 2, 4):
+        serve_as_told(api, memstore, figures(50, 0))
+        tick(time.time())
+        r = rollout(api)
+        if stage_nodes < 4:
+            assert r["status"] == "baking" and len(r["nodes_on_version"]) == stage_nodes, r
+            assert r["figures"]["new"]["requests"] > 0
+            tick(time.time())  # baked (bake_s 0), healthy: the next wave
+            assert len(rollout(api)["nodes_on_version"]) == {1: 2, 2: 4}[stage_nodes]
+    assert rollout(api)["status"] == "complete"
+    assert all(served_set("m", [1, 2], policy(memstore), n).versions == {2} for n in NODES)
+    audit = {e["event"] for e in api.call("GET", "/v1/events?kind=audit&model=m", READ)[1][
+        "events"]}
+    assert {"rollout_started", "rollout_baking", "rollout_advanced", "rollout_complete"} <= audit
+
+
+def test_errors_on_the_canary_roll_back_and_reject(api, state, memstore, add_version) -> None:  # type: ignore[no-untyped-def]
+    setup(api, state, add_version, {"canary_nodes": 1, "waves": [1.0], "bake_s": 300,
+                                    "min_requests": 20, "max_error_rate": 0.05})
+    state.rollouts.tick(time.time())
+    (canary,) = rollout(api)["nodes_on_version"]
+    serve_as_told(api, memstore)
+    state.rollouts.tick(time.time())
+    assert rollout(api)["status"] == "baking"
+    beat(api, canary, [2], figures(70, 30))  # 30 % errors
+    state.rollouts.tick(time.time())
+    r = rollout(api)
+    assert r["status"] == "rolled_back" and r["rejected"] == [2]
+    assert "error rate 30.00%" in r["reason"]
+    assert all(served_set("m", [1, 2], policy(memstore), n).versions == {1} for n in NODES)
+    events = api.call("GET", "/v1/events?kind=audit&model=m", READ)[1]["events"]
+    back = next(e for e in events if e["event"] == "rollout_rolled_back")
+    assert back["detail"]["rejected"] == 2 and "30.00%" in back["detail"]["reason"]
+    # an operator clears the rejection: the version may roll out again
+    assert api.call("DELETE", "/v1/models/m/rejected/2", ADMIN)[0] == 200
+    state.rollouts.tick(time.time())
+    assert rollout(api)["status"] == "validating"
+
+
+def test_a_failure_on_a_stage_node_rolls_back(api, state, memstore, add_version) -> None:  # type: ignore[no-untyped-def]
+    setup(api, state, add_version, {"canary_nodes": 2, "waves": [1.0], "bake_s": 300})
+    state.rollouts.tick(time.time())
+    canary = rollout(api)["nodes_on_version"][0]
+    beat(api, canary, [1], failed={"2": "validation: output y is NaN"})
+    state.rollouts.tick(time.time())
+    r = rollout(api)
+    assert r["status"] == "rolled_back" and "NaN" in r["reason"] and r["rejected"] == [2]
+
+
+def test_operator_actions(api, state, memstore, add_version) -> None:  # type: ignore[no-untyped-def]
+    setup(api, state, add_version, {"canary_nodes": 1, "waves": [0.5, 1.0], "bake_s": 3600})
+    state.rollouts.tick(time.time())
+    serve_as_told(api, memstore)
+    state.rollouts.tick(time.time())
+    assert rollout(api)["status"] == "baking" and rollout(api)["bake_remaining_s"] > 3500
+    assert api.call("POST", "/v1/models/m/rollout/pause", ADMIN)[0] == 200
+    state.rollouts.tick(time.time())
+    assert rollout(api)["status"] == "paused"
+    assert api.call("POST", "/v1/models/m/rollout/pause", ADMIN)[0] == 409
+    assert api.call("POST", "/v1/models/m/rollout/resume", ADMIN)[0] == 200
+    assert rollout(api)["status"] == "baking"
+    assert api.call("POST", "/v1/models/m/rollout/promote", ADMIN)[0] == 200
+    r = rollout(api)
+    assert r["status"] == "validating" and len(r["nodes_on_version"]) == 2
+    assert api.call("POST", "/v1/models/m/rollout/abort", ADMIN)[0] == 200
+    assert rollout(api)["status"] == "rolled_back" and rollout(api)["rejected"] == [2]
+    assert api.call("POST", "/v1/models/m/rollout/explode", ADMIN)[0] == 404
+    assert api.call("POST", "/v1/models/m/rollout/pause", READ)[0] == 403
+    assert api.call("PUT", "/v1/models/m/rollout", ADMIN, {"waves": [0.5]})[0] == 400
+
+
+def test_a_pin_is_immediate_and_freezes_the_rollout(api, state, memstore, add_version) -> None:  # type: ignore[no-untyped-def]
+    setup(api, state, add_version, {"canary_nodes": 1, "waves": [1.0], "bake_s": 0})
+    state.rollouts.tick(time.time())
+    assert api.call("POST", "/v1/models/m/pin", ADMIN, {"version": 1})[0] == 200
+    assert all(served_set("m", [1, 2], policy(memstore), n).versions == {1} for n in NODES)
+    before = rollout(api)
+    serve_as_told(api, memstore)
+    assert state.rollouts.tick(time.time()) == {}
+    assert rollout(api)["history"] == before["history"]
+
+
+def test_two_controllers_racing_lose_no_write(api, state, memstore, add_version, app) -> None:  # type: ignore[no-untyped-def]
+    """A second master on the same bucket: both plan, one write wins per round, the other
+    re-plans from it; an operator's write in between is kept."""
+    from master.api import STATE_KEY
+    from master.app import create_app
+
+    other = create_app(state.settings, store=memstore, background=False)
+    rival = other.extensions[STATE_KEY]
+    setup(api, state, add_version, {"canary_nodes": 1, "waves": [0.5, 1.0], "bake_s": 0})
+    threads = [threading.Thread(target=s.rollouts.tick, args=(time.time(),))
+               for s in (state, rival)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    r = rollout(api)
+    assert r["status"] == "validating" and len(r["history"]) == 1  # started exactly once
+    assert api.call("PUT", "/v1/models/m/labels/stable", ADMIN, {"version": 1})[0] == 200
+    rival.rollouts.tick(time.time())
+    assert dict(policy(memstore).for_model("m").labels) == {"stable": 1}
+    rival.stop()
+    assert json.loads(memstore.read(policy_object("models")))["models"]["m"]["rollout"]

@@ -1,0 +1,82 @@
+"""The master's telemetry: heartbeats carry per-model figures; the API merges them."""
+
+from __future__ import annotations
+
+import time
+
+from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval, quantile_ms
+
+READ, NODE = "read-token-0123456789", "node-token-0123456789"
+
+
+def interval(ok: int, errors: int, latency_us: float) -> ModelInterval:
+    """``ok`` requests all in the bucket of ``latency_us``, ``errors`` INVALID_ARGUMENT."""
+    bounds = (*LATENCY_BOUNDS_US, float("inf"))
+    index = next(i for i, b in enumerate(bounds) if latency_us < b)
+    cumulative = tuple(ok if i >= index else 0 for i in range(len(bounds)))
+    return ModelInterval(5.0, {"OK": ok, "INVALID_ARGUMENT": errors},
+                         Histogram(bounds, cumulative, ok * latency_us))
+
+
+def beat(api, node: str, figures: dict[str, tuple[ModelInterval, list[int]]]) -> tuple:  # type: ignore[no-untyped-def]
+    doc = {"node_id": node, "role": "config_manager",
+           "status": {"available": {m: vs for m, (_iv, vs) in figures.items()}},
+           "telemetry": {"start": time.time() - 5, "end": time.time(), "models": {
+               m: {**iv.to_json(), "versions": vs} for m, (iv, vs) in figures.items()}}}
+    return api.call("POST", "/v1/nodes/heartbeat", NODE, doc)
+
+
+def test_series_merge_nodes_and_versions(api) -> None:  # type: ignore[no-untyped-def]
+    fast, slow = interval(90, 10, 2_000), interval(10, 0, 50_000)
+    assert beat(api, "a", {"m": (fast, [1])})[0] == 200
+    assert beat(api, "b", {"m": (slow, [2])})[0] == 200
+    assert beat(api, "c", {"m": (fast, [1, 2])})[0] == 200  # two versions: not attributed
+    code, doc = api.call("GET", "/v1/models/m/metrics?since=10m", READ)
+    assert code == 200, doc
+    total = doc["total"]
+    assert total["requests"] == 210 and total["errors"] == 20
+    assert total["errors_by_code"] == {"INVALID_ARGUMENT": 20}
+    assert abs(total["error_rate"] - 20 / 210) < 1e-6
+    # p99 over nodes from the merged buckets: 10 of 190 OK requests are slow (5 %)
+    merged = [fast.latency, slow.latency, fast.latency]
+    from modelsync.telemetry import merge_buckets
+    assert total["p99_ms"] == round(quantile_ms(0.99, merge_buckets(merged)) or 0, 3)
+    assert total["p50_ms"] < 3 < 30 < total["p99_ms"]
+    assert set(total["by_version"]) == {"1", "2"}
+    assert total["by_version"]["1"]["requests"] == 100
+    assert total["by_version"]["2"]["requests"] == 10 and total["by_version"]["2"]["errors"] == 0
+    assert sum(p["requests"] for p in doc["series"]) == 210
+    assert doc["step"] == 60 and all(p["t"] % 60 == 0 for p in doc["series"])
+    # per node
+    node = api.call("GET", "/v1/models/m/metrics?since=10m&node=b&step=5", READ)[1]
+    assert node["total"]["requests"] == 10 and node["total"]["by_version"].keys() == {"2"}
+    # the cluster view's last minute, and the sparklines
+    cluster = api.call("GET", "/v1/cluster", READ)[1]["models"]["m"]["last_minute"]
+    assert cluster["requests"] == 210 and cluster["rps"] > 0
+    spark = api.call("GET", "/v1/metrics/sparklines", READ)[1]
+    assert sum(spark["models"]["m"]) == 210 and len(spark["models"]["m"]) == len(
+        spark["minutes"])
+
+
+def test_bad_telemetry_and_arguments_are_400(api) -> None:  # type: ignore[no-untyped-def]
+    code, doc = api.call("POST", "/v1/nodes/heartbeat", NODE, {
+        "node_id": "a", "role": "config_manager", "telemetry": {"models": {"m": {"x": 1}}}})
+    assert code == 400 and "telemetry" in doc["error"]
+    for query in ("since=yesterday", "since=5m&until=10m", "step=7", "step=x", "since=99999d"):
+        code, doc = api.call("GET", f"/v1/models/m/metrics?{query}", READ)
+        assert code == 400, (query, doc)
+    assert api.call("GET", "/v1/metrics/sparklines?since=3d", READ)[0] == 400
+
+
+def test_compaction_keeps_the_figures(api, state) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(3):
+        assert beat(api, "a", {"m": (interval(20, 1, 2_000), [1])})[0] == 200
+    before = api.call("GET", "/v1/models/m/metrics?since=10m&node=a", READ)[1]["total"]
+    merged, dropped = state.telemetry.compact(time.time() + 2 * 3600)  # two hours later
+    assert merged == 2 and dropped == 0
+    rows = state.db.conn().execute("SELECT res, COUNT(*) FROM telemetry_node GROUP BY res")
+    assert dict(rows.fetchall()) == {60: 1}
+    after = api.call("GET", "/v1/models/m/metrics?since=10m&node=a", READ)[1]["total"]
+    assert after == before
+    state.telemetry.compact(time.time() + 8 * 86400)  # past the retention: gone
+    assert state.db.conn().execute("SELECT COUNT(*) FROM telemetry_node").fetchone()[0] == 0

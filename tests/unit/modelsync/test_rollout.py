@@ -1,0 +1,144 @@
+"""Staged rollouts, pure: stage membership, the health decision, the served set per node."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modelsync.policy import ModelPolicy, Policy, dump_policy, fetch_set, parse_policy, served_set
+from modelsync.rollout import (
+    RolloutError,
+    RolloutSpec,
+    RolloutState,
+    Sample,
+    judge,
+    parse_spec,
+    stage_nodes,
+    stage_size,
+)
+
+nodes_st = st.lists(st.text("abcdefghij0123456789", min_size=1, max_size=6), min_size=0,
+                    max_size=40, unique=True)
+waves_st = st.lists(st.floats(0.01, 1.0), min_size=0, max_size=4).map(
+    lambda ws: (*sorted(ws), 1.0))
+spec_st = st.builds(RolloutSpec, canary_nodes=st.integers(1, 5), waves=waves_st)
+
+
+@settings(max_examples=300, deadline=None)
+@given(nodes_st, spec_st, st.integers(1, 100))
+def test_stages_are_exact_monotone_deterministic_and_reach_everyone(nodes, spec, version) -> None:  # type: ignore[no-untyped-def]
+    chosen: tuple[str, ...] = ()
+    sizes = []
+    for stage in range(spec.stages()):
+        nxt = stage_nodes("m", version, spec, stage, nodes, chosen)
+        assert set(chosen) <= set(nxt)  # monotone: nobody goes back
+        assert nxt == stage_nodes("m", version, spec, stage, list(reversed(nodes)), chosen)
+        assert len(nxt) == stage_size(spec, stage, len(nodes))
+        sizes.append(len(nxt))
+        chosen = nxt
+    if nodes:
+        assert sizes[0] == min(spec.canary_nodes, len(nodes))  # the exact canary count
+        for i, wave in enumerate(spec.waves, start=1):  # each wave rounds its fraction up
+            assert sizes[i] == max(sizes[0], math.ceil(wave * len(nodes) - 1e-9))
+    assert set(chosen) == set(nodes)  # 1.0 reaches every live node
+    assert sizes == sorted(sizes)
+
+
+def test_stages_keep_nodes_that_went_away_and_spread_rollouts() -> None:
+    spec = RolloutSpec(canary_nodes=1, waves=(0.5, 1.0))
+    nodes = [f"n{i}" for i in range(10)]
+    canary = stage_nodes("m", 7, spec, 0, nodes)
+    wave = stage_nodes("m", 7, spec, 1, [n for n in nodes if n != canary[0]], canary)
+    assert wave[0] == canary[0] and len(wave) == 5
+    canaries = {stage_nodes("m", v, spec, 0, nodes)[0] for v in range(1, 40)}
+    assert len(canaries) > 3  # not always the same node
+
+
+def test_judge() -> None:
+    spec = RolloutSpec(max_error_rate=0.01, max_p99_ratio=1.5, min_requests=100)
+    base = Sample(1000, 0, 10.0)
+    assert judge(spec, Sample(50, 40, 10.0), base).verdict == "unknown"  # too few to judge
+    bad = judge(spec, Sample(200, 40, 10.0), base)
+    assert bad.verdict == "breach" and "error rate 20.00%" in bad.reason
+    slow = judge(spec, Sample(200, 0, 50.0), base)
+    assert slow.verdict == "breach" and "5.00x" in slow.reason
+    assert judge(spec, Sample(200, 1, 12.0), base).verdict == "healthy"
+    assert judge(spec, Sample(200, 0, 50.0), Sample(10, 0, 10.0)).verdict == "healthy"
+    failed = judge(spec, Sample(), base, {"n3": "NaN in output y"})
+    assert failed.verdict == "breach" and "n3: NaN" in failed.reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 10_000), st.floats(0.1, 1000), st.floats(0.1, 1000))
+def test_judge_is_monotone_in_errors(requests, errors, p99, base_p99) -> None:  # type: ignore[no-untyped-def]
+    errors = min(errors, requests)
+    spec = RolloutSpec(min_requests=50)
+    verdict = judge(spec, Sample(requests, errors, p99), Sample(1000, 0, base_p99)).verdict
+    more = judge(spec, Sample(requests, min(requests, errors + 10), p99),
+                 Sample(1000, 0, base_p99)).verdict
+    if verdict == "breach":
+        assert more == "breach"
+
+
+def state(status: str, nodes: tuple[str, ...] = ("a",)) -> RolloutState:
+    return RolloutState(version=3, previous=2, status=status, nodes=nodes)
+
+
+@pytest.mark.parametrize("status, inside, outside", [
+    ("baking", {3}, {2}), ("validating", {3}, {2}), ("paused", {3}, {2}),
+    ("complete", {3}, {3}), ("rolled_back", {2}, {2})])
+def test_served_set_per_node(status: str, inside: set[int], outside: set[int]) -> None:
+    policy = Policy(models={"m": ModelPolicy(rollout=RolloutSpec(), rollout_state=state(status),
+                                             rejected=frozenset({3}) if status == "rolled_back"
+                                             else frozenset())})
+    assert served_set("m", [1, 2, 3], policy, "a").versions == inside
+    assert served_set("m", [1, 2, 3], policy, "b").versions == outside
+    # a newer version waits for its own rollout on every node
+    assert served_set("m", [1, 2, 3, 4], policy, "b").versions == outside
+    if status in ("baking", "validating", "paused"):  # fetched ahead everywhere
+        assert fetch_set("m", [1, 2, 3], policy, "b") == {2, 3}
+
+
+def test_pin_and_labels_are_immediate_and_rejected_never_served() -> None:
+    rs = state("baking")
+    policy = Policy(models={"m": ModelPolicy(rollout_state=rs, rejected=frozenset({1}),
+                                             labels={"canary": 3})})
+    assert served_set("m", [1, 2, 3], policy, "b").versions == {2, 3}  # the label
+    pinned = Policy(models={"m": ModelPolicy(pin=1, rollout_state=rs, rejected=frozenset({1}))})
+    assert served_set("m", [1, 2, 3], pinned, "a").versions == {1}  # the escape hatch
+    plain = Policy(models={"m": ModelPolicy(rejected=frozenset({3}))})
+    assert served_set("m", [1, 2, 3], plain).versions == {2}
+
+
+@settings(max_examples=200, deadline=None)
+@given(nodes_st, st.sampled_from(["baking", "complete", "rolled_back", "paused"]),
+       st.lists(st.integers(1, 9), min_size=1, max_size=6, unique=True))
+def test_served_sets_are_deterministic_and_split_two_ways(nodes, status, complete) -> None:  # type: ignore[no-untyped-def]
+    members = tuple(nodes[: len(nodes) // 2])
+    policy = Policy(models={"m": ModelPolicy(rollout_state=RolloutState(
+        version=max(complete), previous=min(complete), status=status, nodes=members))})
+    sets = {n: served_set("m", complete, policy, n).versions for n in nodes}
+    assert len(set(sets.values())) <= 2
+    assert all(served_set("m", complete, policy, n).versions == v for n, v in sets.items())
+    for n, v in sets.items():
+        assert v and max(v) <= max(complete)
+        if status in ("baking", "paused") and n not in members:
+            assert max(complete) not in v or max(complete) == min(complete)
+
+
+def test_policy_round_trip_and_bad_specs() -> None:
+    doc = {"schema": 1, "defaults": {"keep_versions": 1, "rollout": {"bake_s": 60}},
+           "models": {"m": {"rejected": [4], "rollout": {"canary_nodes": 2,
+                                                         "waves": [0.5, 1.0]},
+                            "rollout_state": state("baking").to_json()}}}
+    policy = parse_policy(doc)
+    assert policy.rollout_spec("m").canary_nodes == 2  # type: ignore[union-attr]
+    assert policy.rollout_spec("other").bake_s == 60  # type: ignore[union-attr]
+    assert parse_policy(dump_policy(policy)) == policy
+    for bad in ({"waves": [0.5]}, {"waves": [0.8, 0.5, 1.0]}, {"canary_nodes": 0},
+                {"bake": 3}, {"max_error_rate": 2}, {"waves": "all"}):
+        with pytest.raises(RolloutError):
+            parse_spec(bad)

@@ -34,6 +34,8 @@ GOALS: dict[str, list[tuple[str, str, float]]] = {
     "footprint": [("puller_rss_MB", "<=", 150), ("config_manager_rss_MB", "<=", 150),
                   ("master_rss_MB", "<=", 150)],
     "gateway": [("gateway_overhead_p50_ms", "<=", 1), ("errors", "<=", 0)],
+    "rollout": [("bad_nodes_max", "<=", 1), ("rollback_s", "<=", 30),
+                ("failed_predicts_outside_canary", "<=", 0), ("unvalidated_served", "<=", 0)],
 }
 
 

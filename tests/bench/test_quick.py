@@ -18,21 +18,26 @@ ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {
     "propagation": ["propagation_p50_s", "propagation_p95_s", "overhead_p50_s"],
     "download": ["puller_MBps", "sequential_MBps", "transfer_manager_MBps",
-                 "ratio_vs_best_baseline", "puller_peak_rss_MB"],
+                 "ratio_vs_best_baseline", "puller_peak_rss_MB", "tarball_speedup"],
     "idle_poll": ["idle_poll_calls", "idle_poll_s", "fallback_poll_calls", "catalog_refresh_s"],
-    "master": ["heartbeat_p99_ms", "heartbeat_errors", "cluster_view_p99_ms", "master_rss_MB"],
+    "master": ["heartbeat_p99_ms", "heartbeat_errors", "cluster_view_p99_ms", "models_view_p99_ms",
+               "metrics_view_p99_ms", "sqlite_MB", "master_rss_MB"],
     "scoring": ["predict_p50_ms", "predict_p99_ms", "predict_rps", "inprocess_p50_ms",
                 "rollover_errors", "rollover_p99_ratio"],
+    "gateway": ["gateway_overhead_p50_ms", "errors"],
+    "rollout": ["rollout_complete_s", "rollout_minimum_s", "bad_nodes_max", "rollback_s",
+                "failed_predicts_outside_canary", "unvalidated_served",
+                "slow_rolled_back_on_p99"],
     "footprint": ["puller_rss_MB", "config_manager_rss_MB", "master_rss_MB",
                   "puller_ready_s", "config_manager_ready_s", "master_ready_s"],
 }
 
 
-@pytest.mark.timeout(360)  # the run's own bound (300 s) and a margin
+@pytest.mark.timeout(660)  # the run's own bound (600 s) and a margin
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_quick_benchmark_prints_its_figures(name: str) -> None:
     res = subprocess.run([sys.executable, "-m", "bench", name, "--quick"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     last = res.stdout.strip().splitlines()[-1]
     figures = json.loads(last)
@@ -45,3 +50,9 @@ def test_quick_benchmark_prints_its_figures(name: str) -> None:
         assert figures["rollover_errors"] == 0
     if name == "master":
         assert figures["heartbeat_errors"] == 0
+    if name == "gateway":
+        assert figures["errors"] == 0
+    if name == "rollout":  # counts, not timings: what the gate and the rollback guarantee
+        assert figures["unvalidated_served"] == 0
+        assert figures["failed_predicts_outside_canary"] == 0
+        assert figures["bad_nodes_max"] <= 1

@@ -141,7 +141,7 @@ def try_once(browser: Chrome, body: str | None) -> str:
     harness.wait_for(browser, present('#try-node option[value="node-1"]'))
     Select(browser.find_element(By.ID, "try-node")).select_by_value("node-1")
     if body is not None:  # select all, type over it
-        browser.find_element(By.ID, "try-body").send_keys(Keys.CONTROL + "a", body)
+        browser.find_element(By.ID, "try-body").send_keys(Keys.CONTROL, "a", Keys.NULL, body)
     js(browser, "document.querySelector('#try-result').dataset.state = 'before'")
     browser.find_element(By.ID, "try-send").click()
 
@@ -329,7 +329,7 @@ def test_staged_rollout_from_the_panel(browser: Chrome, cluster: GatewayCluster)
     form = {"ro-canary": "1", "ro-waves": "0.5, 1", "ro-bake": "60"}
     form |= {"ro-max-error": "0.05", "ro-max-p99": "2", "ro-min-requests": "10"}
     for field, value in form.items():  # select all, type over it (the field keeps the focus)
-        browser.find_element(By.ID, field).send_keys(Keys.CONTROL + "a", value)
+        browser.find_element(By.ID, field).send_keys(Keys.CONTROL, "a", Keys.NULL, value)
     assert press(browser, "ro-spec-save", "set") == "ok"
     got = cluster.rollout()
     assert got["spec_from"] == "model"

@@ -9,6 +9,7 @@ until Ctrl-C stops everything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -79,6 +80,23 @@ def _make_models(workdir: Path) -> dict[int, tuple[Path, float, float]]:
     return sources
 
 
+def _light_load(port: int, stop: threading.Event, rps: float = 10.0) -> None:
+    """A few requests a second until the demo stops (some on purpose wrong: an unknown input,
+    so the error figures are not empty); bounded in count."""
+    import random
+
+    from modelsync.client import PredictClient
+
+    client = PredictClient(f"127.0.0.1:{port}")
+    rng = random.Random(1)
+    for i in range(10_000_000):
+        if stop.wait(1 / rps):
+            break
+        with contextlib.suppress(Exception):  # wrong on purpose, or not served for a moment
+            client.predict("demo", {"x" if i % 50 else "oops": [rng.random()]}, timeout_s=5)
+    client.close()
+
+
 def run_demo(workdir: str | Path | None = None, exit_after: float | None = None,
              keep: bool = False) -> int:
     from modelsync.client import PredictClient
@@ -112,10 +130,12 @@ def run_demo(workdir: str | Path | None = None, exit_after: float | None = None,
                                   emulator_host=emu.url, admin_token=admin_token,
                                   node_token=node_token, catalog_s=1.0)
             say(f"  master             {master.url}  (admin token: {admin_token})")  # type: ignore[attr-defined]
-            say("starting one serving node: model server, config manager, puller ...")
+            say("starting one serving node: model server, config manager, puller, gateway ...")
             node = Node(workdir / "node", bucket=DEMO_BUCKET, emulator_host=emu.url,
                         poll_s=1.0, master_url=master.url,  # type: ignore[attr-defined]
-                        node_token=node_token, extra_env={"MODELSYNC_HEARTBEAT_S": "1"}).start()
+                        node_token=node_token, gateway=True,
+                        extra_env={"MODELSYNC_HEARTBEAT_S": "1",
+                                   "MODELSYNC_TELEMETRY_S": "2"}).start()
             for what, where in node.listening().items():
                 say(f"  {what:18} {where}")
             say(f"  logs in {node.workdir}")
@@ -143,8 +163,17 @@ def run_demo(workdir: str | Path | None = None, exit_after: float | None = None,
                 view = _wait(lambda: _cluster(master.url, admin_token), 30, stop)  # type: ignore[attr-defined]
                 if view:
                     say(f"master GET /v1/cluster: demo {view}")
+                threading.Thread(target=_light_load, args=(node.grpc_port, stop),
+                                 daemon=True).start()
+                say("sending a light Predict load (about 10 requests/s) so the console has "
+                    "live figures")
+                say(f"console: open {master.url}/ and sign in with the admin token "  # type: ignore[attr-defined]
+                    f"{admin_token}")
                 say(f"try: curl -H 'Authorization: Bearer {admin_token}' "
                     f"{master.url}/v1/cluster")  # type: ignore[attr-defined]
+                say(f"try (MLflow style, through the node's gateway): curl -d "
+                    f"'{{\"inputs\": {{\"x\": [1, 2]}}}}' {node.gateway_url}"
+                    "/model/demo/invocations")
                 say(f"publish more from another shell: STORAGE_EMULATOR_HOST={emu.url} "
                     f"MODELSYNC_BUCKET={DEMO_BUCKET} .venv/bin/modelsync publish DIR "
                     "--model demo")

@@ -93,6 +93,7 @@ class ConfigManager:
             stop=self.stop_event)
         self._failure_reasons: dict[tuple[str, int], str] = {}
         self._down_since: float | None = None
+        self._sizes: dict[tuple[str, int], int] = {}
         self._last_downtime_s: float | None = None  # how long TF Serving was seen down
 
     # --- helpers -------------------------------------------------------------------------------
@@ -142,10 +143,15 @@ class ConfigManager:
               states: dict[str, dict[int, VersionState]] | None, policy: Policy,
               result: TickResult) -> ReloadPlan:
         validated, rejected = self.gate.verdicts()
-        plan = plan_reload(installed, states, policy, self._reload, self.settings.tfs_root,
-                           now=time.monotonic(), load_timeout_s=self.settings.load_timeout_s,
-                           node_id=self.settings.node.node_id, validated=validated,
-                           rejected=rejected)
+        cfg = self.settings
+        plan = plan_reload(installed, states, policy, self._reload, cfg.tfs_root,
+                           now=time.monotonic(), load_timeout_s=cfg.load_timeout_s,
+                           node_id=cfg.node.node_id, validated=validated, rejected=rejected,
+                           sizes=self._sizes, memory_limit_bytes=cfg.memory_limit_bytes,
+                           memory_factor=cfg.memory_factor)
+        for model in plan.swapping - self._reload.swapping:
+            self.event("swap_unload_first", "warning", model=model,
+                       limit_bytes=cfg.memory_limit_bytes, factor=cfg.memory_factor)
         for model, s in plan.newly_failed:
             self._failure_reasons[(model, s.version)] = s.error_message
             self.metrics.load_failures.inc()
@@ -171,6 +177,8 @@ class ConfigManager:
         inventory = self.layout.inventory()
         installed = {m: {v: r.fingerprint for v, r in vs.items() if r is not None}
                      for m, vs in inventory.items()}
+        self._sizes = {(m, v): r.bytes for m, vs in inventory.items() for v, r in vs.items()
+                       if r is not None}
         states = self._read_states(set(installed) | set(self._reload.pushed))
         result.tfserving_up = states is not None
         plan = self._plan(installed, states, policy, result)
@@ -295,7 +303,8 @@ class ConfigManager:
         last_tick = 0.0
         while not self.stop_event.is_set():
             sig = self.layout.watch_signature()
-            due = time.monotonic() - last_tick >= self.settings.reconcile_s
+            every = 1.0 if self._reload.swapping else self.settings.reconcile_s  # mid-swap
+            due = time.monotonic() - last_tick >= every
             if sig != last_sig or due or self.sync_event.is_set():
                 self.sync_event.clear()
                 try:
@@ -314,8 +323,13 @@ class ConfigManager:
         return summary_doc(self)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Not ready before the first pass, and while a model swaps unload-first here (it is
+        not served on this node meanwhile: the load balancer should drain it)."""
         ok = self._last_tick_at is not None and self.layout.config_path.exists()
-        return ok, {"tfserving_up": self._tfs_up}
+        swapping = sorted(self._reload.swapping)
+        reason = (f"swapping {', '.join(swapping)} unload-first (memory limit)" if swapping
+                  else None if ok else "no pass yet")
+        return ok and not swapping, {"tfserving_up": self._tfs_up, "reason": reason}
 
     def close(self) -> None:
         self.stop_event.set()

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from config_manager.checks import shadow_name, shadowed
+from config_manager.memory import unload_first
 from config_manager.renderer import DesiredModel, desired_models, render_text, stage_labels
 from config_manager.serving import AVAILABLE, END, VersionState
 from modelsync.policy import Policy
@@ -49,6 +50,7 @@ class ReloadState:
     pushed: Mapping[str, DesiredModel] = field(default_factory=dict)
     failed: Mapping[Key, str] = field(default_factory=dict)  # -> the fingerprint that failed
     loading_since: Mapping[Key, float] = field(default_factory=dict)  # pushed, not loaded yet
+    swapping: frozenset[str] = frozenset()  # models swapping unload-first (memory.py)
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class ReloadPlan:
     newly_failed: tuple[tuple[str, VersionState], ...] = ()  # (model, its failed state)
     loading_since: Mapping[Key, float] = field(default_factory=dict)
     pending: tuple[Key, ...] = ()  # to validate, under their shadow names in ``staged``
+    swapping: frozenset[str] = frozenset()  # unload-first on this node: not ready meanwhile
 
 
 def available(states: States) -> dict[str, set[int]]:
@@ -80,7 +83,9 @@ def plan_reload(installed: Mapping[str, Mapping[int, str]], states: States | Non
                 policy: Policy, previous: ReloadState, model_root: str, *, now: float = 0.0,
                 load_timeout_s: float = math.inf, node_id: str | None = None,
                 validated: Mapping[Key, str] | None = None,
-                rejected: Mapping[Key, str] | None = None) -> ReloadPlan:
+                rejected: Mapping[Key, str] | None = None,
+                sizes: Mapping[Key, int] | None = None, memory_limit_bytes: int | None = None,
+                memory_factor: float = 2.0) -> ReloadPlan:
     """``installed``: per model, each version on disk that has an install record, with the
     record's fingerprint. ``states``: TF Serving's view per model, None if it did not answer.
     ``validated``/``rejected``: the fingerprints that passed/failed validation (``validated``
@@ -128,10 +133,14 @@ def plan_reload(installed: Mapping[str, Mapping[int, str]], states: States | Non
         desired = desired_models(ok, bad, policy, model_root, node_id)
         pending = tuple((m, v) for m, dm in sorted(full.items()) for v in dm.versions
                         if v not in ok.get(m, set()))
+    swapping, desired, waiting = unload_first(
+        full, desired, available(states or {}), sizes or {},
+        memory_limit_bytes if states is not None else None, memory_factor, previous.swapping)
     staged, held = stage_labels(desired, available(states or {}))
     shadows: dict[str, list[int]] = {}
     for m, v in pending:
-        shadows.setdefault(m, []).append(v)
+        if m not in waiting:  # a model making room first validates once it has
+            shadows.setdefault(m, []).append(v)
     for m, vs in shadows.items():
         staged[shadow_name(m)] = DesiredModel(shadow_name(m), full[m].base_path, tuple(vs))
     text = render_text(staged)
@@ -144,7 +153,7 @@ def plan_reload(installed: Mapping[str, Mapping[int, str]], states: States | Non
                 if v not in avail.get(model, set()):
                     loading.setdefault((model, v), now)
     return ReloadPlan(desired, staged, text, push, restarted, held, failed, tuple(newly),
-                      loading, pending)
+                      loading, pending, swapping)
 
 
 def _restarted(previous: ReloadState, states: States, staged: Mapping[str, DesiredModel]) -> bool:
@@ -159,10 +168,10 @@ def _restarted(previous: ReloadState, states: States, staged: Mapping[str, Desir
 def after_push(previous: ReloadState, plan: ReloadPlan) -> ReloadState:
     """The state once ``plan``'s config was accepted by TF Serving."""
     return ReloadState(plan.text, dict(plan.staged), dict(plan.failed),
-                       dict(plan.loading_since))
+                       dict(plan.loading_since), plan.swapping)
 
 
 def keep_failures(previous: ReloadState, plan: ReloadPlan) -> ReloadState:
     """The state when nothing was pushed: only the bookkeeping moves on."""
     return ReloadState(previous.pushed_text, previous.pushed, dict(plan.failed),
-                       dict(plan.loading_since))
+                       dict(plan.loading_since), plan.swapping)

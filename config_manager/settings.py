@@ -22,6 +22,8 @@ class ConfigManagerSettings:
     tfserving_metrics_url: str = "http://127.0.0.1:8501/monitoring/prometheus/metrics"
     telemetry_s: float = 5.0  # 0: no telemetry
     validate: bool = True  # the validation gate (MODELSYNC_VALIDATE)
+    memory_limit_bytes: int | None = None  # unload-first swaps past it (config_manager/memory)
+    memory_factor: float = 2.0  # a loaded version's memory / its size on disk
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> ConfigManagerSettings:
@@ -40,6 +42,9 @@ class ConfigManagerSettings:
                 "http://127.0.0.1:8501/monitoring/prometheus/metrics"),
             telemetry_s=env.number("MODELSYNC_TELEMETRY_S", 5.0, minimum=0, maximum=3600),
             validate=env.flag("MODELSYNC_VALIDATE", True),
+            memory_limit_bytes=(env.integer("MODELSYNC_MEMORY_LIMIT_BYTES", 0, minimum=1)
+                                if env.raw("MODELSYNC_MEMORY_LIMIT_BYTES") else None),
+            memory_factor=env.number("MODELSYNC_MEMORY_FACTOR", 2.0, minimum=0.1, maximum=100),
         )
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -48,6 +49,13 @@ def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         assert "y=[5.0, 9.0] from version 3" in text
         assert "['2', '3']" in text  # v1 pruned, v2 kept for rollback
         assert "AVAILABLE on 1/1 node(s), converged" in text  # the master's cluster view
+        assert "console: open http://127.0.0.1:" in text and "sign in" in text
+        gateway = next(x for x in lines if "/model/demo/invocations" in x).rsplit(" ", 1)[1]
+        req = urllib.request.Request(gateway, data=b'{"inputs": {"x": [1, 2]}}',
+                                     method="POST")  # curl -d: a form content type
+        with urllib.request.urlopen(req, timeout=10) as r:
+            assert r.headers["X-Model-Version"] == "3"
+            assert json.loads(r.read()) == {"predictions": [5.0, 9.0]}
         url = next(x for x in lines if "GCS emulator" in x).split(": ")[1].split(",")[0]
         with urllib.request.urlopen(f"{url}/storage/v1/b/modelsync-demo/o", timeout=5) as r:
             assert b"models/demo/3/saved_model.pb" in r.read()

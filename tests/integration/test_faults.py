@@ -114,3 +114,41 @@ def test_version_stuck_loading_never_holds_back_newer_ones(
         if client is not None:
             client.close()
         node.stop()
+
+
+@pytest.mark.timeout(300)
+def test_a_swap_past_the_memory_limit_goes_unload_first_and_drains_the_node(
+        store: GCSStore, store_settings: StoreSettings, model_factory,  # type: ignore[no-untyped-def]
+        tmp_path: Path) -> None:
+    src = model_factory(2.0)
+    size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    # room for one version (x2), not for two at once
+    node = Node(tmp_path / "node", bucket=store_settings.bucket,
+                emulator_host=store_settings.emulator_host or "", poll_s=0.5,
+                extra_env={"MODELSYNC_MEMORY_LIMIT_BYTES": str(int(size * 3)),
+                           "MODELSYNC_MEMORY_FACTOR": "2"})
+    client = None
+    try:
+        node.start()
+        client = PredictClient(f"127.0.0.1:{node.grpc_port}")
+        publish(store, src, "demo", prefix="models", marker="_READY", version=1)
+        wait_for(lambda: served(client) == 1, 60, "v1 served")
+        ready = f"http://127.0.0.1:{node.cm_port}/readyz"
+        assert get(ready)[0] == 200
+        publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY", version=2)
+        _code, doc = wait_for(lambda: (r := get(ready))[0] == 503 and r, 60, "drained")
+        assert "unload-first" in doc["reason"]
+        wait_for(lambda: served(client) == 2, 90, "v2 served")
+        wait_for(lambda: get(ready)[0] == 200, 30, "ready again")
+        status = get(f"http://127.0.0.1:{node.cm_port}/status")[1]
+        assert any(e["event"] == "swap_unload_first" for e in status["events"])
+        # never both versions loaded at once: TF Serving's own log says so
+        log = (tmp_path / "node" / "node-model-server.log").read_text()
+        unloaded = log.index('"version_unloaded","model":"demo","version":1')
+        loaded = log.index('"version_available","model":"demo","version":2')
+        validated = log.index('"version_available","model":"_validate.demo","version":2')
+        assert unloaded < validated < loaded
+    finally:
+        if client is not None:
+            client.close()
+        node.stop()

@@ -58,3 +58,11 @@ def test_compose_file_validates() -> None:
                                     "gateway", "tests"}
     assert all(s.get("network_mode") == "host" for s in cfg["services"].values())
     assert cfg["services"]["tests"]["profiles"] == ["tests"]
+
+
+def test_the_example_policy_parses_and_stages_every_rollout() -> None:
+    from modelsync.policy import parse_policy
+
+    policy = parse_policy((ROOT / "policy.example.json").read_text())
+    spec = policy.rollout_spec("any-model")
+    assert spec is not None and spec.canary_nodes >= 1 and spec.waves[-1] == 1.0

@@ -17,11 +17,12 @@ from modelsync.policy import ModelPolicy, Policy
 from modelsync.settings import NodeSettings
 
 
-def install(layout: LocalLayout, model: str, version: int, fingerprint: str = "fp") -> None:
+def install(layout: LocalLayout, model: str, version: int, fingerprint: str = "fp",
+            size: int = 1) -> None:
     d = layout.version_dir(model, version)
     d.mkdir(parents=True, exist_ok=True)
     (d / "saved_model.pb").write_bytes(b"x")
-    record = InstallRecord(model, version, fingerprint, "test", 1, time.time(), 0.0)
+    record = InstallRecord(model, version, fingerprint, "test", size, time.time(), 0.0)
     atomic_write(layout.record_path(model, version), record.to_json())
 
 
@@ -215,3 +216,28 @@ def test_no_request_reaches_a_version_before_it_passes_validation(tmp_path: Path
     manager.tick()
     manager.tick()
     assert fake.models["m"][3].state == "AVAILABLE"
+
+
+def test_a_swap_past_the_memory_limit_unloads_first_and_is_not_ready(tmp_path: Path) -> None:
+    fake = FakeServing()
+    settings = ConfigManagerSettings(node=NodeSettings("n1", tmp_path, 0), load_timeout_s=5,
+                                     validate=False, memory_limit_bytes=300, memory_factor=2.0)
+    manager = ConfigManager(settings, client=fake)
+    install(manager.layout, "m", 1, size=100)
+    install(manager.layout, "small", 1, size=10)
+    manager.tick()  # 2 x 110 fits
+    assert manager.ready()[0] and fake.models["m"][1].state == "AVAILABLE"
+    install(manager.layout, "m", 2, size=100)  # 2 x (110 + 100) would not
+    manager.tick()
+    assert config(fake.reloads[-1]) == {"small": {1}}  # m left the config: v1 unloaded first
+    assert fake.models["m"][1].state == "END"
+    ready, detail = manager.ready()
+    assert not ready and "unload-first" in detail["reason"]
+    assert events(manager, "swap_unload_first")
+    manager.tick()  # then only the new version comes back
+    assert config(fake.reloads[-1]) == {"small": {1}, "m": {2}}
+    manager.tick()
+    assert manager.ready()[0] and fake.models["m"][2].state == "AVAILABLE"
+    install(manager.layout, "small", 2, size=10)  # 2 x (110 + 10) fits: the usual swap
+    manager.tick()
+    assert config(fake.reloads[-1]) == {"small": {2}, "m": {2}} and manager.ready()[0]

@@ -1,6 +1,8 @@
 """scoring: gRPC Predict on the compatible model server at concurrency 1, 8 and 32, against the
 same signature called in-process (the floor); then the same load while the version rolls over
-five times (zero errors expected; the p99 ratio shows what a swap costs)."""
+five times (zero errors expected; the p99 ratio shows what a swap costs); then the gateway's
+overhead against direct TF Serving REST and gRPC at the same levels (``bench.gateway``, also
+runnable alone as ``python -m bench gateway``)."""
 
 from __future__ import annotations
 
@@ -133,4 +135,8 @@ def run(quick: bool) -> dict[str, Any]:
              ("version served at the end", served_version)]
     table(f"scoring: {seconds:.0f} s per level, gRPC Predict y = a*x + b, one request = 1 row",
           rows)
-    return figures
+    from bench import gateway
+
+    through = gateway.run(quick)
+    through["gateway_errors"] = through.pop("errors")
+    return {**figures, **through}

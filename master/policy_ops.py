@@ -139,8 +139,14 @@ def set_model_policy(model: str, keep_versions: int | object | None,
 
 
 def set_rollout(model: str, spec: RolloutSpec | None) -> Callable[[Policy], Policy]:
-    """The model's own rollout spec (None: back to the defaults' or all nodes at once)."""
-    return lambda p: p.with_model(model, replace(_model(p, model), rollout=spec))
+    """The model's own rollout spec (None: back to the defaults' or all nodes at once; with no
+    spec left, the state of a rollout under way goes too, so every node moves to the target)."""
+    def change(p: Policy) -> Policy:
+        mp = replace(_model(p, model), rollout=spec)
+        if spec is None and p.default_rollout is None:
+            mp = replace(mp, rollout_state=None)
+        return p.with_model(model, mp)
+    return change
 
 
 def unreject(model: str, version: int) -> Callable[[Policy], Policy]:

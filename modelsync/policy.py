@@ -81,6 +81,12 @@ class Policy:
         mp = self.for_model(model)
         return mp.rollout if mp.rollout is not None else self.default_rollout
 
+    def rollout_in_force(self, model: str) -> RolloutState | None:
+        """The model's rollout state, if a spec still applies to it: a state left behind after
+        its spec was removed steers no node (all nodes at once again)."""
+        state = self.for_model(model).rollout_state
+        return None if self.rollout_spec(model) is None else state
+
     def for_model(self, model: str) -> ModelPolicy:
         return self.models.get(model, ModelPolicy())
 
@@ -230,7 +236,7 @@ def served_set(model: str, complete: Iterable[int], policy: Policy,
     everything = set(complete)
     if mp.pin is not None and mp.pin in everything:
         return _with_labels(model, {mp.pin}, everything, mp, [])
-    allowed = node_versions(everything - mp.rejected, mp.rollout_state, node_id)
+    allowed = node_versions(everything - mp.rejected, policy.rollout_in_force(model), node_id)
     available = sorted(allowed, reverse=True)
     problems: list[str] = []
     if mp.pin is not None:
@@ -260,7 +266,7 @@ def fetch_set(model: str, complete: Iterable[int], policy: Policy,
     to (fetched ahead, so a wave that reaches the node swaps without a download)."""
     versions = set(complete)
     served = set(served_set(model, versions, policy, node_id).versions)
-    state = policy.for_model(model).rollout_state
+    state = policy.rollout_in_force(model)
     if state is not None and state.active and state.version in versions:
         served.add(state.version)
     return frozenset(served)

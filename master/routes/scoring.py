@@ -12,7 +12,7 @@ import requests
 from flask import Blueprint, Response, jsonify
 
 from master.api import ApiError, audit, body, check_model, need, state
-from modelsync.layout import version_prefix
+from modelsync.layout import TARBALL_NAME, version_prefix
 from modelsync.savedmodel import saved_model_signatures
 from modelsync.store import NotFound
 
@@ -71,8 +71,12 @@ def signature(model: str, version: int) -> Response:
                 "example": {"inputs": {i: example(t.dtype, t.shape)
                                        for i, t in sg.inputs.items()}}}
             for k, sg in sigs.items()}})
-    raise ApiError(404, f"{model} v{version} has no saved_model.pb in the bucket (a tarball "
-                        "version, or no such version)")
+    if s.store.stat(base + TARBALL_NAME) is not None:  # read only by the nodes, never here
+        return jsonify({"model": model, "version": version, "signatures": None,
+                        "reason": f"v{version} is published as one {TARBALL_NAME}: its "
+                                  "signature is not read from the bucket"})
+    raise ApiError(404, f"{model} v{version} has no saved_model.pb in the bucket (no such "
+                        "version)")
 
 
 def example(dtype: str, shape: tuple[int, ...] | None) -> Any:

@@ -41,7 +41,8 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
     : "wave " + i + (spec ? " \u00b7 " + Math.round(spec.waves[i - 1] * 100) + " %" : ""));
 
   // --- the panel ---------------------------------------------------------------------------------
-  function renderStages(r, live) {
+  function renderStages(r, liveIds) {
+    const live = liveIds.length;
     const bar = $("#rollout-stages");
     const n = r.stages || (r.spec ? 1 + r.spec.waves.length : 0);
     const active = ["validating", "baking", "paused"].includes(r.status);
@@ -57,16 +58,18 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
                 el("span", {class: "name"}, stageName(r.spec, i)),
                 el("span", {class: "size"}, size === null ? "" : size + (size === 1 ? " node" : " nodes")));
     }));
-    const on = r.status === "complete" ? live : r.status === "rolled_back" || r.status === "idle" ? 0
-      : (r.nodes_on_version || []).length;
+    const members = active ? r.nodes_on_version || [] : [];
+    const gone = members.filter((n) => !liveIds.includes(n));  // kept in the stage, not live now
+    const on = r.status === "complete" ? live : members.length - gone.length;
     const fill = live ? Math.min(100, (100 * on) / live) : 0;
-    $("#rollout-nodes").replaceChildren(
+    $("#rollout-nodes").replaceChildren(el("div", {class: "nodes-line"},
       el("div", {class: "nodebar"}, el("div", {class: "fill", style: "width: " + fill.toFixed(1) + "%"})),
       el("span", {id: "rollout-nodes-text", dataset: {on: String(on), live: String(live)}},
          r.version ? on + " of " + live + " live serving node" + (live === 1 ? "" : "s") + " on v" + r.version
            : live + " live serving node" + (live === 1 ? "" : "s")),
-      active && r.nodes_on_version && r.nodes_on_version.length
-        ? el("span", {class: "muted small"}, " (" + r.nodes_on_version.join(", ") + ")") : null);
+      on && members.length ? el("span", {class: "muted small"}, " (" + members.filter((n) => !gone.includes(n))
+        .join(", ") + ")") : null,
+      gone.length ? el("span", {class: "warn-text small"}, " and " + gone.join(", ") + " not live") : null));
   }
 
   function renderFigures(r) {
@@ -125,7 +128,7 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
 
   function tick() {
     const box = $("#rollout-countdown");
-    if (!doc || !["baking", "paused"].includes(doc.status)) {
+    if (!doc || !["baking", "paused"].includes(doc.status) || (doc.status === "baking" && bakeEnd === null)) {
       box.hidden = true;
       delete box.dataset.remaining;
       return;
@@ -152,11 +155,12 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
     status.replaceChildren(badge(r.status.replace("_", " "), STATUS[r.status] || ""));
     status.dataset.status = r.status;
     $("#rollout-versions").replaceChildren(...(r.version ? [ver(r.version),
-      r.previous ? el("span", {class: "muted"}, " after ", ver(r.previous)) : null] : []));
+      r.previous ? el("span", {class: "muted"}, " after ", ver(r.previous)) : ""] : []));
     $("#rollout-spec").textContent = specText(r.spec, r.spec_from);
-    const orphan = r.status !== "idle" && !r.spec;  // the state stays, no controller drives it
-    $("#rollout-what").textContent = orphan ? "no rollout spec: the rollout controller no longer " +
-      "moves this state (" + r.status.replace("_", " ") + "); set a spec to drive it again" : WHAT[r.status] || "";
+    const orphan = r.status !== "idle" && !r.spec;  // a state left behind (a hand-edited policy)
+    $("#rollout-what").textContent = orphan ? "no rollout spec: this state (" +
+      r.status.replace("_", " ") + ") steers no node, every node serves the target at once; " +
+      "set a spec to stage the next version" : WHAT[r.status] || "";
     $("#rollout-what").classList.toggle("warn-text", orphan);
     $("#rollout-reason").textContent = r.reason || "";
     $("#rollout-started").replaceChildren(...(r.started_at ? [el("span", {}, "started ", timeCell(r.started_at, true),
@@ -172,7 +176,8 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
 
   async function load(nodesP) {
     const [r, nodes] = await Promise.all([window.ms.get(base + "/rollout"), nodesP]);
-    const live = nodes.nodes.filter((n) => n.roles.config_manager && n.roles.config_manager.state === "live").length;
+    const live = nodes.nodes.filter((n) => n.roles.config_manager && n.roles.config_manager.state === "live")
+      .map((n) => n.node_id);
     window.ms.data.rollout = r;
     render(r, live);
   }
@@ -209,8 +214,9 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
     promote: (r) => (r.stage >= (r.stages || 1) - 1 ? "Complete the rollout of " + model + " v" + r.version +
       " now?" : "Promote " + model + " v" + r.version + " to stage " + (r.stage + 1) +
       " now, skipping the rest of this stage's bake?"),
-    abort: (r) => "Abort the rollout of " + model + " v" + r.version + "? Every node goes back to v" +
-      r.previous + ", and v" + r.version + " is rejected until an operator clears it."};
+    abort: (r) => "Abort the rollout of " + model + " v" + r.version + "? Every node goes back to " +
+      (r.previous ? "v" + r.previous : "the previous version") + ", and v" + r.version +
+      " is rejected until an operator clears it."};
   const DONE = {pause: "paused", resume: "resumed", promote: "promoted", abort: "aborted"};
   function renderControls(r) {
     // without a spec the API refuses every action (409): no button then

@@ -63,6 +63,10 @@ window.ms.scoringPanels = function scoringPanels(model) {
       return;
     }
     if (shownFor !== v) return;  // another version was chosen meanwhile
+    if (!sig.signatures) {  // a tarball version: write the body by hand
+      delete box.dataset.version;
+      return box.replaceChildren(el("p", {class: "muted"}, "No signature shown for v" + v + ": " + sig.reason));
+    }
     const names = Object.keys(sig.signatures).sort();
     const name = names.includes("serving_default") ? "serving_default" : names[0];
     if (!name) return box.replaceChildren(el("p", {class: "muted"}, "v" + v + " has no signature."));

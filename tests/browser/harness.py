@@ -15,7 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver import Chrome
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -87,7 +91,13 @@ def page_text(driver: WebDriver, limit: int = 2000) -> str:
 def wait_for(driver: D, condition: Callable[[D], T], timeout_s: float = 30) -> T:
     """Wait until `condition(driver)` is truthy and return it; fail with what the page shows."""
     try:
-        return WebDriverWait(driver, timeout_s, poll_frequency=0.1).until(condition)
+        # a condition that reads an element an auto-refresh has just replaced is asked again
+        return WebDriverWait(
+            driver,
+            timeout_s,
+            poll_frequency=0.1,
+            ignored_exceptions=(StaleElementReferenceException,),
+        ).until(condition)
     except TimeoutException:
         raise AssertionError(
             f"timed out after {timeout_s} s waiting for {condition!r}\n"

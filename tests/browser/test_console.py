@@ -268,7 +268,7 @@ def test_events_page_filters_and_expands(browser: Chrome, cluster: Cluster) -> N
     harness.wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#events tr.event"))
     Select(browser.find_element(By.ID, "ev-kind")).select_by_value("audit")
     harness.wait_for(browser, lambda d: (k := column(d, 2)) and set(k) == {"audit"})
-    assert "console_signed_in" in browser.find_element(By.ID, "events").text
+    harness.wait_for(browser, lambda d: "console_signed_in" in d.find_element(By.ID, "events").text)
     browser.find_element(By.ID, "ev-node").send_keys("node-1")
     Select(browser.find_element(By.ID, "ev-kind")).select_by_value("node")
     harness.wait_for(browser, lambda d: (n := column(d, 3)) and set(n) == {"node-1"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 import urllib.request
@@ -275,6 +276,7 @@ def test_staged_rollout_from_the_panel(browser: Chrome, cluster: GatewayCluster)
     assert attr(browser, '#rollout-stages .stage[data-stage="1"]', "data-state") == "todo"
     assert "canary" in text(browser, '#rollout-stages .stage[data-stage="0"]')
     assert text(browser, "#rollout-nodes-text") == "1 of 1 live serving node on v2"
+    assert not re.search(r"\bnull\b|undefined|\[object", text(browser, "#rollout"))
     assert "baking 3600 s" in text(browser, "#rollout-reason")
     # the countdown ticks every second
     left = int(attr(browser, "#rollout-countdown", "data-remaining") or 0)
@@ -339,7 +341,8 @@ def test_staged_rollout_from_the_panel(browser: Chrome, cluster: GatewayCluster)
     assert press(browser, "ro-spec-remove", "removed") == "ok"
     got = cluster.rollout()
     assert got["spec"] is None and got["spec_from"] is None
+    assert got["status"] == "idle"  # no spec left: the old state goes with it
     harness.wait_for(browser, lambda d: "none" in text(d, "#rollout-spec"))
-    assert "no rollout spec" in text(browser, "#rollout-what")  # the state stays, undriven
+    harness.wait_for(browser, present("#rollout.idle"))
     assert not browser.find_element(By.ID, "ro-abort").is_enabled()
     no_js_errors(browser)

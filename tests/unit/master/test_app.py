@@ -132,3 +132,19 @@ def test_bad_input_is_a_clear_4xx(api) -> None:  # type: ignore[no-untyped-def]
     assert api.call("GET", "/v1/events?limit=0", READ)[0] == 400
     code, doc = api.call("POST", "/v1/nodes/heartbeat", NODE, {"node_id": "-x", "role": "p"})
     assert code == 400
+
+
+def test_a_versions_signature_and_an_example_body(api, memstore, model_factory) -> None:  # type: ignore[no-untyped-def]
+    """Read from the version's saved_model.pb in the bucket; a tarball version has none to read
+    (200, signatures null, the reason); a version not in the bucket is a 404."""
+    pb = (model_factory(2.0) / "saved_model.pb").read_bytes()
+    memstore.write("models/m/1/saved_model.pb", pb)
+    memstore.write("models/m/2/model.tar.gz", b"not read")
+    code, doc = api.call("GET", "/v1/models/m/versions/1/signature", READ)
+    assert code == 200, doc
+    sig = doc["signatures"]["serving_default"]
+    assert sig["inputs"]["x"]["dtype"] == "float32"
+    assert sig["example"] == {"inputs": {"x": [0.0]}}
+    code, doc = api.call("GET", "/v1/models/m/versions/2/signature", READ)
+    assert code == 200 and doc["signatures"] is None and "model.tar.gz" in doc["reason"]
+    assert api.call("GET", "/v1/models/m/versions/3/signature", READ)[0] == 404

@@ -175,3 +175,16 @@ def test_two_controllers_racing_lose_no_write(api, state, memstore, add_version,
     assert dict(policy(memstore).for_model("m").labels) == {"stable": 1}
     rival.stop()
     assert json.loads(memstore.read(policy_object("models")))["models"]["m"]["rollout"]
+
+
+def test_removing_the_spec_mid_rollout_sends_every_node_to_the_target(  # type: ignore[no-untyped-def]
+        api, state, memstore, add_version) -> None:
+    setup(api, state, add_version, {"canary_nodes": 1, "waves": [1.0], "bake_s": 3600})
+    state.rollouts.tick(time.time())
+    assert rollout(api)["status"] == "validating"
+    assert api.call("DELETE", "/v1/models/m/rollout", ADMIN)[0] == 200
+    p = policy(memstore)
+    assert p.for_model("m").rollout_state is None
+    assert all(served_set("m", [1, 2], p, n).versions == {2} for n in NODES)
+    assert state.rollouts.tick(time.time()) == {}  # nothing left to drive
+    assert api.call("POST", "/v1/models/m/rollout/pause", ADMIN)[0] == 409

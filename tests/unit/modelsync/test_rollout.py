@@ -104,8 +104,8 @@ def test_served_set_per_node(status: str, inside: set[int], outside: set[int]) -
 
 def test_pin_and_labels_are_immediate_and_rejected_never_served() -> None:
     rs = state("baking")
-    policy = Policy(models={"m": ModelPolicy(rollout_state=rs, rejected=frozenset({1}),
-                                             labels={"canary": 3})})
+    policy = Policy(models={"m": ModelPolicy(rollout=RolloutSpec(), rollout_state=rs,
+                                             rejected=frozenset({1}), labels={"canary": 3})})
     assert served_set("m", [1, 2, 3], policy, "b").versions == {2, 3}  # the label
     pinned = Policy(models={"m": ModelPolicy(pin=1, rollout_state=rs, rejected=frozenset({1}))})
     assert served_set("m", [1, 2, 3], pinned, "a").versions == {1}  # the escape hatch
@@ -118,7 +118,7 @@ def test_pin_and_labels_are_immediate_and_rejected_never_served() -> None:
        st.lists(st.integers(1, 9), min_size=1, max_size=6, unique=True))
 def test_served_sets_are_deterministic_and_split_two_ways(nodes, status, complete) -> None:  # type: ignore[no-untyped-def]
     members = tuple(nodes[: len(nodes) // 2])
-    policy = Policy(models={"m": ModelPolicy(rollout_state=RolloutState(
+    policy = Policy(models={"m": ModelPolicy(rollout=RolloutSpec(), rollout_state=RolloutState(
         version=max(complete), previous=min(complete), status=status, nodes=members))})
     sets = {n: served_set("m", complete, policy, n).versions for n in nodes}
     assert len(set(sets.values())) <= 2
@@ -127,6 +127,18 @@ def test_served_sets_are_deterministic_and_split_two_ways(nodes, status, complet
         assert v and max(v) <= max(complete)
         if status in ("baking", "paused") and n not in members:
             assert max(complete) not in v or max(complete) == min(complete)
+
+
+def test_a_state_left_without_a_spec_steers_no_node() -> None:
+    """The spec removed (by hand or through the API): every node goes to the target at once."""
+    left = Policy(models={"m": ModelPolicy(rollout_state=state("baking"))})
+    assert served_set("m", [1, 2, 3], left, "b").versions == {3}
+    assert fetch_set("m", [1, 2, 3, 4], left, "b") == {4}
+    done = Policy(models={"m": ModelPolicy(rollout_state=state("complete"))})
+    assert served_set("m", [2, 3, 4], done, "a").versions == {4}
+    by_default = Policy(models={"m": ModelPolicy(rollout_state=state("baking"))},
+                        default_rollout=RolloutSpec())
+    assert served_set("m", [1, 2, 3], by_default, "b").versions == {2}
 
 
 def test_policy_round_trip_and_bad_specs() -> None:

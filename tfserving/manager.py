@@ -36,7 +36,8 @@ class ModelManager:
     def __init__(self, loader: Callable[[str], Any], *, num_load_threads: int = 2,
                  max_num_load_retries: int = 5, load_retry_interval_s: float = 60.0,
                  allow_labels_for_unavailable: bool = False,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 on_change: Callable[[], None] | None = None,
+                 warmup_iterations: int = 1) -> None:
         self._loader = loader
         self._cv = threading.Condition(threading.RLock())
         self._models: dict[str, ModelEntry] = {}
@@ -51,6 +52,7 @@ class ModelManager:
         self._stopping = False
         self._on_change = on_change
         self._warmup_recorder: Callable[[str, str, int, int], None] | None = None
+        self._warmup_iterations = warmup_iterations  # 0: --enable_model_warmup=false
         self._thread = threading.Thread(target=self._reconcile_loop, name="reconcile",
                                         daemon=True)
         self._thread.start()
@@ -251,8 +253,11 @@ class ModelManager:
         """TF Serving warms a version up inside its load: a failed warmup is a failed load."""
         from tfserving.warmup import run_saved_model_warmup
 
+        if self._warmup_iterations <= 0:
+            return servable
         try:
-            run_saved_model_warmup(servable, path, self._warmup_recorder)
+            run_saved_model_warmup(servable, path, self._warmup_recorder,
+                                   num_request_iterations=self._warmup_iterations)
         except BaseException:
             if hasattr(servable, "close"):
                 servable.close()

@@ -25,7 +25,7 @@ log = get_logger("model_server")
 IGNORED_FLAGS = {  # accepted for compatibility; they tune TensorFlow internals
     "tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
     "tensorflow_inter_op_parallelism", "per_process_gpu_memory_fraction",
-    "flush_filesystem_caches", "enable_model_warmup", "rest_api_num_threads",
+    "flush_filesystem_caches", "rest_api_num_threads",
     "rest_api_timeout_in_ms", "grpc_channel_arguments",
     "num_unload_threads", "xla_cpu_compilation_enabled", "enable_signature_method_name_check",
 }
@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     flag("max_num_load_retries", int, 5, "retries of a failed load")
     flag("load_retry_interval_micros", int, 60_000_000, "wait between load retries")
     flag("monitoring_config_file", str, "", "MonitoringConfig text proto (Prometheus)")
+    # as main.cc / server.h: warmup on by default; the iterations flag counts only when > 0
+    # (then each warmup record runs that many times; else once, ModelWarmupOptions' default)
+    flag("enable_model_warmup", bool, True, "replay assets.extra/tf_serving_warmup_requests "
+         "during each load, before the version is AVAILABLE")
+    flag("num_request_iterations_for_warmup", int, 0, "times each warmup record runs; "
+         "0 = once")
     flag("enable_batching", bool, False, "merge concurrent requests into batches")
     flag("batching_parameters_file", str, "", "BatchingParameters text proto")
     flag("allow_version_labels_for_unavailable_models", bool, False,
@@ -135,7 +141,9 @@ class ModelServer:
             num_load_threads=a.num_load_threads or 2,
             max_num_load_retries=a.max_num_load_retries,
             load_retry_interval_s=a.load_retry_interval_micros / 1e6,
-            allow_labels_for_unavailable=a.allow_version_labels_for_unavailable_models)
+            allow_labels_for_unavailable=a.allow_version_labels_for_unavailable_models,
+            warmup_iterations=(max(1, a.num_request_iterations_for_warmup)
+                               if a.enable_model_warmup else 0))
         metrics = ServerMetrics([self.manager])
         started = time.monotonic()
         try:

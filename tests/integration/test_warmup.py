@@ -168,6 +168,31 @@ def test_unsupported_log_type(env: Env) -> None:
                                       "Unsupported log_type for warmup: 5")
 
 
+def test_warmup_switched_off_as_the_official_flag_does(
+        tmp_path: Path, model_factory) -> None:  # type: ignore[no-untyped-def]
+    """``--enable_model_warmup=false``: the warmup file is not read at all (a broken one loads)."""
+    base = tmp_path / "models" / "nowarm"
+    shutil.copytree(model_factory(2.0), base / "1")
+    (base / "1" / WARMUP).parent.mkdir(exist_ok=True)
+    (base / "1" / WARMUP).write_text("not a TFRecord\n")
+    proc = start_model_server(tmp_path, model_name="nowarm", model_base_path=str(base),
+                              flags=["--enable_model_warmup=false",
+                                     "--num_request_iterations_for_warmup=3",
+                                     f"--monitoring_config_file={MONITORING_CONFIG}"])
+    client = ModelServerClient(proc.grpc_port, proc.rest_port)  # type: ignore[attr-defined]
+    try:
+        state = wait_for(lambda: (st := client.status("nowarm").get(1)) and
+                         st[0] in (STATE.AVAILABLE, STATE.END) and st, 60, "nowarm settled")
+        assert state == (STATE.AVAILABLE, 0, ""), state
+        assert client.predict("nowarm", [1.0])[1]["y"].tolist() == [3.0]
+        url = client.rest + "/monitoring/prometheus/metrics"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert f"{LATENCY}_count{{" not in r.read().decode()  # no warmup ran
+    finally:
+        client.channel.close()
+        assert proc.stop() == 0, proc.log_tail()
+
+
 def run_cli(args: list[str], settings: StoreSettings) -> subprocess.CompletedProcess[str]:
     run_env = {**os.environ, "STORAGE_EMULATOR_HOST": settings.emulator_host or "",
                "MODELSYNC_BUCKET": settings.bucket}

@@ -43,6 +43,12 @@ class VersionRef:
     bytes: int
     objects: int
     listing: RemoteVersion | None = None
+    marker: int | None = None  # the marker's generation (its manifest is part of the version)
+
+    @property
+    def failure_key(self) -> tuple[str, int, str, int | None]:
+        """What a failed install is remembered by: a new content or a new marker retries it."""
+        return (self.model, self.version, self.fingerprint, self.marker)
 
 
 @dataclass
@@ -149,7 +155,8 @@ class BucketView:
                 return None
             self._catalog_gen = generation
             self.layout.write_catalog(dump_catalog(self._catalog))
-        versions = {m: {v: VersionRef(m, v, cv.fingerprint, cv.bytes, cv.objects)
+        versions = {m: {v: VersionRef(m, v, cv.fingerprint, cv.bytes, cv.objects,
+                                       marker=cv.marker)
                         for v, cv in vs.items() if cv.complete}
                     for m, vs in self._catalog.models.items()}
         return RemoteState("catalog", {m: vs for m, vs in versions.items() if vs},
@@ -157,7 +164,8 @@ class BucketView:
 
     def _from_listing(self, now: float) -> RemoteState:
         listing = list_bucket(self.store, self.settings)
-        versions = {model: {v: VersionRef(model, v, rv.fingerprint, rv.bytes, len(rv.files), rv)
+        versions = {model: {v: VersionRef(model, v, rv.fingerprint, rv.bytes, len(rv.files), rv,
+                                           rv.marker_generation)
                             for v, rv in vs.items()}
                     for model, vs in complete_versions(listing, self.tracker, now).items()}
         return RemoteState("listing", versions, self._policy, self._policy_gen,

@@ -106,7 +106,7 @@ class Puller:
                                    max_tar_bytes=settings.max_tar_bytes, stop=self.stop_event)
         self.metrics = PullerMetrics()
         self.events = EventBuffer(maxlen=1000)
-        self._failures: dict[tuple[str, int, str], _Failure] = {}
+        self._failures: dict[tuple[str, int, str, int | None], _Failure] = {}
         self._seen_problems: set[str] = set()
         self._lock = threading.Lock()
         self._last: PollResult | None = None
@@ -166,23 +166,24 @@ class Puller:
         now = time.monotonic()
         due = []
         for item in plan.installs:
-            fail = self._failures.get((item.model, item.version, item.fingerprint))
+            ref = state.versions[item.model][item.version]
+            fail = self._failures.get(ref.failure_key)
             if fail is None or fail.next_at <= now:
-                due.append(item)
+                due.append((item, ref))
         futures = {}
-        for item in due:
+        for item, ref in due:
             if item.reason == "changed":
                 self.event("version_changed_remotely", "warning", model=item.model,
                            version=item.version, fingerprint=item.fingerprint)
-            ref = state.versions[item.model][item.version]
-            futures[item] = self.version_pool.submit(self.installer.install, item.model,
-                                                     item.version, item.fingerprint, ref.listing)
-        for item, fut in futures.items():
-            self._collect(item, fut, result)
+            fut = self.version_pool.submit(self.installer.install, item.model, item.version,
+                                           item.fingerprint, ref.listing)
+            futures[item] = (ref.failure_key, fut)
+        for item, (key, fut) in futures.items():
+            self._collect(item, key, fut, result)
         self.metrics.versions.set(sum(len(vs) for vs in self.layout.versions_on_disk().values()))
 
-    def _collect(self, item: Install, fut: Any, result: PollResult) -> None:
-        key = (item.model, item.version, item.fingerprint)
+    def _collect(self, item: Install, key: tuple[str, int, str, int | None], fut: Any,
+                 result: PollResult) -> None:
         try:
             record = fut.result()
         except InstallError as exc:
@@ -255,7 +256,7 @@ class Puller:
                 "fingerprint": r.fingerprint, "bytes": r.bytes, "installed_at": r.installed_at}
                 for v, r in vs.items()} for m, vs in inventory.items()},
             "failures": [{"model": m, "version": v, "kind": f.kind, "error": f.message,
-                          "attempts": f.count} for (m, v, _fp), f in self._failures.items()],
+                          "attempts": f.count} for (m, v, _fp, _mk), f in self._failures.items()],
             "events": events,
         }
 
@@ -272,7 +273,7 @@ class Puller:
                 "disk_free_bytes": disk_free,
                 "last_poll_ok": None if last is None else last.ok,
                 "last_ok_at": self._last_ok_at,
-                "failures": [f"{m}/{v}: {f.kind}" for (m, v, _), f in self._failures.items()]}
+                "failures": [f"{m}/{v}: {f.kind}" for (m, v, _, _), f in self._failures.items()]}
 
     def _since_ok(self) -> float | None:
         return None if self._last_ok_at is None else round(time.time() - self._last_ok_at, 1)

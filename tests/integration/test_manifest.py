@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import wait_for
 from puller_kit import make_puller, same_tree
 
 from master.catalog_writer import CatalogWriter
@@ -24,7 +25,7 @@ from master.index import Fleet
 from modelsync.checksums import crc32c_b64
 from modelsync.layout import parse_listing
 from modelsync.local import LocalLayout
-from modelsync.manifest import parse_manifest
+from modelsync.manifest import Publisher, build_manifest, dump_manifest, parse_manifest
 from modelsync.policy import Policy
 from modelsync.publish import PublishError, publish
 from modelsync.savedmodel import local_files
@@ -130,6 +131,15 @@ def test_a_file_overwritten_after_the_marker_is_not_installed(
         result = puller.tick()
         assert result.installed == [] and ("m", 1, "manifest_mismatch") in result.failed
         assert same_tree(src, root / "m" / "1")  # the old content stays
+        assert puller.tick().failed == []  # remembered: not tried again while nothing changes
+        # the publisher signs the new content: a new marker (only) makes it worth a new try
+        rv = parse_listing(store.list_objects("models/"), "models", "_READY").version("m", 1)
+        assert rv is not None
+        signed = build_manifest([(f.path, f.size, f.crc32c or "") for f in rv.files],
+                                Publisher(tool="test"), 1.0)
+        store.write("models/m/1/_READY", dump_manifest(signed))
+        assert wait_for(lambda: puller.tick().installed, 30, "re-signed m/1") == [("m", 1)]
+        assert (root / "m" / "1" / SHARD).read_bytes() == b"other bytes"
         # a newer version tampered with before any node installed it
         publish(store, model_factory(3.0, shards=2), "m", prefix="models", marker="_READY")
         store.write(f"models/m/2/{SHARD}", b"x" * 10)

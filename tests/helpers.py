@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -107,3 +110,33 @@ class Proxy:
         self._server.close()
         for s in self._held:
             s.close()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process under ``pid`` (its children in their own sessions too), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        kids = [p for p, pp in parents.items() if pp == parent]
+        out += kids
+        todo += kids
+    return out
+
+
+def kill_tree(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL a process and everything it started (a failed test leaves no orphans)."""
+    for pid in [proc.pid, *descendants(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    proc.wait()

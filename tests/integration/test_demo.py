@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import kill_tree
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,9 +69,7 @@ def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         with pytest.raises(OSError):  # the model server is gone too
             socket.create_connection(("127.0.0.1", int(grpc_port)), timeout=2)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_tree(proc)  # a failed test leaves none of the demo's processes behind
 
 
 def test_dev_gcs_serves_until_sigterm() -> None:
@@ -84,6 +83,4 @@ def test_dev_gcs_serves_until_sigterm() -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_tree(proc)  # a failed test leaves none of the demo's processes behind

@@ -99,11 +99,9 @@ class ModelManager:
                     if entry is None:
                         continue
                     aspired = [v for v in entry.versions.values() if v.aspired]
-                    if any(v.state == State.AVAILABLE for v in aspired):
-                        continue
-                    if all(v.state == State.END for v in aspired):
-                        continue
-                    return False
+                    if not (any(v.state == State.AVAILABLE for v in aspired)
+                            or all(v.state == State.END for v in aspired)):
+                        return False
                 return True
 
             while not settled():
@@ -252,7 +250,6 @@ class ModelManager:
     def _warm_up(self, servable: Any, path: str) -> Any:
         """TF Serving warms a version up inside its load: a failed warmup is a failed load."""
         from tfserving.warmup import run_saved_model_warmup
-
         if self._warmup_iterations <= 0:
             return servable
         try:

@@ -2,15 +2,22 @@
 
 The schema is created and migrated at start (``PRAGMA user_version``). Every connection is
 per thread; writes are short transactions, so heartbeats from hundreds of nodes fit easily.
+
+The writers of one process queue on a lock before they open a transaction: SQLite's own busy
+handler polls a locked database with growing sleeps (1, 2, 5 ... up to 100 ms between tries,
+``sqliteDefaultBusyCallback``), so writers that met each other inside SQLite waited several times
+longer than the lock was held and lost the race to newcomers: that was the heartbeat's p99. Other
+processes (more gunicorn workers) still meet the busy timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +89,7 @@ class Database:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
+        self._write_lock = threading.Lock()
         self.migrate()
 
     def conn(self) -> sqlite3.Connection:
@@ -96,20 +104,32 @@ class Database:
             self._local.conn = conn
         return conn
 
-    def migrate(self) -> int:
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error)."""
         conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """One statement in its own transaction, queued like every write of this process."""
+        with self._write_lock:
+            return self.conn().execute(sql, args)
+
+    def migrate(self) -> int:
+        with self.write() as conn:
             current = conn.execute("PRAGMA user_version").fetchone()[0]
             for i, script in enumerate(MIGRATIONS[current:], start=current + 1):
                 for statement in script.split(";"):
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={i}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return len(MIGRATIONS)
 
     # --- nodes ---------------------------------------------------------------------------------
@@ -117,13 +137,16 @@ class Database:
                   heartbeat_s: float, status: dict[str, Any],
                   events: Iterable[dict[str, Any]], now: float) -> tuple[bool, float]:
         """Record one beat and its events. Returns (new node?, sync_seen before this beat)."""
-        conn = self.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        status_text = json.dumps(status, separators=(",", ":"), sort_keys=True, default=str)
+        rows = [(float(e.get("at") or now), "node", node_id,
+                 str(e["model"]) if e.get("model") is not None else None,
+                 str(e.get("event") or "event"),
+                 json.dumps({k: v for k, v in e.items()
+                             if k not in ("at", "event", "model", "node")}, default=str))
+                for e in events]
+        with self.write() as conn:
             row = conn.execute("SELECT sync_seen, status FROM nodes WHERE node_id=? AND role=?",
                                (node_id, role)).fetchone()
-            status_text = json.dumps(status, separators=(",", ":"), sort_keys=True,
-                                     default=str)
             if row is None or row[1] != status_text:  # a new report: the next sequence number
                 conn.execute("INSERT INTO meta (key, value) VALUES ('report_seq', '1') "
                              "ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER) + 1")
@@ -147,24 +170,14 @@ class Database:
                     "UPDATE nodes SET hostname=?, version=?, heartbeat_s=?, last_seen=?, "
                     "beats=beats+1 WHERE node_id=? AND role=?",
                     (hostname, version, heartbeat_s, now, node_id, role))
-            rows = [(float(e.get("at") or now), "node", node_id,
-                     str(e["model"]) if e.get("model") is not None else None,
-                     str(e.get("event") or "event"),
-                     json.dumps({k: v for k, v in e.items()
-                                 if k not in ("at", "event", "model", "node")}, default=str))
-                    for e in events]
             if rows:
                 conn.executemany("INSERT INTO events (at, kind, node_id, model, event, detail) "
                                  "VALUES (?,?,?,?,?,?)", rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         return row is None, sync_seen
 
     def ack_sync(self, node_id: str, role: str, now: float) -> None:
-        self.conn().execute("UPDATE nodes SET sync_seen=? WHERE node_id=? AND role=?",
-                            (now, node_id, role))
+        self._execute("UPDATE nodes SET sync_seen=? WHERE node_id=? AND role=?",
+                      (now, node_id, role))
 
     _ROW = ("SELECT node_id, role, hostname, version, heartbeat_s, status, first_seen, "
             "last_seen, beats, seq FROM nodes")
@@ -193,14 +206,13 @@ class Database:
                 for r in self.conn().execute(sql, args)]
 
     def forget_nodes(self, older_than: float) -> int:
-        return self.conn().execute("DELETE FROM nodes WHERE last_seen < ?",
-                                   (older_than,)).rowcount
+        return self._execute("DELETE FROM nodes WHERE last_seen < ?", (older_than,)).rowcount
 
     # --- events --------------------------------------------------------------------------------
     def add_event(self, kind: str, event: str, *, node_id: str | None = None,
                   model: str | None = None, detail: dict[str, Any] | None = None,
                   now: float | None = None) -> int:
-        cur = self.conn().execute(
+        cur = self._execute(
             "INSERT INTO events (at, kind, node_id, model, event, detail) VALUES (?,?,?,?,?,?)",
             (now or time.time(), kind, node_id, model, event,
              json.dumps(detail or {}, default=str)))
@@ -228,13 +240,13 @@ class Database:
                 for r in self.conn().execute(sql, args)]
 
     def trim_events(self, max_rows: int, older_than: float) -> int:
-        conn = self.conn()
-        n = conn.execute("DELETE FROM events WHERE at < ?", (older_than,)).rowcount
-        row = conn.execute("SELECT MAX(id) FROM events").fetchone()
-        if row and row[0] is not None:
-            n += conn.execute("DELETE FROM events WHERE id <= ?",
-                              (int(row[0]) - max_rows,)).rowcount
-        return n
+        with self.write() as conn:
+            n = conn.execute("DELETE FROM events WHERE at < ?", (older_than,)).rowcount
+            row = conn.execute("SELECT MAX(id) FROM events").fetchone()
+            if row and row[0] is not None:
+                n += conn.execute("DELETE FROM events WHERE id <= ?",
+                                  (int(row[0]) - max_rows,)).rowcount
+        return int(n)
 
     # --- meta and convergence -------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -242,8 +254,8 @@ class Database:
         return default if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        self.conn().execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
-                            "DO UPDATE SET value=excluded.value", (key, value))
+        self._execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
+                      "DO UPDATE SET value=excluded.value", (key, value))
 
     def convergence(self, model: str, converged: bool, target: list[int],
                     now: float) -> float:
@@ -254,8 +266,8 @@ class Database:
                            (model,)).fetchone()
         if row is not None and bool(row[0]) == converged and row[2] == target_text:
             return float(row[1])
-        conn.execute("INSERT INTO convergence (model, converged, since, target) VALUES "
-                     "(?,?,?,?) ON CONFLICT(model) DO UPDATE SET converged=excluded.converged,"
-                     " since=excluded.since, target=excluded.target",
-                     (model, int(converged), now, target_text))
+        self._execute("INSERT INTO convergence (model, converged, since, target) VALUES "
+                      "(?,?,?,?) ON CONFLICT(model) DO UPDATE SET converged=excluded.converged,"
+                      " since=excluded.since, target=excluded.target",
+                      (model, int(converged), now, target_text))
         return now

@@ -35,6 +35,7 @@ from modelsync.telemetry import ModelInterval, TelemetryError, merge_intervals
 MINUTE = 60
 MAX_MODELS_PER_BEAT = 500
 RAW_KEEP_S = 3600.0  # heartbeat resolution for this long, then 1-minute rows
+WRITE_CHUNK = 250  # telemetry rows per write transaction
 
 
 @dataclass
@@ -170,60 +171,65 @@ class TelemetryStore:
 
     def _write(self, rows: list[tuple[str, str, float, float, str]],
                minutes: dict[tuple[str, int], str]) -> None:
-        conn = self.db.conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany("INSERT OR IGNORE INTO series (node_id, model) VALUES (?, ?)",
-                             {(n, m) for n, m, _t, _s, _f in rows})
-            conn.executemany(
-                "INSERT INTO telemetry_node (series, t, seconds, res, figures) VALUES ("
-                "(SELECT id FROM series WHERE node_id=? AND model=?), ?, ?, 0, ?)", rows)
-            conn.executemany(
-                "INSERT OR REPLACE INTO telemetry_model (model, minute, writer, figures) "
-                "VALUES (?, ?, ?, ?)",
-                [(model, minute, self.writer, text) for (model, minute), text in
-                 minutes.items()])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        """In transactions of at most WRITE_CHUNK rows, so a heartbeat never queues behind a
+        whole second of the fleet's figures."""
+        for i in range(0, max(len(rows), 1), WRITE_CHUNK):
+            chunk = rows[i:i + WRITE_CHUNK]
+            with self.db.write() as conn:
+                conn.executemany("INSERT OR IGNORE INTO series (node_id, model) VALUES (?, ?)",
+                                 {(n, m) for n, m, _t, _s, _f in chunk})
+                conn.executemany(
+                    "INSERT INTO telemetry_node (series, t, seconds, res, figures) VALUES ("
+                    "(SELECT id FROM series WHERE node_id=? AND model=?), ?, ?, 0, ?)", chunk)
+        if minutes:
+            with self.db.write() as conn:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO telemetry_model (model, minute, writer, figures) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(model, minute, self.writer, text) for (model, minute), text in
+                     minutes.items()])
 
     def compact(self, now: float) -> tuple[int, int]:
         """Merge heartbeat rows older than an hour into 1-minute rows; drop rows older than the
-        retention. Returns (rows merged away, rows dropped)."""
+        retention. Returns (rows merged away, rows dropped).
+
+        One minute at a time: its rows are read and merged outside any write transaction (no
+        new row can join a minute an hour old: times are the master's clock at receipt), then
+        swapped for the merged rows in one short transaction."""
         self.flush()
         conn = self.db.conn()
-        cutoff = now - RAW_KEEP_S
+        cutoff = int((now - RAW_KEEP_S) // MINUTE) * MINUTE
         merged = 0
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            groups: dict[tuple[int, int], list[tuple[float, dict[str, Any]]]] = {}
+        for _ in range(100_000):  # bounded: one round per minute of backlog
+            first = conn.execute("SELECT MIN(t) FROM telemetry_node WHERE res=0").fetchone()[0]
+            minute = cutoff if first is None else int(first // MINUTE) * MINUTE
+            if minute >= cutoff:
+                break
+            groups: dict[int, list[tuple[float, dict[str, Any]]]] = {}
             for series, t, text in conn.execute(
-                    "SELECT series, t, figures FROM telemetry_node WHERE res=0 AND t < ?",
-                    (cutoff,)):
-                groups.setdefault((series, int(t // MINUTE) * MINUTE), []).append(
-                    (float(t), json.loads(text)))
-            for (series, _minute), items in groups.items():
+                    "SELECT series, t, figures FROM telemetry_node WHERE res=0 AND t >= ? AND "
+                    "t < ?", (minute, minute + MINUTE)):
+                groups.setdefault(series, []).append((float(t), json.loads(text)))
+            out = []
+            for series, items in groups.items():
                 ivs = [ModelInterval.from_json({k: v for k, v in d.items() if k != "versions"})
                        for _t, d in items]
                 versions = sorted({v for _t, d in items for v in d.get("versions", [])})
                 iv = merge_intervals(ivs)
-                conn.execute("INSERT INTO telemetry_node (series, t, seconds, res, figures) "
-                             "VALUES (?, ?, ?, 60, ?)",  # at its last row's time
-                             (series, max(t for t, _d in items), iv.seconds, json.dumps(
-                                 {**iv.to_json(), "versions": versions},
-                                 separators=(",", ":"))))
+                out.append((series, max(t for t, _d in items), iv.seconds, json.dumps(
+                    {**iv.to_json(), "versions": versions}, separators=(",", ":"))))
                 merged += len(items) - 1
-            conn.execute("DELETE FROM telemetry_node WHERE res=0 AND t < ?", (cutoff,))
-            old = now - self.retention_s  # raw rows are younger than an hour: only 1-min ones
-            dropped = conn.execute("DELETE FROM telemetry_node WHERE res=60 AND t < ?",
-                                   (old,)).rowcount
-            dropped += conn.execute("DELETE FROM telemetry_model WHERE minute < ?",
-                                    (old,)).rowcount
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            with self.db.write() as w:
+                w.execute("DELETE FROM telemetry_node WHERE res=0 AND t >= ? AND t < ?",
+                          (minute, minute + MINUTE))
+                w.executemany("INSERT INTO telemetry_node (series, t, seconds, res, figures) "
+                              "VALUES (?, ?, ?, 60, ?)", out)  # at its last row's time
+        old = now - self.retention_s  # raw rows are younger than an hour: only 1-min ones
+        with self.db.write() as w:
+            dropped = w.execute("DELETE FROM telemetry_node WHERE res=60 AND t < ?",
+                                (old,)).rowcount
+            dropped += w.execute("DELETE FROM telemetry_model WHERE minute < ?",
+                                 (old,)).rowcount
         return merged, dropped
 
     # --- reads ---------------------------------------------------------------------------------

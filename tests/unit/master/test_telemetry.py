@@ -80,3 +80,25 @@ def test_compaction_keeps_the_figures(api, state) -> None:  # type: ignore[no-un
     assert after == before
     state.telemetry.compact(time.time() + 8 * 86400)  # past the retention: gone
     assert state.db.conn().execute("SELECT COUNT(*) FROM telemetry_node").fetchone()[0] == 0
+
+
+def test_compaction_goes_minute_by_minute_over_gaps(state) -> None:  # type: ignore[no-untyped-def]
+    from master.telemetry import NodeFigures
+    t0 = (time.time() // 60) * 60 - 86400  # a day ago, at a minute's start
+    # three beats in each of minutes 0 and 1, one in minute 90 (a gap), for two nodes
+    for offset in (0, 10, 20, 60, 70, 80, 90 * 60 + 5):
+        for node in ("a", "b"):
+            state.telemetry.add(node, [NodeFigures("m", interval(10, 1, 2_000), (1,))],
+                                t0 + offset)
+    merged, dropped = state.telemetry.compact(t0 + 3 * 3600)
+    assert (merged, dropped) == (2 * (2 + 2 + 0), 0)
+    rows = state.db.conn().execute(
+        "SELECT s.node_id, t.t, t.res, t.figures FROM telemetry_node t JOIN series s ON "
+        "s.id = t.series ORDER BY s.node_id, t.t").fetchall()
+    import json
+    assert [(r[0], r[1] - t0, r[2]) for r in rows] == [
+        (n, off, 60) for n in ("a", "b") for off in (20, 80, 90 * 60 + 5)]
+    figures = [json.loads(r[3]) for r in rows][:3]
+    assert [(f["requests"], f["errors"], f["seconds"]) for f in figures] == [
+        (33, {"INVALID_ARGUMENT": 3}, 15.0), (33, {"INVALID_ARGUMENT": 3}, 15.0),
+        (11, {"INVALID_ARGUMENT": 1}, 5.0)]

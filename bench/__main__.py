@@ -66,13 +66,35 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
     return figures
 
 
+RESULTS = Path(__file__).resolve().parent / "results.json"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def record(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The recorded results with these merged in: one benchmark run again replaces only its own
+    figures (each keeps the date it was measured), in the order of BENCHMARKS."""
+    today = dt.date.today().isoformat()
+    old: dict[str, dict[str, Any]] = {}
+    if RESULTS.exists():
+        old = json.loads(RESULTS.read_text())
+    quick = {f.get("quick") for f in results.values()}
+    if any(f.get("quick") not in quick for f in old.values()):
+        old = {}  # never mix --quick sizes with full ones
+    merged = {**old, **{n: {**f, "date": today} for n, f in results.items()}}
+    return {n: merged[n] for n in BENCHMARKS if n in merged}
+
+
 def update_readme(results: dict[str, dict[str, Any]], quick: bool) -> None:
-    readme = Path(__file__).resolve().parents[1] / "README.md"
-    text = readme.read_text()
-    lines = [f"Measured {dt.date.today().isoformat()} on {machine()}"
-             f"{' (--quick sizes)' if quick else ''}, with `make bench`.", "",
+    text = README.read_text()
+    dates = sorted({str(f.get("date", dt.date.today().isoformat())) for f in results.values()})
+    when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} (see `date` per row)"
+    lines = [f"Measured {when} on {machine()}"
+             f"{' (--quick sizes)' if quick else ''}, with `make bench`"
+             f"{'' if len(dates) == 1 else ' and `python -m bench NAME --update-readme`'}.", "",
              "| benchmark | figure | value | goal |", "|---|---|---|---|"]
     for name, figures in results.items():
+        if len(dates) > 1:
+            lines.append(f"| {name} | `date` | {figures.get('date', '')} |  |")
         goals = {k: f"{op} {b:g}" for k, op, b in GOALS.get(name, [])}
         for key, value in figures.items():
             if key in ("benchmark", "quick") or not isinstance(value, int | float):
@@ -86,7 +108,7 @@ def update_readme(results: dict[str, dict[str, Any]], quick: bool) -> None:
     block = "\n".join(lines)
     new = re.sub(r"(<!-- bench:start -->\n).*?(\n<!-- bench:end -->)",
                  lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
-    readme.write_text(new)
+    README.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         if len(names) > 1:
             emit(results[name])
     if args.update_readme:
-        update_readme(results, args.quick)
-        Path("bench/results.json").write_text(json.dumps(results, indent=1, sort_keys=True))
+        recorded = record(results)
+        update_readme(recorded, args.quick)
+        RESULTS.write_text(json.dumps(recorded, indent=1, sort_keys=True))
     emit(results[names[0]] if len(names) == 1 else
          {f"{n}.{k}": v for n, f in results.items() for k, v in f.items()
           if isinstance(v, int | float) and not isinstance(v, bool)})

@@ -90,6 +90,10 @@ class Database:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.Lock()
+        self._beats_lock = threading.Lock()
+        # (node_id, role) -> [hostname, version, heartbeat_s, last beat, beats]: the beats that
+        # only repeated the stored report, written together by flush_beats()
+        self._beats: dict[tuple[str, str], list[Any]] = {}
         self.migrate()
 
     def conn(self) -> sqlite3.Connection:
@@ -136,14 +140,34 @@ class Database:
     def heartbeat(self, node_id: str, role: str, hostname: str, version: str,
                   heartbeat_s: float, status: dict[str, Any],
                   events: Iterable[dict[str, Any]], now: float) -> tuple[bool, float]:
-        """Record one beat and its events. Returns (new node?, sync_seen before this beat)."""
+        """Record one beat and its events. Returns (new node?, sync_seen before this beat).
+
+        A beat that repeats the stored report and carries no event (nearly every beat) moves
+        only liveness: it is buffered and written with the others by ``flush_beats`` (every
+        read of the registry in this process flushes first), so heartbeats do not queue on the
+        write lock. A new or changed report is written at once, with the next sequence number.
+        """
         status_text = json.dumps(status, separators=(",", ":"), sort_keys=True, default=str)
+        if not events:
+            row = self.conn().execute(
+                "SELECT sync_seen, status FROM nodes WHERE node_id=? AND role=?",
+                (node_id, role)).fetchone()
+            if row is not None and row[1] == status_text:
+                with self._beats_lock:
+                    beat = self._beats.get((node_id, role))
+                    self._beats[(node_id, role)] = [hostname, version, heartbeat_s,
+                                                    max(now, beat[3]) if beat else now,
+                                                    beat[4] + 1 if beat else 1]
+                return False, float(row[0])
         rows = [(float(e.get("at") or now), "node", node_id,
                  str(e["model"]) if e.get("model") is not None else None,
                  str(e.get("event") or "event"),
                  json.dumps({k: v for k, v in e.items()
                              if k not in ("at", "event", "model", "node")}, default=str))
                 for e in events]
+        with self._beats_lock:
+            buffered = self._beats.pop((node_id, role), None)
+        earlier = buffered[4] if buffered else 0
         with self.write() as conn:
             row = conn.execute("SELECT sync_seen, status FROM nodes WHERE node_id=? AND role=?",
                                (node_id, role)).fetchone()
@@ -161,19 +185,31 @@ class Database:
                 sync_seen = float(row[0])
                 conn.execute(
                     "UPDATE nodes SET hostname=?, version=?, heartbeat_s=?, status=?, "
-                    "last_seen=?, beats=beats+1, seq=(SELECT CAST(value AS INTEGER) FROM meta "
-                    "WHERE key='report_seq') WHERE node_id=? AND role=?",
-                    (hostname, version, heartbeat_s, status_text, now, node_id, role))
+                    "last_seen=?, beats=beats+1+?, seq=(SELECT CAST(value AS INTEGER) FROM "
+                    "meta WHERE key='report_seq') WHERE node_id=? AND role=?",
+                    (hostname, version, heartbeat_s, status_text, now, earlier, node_id, role))
             else:  # the same report again: only liveness moves
                 sync_seen = float(row[0])
                 conn.execute(
                     "UPDATE nodes SET hostname=?, version=?, heartbeat_s=?, last_seen=?, "
-                    "beats=beats+1 WHERE node_id=? AND role=?",
-                    (hostname, version, heartbeat_s, now, node_id, role))
+                    "beats=beats+1+? WHERE node_id=? AND role=?",
+                    (hostname, version, heartbeat_s, now, earlier, node_id, role))
             if rows:
                 conn.executemany("INSERT INTO events (at, kind, node_id, model, event, detail) "
                                  "VALUES (?,?,?,?,?,?)", rows)
         return row is None, sync_seen
+
+    def flush_beats(self) -> int:
+        """Write the buffered beats (liveness only) in one transaction; returns how many."""
+        with self._beats_lock:
+            beats, self._beats = self._beats, {}
+        if beats:
+            with self.write() as conn:
+                conn.executemany(
+                    "UPDATE nodes SET hostname=?, version=?, heartbeat_s=?, "
+                    "last_seen=MAX(last_seen, ?), beats=beats+? WHERE node_id=? AND role=?",
+                    [(*b, n, r) for (n, r), b in beats.items()])
+        return len(beats)
 
     def ack_sync(self, node_id: str, role: str, now: float) -> None:
         self._execute("UPDATE nodes SET sync_seen=? WHERE node_id=? AND role=?",
@@ -198,14 +234,17 @@ class Database:
 
     def liveness(self) -> list[tuple[str, str, float, float, int]]:
         """(node_id, role, last_seen, heartbeat_s, seq) of every report: cheap, no status."""
+        self.flush_beats()
         return [(r[0], r[1], r[2], r[3], r[4]) for r in self.conn().execute(
             "SELECT node_id, role, last_seen, heartbeat_s, seq FROM nodes")]
 
     def _rows(self, sql: str, args: tuple[Any, ...]) -> list[NodeRow]:
+        self.flush_beats()
         return [NodeRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9])
                 for r in self.conn().execute(sql, args)]
 
     def forget_nodes(self, older_than: float) -> int:
+        self.flush_beats()
         return self._execute("DELETE FROM nodes WHERE last_seen < ?", (older_than,)).rowcount
 
     # --- events --------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ MINUTE = 60
 MAX_MODELS_PER_BEAT = 500
 RAW_KEEP_S = 3600.0  # heartbeat resolution for this long, then 1-minute rows
 WRITE_CHUNK = 250  # telemetry rows per write transaction
+BEATS_FLUSH_S = 0.25  # how late liveness may reach SQLite (master.db.Database.flush_beats)
 
 
 @dataclass
@@ -77,6 +79,11 @@ class NodeFigures:
     model: str
     interval: ModelInterval
     versions: tuple[int, ...]
+    text: str = ""  # the row as stored; parse_beat keeps the validated JSON it received
+
+    def row_text(self) -> str:
+        return self.text or json.dumps({**self.interval.to_json(),
+                                        "versions": list(self.versions)}, separators=(",", ":"))
 
     @property
     def version(self) -> str | None:
@@ -102,7 +109,9 @@ def parse_beat(doc: Any) -> list[NodeFigures]:
             raise TelemetryError(f"telemetry.models.{model}.versions: expected versions")
         iv = ModelInterval.from_json(figures)
         if iv.requests or iv.latency.count:
-            out.append(NodeFigures(str(model), iv, tuple(sorted(set(versions)))))
+            vs = tuple(sorted(set(versions)))
+            out.append(NodeFigures(str(model), iv, vs, json.dumps(
+                {**figures, "versions": list(vs)}, separators=(",", ":"))))
     return out
 
 
@@ -131,18 +140,22 @@ class TelemetryStore:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.flush_s):
+        """The master's writer thread: the registry's buffered beats every BEATS_FLUSH_S, the
+        telemetry every ``flush_s``."""
+        last = time.monotonic()
+        while not self._stop.wait(min(BEATS_FLUSH_S, self.flush_s)):
             try:
-                self.flush()
+                self.db.flush_beats()
+                if time.monotonic() - last >= self.flush_s:
+                    last = time.monotonic()
+                    self.flush()
             except Exception:  # noqa: S112 - the next round tries again; reads flush too
                 continue
 
     # --- writes --------------------------------------------------------------------------------
     def add(self, node_id: str, figures: Iterable[NodeFigures], now: float) -> None:
         minute = int(now // MINUTE) * MINUTE
-        rows = [(node_id, f.model, now, f.interval.seconds,
-                 json.dumps({**f.interval.to_json(), "versions": list(f.versions)},
-                            separators=(",", ":"))) for f in figures]
+        rows = [(node_id, f.model, now, f.interval.seconds, f.row_text()) for f in figures]
         with self._lock:
             self._node_rows.extend(rows)
             for f in figures:

@@ -81,6 +81,8 @@ class Histogram:
         counts = self.counts()
         keep = [i for i in range(len(counts))
                 if counts[i] or (i + 1 < len(counts) and counts[i + 1]) or i == len(counts) - 1]
+        if len(keep) == len(counts):
+            return self  # already compact (as every histogram a heartbeat carries)
         return Histogram(tuple(self.bounds[i] for i in keep),
                          tuple(self.cumulative[i] for i in keep), self.sum)
 
@@ -106,8 +108,16 @@ def merge_buckets(histograms: Iterable[Histogram]) -> Histogram:
         cumulative = tuple(sum(column) for column in zip(*(h.cumulative for h in parts),
                                                          strict=True))
         return Histogram(parts[0].bounds, cumulative, math.fsum(h.sum for h in parts))
-    bounds = tuple(sorted({b for h in parts for b in h.bounds}))
-    return Histogram(bounds, tuple(sum(h.at(b) for h in parts) for b in bounds),
+    # at(b) of one histogram is the sum of its own steps at bounds <= b, so the merged
+    # cumulative count at each bound of the union is a running sum of every input's steps
+    steps: dict[float, int] = {}
+    for h in parts:
+        below = 0
+        for b, c in zip(h.bounds, h.cumulative, strict=True):
+            steps[b] = steps.get(b, 0) + c - below
+            below = c
+    bounds = tuple(sorted(steps))
+    return Histogram(bounds, tuple(accumulate(steps[b] for b in bounds)),
                      math.fsum(h.sum for h in parts))
 
 

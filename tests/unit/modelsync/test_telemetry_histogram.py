@@ -235,6 +235,15 @@ def test_compact_changes_no_quantile_and_no_count_at_any_bound(hs: list[Histogra
     assert all(merged_compact.at(b) == merged.at(b) for b in merged.bounds)
 
 
+@given(st.lists(histograms(), min_size=2, max_size=5))
+def test_a_merge_on_different_grids_counts_every_input_at_every_bound(
+        hs: list[Histogram]) -> None:
+    merged = merge_buckets(hs)
+    assert merged.bounds == tuple(sorted({b for h in hs for b in h.bounds}))
+    assert all(merged.at(b) == sum(h.at(b) for h in hs) for b in merged.bounds)
+    assert merged.count == sum(h.count for h in hs)
+
+
 @given(st.lists(histograms(official=True), min_size=1, max_size=4), QS)
 def test_nodes_compact_heartbeats_merge_to_the_same_quantiles(hs: list[Histogram],
                                                               q: float) -> None:

@@ -3,7 +3,8 @@
 GET  /v1/models/<m>[/versions/<v>|/labels/<l>]           model status
 GET  /v1/models/<m>[/versions/<v>|/labels/<l>]/metadata  signature defs
 POST /v1/models/<m>[/versions/<v>|/labels/<l>]:predict   row ("instances") or columnar ("inputs")
-Errors: {"error": "<message>"} with the HTTP status TF Serving maps the code to.
+Errors: {"error": "<message>"} with the HTTP status TF Serving maps the code to; any other
+path under /v1/ is 400 "Malformed request: <METHOD> <path>" (http_rest_api_handler.cc).
 """
 
 from __future__ import annotations
@@ -209,7 +210,17 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
                                for row in classify_rows(outputs)]}
         return {"result": regress_values(outputs)}
 
-    @app.route("/v1/models/<path:rest>", methods=["GET", "POST"])
+    def malformed(path: str) -> Response:
+        # as http_rest_api_handler.cc: a path under /v1/ that is no API is InvalidArgument
+        # "Malformed request: <METHOD> <path>", which http_server.cc answers 400
+        return _json({"error": f"Malformed request: {request.method} {path}"}, 400)
+
+    @app.route("/v1/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
+    def not_an_api(rest: str) -> Response:
+        metrics.request("", "REST", "", "INVALID_ARGUMENT", 0)
+        return malformed(f"/v1/{rest}")
+
+    @app.route("/v1/models/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     def models(rest: str) -> Response:
         started = time.perf_counter()
 
@@ -222,7 +233,7 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
         m = _PATH_RE.match(rest)
         if m is None:
             record("", "", "INVALID_ARGUMENT")
-            return _json({"error": f"Malformed request: {request.method} /v1/models/{rest}"}, 404)
+            return malformed(f"/v1/models/{rest}")
         name = m.group("name")
         version = int(m.group("version")) if m.group("version") else None
         label = m.group("label")
@@ -236,8 +247,7 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
                 doc = examples_call(m.group("verb"), name, version, label)
             else:
                 record("", "", "INVALID_ARGUMENT")
-                return _json({"error": f"Malformed request: {request.method} "
-                                       f"/v1/models/{rest}"}, 404)
+                return malformed(f"/v1/models/{rest}")
         except ServingError as exc:
             record(api, name, exc.code)
             return _error(exc)

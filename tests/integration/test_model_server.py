@@ -187,6 +187,11 @@ def test_rest_api(server_env) -> None:  # type: ignore[no-untyped-def]
     assert status == 400 and "instances" in doc["error"]
     status, doc = client.http("GET", "/v1/models/demo/labels/none")
     assert status == 400
+    # a path under /v1/ that is no API: 400 "Malformed request", as the official server
+    for method, path in (("POST", "/v1/models/demo:explode"), ("GET", "/v1/models/demo:predict"),
+                         ("PUT", "/v1/models/demo"), ("GET", "/v1/nothing/here")):
+        status, doc = client.http(method, path, {} if method != "GET" else None)
+        assert (status, doc) == (400, {"error": f"Malformed request: {method} {path}"})
 
 
 def test_swaps_under_continuous_traffic_drop_nothing(server_env, model_factory) -> None:  # type: ignore[no-untyped-def]

@@ -96,7 +96,7 @@ def update_readme(results: dict[str, dict[str, Any]], quick: bool) -> None:
         if len(dates) > 1:
             lines.append(f"| {name} | `date` | {figures.get('date', '')} |  |")
         goals = {k: f"{op} {b:g}" for k, op, b in GOALS.get(name, [])}
-        for key, value in figures.items():
+        for key, value in sorted(figures.items()):  # one order, whichever run wrote them
             if key in ("benchmark", "quick") or not isinstance(value, int | float):
                 continue
             shown = f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -22,7 +22,7 @@ FIGURES = {
     "idle_poll": ["idle_poll_calls", "idle_poll_s", "fallback_poll_calls", "catalog_refresh_s"],
     "master": ["heartbeat_p99_ms", "heartbeat_server_p99_ms", "heartbeat_errors",
                "cluster_view_p99_ms", "models_view_p99_ms",
-               "metrics_view_p99_ms", "sqlite_MB", "master_rss_MB"],
+               "metrics_view_p99_ms", "sqlite_MB", "master_rss_MB", "compaction_s"],
     "scoring": ["predict_p50_ms", "predict_p99_ms", "predict_rps", "inprocess_p50_ms",
                 "rollover_errors", "rollover_p99_ratio", "gateway_overhead_p50_ms",
                 "gateway_errors", "rest_c32_p99_ms", "grpc_c32_p99_ms", "mlflow_c32_p99_ms"],

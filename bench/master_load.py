@@ -211,11 +211,10 @@ def _server_p99_ms(metrics_text: str) -> float | None:
     """The heartbeat route's p99 from the master's own latency histogram (its /metrics): the
     time inside the handler, without the client's and the HTTP server's share."""
     from modelsync.telemetry.histogram import quantile_ms
+    from modelsync.telemetry.prometheus import parse
 
-    buckets = []
-    for line in metrics_text.splitlines():
-        if line.startswith("modelsync_master_request_seconds_bucket{") and \
-                'route="/v1/nodes/heartbeat"' in line:
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets.append((float(le) * 1e6, float(line.rsplit(" ", 1)[1])))
-    return quantile_ms(0.99, sorted(buckets)) if buckets else None
+    buckets = sorted((float(s.label("le") or "nan") * 1e6, s.value)  # seconds -> µs
+                     for s in parse(metrics_text).samples
+                     if s.name == "modelsync_master_request_seconds_bucket"
+                     and s.label("route") == "/v1/nodes/heartbeat")
+    return quantile_ms(0.99, buckets) if buckets else None

@@ -13,7 +13,7 @@ help:
 	@echo "make unit         unit tests only"
 	@echo "make bench        run every benchmark and rewrite the README table"
 	@echo "make e2e          build the images and test the stack on a real Docker Swarm"
-	@echo "make lint         ruff + mypy"
+	@echo "make lint         ruff (check and format) + mypy"
 
 # The virtual environment, (re)installed when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -60,6 +60,7 @@ e2e: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy modelsync tfserving remote_model_puller config_manager master cli gateway
 
 clean:

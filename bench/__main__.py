@@ -17,26 +17,50 @@ from typing import Any
 
 from bench.common import emit, machine
 
-BENCHMARKS = {"propagation": "bench.propagation", "download": "bench.download",
-              "idle_poll": "bench.idle_poll", "master": "bench.master_load",
-              "scoring": "bench.scoring", "footprint": "bench.footprint",
-              "gateway": "bench.gateway", "rollout": "bench.rollout"}
+BENCHMARKS = {
+    "propagation": "bench.propagation",
+    "download": "bench.download",
+    "idle_poll": "bench.idle_poll",
+    "master": "bench.master_load",
+    "scoring": "bench.scoring",
+    "footprint": "bench.footprint",
+    "gateway": "bench.gateway",
+    "rollout": "bench.rollout",
+}
 
 GOALS: dict[str, list[tuple[str, str, float]]] = {
     "propagation": [("overhead_p50_s", "<=", 1.5)],
-    "download": [("ratio_vs_best_baseline", ">=", 1.0), ("puller_peak_rss_MB", "<=", 200),
-                 ("tarball_speedup", ">=", 1.5)],
+    "download": [
+        ("ratio_vs_best_baseline", ">=", 1.0),
+        ("puller_peak_rss_MB", "<=", 200),
+        ("tarball_speedup", ">=", 1.5),
+    ],
     "idle_poll": [("idle_poll_calls", "<=", 2), ("idle_poll_s", "<=", 0.2)],
-    "master": [("heartbeat_p99_ms", "<=", 50), ("heartbeat_errors", "<=", 0),
-               ("cluster_view_p99_ms", "<=", 200), ("models_view_p99_ms", "<=", 200),
-               ("metrics_view_p99_ms", "<=", 200)],
-    "scoring": [("rollover_errors", "<=", 0), ("rollover_p99_ratio", "<=", 2),
-                ("gateway_overhead_p50_ms", "<=", 1), ("gateway_errors", "<=", 0)],
-    "footprint": [("puller_rss_MB", "<=", 150), ("config_manager_rss_MB", "<=", 150),
-                  ("master_rss_MB", "<=", 150)],
+    "master": [
+        ("heartbeat_p99_ms", "<=", 50),
+        ("heartbeat_errors", "<=", 0),
+        ("cluster_view_p99_ms", "<=", 200),
+        ("models_view_p99_ms", "<=", 200),
+        ("metrics_view_p99_ms", "<=", 200),
+    ],
+    "scoring": [
+        ("rollover_errors", "<=", 0),
+        ("rollover_p99_ratio", "<=", 2),
+        ("gateway_overhead_p50_ms", "<=", 1),
+        ("gateway_errors", "<=", 0),
+    ],
+    "footprint": [
+        ("puller_rss_MB", "<=", 150),
+        ("config_manager_rss_MB", "<=", 150),
+        ("master_rss_MB", "<=", 150),
+    ],
     "gateway": [("gateway_overhead_p50_ms", "<=", 1), ("errors", "<=", 0)],
-    "rollout": [("bad_nodes_max", "<=", 1), ("rollback_s", "<=", 30),
-                ("failed_predicts_outside_canary", "<=", 0), ("unvalidated_served", "<=", 0)],
+    "rollout": [
+        ("bad_nodes_max", "<=", 1),
+        ("rollback_s", "<=", 30),
+        ("failed_predicts_outside_canary", "<=", 0),
+        ("unvalidated_served", "<=", 0),
+    ],
 }
 
 
@@ -88,10 +112,14 @@ def update_readme(results: dict[str, dict[str, Any]], quick: bool) -> None:
     text = README.read_text()
     dates = sorted({str(f.get("date", dt.date.today().isoformat())) for f in results.values()})
     when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} (see `date` per row)"
-    lines = [f"Measured {when} on {machine()}"
-             f"{' (--quick sizes)' if quick else ''}, with `make bench`"
-             f"{'' if len(dates) == 1 else ' and `python -m bench NAME --update-readme`'}.", "",
-             "| benchmark | figure | value | goal |", "|---|---|---|---|"]
+    lines = [
+        f"Measured {when} on {machine()}"
+        f"{' (--quick sizes)' if quick else ''}, with `make bench`"
+        f"{'' if len(dates) == 1 else ' and `python -m bench NAME --update-readme`'}.",
+        "",
+        "| benchmark | figure | value | goal |",
+        "|---|---|---|---|",
+    ]
     for name, figures in results.items():
         if len(dates) > 1:
             lines.append(f"| {name} | `date` | {figures.get('date', '')} |  |")
@@ -106,8 +134,12 @@ def update_readme(results: dict[str, dict[str, Any]], quick: bool) -> None:
                 verdict = f"{goals[key]} ({'met' if met and met[0].endswith('met') else 'MISSED'})"
             lines.append(f"| {name} | `{key}` | {shown} | {verdict} |")
     block = "\n".join(lines)
-    new = re.sub(r"(<!-- bench:start -->\n).*?(\n<!-- bench:end -->)",
-                 lambda m: m.group(1) + block + m.group(2), text, flags=re.S)
+    new = re.sub(
+        r"(<!-- bench:start -->\n).*?(\n<!-- bench:end -->)",
+        lambda m: m.group(1) + block + m.group(2),
+        text,
+        flags=re.S,
+    )
     README.write_text(new)
 
 
@@ -129,9 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         recorded = record(results)
         update_readme(recorded, args.quick)
         RESULTS.write_text(json.dumps(recorded, indent=1, sort_keys=True))
-    emit(results[names[0]] if len(names) == 1 else
-         {f"{n}.{k}": v for n, f in results.items() for k, v in f.items()
-          if isinstance(v, int | float) and not isinstance(v, bool)})
+    emit(
+        results[names[0]]
+        if len(names) == 1
+        else {
+            f"{n}.{k}": v
+            for n, f in results.items()
+            for k, v in f.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+    )
     return 0
 
 

@@ -86,8 +86,9 @@ class TwoPassInstaller(Installer):
         return total
 
 
-def tarball_case(tmp: Path, store: GCSStore, settings: StoreSettings,
-                 quick: bool) -> dict[str, Any]:
+def tarball_case(
+    tmp: Path, store: GCSStore, settings: StoreSettings, quick: bool
+) -> dict[str, Any]:
     from modelsync.dev.models import make_linear_model
 
     size = (32 if quick else 256) * 2**20
@@ -117,10 +118,15 @@ def tarball_case(tmp: Path, store: GCSStore, settings: StoreSettings,
                 (one_s if label == "one" else two_s).append(t.seconds)
                 assert len(local_files(root / "tarred" / "1")) == n_files
                 shutil.rmtree(root)
-    return {"tarball_content_bytes": content, "tarball_bytes": compressed,
-            "tarball_install_s": min(one_s), "tarball_two_pass_s": min(two_s),
-            "tarball_speedup": min(two_s) / min(one_s), "tarball_rounds": rounds,
-            "tarball_packing_s": packing.seconds}
+    return {
+        "tarball_content_bytes": content,
+        "tarball_bytes": compressed,
+        "tarball_install_s": min(one_s),
+        "tarball_two_pass_s": min(two_s),
+        "tarball_speedup": min(two_s) / min(one_s),
+        "tarball_rounds": rounds,
+        "tarball_packing_s": packing.seconds,
+    }
 
 
 def run(quick: bool) -> dict[str, Any]:
@@ -143,10 +149,14 @@ def run(quick: bool) -> dict[str, Any]:
             result = publish(store, src, "big", prefix="models", marker="_READY", version=1)
             shutil.rmtree(src)
             total = result.bytes
-            names = [o.name for o in store.list_objects("models/big/1/")
-                     if not o.name.endswith("_READY")]
-            client = storage.Client(project="bench", credentials=AnonymousCredentials(),
-                                    client_options={"api_endpoint": emu.url})
+            names = [
+                o.name for o in store.list_objects("models/big/1/") if not o.name.endswith("_READY")
+            ]
+            client = storage.Client(
+                project="bench",
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": emu.url},
+            )
             bucket = client.bucket("bench")
 
             def sequential(dest: Path) -> None:
@@ -157,18 +167,31 @@ def run(quick: bool) -> dict[str, Any]:
 
             def with_transfer_manager(dest: Path) -> None:
                 results = transfer_manager.download_many_to_path(
-                    bucket, names, destination_directory=str(dest), max_workers=WORKERS,
-                    worker_type=transfer_manager.THREAD, raise_exception=True)
+                    bucket,
+                    names,
+                    destination_directory=str(dest),
+                    max_workers=WORKERS,
+                    worker_type=transfer_manager.THREAD,
+                    raise_exception=True,
+                )
                 assert all(r is None for r in results)
 
             def puller(dest: Path) -> tuple[float, float]:
-                env = {"MODELSYNC_BUCKET": "bench", "STORAGE_EMULATOR_HOST": emu.url,
-                       "MODELSYNC_MODEL_ROOT": str(dest), "MODELSYNC_POLL_S": "0.2",
-                       "MODELSYNC_DOWNLOAD_WORKERS": str(WORKERS), "MODELSYNC_HTTP_PORT": "0",
-                       "MODELSYNC_GCS_TIMEOUT_S": "300"}
-                proc = subprocess.Popen([sys.executable, "-m", "cli", "puller"],
-                                        env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                env = {
+                    "MODELSYNC_BUCKET": "bench",
+                    "STORAGE_EMULATOR_HOST": emu.url,
+                    "MODELSYNC_MODEL_ROOT": str(dest),
+                    "MODELSYNC_POLL_S": "0.2",
+                    "MODELSYNC_DOWNLOAD_WORKERS": str(WORKERS),
+                    "MODELSYNC_HTTP_PORT": "0",
+                    "MODELSYNC_GCS_TIMEOUT_S": "300",
+                }
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "cli", "puller"],
+                    env={**os.environ, **env},
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
                 try:
                     layout = LocalLayout(dest)
                     deadline = time.monotonic() + 900
@@ -200,25 +223,41 @@ def run(quick: bool) -> dict[str, Any]:
             tar_figures = tarball_case(tmp, store, settings, quick)
     mb = total / 2**20
     puller_mbps, seq_mbps, tm_mbps = mb / min(pull_s), mb / min(seq_s), mb / min(tm_s)
-    figures = {"bytes": total, "files": len(names), "workers": WORKERS,
-               "puller_MBps": puller_mbps, "sequential_MBps": seq_mbps,
-               "transfer_manager_MBps": tm_mbps,
-               "ratio_vs_best_baseline": puller_mbps / max(seq_mbps, tm_mbps),
-               "puller_peak_rss_MB": max(peaks), "model_generation_s": gen.seconds,
-               **tar_figures}
-    table(f"download: {mb:.0f} MiB in {len(names)} objects (16 shards), {WORKERS} workers, "
-          f"best of {rounds}", [
-              ("puller install (verified, atomic), MB/s", puller_mbps),
-              ("sequential google-cloud-storage, MB/s", seq_mbps),
-              (f"transfer_manager ({WORKERS} threads), MB/s", tm_mbps),
-              ("ratio puller / best baseline", figures["ratio_vs_best_baseline"]),
-              ("puller peak RSS, MB", max(peaks))])
+    figures = {
+        "bytes": total,
+        "files": len(names),
+        "workers": WORKERS,
+        "puller_MBps": puller_mbps,
+        "sequential_MBps": seq_mbps,
+        "transfer_manager_MBps": tm_mbps,
+        "ratio_vs_best_baseline": puller_mbps / max(seq_mbps, tm_mbps),
+        "puller_peak_rss_MB": max(peaks),
+        "model_generation_s": gen.seconds,
+        **tar_figures,
+    }
+    table(
+        f"download: {mb:.0f} MiB in {len(names)} objects (16 shards), {WORKERS} workers, "
+        f"best of {rounds}",
+        [
+            ("puller install (verified, atomic), MB/s", puller_mbps),
+            ("sequential google-cloud-storage, MB/s", seq_mbps),
+            (f"transfer_manager ({WORKERS} threads), MB/s", tm_mbps),
+            ("ratio puller / best baseline", figures["ratio_vs_best_baseline"]),
+            ("puller peak RSS, MB", max(peaks)),
+        ],
+    )
     speedup = tar_figures["tarball_speedup"]
-    table(f"download: one model.tar.gz, {tar_figures['tarball_bytes'] / 2**20:.0f} MiB "
-          f"({tar_figures['tarball_content_bytes'] / 2**20:.0f} MiB of content), installed "
-          f"in-process, best of {tar_figures['tarball_rounds']}", [
-              ("one pass (download streams through the checked extraction), s",
-               tar_figures["tarball_install_s"]),
-              ("two passes (download, check, extract), s", tar_figures["tarball_two_pass_s"]),
-              ("speedup", speedup)])
+    table(
+        f"download: one model.tar.gz, {tar_figures['tarball_bytes'] / 2**20:.0f} MiB "
+        f"({tar_figures['tarball_content_bytes'] / 2**20:.0f} MiB of content), installed "
+        f"in-process, best of {tar_figures['tarball_rounds']}",
+        [
+            (
+                "one pass (download streams through the checked extraction), s",
+                tar_figures["tarball_install_s"],
+            ),
+            ("two passes (download, check, extract), s", tar_figures["tarball_two_pass_s"]),
+            ("speedup", speedup),
+        ],
+    )
     return figures

@@ -45,17 +45,31 @@ def run(quick: bool) -> dict[str, Any]:
         src = make_linear_model(tmp / "src", 2.0, 1.0)
         for i in range(n_models):
             publish(store, src, f"model{i:02d}", prefix="models", marker="_READY", version=1)
-        master = start_master(tmp / "master", bucket="bench", emulator_host=emu.url,
-                              admin_token=ADMIN, node_token=NODE, catalog_s=2)
-        node = Node(tmp / "node", bucket="bench", emulator_host=emu.url, poll_s=2,
-                    master_url=master.url, node_token=NODE,  # type: ignore[attr-defined]
-                    extra_env={"MODELSYNC_HEARTBEAT_S": "2"})
+        master = start_master(
+            tmp / "master",
+            bucket="bench",
+            emulator_host=emu.url,
+            admin_token=ADMIN,
+            node_token=NODE,
+            catalog_s=2,
+        )
+        node = Node(
+            tmp / "node",
+            bucket="bench",
+            emulator_host=emu.url,
+            poll_s=2,
+            master_url=master.url,
+            node_token=NODE,  # type: ignore[attr-defined]
+            extra_env={"MODELSYNC_HEARTBEAT_S": "2"},
+        )
         try:
             node.start()
 
             def converged() -> bool:
-                req = urllib.request.Request(f"{master.url}/v1/cluster",  # type: ignore[attr-defined]
-                                             headers={"Authorization": f"Bearer {ADMIN}"})
+                req = urllib.request.Request(
+                    f"{master.url}/v1/cluster",  # type: ignore[attr-defined]
+                    headers={"Authorization": f"Bearer {ADMIN}"},
+                )
                 with urllib.request.urlopen(req, timeout=10) as r:
                     models = json.loads(r.read())["models"]
                 return len(models) == n_models and all(m["converged"] for m in models.values())
@@ -67,15 +81,17 @@ def run(quick: bool) -> dict[str, Any]:
                 time.sleep(0.5)
             time.sleep(5)  # idle
             assert node.puller and node.config_manager and node.model_server
-            rss = {"puller": rss_mb(node.puller.pid),
-                   "config_manager": rss_mb(node.config_manager.pid),
-                   "master": tree_rss_mb(master.pid),
-                   "model_server": rss_mb(node.model_server.pid)}
+            rss = {
+                "puller": rss_mb(node.puller.pid),
+                "config_manager": rss_mb(node.config_manager.pid),
+                "master": tree_rss_mb(master.pid),
+                "model_server": rss_mb(node.model_server.pid),
+            }
             ready: dict[str, float] = {}
             for name, proc, url in (
-                    ("puller", node.puller, f"http://127.0.0.1:{node.puller_port}/readyz"),
-                    ("config_manager", node.config_manager,
-                     f"http://127.0.0.1:{node.cm_port}/readyz")):
+                ("puller", node.puller, f"http://127.0.0.1:{node.puller_port}/readyz"),
+                ("config_manager", node.config_manager, f"http://127.0.0.1:{node.cm_port}/readyz"),
+            ):
                 proc.stop()
                 again = ManagedProcess(proc.name, proc.args, proc.log_path, env=node.env)
                 t = time.monotonic()
@@ -99,9 +115,16 @@ def run(quick: bool) -> dict[str, Any]:
         finally:
             node.stop()
             master.stop()
-    figures = {**{f"{k}_rss_MB": v for k, v in rss.items()},
-               **{f"{k}_ready_s": v for k, v in ready.items()}, "models": n_models}
-    table(f"footprint: idle, {n_models} models installed and AVAILABLE", [
-        *((f"{k} RSS MB", v) for k, v in rss.items()),
-        *((f"{k} time to ready s", v) for k, v in ready.items())])
+    figures = {
+        **{f"{k}_rss_MB": v for k, v in rss.items()},
+        **{f"{k}_ready_s": v for k, v in ready.items()},
+        "models": n_models,
+    }
+    table(
+        f"footprint: idle, {n_models} models installed and AVAILABLE",
+        [
+            *((f"{k} RSS MB", v) for k, v in rss.items()),
+            *((f"{k} time to ready s", v) for k, v in ready.items()),
+        ],
+    )
     return figures

@@ -28,6 +28,7 @@ ROW = {"x": [1.5], "n": [2]}
 
 def _http_call(port: int, path: str, body: bytes) -> Callable[[], Callable[[], None]]:
     """A factory of per-thread callables, each on its own keep-alive connection."""
+
     def make() -> Callable[[], None]:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         headers = {"Content-Type": "application/json"}
@@ -38,7 +39,9 @@ def _http_call(port: int, path: str, body: bytes) -> Callable[[], Callable[[], N
             data = resp.read()
             if resp.status != 200:
                 raise RuntimeError(f"{resp.status}: {data[:100]!r}")
+
         return call
+
     return make
 
 
@@ -47,11 +50,16 @@ def _grpc_call(client: PredictClient) -> Callable[[], Callable[[], None]]:
 
     def make() -> Callable[[], None]:
         return lambda: client.call(req, timeout_s=30)
+
     return make
 
 
-def load(make: Callable[[], Callable[[], None]], concurrency: int, seconds: float,
-         max_requests: int = 500_000) -> tuple[list[float], int, float]:
+def load(
+    make: Callable[[], Callable[[], None]],
+    concurrency: int,
+    seconds: float,
+    max_requests: int = 500_000,
+) -> tuple[list[float], int, float]:
     """(latencies s, errors, elapsed s) of ``concurrency`` threads, bounded in count and time."""
     lat: list[float] = []
     errors = [0]
@@ -92,16 +100,22 @@ def run(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         make_two_input_model(tmp / "models" / "two" / "1", 2.0, 3.0)
-        server = start_model_server(tmp, model_name="two",
-                                    model_base_path=str(tmp / "models" / "two"))
+        server = start_model_server(
+            tmp, model_name="two", model_base_path=str(tmp / "models" / "two")
+        )
         rest_port = server.rest_port  # type: ignore[attr-defined]
         grpc_target = f"127.0.0.1:{server.grpc_port}"  # type: ignore[attr-defined]
         port = free_port()
-        gateway = ManagedProcess("gateway", [sys.executable, "-m", "cli", "gateway", "--port",
-                                             str(port)], tmp / "gateway.log", env={
-            "MODELSYNC_TFSERVING": grpc_target,
-            "MODELSYNC_TFSERVING_REST": f"127.0.0.1:{rest_port}",
-            "MODELSYNC_LOG_LEVEL": "warning"}).start()
+        gateway = ManagedProcess(
+            "gateway",
+            [sys.executable, "-m", "cli", "gateway", "--port", str(port)],
+            tmp / "gateway.log",
+            env={
+                "MODELSYNC_TFSERVING": grpc_target,
+                "MODELSYNC_TFSERVING_REST": f"127.0.0.1:{rest_port}",
+                "MODELSYNC_LOG_LEVEL": "warning",
+            },
+        ).start()
         client = PredictClient(grpc_target)
         try:
             wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, gateway)
@@ -131,24 +145,42 @@ def run(quick: bool) -> dict[str, Any]:
     rows: list[tuple[str, Any]] = []
     for (name, c), (lat, err, elapsed) in results.items():
         p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
-        figures.update({f"{name}_c{c}_p50_ms": p50, f"{name}_c{c}_p99_ms": p99,
-                        f"{name}_c{c}_rps": len(lat) / elapsed, f"{name}_c{c}_errors": err})
+        figures.update(
+            {
+                f"{name}_c{c}_p50_ms": p50,
+                f"{name}_c{c}_p99_ms": p99,
+                f"{name}_c{c}_rps": len(lat) / elapsed,
+                f"{name}_c{c}_errors": err,
+            }
+        )
     for c in LEVELS:
         for name in TARGETS:
-            rows.append((f"c={c:<2} {name}: p50 / p99 ms, req/s, errors",
-                         f"{figures[f'{name}_c{c}_p50_ms']:.3f} / "
-                         f"{figures[f'{name}_c{c}_p99_ms']:.3f}, "
-                         f"{figures[f'{name}_c{c}_rps']:.0f}, {figures[f'{name}_c{c}_errors']}"))
+            rows.append(
+                (
+                    f"c={c:<2} {name}: p50 / p99 ms, req/s, errors",
+                    f"{figures[f'{name}_c{c}_p50_ms']:.3f} / "
+                    f"{figures[f'{name}_c{c}_p99_ms']:.3f}, "
+                    f"{figures[f'{name}_c{c}_rps']:.0f}, {figures[f'{name}_c{c}_errors']}",
+                )
+            )
     figures["gateway_overhead_p50_ms"] = figures["mlflow_c1_p50_ms"] - figures["rest_c1_p50_ms"]
-    figures["passthrough_overhead_p50_ms"] = (figures["passthrough_c1_p50_ms"]
-                                              - figures["rest_c1_p50_ms"])
+    figures["passthrough_overhead_p50_ms"] = (
+        figures["passthrough_c1_p50_ms"] - figures["rest_c1_p50_ms"]
+    )
     figures["errors"] = sum(v for k, v in figures.items() if k.endswith("_errors"))
     figures["gateway_rss_MB"] = gateway_rss
-    rows += [("gateway MLflow minus direct REST, p50 ms at c=1 (goal <= 1)",
-              figures["gateway_overhead_p50_ms"]),
-             ("gateway passthrough minus direct REST, p50 ms at c=1",
-              figures["passthrough_overhead_p50_ms"]),
-             ("gateway RSS MB", gateway_rss)]
-    table(f"gateway: {rounds} rounds x {seconds:g} s per target and level, one row per request",
-          rows)
+    rows += [
+        (
+            "gateway MLflow minus direct REST, p50 ms at c=1 (goal <= 1)",
+            figures["gateway_overhead_p50_ms"],
+        ),
+        (
+            "gateway passthrough minus direct REST, p50 ms at c=1",
+            figures["passthrough_overhead_p50_ms"],
+        ),
+        ("gateway RSS MB", gateway_rss),
+    ]
+    table(
+        f"gateway: {rounds} rounds x {seconds:g} s per target and level, one row per request", rows
+    )
     return figures

@@ -24,8 +24,7 @@ from remote_model_puller.bucket_view import BucketView
 FILES = ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001")
 
 
-def _polls(view: BucketView, n: int,
-           source: str) -> tuple[list[int], list[float], list[float]]:
+def _polls(view: BucketView, n: int, source: str) -> tuple[list[int], list[float], list[float]]:
     """``n`` polls: their storage calls, seconds and CPU seconds (each must use ``source``)."""
     calls, seconds, cpu = [], [], []
     for _ in range(n):
@@ -45,10 +44,17 @@ def run(quick: bool) -> dict[str, Any]:
     # would take over 10 minutes) and its filesystem backend lists in quadratic time. The full
     # run stops at 500 models (40,000 objects); the idle poll does not depend on the size.
     models, versions = (200, 20) if quick else (500, 20)
-    names = [f"models/m{m:04d}/{v}/{f}" for m in range(models) for v in range(1, versions + 1)
-             for f in (*FILES, "_READY")]
-    manifest = dump_manifest(build_manifest([(f, 1, crc32c_b64(b"x")) for f in FILES],
-                                            Publisher("bench", "bench", "modelsync"), 0.0))
+    names = [
+        f"models/m{m:04d}/{v}/{f}"
+        for m in range(models)
+        for v in range(1, versions + 1)
+        for f in (*FILES, "_READY")
+    ]
+    manifest = dump_manifest(
+        build_manifest(
+            [(f, 1, crc32c_b64(b"x")) for f in FILES], Publisher("bench", "bench", "modelsync"), 0.0
+        )
+    )
     with tempfile.TemporaryDirectory() as data, tempfile.TemporaryDirectory() as tmp:
         with Timer() as fill:  # preloaded by fake-gcs-server at start: fast for 80,000 objects
             for n in names:
@@ -66,8 +72,9 @@ def run(quick: bool) -> dict[str, Any]:
             refreshes.append(t.seconds)
             first_calls = first_calls or result.calls
         assert writer.current is not None
-        verified = sum(cv.manifest == "verified" for vs in writer.current.models.values()
-                       for cv in vs.values())
+        verified = sum(
+            cv.manifest == "verified" for vs in writer.current.models.values() for cv in vs.values()
+        )
         assert verified == models * versions, verified
         restarted = CatalogWriter(GCSStore(settings), settings, settle_s=30)
         with Timer() as restart:  # a new master: trusts the states its catalog records
@@ -79,25 +86,35 @@ def run(quick: bool) -> dict[str, Any]:
         store.patch_metadata(catalog_object("models"), {"listed_at": str(time.time() - 3600)})
         fb_calls, fb_s, fb_cpu = _polls(view, 3, "listing")
         emu.stop()
-    figures = {"bucket_objects": len(names), "idle_poll_calls": max(idle_calls),
-               "idle_poll_s": median(idle_s), "fallback_poll_calls": max(fb_calls),
-               "fallback_poll_s": median(fb_s), "fallback_poll_cpu_s": median(fb_cpu),
-               "catalog_refresh_s": median(refreshes), "catalog_refresh_calls": result.calls,
-               "catalog_first_refresh_s": refreshes[0], "catalog_first_refresh_calls": first_calls,
-               "catalog_restart_refresh_s": restart.seconds,
-               "catalog_restart_refresh_calls": restart_calls,
-               "fill_s": fill.seconds}
-    table(f"idle_poll: {models} models x {versions} versions x 4 objects "
-          f"({len(names)} objects)", [
-              ("idle poll, fresh catalog: storage calls", max(idle_calls)),
-              ("idle poll, fresh catalog: seconds (median of 20)", median(idle_s)),
-              ("poll with a stale catalog (own listing): calls", max(fb_calls)),
-              ("poll with a stale catalog: seconds (median of 3)", median(fb_s)),
-              ("poll with a stale catalog: CPU seconds (median of 3)", median(fb_cpu)),
-              ("master catalog refresh: seconds (median of 3)", median(refreshes)),
-              ("master catalog refresh: storage calls", result.calls),
-              ("master's first refresh (reads every marker once): seconds", refreshes[0]),
-              ("master's first refresh: storage calls", first_calls),
-              ("a restarted master's first refresh: seconds", restart.seconds),
-              ("a restarted master's first refresh: storage calls", restart_calls)])
+    figures = {
+        "bucket_objects": len(names),
+        "idle_poll_calls": max(idle_calls),
+        "idle_poll_s": median(idle_s),
+        "fallback_poll_calls": max(fb_calls),
+        "fallback_poll_s": median(fb_s),
+        "fallback_poll_cpu_s": median(fb_cpu),
+        "catalog_refresh_s": median(refreshes),
+        "catalog_refresh_calls": result.calls,
+        "catalog_first_refresh_s": refreshes[0],
+        "catalog_first_refresh_calls": first_calls,
+        "catalog_restart_refresh_s": restart.seconds,
+        "catalog_restart_refresh_calls": restart_calls,
+        "fill_s": fill.seconds,
+    }
+    table(
+        f"idle_poll: {models} models x {versions} versions x 4 objects ({len(names)} objects)",
+        [
+            ("idle poll, fresh catalog: storage calls", max(idle_calls)),
+            ("idle poll, fresh catalog: seconds (median of 20)", median(idle_s)),
+            ("poll with a stale catalog (own listing): calls", max(fb_calls)),
+            ("poll with a stale catalog: seconds (median of 3)", median(fb_s)),
+            ("poll with a stale catalog: CPU seconds (median of 3)", median(fb_cpu)),
+            ("master catalog refresh: seconds (median of 3)", median(refreshes)),
+            ("master catalog refresh: storage calls", result.calls),
+            ("master's first refresh (reads every marker once): seconds", refreshes[0]),
+            ("master's first refresh: storage calls", first_calls),
+            ("a restarted master's first refresh: seconds", restart.seconds),
+            ("a restarted master's first refresh: storage calls", restart_calls),
+        ],
+    )
     return figures

@@ -44,8 +44,11 @@ def telemetry_json(rng: random.Random, period: float) -> dict[str, Any]:
         for c in counts:
             total += c
             cumulative.append(total)
-        iv = ModelInterval(period, {"OK": total, "INVALID_ARGUMENT": rng.randint(0, 5)},
-                           Histogram(bounds, tuple(cumulative), total * 2000.0))
+        iv = ModelInterval(
+            period,
+            {"OK": total, "INVALID_ARGUMENT": rng.randint(0, 5)},
+            Histogram(bounds, tuple(cumulative), total * 2000.0),
+        )
         models[f"model{m:02d}"] = {**iv.to_json(), "versions": [1]}
     now = time.time()
     return {"start": now - period, "end": now, "models": models}
@@ -63,8 +66,14 @@ def run(quick: bool) -> dict[str, Any]:
         for m in range(MODELS):
             for f in ("saved_model.pb", "_READY"):
                 store.write(f"models/model{m:02d}/1/{f}", b"x")
-        master = start_master(tmp, bucket="bench", emulator_host=emu.url, admin_token=ADMIN,
-                              node_token=NODE, catalog_s=5)
+        master = start_master(
+            tmp,
+            bucket="bench",
+            emulator_host=emu.url,
+            admin_token=ADMIN,
+            node_token=NODE,
+            catalog_s=5,
+        )
         url = master.url  # type: ignore[attr-defined]
         report = {f"model{m:02d}": [1] for m in range(MODELS)}
         rng = random.Random(7)
@@ -79,59 +88,86 @@ def run(quick: bool) -> dict[str, Any]:
         lat = [x for part_lat, _ in parts for x in part_lat]
         errors = [e for _, part_errors in parts for e in part_errors]
         session = requests.Session()
-        paths = {"cluster": "cluster", "models": "models",
-                 "metrics": "models/model07/metrics?since=1h"}
+        paths = {
+            "cluster": "cluster",
+            "models": "models",
+            "metrics": "models/model07/metrics?since=1h",
+        }
         views: dict[str, list[float]] = {name: [] for name in paths}
         for _ in range(20):
             for name, path in paths.items():
                 t = time.perf_counter()
-                r = session.get(f"{url}/v1/{path}", timeout=30,
-                                headers={"Authorization": f"Bearer {ADMIN}"})
+                r = session.get(
+                    f"{url}/v1/{path}", timeout=30, headers={"Authorization": f"Bearer {ADMIN}"}
+                )
                 views[name].append(time.perf_counter() - t)
                 assert r.status_code == 200, r.text[:200]
-        metrics = session.get(f"{url}/v1/{paths['metrics']}", timeout=30,
-                              headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        metrics = session.get(
+            f"{url}/v1/{paths['metrics']}", timeout=30, headers={"Authorization": f"Bearer {ADMIN}"}
+        ).json()
         db = tmp / "master.sqlite3"
-        db_mb = sum(p.stat().st_size for p in tmp.glob("master.sqlite3*")) / 2**20 \
-            if db.exists() else float("nan")
+        db_mb = (
+            sum(p.stat().st_size for p in tmp.glob("master.sqlite3*")) / 2**20
+            if db.exists()
+            else float("nan")
+        )
         rows = _rows(db)
-        cluster = session.get(f"{url}/v1/cluster", timeout=30,
-                              headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        cluster = session.get(
+            f"{url}/v1/cluster", timeout=30, headers={"Authorization": f"Bearer {ADMIN}"}
+        ).json()
         rss = tree_rss_mb(master.pid)
         server_p99 = _server_p99_ms(session.get(f"{url}/metrics", timeout=30).text)
         master.stop()
         compact_s, merged = _compaction(db)
-    figures = {"nodes": n_nodes, "daemons": daemons, "heartbeats": len(lat), "heartbeat_p50_ms":
-               percentile(lat, 50) * 1000, "heartbeat_p99_ms": percentile(lat, 99) * 1000,
-               "heartbeat_errors": len(errors), "heartbeat_server_p99_ms": server_p99,
-               "cluster_view_p99_ms": percentile(views["cluster"], 99) * 1000,
-               "models_view_p99_ms": percentile(views["models"], 99) * 1000,
-               "metrics_view_p99_ms": percentile(views["metrics"], 99) * 1000,
-               "metrics_requests_1h": metrics["total"]["requests"],
-               "telemetry_rows": rows, "sqlite_MB": round(db_mb, 1),
-               "compaction_s": compact_s, "compaction_rows_merged": merged,
-               "master_rss_MB": rss, "registered": cluster["nodes"]["total"]}
-    table(f"master: {n_nodes} simulated nodes ({daemons} daemons), a beat every {period:.0f} s "
-          f"each, with a {MODELS}-model report and telemetry of {TELEMETRY_MODELS} models, "
-          f"{duration:.0f} s", [
-              ("heartbeats sent", len(lat) + len(errors)),
-              ("heartbeat p50 / p99 ms", f"{figures['heartbeat_p50_ms']:.1f} / "
-                                         f"{figures['heartbeat_p99_ms']:.1f}"),
-              ("heartbeat errors", len(errors)),
-              ("heartbeat p99 ms in the master's handler (its own histogram)", server_p99),
-              ("GET /v1/cluster p99 ms (20 calls)", figures["cluster_view_p99_ms"]),
-              ("GET /v1/models p99 ms (20 calls)", figures["models_view_p99_ms"]),
-              ("GET /v1/models/<m>/metrics?since=1h p99 ms (20 calls)",
-               figures["metrics_view_p99_ms"]),
-              ("telemetry rows (node x model), SQLite MB", f"{rows} / {db_mb:.1f}"),
-              ("compaction of those rows into 1-minute rows: s / rows merged away",
-               f"{compact_s:.2f} / {merged}"),
-              ("master RSS MB (arbiter + workers)", rss)])
+    figures = {
+        "nodes": n_nodes,
+        "daemons": daemons,
+        "heartbeats": len(lat),
+        "heartbeat_p50_ms": percentile(lat, 50) * 1000,
+        "heartbeat_p99_ms": percentile(lat, 99) * 1000,
+        "heartbeat_errors": len(errors),
+        "heartbeat_server_p99_ms": server_p99,
+        "cluster_view_p99_ms": percentile(views["cluster"], 99) * 1000,
+        "models_view_p99_ms": percentile(views["models"], 99) * 1000,
+        "metrics_view_p99_ms": percentile(views["metrics"], 99) * 1000,
+        "metrics_requests_1h": metrics["total"]["requests"],
+        "telemetry_rows": rows,
+        "sqlite_MB": round(db_mb, 1),
+        "compaction_s": compact_s,
+        "compaction_rows_merged": merged,
+        "master_rss_MB": rss,
+        "registered": cluster["nodes"]["total"],
+    }
+    table(
+        f"master: {n_nodes} simulated nodes ({daemons} daemons), a beat every {period:.0f} s "
+        f"each, with a {MODELS}-model report and telemetry of {TELEMETRY_MODELS} models, "
+        f"{duration:.0f} s",
+        [
+            ("heartbeats sent", len(lat) + len(errors)),
+            (
+                "heartbeat p50 / p99 ms",
+                f"{figures['heartbeat_p50_ms']:.1f} / {figures['heartbeat_p99_ms']:.1f}",
+            ),
+            ("heartbeat errors", len(errors)),
+            ("heartbeat p99 ms in the master's handler (its own histogram)", server_p99),
+            ("GET /v1/cluster p99 ms (20 calls)", figures["cluster_view_p99_ms"]),
+            ("GET /v1/models p99 ms (20 calls)", figures["models_view_p99_ms"]),
+            (
+                "GET /v1/models/<m>/metrics?since=1h p99 ms (20 calls)",
+                figures["metrics_view_p99_ms"],
+            ),
+            ("telemetry rows (node x model), SQLite MB", f"{rows} / {db_mb:.1f}"),
+            (
+                "compaction of those rows into 1-minute rows: s / rows merged away",
+                f"{compact_s:.2f} / {merged}",
+            ),
+            ("master RSS MB (arbiter + workers)", rss),
+        ],
+    )
     return figures
 
 
-def _client(job: tuple[str, list[str], float, float, float, int]
-            ) -> tuple[list[float], list[str]]:
+def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[float], list[str]]:
     """One client process: THREADS_PER_CLIENT threads beating for every CLIENT_PROCESSES-th
     daemon, each daemon every ``period`` from its slot; returns (latencies, errors)."""
     url, bodies, started, duration, period, k = job
@@ -156,9 +192,12 @@ def _client(job: tuple[str, list[str], float, float, float, int]
             time.sleep(max(0.0, due - time.monotonic()))
             t = time.perf_counter()
             try:
-                r = session.post(f"{url}/v1/nodes/heartbeat", data=bodies[i], timeout=10,
-                                 headers={"Authorization": f"Bearer {NODE}",
-                                          "Content-Type": "application/json"})
+                r = session.post(
+                    f"{url}/v1/nodes/heartbeat",
+                    data=bodies[i],
+                    timeout=10,
+                    headers={"Authorization": f"Bearer {NODE}", "Content-Type": "application/json"},
+                )
                 if r.status_code != 200:
                     raise RuntimeError(f"HTTP {r.status_code}")
                 mine_lat.append(time.perf_counter() - t)
@@ -180,9 +219,15 @@ def _client(job: tuple[str, list[str], float, float, float, int]
 def _body(i: int, period: float, report: dict[str, list[int]], samples: list[str]) -> str:
     """Daemon ``i``'s beat: even ones are pullers, odd ones config managers with telemetry."""
     role = "puller" if i % 2 == 0 else "config_manager"
-    body = json.dumps({"node_id": f"sim-{i // 2:04d}", "role": role, "heartbeat_s": period,
-                       "events": [], "status": {
-                           "installed" if role == "puller" else "available": report}})
+    body = json.dumps(
+        {
+            "node_id": f"sim-{i // 2:04d}",
+            "role": role,
+            "heartbeat_s": period,
+            "events": [],
+            "status": {"installed" if role == "puller" else "available": report},
+        }
+    )
     if role == "config_manager":  # with request telemetry of 20 models
         body = body[:-1] + ', "telemetry": ' + samples[i % len(samples)] + "}"
     return body
@@ -213,8 +258,10 @@ def _server_p99_ms(metrics_text: str) -> float | None:
     from modelsync.telemetry.histogram import quantile_ms
     from modelsync.telemetry.prometheus import parse
 
-    buckets = sorted((float(s.label("le") or "nan") * 1e6, s.value)  # seconds -> µs
-                     for s in parse(metrics_text).samples
-                     if s.name == "modelsync_master_request_seconds_bucket"
-                     and s.label("route") == "/v1/nodes/heartbeat")
+    buckets = sorted(
+        (float(s.label("le") or "nan") * 1e6, s.value)  # seconds -> µs
+        for s in parse(metrics_text).samples
+        if s.name == "modelsync_master_request_seconds_bucket"
+        and s.label("route") == "/v1/nodes/heartbeat"
+    )
     return quantile_ms(0.99, buckets) if buckets else None

@@ -43,14 +43,31 @@ def run(quick: bool) -> dict[str, Any]:
         settings = StoreSettings(bucket="bench", emulator_host=emu.url)
         store = GCSStore(settings)
         store.ensure_bucket()
-        sources = [make_linear_model(tmp / "src" / str(v), float(v), 1.0, shards=2,
-                                     pad_bytes=5 * 2**20) for v in range(1, versions + 1)]
-        master = start_master(tmp / "master", bucket="bench", emulator_host=emu.url,
-                              admin_token=ADMIN, node_token=NODE, catalog_s=1)
-        nodes = [Node(tmp / f"node{i}", bucket="bench", emulator_host=emu.url,
-                      name=f"node{i}", poll_s=1.0, master_url=master.url,  # type: ignore[attr-defined]
-                      node_token=NODE, extra_env={"MODELSYNC_HEARTBEAT_S": "2"})
-                 for i in range(3)]
+        sources = [
+            make_linear_model(tmp / "src" / str(v), float(v), 1.0, shards=2, pad_bytes=5 * 2**20)
+            for v in range(1, versions + 1)
+        ]
+        master = start_master(
+            tmp / "master",
+            bucket="bench",
+            emulator_host=emu.url,
+            admin_token=ADMIN,
+            node_token=NODE,
+            catalog_s=1,
+        )
+        nodes = [
+            Node(
+                tmp / f"node{i}",
+                bucket="bench",
+                emulator_host=emu.url,
+                name=f"node{i}",
+                poll_s=1.0,
+                master_url=master.url,  # type: ignore[attr-defined]
+                node_token=NODE,
+                extra_env={"MODELSYNC_HEARTBEAT_S": "2"},
+            )
+            for i in range(3)
+        ]
         rows = []
         try:
             for n in nodes:
@@ -81,9 +98,15 @@ def run(quick: bool) -> dict[str, Any]:
                     assert n.model_server is not None
                     loads.append(_load_seconds(n.model_server.log_path, "demo", v) or 0.0)
                 prop = max(done.values())
-                rows.append({"version": v, "propagation_s": prop, "download_s": max(downloads),
-                             "load_s": max(loads),
-                             "overhead_s": prop - max(downloads) - max(loads)})
+                rows.append(
+                    {
+                        "version": v,
+                        "propagation_s": prop,
+                        "download_s": max(downloads),
+                        "load_s": max(loads),
+                        "overhead_s": prop - max(downloads) - max(loads),
+                    }
+                )
                 time.sleep(0.5)
             for c in clients:
                 c.close()
@@ -93,15 +116,30 @@ def run(quick: bool) -> dict[str, Any]:
             master.stop()
     props = [r["propagation_s"] for r in rows]
     over = [r["overhead_s"] for r in rows]
-    figures = {"versions": versions, "nodes": 3, "propagation_p50_s": percentile(props, 50),
-               "propagation_p95_s": percentile(props, 95), "overhead_p50_s": median(over),
-               "download_p50_s": median(r["download_s"] for r in rows),
-               "load_p50_s": median(r["load_s"] for r in rows)}
-    table("propagation: 3 nodes + master, poll_s=1, catalog_s=1, 10 versions of a ~5 MB model",
-          [(f"v{r['version']}: marker -> AVAILABLE on 3 nodes / download / load s",
-            f"{r['propagation_s']:.2f} / {r['download_s']:.2f} / {r['load_s']:.2f}")
-           for r in rows] + [
-              ("propagation p50 / p95 s", f"{figures['propagation_p50_s']:.2f} / "
-                                          f"{figures['propagation_p95_s']:.2f}"),
-              ("overhead p50 s (propagation - download - load)", figures["overhead_p50_s"])])
+    figures = {
+        "versions": versions,
+        "nodes": 3,
+        "propagation_p50_s": percentile(props, 50),
+        "propagation_p95_s": percentile(props, 95),
+        "overhead_p50_s": median(over),
+        "download_p50_s": median(r["download_s"] for r in rows),
+        "load_p50_s": median(r["load_s"] for r in rows),
+    }
+    table(
+        "propagation: 3 nodes + master, poll_s=1, catalog_s=1, 10 versions of a ~5 MB model",
+        [
+            (
+                f"v{r['version']}: marker -> AVAILABLE on 3 nodes / download / load s",
+                f"{r['propagation_s']:.2f} / {r['download_s']:.2f} / {r['load_s']:.2f}",
+            )
+            for r in rows
+        ]
+        + [
+            (
+                "propagation p50 / p95 s",
+                f"{figures['propagation_p50_s']:.2f} / {figures['propagation_p95_s']:.2f}",
+            ),
+            ("overhead p50 s (propagation - download - load)", figures["overhead_p50_s"]),
+        ],
+    )
     return figures

@@ -42,8 +42,7 @@ class Load:
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.answers: list[tuple[float, str, int | None, bool]] = []  # (t, node, version, ok)
-        self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True)
-                        for n in nodes]
+        self.threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in nodes]
 
     def start(self) -> Load:
         for t in self.threads:
@@ -80,29 +79,53 @@ class Load:
 
 class Cluster:
     def __init__(self, tmp: Path, emu_url: str, n: int) -> None:
-        self.master = start_master(tmp / "master", bucket="bench", emulator_host=emu_url,
-                                   admin_token=ADMIN, node_token=NODE, catalog_s=0.5,
-                                   extra_env={"MODELSYNC_ROLLOUT_S": "0.5"})
+        self.master = start_master(
+            tmp / "master",
+            bucket="bench",
+            emulator_host=emu_url,
+            admin_token=ADMIN,
+            node_token=NODE,
+            catalog_s=0.5,
+            extra_env={"MODELSYNC_ROLLOUT_S": "0.5"},
+        )
         self.url = self.master.url  # type: ignore[attr-defined]
         env = {"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"}
-        self.nodes = [Node(tmp / f"n{i}", bucket="bench", emulator_host=emu_url, name=f"n{i}",
-                           poll_s=0.5, master_url=self.url, node_token=NODE, extra_env=env)
-                      for i in range(n)]
+        self.nodes = [
+            Node(
+                tmp / f"n{i}",
+                bucket="bench",
+                emulator_host=emu_url,
+                name=f"n{i}",
+                poll_s=0.5,
+                master_url=self.url,
+                node_token=NODE,
+                extra_env=env,
+            )
+            for i in range(n)
+        ]
         for node in self.nodes:
             node.start()
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {ADMIN}"
 
     def rollout(self) -> dict[str, Any]:
-        doc: dict[str, Any] = self.session.get(f"{self.url}/v1/models/demo/rollout",
-                                               timeout=30).json()
+        doc: dict[str, Any] = self.session.get(
+            f"{self.url}/v1/models/demo/rollout", timeout=30
+        ).json()
         return doc
 
     def available(self) -> dict[str, set[int]]:
         nodes = self.session.get(f"{self.url}/v1/nodes", timeout=30).json()["nodes"]
-        return {n["node_id"]: set(n["roles"].get("config_manager", {}).get("status", {})
-                                   .get("available", {}).get("demo", []))
-                for n in nodes}
+        return {
+            n["node_id"]: set(
+                n["roles"]
+                .get("config_manager", {})
+                .get("status", {})
+                .get("available", {})
+                .get("demo", [])
+            )
+            for n in nodes
+        }
 
     def wait(self, pred: Any, timeout_s: float, what: str) -> Any:
         deadline = time.monotonic() + timeout_s
@@ -119,8 +142,12 @@ class Cluster:
         self.master.stop()
 
 
-def breach_time(answers: list[tuple[float, str, int | None, bool]], canary: set[str],
-                since: float, max_error_rate: float) -> float | None:
+def breach_time(
+    answers: list[tuple[float, str, int | None, bool]],
+    canary: set[str],
+    since: float,
+    max_error_rate: float,
+) -> float | None:
     """When the canary's answers first held a detectable breach: at least MIN_REQUESTS
     requests with an error rate above the limit."""
     n = errors = 0
@@ -143,26 +170,39 @@ def run(quick: bool) -> dict[str, Any]:
     )
 
     n_nodes, bake = (3, 4.0) if quick else (6, 15.0)
-    spec: dict[str, Any] = {"canary_nodes": 1, "waves": [0.5, 1.0], "bake_s": bake,
-            "min_requests": MIN_REQUESTS, "max_error_rate": 0.05, "max_p99_ratio": 2.0}
+    spec: dict[str, Any] = {
+        "canary_nodes": 1,
+        "waves": [0.5, 1.0],
+        "bake_s": bake,
+        "min_requests": MIN_REQUESTS,
+        "max_error_rate": 0.05,
+        "max_p99_ratio": 2.0,
+    }
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp_s, GCSEmulator() as emu:
         tmp = Path(tmp_s)
         store = GCSStore(StoreSettings(bucket="bench", emulator_host=emu.url))
         store.ensure_bucket()
-        src = {"v1": make_linear_model(tmp / "src1", 2.0, 1.0),
-               "good": make_linear_model(tmp / "src2", 3.0, 1.0),
-               "erroring": make_erroring_model(tmp / "src3", 4.0, 1.0, 0.8),
-               "nan": make_nan_model(tmp / "src4", warmup=True),
-               "slow": make_slow_model(tmp / "src5", 5.0, 1.0, 12.0)}
+        src = {
+            "v1": make_linear_model(tmp / "src1", 2.0, 1.0),
+            "good": make_linear_model(tmp / "src2", 3.0, 1.0),
+            "erroring": make_erroring_model(tmp / "src3", 4.0, 1.0, 0.8),
+            "nan": make_nan_model(tmp / "src4", warmup=True),
+            "slow": make_slow_model(tmp / "src5", 5.0, 1.0, 12.0),
+        }
         cluster = Cluster(tmp, emu.url, n_nodes)
         load = None
         try:
             publish(store, src["v1"], "demo", prefix="models", marker="_READY", version=1)
-            cluster.wait(lambda: all(vs == {1} for vs in cluster.available().values())
-                         and len(cluster.available()) == n_nodes, 180, "v1 everywhere")
-            r = cluster.session.put(f"{cluster.url}/v1/models/demo/rollout", json=spec,
-                                    timeout=30)
+            cluster.wait(
+                lambda: (
+                    all(vs == {1} for vs in cluster.available().values())
+                    and len(cluster.available()) == n_nodes
+                ),
+                180,
+                "v1 everywhere",
+            )
+            r = cluster.session.put(f"{cluster.url}/v1/models/demo/rollout", json=spec, timeout=30)
             assert r.status_code == 200, r.text
             cluster.wait(lambda: cluster.rollout()["status"] == "complete", 60, "adopted")
             load = Load(cluster.nodes, rps=15.0, limit_s=1800).start()
@@ -171,34 +211,57 @@ def run(quick: bool) -> dict[str, Any]:
             if load is not None:
                 load.close()
             cluster.close()
-    figures.update({"nodes": n_nodes, "bake_s": bake,
-                    "total_seconds": round(time.monotonic() - started, 1)})
-    table(f"rollout: {n_nodes} nodes, canary 1, waves [0.5, 1.0], bake {bake:g} s, "
-          "Predict load on every node", [(k, v) for k, v in figures.items()])
+    figures.update(
+        {"nodes": n_nodes, "bake_s": bake, "total_seconds": round(time.monotonic() - started, 1)}
+    )
+    table(
+        f"rollout: {n_nodes} nodes, canary 1, waves [0.5, 1.0], bake {bake:g} s, "
+        "Predict load on every node",
+        [(k, v) for k, v in figures.items()],
+    )
     return figures
 
 
-def scenarios(cluster: Cluster, load: Load, store: GCSStore, src: dict[str, Path],
-              spec: dict[str, Any], n_nodes: int) -> dict[str, Any]:
+def scenarios(
+    cluster: Cluster,
+    load: Load,
+    store: GCSStore,
+    src: dict[str, Path],
+    spec: dict[str, Any],
+    n_nodes: int,
+) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     # (a) a good version rolls out: canary, a wave, everyone
     t0 = time.time()
     publish(store, src["good"], "demo", prefix="models", marker="_READY", version=2)
-    cluster.wait(lambda: cluster.rollout()["status"] == "complete"
-                 and all(2 in vs for vs in cluster.available().values()), 600, "good done")
+    cluster.wait(
+        lambda: (
+            cluster.rollout()["status"] == "complete"
+            and all(2 in vs for vs in cluster.available().values())
+        ),
+        600,
+        "good done",
+    )
     figures["rollout_complete_s"] = round(time.time() - t0, 2)
     minimum = spec["bake_s"] * 2  # two baked stages: the canary and the half-fleet wave
     figures["rollout_minimum_s"] = minimum
     figures["rollout_overhead_s"] = round(figures["rollout_complete_s"] - minimum, 2)
     # (b) ~20 % of valid requests fail: rolled back on the error rate
-    for key, version, name in (("erroring", 3, "errors"), ("nan", 4, "nan"),
-                               ("slow", 5, "slow")):
+    for key, version, name in (("erroring", 3, "errors"), ("nan", 4, "nan"), ("slow", 5, "slow")):
         t0 = time.time()
         publish(store, src[key], "demo", prefix="models", marker="_READY", version=version)
-        r = cluster.wait(lambda v=version: (r := cluster.rollout())["status"] == "rolled_back"
-                         and r["version"] == v and r, 600, f"{name} rolled back")
-        back = cluster.wait(lambda: all(vs == {2} for vs in cluster.available().values())
-                            and time.time(), 120, f"{name}: all back on v2")
+        r = cluster.wait(
+            lambda v=version: (
+                (r := cluster.rollout())["status"] == "rolled_back" and r["version"] == v and r
+            ),
+            600,
+            f"{name} rolled back",
+        )
+        back = cluster.wait(
+            lambda: all(vs == {2} for vs in cluster.available().values()) and time.time(),
+            120,
+            f"{name}: all back on v2",
+        )
         answers = load.since(t0)
         served_by = defaultdict(set)
         for _t, node, v, _ok in answers:
@@ -210,7 +273,8 @@ def scenarios(cluster: Cluster, load: Load, store: GCSStore, src: dict[str, Path
             figures["bad_nodes_max"] = len(served_by[version] | canary)
             figures["rollback_s"] = round(back - breach, 2)
             figures["failed_predicts_outside_canary"] = sum(
-                1 for _t, node, _v, ok in answers if not ok and node not in canary)
+                1 for _t, node, _v, ok in answers if not ok and node not in canary
+            )
             figures["errors_reason"] = r["reason"][:80]
         elif name == "nan":
             figures["unvalidated_served"] = sum(1 for a in answers if a[2] == version)

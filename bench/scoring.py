@@ -36,8 +36,9 @@ print(json.dumps({"p50": lat[len(lat) // 2]}))
 """
 
 
-def load(target: str, concurrency: int, seconds: float, max_requests: int = 2_000_000
-         ) -> tuple[list[float], list[str], float]:
+def load(
+    target: str, concurrency: int, seconds: float, max_requests: int = 2_000_000
+) -> tuple[list[float], list[str], float]:
     lat: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
@@ -81,20 +82,35 @@ def run(quick: bool) -> dict[str, Any]:
         sources = {v: make_linear_model(tmp / "src" / str(v), float(v), 1.0) for v in range(1, 7)}
         root = tmp / "models" / "demo"
         shutil.copytree(sources[1], root / "1")
-        floor = json.loads(subprocess.run(
-            [sys.executable, "-c", _INPROCESS, str(sources[1]), "3000" if quick else "10000"],
-            capture_output=True, text=True, check=True, timeout=300).stdout.strip()
-            .splitlines()[-1])["p50"]
-        proc = start_model_server(tmp, model_name="demo", model_base_path=str(root.parent / "demo"),
-                                  flags=["--file_system_poll_wait_seconds=1"])
+        floor = json.loads(
+            subprocess.run(
+                [sys.executable, "-c", _INPROCESS, str(sources[1]), "3000" if quick else "10000"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )["p50"]
+        proc = start_model_server(
+            tmp,
+            model_name="demo",
+            model_base_path=str(root.parent / "demo"),
+            flags=["--file_system_poll_wait_seconds=1"],
+        )
         target = f"127.0.0.1:{proc.grpc_port}"  # type: ignore[attr-defined]
         try:
             load(target, 4, 2.0)  # warm up
             levels = {}
             for c in (1, 8, 32):
                 lat, errors, elapsed = load(target, c, seconds)
-                levels[c] = {"p50": percentile(lat, 50), "p99": percentile(lat, 99),
-                             "rps": len(lat) / elapsed, "errors": len(errors)}
+                levels[c] = {
+                    "p50": percentile(lat, 50),
+                    "p99": percentile(lat, 99),
+                    "rps": len(lat) / elapsed,
+                    "errors": len(errors),
+                }
             # the same load (8 clients) while the version rolls over 5 times
             roll_lat: list[float] = []
             roll_errors: list[str] = []
@@ -118,23 +134,38 @@ def run(quick: bool) -> dict[str, Any]:
         finally:
             proc.stop()
     steady_p99 = levels[8]["p99"]
-    figures = {"predict_p50_ms": levels[8]["p50"] * 1000, "predict_p99_ms": steady_p99 * 1000,
-               "predict_rps": levels[8]["rps"], "inprocess_p50_ms": floor * 1000,
-               "rollover_errors": len(roll_errors),
-               "rollover_p99_ratio": percentile(roll_lat, 99) / steady_p99,
-               "rollovers": len(swaps), "final_version": served_version,
-               **{f"c{c}_{k}": (v * 1000 if k in ("p50", "p99") else v)
-                  for c, lv in levels.items() for k, v in lv.items()}}
-    rows = [(f"concurrency {c}: p50 / p99 ms, req/s, errors",
-             f"{lv['p50'] * 1000:.2f} / {lv['p99'] * 1000:.2f}, {lv['rps']:.0f}, {lv['errors']}")
-            for c, lv in levels.items()]
-    rows += [("in-process signature call p50 ms (floor)", floor * 1000),
-             ("during 5 rollovers (8 clients): errors", len(roll_errors)),
-             ("during 5 rollovers: p99 ms", percentile(roll_lat, 99) * 1000),
-             ("rollover p99 / steady p99", figures["rollover_p99_ratio"]),
-             ("version served at the end", served_version)]
-    table(f"scoring: {seconds:.0f} s per level, gRPC Predict y = a*x + b, one request = 1 row",
-          rows)
+    figures = {
+        "predict_p50_ms": levels[8]["p50"] * 1000,
+        "predict_p99_ms": steady_p99 * 1000,
+        "predict_rps": levels[8]["rps"],
+        "inprocess_p50_ms": floor * 1000,
+        "rollover_errors": len(roll_errors),
+        "rollover_p99_ratio": percentile(roll_lat, 99) / steady_p99,
+        "rollovers": len(swaps),
+        "final_version": served_version,
+        **{
+            f"c{c}_{k}": (v * 1000 if k in ("p50", "p99") else v)
+            for c, lv in levels.items()
+            for k, v in lv.items()
+        },
+    }
+    rows = [
+        (
+            f"concurrency {c}: p50 / p99 ms, req/s, errors",
+            f"{lv['p50'] * 1000:.2f} / {lv['p99'] * 1000:.2f}, {lv['rps']:.0f}, {lv['errors']}",
+        )
+        for c, lv in levels.items()
+    ]
+    rows += [
+        ("in-process signature call p50 ms (floor)", floor * 1000),
+        ("during 5 rollovers (8 clients): errors", len(roll_errors)),
+        ("during 5 rollovers: p99 ms", percentile(roll_lat, 99) * 1000),
+        ("rollover p99 / steady p99", figures["rollover_p99_ratio"]),
+        ("version served at the end", served_version),
+    ]
+    table(
+        f"scoring: {seconds:.0f} s per level, gRPC Predict y = a*x + b, one request = 1 row", rows
+    )
     from bench import gateway
 
     through = gateway.run(quick)

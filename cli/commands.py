@@ -21,17 +21,27 @@ def cmd_publish(args: argparse.Namespace) -> int:
     settings = store_settings(args)
     store = reachable_store(settings)
     try:
-        result = publish(store, args.path, args.model, prefix=settings.prefix,
-                         marker=settings.marker, version=args.version,
-                         overwrite=args.overwrite, workers=args.workers,
-                         progress=ProgressBar(f"{args.model}"), warmup=args.warmup)
+        result = publish(
+            store,
+            args.path,
+            args.model,
+            prefix=settings.prefix,
+            marker=settings.marker,
+            version=args.version,
+            overwrite=args.overwrite,
+            workers=args.workers,
+            progress=ProgressBar(f"{args.model}"),
+            warmup=args.warmup,
+        )
     except PublishError as exc:
         raise CommandError(str(exc)) from None
     if getattr(result, "unchanged", False):
         print(f"unchanged {result.uri}: the bucket already holds this content (nothing written)")
         return 0
-    print(f"published {result.uri} ({result.files} files, {result.bytes} bytes, "
-          f"{result.seconds:.2f} s)")
+    print(
+        f"published {result.uri} ({result.files} files, {result.bytes} bytes, "
+        f"{result.seconds:.2f} s)"
+    )
     return 0
 
 
@@ -50,8 +60,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {model}")
         for v, rv in sorted(versions.items()):
             problem = rv.problem()
-            state = ("complete" if tracker.is_complete(rv, time.time())
-                     else f"incomplete ({problem or 'no marker yet'})")
+            state = (
+                "complete"
+                if tracker.is_complete(rv, time.time())
+                else f"incomplete ({problem or 'no marker yet'})"
+            )
             print(f"    {v:>6}  {len(rv.files):3} files {rv.bytes:>12} bytes  {state}")
     for s in listing.skipped:
         print(f"  skipped {s.path}: {s.reason}")
@@ -60,16 +73,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """Exit 0 when this container's own process answers (used by the image's HEALTHCHECK)."""
-    target = args.target or os.environ.get("MODELSYNC_HEALTHCHECK") or (
-        f"http://127.0.0.1:{os.environ.get('MODELSYNC_HTTP_PORT', '8000')}/healthz")
+    target = (
+        args.target
+        or os.environ.get("MODELSYNC_HEALTHCHECK")
+        or (f"http://127.0.0.1:{os.environ.get('MODELSYNC_HTTP_PORT', '8000')}/healthz")
+    )
     if target.startswith("grpc://"):
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         try:
-            with grpc.insecure_channel(target[len("grpc://"):]) as ch:
-                resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(),
-                                                            timeout=args.timeout)
+            with grpc.insecure_channel(target[len("grpc://") :]) as ch:
+                resp = health_pb2_grpc.HealthStub(ch).Check(
+                    health_pb2.HealthCheckRequest(), timeout=args.timeout
+                )
             ok = resp.status == health_pb2.HealthCheckResponse.SERVING
         except grpc.RpcError as exc:
             raise CommandError(f"{target}: {exc.code().name}") from None
@@ -100,10 +117,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--version", type=positive_int, help="default: the next free version")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--workers", type=positive_int, default=8)
-    p.add_argument("--warmup", metavar="FILE.jsonl",
-                   help="JSON requests, one a line ({\"instances\": [...]} or {\"inputs\": "
-                        "...}, optional \"signature_name\"), written into the version as "
-                        "assets.extra/tf_serving_warmup_requests (directories only)")
+    p.add_argument(
+        "--warmup",
+        metavar="FILE.jsonl",
+        help='JSON requests, one a line ({"instances": [...]} or {"inputs": '
+        '...}, optional "signature_name"), written into the version as '
+        "assets.extra/tf_serving_warmup_requests (directories only)",
+    )
     add_store_args(p)
     p.set_defaults(func=cmd_publish, json_logs=False)
 
@@ -112,17 +132,31 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_list, json_logs=False)
 
     p = sub.add_parser("demo", help="run the whole system on this machine (127.0.0.1)")
-    p.add_argument("--workdir", help="where models, disks and logs go (kept; default: a "
-                                     "temporary directory, removed at the end)")
-    p.add_argument("--keep", action="store_true",
-                   help="keep the temporary directory (logs, models) and say where")
-    p.add_argument("--exit-after", type=float, default=None,
-                   help="stop by itself after this many seconds (for tests)")
+    p.add_argument(
+        "--workdir",
+        help="where models, disks and logs go (kept; default: a "
+        "temporary directory, removed at the end)",
+    )
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary directory (logs, models) and say where",
+    )
+    p.add_argument(
+        "--exit-after",
+        type=float,
+        default=None,
+        help="stop by itself after this many seconds (for tests)",
+    )
     p.set_defaults(func=cmd_demo, json_logs=False)
 
     p = sub.add_parser("healthcheck", help="exit 0 when this container's process answers")
-    p.add_argument("target", nargs="?", help="http://…/healthz or grpc://host:port "
-                                             "(default: $MODELSYNC_HEALTHCHECK, else "
-                                             "http://127.0.0.1:$MODELSYNC_HTTP_PORT/healthz)")
+    p.add_argument(
+        "target",
+        nargs="?",
+        help="http://…/healthz or grpc://host:port "
+        "(default: $MODELSYNC_HEALTHCHECK, else "
+        "http://127.0.0.1:$MODELSYNC_HTTP_PORT/healthz)",
+    )
     p.add_argument("--timeout", type=float, default=3.0)
     p.set_defaults(func=cmd_healthcheck, json_logs=False)

@@ -47,14 +47,16 @@ def store_settings(args: argparse.Namespace, env: Env | None = None) -> StoreSet
     prefix = base.prefix
     if getattr(args, "prefix", None) is not None:
         prefix = normalize_prefix(args.prefix, "--prefix")
-    return dataclasses.replace(base, bucket=getattr(args, "bucket", None) or base.bucket,
-                               prefix=prefix)
+    return dataclasses.replace(
+        base, bucket=getattr(args, "bucket", None) or base.bucket, prefix=prefix
+    )
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bucket", help="the bucket (default: $MODELSYNC_BUCKET)")
-    p.add_argument("--prefix", help="prefix inside the bucket (default: $MODELSYNC_PREFIX or "
-                                    "'models')")
+    p.add_argument(
+        "--prefix", help="prefix inside the bucket (default: $MODELSYNC_PREFIX or 'models')"
+    )
 
 
 def positive_int(text: str) -> int:

@@ -48,14 +48,16 @@ def _wait(fn: Any, timeout_s: float, stop: threading.Event) -> Any:
 
 
 def _cluster(url: str, token: str) -> str | None:
-    req = urllib.request.Request(f"{url}/v1/cluster",  # noqa: S310 - our own 127.0.0.1
-                                 headers={"Authorization": f"Bearer {token}"})
+    headers = {"Authorization": f"Bearer {token}"}
+    req = urllib.request.Request(f"{url}/v1/cluster", headers=headers)  # noqa: S310 - 127.0.0.1
     with urllib.request.urlopen(req, timeout=5) as r:  # noqa: S310 - our own 127.0.0.1
         demo = json.loads(r.read())["models"].get("demo") or {}
     if not demo.get("converged") or demo.get("target_versions") != [3]:
         return None
-    return (f"target versions {demo['target_versions']}, AVAILABLE on "
-            f"{demo['versions']['3']['available']}/{demo['serving_nodes']} node(s), converged")
+    return (
+        f"target versions {demo['target_versions']}, AVAILABLE on "
+        f"{demo['versions']['3']['available']}/{demo['serving_nodes']} node(s), converged"
+    )
 
 
 def _served_by(client: Any, version: int) -> tuple[int, Any] | None:
@@ -70,13 +72,19 @@ def _make_models(workdir: Path) -> dict[int, tuple[Path, float, float]]:
     sources = {v: (workdir / "src" / f"demo-{v}", a, b) for v, a, b in DEMO_VERSIONS}
     todo = [(str(p), a, b) for p, a, b in sources.values() if not p.exists()]
     if todo:
-        script = ("import sys, json; from modelsync.dev.models import make_linear_model\n"
-                  "for out, a, b in json.loads(sys.argv[1]): make_linear_model(out, a, b)")
+        script = (
+            "import sys, json; from modelsync.dev.models import make_linear_model\n"
+            "for out, a, b in json.loads(sys.argv[1]): make_linear_model(out, a, b)"
+        )
         with open(workdir / "make-models.log", "wb") as log_fh:
-            subprocess.run([sys.executable, "-c", script, json.dumps(todo)], check=True,
-                           stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
-                                "CUDA_VISIBLE_DEVICES": ""})
+            subprocess.run(
+                [sys.executable, "-c", script, json.dumps(todo)],
+                check=True,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
+            )
     return sources
 
 
@@ -97,8 +105,9 @@ def _light_load(port: int, stop: threading.Event, rps: float = 10.0) -> None:
     client.close()
 
 
-def run_demo(workdir: str | Path | None = None, exit_after: float | None = None,
-             keep: bool = False) -> int:
+def run_demo(
+    workdir: str | Path | None = None, exit_after: float | None = None, keep: bool = False
+) -> int:
     from modelsync.client import PredictClient
     from modelsync.dev.procs import Node, start_master
     from modelsync.publish import publish
@@ -126,16 +135,26 @@ def run_demo(workdir: str | Path | None = None, exit_after: float | None = None,
             sources = _make_models(workdir)
             admin_token, node_token = secrets.token_hex(16), secrets.token_hex(16)
             say("starting the master (gunicorn) ...")
-            master = start_master(workdir / "master", bucket=DEMO_BUCKET,
-                                  emulator_host=emu.url, admin_token=admin_token,
-                                  node_token=node_token, catalog_s=1.0)
+            master = start_master(
+                workdir / "master",
+                bucket=DEMO_BUCKET,
+                emulator_host=emu.url,
+                admin_token=admin_token,
+                node_token=node_token,
+                catalog_s=1.0,
+            )
             say(f"  master             {master.url}  (admin token: {admin_token})")  # type: ignore[attr-defined]
             say("starting one serving node: model server, config manager, puller, gateway ...")
-            node = Node(workdir / "node", bucket=DEMO_BUCKET, emulator_host=emu.url,
-                        poll_s=1.0, master_url=master.url,  # type: ignore[attr-defined]
-                        node_token=node_token, gateway=True,
-                        extra_env={"MODELSYNC_HEARTBEAT_S": "1",
-                                   "MODELSYNC_TELEMETRY_S": "2"}).start()
+            node = Node(
+                workdir / "node",
+                bucket=DEMO_BUCKET,
+                emulator_host=emu.url,
+                poll_s=1.0,
+                master_url=master.url,  # type: ignore[attr-defined]
+                node_token=node_token,
+                gateway=True,
+                extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "2"},
+            ).start()
             for what, where in node.listening().items():
                 say(f"  {what:18} {where}")
             say(f"  logs in {node.workdir}")
@@ -143,8 +162,15 @@ def run_demo(workdir: str | Path | None = None, exit_after: float | None = None,
             for version, (src, a, b) in sources.items():
                 if stop.is_set():
                     break
-                result = publish(store, src, "demo", prefix=settings.prefix,
-                                 marker=settings.marker, version=version, overwrite=True)
+                result = publish(
+                    store,
+                    src,
+                    "demo",
+                    prefix=settings.prefix,
+                    marker=settings.marker,
+                    version=version,
+                    overwrite=True,
+                )
                 say(f"published {result.uri} (y = {a} * x + {b})")
                 started = time.monotonic()
                 answer = _wait(lambda v=version: _served_by(client, v), 120, stop)
@@ -153,30 +179,42 @@ def run_demo(workdir: str | Path | None = None, exit_after: float | None = None,
                         say(f"version {version} was not served within 120 s; see the logs")
                     break
                 served, outputs = answer
-                say(f"gRPC Predict demo x=[1, 2] -> y={outputs['y'].tolist()} from version "
-                    f"{served}, {time.monotonic() - started:.1f} s after publishing")
+                say(
+                    f"gRPC Predict demo x=[1, 2] -> y={outputs['y'].tolist()} from version "
+                    f"{served}, {time.monotonic() - started:.1f} s after publishing"
+                )
             if not stop.is_set():
                 _wait(lambda: not (node.model_root / "demo" / "1").exists(), 30, stop)
                 listing = sorted(p.name for p in (node.model_root / "demo").iterdir())
-                say(f"{node.model_root / 'demo'}: {listing}  (v1 pruned once TF Serving "
-                    "reported it END; v2 kept for a fast rollback; v3 served)")
+                say(
+                    f"{node.model_root / 'demo'}: {listing}  (v1 pruned once TF Serving "
+                    "reported it END; v2 kept for a fast rollback; v3 served)"
+                )
                 view = _wait(lambda: _cluster(master.url, admin_token), 30, stop)  # type: ignore[attr-defined]
                 if view:
                     say(f"master GET /v1/cluster: demo {view}")
-                threading.Thread(target=_light_load, args=(node.grpc_port, stop),
-                                 daemon=True).start()
-                say("sending a light Predict load (about 10 requests/s) so the console has "
-                    "live figures")
-                say(f"console: open {master.url}/ and sign in with the admin token "  # type: ignore[attr-defined]
-                    f"{admin_token}")
-                say(f"try: curl -H 'Authorization: Bearer {admin_token}' "
-                    f"{master.url}/v1/cluster")  # type: ignore[attr-defined]
-                say(f"try (MLflow style, through the node's gateway): curl -d "
-                    f"'{{\"inputs\": {{\"x\": [1, 2]}}}}' {node.gateway_url}"
-                    "/model/demo/invocations")
-                say(f"publish more from another shell: STORAGE_EMULATOR_HOST={emu.url} "
+                threading.Thread(
+                    target=_light_load, args=(node.grpc_port, stop), daemon=True
+                ).start()
+                say(
+                    "sending a light Predict load (about 10 requests/s) so the console has "
+                    "live figures"
+                )
+                say(
+                    f"console: open {master.url}/ and sign in with the admin token "  # type: ignore[attr-defined]
+                    f"{admin_token}"
+                )
+                say(f"try: curl -H 'Authorization: Bearer {admin_token}' {master.url}/v1/cluster")  # type: ignore[attr-defined]
+                say(
+                    f"try (MLflow style, through the node's gateway): curl -d "
+                    f'\'{{"inputs": {{"x": [1, 2]}}}}\' {node.gateway_url}'
+                    "/model/demo/invocations"
+                )
+                say(
+                    f"publish more from another shell: STORAGE_EMULATOR_HOST={emu.url} "
                     f"MODELSYNC_BUCKET={DEMO_BUCKET} .venv/bin/modelsync publish DIR "
-                    "--model demo")
+                    "--model demo"
+                )
                 say("running; press Ctrl-C to stop")
                 wait_for_stop(stop, timeout_s=exit_after)
             client.close()

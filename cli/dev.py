@@ -36,8 +36,9 @@ def cmd_dev_make_model(args: argparse.Namespace) -> int:
     from modelsync.dev.models import make_linear_model
 
     try:
-        out = make_linear_model(args.out, args.a, args.b, shards=args.shards,
-                                pad_bytes=int(args.pad_mb * 2**20))
+        out = make_linear_model(
+            args.out, args.a, args.b, shards=args.shards, pad_bytes=int(args.pad_mb * 2**20)
+        )
     except FileExistsError as exc:
         raise CommandError(str(exc)) from None
     print(f"wrote SavedModel y = {args.a} * x + {args.b} to {out}")
@@ -63,8 +64,14 @@ def cmd_dev_smoke(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         make_linear_model(Path(tmp) / "m", a, 1.0)
         try:
-            publish(store, Path(tmp) / "m", args.model, prefix=settings.prefix,
-                    marker=settings.marker, version=version)
+            publish(
+                store,
+                Path(tmp) / "m",
+                args.model,
+                prefix=settings.prefix,
+                marker=settings.marker,
+                version=version,
+            )
         except PublishError as exc:
             raise CommandError(str(exc)) from None
     print(f"smoke: published {args.model} v{version} (y = {a} * x + 1)", flush=True)
@@ -75,9 +82,12 @@ def cmd_dev_smoke(args: argparse.Namespace) -> int:
         try:
             served, out = client.predict(args.model, {"x": [1.0]}, timeout_s=5)
             if served == version and abs(float(out["y"][0]) - (a + 1.0)) < 1e-5:
-                print(f"smoke ok: {args.tfserving} serves {args.model} v{version}, y(1) = "
-                      f"{float(out['y'][0])}, {time.monotonic() - started:.1f} s after "
-                      "publishing", flush=True)
+                print(
+                    f"smoke ok: {args.tfserving} serves {args.model} v{version}, y(1) = "
+                    f"{float(out['y'][0])}, {time.monotonic() - started:.1f} s after "
+                    "publishing",
+                    flush=True,
+                )
                 if args.gateway:
                     _gateway_check(args.gateway, args.model, version, a + 1.0)
                 return 0
@@ -93,17 +103,28 @@ def _gateway_check(url: str, model: str, version: int, want: float) -> None:
     import requests
 
     try:
-        resp = requests.post(f"{url.rstrip('/')}/model/{model}/invocations",
-                             json={"inputs": {"x": [1.0]}}, timeout=30)
+        resp = requests.post(
+            f"{url.rstrip('/')}/model/{model}/invocations",
+            json={"inputs": {"x": [1.0]}},
+            timeout=30,
+        )
     except requests.RequestException as exc:
         raise CommandError(f"gateway {url}: {exc}") from None
     got = resp.json().get("predictions") if resp.status_code == 200 else None
-    if (resp.headers.get("X-Model-Version") != str(version) or not got
-            or abs(float(got[0]) - want) > 1e-5):
-        raise CommandError(f"gateway {url}: HTTP {resp.status_code} {resp.text[:200]} "
-                           f"(expected v{version}, y(1) = {want})")
-    print(f"smoke ok: gateway {url}/model/{model}/invocations answers y(1) = {got[0]} "
-          f"from v{version}", flush=True)
+    if (
+        resp.headers.get("X-Model-Version") != str(version)
+        or not got
+        or abs(float(got[0]) - want) > 1e-5
+    ):
+        raise CommandError(
+            f"gateway {url}: HTTP {resp.status_code} {resp.text[:200]} "
+            f"(expected v{version}, y(1) = {want})"
+        )
+    print(
+        f"smoke ok: gateway {url}/model/{model}/invocations answers y(1) = {got[0]} "
+        f"from v{version}",
+        flush=True,
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -116,8 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=cmd_dev_gcs, json_logs=False)
     p = dsub.add_parser("smoke", help="publish a new version and wait until TF Serving serves it")
     p.add_argument("--tfserving", default="127.0.0.1:8500", help="TF Serving gRPC host:port")
-    p.add_argument("--gateway", help="also ask the node's gateway (http://host:port) over "
-                                     "REST, MLflow style")
+    p.add_argument(
+        "--gateway", help="also ask the node's gateway (http://host:port) over REST, MLflow style"
+    )
     p.add_argument("--model", default="smoke")
     p.add_argument("--timeout", type=float, default=180.0)
     add_store_args(p)

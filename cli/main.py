@@ -20,24 +20,35 @@ from modelsync.settings import SettingsError
 
 # name -> (help, "module:function"); each takes its own flags and settings
 DAEMONS: dict[str, tuple[str, str]] = {
-    "master": ("the master: admin API and registry under gunicorn (MODELSYNC_*)",
-               "master.server:main"),
-    "puller": ("the remote model puller daemon (settings from MODELSYNC_*)",
-               "remote_model_puller.daemon:main"),
-    "config-manager": ("the config manager daemon (settings from MODELSYNC_*)",
-                       "config_manager.daemon:main"),
-    "gateway": ("the node's REST front door: MLflow, ML-Kraken and TF Serving REST "
-                "(MODELSYNC_*)", "gateway.server:main"),
+    "master": (
+        "the master: admin API and registry under gunicorn (MODELSYNC_*)",
+        "master.server:main",
+    ),
+    "puller": (
+        "the remote model puller daemon (settings from MODELSYNC_*)",
+        "remote_model_puller.daemon:main",
+    ),
+    "config-manager": (
+        "the config manager daemon (settings from MODELSYNC_*)",
+        "config_manager.daemon:main",
+    ),
+    "gateway": (
+        "the node's REST front door: MLflow, ML-Kraken and TF Serving REST (MODELSYNC_*)",
+        "gateway.server:main",
+    ),
 }
 PASSTHROUGH: dict[str, tuple[str, str]] = {
-    "model-server": ("the TF-Serving-compatible model server (flags as tensorflow_model_server)",
-                     "tfserving.server:main"),
+    "model-server": (
+        "the TF-Serving-compatible model server (flags as tensorflow_model_server)",
+        "tfserving.server:main",
+    ),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="modelsync", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog="modelsync", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"modelsync {__version__}")
     parser.add_argument("--log-level", default=os.environ.get("MODELSYNC_LOG_LEVEL", "info"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -58,11 +69,11 @@ def _load(target: str) -> Callable[..., int]:
 
 def run_daemon(name: str, argv: Sequence[str]) -> int:
     """Daemons take their settings from the environment; --port overrides the HTTP port."""
-    parser = Parser(prog=f"modelsync {name}",
-                                     description="settings come from MODELSYNC_* variables "
-                                                 "(see the README)")
-    parser.add_argument("--port", type=tcp_port,
-                        help="HTTP port (overrides MODELSYNC_HTTP_PORT)")
+    parser = Parser(
+        prog=f"modelsync {name}",
+        description="settings come from MODELSYNC_* variables (see the README)",
+    )
+    parser.add_argument("--port", type=tcp_port, help="HTTP port (overrides MODELSYNC_HTTP_PORT)")
     args = parser.parse_args(list(argv))
     try:
         return _load(DAEMONS[name][1])(port=args.port)

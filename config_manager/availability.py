@@ -22,8 +22,9 @@ class AvailabilityLog:
     def update(self, states: Mapping[str, Mapping[int, VersionState]], now: float) -> None:
         """``states``: what TF Serving reported now, for the models it was asked about (the
         records of other models stay as they are)."""
-        current = {(m, v) for m, vs in states.items() for v, s in vs.items()
-                   if s.state == AVAILABLE}
+        current = {
+            (m, v) for m, vs in states.items() for v, s in vs.items() if s.state == AVAILABLE
+        }
         since = {k: t for k, t in self._since.items() if k in current or k[0] not in states}
         since.update({k: now for k in current if k not in since})
         if since != self._since:

@@ -33,7 +33,7 @@ def shadow_name(model: str) -> str:
 
 def shadowed(name: str) -> str | None:
     """The model a shadow name validates (None: not a shadow name)."""
-    return name[len(SHADOW_PREFIX):] if name.startswith(SHADOW_PREFIX) else None
+    return name[len(SHADOW_PREFIX) :] if name.startswith(SHADOW_PREFIX) else None
 
 
 class ExpectationError(ValueError):
@@ -55,8 +55,7 @@ def parse_expectations(data: bytes) -> list[Expectation]:
         raise ExpectationError(f"not valid JSON: {exc}") from None
     requests = doc.get("requests") if isinstance(doc, dict) else None
     if not isinstance(requests, list) or not requests or len(requests) > MAX_EXPECTATIONS:
-        raise ExpectationError(f"expected {{\"requests\": [...]}} with 1-{MAX_EXPECTATIONS} "
-                               "entries")
+        raise ExpectationError(f'expected {{"requests": [...]}} with 1-{MAX_EXPECTATIONS} entries')
     out = []
     for i, r in enumerate(requests):
         where = f"requests[{i}]"
@@ -66,11 +65,16 @@ def parse_expectations(data: bytes) -> list[Expectation]:
         tolerance = r.get("tolerance", 1e-6)
         if not isinstance(outputs, dict):
             raise ExpectationError(f"{where}.outputs: expected an object")
-        if (not isinstance(tolerance, int | float) or isinstance(tolerance, bool)
-                or not math.isfinite(tolerance) or tolerance < 0):
+        if (
+            not isinstance(tolerance, int | float)
+            or isinstance(tolerance, bool)
+            or not math.isfinite(tolerance)
+            or tolerance < 0
+        ):
             raise ExpectationError(f"{where}.tolerance: expected a non-negative number")
-        out.append(Expectation(r["inputs"], outputs, float(tolerance),
-                               str(r.get("signature_name", ""))))
+        out.append(
+            Expectation(r["inputs"], outputs, float(tolerance), str(r.get("signature_name", "")))
+        )
     return out
 
 
@@ -80,13 +84,16 @@ def non_finite(outputs: Mapping[str, Array]) -> str | None:
         if arr.dtype.kind in "fc" and arr.size and not np.all(np.isfinite(arr)):
             bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
             first = np.argwhere(~np.isfinite(arr))[0].tolist()
-            return (f"output {name!r} has {bad} non-finite value(s) (e.g. {arr[tuple(first)]} "
-                    f"at {first})")
+            return (
+                f"output {name!r} has {bad} non-finite value(s) (e.g. {arr[tuple(first)]} "
+                f"at {first})"
+            )
     return None
 
 
-def mismatch(expected: Mapping[str, Any], outputs: Mapping[str, Array],
-             tolerance: float) -> str | None:
+def mismatch(
+    expected: Mapping[str, Any], outputs: Mapping[str, Array], tolerance: float
+) -> str | None:
     for name, want in sorted(expected.items()):
         if name not in outputs:
             return f"output {name!r} expected, not answered (outputs: {sorted(outputs)})"
@@ -101,8 +108,10 @@ def mismatch(expected: Mapping[str, Any], outputs: Mapping[str, Array],
             diff = np.abs(got.astype(np.float64) - target.astype(np.float64))
             if not np.all(diff <= tolerance):
                 i = int(np.argmax(diff))
-                return (f"output {name!r}: {got.reshape(-1)[i]} where {target.reshape(-1)[i]} "
-                        f"was expected (tolerance {tolerance:g})")
+                return (
+                    f"output {name!r}: {got.reshape(-1)[i]} where {target.reshape(-1)[i]} "
+                    f"was expected (tolerance {tolerance:g})"
+                )
         elif not np.array_equal(got, target):
             return f"output {name!r}: {got.tolist()!r} where {target.tolist()!r} was expected"
     return None
@@ -134,8 +143,12 @@ class ValidationResult:
 
     def to_json(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
-        return {"ok": self.ok, "reason": self.reason, "source": self.source,
-                "requests": self.requests,
-                "p50_ms": round(lat[len(lat) // 2], 3) if lat else None,
-                "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
-                "max_ms": round(lat[-1], 3) if lat else None}
+        return {
+            "ok": self.ok,
+            "reason": self.reason,
+            "source": self.source,
+            "requests": self.requests,
+            "p50_ms": round(lat[len(lat) // 2], 3) if lat else None,
+            "p99_ms": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3) if lat else None,
+            "max_ms": round(lat[-1], 3) if lat else None,
+        }

@@ -61,17 +61,23 @@ log = get_logger("config_manager")
 class ConfigManager:
     role = "config_manager"
 
-    def __init__(self, settings: ConfigManagerSettings, client: ServingClient | None = None,
-                 validator: Validator | None = None) -> None:
+    def __init__(
+        self,
+        settings: ConfigManagerSettings,
+        client: ServingClient | None = None,
+        validator: Validator | None = None,
+    ) -> None:
         self.settings = settings
         self.layout = LocalLayout(settings.node.model_root)
         self.layout.ensure()
-        self.client: ServingClient = client or GrpcServingClient(settings.tfserving,
-                                                                 settings.tfs_timeout_s)
+        self.client: ServingClient = client or GrpcServingClient(
+            settings.tfserving, settings.tfs_timeout_s
+        )
         if validator is None and settings.validate:
             validator = GrpcValidator(settings.tfserving, settings.load_timeout_s)
-        self.gate = ValidationGate(self.layout, validator if settings.validate else None,
-                                   self.event)
+        self.gate = ValidationGate(
+            self.layout, validator if settings.validate else None, self.event
+        )
         self.metrics = ConfigManagerMetrics()
         self.events = EventBuffer(maxlen=1000)
         self.stop_event = threading.Event()
@@ -87,10 +93,13 @@ class ConfigManager:
         self.availability = AvailabilityLog(self.layout)
         self.outbox = Outbox()  # request telemetry, carried by the heartbeats
         self.telemetry = TelemetryReader(
-            settings.tfserving_metrics_url, settings.telemetry_s or 1.0, self.outbox,
+            settings.tfserving_metrics_url,
+            settings.telemetry_s or 1.0,
+            self.outbox,
             models=lambda: {m for m in self._reload.pushed if shadowed(m) is None},
             available=lambda: available(self._states),
-            stop=self.stop_event)
+            stop=self.stop_event,
+        )
         self._failure_reasons: dict[tuple[str, int], str] = {}
         self._down_since: float | None = None
         self._sizes: dict[tuple[str, int], int] = {}
@@ -124,49 +133,85 @@ class ConfigManager:
         except ServingUnavailable as exc:
             if self._tfs_up is not False:
                 self._down_since = time.monotonic()
-                self.event("tfserving_unavailable", "warning", target=self.settings.tfserving,
-                           error=str(exc))
+                self.event(
+                    "tfserving_unavailable",
+                    "warning",
+                    target=self.settings.tfserving,
+                    error=str(exc),
+                )
             self._tfs_up = False
             self.metrics.tfs_up.set(0)
             return None
         if self._tfs_up is False:
             self._last_downtime_s = round(time.monotonic() - (self._down_since or 0.0), 1)
-            self.event("tfserving_back", target=self.settings.tfserving,
-                       down_s=self._last_downtime_s)
+            self.event(
+                "tfserving_back", target=self.settings.tfserving, down_s=self._last_downtime_s
+            )
         self._tfs_up = True
         self.metrics.tfs_up.set(1)
         self._states = states
         self.availability.update(states, time.time())
         return states
 
-    def _plan(self, installed: dict[str, dict[int, str]],
-              states: dict[str, dict[int, VersionState]] | None, policy: Policy,
-              result: TickResult) -> ReloadPlan:
+    def _plan(
+        self,
+        installed: dict[str, dict[int, str]],
+        states: dict[str, dict[int, VersionState]] | None,
+        policy: Policy,
+        result: TickResult,
+    ) -> ReloadPlan:
         validated, rejected = self.gate.verdicts()
         cfg = self.settings
-        plan = plan_reload(installed, states, policy, self._reload, cfg.tfs_root,
-                           now=time.monotonic(), load_timeout_s=cfg.load_timeout_s,
-                           node_id=cfg.node.node_id, validated=validated, rejected=rejected,
-                           sizes=self._sizes, memory_limit_bytes=cfg.memory_limit_bytes,
-                           memory_factor=cfg.memory_factor)
+        plan = plan_reload(
+            installed,
+            states,
+            policy,
+            self._reload,
+            cfg.tfs_root,
+            now=time.monotonic(),
+            load_timeout_s=cfg.load_timeout_s,
+            node_id=cfg.node.node_id,
+            validated=validated,
+            rejected=rejected,
+            sizes=self._sizes,
+            memory_limit_bytes=cfg.memory_limit_bytes,
+            memory_factor=cfg.memory_factor,
+        )
         for model in plan.swapping - self._reload.swapping:
-            self.event("swap_unload_first", "warning", model=model,
-                       limit_bytes=cfg.memory_limit_bytes, factor=cfg.memory_factor)
+            self.event(
+                "swap_unload_first",
+                "warning",
+                model=model,
+                limit_bytes=cfg.memory_limit_bytes,
+                factor=cfg.memory_factor,
+            )
         for model, s in plan.newly_failed:
             self._failure_reasons[(model, s.version)] = s.error_message
             self.metrics.load_failures.inc()
             result.failed.append((model, s.version))
-            self.event("version_load_failed", "error", model=model, version=s.version,
-                       error=s.error_message, code=s.error_code)
+            self.event(
+                "version_load_failed",
+                "error",
+                model=model,
+                version=s.version,
+                error=s.error_message,
+                code=s.error_code,
+            )
         if plan.restarted:
             # TF Serving no longer knows versions it was given: it restarted (or lost them)
             self.metrics.tfs_restarts.inc()
-            self.event("tfserving_restarted", "warning", target=self.settings.tfserving,
-                       down_s=self._last_downtime_s)
+            self.event(
+                "tfserving_restarted",
+                "warning",
+                target=self.settings.tfserving,
+                down_s=self._last_downtime_s,
+            )
         self._last_downtime_s = None
         self._reload = keep_failures(self._reload, plan)
-        self._failure_reasons = {**{k: r for k, r in self._failure_reasons.items()
-                                    if k in self._reload.failed}, **self.gate.reasons()}
+        self._failure_reasons = {
+            **{k: r for k, r in self._failure_reasons.items() if k in self._reload.failed},
+            **self.gate.reasons(),
+        }
         return plan
 
     # --- one pass ------------------------------------------------------------------------------
@@ -175,10 +220,13 @@ class ConfigManager:
         result = TickResult()
         policy = self._policy()
         inventory = self.layout.inventory()
-        installed = {m: {v: r.fingerprint for v, r in vs.items() if r is not None}
-                     for m, vs in inventory.items()}
-        self._sizes = {(m, v): r.bytes for m, vs in inventory.items() for v, r in vs.items()
-                       if r is not None}
+        installed = {
+            m: {v: r.fingerprint for v, r in vs.items() if r is not None}
+            for m, vs in inventory.items()
+        }
+        self._sizes = {
+            (m, v): r.bytes for m, vs in inventory.items() for v, r in vs.items() if r is not None
+        }
         states = self._read_states(set(installed) | set(self._reload.pushed))
         result.tfserving_up = states is not None
         plan = self._plan(installed, states, policy, result)
@@ -191,16 +239,21 @@ class ConfigManager:
                 self.layout.write_config(plan.text)
                 if plan.push:
                     self._push(plan, result)
-        if plan.pending and self._tfs_up and self.gate.run(plan.pending, self._states,
-                                                           installed):
+        if plan.pending and self._tfs_up and self.gate.run(plan.pending, self._states, installed):
             self.sync_event.set()  # verdicts in: the next pass swaps the shadows for the real
         if result.tfserving_up and self._tfs_up:
             if result.pushed:  # what TF Serving reports after the reload, not before it
                 states = self._read_states(set(installed) | set(plan.staged))
             if states is not None:
                 on_disk = {m: set(vs) for m, vs in inventory.items()}
-                self._prune(on_disk, {m: set(vs) for m, vs in installed.items()}, plan.staged,
-                            policy, states, result)
+                self._prune(
+                    on_disk,
+                    {m: set(vs) for m, vs in installed.items()},
+                    plan.staged,
+                    policy,
+                    states,
+                    result,
+                )
         result.seconds = round(time.monotonic() - started, 3)
         with self._lock:
             self._last_tick = result
@@ -241,10 +294,21 @@ class ConfigManager:
             self.metrics.reloads.labels("ok").inc()
         result.settled = result.settled and settled
         versions = {m: list(dm.versions) for m, dm in plan.staged.items()}
-        self._last_reload = {"at": time.time(), "code": code, "error": message,
-                             "seconds": seconds, "settled": settled, "models": versions}
-        self.event("config_reloaded", models=len(plan.staged), seconds=seconds, settled=settled,
-                   versions=versions)
+        self._last_reload = {
+            "at": time.time(),
+            "code": code,
+            "error": message,
+            "seconds": seconds,
+            "settled": settled,
+            "models": versions,
+        }
+        self.event(
+            "config_reloaded",
+            models=len(plan.staged),
+            seconds=seconds,
+            settled=settled,
+            versions=versions,
+        )
         return True
 
     def _wait_settled(self, staged: Mapping[str, DesiredModel]) -> bool:
@@ -257,9 +321,12 @@ class ConfigManager:
             states = self._read_states(set(staged))
             if states is None:
                 return False
-            if all(states.get(name, {}).get(v) is not None
-                   and states[name][v].state in (AVAILABLE, END)
-                   for name, dm in staged.items() for v in dm.versions):
+            if all(
+                states.get(name, {}).get(v) is not None
+                and states[name][v].state in (AVAILABLE, END)
+                for name, dm in staged.items()
+                for v in dm.versions
+            ):
                 return True
             if self.layout.watch_signature() != start_sig:
                 self.event("reload_wait_interrupted", reason="new installs or policy")
@@ -269,17 +336,24 @@ class ConfigManager:
             self.event("load_timeout", "warning", seconds=self.settings.load_timeout_s)
         return False
 
-    def _prune(self, on_disk: dict[str, set[int]], installed: dict[str, set[int]],
-               staged: Mapping[str, DesiredModel], policy: Policy,
-               states: dict[str, dict[int, VersionState]], result: TickResult) -> None:
+    def _prune(
+        self,
+        on_disk: dict[str, set[int]],
+        installed: dict[str, set[int]],
+        staged: Mapping[str, DesiredModel],
+        policy: Policy,
+        states: dict[str, dict[int, VersionState]],
+        result: TickResult,
+    ) -> None:
         """``on_disk`` is the tick's own snapshot: a version the puller installs while the
         tick runs is not aspired yet, and must not be mistaken for a stale one."""
         state_names = {m: {v: s.state for v, s in vs.items()} for m, vs in states.items()}
         aspired = {m: set(dm.versions) for m, dm in staged.items()}
         protected = policy_wanted(installed, policy, self.settings.node.node_id)
         failed = failed_by_model(self._reload.failed)
-        for model, version in versions_to_prune(on_disk, aspired, state_names, failed,
-                                                self.settings.keep_on_disk, protected):
+        for model, version in versions_to_prune(
+            on_disk, aspired, state_names, failed, self.settings.keep_on_disk, protected
+        ):
             target = self.layout.version_dir(model, version)
             trash = self.layout.new_incoming()
             try:
@@ -288,12 +362,18 @@ class ConfigManager:
                 self.gate.forget(model, version)
             finally:
                 shutil.rmtree(trash, ignore_errors=True)
-            self._reload = replace(self._reload, failed={
-                k: fp for k, fp in self._reload.failed.items() if k != (model, version)})
+            self._reload = replace(
+                self._reload,
+                failed={k: fp for k, fp in self._reload.failed.items() if k != (model, version)},
+            )
             self.metrics.pruned.inc()
             result.pruned.append((model, version))
-            self.event("version_pruned", model=model, version=version,
-                       tfserving_state=state_names.get(model, {}).get(version, "unknown"))
+            self.event(
+                "version_pruned",
+                model=model,
+                version=version,
+                tfserving_state=state_names.get(model, {}).get(version, "unknown"),
+            )
 
     # --- loop and HTTP -------------------------------------------------------------------------
     def run(self) -> None:
@@ -327,8 +407,13 @@ class ConfigManager:
         not served on this node meanwhile: the load balancer should drain it)."""
         ok = self._last_tick_at is not None and self.layout.config_path.exists()
         swapping = sorted(self._reload.swapping)
-        reason = (f"swapping {', '.join(swapping)} unload-first (memory limit)" if swapping
-                  else None if ok else "no pass yet")
+        reason = (
+            f"swapping {', '.join(swapping)} unload-first (memory limit)"
+            if swapping
+            else None
+            if ok
+            else "no pass yet"
+        )
         return ok and not swapping, {"tfserving_up": self._tfs_up, "reason": reason}
 
     def close(self) -> None:
@@ -345,6 +430,16 @@ def main(port: int | None = None) -> int:
     configure_logging(settings.node.log_level, json_output=True)
     manager = ConfigManager(settings)
     node = settings.node
-    return serve(manager, node, manager.metrics.registry, log, lambda http_port: log.info(
-        "config_manager_started", node_id=node.node_id, model_root=str(node.model_root),
-        tfserving=settings.tfserving, http=f"{node.http_host}:{http_port}"))
+    return serve(
+        manager,
+        node,
+        manager.metrics.registry,
+        log,
+        lambda http_port: log.info(
+            "config_manager_started",
+            node_id=node.node_id,
+            model_root=str(node.model_root),
+            tfserving=settings.tfserving,
+            http=f"{node.http_host}:{http_port}",
+        ),
+    )

@@ -26,8 +26,9 @@ Key = tuple[str, int]
 
 
 class ValidationGate:
-    def __init__(self, layout: LocalLayout, validator: Validator | None,
-                 event: Callable[..., None]) -> None:
+    def __init__(
+        self, layout: LocalLayout, validator: Validator | None, event: Callable[..., None]
+    ) -> None:
         self.layout = layout
         self.validator = validator  # None: validation is off
         self.event = event
@@ -43,15 +44,22 @@ class ValidationGate:
             return None, {}
         records = self.layout.read_validations()
         self.last = records
-        return ({k: r["fingerprint"] for k, r in records.items() if r.get("ok")},
-                {k: r["fingerprint"] for k, r in records.items() if not r.get("ok")})
+        return (
+            {k: r["fingerprint"] for k, r in records.items() if r.get("ok")},
+            {k: r["fingerprint"] for k, r in records.items() if not r.get("ok")},
+        )
 
     def reasons(self) -> dict[Key, str]:
-        return {k: f"validation: {r.get('reason', '')}" for k, r in self.last.items()
-                if not r.get("ok")}
+        return {
+            k: f"validation: {r.get('reason', '')}" for k, r in self.last.items() if not r.get("ok")
+        }
 
-    def run(self, pending: tuple[Key, ...], states: Mapping[str, Mapping[int, VersionState]],
-            installed: Mapping[str, Mapping[int, str]]) -> int:
+    def run(
+        self,
+        pending: tuple[Key, ...],
+        states: Mapping[str, Mapping[int, VersionState]],
+        installed: Mapping[str, Mapping[int, str]],
+    ) -> int:
         """Validate every pending version TF Serving reports AVAILABLE under its shadow name;
         returns how many verdicts were recorded."""
         if self.validator is None:
@@ -63,25 +71,44 @@ class ValidationGate:
             if state is None or state.state != AVAILABLE or fingerprint is None:
                 continue
             started = time.monotonic()
-            result = self.validator.validate(shadow_name(model), version,
-                                              self.layout.version_dir(model, version))
+            result = self.validator.validate(
+                shadow_name(model), version, self.layout.version_dir(model, version)
+            )
             self.record(model, version, fingerprint, result, time.monotonic() - started)
             done += 1
         return done
 
-    def record(self, model: str, version: int, fingerprint: str, result: ValidationResult,
-               seconds: float) -> None:
-        doc = {"fingerprint": fingerprint, "at": time.time(), "seconds": round(seconds, 3),
-               **result.to_json()}
+    def record(
+        self, model: str, version: int, fingerprint: str, result: ValidationResult, seconds: float
+    ) -> None:
+        doc = {
+            "fingerprint": fingerprint,
+            "at": time.time(),
+            "seconds": round(seconds, 3),
+            **result.to_json(),
+        }
         self.layout.write_validation(model, version, doc)
         self.last[(model, version)] = doc
         if result.ok:
-            self.event("version_validated", model=model, version=version,
-                       source=result.source, requests=result.requests,
-                       p50_ms=doc["p50_ms"], p99_ms=doc["p99_ms"])
+            self.event(
+                "version_validated",
+                model=model,
+                version=version,
+                source=result.source,
+                requests=result.requests,
+                p50_ms=doc["p50_ms"],
+                p99_ms=doc["p99_ms"],
+            )
         else:
-            self.event("version_validation_failed", "error", model=model, version=version,
-                       source=result.source, error=result.reason, requests=result.requests)
+            self.event(
+                "version_validation_failed",
+                "error",
+                model=model,
+                version=version,
+                source=result.source,
+                error=result.reason,
+                requests=result.requests,
+            )
 
     def forget(self, model: str, version: int) -> None:
         self.layout.remove_validation(model, version)

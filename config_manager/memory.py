@@ -25,10 +25,15 @@ def loaded_bytes(available: Mapping[str, Set[int]], sizes: Mapping[Key, int]) ->
     return sum(sizes.get((shadowed(m) or m, v), 0) for m, vs in available.items() for v in vs)
 
 
-def unload_first(full: Mapping[str, DesiredModel], desired: Mapping[str, DesiredModel],
-                 available: Mapping[str, Set[int]], sizes: Mapping[Key, int],
-                 limit_bytes: int | None, factor: float,
-                 draining: Set[str]) -> tuple[frozenset[str], dict[str, DesiredModel], set[str]]:
+def unload_first(
+    full: Mapping[str, DesiredModel],
+    desired: Mapping[str, DesiredModel],
+    available: Mapping[str, Set[int]],
+    sizes: Mapping[Key, int],
+    limit_bytes: int | None,
+    factor: float,
+    draining: Set[str],
+) -> tuple[frozenset[str], dict[str, DesiredModel], set[str]]:
     """(models swapping unload-first, the desired config adjusted for them, models whose
     validation waits). ``full``: what should be served once everything is validated;
     ``desired``: what may be served now; ``available``: TF Serving's AVAILABLE versions."""
@@ -58,8 +63,9 @@ def unload_first(full: Mapping[str, DesiredModel], desired: Mapping[str, Desired
         dm = desired.get(m)  # then only its new versions, once validated
         keep = tuple(v for v in (dm.versions if dm else ()) if v in target)
         if dm is not None and keep:
-            out[m] = replace(dm, versions=keep,
-                             labels={k: v for k, v in dm.labels.items() if v in keep})
+            out[m] = replace(
+                dm, versions=keep, labels={k: v for k, v in dm.labels.items() if v in keep}
+            )
         else:
             out.pop(m, None)
     return frozenset(swapping), out, waiting

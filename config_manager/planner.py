@@ -79,17 +79,27 @@ def failed_by_model(failed: Mapping[Key, str]) -> dict[str, set[int]]:
     return out
 
 
-def plan_reload(installed: Mapping[str, Mapping[int, str]], states: States | None,
-                policy: Policy, previous: ReloadState, model_root: str, *, now: float = 0.0,
-                load_timeout_s: float = math.inf, node_id: str | None = None,
-                validated: Mapping[Key, str] | None = None,
-                rejected: Mapping[Key, str] | None = None,
-                sizes: Mapping[Key, int] | None = None, memory_limit_bytes: int | None = None,
-                memory_factor: float = 2.0) -> ReloadPlan:
+def plan_reload(
+    installed: Mapping[str, Mapping[int, str]],
+    states: States | None,
+    policy: Policy,
+    previous: ReloadState,
+    model_root: str,
+    *,
+    now: float = 0.0,
+    load_timeout_s: float = math.inf,
+    node_id: str | None = None,
+    validated: Mapping[Key, str] | None = None,
+    rejected: Mapping[Key, str] | None = None,
+    sizes: Mapping[Key, int] | None = None,
+    memory_limit_bytes: int | None = None,
+    memory_factor: float = 2.0,
+) -> ReloadPlan:
     """``installed``: per model, each version on disk that has an install record, with the
     record's fingerprint. ``states``: TF Serving's view per model, None if it did not answer.
     ``validated``/``rejected``: the fingerprints that passed/failed validation (``validated``
     None: no validation, every version counts as validated)."""
+
     def current(key: Key, fp: str) -> bool:
         return installed.get(key[0], {}).get(key[1]) == fp
 
@@ -115,10 +125,18 @@ def plan_reload(installed: Mapping[str, Mapping[int, str]], states: States | Non
                     since = previous.loading_since.get((name, v), now)
                     if now - since > load_timeout_s:
                         failed[key] = fingerprint
-                        newly.append((model, VersionState(
-                            v, s.state, DEADLINE_EXCEEDED,
-                            f"still {s.state} {now - since:.0f} s after it was pushed "
-                            f"(MODELSYNC_LOAD_TIMEOUT_S={load_timeout_s:g}); left out")))
+                        newly.append(
+                            (
+                                model,
+                                VersionState(
+                                    v,
+                                    s.state,
+                                    DEADLINE_EXCEEDED,
+                                    f"still {s.state} {now - since:.0f} s after it was pushed "
+                                    f"(MODELSYNC_LOAD_TIMEOUT_S={load_timeout_s:g}); left out",
+                                ),
+                            )
+                        )
                     else:
                         loading[(name, v)] = since
     on_disk = {m: set(vs) for m, vs in installed.items()}
@@ -128,14 +146,26 @@ def plan_reload(installed: Mapping[str, Mapping[int, str]], states: States | Non
     if validated is None:
         desired = full
     else:
-        ok = {m: {v for v in vs if validated.get((m, v)) == installed[m][v]}
-              for m, vs in on_disk.items()}
+        ok = {
+            m: {v for v in vs if validated.get((m, v)) == installed[m][v]}
+            for m, vs in on_disk.items()
+        }
         desired = desired_models(ok, bad, policy, model_root, node_id)
-        pending = tuple((m, v) for m, dm in sorted(full.items()) for v in dm.versions
-                        if v not in ok.get(m, set()))
+        pending = tuple(
+            (m, v)
+            for m, dm in sorted(full.items())
+            for v in dm.versions
+            if v not in ok.get(m, set())
+        )
     swapping, desired, waiting = unload_first(
-        full, desired, available(states or {}), sizes or {},
-        memory_limit_bytes if states is not None else None, memory_factor, previous.swapping)
+        full,
+        desired,
+        available(states or {}),
+        sizes or {},
+        memory_limit_bytes if states is not None else None,
+        memory_factor,
+        previous.swapping,
+    )
     staged, held = stage_labels(desired, available(states or {}))
     shadows: dict[str, list[int]] = {}
     for m, v in pending:
@@ -152,8 +182,19 @@ def plan_reload(installed: Mapping[str, Mapping[int, str]], states: States | Non
             for v in dm.versions:
                 if v not in avail.get(model, set()):
                     loading.setdefault((model, v), now)
-    return ReloadPlan(desired, staged, text, push, restarted, held, failed, tuple(newly),
-                      loading, pending, swapping)
+    return ReloadPlan(
+        desired,
+        staged,
+        text,
+        push,
+        restarted,
+        held,
+        failed,
+        tuple(newly),
+        loading,
+        pending,
+        swapping,
+    )
 
 
 def _restarted(previous: ReloadState, states: States, staged: Mapping[str, DesiredModel]) -> bool:
@@ -167,11 +208,17 @@ def _restarted(previous: ReloadState, states: States, staged: Mapping[str, Desir
 
 def after_push(previous: ReloadState, plan: ReloadPlan) -> ReloadState:
     """The state once ``plan``'s config was accepted by TF Serving."""
-    return ReloadState(plan.text, dict(plan.staged), dict(plan.failed),
-                       dict(plan.loading_since), plan.swapping)
+    return ReloadState(
+        plan.text, dict(plan.staged), dict(plan.failed), dict(plan.loading_since), plan.swapping
+    )
 
 
 def keep_failures(previous: ReloadState, plan: ReloadPlan) -> ReloadState:
     """The state when nothing was pushed: only the bookkeeping moves on."""
-    return ReloadState(previous.pushed_text, previous.pushed, dict(plan.failed),
-                       dict(plan.loading_since), plan.swapping)
+    return ReloadState(
+        previous.pushed_text,
+        previous.pushed,
+        dict(plan.failed),
+        dict(plan.loading_since),
+        plan.swapping,
+    )

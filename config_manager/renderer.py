@@ -28,22 +28,31 @@ class DesiredModel:
     labels: Mapping[str, int] = field(default_factory=dict)
 
 
-def desired_models(installed: Mapping[str, Set[int]], failed: Mapping[str, Set[int]],
-                   policy: Policy, model_root: str,
-                   node_id: str | None = None) -> dict[str, DesiredModel]:
+def desired_models(
+    installed: Mapping[str, Set[int]],
+    failed: Mapping[str, Set[int]],
+    policy: Policy,
+    model_root: str,
+    node_id: str | None = None,
+) -> dict[str, DesiredModel]:
     out: dict[str, DesiredModel] = {}
     for model in sorted(installed):
         usable = set(installed[model]) - set(failed.get(model, ()))
         served = served_set(model, usable, policy, node_id)
         if not served.versions:
             continue
-        out[model] = DesiredModel(model, f"{model_root.rstrip('/')}/{model}",
-                                  tuple(sorted(served.versions)), dict(served.labels))
+        out[model] = DesiredModel(
+            model,
+            f"{model_root.rstrip('/')}/{model}",
+            tuple(sorted(served.versions)),
+            dict(served.labels),
+        )
     return out
 
 
-def stage_labels(desired: Mapping[str, DesiredModel],
-                 available: Mapping[str, Set[int]]) -> tuple[dict[str, DesiredModel], bool]:
+def stage_labels(
+    desired: Mapping[str, DesiredModel], available: Mapping[str, Set[int]]
+) -> tuple[dict[str, DesiredModel], bool]:
     """Labels only onto versions TF Serving reports AVAILABLE. Returns (staged, held_back)."""
     staged: dict[str, DesiredModel] = {}
     held = False
@@ -62,31 +71,45 @@ def render_text(models: Mapping[str, DesiredModel]) -> str:
     lines = ["model_config_list {"]
     for name in sorted(models):
         dm = models[name]
-        lines += ["  config {", f"    name: {_quote(dm.name)}",
-                  f"    base_path: {_quote(dm.base_path)}", '    model_platform: "tensorflow"',
-                  "    model_version_policy {", "      specific {"]
+        lines += [
+            "  config {",
+            f"    name: {_quote(dm.name)}",
+            f"    base_path: {_quote(dm.base_path)}",
+            '    model_platform: "tensorflow"',
+            "    model_version_policy {",
+            "      specific {",
+        ]
         lines += [f"        versions: {v}" for v in dm.versions]
         lines += ["      }", "    }"]
         for label, v in sorted(dm.labels.items()):
-            lines += ["    version_labels {", f"      key: {_quote(label)}",
-                      f"      value: {v}", "    }"]
+            lines += [
+                "    version_labels {",
+                f"      key: {_quote(label)}",
+                f"      value: {v}",
+                "    }",
+            ]
         lines.append("  }")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def policy_wanted(installed: Mapping[str, Set[int]], policy: Policy,
-                  node_id: str | None = None) -> dict[str, set[int]]:
+def policy_wanted(
+    installed: Mapping[str, Set[int]], policy: Policy, node_id: str | None = None
+) -> dict[str, set[int]]:
     """The versions the policy has this node keep among those installed, failed ones included:
     what the puller keeps on disk. Pruning one of them would only make the puller fetch it
     again."""
     return {m: set(fetch_set(m, vs, policy, node_id)) for m, vs in installed.items()}
 
 
-def versions_to_prune(on_disk: Mapping[str, Set[int]], aspired: Mapping[str, Set[int]],
-                      states: Mapping[str, Mapping[int, str]], failed: Mapping[str, Set[int]],
-                      keep_on_disk: int,
-                      protected: Mapping[str, Set[int]] | None = None) -> list[tuple[str, int]]:
+def versions_to_prune(
+    on_disk: Mapping[str, Set[int]],
+    aspired: Mapping[str, Set[int]],
+    states: Mapping[str, Mapping[int, str]],
+    failed: Mapping[str, Set[int]],
+    keep_on_disk: int,
+    protected: Mapping[str, Set[int]] | None = None,
+) -> list[tuple[str, int]]:
     """``states``: TF Serving's state name of each version it knows (models it was asked about).
 
     A version is pruned when it is not aspired nor ``protected`` (wanted by the policy, e.g. a

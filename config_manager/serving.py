@@ -7,8 +7,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 # tensorflow_serving/apis/get_model_status.proto, ModelVersionStatus.State
-STATE_NAMES = {0: "UNKNOWN", 10: "START", 20: "LOADING", 30: "AVAILABLE", 40: "UNLOADING",
-               50: "END"}
+STATE_NAMES = {
+    0: "UNKNOWN",
+    10: "START",
+    20: "LOADING",
+    30: "AVAILABLE",
+    40: "UNLOADING",
+    50: "END",
+}
 AVAILABLE = "AVAILABLE"
 END = "END"
 

@@ -39,11 +39,15 @@ class ConfigManagerSettings:
             keep_on_disk=env.integer("MODELSYNC_KEEP_ON_DISK", 1, minimum=0, maximum=100),
             tfserving_metrics_url=env.text(
                 "MODELSYNC_TFSERVING_METRICS_URL",
-                "http://127.0.0.1:8501/monitoring/prometheus/metrics"),
+                "http://127.0.0.1:8501/monitoring/prometheus/metrics",
+            ),
             telemetry_s=env.number("MODELSYNC_TELEMETRY_S", 5.0, minimum=0, maximum=3600),
             validate=env.flag("MODELSYNC_VALIDATE", True),
-            memory_limit_bytes=(env.integer("MODELSYNC_MEMORY_LIMIT_BYTES", 0, minimum=1)
-                                if env.raw("MODELSYNC_MEMORY_LIMIT_BYTES") else None),
+            memory_limit_bytes=(
+                env.integer("MODELSYNC_MEMORY_LIMIT_BYTES", 0, minimum=1)
+                if env.raw("MODELSYNC_MEMORY_LIMIT_BYTES")
+                else None
+            ),
             memory_factor=env.number("MODELSYNC_MEMORY_FACTOR", 2.0, minimum=0.1, maximum=100),
         )
 

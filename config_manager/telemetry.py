@@ -33,8 +33,9 @@ class Pending:
     end: float
     models: dict[str, tuple[ModelInterval, set[int]]] = field(default_factory=dict)
 
-    def add(self, start: float, end: float,
-            figures: dict[str, tuple[ModelInterval, set[int]]]) -> None:
+    def add(
+        self, start: float, end: float, figures: dict[str, tuple[ModelInterval, set[int]]]
+    ) -> None:
         self.start, self.end = min(self.start, start), max(self.end, end)
         for model, (iv, versions) in figures.items():
             if model in self.models:
@@ -43,9 +44,14 @@ class Pending:
             self.models[model] = (iv, set(versions))
 
     def to_json(self) -> dict[str, Any]:
-        return {"start": round(self.start, 3), "end": round(self.end, 3),
-                "models": {m: {**iv.to_json(), "versions": sorted(vs)}
-                           for m, (iv, vs) in sorted(self.models.items())}}
+        return {
+            "start": round(self.start, 3),
+            "end": round(self.end, 3),
+            "models": {
+                m: {**iv.to_json(), "versions": sorted(vs)}
+                for m, (iv, vs) in sorted(self.models.items())
+            },
+        }
 
 
 class Outbox:
@@ -56,8 +62,9 @@ class Outbox:
         self._pending: Pending | None = None
         self._in_flight: Pending | None = None
 
-    def put(self, start: float, end: float,
-            figures: dict[str, tuple[ModelInterval, set[int]]]) -> None:
+    def put(
+        self, start: float, end: float, figures: dict[str, tuple[ModelInterval, set[int]]]
+    ) -> None:
         with self._lock:
             if self._pending is None:
                 self._pending = Pending(start, end)
@@ -84,9 +91,16 @@ class Outbox:
 
 
 class TelemetryReader:
-    def __init__(self, url: str, interval_s: float, outbox: Outbox,
-                 models: Callable[[], set[str]], available: Callable[[], dict[str, set[int]]],
-                 stop: threading.Event, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        interval_s: float,
+        outbox: Outbox,
+        models: Callable[[], set[str]],
+        available: Callable[[], dict[str, set[int]]],
+        stop: threading.Event,
+        timeout_s: float = 5.0,
+    ) -> None:
         self.url = url
         self.interval_s = interval_s
         self.outbox = outbox
@@ -132,7 +146,9 @@ class TelemetryReader:
         if prev is None or now <= prev[0]:
             return
         after = self.available()
-        figures = {m: (iv, before.get(m, set()) | set(after.get(m, set())))
-                   for m, iv in interval(prev[1], cur, now - prev[0]).items()}
+        figures = {
+            m: (iv, before.get(m, set()) | set(after.get(m, set())))
+            for m, iv in interval(prev[1], cur, now - prev[0]).items()
+        }
         if figures:
             self.outbox.put(prev[0], now, figures)

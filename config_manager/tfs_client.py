@@ -28,11 +28,13 @@ class GrpcServingClient:
         self._status = self.channel.unary_unary(
             "/tensorflow.serving.ModelService/GetModelStatus",
             request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=p.GetModelStatusResponse.FromString)
+            response_deserializer=p.GetModelStatusResponse.FromString,
+        )
         self._reload = self.channel.unary_unary(
             "/tensorflow.serving.ModelService/HandleReloadConfigRequest",
             request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=p.ReloadConfigResponse.FromString)
+            response_deserializer=p.ReloadConfigResponse.FromString,
+        )
 
     def model_status(self, model: str) -> list[VersionState]:
         req = self.protos.GetModelStatusRequest()
@@ -42,11 +44,16 @@ class GrpcServingClient:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise ModelUnknown(model) from None
-            raise ServingUnavailable(f"{self.target}: {exc.code().name}: {exc.details()}") \
-                from None
-        return [VersionState(s.version, STATE_NAMES.get(s.state, str(s.state)),
-                             s.status.error_code, s.status.error_message)
-                for s in resp.model_version_status]
+            raise ServingUnavailable(f"{self.target}: {exc.code().name}: {exc.details()}") from None
+        return [
+            VersionState(
+                s.version,
+                STATE_NAMES.get(s.state, str(s.state)),
+                s.status.error_code,
+                s.status.error_message,
+            )
+            for s in resp.model_version_status
+        ]
 
     def reload(self, config_text: str, timeout_s: float) -> tuple[int, str]:
         """HandleReloadConfigRequest; returns TF Serving's (error_code, error_message)."""
@@ -55,8 +62,11 @@ class GrpcServingClient:
         try:
             resp: Any = self._reload(req, timeout=timeout_s)
         except grpc.RpcError as exc:
-            error = ReloadTimeout if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else \
-                ServingUnavailable
+            error = (
+                ReloadTimeout
+                if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                else ServingUnavailable
+            )
             raise error(f"{self.target}: {exc.code().name}: {exc.details()}") from None
         return resp.status.error_code, resp.status.error_message
 

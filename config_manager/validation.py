@@ -57,7 +57,8 @@ class GrpcValidator:
             return self.channel.unary_unary(
                 f"/tensorflow.serving.PredictionService/{name}",
                 request_serializer=lambda m: m.SerializeToString(),
-                response_deserializer=response.FromString)
+                response_deserializer=response.FromString,
+            )
 
         self._predict = rpc("Predict", self.p.PredictResponse)
         self._classify = rpc("Classify", self.p.ClassificationResponse)
@@ -83,8 +84,13 @@ class GrpcValidator:
                 self._expectations(expectations.read_bytes(), shadow, version, latencies)
         except Failed as exc:
             return ValidationResult(False, str(exc), source, len(latencies), tuple(latencies))
-        return ValidationResult(True, f"{len(latencies)} request(s) answered, outputs finite",
-                                source, len(latencies), tuple(latencies))
+        return ValidationResult(
+            True,
+            f"{len(latencies)} request(s) answered, outputs finite",
+            source,
+            len(latencies),
+            tuple(latencies),
+        )
 
     # --- the three kinds of requests -----------------------------------------------------------
     def _call(self, rpc: Any, request: Any, latencies: list[float], what: str) -> Any:
@@ -131,8 +137,11 @@ class GrpcValidator:
         import math
 
         result = response.result
-        values = ([c.score for row in result.classifications for c in row.classes]
-                  if hasattr(result, "classifications") else [r.value for r in result.regressions])
+        values = (
+            [c.score for row in result.classifications for c in row.classes]
+            if hasattr(result, "classifications")
+            else [r.value for r in result.regressions]
+        )
         bad = [v for v in values if not math.isfinite(v)]
         return f"{len(bad)} non-finite score(s), e.g. {bad[0]}" if bad else None
 
@@ -166,8 +175,7 @@ class GrpcValidator:
         if problem:
             raise Failed(f"{what}: {problem}")
 
-    def _expectations(self, data: bytes, shadow: str, version: int,
-                      latencies: list[float]) -> None:
+    def _expectations(self, data: bytes, shadow: str, version: int, latencies: list[float]) -> None:
         import numpy as np
 
         try:

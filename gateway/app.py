@@ -36,8 +36,10 @@ log = get_logger("gateway")
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 MLFLOW_RE = re.compile(r"/model/(?P<name>[^/]+)(?:/(?P<version>[^/]+))?/invocations\Z")
-TFS_RE = re.compile(r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)"
-                    r"|/labels/[^/:]+)?(?P<meta>/metadata)?")
+TFS_RE = re.compile(
+    r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)"
+    r"|/labels/[^/:]+)?(?P<meta>/metadata)?"
+)
 KRAKEN_PATHS = ("/api/v1/run-model", "/predict")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 MAX_VERSION = 2**63 - 1
@@ -79,19 +81,28 @@ def _version(text: str | None) -> int | None:
     if text is None:
         return None
     if not text.isdigit() or text.startswith("0") or int(text) > MAX_VERSION:
-        raise GatewayError(404, f"version {text!r} does not exist (versions are positive "
-                                "integers)")
+        raise GatewayError(404, f"version {text!r} does not exist (versions are positive integers)")
     return int(text)
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings, tfs: TFServingClient, proxy: RestProxy,
-                 history: History | None = None, metrics: GatewayMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        tfs: TFServingClient,
+        proxy: RestProxy,
+        history: History | None = None,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.tfs = tfs
         self.proxy = proxy
-        self.history = history or History(settings.history_per_model, settings.history_sample,
-                                          settings.capture, settings.capture_bytes)
+        self.history = history or History(
+            settings.history_per_model,
+            settings.history_sample,
+            settings.capture,
+            settings.capture_bytes,
+        )
         self.metrics = metrics or GatewayMetrics()
         self._bearer = f"Bearer {settings.token}".encode() if settings.token else None
         self._answered: set[str] = set()
@@ -104,27 +115,41 @@ class Gateway:
         path = req.path
         if path in OPEN_PATHS:
             return self._open(req)
-        conv = ("mlflow" if path.startswith("/model/") else "kraken" if path in KRAKEN_PATHS
-                else "tfserving-rest" if path.startswith("/v1/models/") else "")
+        conv = (
+            "mlflow"
+            if path.startswith("/model/")
+            else "kraken"
+            if path in KRAKEN_PATHS
+            else "tfserving-rest"
+            if path.startswith("/v1/models/")
+            else ""
+        )
         if self._bearer is not None and not self._authorized(req):
-            resp = self._error(conv, GatewayError(401, "a valid 'Authorization: Bearer <token>' "
-                                                       "header is required"))
+            resp = self._error(
+                conv,
+                GatewayError(401, "a valid 'Authorization: Bearer <token>' header is required"),
+            )
             resp.headers["WWW-Authenticate"] = 'Bearer realm="modelsync-gateway"'
             return resp
         if not conv:
             return self._own(req)
         handler: Callable[[Request, float], _Outcome] = (
-            self._mlflow if conv == "mlflow" else self._kraken if conv == "kraken"
-            else self._passthrough)
+            self._mlflow
+            if conv == "mlflow"
+            else self._kraken
+            if conv == "kraken"
+            else self._passthrough
+        )
         try:
             out = handler(req, started)
         except (BadInput, GatewayError) as exc:
             out = _Outcome(self._error(conv, exc), error=str(exc))
         except Exception as exc:  # a bug: a 500, logged with its traceback
             log.exception("request_failed", path=path, error=f"{type(exc).__name__}: {exc}")
-            out = _Outcome(self._error(conv, GatewayError(500, f"internal error: "
-                                                               f"{type(exc).__name__}")),
-                           error=f"{type(exc).__name__}: {exc}")
+            out = _Outcome(
+                self._error(conv, GatewayError(500, f"internal error: {type(exc).__name__}")),
+                error=f"{type(exc).__name__}: {exc}",
+            )
         resp = out.response
         if out.version is not None:
             resp.headers["X-Model-Version"] = str(out.version)
@@ -132,12 +157,21 @@ class Gateway:
         model = out.model or self._model_of(conv, req)
         label = self._label(model, resp.status)
         self.metrics.observe(label, conv, resp.status, seconds)
-        self.history.record(model=model, version=out.version, convention=conv,
-                            latency_ms=seconds * 1000, status=resp.status, error=out.error,
-                            request=req.body, response=resp.body, ring=label)
+        self.history.record(
+            model=model,
+            version=out.version,
+            convention=conv,
+            latency_ms=seconds * 1000,
+            status=resp.status,
+            error=out.error,
+            request=req.body,
+            response=resp.body,
+            ring=label,
+        )
         if resp.status >= 500:
-            log.warning("request_error", convention=conv, model=model, status=resp.status,
-                        error=out.error)
+            log.warning(
+                "request_error", convention=conv, model=model, status=resp.status, error=out.error
+            )
         return resp
 
     def _label(self, model: str, status: int) -> str:
@@ -159,16 +193,23 @@ class Gateway:
 
     @staticmethod
     def _model_of(conv: str, req: Request) -> str:
-        m = MLFLOW_RE.match(req.path) if conv == "mlflow" else \
-            TFS_RE.match(req.path) if conv == "tfserving-rest" else None
+        m = (
+            MLFLOW_RE.match(req.path)
+            if conv == "mlflow"
+            else TFS_RE.match(req.path)
+            if conv == "tfserving-rest"
+            else None
+        )
         return unquote(m.group("name")) if m else ""
 
     def _error(self, conv: str, exc: BadInput | GatewayError) -> Response:
         status = exc.status if isinstance(exc, GatewayError) else 400
         message = exc.message if isinstance(exc, GatewayError) else str(exc)
         if conv == "mlflow":
-            return _json({"error_code": MLFLOW_CODES.get(status, "INTERNAL_ERROR"),
-                          "message": message}, status)
+            return _json(
+                {"error_code": MLFLOW_CODES.get(status, "INTERNAL_ERROR"), "message": message},
+                status,
+            )
         return _json({"error": message}, status)
 
     # --- conventions ---------------------------------------------------------------------
@@ -177,8 +218,7 @@ class Gateway:
         if req.method != "POST":
             raise GatewayError(405, f"{req.method} is not allowed here; use POST")
         if req.too_large:
-            raise GatewayError(413, f"the body is larger than "
-                                    f"{self.settings.max_body_bytes} bytes")
+            raise GatewayError(413, f"the body is larger than {self.settings.max_body_bytes} bytes")
         ctype = req.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "text/csv":
             raise GatewayError(415, "CSV bodies are not supported; send JSON")
@@ -186,8 +226,11 @@ class Gateway:
     def _mlflow(self, req: Request, _started: float) -> _Outcome:
         m = MLFLOW_RE.match(req.path)
         if m is None:
-            raise GatewayError(404, f"no route {req.path}; use /model/<name>/invocations or "
-                                    "/model/<name>/<version>/invocations")
+            raise GatewayError(
+                404,
+                f"no route {req.path}; use /model/<name>/invocations or "
+                "/model/<name>/<version>/invocations",
+            )
         name = unquote(m.group("name"))
         if not NAME_RE.match(name):
             raise GatewayError(404, f"model {name!r} does not exist")
@@ -208,22 +251,33 @@ class Gateway:
 
     def _kraken(self, req: Request, started: float) -> _Outcome:
         self._check_post(req)
-        kr = convert.kraken_request(convert.parse_json(req.body),
-                                    lambda s: NAME_RE.match(s) is not None)
+        kr = convert.kraken_request(
+            convert.parse_json(req.body), lambda s: NAME_RE.match(s) is not None
+        )
         try:
-            answer = self.tfs.predict(kr.model, kr.version,
-                                      lambda sig: convert.kraken_inputs(kr.model_data, sig),
-                                      kr.signature)
+            answer = self.tfs.predict(
+                kr.model,
+                kr.version,
+                lambda sig: convert.kraken_inputs(kr.model_data, sig),
+                kr.signature,
+            )
         except (BadInput, GatewayError) as exc:
             status = exc.status if isinstance(exc, GatewayError) else 400
             message = exc.message if isinstance(exc, GatewayError) else str(exc)
-            resp = _json({"error": message, "metaData": {"modelId": kr.model,
-                                                          "modelVersion": kr.version}}, status)
+            resp = _json(
+                {"error": message, "metaData": {"modelId": kr.model, "modelVersion": kr.version}},
+                status,
+            )
             return _Outcome(resp, kr.model, None, message)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        doc = {"results": convert.kraken_results(answer.outputs),
-               "metaData": {"modelId": kr.model, "modelVersion": answer.version,
-                            "latencyMs": latency_ms}}
+        doc = {
+            "results": convert.kraken_results(answer.outputs),
+            "metaData": {
+                "modelId": kr.model,
+                "modelVersion": answer.version,
+                "latencyMs": latency_ms,
+            },
+        }
         return _Outcome(_json(doc), kr.model, answer.version)
 
     def _passthrough(self, req: Request, _started: float) -> _Outcome:
@@ -231,11 +285,11 @@ class Gateway:
         model = unquote(m.group("name")) if m else ""
         version = int(m.group("version")) if m and m.group("version") else None
         if req.too_large:
-            raise GatewayError(413, f"the body is larger than "
-                                    f"{self.settings.max_body_bytes} bytes")
+            raise GatewayError(413, f"the body is larger than {self.settings.max_body_bytes} bytes")
         target = req.path + (f"?{req.query}" if req.query else "")
-        status, body, ctype = self.proxy.forward(req.method, target, req.body,
-                                                 req.headers.get("content-type"))
+        status, body, ctype = self.proxy.forward(
+            req.method, target, req.body, req.headers.get("content-type")
+        )
         if status == 200 and version is None and m and m.group("meta") and req.method == "GET":
             try:
                 version = int(json.loads(body)["model_spec"]["version"])

@@ -25,8 +25,19 @@ from modelsync.tensors import Array, Signature, TensorSpec
 Inputs = dict[str, Array]
 
 MLFLOW_FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-NUMERIC = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-           "uint16", "uint32", "uint64")
+NUMERIC = (
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+)
 DTYPES = (*NUMERIC, "bool", "string")
 
 
@@ -45,14 +56,15 @@ def parse_json(raw: bytes) -> Any:
 
 # --- values -> arrays ----------------------------------------------------------------------
 
+
 def _b64(value: dict[str, Any], name: str) -> bytes:
     data = value.get("b64")
     if set(value) != {"b64"} or not isinstance(data, str):
-        raise BadInput(f"input {name!r}: expected strings or {{\"b64\": ...}}, got an object")
+        raise BadInput(f'input {name!r}: expected strings or {{"b64": ...}}, got an object')
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise BadInput(f"input {name!r}: invalid base64 in {{\"b64\": ...}}") from None
+        raise BadInput(f'input {name!r}: invalid base64 in {{"b64": ...}}') from None
 
 
 def _strings(value: Any, name: str) -> Any:
@@ -66,8 +78,15 @@ def _strings(value: Any, name: str) -> Any:
 
 
 def _kind(value: Any) -> str:
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
-            dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
 def _shape_of(value: Any, name: str) -> tuple[int, ...]:
@@ -96,16 +115,17 @@ def _numeric_array(value: Any, dtype: str, name: str) -> Array:
     try:
         raw = np.asarray(value)
     except (ValueError, OverflowError):
-        raise BadInput(f"input {name!r}: ragged nested lists (rows of different shapes)"
-                       ) from None
+        raise BadInput(f"input {name!r}: ragged nested lists (rows of different shapes)") from None
     kind = raw.dtype.kind
     if raw.size == 0 and kind == "f":
         return raw.astype(dtype)
     if kind in "US":
         raise BadInput(f"input {name!r}: expected {dtype} numbers, got a string")
     if kind == "O":
-        raise BadInput(f"input {name!r}: expected {dtype} numbers, got null, an object, a list "
-                       "mixed with numbers, or a number out of range")
+        raise BadInput(
+            f"input {name!r}: expected {dtype} numbers, got null, an object, a list "
+            "mixed with numbers, or a number out of range"
+        )
     if dtype == "bool":
         if kind != "b":
             raise BadInput(f"input {name!r}: expected booleans (true/false)")
@@ -140,22 +160,24 @@ def to_array(value: Any, spec: TensorSpec, name: str) -> Array:
         arr = _numeric_array(value, spec.dtype, name)
     if spec.shape is not None:
         want = list(spec.shape)
-        if arr.ndim != len(want) or any(w >= 0 and w != g for w, g in zip(want, arr.shape,
-                                                                          strict=True)):
+        if arr.ndim != len(want) or any(
+            w >= 0 and w != g for w, g in zip(want, arr.shape, strict=True)
+        ):
             shown = [None if w < 0 else w for w in want]
-            raise BadInput(f"input {name!r}: shape {list(arr.shape)} does not fit the "
-                           f"signature's {shown}")
+            raise BadInput(
+                f"input {name!r}: shape {list(arr.shape)} does not fit the signature's {shown}"
+            )
     return arr
 
 
 # --- request formats -----------------------------------------------------------------------
 
+
 def _columns_to_inputs(columns: Mapping[str, Any], sig: Signature) -> Inputs:
     missing = [f"missing input {k!r}" for k in sig.inputs if k not in columns]
     extra = [f"unknown input {k!r}" for k in columns if k not in sig.inputs]
     if missing or extra:
-        raise BadInput(f"{(missing + extra)[0]} (the signature's inputs are "
-                       f"{sorted(sig.inputs)})")
+        raise BadInput(f"{(missing + extra)[0]} (the signature's inputs are {sorted(sig.inputs)})")
     return {k: to_array(columns[k], sig.inputs[k], k) for k in sig.inputs}
 
 
@@ -163,24 +185,29 @@ def _records(rows: Any, sig: Signature, what: str) -> Inputs:
     """Row form: a non-empty list of objects of named inputs, or of bare values for a
     single-input signature."""
     if not isinstance(rows, list) or not rows:
-        raise BadInput(f"{what}: expected a list of rows" if not isinstance(rows, list)
-                       else f"{what}: no rows")
-    bare_b64 = (len(sig.inputs) == 1 and "b64" not in sig.inputs
-                and all(isinstance(r, dict) and set(r) == {"b64"} for r in rows))
+        raise BadInput(
+            f"{what}: expected a list of rows" if not isinstance(rows, list) else f"{what}: no rows"
+        )
+    bare_b64 = (
+        len(sig.inputs) == 1
+        and "b64" not in sig.inputs
+        and all(isinstance(r, dict) and set(r) == {"b64"} for r in rows)
+    )
     if all(isinstance(r, dict) for r in rows) and not bare_b64:
         names = list(sig.inputs)
         for i, row in enumerate(rows):
-            bad = [f"is missing input {k!r}" for k in names if k not in row] + \
-                [f"has unknown input {k!r}" for k in row if k not in sig.inputs]
+            bad = [f"is missing input {k!r}" for k in names if k not in row] + [
+                f"has unknown input {k!r}" for k in row if k not in sig.inputs
+            ]
             if bad:
-                raise BadInput(f"{what}: row {i} {bad[0]} (the signature's inputs are "
-                               f"{sorted(names)})")
+                raise BadInput(
+                    f"{what}: row {i} {bad[0]} (the signature's inputs are {sorted(names)})"
+                )
         return _columns_to_inputs({k: [r[k] for r in rows] for k in names}, sig)
     if any(isinstance(r, dict) for r in rows) and not bare_b64:
         raise BadInput(f"{what}: rows mix objects and bare values")
     if len(sig.inputs) != 1:
-        raise BadInput(f"{what}: each row must be an object naming the inputs "
-                       f"{sorted(sig.inputs)}")
+        raise BadInput(f"{what}: each row must be an object naming the inputs {sorted(sig.inputs)}")
     (name,) = sig.inputs
     return {name: to_array(rows, sig.inputs[name], name)}
 
@@ -190,29 +217,34 @@ def _split(doc: Any, sig: Signature) -> Inputs:
         raise BadInput("dataframe_split: expected an object with 'columns' and 'data'")
     unknown = sorted(set(doc) - {"columns", "data", "index"})
     if unknown:
-        raise BadInput(f"dataframe_split: unexpected key {unknown[0]!r} (allowed: columns, "
-                       "data, index)")
+        raise BadInput(
+            f"dataframe_split: unexpected key {unknown[0]!r} (allowed: columns, data, index)"
+        )
     columns, data = doc.get("columns"), doc.get("data")
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns) or \
-            len(set(columns)) != len(columns):
+    if (
+        not isinstance(columns, list)
+        or not all(isinstance(c, str) for c in columns)
+        or len(set(columns)) != len(columns)
+    ):
         raise BadInput("dataframe_split: 'columns' must be a list of input names, each once")
     if not isinstance(data, list) or not data:
         raise BadInput("dataframe_split: 'data' must be a non-empty list of rows")
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(columns):
-            raise BadInput(f"dataframe_split: row {i} must be a list of {len(columns)} values, "
-                           "one per column")
+            raise BadInput(
+                f"dataframe_split: row {i} must be a list of {len(columns)} values, one per column"
+            )
     index = doc.get("index")
     if index is not None and (not isinstance(index, list) or len(index) != len(data)):
         raise BadInput("dataframe_split: 'index' must be a list with one entry per row")
-    return _columns_to_inputs({c: [row[j] for row in data] for j, c in enumerate(columns)},
-                              sig)
+    return _columns_to_inputs({c: [row[j] for row in data] for j, c in enumerate(columns)}, sig)
 
 
 def _columnar(doc: Any, sig: Signature, what: str) -> Inputs:
     """Columnar form: an object of named inputs, or a bare value for a single input."""
-    if isinstance(doc, dict) and not (len(sig.inputs) == 1 and set(doc) == {"b64"}
-                                      and "b64" not in sig.inputs):
+    if isinstance(doc, dict) and not (
+        len(sig.inputs) == 1 and set(doc) == {"b64"} and "b64" not in sig.inputs
+    ):
         return _columns_to_inputs(doc, sig)
     if len(sig.inputs) != 1:
         raise BadInput(f"{what}: expected an object naming the inputs {sorted(sig.inputs)}")
@@ -257,8 +289,9 @@ def kraken_request(body: Any, name_ok: Callable[[str], bool]) -> KrakenRequest:
     if not isinstance(model, str) or not name_ok(model):
         raise BadInput("'metaData.modelId' must be a model name")
     version = meta.get("modelVersion")
-    if version is not None and (isinstance(version, bool) or not isinstance(version, int)
-                                or not 0 < version < 2**63):
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or not 0 < version < 2**63
+    ):
         raise BadInput("'metaData.modelVersion' must be a positive integer or absent")
     signature = meta.get("signatureName", "")
     if not isinstance(signature, str):
@@ -271,13 +304,13 @@ def kraken_request(body: Any, name_ok: Callable[[str], bool]) -> KrakenRequest:
 def kraken_inputs(model_data: Any, sig: Signature) -> Inputs:
     """modelData: an object of named inputs, a list of row objects, or a list of rows of a
     single-input model."""
-    if isinstance(model_data, list) and model_data and all(isinstance(r, dict)
-                                                           for r in model_data):
+    if isinstance(model_data, list) and model_data and all(isinstance(r, dict) for r in model_data):
         return _records(model_data, sig, "modelData")
     return _columnar(model_data, sig, "modelData")
 
 
 # --- outputs -> JSON -----------------------------------------------------------------------
+
 
 def _decode(value: Any) -> Any:
     if isinstance(value, bytes):
@@ -316,8 +349,9 @@ def mlflow_predictions(outputs: Mapping[str, Array], fmt: str) -> dict[str, Any]
     if len(outputs) == 1:
         return {"predictions": _mlflow_column(next(iter(outputs.values())))}
     if fmt.startswith("dataframe_"):
-        flat = {k: (v.reshape(-1) if v.ndim == 2 and v.shape[1] == 1 else v)
-                for k, v in outputs.items()}
+        flat = {
+            k: (v.reshape(-1) if v.ndim == 2 and v.shape[1] == 1 else v) for k, v in outputs.items()
+        }
         rows = _per_row(flat)
         if rows is not None:
             return {"predictions": rows}

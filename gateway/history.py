@@ -31,8 +31,10 @@ def truncate(data: bytes | None, limit: int) -> str | None:
         return None
     if len(data) <= limit:
         return data.decode("utf-8", errors="replace")
-    return (data[:limit].decode("utf-8", errors="ignore")
-            + f"...[truncated {len(data) - limit} of {len(data)} bytes]")
+    return (
+        data[:limit].decode("utf-8", errors="ignore")
+        + f"...[truncated {len(data) - limit} of {len(data)} bytes]"
+    )
 
 
 @dataclass(frozen=True)
@@ -48,10 +50,15 @@ class Entry:
     response: str | None = None
 
     def to_json(self, bodies: bool = True) -> dict[str, Any]:
-        doc: dict[str, Any] = {"ts": round(self.ts, 3), "model": self.model,
-                               "version": self.version, "convention": self.convention,
-                               "latency_ms": round(self.latency_ms, 3), "status": self.status,
-                               "error": self.error}
+        doc: dict[str, Any] = {
+            "ts": round(self.ts, 3),
+            "model": self.model,
+            "version": self.version,
+            "convention": self.convention,
+            "latency_ms": round(self.latency_ms, 3),
+            "status": self.status,
+            "error": self.error,
+        }
         if bodies and (self.request is not None or self.response is not None):
             doc["request"] = self.request
             doc["response"] = self.response
@@ -76,10 +83,16 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 
 class History:
-    def __init__(self, per_model: int = 200, sample: float = 1.0, capture: bool = False,
-                 capture_bytes: int = 4096, max_models: int = 256,
-                 rng: Callable[[], float] = random.random,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        per_model: int = 200,
+        sample: float = 1.0,
+        capture: bool = False,
+        capture_bytes: int = 4096,
+        max_models: int = 256,
+        rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.per_model = per_model
         self.sample = sample
         self.capture = capture
@@ -90,22 +103,38 @@ class History:
         self._lock = threading.Lock()
         self._rings: OrderedDict[str, _Ring] = OrderedDict()
 
-    def record(self, *, model: str, version: int | None, convention: str, latency_ms: float,
-               status: int, error: str | None = None, request: bytes | None = None,
-               response: bytes | None = None, ring: str | None = None) -> bool:
+    def record(
+        self,
+        *,
+        model: str,
+        version: int | None,
+        convention: str,
+        latency_ms: float,
+        status: int,
+        error: str | None = None,
+        request: bytes | None = None,
+        response: bytes | None = None,
+        ring: str | None = None,
+    ) -> bool:
         """Count the request; keep it in the ring of ``ring`` (default: the model) if sampled
         (always, if an error). Returns whether it was kept. The gateway files requests for
         names that never answered in the ring ``""``, so that they cannot push real models
         out."""
         failed = status >= 400
-        keep = self.per_model > 0 and (failed or self.sample >= 1.0
-                                       or self._rng() < self.sample)
+        keep = self.per_model > 0 and (failed or self.sample >= 1.0 or self._rng() < self.sample)
         entry = None
         if keep:
-            entry = Entry(self._clock(), model, version, convention, latency_ms, status,
-                          error[:MAX_ERROR_CHARS] if error else None,
-                          truncate(request, self.capture_bytes) if self.capture else None,
-                          truncate(response, self.capture_bytes) if self.capture else None)
+            entry = Entry(
+                self._clock(),
+                model,
+                version,
+                convention,
+                latency_ms,
+                status,
+                error[:MAX_ERROR_CHARS] if error else None,
+                truncate(request, self.capture_bytes) if self.capture else None,
+                truncate(response, self.capture_bytes) if self.capture else None,
+            )
         key = model if ring is None else ring
         with self._lock:
             target = self._rings.get(key)
@@ -127,9 +156,13 @@ class History:
         with self._lock:
             if model is not None:
                 ring = self._rings.get(model)
-                picked = list(ring.entries) if ring else [
-                    e for e in self._rings[""].entries if e.model == model] \
-                    if "" in self._rings else []
+                picked = (
+                    list(ring.entries)
+                    if ring
+                    else [e for e in self._rings[""].entries if e.model == model]
+                    if "" in self._rings
+                    else []
+                )
             else:
                 picked = [e for r in self._rings.values() for e in r.entries]
         picked.sort(key=lambda e: e.ts, reverse=True)
@@ -155,8 +188,13 @@ class History:
                 if doc["error"]:
                     doc["error"] = doc["error"][:SUMMARY_ERROR_CHARS]
                 tail.append(doc)
-            models[model] = {"count": count, "errors": errors,
-                             "by_status": {str(k): v for k, v in sorted(by_status.items())},
-                             "ring": len(entries), "p50_ms": _percentile(lat, 50),
-                             "p99_ms": _percentile(lat, 99), "last": tail}
+            models[model] = {
+                "count": count,
+                "errors": errors,
+                "by_status": {str(k): v for k, v in sorted(by_status.items())},
+                "ring": len(entries),
+                "p50_ms": _percentile(lat, 50),
+                "p99_ms": _percentile(lat, 99),
+                "last": tail,
+            }
         return {"models": models, "sample": self.sample, "per_model": self.per_model}

@@ -98,9 +98,11 @@ class GatewayHTTPServer:
                 self._send(resp)
 
             def _send(self, resp: Response) -> None:
-                head = [f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, '')}",
-                        f"Content-Type: {resp.content_type}",
-                        f"Content-Length: {len(resp.body)}"]
+                head = [
+                    f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, '')}",
+                    f"Content-Type: {resp.content_type}",
+                    f"Content-Length: {len(resp.body)}",
+                ]
                 head += [f"{k}: {v}" for k, v in resp.headers.items()]
                 if self.close_connection:
                     head.append("Connection: close")
@@ -122,8 +124,9 @@ class GatewayHTTPServer:
 
         self.httpd = _Server((host, port), Handler)
         self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="gateway-http",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, name="gateway-http", daemon=True
+        )
 
     def start(self) -> GatewayHTTPServer:
         self._thread.start()

@@ -6,19 +6,26 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-BUCKETS_S = (.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30)
+BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class GatewayMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("modelsync_gateway_requests",
-                                "Requests by model, convention and HTTP status (model is empty "
-                                "for names that never answered: the label set stays bounded).",
-                                ["model", "convention", "status"], registry=r)
-        self.latency = Histogram("modelsync_gateway_request_seconds",
-                                 "From request read to answer ready, by model and convention.",
-                                 ["model", "convention"], registry=r, buckets=BUCKETS_S)
+        self.requests = Counter(
+            "modelsync_gateway_requests",
+            "Requests by model, convention and HTTP status (model is empty "
+            "for names that never answered: the label set stays bounded).",
+            ["model", "convention", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "modelsync_gateway_request_seconds",
+            "From request read to answer ready, by model and convention.",
+            ["model", "convention"],
+            registry=r,
+            buckets=BUCKETS_S,
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def observe(self, model: str, convention: str, status: int, seconds: float) -> None:
@@ -28,7 +35,8 @@ class GatewayMetrics:
         if children is None:
             children = self._children[key] = (
                 self.requests.labels(model, convention, str(status)),
-                self.latency.labels(model, convention))
+                self.latency.labels(model, convention),
+            )
         children[0].inc()
         children[1].observe(seconds)
 

@@ -22,10 +22,14 @@ from modelsync.tensors import Signature, TensorSpec
 
 NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 MAX_ROWS = 5
-_ERR = {"description": "error", "content": {"application/json": {"schema": {
-    "$ref": "#/components/schemas/Error"}}}}
-_MLFLOW_ERR = {"description": "error", "content": {"application/json": {"schema": {
-    "$ref": "#/components/schemas/MlflowError"}}}}
+_ERR = {
+    "description": "error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_MLFLOW_ERR = {
+    "description": "error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MlflowError"}}},
+}
 _ANY_JSON = {"description": "OK", "content": {"application/json": {"schema": {}}}}
 
 
@@ -60,8 +64,11 @@ def _column(spec: TensorSpec, rows: int | None = None) -> dict[str, Any]:
     if not spec.shape:
         return _elem(spec.dtype)
     first = spec.shape[0] if spec.shape[0] >= 0 else rows
-    size = {"minItems": first, "maxItems": first} if first is not None else \
-        {"minItems": 1, "maxItems": MAX_ROWS}
+    size = (
+        {"minItems": first, "maxItems": first}
+        if first is not None
+        else {"minItems": 1, "maxItems": MAX_ROWS}
+    )
     return {"type": "array", "items": _cell(spec), **size}
 
 
@@ -75,19 +82,25 @@ def _common_cell(sig: Signature) -> dict[str, Any]:
     cells = [_cell(s) for s in sig.inputs.values()]
     if all(c == cells[0] for c in cells):
         return cells[0]
-    if all(s.shape is not None and len(s.shape) == 1 and s.dtype in NUMERIC
-           for s in sig.inputs.values()):
+    if all(
+        s.shape is not None and len(s.shape) == 1 and s.dtype in NUMERIC
+        for s in sig.inputs.values()
+    ):
         ints = [c for c in cells if c["type"] == "integer"]
         if not ints:
             return {"type": "number", "minimum": -1e6, "maximum": 1e6}
-        return {"type": "integer", "minimum": max(c["minimum"] for c in ints),
-                "maximum": min(c["maximum"] for c in ints)}
+        return {
+            "type": "integer",
+            "minimum": max(c["minimum"] for c in ints),
+            "maximum": min(c["maximum"] for c in ints),
+        }
     return {"anyOf": cells}
 
 
 def _example_value(spec: TensorSpec, first: int) -> Any:
-    value: Any = {"bool": True, "string": "a"}.get(spec.dtype, 1 if spec.dtype.startswith(
-        ("int", "uint")) else 1.5)
+    value: Any = {"bool": True, "string": "a"}.get(
+        spec.dtype, 1 if spec.dtype.startswith(("int", "uint")) else 1.5
+    )
     dims = list(spec.shape or ())
     for i, d in reversed(list(enumerate(dims))):
         value = [value] * (first if i == 0 and d < 0 else max(d, 1))
@@ -100,8 +113,12 @@ def example(sig: Signature) -> dict[str, Any]:
 
 
 def _obj(props: Mapping[str, Any], required: list[str] | None = None) -> dict[str, Any]:
-    return {"type": "object", "properties": dict(props), "required": required or list(props),
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": dict(props),
+        "required": required or list(props),
+        "additionalProperties": False,
+    }
 
 
 def _rows(sig: Signature) -> dict[str, Any]:
@@ -117,52 +134,94 @@ def mlflow_body(sig: Signature | None) -> dict[str, Any]:
     """Exactly one of MLflow's four formats (and optional ``params``)."""
     if sig is None:
         formats: dict[str, Any] = {
-            "dataframe_split": {"type": "object", "required": ["columns", "data"],
-                                "properties": {"columns": {"type": "array", "items": {
-                                    "type": "string"}}, "data": {"type": "array", "items": {
-                                        "type": "array"}}, "index": {"type": "array"}}},
+            "dataframe_split": {
+                "type": "object",
+                "required": ["columns", "data"],
+                "properties": {
+                    "columns": {"type": "array", "items": {"type": "string"}},
+                    "data": {"type": "array", "items": {"type": "array"}},
+                    "index": {"type": "array"},
+                },
+            },
             "dataframe_records": {"type": "array", "items": {"type": "object"}},
-            "instances": {"type": "array"}, "inputs": {}}
+            "instances": {"type": "array"},
+            "inputs": {},
+        }
     else:
         names = list(sig.inputs)
         formats = {
-            "dataframe_split": _obj({
-                "columns": {"type": "array", "items": {"type": "string", "enum": names},
-                            "minItems": len(names), "maxItems": len(names),
-                            "uniqueItems": True},
-                "data": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS, "items": {
-                    "type": "array", "minItems": len(names), "maxItems": len(names),
-                    "items": _common_cell(sig)}}}),
-            "dataframe_records": {"type": "array", "minItems": 1, "maxItems": MAX_ROWS,
-                                  "items": _obj({k: _cell(v) for k, v in sig.inputs.items()})},
+            "dataframe_split": _obj(
+                {
+                    "columns": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": names},
+                        "minItems": len(names),
+                        "maxItems": len(names),
+                        "uniqueItems": True,
+                    },
+                    "data": {
+                        "type": "array",
+                        "minItems": 1,
+                        "maxItems": MAX_ROWS,
+                        "items": {
+                            "type": "array",
+                            "minItems": len(names),
+                            "maxItems": len(names),
+                            "items": _common_cell(sig),
+                        },
+                    },
+                }
+            ),
+            "dataframe_records": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_ROWS,
+                "items": _obj({k: _cell(v) for k, v in sig.inputs.items()}),
+            },
             "instances": _rows(sig),
             "inputs": _columns(sig),
         }
-    return {"oneOf": [_obj({fmt: formats[fmt], "params": {"type": "object"}}, [fmt])
-                      for fmt in MLFLOW_FORMATS]}
+    return {
+        "oneOf": [
+            _obj({fmt: formats[fmt], "params": {"type": "object"}}, [fmt]) for fmt in MLFLOW_FORMATS
+        ]
+    }
 
 
 def kraken_body(model: str | None, sig: Signature | None) -> dict[str, Any]:
     meta: dict[str, Any] = {
-        "modelId": {"type": "string", "pattern": NAME_PATTERN} if model is None else
-        {"type": "string", "enum": [model]},
+        "modelId": {"type": "string", "pattern": NAME_PATTERN}
+        if model is None
+        else {"type": "string", "enum": [model]},
         "modelVersion": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
-        "signatureName": {"type": "string"}}
-    data: dict[str, Any] = {} if sig is None else {
-        "oneOf": [_columns(sig), _rows(sig)]}
+        "signatureName": {"type": "string"},
+    }
+    data: dict[str, Any] = {} if sig is None else {"oneOf": [_columns(sig), _rows(sig)]}
     return _obj({"modelData": data, "metaData": _obj(meta, ["modelId"])})
 
 
-def _op(summary: str, *, secured: bool = True, body: dict[str, Any] | None = None,
-        params: list[dict[str, Any]] | None = None, errors: Mapping[str, str] | None = None,
-        mlflow: bool = False, body_example: Any = None) -> dict[str, Any]:
+def _op(
+    summary: str,
+    *,
+    secured: bool = True,
+    body: dict[str, Any] | None = None,
+    params: list[dict[str, Any]] | None = None,
+    errors: Mapping[str, str] | None = None,
+    mlflow: bool = False,
+    body_example: Any = None,
+) -> dict[str, Any]:
     err = _MLFLOW_ERR if mlflow else _ERR
     responses: dict[str, Any] = {"200": _ANY_JSON}
-    for code, text in {**({"401": "no or a wrong token"} if secured else {}),
-                       **(errors or {})}.items():
+    for code, text in {
+        **({"401": "no or a wrong token"} if secured else {}),
+        **(errors or {}),
+    }.items():
         responses[code] = {**err, "description": text}
-    op: dict[str, Any] = {"summary": summary, "responses": responses,
-                          "security": [{"bearerAuth": []}] if secured else []}
+    op: dict[str, Any] = {
+        "summary": summary,
+        "responses": responses,
+        "security": [{"bearerAuth": []}] if secured else [],
+    }
     if body is not None:
         media: dict[str, Any] = {"schema": body}
         if body_example is not None:
@@ -173,8 +232,13 @@ def _op(summary: str, *, secured: bool = True, body: dict[str, Any] | None = Non
     return op
 
 
-def _param(name: str, schema: dict[str, Any], where: str = "path", required: bool = True,
-           example: Any = None) -> dict[str, Any]:
+def _param(
+    name: str,
+    schema: dict[str, Any],
+    where: str = "path",
+    required: bool = True,
+    example: Any = None,
+) -> dict[str, Any]:
     out = {"name": name, "in": where, "required": required, "schema": schema}
     if example is not None:
         out["example"] = example
@@ -184,12 +248,15 @@ def _param(name: str, schema: dict[str, Any], where: str = "path", required: boo
 NAME_SCHEMA = {"type": "string", "pattern": NAME_PATTERN}
 VERSION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
 SIGNATURE = _param("signature_name", {"type": "string", "maxLength": 64}, "query", False)
-SCORING_ERRORS = {"400": "bad input (the message names the input)", "404": "unknown model or "
-                  "version", "413": "body too large", "503": "TF Serving is unavailable"}
+SCORING_ERRORS = {
+    "400": "bad input (the message names the input)",
+    "404": "unknown model or version",
+    "413": "body too large",
+    "503": "TF Serving is unavailable",
+}
 
 
-def openapi_document(known: Mapping[str, tuple[int, Signature]] | None = None
-                     ) -> dict[str, Any]:
+def openapi_document(known: Mapping[str, tuple[int, Signature]] | None = None) -> dict[str, Any]:
     """``known``: model -> (its newest version seen, its serving signature)."""
     known = known or {}
     first = next(iter(known.items()), None)
@@ -199,65 +266,149 @@ def openapi_document(known: Mapping[str, tuple[int, Signature]] | None = None
     version_p = _param("version", VERSION_SCHEMA, example=version_ex)
     paths: dict[str, Any] = {
         "/healthz": {"get": _op("The process is alive", secured=False)},
-        "/readyz": {"get": _op("TF Serving answers gRPC", secured=False,
-                               errors={"503": "not ready"})},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "security": [], "responses": {
-            "200": {"description": "OK", "content": {"text/plain": {"schema": {
-                "type": "string"}}}}}}},
+        "/readyz": {
+            "get": _op("TF Serving answers gRPC", secured=False, errors={"503": "not ready"})
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OK",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
         "/openapi.json": {"get": _op("This document")},
-        "/v1/history": {"get": _op("Recent requests, newest first", params=[
-            _param("model", {"type": "string", "maxLength": 128}, "query", False),
-            _param("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "query",
-                   False)], errors={"400": "bad limit"})},
-        "/model/{name}/invocations": {"post": _op(
-            "MLflow scoring on the version TF Serving serves as latest", mlflow=True,
-            body=mlflow_body(None), params=[model_p, SIGNATURE], errors=SCORING_ERRORS)},
-        "/model/{name}/{version}/invocations": {"post": _op(
-            "MLflow scoring on one version", mlflow=True, body=mlflow_body(None),
-            params=[model_p, version_p, SIGNATURE], errors=SCORING_ERRORS)},
+        "/v1/history": {
+            "get": _op(
+                "Recent requests, newest first",
+                params=[
+                    _param("model", {"type": "string", "maxLength": 128}, "query", False),
+                    _param(
+                        "limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "query", False
+                    ),
+                ],
+                errors={"400": "bad limit"},
+            )
+        },
+        "/model/{name}/invocations": {
+            "post": _op(
+                "MLflow scoring on the version TF Serving serves as latest",
+                mlflow=True,
+                body=mlflow_body(None),
+                params=[model_p, SIGNATURE],
+                errors=SCORING_ERRORS,
+            )
+        },
+        "/model/{name}/{version}/invocations": {
+            "post": _op(
+                "MLflow scoring on one version",
+                mlflow=True,
+                body=mlflow_body(None),
+                params=[model_p, version_p, SIGNATURE],
+                errors=SCORING_ERRORS,
+            )
+        },
     }
     kraken_bodies = [kraken_body(None, None)]
     for model, (_version, sig) in known.items():
-        paths[f"/model/{model}/invocations"] = {"post": _op(
-            f"MLflow scoring of {model} (serving_default)", mlflow=True, body=mlflow_body(sig),
-            errors=SCORING_ERRORS, body_example=example(sig))}
+        paths[f"/model/{model}/invocations"] = {
+            "post": _op(
+                f"MLflow scoring of {model} (serving_default)",
+                mlflow=True,
+                body=mlflow_body(sig),
+                errors=SCORING_ERRORS,
+                body_example=example(sig),
+            )
+        }
         kraken_bodies.append(kraken_body(model, sig))
     for path in ("/api/v1/run-model", "/predict"):
-        paths[path] = {"post": _op("ML-Kraken scoring", body={"oneOf": kraken_bodies}
-                                   if len(kraken_bodies) > 1 else kraken_bodies[0],
-                                   errors=SCORING_ERRORS)}
+        paths[path] = {
+            "post": _op(
+                "ML-Kraken scoring",
+                body={"oneOf": kraken_bodies} if len(kraken_bodies) > 1 else kraken_bodies[0],
+                errors=SCORING_ERRORS,
+            )
+        }
     for tail, verbs in (("", ("get",)), ("/metadata", ("get",))):
-        for prefix, params in (("/v1/models/{model}", [tfs_model]),
-                               ("/v1/models/{model}/versions/{version}", [tfs_model, version_p])):
-            paths[prefix + tail] = {v: _op("TF Serving REST, passed through", params=params,
-                                           errors={"404": "unknown model"}) for v in verbs}
-    predict = {"type": "object", "properties": {
-        "signature_name": {"type": "string"}, "instances": {"type": "array"}, "inputs": {}}}
+        for prefix, params in (
+            ("/v1/models/{model}", [tfs_model]),
+            ("/v1/models/{model}/versions/{version}", [tfs_model, version_p]),
+        ):
+            paths[prefix + tail] = {
+                v: _op(
+                    "TF Serving REST, passed through",
+                    params=params,
+                    errors={"404": "unknown model"},
+                )
+                for v in verbs
+            }
+    predict = {
+        "type": "object",
+        "properties": {
+            "signature_name": {"type": "string"},
+            "instances": {"type": "array"},
+            "inputs": {},
+        },
+    }
     for verb in ("predict", "classify", "regress"):
-        body = predict if verb == "predict" else {"type": "object", "properties": {
-            "signature_name": {"type": "string"}, "examples": {"type": "array", "items": {
-                "type": "object"}}, "context": {"type": "object"}}}
-        for prefix, params in (("/v1/models/{model}", [tfs_model]),
-                               ("/v1/models/{model}/versions/{version}", [tfs_model, version_p])):
-            paths[f"{prefix}:{verb}"] = {"post": _op(
-                f"TF Serving REST {verb}, passed through", body=body, params=params,
-                errors={"400": "bad input", "404": "unknown model"})}
+        body = (
+            predict
+            if verb == "predict"
+            else {
+                "type": "object",
+                "properties": {
+                    "signature_name": {"type": "string"},
+                    "examples": {"type": "array", "items": {"type": "object"}},
+                    "context": {"type": "object"},
+                },
+            }
+        )
+        for prefix, params in (
+            ("/v1/models/{model}", [tfs_model]),
+            ("/v1/models/{model}/versions/{version}", [tfs_model, version_p]),
+        ):
+            paths[f"{prefix}:{verb}"] = {
+                "post": _op(
+                    f"TF Serving REST {verb}, passed through",
+                    body=body,
+                    params=params,
+                    errors={"400": "bad input", "404": "unknown model"},
+                )
+            }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "modelsync gateway", "version": __version__,
-                 "description": "REST front door of a serving node: MLflow and ML-Kraken "
-                                "scoring translated to TF Serving gRPC Predict, and TF Serving "
-                                "REST passed through. Every scoring answer carries the "
-                                "version that answered in X-Model-Version."},
+        "info": {
+            "title": "modelsync gateway",
+            "version": __version__,
+            "description": "REST front door of a serving node: MLflow and ML-Kraken "
+            "scoring translated to TF Serving gRPC Predict, and TF Serving "
+            "REST passed through. Every scoring answer carries the "
+            "version that answered in X-Model-Version.",
+        },
         "components": {
-            "securitySchemes": {"bearerAuth": {
-                "type": "http", "scheme": "bearer",
-                "description": "MODELSYNC_GATEWAY_TOKEN; routes are open when it is unset"}},
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "MODELSYNC_GATEWAY_TOKEN; routes are open when it is unset",
+                }
+            },
             "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {
-                    "error": {"type": "string"}, "metaData": {"type": "object"}}},
-                "MlflowError": {"type": "object", "required": ["error_code", "message"],
-                                "properties": {"error_code": {"type": "string"},
-                                               "message": {"type": "string"}}}}},
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {"error": {"type": "string"}, "metaData": {"type": "object"}},
+                },
+                "MlflowError": {
+                    "type": "object",
+                    "required": ["error_code", "message"],
+                    "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+        },
         "paths": paths,
     }

@@ -9,8 +9,13 @@ import threading
 from gateway.errors import GatewayError
 
 # a reused keep-alive connection the server has closed fails with one of these before any answer
-_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
-          http.client.CannotSendRequest, http.client.BadStatusLine)
+_STALE = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    http.client.CannotSendRequest,
+    http.client.BadStatusLine,
+)
 
 
 class RestProxy:
@@ -43,36 +48,43 @@ class RestProxy:
                 return
         conn.close()
 
-    def forward(self, method: str, path: str, body: bytes, content_type: str | None
-                ) -> tuple[int, bytes, str]:
+    def forward(
+        self, method: str, path: str, body: bytes, content_type: str | None
+    ) -> tuple[int, bytes, str]:
         """(status, body, content type) exactly as TF Serving answered."""
-        headers = {"Content-Type": content_type or "application/json"} if body or \
-            method in ("POST", "PUT", "PATCH") else {}
+        headers = (
+            {"Content-Type": content_type or "application/json"}
+            if body or method in ("POST", "PUT", "PATCH")
+            else {}
+        )
         for attempt in (0, 1):
             try:
                 conn, reused = self._take()
             except OSError as exc:
-                raise GatewayError(503, f"TF Serving REST at {self.target} is unavailable: "
-                                        f"{exc}") from exc
+                raise GatewayError(
+                    503, f"TF Serving REST at {self.target} is unavailable: {exc}"
+                ) from exc
             try:
-                conn.request(method, path, body=body if body or headers else None,
-                             headers=headers)
+                conn.request(method, path, body=body if body or headers else None, headers=headers)
                 resp = conn.getresponse()
                 data = resp.read()
             except _STALE as exc:
                 conn.close()
                 if reused and attempt == 0:
                     continue
-                raise GatewayError(503, f"TF Serving REST at {self.target} closed the "
-                                        f"connection: {exc}") from exc
+                raise GatewayError(
+                    503, f"TF Serving REST at {self.target} closed the connection: {exc}"
+                ) from exc
             except TimeoutError as exc:
                 conn.close()
-                raise GatewayError(504, f"TF Serving REST at {self.target} did not answer in "
-                                        f"{self.timeout_s:g} s") from exc
+                raise GatewayError(
+                    504, f"TF Serving REST at {self.target} did not answer in {self.timeout_s:g} s"
+                ) from exc
             except OSError as exc:
                 conn.close()
-                raise GatewayError(503, f"TF Serving REST at {self.target} is unavailable: "
-                                        f"{exc}") from exc
+                raise GatewayError(
+                    503, f"TF Serving REST at {self.target} is unavailable: {exc}"
+                ) from exc
             if resp.will_close:
                 conn.close()
             else:

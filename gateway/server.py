@@ -26,13 +26,15 @@ def build(settings: GatewaySettings) -> tuple[Gateway, GatewayHTTPServer]:
     tfs = TFServingClient(settings.tfserving, settings.timeout_s, settings.latest_ttl_s)
     proxy = RestProxy(settings.tfserving_rest, settings.timeout_s)
     gateway = Gateway(settings, tfs, proxy)
-    server = GatewayHTTPServer(gateway, settings.http_host, settings.http_port,
-                               settings.max_body_bytes)
+    server = GatewayHTTPServer(
+        gateway, settings.http_host, settings.http_port, settings.max_body_bytes
+    )
     return gateway, server
 
 
-def start_heartbeats(settings: GatewaySettings, gateway: Gateway, port: int,
-                     stop: threading.Event) -> HeartbeatSender | None:
+def start_heartbeats(
+    settings: GatewaySettings, gateway: Gateway, port: int, stop: threading.Event
+) -> HeartbeatSender | None:
     """Tell the master (role ``gateway``) where this gateway listens and what it answered
     lately (the request history's summary), so the console can show it and try a model."""
     if not settings.master_url:
@@ -45,9 +47,17 @@ def start_heartbeats(settings: GatewaySettings, gateway: Gateway, port: int,
     def status() -> dict[str, object]:
         return {"url": url, "auth": settings.token is not None, **gateway.summary()}
 
-    return HeartbeatSender(settings.master_url, settings.node_token, settings.node_id,
-                           "gateway", settings.heartbeat_s, status, EventBuffer(100),
-                           lambda: None, stop).start()
+    return HeartbeatSender(
+        settings.master_url,
+        settings.node_token,
+        settings.node_id,
+        "gateway",
+        settings.heartbeat_s,
+        status,
+        EventBuffer(100),
+        lambda: None,
+        stop,
+    ).start()
 
 
 def main(port: int | None = None) -> int:
@@ -56,10 +66,17 @@ def main(port: int | None = None) -> int:
     stop = install_stop_handlers()
     gateway, server = build(settings)
     server.start()
-    log.info("gateway_started", host=settings.http_host, port=server.port,
-             tfserving=settings.tfserving, tfserving_rest=settings.tfserving_rest,
-             auth=settings.token is not None, history=settings.history_per_model,
-             sample=settings.history_sample, capture=settings.capture)
+    log.info(
+        "gateway_started",
+        host=settings.http_host,
+        port=server.port,
+        tfserving=settings.tfserving,
+        tfserving_rest=settings.tfserving_rest,
+        auth=settings.token is not None,
+        history=settings.history_per_model,
+        sample=settings.history_sample,
+        capture=settings.capture,
+    )
     start_heartbeats(settings, gateway, server.port, stop)
     wait_for_stop(stop)
     log.info("gateway_stopping")

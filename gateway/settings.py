@@ -47,36 +47,42 @@ class GatewaySettings:
         env = env or Env()
         token = env.secret("MODELSYNC_GATEWAY_TOKEN")
         if token is not None and len(token) < MIN_TOKEN_CHARS:
-            raise SettingsError(f"MODELSYNC_GATEWAY_TOKEN: must be at least {MIN_TOKEN_CHARS} "
-                                "characters long")
+            raise SettingsError(
+                f"MODELSYNC_GATEWAY_TOKEN: must be at least {MIN_TOKEN_CHARS} characters long"
+            )
         level = env.text("MODELSYNC_LOG_LEVEL", "info").lower()
         if level not in ("debug", "info", "warning", "error", "critical"):
-            raise SettingsError(f"MODELSYNC_LOG_LEVEL: expected debug, info, warning or error, "
-                                f"got {level!r}")
+            raise SettingsError(
+                f"MODELSYNC_LOG_LEVEL: expected debug, info, warning or error, got {level!r}"
+            )
         return cls(
             http_host=env.text("MODELSYNC_HTTP_HOST", "127.0.0.1"),
             http_port=http_port(env, DEFAULT_PORT),
             tfserving=host_port(env, "MODELSYNC_TFSERVING", "127.0.0.1:8500"),
             tfserving_rest=host_port(env, "MODELSYNC_TFSERVING_REST", "127.0.0.1:8501"),
             token=token,
-            history_per_model=env.integer("MODELSYNC_GATEWAY_HISTORY", 200, minimum=0,
-                                          maximum=100_000),
-            history_sample=env.number("MODELSYNC_GATEWAY_HISTORY_SAMPLE", 1.0, minimum=0.0,
-                                      maximum=1.0),
+            history_per_model=env.integer(
+                "MODELSYNC_GATEWAY_HISTORY", 200, minimum=0, maximum=100_000
+            ),
+            history_sample=env.number(
+                "MODELSYNC_GATEWAY_HISTORY_SAMPLE", 1.0, minimum=0.0, maximum=1.0
+            ),
             capture=env.flag("MODELSYNC_GATEWAY_CAPTURE", False),
-            capture_bytes=env.integer("MODELSYNC_GATEWAY_CAPTURE_BYTES", 4096, minimum=0,
-                                      maximum=16 * 2**20),
-            max_body_bytes=env.integer("MODELSYNC_GATEWAY_MAX_BODY_BYTES", 16 * 2**20,
-                                       minimum=1, maximum=2**31),
-            timeout_s=env.number("MODELSYNC_GATEWAY_TIMEOUT_S", 30.0, minimum=0.01,
-                                 maximum=3600),
+            capture_bytes=env.integer(
+                "MODELSYNC_GATEWAY_CAPTURE_BYTES", 4096, minimum=0, maximum=16 * 2**20
+            ),
+            max_body_bytes=env.integer(
+                "MODELSYNC_GATEWAY_MAX_BODY_BYTES", 16 * 2**20, minimum=1, maximum=2**31
+            ),
+            timeout_s=env.number("MODELSYNC_GATEWAY_TIMEOUT_S", 30.0, minimum=0.01, maximum=3600),
             node_id=env.text("MODELSYNC_NODE_ID", socket.gethostname()),
             master_url=env.opt_text("MODELSYNC_MASTER_URL"),
             node_token=env.secret("MODELSYNC_NODE_TOKEN"),
             heartbeat_s=env.number("MODELSYNC_HEARTBEAT_S", 10.0, minimum=0.5),
             advertise_url=env.opt_text("MODELSYNC_GATEWAY_URL"),
-            latest_ttl_s=env.number("MODELSYNC_GATEWAY_LATEST_TTL_S", 2.0, minimum=0.0,
-                                    maximum=3600),
+            latest_ttl_s=env.number(
+                "MODELSYNC_GATEWAY_LATEST_TTL_S", 2.0, minimum=0.0, maximum=3600
+            ),
             log_level=level,
         )
 

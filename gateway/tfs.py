@@ -35,8 +35,9 @@ class Answer:
 
 
 class TFServingClient:
-    def __init__(self, target: str, timeout_s: float = 30.0, latest_ttl_s: float = 2.0,
-                 cache_size: int = 256) -> None:
+    def __init__(
+        self, target: str, timeout_s: float = 30.0, latest_ttl_s: float = 2.0, cache_size: int = 256
+    ) -> None:
         self.target = target
         self.timeout_s = timeout_s
         self.latest_ttl_s = latest_ttl_s
@@ -46,19 +47,29 @@ class TFServingClient:
         self._meta_req = p.get("tensorflow.serving.GetModelMetadataRequest")
         self._sig_map = p.get("tensorflow.serving.SignatureDefMap")
         self._status_req = p.get("tensorflow.serving.GetModelStatusRequest")
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_receive_message_length", 256 * 2**20),
-            ("grpc.max_send_message_length", 256 * 2**20)])
+        self.channel = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", 256 * 2**20),
+                ("grpc.max_send_message_length", 256 * 2**20),
+            ],
+        )
         ser: Callable[[Any], bytes] = lambda m: m.SerializeToString()  # noqa: E731
         self._predict = self.channel.unary_unary(
-            _SERVICE + "Predict", request_serializer=ser,
-            response_deserializer=p.get("tensorflow.serving.PredictResponse").FromString)
+            _SERVICE + "Predict",
+            request_serializer=ser,
+            response_deserializer=p.get("tensorflow.serving.PredictResponse").FromString,
+        )
         self._metadata = self.channel.unary_unary(
-            _SERVICE + "GetModelMetadata", request_serializer=ser,
-            response_deserializer=p.get("tensorflow.serving.GetModelMetadataResponse").FromString)
+            _SERVICE + "GetModelMetadata",
+            request_serializer=ser,
+            response_deserializer=p.get("tensorflow.serving.GetModelMetadataResponse").FromString,
+        )
         self._status = self.channel.unary_unary(
-            "/tensorflow.serving.ModelService/GetModelStatus", request_serializer=ser,
-            response_deserializer=p.get("tensorflow.serving.GetModelStatusResponse").FromString)
+            "/tensorflow.serving.ModelService/GetModelStatus",
+            request_serializer=ser,
+            response_deserializer=p.get("tensorflow.serving.GetModelStatusResponse").FromString,
+        )
         self._lock = threading.Lock()
         self._sigs: OrderedDict[tuple[str, int], dict[str, Signature]] = OrderedDict()
         self._latest: OrderedDict[str, tuple[int, float]] = OrderedDict()
@@ -81,8 +92,9 @@ class TFServingClient:
         req.metadata_field.append("signature_def")
         resp = self._rpc(self._metadata, req)
         sig_map = self._sig_map()
-        if "signature_def" not in resp.metadata or \
-                not resp.metadata["signature_def"].Unpack(sig_map):
+        if "signature_def" not in resp.metadata or not resp.metadata["signature_def"].Unpack(
+            sig_map
+        ):
             raise GatewayError(502, f"TF Serving answered no signature_def for {model!r}")
         answered = int(resp.model_spec.version.value)
         sigs = signatures(sig_map)
@@ -93,8 +105,9 @@ class TFServingClient:
                 self._sigs.popitem(last=False)
         return answered, sigs
 
-    def signatures(self, model: str, version: int | None, *, refresh: bool = False
-                   ) -> tuple[int, dict[str, Signature]]:
+    def signatures(
+        self, model: str, version: int | None, *, refresh: bool = False
+    ) -> tuple[int, dict[str, Signature]]:
         """(version, its signatures); ``version=None``: the version served as latest."""
         now = time.monotonic()
         with self._lock:
@@ -126,8 +139,9 @@ class TFServingClient:
         with self._lock:
             out: dict[str, tuple[int, Signature]] = {}
             for (model, version), sigs in self._sigs.items():
-                sig = sigs.get(DEFAULT_SIGNATURE) or (next(iter(sigs.values())) if len(sigs) == 1
-                                                      else None)
+                sig = sigs.get(DEFAULT_SIGNATURE) or (
+                    next(iter(sigs.values())) if len(sigs) == 1 else None
+                )
                 if sig is not None and (model not in out or out[model][0] < version):
                     out[model] = (version, sig)
         return dict(sorted(out.items()))
@@ -138,8 +152,10 @@ class TFServingClient:
     def _pick(model: str, version: int, sigs: dict[str, Signature], name: str) -> Signature:
         sig = sigs.get(name or DEFAULT_SIGNATURE)
         if sig is None:
-            raise BadInput(f"model {model!r} version {version} has no signature "
-                           f"{name or DEFAULT_SIGNATURE!r} (it has {sorted(sigs)})")
+            raise BadInput(
+                f"model {model!r} version {version} has no signature "
+                f"{name or DEFAULT_SIGNATURE!r} (it has {sorted(sigs)})"
+            )
         return sig
 
     def _call(self, model: str, version: int | None, signature: str, inputs: Inputs) -> Any:
@@ -152,8 +168,13 @@ class TFServingClient:
             fill(req.inputs[key], arr)
         return self._rpc(self._predict, req)
 
-    def predict(self, model: str, version: int | None, build: Callable[[Signature], Inputs],
-                signature: str = "") -> Answer:
+    def predict(
+        self,
+        model: str,
+        version: int | None,
+        build: Callable[[Signature], Inputs],
+        signature: str = "",
+    ) -> Answer:
         """Predict with the inputs ``build(signature)`` returns (it raises BadInput for bad
         input). Without a version, a request that does not fit the signature of the version
         believed latest (BadInput, or TF Serving's INVALID_ARGUMENT) is built and sent once more
@@ -165,8 +186,9 @@ class TFServingClient:
         except (BadInput, GatewayError) as exc:
             # the input did not fit the signature of the version believed latest: if another
             # version is latest now (a rollover), try once more with its signature
-            if version is not None or (isinstance(exc, GatewayError)
-                                       and exc.code != "INVALID_ARGUMENT"):
+            if version is not None or (
+                isinstance(exc, GatewayError) and exc.code != "INVALID_ARGUMENT"
+            ):
                 raise
             fresh, sigs = self.signatures(model, None, refresh=True)
             if fresh == used:

@@ -53,8 +53,7 @@ def body() -> dict[str, Any]:
     except ValueError as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ApiError(400, f"the request body must be a JSON object, got "
-                            f"{type(data).__name__}")
+        raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -78,14 +77,18 @@ def check_model(model: str) -> None:
 
 
 def audit(event: str, model: str | None, **detail: Any) -> None:
-    state().db.add_event("audit", event, model=model,
-                         detail={**detail, "request_id": g.get("request_id"),
-                                 "remote": request.remote_addr})
+    state().db.add_event(
+        "audit",
+        event,
+        model=model,
+        detail={**detail, "request_id": g.get("request_id"), "remote": request.remote_addr},
+    )
     log.info(event, model=model, request_id=g.get("request_id"), **detail)
 
 
-def write_policy(model: str, event: str, change: Callable[[Policy], Policy],
-                 **detail: Any) -> Response:
+def write_policy(
+    model: str, event: str, change: Callable[[Policy], Policy], **detail: Any
+) -> Response:
     """Apply ``change`` to the policy in the bucket (if_generation_match), audit it, and answer
     with the model's policy."""
     s = state()
@@ -93,12 +96,20 @@ def write_policy(model: str, event: str, change: Callable[[Policy], Policy],
     s.policy_written(policy, generation)
     audit(event, model, generation=generation, changed=written, **detail)
     mp = policy.for_model(model)
-    return jsonify({"model": model, "policy": {
-        "keep_versions": policy.keep_versions(model), "pin": mp.pin,
-        "labels": dict(mp.labels), "disabled": mp.disabled},
-        "generation": generation, "changed": written})
+    return jsonify(
+        {
+            "model": model,
+            "policy": {
+                "keep_versions": policy.keep_versions(model),
+                "pin": mp.pin,
+                "labels": dict(mp.labels),
+                "disabled": mp.disabled,
+            },
+            "generation": generation,
+            "changed": written,
+        }
+    )
 
 
 def json_error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"error": message, "request_id": g.get("request_id")}), status
-

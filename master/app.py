@@ -31,18 +31,28 @@ REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 QUIET_ROUTES = {"/v1/nodes/heartbeat"}  # logged only when they fail
 
 
-def create_app(settings: MasterSettings, store: RemoteStore | None = None,
-               background: bool | None = None) -> Flask:
+def create_app(
+    settings: MasterSettings, store: RemoteStore | None = None, background: bool | None = None
+) -> Flask:
     state = MasterState(settings, store)
     if settings.run_background if background is None else background:
         state.start_background()
     app = Flask("modelsync-master", root_path=str(ROOT))
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     app.extensions[STATE_KEY] = state
-    console.configure(app, settings.session_s, settings.session_secure,
-                      auth.session_secret(settings))
-    for blueprint in (health.bp, nodes.bp, models.bp, cluster.bp, telemetry.bp, rollout.bp,
-                      scoring.bp, console.bp):
+    console.configure(
+        app, settings.session_s, settings.session_secure, auth.session_secret(settings)
+    )
+    for blueprint in (
+        health.bp,
+        nodes.bp,
+        models.bp,
+        cluster.bp,
+        telemetry.bp,
+        rollout.bp,
+        scoring.bp,
+        console.bp,
+    ):
         app.register_blueprint(blueprint)
 
     @app.before_request
@@ -59,9 +69,14 @@ def create_app(settings: MasterSettings, store: RemoteStore | None = None,
         state.metrics.latency.labels(route).observe(seconds)
         resp.headers["X-Request-Id"] = g.get("request_id", "")
         if route not in QUIET_ROUTES or resp.status_code >= 400:
-            log.info("request", method=request.method, path=request.path,
-                     status=resp.status_code, ms=round(seconds * 1000, 2),
-                     request_id=g.get("request_id"))
+            log.info(
+                "request",
+                method=request.method,
+                path=request.path,
+                status=resp.status_code,
+                ms=round(seconds * 1000, 2),
+                request_id=g.get("request_id"),
+            )
         return resp
 
     app.register_error_handler(ApiError, lambda e: json_error(e.status, e.message))
@@ -69,7 +84,9 @@ def create_app(settings: MasterSettings, store: RemoteStore | None = None,
     app.register_error_handler(policy_ops.Unprocessable, lambda e: json_error(422, str(e)))
     app.register_error_handler(Unavailable, lambda e: json_error(503, str(e)))
     app.register_error_handler(
-        StoreError, lambda e: json_error(503, f"the bucket cannot be reached: {e}"))
+        StoreError, lambda e: json_error(503, f"the bucket cannot be reached: {e}")
+    )
     app.register_error_handler(
-        HTTPException, lambda e: json_error(e.code or 500, str(e.description)))
+        HTTPException, lambda e: json_error(e.code or 500, str(e.description))
+    )
     return app

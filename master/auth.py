@@ -35,8 +35,9 @@ class AuthError(Exception):
 def session_secret(settings: MasterSettings) -> bytes:
     """The cookie-signing key: derived from the admin token, so every worker and restart of
     the master signs alike, and a new admin token ends every session."""
-    return hmac.new(settings.admin_token.encode(), b"modelsync console session v1",
-                    hashlib.sha256).digest()
+    return hmac.new(
+        settings.admin_token.encode(), b"modelsync console session v1", hashlib.sha256
+    ).digest()
 
 
 def _digest(token: str) -> str:
@@ -48,9 +49,12 @@ def _matches(token: str | None, expected: str | None) -> bool:
 
 
 def token_kind(settings: MasterSettings, token: str | None) -> str | None:
-    """"admin", "read", "node" or None."""
-    for kind, expected in (("admin", settings.admin_token), ("read", settings.read_token),
-                           ("node", settings.node_token)):
+    """ "admin", "read", "node" or None."""
+    for kind, expected in (
+        ("admin", settings.admin_token),
+        ("read", settings.read_token),
+        ("node", settings.node_token),
+    ):
         if _matches(token, expected):
             return kind
     return None
@@ -59,7 +63,7 @@ def token_kind(settings: MasterSettings, token: str | None) -> str | None:
 def _bearer() -> str | None:
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        return header[len("Bearer "):].strip() or None
+        return header[len("Bearer ") :].strip() or None
     return None
 
 
@@ -70,8 +74,7 @@ def sign_in(settings: MasterSettings, token: str) -> str | None:
         return None
     session.clear()
     session.permanent = True
-    session.update({"kind": kind, "tok": _digest(token.strip()),
-                    "csrf": secrets.token_urlsafe(24)})
+    session.update({"kind": kind, "tok": _digest(token.strip()), "csrf": secrets.token_urlsafe(24)})
     return kind
 
 
@@ -79,8 +82,7 @@ def session_kind(settings: MasterSettings) -> str | None:
     """The kind of the signed-in person, if the session's token is still current."""
     kind, tok = session.get("kind"), session.get("tok")
     expected = {"admin": settings.admin_token, "read": settings.read_token}.get(str(kind))
-    if not expected or not isinstance(tok, str) or not hmac.compare_digest(tok,
-                                                                            _digest(expected)):
+    if not expected or not isinstance(tok, str) or not hmac.compare_digest(tok, _digest(expected)):
         return None
     return str(kind)
 
@@ -102,16 +104,19 @@ def need(settings: MasterSettings, kind: str) -> str:
     authenticated ("bearer" or "session")."""
     have, how = caller(settings)
     if have is None:
-        raise AuthError(401, "invalid token" if how == "bearer" and _bearer() else
-                        "missing bearer token (or sign in at /login)")
+        raise AuthError(
+            401,
+            "invalid token"
+            if how == "bearer" and _bearer()
+            else "missing bearer token (or sign in at /login)",
+        )
     ok = have == kind or (kind == "read" and have == "admin")
     if not ok:
         raise AuthError(403, f"this route needs the {kind} token")
     if how == "session" and request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not sent or not hmac.compare_digest(sent, csrf_token()):
-            raise AuthError(403, f"a write from the console needs its CSRF token in "
-                                 f"{CSRF_HEADER}")
+            raise AuthError(403, f"a write from the console needs its CSRF token in {CSRF_HEADER}")
     return how
 
 

@@ -63,8 +63,13 @@ class RefreshResult:
 
 
 class CatalogWriter:
-    def __init__(self, store: RemoteStore, settings: StoreSettings, settle_s: float,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: RemoteStore,
+        settings: StoreSettings,
+        settle_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.name = catalog_object(settings.prefix)
@@ -102,16 +107,16 @@ class CatalogWriter:
         info = self.store.stat(self.name)
         if info is not None and (self.current is None or info.generation != self.generation):
             try:  # another writer (or our previous life) wrote it: compare with what is there
-                self.current = parse_catalog(self.store.read(self.name,
-                                                             generation=info.generation))
+                self.current = parse_catalog(self.store.read(self.name, generation=info.generation))
                 self.generation = info.generation
             except Exception:  # unreadable (malformed, or the read failed): rewrite it
                 self.current, self.generation = None, info.generation
         markers = [o for o in objects if o.name.endswith("/" + marker)]
         states = self._manifest_states(listing, markers)
         now = self.clock()
-        catalog = build_catalog(listing, self.tracker, now, prefix, states,
-                                published_times(markers, prefix))
+        catalog = build_catalog(
+            listing, self.tracker, now, prefix, states, published_times(markers, prefix)
+        )
         written = patched = False
         stamp = {LISTED_AT: f"{now:.3f}"}
         if info is not None and self.current is not None and catalog.same_content(self.current):
@@ -119,24 +124,32 @@ class CatalogWriter:
             patched = True
         else:
             try:
-                new = self.store.write(self.name, dump_catalog(catalog),
-                                       if_generation_match=info.generation if info else 0,
-                                       content_type="application/json", metadata=stamp)
+                new = self.store.write(
+                    self.name,
+                    dump_catalog(catalog),
+                    if_generation_match=info.generation if info else 0,
+                    content_type="application/json",
+                    metadata=stamp,
+                )
                 self.current, self.generation, written = catalog, new.generation, True
-                log.info("catalog_written", models=len(catalog.models),
-                         generation=new.generation)
+                log.info("catalog_written", models=len(catalog.models), generation=new.generation)
             except PreconditionFailed:
                 log.warning("catalog_write_raced")  # another master wrote; next round re-reads
         self.current = self.current or catalog
         self.last_ok_at = now
         self.last_error = None
-        return RefreshResult(written, patched, round(time.monotonic() - started, 3),
-                             len(catalog.models),
-                             sum(len(v) for v in catalog.models.values()),
-                             sum(self.store.calls.values()) - before)
+        return RefreshResult(
+            written,
+            patched,
+            round(time.monotonic() - started, 3),
+            len(catalog.models),
+            sum(len(v) for v in catalog.models.values()),
+            sum(self.store.calls.values()) - before,
+        )
 
-    def _manifest_states(self, listing: BucketListing, markers: list[ObjectInfo]
-                         ) -> dict[tuple[str, int], tuple[ManifestState, str | None]]:
+    def _manifest_states(
+        self, listing: BucketListing, markers: list[ObjectInfo]
+    ) -> dict[tuple[str, int], tuple[ManifestState, str | None]]:
         """(model, version) -> its manifest state. A marker is read only when neither the
         cache (by name and generation) nor the catalog in place (same marker generation, same
         fingerprint) knows it; the cache forgets markers no longer listed."""
@@ -149,12 +162,17 @@ class CatalogWriter:
             for v, rv in versions.items():
                 if rv.marker_generation is None:
                     continue
-                key = (version_prefix(self.settings.prefix, model, v) + self.settings.marker,
-                       rv.marker_generation)
+                key = (
+                    version_prefix(self.settings.prefix, model, v) + self.settings.marker,
+                    rv.marker_generation,
+                )
                 wanted[(model, v)] = key
                 prev = known.get(model, {}).get(v)
-                if key not in self._manifests and prev is not None and \
-                        (prev.marker, prev.fingerprint) == (key[1], rv.fingerprint):
+                if (
+                    key not in self._manifests
+                    and prev is not None
+                    and (prev.marker, prev.fingerprint) == (key[1], rv.fingerprint)
+                ):
                     states[(model, v)] = (prev.manifest, prev.problem)  # still holds
                 elif key not in self._manifests:
                     todo.append(key)
@@ -165,8 +183,11 @@ class CatalogWriter:
             if size == 0:
                 return key, None, True
             if size is not None and size > MAX_MARKER_BYTES:
-                return key, ManifestError(f"marker of {size} bytes is too large to be a "
-                                          "manifest"), True
+                return (
+                    key,
+                    ManifestError(f"marker of {size} bytes is too large to be a manifest"),
+                    True,
+                )
             try:
                 data = self.store.read(key[0], generation=key[1])
             except NotFound:  # replaced since the listing: the next refresh sees the new one
@@ -194,7 +215,7 @@ def published_times(markers: list[ObjectInfo], prefix: str) -> dict[tuple[str, i
     base = prefix + "/" if prefix else ""
     out: dict[tuple[str, int], float] = {}
     for o in markers:
-        parts = o.name[len(base):].split("/") if o.name.startswith(base) else []
+        parts = o.name[len(base) :].split("/") if o.name.startswith(base) else []
         if len(parts) == 3 and o.updated is not None and parts[1].isdigit():
             out[(parts[0], int(parts[1]))] = round(o.updated, 3)  # as the catalog stores it
     return out

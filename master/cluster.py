@@ -23,12 +23,15 @@ def _served(model: str, catalog: Catalog | None, policy: Policy) -> ServedSet:
 
 def policy_json(model: str, policy: Policy) -> dict[str, Any]:
     mp = policy.for_model(model)
-    return {"keep_versions": policy.keep_versions(model), "pin": mp.pin,
-            "labels": dict(mp.labels), "disabled": mp.disabled}
+    return {
+        "keep_versions": policy.keep_versions(model),
+        "pin": mp.pin,
+        "labels": dict(mp.labels),
+        "disabled": mp.disabled,
+    }
 
 
-def converged_since(model: str, targets: dict[str, frozenset[int]],
-                    fleet: Fleet) -> float | None:
+def converged_since(model: str, targets: dict[str, frozenset[int]], fleet: Fleet) -> float | None:
     """When the last serving node had the last of its targets AVAILABLE, from the nodes' own
     reports; None if a node did not say (a version is AVAILABLE, but since when is unknown)."""
     times = [fleet.available_since.get((model, v, n)) for n, vs in targets.items() for v in vs]
@@ -40,8 +43,9 @@ def converged_since(model: str, targets: dict[str, frozenset[int]],
 OUTSIDE = "\x00"  # a node id no node has: "a node outside the rollout's stage"
 
 
-def node_targets(model: str, catalog: Catalog | None, policy: Policy,
-                 nodes: set[str]) -> dict[str, frozenset[int]]:
+def node_targets(
+    model: str, catalog: Catalog | None, policy: Policy, nodes: set[str]
+) -> dict[str, frozenset[int]]:
     """What each node should serve: the same for every node, except while a staged rollout
     splits the fleet (the stage's nodes on the new version, the others on the previous)."""
     complete = catalog.complete_versions(model) if catalog else []
@@ -54,33 +58,43 @@ def node_targets(model: str, catalog: Catalog | None, policy: Policy,
     return {n: inside.versions if n in members else outside for n in nodes}
 
 
-def model_summary(model: str, catalog: Catalog | None, policy: Policy,
-                  fleet: Fleet) -> dict[str, Any]:
+def model_summary(
+    model: str, catalog: Catalog | None, policy: Policy, fleet: Fleet
+) -> dict[str, Any]:
     """Counts only (no node lists): what the tables of every model need."""
     served = _served(model, catalog, policy)
     pullers, serving = fleet.live(PULLER), fleet.live(CONFIG_MANAGER)
     on_disk = fleet.on_disk.get(model, {})
     available = fleet.available.get(model, {})
     targets = node_targets(model, catalog, policy, serving)
-    converged = bool(serving) and bool(served.versions) and all(
-        n in available.get(v, set()) for n, vs in targets.items() for v in vs)
+    converged = (
+        bool(serving)
+        and bool(served.versions)
+        and all(n in available.get(v, set()) for n, vs in targets.items() for v in vs)
+    )
     return {
-        "model": model, "policy": policy_json(model, policy),
-        "target_versions": sorted(served.versions), "labels": dict(served.labels),
-        "problems": list(served.problems), "serving_nodes": len(serving),
+        "model": model,
+        "policy": policy_json(model, policy),
+        "target_versions": sorted(served.versions),
+        "labels": dict(served.labels),
+        "problems": list(served.problems),
+        "serving_nodes": len(serving),
         "converged": converged,
         "converged_since": converged_since(model, targets, fleet) if converged else None,
-        "summary": {str(v): {"on_disk": len(on_disk.get(v, set()) & pullers),
-                             "available": len(available.get(v, set()) & serving)}
-                    for v in sorted(served.versions)},
+        "summary": {
+            str(v): {
+                "on_disk": len(on_disk.get(v, set()) & pullers),
+                "available": len(available.get(v, set()) & serving),
+            }
+            for v in sorted(served.versions)
+        },
         # what live nodes serve now (during a change: old and new)
         "serving_versions": sorted(v for v, ns in available.items() if ns & serving),
         "versions_in_bucket": sorted(catalog.models.get(model, {})) if catalog else [],
     }
 
 
-def model_view(model: str, catalog: Catalog | None, policy: Policy,
-               fleet: Fleet) -> dict[str, Any]:
+def model_view(model: str, catalog: Catalog | None, policy: Policy, fleet: Fleet) -> dict[str, Any]:
     """One model in full: every version, and per version the nodes with it on disk,
     AVAILABLE, or failed (with why)."""
     view = model_summary(model, catalog, policy, fleet)
@@ -90,15 +104,27 @@ def model_view(model: str, catalog: Catalog | None, policy: Policy,
     failed = fleet.failed.get(model, {})
     targets = set(view["target_versions"])
     in_bucket = catalog.models.get(model, {}) if catalog else {}
-    versions = sorted(set(in_bucket) | targets | {v for v, ns in on_disk.items() if ns}
-                      | {v for v, ns in available.items() if ns} | set(failed))
-    view["versions"] = {str(v): {
-        "in_bucket": v in in_bucket, "complete": bool(v in in_bucket and in_bucket[v].complete),
-        "bytes": in_bucket[v].bytes if v in in_bucket else None, "target": v in targets,
-        "manifest": in_bucket[v].manifest if v in in_bucket else None,
-        "published_at": in_bucket[v].published_at if v in in_bucket else None,
-        "on_disk": sorted(on_disk.get(v, set())), "available": sorted(available.get(v, set())),
-        "failed": dict(sorted(failed.get(v, {}).items()))} for v in versions}
+    versions = sorted(
+        set(in_bucket)
+        | targets
+        | {v for v, ns in on_disk.items() if ns}
+        | {v for v, ns in available.items() if ns}
+        | set(failed)
+    )
+    view["versions"] = {
+        str(v): {
+            "in_bucket": v in in_bucket,
+            "complete": bool(v in in_bucket and in_bucket[v].complete),
+            "bytes": in_bucket[v].bytes if v in in_bucket else None,
+            "target": v in targets,
+            "manifest": in_bucket[v].manifest if v in in_bucket else None,
+            "published_at": in_bucket[v].published_at if v in in_bucket else None,
+            "on_disk": sorted(on_disk.get(v, set())),
+            "available": sorted(available.get(v, set())),
+            "failed": dict(sorted(failed.get(v, {}).items())),
+        }
+        for v in versions
+    }
     return view
 
 

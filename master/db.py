@@ -99,8 +99,9 @@ class Database:
     def conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                   check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
@@ -137,9 +138,17 @@ class Database:
         return len(MIGRATIONS)
 
     # --- nodes ---------------------------------------------------------------------------------
-    def heartbeat(self, node_id: str, role: str, hostname: str, version: str,
-                  heartbeat_s: float, status: dict[str, Any],
-                  events: Iterable[dict[str, Any]], now: float) -> tuple[bool, float]:
+    def heartbeat(
+        self,
+        node_id: str,
+        role: str,
+        hostname: str,
+        version: str,
+        heartbeat_s: float,
+        status: dict[str, Any],
+        events: Iterable[dict[str, Any]],
+        now: float,
+    ) -> tuple[bool, float]:
         """Record one beat and its events. Returns (new node?, sync_seen before this beat).
 
         A beat that repeats the stored report and carries no event (nearly every beat) moves
@@ -149,37 +158,58 @@ class Database:
         """
         status_text = json.dumps(status, separators=(",", ":"), sort_keys=True, default=str)
         if not events:
-            row = self.conn().execute(
-                "SELECT sync_seen, status FROM nodes WHERE node_id=? AND role=?",
-                (node_id, role)).fetchone()
+            row = (
+                self.conn()
+                .execute(
+                    "SELECT sync_seen, status FROM nodes WHERE node_id=? AND role=?",
+                    (node_id, role),
+                )
+                .fetchone()
+            )
             if row is not None and row[1] == status_text:
                 with self._beats_lock:
                     beat = self._beats.get((node_id, role))
-                    self._beats[(node_id, role)] = [hostname, version, heartbeat_s,
-                                                    max(now, beat[3]) if beat else now,
-                                                    beat[4] + 1 if beat else 1]
+                    self._beats[(node_id, role)] = [
+                        hostname,
+                        version,
+                        heartbeat_s,
+                        max(now, beat[3]) if beat else now,
+                        beat[4] + 1 if beat else 1,
+                    ]
                 return False, float(row[0])
-        rows = [(float(e.get("at") or now), "node", node_id,
-                 str(e["model"]) if e.get("model") is not None else None,
-                 str(e.get("event") or "event"),
-                 json.dumps({k: v for k, v in e.items()
-                             if k not in ("at", "event", "model", "node")}, default=str))
-                for e in events]
+        rows = [
+            (
+                float(e.get("at") or now),
+                "node",
+                node_id,
+                str(e["model"]) if e.get("model") is not None else None,
+                str(e.get("event") or "event"),
+                json.dumps(
+                    {k: v for k, v in e.items() if k not in ("at", "event", "model", "node")},
+                    default=str,
+                ),
+            )
+            for e in events
+        ]
         with self._beats_lock:
             buffered = self._beats.pop((node_id, role), None)
         earlier = buffered[4] if buffered else 0
         with self.write() as conn:
-            row = conn.execute("SELECT sync_seen, status FROM nodes WHERE node_id=? AND role=?",
-                               (node_id, role)).fetchone()
+            row = conn.execute(
+                "SELECT sync_seen, status FROM nodes WHERE node_id=? AND role=?", (node_id, role)
+            ).fetchone()
             if row is None or row[1] != status_text:  # a new report: the next sequence number
-                conn.execute("INSERT INTO meta (key, value) VALUES ('report_seq', '1') "
-                             "ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER) + 1")
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('report_seq', '1') "
+                    "ON CONFLICT(key) DO UPDATE SET value=CAST(value AS INTEGER) + 1"
+                )
             if row is None:
                 conn.execute(
                     "INSERT INTO nodes (node_id, role, hostname, version, heartbeat_s, status,"
                     " first_seen, last_seen, beats, sync_seen, seq) VALUES (?,?,?,?,?,?,?,?,1,"
                     "?,(SELECT CAST(value AS INTEGER) FROM meta WHERE key='report_seq'))",
-                    (node_id, role, hostname, version, heartbeat_s, status_text, now, now, now))
+                    (node_id, role, hostname, version, heartbeat_s, status_text, now, now, now),
+                )
                 sync_seen = 0.0
             elif row[1] != status_text:
                 sync_seen = float(row[0])
@@ -187,16 +217,21 @@ class Database:
                     "UPDATE nodes SET hostname=?, version=?, heartbeat_s=?, status=?, "
                     "last_seen=?, beats=beats+1+?, seq=(SELECT CAST(value AS INTEGER) FROM "
                     "meta WHERE key='report_seq') WHERE node_id=? AND role=?",
-                    (hostname, version, heartbeat_s, status_text, now, earlier, node_id, role))
+                    (hostname, version, heartbeat_s, status_text, now, earlier, node_id, role),
+                )
             else:  # the same report again: only liveness moves
                 sync_seen = float(row[0])
                 conn.execute(
                     "UPDATE nodes SET hostname=?, version=?, heartbeat_s=?, last_seen=?, "
                     "beats=beats+1+? WHERE node_id=? AND role=?",
-                    (hostname, version, heartbeat_s, now, earlier, node_id, role))
+                    (hostname, version, heartbeat_s, now, earlier, node_id, role),
+                )
             if rows:
-                conn.executemany("INSERT INTO events (at, kind, node_id, model, event, detail) "
-                                 "VALUES (?,?,?,?,?,?)", rows)
+                conn.executemany(
+                    "INSERT INTO events (at, kind, node_id, model, event, detail) "
+                    "VALUES (?,?,?,?,?,?)",
+                    rows,
+                )
         return row is None, sync_seen
 
     def flush_beats(self) -> int:
@@ -208,15 +243,19 @@ class Database:
                 conn.executemany(
                     "UPDATE nodes SET hostname=?, version=?, heartbeat_s=?, "
                     "last_seen=MAX(last_seen, ?), beats=beats+? WHERE node_id=? AND role=?",
-                    [(*b, n, r) for (n, r), b in beats.items()])
+                    [(*b, n, r) for (n, r), b in beats.items()],
+                )
         return len(beats)
 
     def ack_sync(self, node_id: str, role: str, now: float) -> None:
-        self._execute("UPDATE nodes SET sync_seen=? WHERE node_id=? AND role=?",
-                      (now, node_id, role))
+        self._execute(
+            "UPDATE nodes SET sync_seen=? WHERE node_id=? AND role=?", (now, node_id, role)
+        )
 
-    _ROW = ("SELECT node_id, role, hostname, version, heartbeat_s, status, first_seen, "
-            "last_seen, beats, seq FROM nodes")
+    _ROW = (
+        "SELECT node_id, role, hostname, version, heartbeat_s, status, first_seen, "
+        "last_seen, beats, seq FROM nodes"
+    )
 
     def nodes(self, node_id: str | None = None) -> list[NodeRow]:
         sql = self._ROW
@@ -235,31 +274,57 @@ class Database:
     def liveness(self) -> list[tuple[str, str, float, float, int]]:
         """(node_id, role, last_seen, heartbeat_s, seq) of every report: cheap, no status."""
         self.flush_beats()
-        return [(r[0], r[1], r[2], r[3], r[4]) for r in self.conn().execute(
-            "SELECT node_id, role, last_seen, heartbeat_s, seq FROM nodes")]
+        return [
+            (r[0], r[1], r[2], r[3], r[4])
+            for r in self.conn().execute(
+                "SELECT node_id, role, last_seen, heartbeat_s, seq FROM nodes"
+            )
+        ]
 
     def _rows(self, sql: str, args: tuple[Any, ...]) -> list[NodeRow]:
         self.flush_beats()
-        return [NodeRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9])
-                for r in self.conn().execute(sql, args)]
+        return [
+            NodeRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6], r[7], r[8], r[9])
+            for r in self.conn().execute(sql, args)
+        ]
 
     def forget_nodes(self, older_than: float) -> int:
         self.flush_beats()
         return self._execute("DELETE FROM nodes WHERE last_seen < ?", (older_than,)).rowcount
 
     # --- events --------------------------------------------------------------------------------
-    def add_event(self, kind: str, event: str, *, node_id: str | None = None,
-                  model: str | None = None, detail: dict[str, Any] | None = None,
-                  now: float | None = None) -> int:
+    def add_event(
+        self,
+        kind: str,
+        event: str,
+        *,
+        node_id: str | None = None,
+        model: str | None = None,
+        detail: dict[str, Any] | None = None,
+        now: float | None = None,
+    ) -> int:
         cur = self._execute(
             "INSERT INTO events (at, kind, node_id, model, event, detail) VALUES (?,?,?,?,?,?)",
-            (now or time.time(), kind, node_id, model, event,
-             json.dumps(detail or {}, default=str)))
+            (
+                now or time.time(),
+                kind,
+                node_id,
+                model,
+                event,
+                json.dumps(detail or {}, default=str),
+            ),
+        )
         return int(cur.lastrowid or 0)
 
-    def events(self, *, model: str | None = None, node: str | None = None,
-               since: float | None = None, kind: str | None = None,
-               limit: int = 100) -> list[dict[str, Any]]:
+    def events(
+        self,
+        *,
+        model: str | None = None,
+        node: str | None = None,
+        since: float | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
         where: list[str] = []
         args: list[Any] = []
         for column, value in (("model", model), ("node_id", node), ("kind", kind)):
@@ -274,17 +339,27 @@ class Database:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        return [{"id": r[0], "at": r[1], "kind": r[2], "node_id": r[3], "model": r[4],
-                 "event": r[5], "detail": json.loads(r[6])}
-                for r in self.conn().execute(sql, args)]
+        return [
+            {
+                "id": r[0],
+                "at": r[1],
+                "kind": r[2],
+                "node_id": r[3],
+                "model": r[4],
+                "event": r[5],
+                "detail": json.loads(r[6]),
+            }
+            for r in self.conn().execute(sql, args)
+        ]
 
     def trim_events(self, max_rows: int, older_than: float) -> int:
         with self.write() as conn:
             n = conn.execute("DELETE FROM events WHERE at < ?", (older_than,)).rowcount
             row = conn.execute("SELECT MAX(id) FROM events").fetchone()
             if row and row[0] is not None:
-                n += conn.execute("DELETE FROM events WHERE id <= ?",
-                                  (int(row[0]) - max_rows,)).rowcount
+                n += conn.execute(
+                    "DELETE FROM events WHERE id <= ?", (int(row[0]) - max_rows,)
+                ).rowcount
         return int(n)
 
     # --- meta and convergence -------------------------------------------------------------------
@@ -293,20 +368,25 @@ class Database:
         return default if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        self._execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
-                      "DO UPDATE SET value=excluded.value", (key, value))
+        self._execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
+            "DO UPDATE SET value=excluded.value",
+            (key, value),
+        )
 
-    def convergence(self, model: str, converged: bool, target: list[int],
-                    now: float) -> float:
+    def convergence(self, model: str, converged: bool, target: list[int], now: float) -> float:
         """Record the model's convergence; returns since when it has been in this state."""
         conn = self.conn()
         target_text = json.dumps(target)
-        row = conn.execute("SELECT converged, since, target FROM convergence WHERE model=?",
-                           (model,)).fetchone()
+        row = conn.execute(
+            "SELECT converged, since, target FROM convergence WHERE model=?", (model,)
+        ).fetchone()
         if row is not None and bool(row[0]) == converged and row[2] == target_text:
             return float(row[1])
-        self._execute("INSERT INTO convergence (model, converged, since, target) VALUES "
-                      "(?,?,?,?) ON CONFLICT(model) DO UPDATE SET converged=excluded.converged,"
-                      " since=excluded.since, target=excluded.target",
-                      (model, int(converged), now, target_text))
+        self._execute(
+            "INSERT INTO convergence (model, converged, since, target) VALUES "
+            "(?,?,?,?) ON CONFLICT(model) DO UPDATE SET converged=excluded.converged,"
+            " since=excluded.since, target=excluded.target",
+            (model, int(converged), now, target_text),
+        )
         return now

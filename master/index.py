@@ -45,8 +45,7 @@ class Fleet:
     models: set[str] = field(default_factory=set)  # every model any report names
 
     def live(self, role: str) -> set[str]:
-        return {n for n, rs in self.roles.items()
-                if role in rs and rs[role].live(self.now)}
+        return {n for n, rs in self.roles.items() if role in rs and rs[role].live(self.now)}
 
     def node_state(self, node_id: str) -> str:
         states = [rs.live(self.now) for rs in self.roles.get(node_id, {}).values()]
@@ -129,8 +128,7 @@ class FleetIndex:
         f.models = set(self._counts)
 
     @staticmethod
-    def _index(target: VersionNodes, report: dict[str, set[int]], node: str,
-               add: bool) -> set[str]:
+    def _index(target: VersionNodes, report: dict[str, set[int]], node: str, add: bool) -> set[str]:
         for model, versions in report.items():
             per_model = target.setdefault(model, {})
             for v in versions:
@@ -147,9 +145,16 @@ class FleetIndex:
 
 
 def role_json(row: NodeRow, now: float) -> dict[str, Any]:
-    return {"state": row.state(now), "last_seen": row.last_seen, "first_seen": row.first_seen,
-            "heartbeat_s": row.heartbeat_s, "beats": row.beats, "version": row.version,
-            "hostname": row.hostname, "status": row.status}
+    return {
+        "state": row.state(now),
+        "last_seen": row.last_seen,
+        "first_seen": row.first_seen,
+        "heartbeat_s": row.heartbeat_s,
+        "beats": row.beats,
+        "version": row.version,
+        "hostname": row.hostname,
+        "status": row.status,
+    }
 
 
 def nodes_json(rows: list[NodeRow], now: float) -> list[dict[str, Any]]:
@@ -160,9 +165,13 @@ def nodes_json(rows: list[NodeRow], now: float) -> list[dict[str, Any]]:
     out = []
     for node_id, node_rows in sorted(by_node.items()):
         states = [r.state(now) == "live" for r in node_rows]
-        out.append({"node_id": node_id,
-                    "hostname": next((r.hostname for r in node_rows if r.hostname), ""),
-                    "state": "live" if all(states) else "degraded" if any(states) else "stale",
-                    "last_seen": max(r.last_seen for r in node_rows),
-                    "roles": {r.role: role_json(r, now) for r in node_rows}})
+        out.append(
+            {
+                "node_id": node_id,
+                "hostname": next((r.hostname for r in node_rows if r.hostname), ""),
+                "state": "live" if all(states) else "degraded" if any(states) else "stale",
+                "last_seen": max(r.last_seen for r in node_rows),
+                "roles": {r.role: role_json(r, now) for r in node_rows},
+            }
+        )
     return out

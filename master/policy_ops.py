@@ -31,8 +31,9 @@ class Unprocessable(Exception):
 
 
 class PolicyStore:
-    def __init__(self, store: RemoteStore, prefix: str, attempts: int = 8,
-                 bucket: str = "") -> None:
+    def __init__(
+        self, store: RemoteStore, prefix: str, attempts: int = 8, bucket: str = ""
+    ) -> None:
         self.store = store
         self.name = policy_object(prefix)
         self.uri = f"gs://{bucket}/{self.name}" if bucket else self.name
@@ -50,9 +51,11 @@ class PolicyStore:
         try:
             return parse_policy(body), info.generation
         except PolicyError as exc:
-            raise MalformedPolicy(f"the policy {self.uri} (generation {info.generation}) is "
-                                  f"malformed: {exc}; fix or replace it before changing it "
-                                  "through the API") from None
+            raise MalformedPolicy(
+                f"the policy {self.uri} (generation {info.generation}) is "
+                f"malformed: {exc}; fix or replace it before changing it "
+                "through the API"
+            ) from None
 
     def update(self, change: Callable[[Policy], Policy]) -> tuple[Policy, int, bool]:
         """Apply ``change`` atomically. Returns (policy, generation, written?)."""
@@ -62,9 +65,12 @@ class PolicyStore:
             if new == policy:
                 return policy, generation, False
             try:
-                info = self.store.write(self.name, dump_policy(new),
-                                        if_generation_match=generation,
-                                        content_type="application/json")
+                info = self.store.write(
+                    self.name,
+                    dump_policy(new),
+                    if_generation_match=generation,
+                    content_type="application/json",
+                )
             except PreconditionFailed:
                 continue  # someone else wrote first: apply the change to their version
             return new, info.generation, True
@@ -77,8 +83,9 @@ def _model(policy: Policy, model: str) -> ModelPolicy:
 
 def pin(model: str, version: int, complete: list[int]) -> Callable[[Policy], Policy]:
     if version not in complete:
-        raise Unprocessable(f"{model} has no complete version {version} in the bucket "
-                            f"(complete: {complete[-10:]})")
+        raise Unprocessable(
+            f"{model} has no complete version {version} in the bucket (complete: {complete[-10:]})"
+        )
     return lambda p: p.with_model(model, replace(_model(p, model), pin=version))
 
 
@@ -88,6 +95,7 @@ def unpin(model: str) -> Callable[[Policy], Policy]:
 
 def rollback(model: str, complete: list[int]) -> Callable[[Policy], Policy]:
     """Pin the newest complete version older than the one served now."""
+
     def change(p: Policy) -> Policy:
         served = served_set(model, complete, p)
         mp = _model(p, model)
@@ -96,20 +104,22 @@ def rollback(model: str, complete: list[int]) -> Callable[[Policy], Policy]:
             raise Conflict(f"{model} serves nothing; there is nothing to roll back from")
         older = [v for v in complete if v < current]
         if not older:
-            raise Conflict(f"{model} has no complete version older than {current} to roll "
-                           "back to")
+            raise Conflict(f"{model} has no complete version older than {current} to roll back to")
         return p.with_model(model, replace(mp, pin=max(older)))
+
     return change
 
 
-def set_label(model: str, label: str, version: int,
-              complete: list[int]) -> Callable[[Policy], Policy]:
+def set_label(
+    model: str, label: str, version: int, complete: list[int]
+) -> Callable[[Policy], Policy]:
     if version not in complete:
         raise Unprocessable(f"{model} has no complete version {version} in the bucket")
 
     def change(p: Policy) -> Policy:
         mp = _model(p, model)
         return p.with_model(model, replace(mp, labels={**mp.labels, label: version}))
+
     return change
 
 
@@ -118,16 +128,19 @@ def delete_label(model: str, label: str) -> Callable[[Policy], Policy]:
         mp = _model(p, model)
         if label not in mp.labels:
             raise Conflict(f"{model} has no label {label!r}")
-        return p.with_model(model, replace(mp, labels={k: v for k, v in mp.labels.items()
-                                                       if k != label}))
+        return p.with_model(
+            model, replace(mp, labels={k: v for k, v in mp.labels.items() if k != label})
+        )
+
     return change
 
 
 UNSET = object()  # "leave keep_versions as it is" (None means: back to the default)
 
 
-def set_model_policy(model: str, keep_versions: int | object | None,
-                     disabled: bool | None) -> Callable[[Policy], Policy]:
+def set_model_policy(
+    model: str, keep_versions: int | object | None, disabled: bool | None
+) -> Callable[[Policy], Policy]:
     def change(p: Policy) -> Policy:
         mp = _model(p, model)
         if keep_versions is not UNSET:
@@ -135,17 +148,20 @@ def set_model_policy(model: str, keep_versions: int | object | None,
         if disabled is not None:
             mp = replace(mp, disabled=disabled)
         return p.with_model(model, mp)
+
     return change
 
 
 def set_rollout(model: str, spec: RolloutSpec | None) -> Callable[[Policy], Policy]:
     """The model's own rollout spec (None: back to the defaults' or all nodes at once; with no
     spec left, the state of a rollout under way goes too, so every node moves to the target)."""
+
     def change(p: Policy) -> Policy:
         mp = replace(_model(p, model), rollout=spec)
         if spec is None and p.default_rollout is None:
             mp = replace(mp, rollout_state=None)
         return p.with_model(model, mp)
+
     return change
 
 
@@ -153,15 +169,17 @@ def unreject(model: str, version: int) -> Callable[[Policy], Policy]:
     def change(p: Policy) -> Policy:
         mp = _model(p, model)
         if version not in mp.rejected:
-            raise Conflict(f"{model} v{version} is not rejected (rejected: "
-                           f"{sorted(mp.rejected)})")
+            raise Conflict(f"{model} v{version} is not rejected (rejected: {sorted(mp.rejected)})")
         return p.with_model(model, replace(mp, rejected=mp.rejected - {version}))
+
     return change
 
 
-def rollout_action(model: str, action: str, live: list[str],
-                   now: float) -> Callable[[Policy], Policy]:
+def rollout_action(
+    model: str, action: str, live: list[str], now: float
+) -> Callable[[Policy], Policy]:
     """pause | resume | promote | abort the model's rollout under way."""
+
     def change(p: Policy) -> Policy:
         mp = _model(p, model)
         spec = p.rollout_spec(model)
@@ -172,4 +190,5 @@ def rollout_action(model: str, action: str, live: list[str],
         except ValueError as exc:
             raise Conflict(str(exc)) from None
         return p.with_model(model, apply(mp, st))
+
     return change

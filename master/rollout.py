@@ -26,12 +26,14 @@ log = get_logger("master")
 def sampler(state: Any, model: str, now: float) -> Callable[[int, float], Sample]:
     """A version's figures since a time, merged over the nodes where it was the only version
     AVAILABLE (so canary and baseline come from different nodes over the same minutes)."""
+
     def sample(version: int, since: float) -> Sample:
         figures = merged(state.telemetry.model_minutes(model, since, now + 1).values())
         iv = figures.by_version.get(str(version))
         if iv is None:
             return Sample()
         return Sample(iv.requests, iv.error_count, iv.p99_ms)
+
     return sample
 
 
@@ -72,8 +74,17 @@ class RolloutController:
                 complete = catalog.complete_versions(model) if catalog else []
                 available = {v: set(ns) for v, ns in fleet.available.get(model, {}).items()}
                 failed = {v: dict(f) for v, f in fleet.failed.get(model, {}).items()}
-                nxt = step(model, spec, policy.for_model(model), complete, live, available,
-                           failed, sampler(s, model, now), now)
+                nxt = step(
+                    model,
+                    spec,
+                    policy.for_model(model),
+                    complete,
+                    live,
+                    available,
+                    failed,
+                    sampler(s, model, now),
+                    now,
+                )
                 if nxt is not None:
                     steps[model] = nxt
         return steps
@@ -101,10 +112,15 @@ class RolloutController:
         return steps
 
     def record(self, model: str, st: Step, generation: int) -> None:
-        detail: dict[str, Any] = {"version": st.state.version, "previous": st.state.previous,
-                                  "stage": st.state.stage, "nodes": list(st.state.nodes),
-                                  "status": st.state.status, "reason": st.state.reason,
-                                  "generation": generation}
+        detail: dict[str, Any] = {
+            "version": st.state.version,
+            "previous": st.state.previous,
+            "stage": st.state.stage,
+            "nodes": list(st.state.nodes),
+            "status": st.state.status,
+            "reason": st.state.reason,
+            "generation": generation,
+        }
         if st.reject is not None:
             detail["rejected"] = st.reject
         self.state.db.add_event("audit", st.event, model=model, detail=detail)

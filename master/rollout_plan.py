@@ -29,16 +29,31 @@ class Step:
     health: Health | None = None
 
 
-def start(model: str, spec: RolloutSpec, version: int, previous: int | None,
-          live: Sequence[str], now: float, reason: str) -> RolloutState:
+def start(
+    model: str,
+    spec: RolloutSpec,
+    version: int,
+    previous: int | None,
+    live: Sequence[str],
+    now: float,
+    reason: str,
+) -> RolloutState:
     nodes = stage_nodes(model, version, spec, 0, live)
     state = RolloutState(version, previous, "validating", 0, nodes, now, now)
     return state.moved(now, "validating", reason)
 
 
-def step(model: str, spec: RolloutSpec, mp: ModelPolicy, complete: Sequence[int],
-         live: Sequence[str], available: Mapping[int, set[str]],
-         failed: Mapping[int, Mapping[str, str]], sample: SampleFn, now: float) -> Step | None:
+def step(
+    model: str,
+    spec: RolloutSpec,
+    mp: ModelPolicy,
+    complete: Sequence[int],
+    live: Sequence[str],
+    available: Mapping[int, set[str]],
+    failed: Mapping[int, Mapping[str, str]],
+    sample: SampleFn,
+    now: float,
+) -> Step | None:
     candidates = sorted(set(complete) - mp.rejected)
     rs = mp.rollout_state
     if mp.pin is not None or not candidates or not live:
@@ -49,38 +64,71 @@ def step(model: str, spec: RolloutSpec, mp: ModelPolicy, complete: Sequence[int]
         base = served[-1] if served else None
         if base is None or base == target:  # nothing served yet: nothing to protect
             st = RolloutState(target, None, "complete", 0, (), now, now)
-            return Step(st.moved(now, "complete", "adopted as the stable version"),
-                        "rollout_adopted")
-        return Step(start(model, spec, target, base, live, now,
-                          f"v{target} published; v{base} is the stable version"),
-                    "rollout_started")
+            return Step(
+                st.moved(now, "complete", "adopted as the stable version"), "rollout_adopted"
+            )
+        return Step(
+            start(
+                model,
+                spec,
+                target,
+                base,
+                live,
+                now,
+                f"v{target} published; v{base} is the stable version",
+            ),
+            "rollout_started",
+        )
     if rs.status == "complete" or rs.status == "rolled_back":
         stable = rs.version if rs.status == "complete" else rs.previous
         if stable is not None and stable not in candidates and target < stable:
             st = RolloutState(target, None, "complete", 0, (), now, now)
-            return Step(st.moved(now, "complete", f"v{stable} withdrawn; v{target} is "
-                                                  "the stable version"), "rollout_adopted")
+            return Step(
+                st.moved(now, "complete", f"v{stable} withdrawn; v{target} is the stable version"),
+                "rollout_adopted",
+            )
         if stable is None:
             st = RolloutState(target, None, "complete", 0, (), now, now)
-            return Step(st.moved(now, "complete", "adopted as the stable version"),
-                        "rollout_adopted")
+            return Step(
+                st.moved(now, "complete", "adopted as the stable version"), "rollout_adopted"
+            )
         if target > stable:
-            return Step(start(model, spec, target, stable, live, now,
-                              f"v{target} published (stable: v{stable})"), "rollout_started")
+            return Step(
+                start(
+                    model,
+                    spec,
+                    target,
+                    stable,
+                    live,
+                    now,
+                    f"v{target} published (stable: v{stable})",
+                ),
+                "rollout_started",
+            )
         return None
     # under way: validating, baking or paused
     if target > rs.version:
-        return Step(start(model, spec, target, rs.previous, live, now,
-                          f"v{target} superseded v{rs.version}"), "rollout_started")
+        return Step(
+            start(
+                model, spec, target, rs.previous, live, now, f"v{target} superseded v{rs.version}"
+            ),
+            "rollout_started",
+        )
     if rs.version not in candidates:
-        return Step(rs.moved(now, "rolled_back", f"v{rs.version} withdrawn (rejected or "
-                                                 "deleted)"), "rollout_rolled_back")
+        return Step(
+            rs.moved(now, "rolled_back", f"v{rs.version} withdrawn (rejected or deleted)"),
+            "rollout_rolled_back",
+        )
     members = set(rs.nodes)
     failures = {n: why for n, why in failed.get(rs.version, {}).items() if n in members}
     if failures:
         health = judge(spec, Sample(), Sample(), failures)
-        return Step(rs.moved(now, "rolled_back", health.reason), "rollout_rolled_back",
-                    reject=rs.version, health=health)
+        return Step(
+            rs.moved(now, "rolled_back", health.reason),
+            "rollout_rolled_back",
+            reject=rs.version,
+            health=health,
+        )
     if rs.status == "paused":
         return None
     live_members = members & set(live)
@@ -90,34 +138,64 @@ def step(model: str, spec: RolloutSpec, mp: ModelPolicy, complete: Sequence[int]
         if not ready:
             return None
         if last:
-            return Step(rs.moved(now, "complete", f"every node serves v{rs.version}"),
-                        "rollout_complete")
-        return Step(rs.moved(now, "baking", f"stage {rs.stage}: {len(members)} node(s) "
-                                            f"serve v{rs.version}; baking {spec.bake_s:g} s",
-                             stage_started_at=now), "rollout_baking")
+            return Step(
+                rs.moved(now, "complete", f"every node serves v{rs.version}"), "rollout_complete"
+            )
+        return Step(
+            rs.moved(
+                now,
+                "baking",
+                f"stage {rs.stage}: {len(members)} node(s) "
+                f"serve v{rs.version}; baking {spec.bake_s:g} s",
+                stage_started_at=now,
+            ),
+            "rollout_baking",
+        )
     # baking: judge the new version against the previous one over the same minutes
     since = rs.stage_started_at
-    health = judge(spec, sample(rs.version, since),
-                   sample(rs.previous, since) if rs.previous else Sample())
+    health = judge(
+        spec, sample(rs.version, since), sample(rs.previous, since) if rs.previous else Sample()
+    )
     if health.verdict == "breach":
-        return Step(rs.moved(now, "rolled_back", health.reason), "rollout_rolled_back",
-                    reject=rs.version, health=health)
+        return Step(
+            rs.moved(now, "rolled_back", health.reason),
+            "rollout_rolled_back",
+            reject=rs.version,
+            health=health,
+        )
     if now - since < spec.bake_s:
         return None
-    return advance(model, spec, rs, live, now, f"baked {now - since:.0f} s: {health.reason}",
-                   health)
+    return advance(
+        model, spec, rs, live, now, f"baked {now - since:.0f} s: {health.reason}", health
+    )
 
 
-def advance(model: str, spec: RolloutSpec, rs: RolloutState, live: Sequence[str], now: float,
-            reason: str, health: Health | None = None) -> Step:
+def advance(
+    model: str,
+    spec: RolloutSpec,
+    rs: RolloutState,
+    live: Sequence[str],
+    now: float,
+    reason: str,
+    health: Health | None = None,
+) -> Step:
     """The next stage (its nodes validate, then bake), or complete after the last."""
     if rs.stage >= spec.stages() - 1:
         return Step(rs.moved(now, "complete", reason), "rollout_complete", health=health)
     stage = rs.stage + 1
     nodes = stage_nodes(model, rs.version, spec, stage, live, rs.nodes)
-    return Step(rs.moved(now, "validating", f"{reason}; stage {stage}: {len(nodes)} node(s)",
-                         stage=stage, nodes=nodes, stage_started_at=now),
-                "rollout_advanced", health=health)
+    return Step(
+        rs.moved(
+            now,
+            "validating",
+            f"{reason}; stage {stage}: {len(nodes)} node(s)",
+            stage=stage,
+            nodes=nodes,
+            stage_started_at=now,
+        ),
+        "rollout_advanced",
+        health=health,
+    )
 
 
 def apply(mp: ModelPolicy, st: Step) -> ModelPolicy:
@@ -125,26 +203,41 @@ def apply(mp: ModelPolicy, st: Step) -> ModelPolicy:
     return replace(mp, rollout_state=st.state, rejected=frozenset(rejected))
 
 
-def operator_step(action: str, rs: RolloutState, now: float, live: list[str], model: str,
-                  mp: ModelPolicy, spec: RolloutSpec) -> Step:
+def operator_step(
+    action: str,
+    rs: RolloutState,
+    now: float,
+    live: list[str],
+    model: str,
+    mp: ModelPolicy,
+    spec: RolloutSpec,
+) -> Step:
     """pause, resume, promote (skip the rest of the bake) or abort (roll back) a rollout."""
     if not rs.active:
         raise ValueError(f"{model} has no rollout under way (status {rs.status})")
     if action == "pause":
         if rs.status == "paused":
             raise ValueError(f"{model}'s rollout is already paused")
-        return Step(rs.moved(now, "paused", "paused by an operator", paused_status=rs.status),
-                    "rollout_paused")
+        return Step(
+            rs.moved(now, "paused", "paused by an operator", paused_status=rs.status),
+            "rollout_paused",
+        )
     if action == "resume":
         if rs.status != "paused":
             raise ValueError(f"{model}'s rollout is not paused")
         back = rs.paused_status or "validating"
-        return Step(rs.moved(now, back, "resumed by an operator", paused_status=None,
-                             stage_started_at=now), "rollout_resumed")
+        return Step(
+            rs.moved(now, back, "resumed by an operator", paused_status=None, stage_started_at=now),
+            "rollout_resumed",
+        )
     if action == "promote":
-        return advance(model, spec, replace(rs, status="baking"), live, now,
-                       "promoted by an operator")
+        return advance(
+            model, spec, replace(rs, status="baking"), live, now, "promoted by an operator"
+        )
     if action == "abort":
-        return Step(rs.moved(now, "rolled_back", "aborted by an operator"),
-                    "rollout_rolled_back", reject=rs.version)
+        return Step(
+            rs.moved(now, "rolled_back", "aborted by an operator"),
+            "rollout_rolled_back",
+            reject=rs.version,
+        )
     raise ValueError(f"unknown action {action!r}")

@@ -25,11 +25,20 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         s = self.settings
-        for key, value in {"bind": f"{s.http_host}:{s.http_port}", "workers": s.workers,
-                           "threads": s.threads, "worker_class": "gthread",
-                           "timeout": 60, "graceful_timeout": 20, "keepalive": 5,
-                           "accesslog": None, "errorlog": "-", "loglevel": "warning",
-                           "limit_request_line": 8190, "preload_app": False}.items():
+        for key, value in {
+            "bind": f"{s.http_host}:{s.http_port}",
+            "workers": s.workers,
+            "threads": s.threads,
+            "worker_class": "gthread",
+            "timeout": 60,
+            "graceful_timeout": 20,
+            "keepalive": 5,
+            "accesslog": None,
+            "errorlog": "-",
+            "loglevel": "warning",
+            "limit_request_line": 8190,
+            "preload_app": False,
+        }.items():
             self.cfg.set(key, value)
 
     def load(self) -> Any:
@@ -49,7 +58,12 @@ def main(port: int | None = None) -> int:
 
     check_bindable(settings.http_host, settings.http_port)
     Database(settings.db_path)  # create or migrate the schema once, before the workers fork
-    log.info("master_starting", bind=f"{settings.http_host}:{settings.http_port}",
-             db=str(settings.db_path), bucket=settings.store.bucket, workers=settings.workers)
+    log.info(
+        "master_starting",
+        bind=f"{settings.http_host}:{settings.http_port}",
+        db=str(settings.db_path),
+        bucket=settings.store.bucket,
+        workers=settings.workers,
+    )
     _Gunicorn(settings).run()
     return 0

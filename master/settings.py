@@ -39,11 +39,9 @@ class MasterSettings:
         node = env.secret("MODELSYNC_NODE_TOKEN")
         read = env.secret("MODELSYNC_READ_TOKEN")
         if not admin:
-            raise SettingsError("MODELSYNC_ADMIN_TOKEN (or MODELSYNC_ADMIN_TOKEN_FILE) is "
-                                "required")
+            raise SettingsError("MODELSYNC_ADMIN_TOKEN (or MODELSYNC_ADMIN_TOKEN_FILE) is required")
         if not node:
-            raise SettingsError("MODELSYNC_NODE_TOKEN (or MODELSYNC_NODE_TOKEN_FILE) is "
-                                "required")
+            raise SettingsError("MODELSYNC_NODE_TOKEN (or MODELSYNC_NODE_TOKEN_FILE) is required")
         tokens = [t for t in (admin, node, read) if t]
         if len(set(tokens)) != len(tokens):
             raise SettingsError("the admin, read and node tokens must all differ")
@@ -52,24 +50,27 @@ class MasterSettings:
         docker = env.text("MODELSYNC_DOCKER", "auto")
         if docker not in ("auto", "on", "off"):
             raise SettingsError(f"MODELSYNC_DOCKER: expected auto, on or off, got {docker!r}")
-        catalog_s = env.number("MODELSYNC_CATALOG_S",
-                               env.number("MODELSYNC_POLL_S", 10.0, minimum=0.1), minimum=0.1)
+        catalog_s = env.number(
+            "MODELSYNC_CATALOG_S", env.number("MODELSYNC_POLL_S", 10.0, minimum=0.1), minimum=0.1
+        )
         return cls(
             store=StoreSettings.from_env(env),
             db_path=Path(env.text("MODELSYNC_DB", "/var/lib/modelsync/master.sqlite3")),
-            admin_token=admin, node_token=node, read_token=read,
+            admin_token=admin,
+            node_token=node,
+            read_token=read,
             http_host=env.text("MODELSYNC_HTTP_HOST", "0.0.0.0"),
             http_port=env.integer("MODELSYNC_HTTP_PORT", 8000, minimum=0, maximum=65535),
             catalog_s=catalog_s,
             settle_s=env.number("MODELSYNC_SETTLE_S", 30.0, minimum=0),
             node_forget_s=env.number("MODELSYNC_NODE_FORGET_S", 86400.0, minimum=1),
             events_max_rows=env.integer("MODELSYNC_EVENTS_MAX_ROWS", 200_000, minimum=100),
-            events_max_age_s=env.number("MODELSYNC_EVENTS_MAX_AGE_S", 30 * 86400.0,
-                                        minimum=60),
+            events_max_age_s=env.number("MODELSYNC_EVENTS_MAX_AGE_S", 30 * 86400.0, minimum=60),
             workers=env.integer("MODELSYNC_MASTER_WORKERS", 1, minimum=1, maximum=64),
             threads=env.integer("MODELSYNC_MASTER_THREADS", 16, minimum=1, maximum=256),
-            telemetry_retention_s=env.number("MODELSYNC_TELEMETRY_RETENTION_S", 7 * 86400.0,
-                                             minimum=3600),
+            telemetry_retention_s=env.number(
+                "MODELSYNC_TELEMETRY_RETENTION_S", 7 * 86400.0, minimum=3600
+            ),
             gateway_token=env.secret("MODELSYNC_GATEWAY_TOKEN"),
             rollout_s=env.number("MODELSYNC_ROLLOUT_S", 2.0, minimum=0.1, maximum=600),
             session_s=env.number("MODELSYNC_SESSION_S", 8 * 3600.0, minimum=60),

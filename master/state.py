@@ -34,20 +34,33 @@ class Unavailable(Exception):
 class MasterMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("modelsync_master_requests", "HTTP requests.",
-                                ["method", "route", "status"], registry=r)
-        self.latency = Histogram("modelsync_master_request_seconds", "HTTP request latency.",
-                                 ["route"], registry=r,
-                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
-        self.heartbeats = Counter("modelsync_master_heartbeats", "Heartbeats received.",
-                                  ["role"], registry=r)
-        self.catalog_refreshes = Counter("modelsync_master_catalog_refreshes",
-                                         "Catalog refreshes by outcome.", ["outcome"],
-                                         registry=r)
-        self.catalog_seconds = Gauge("modelsync_master_catalog_refresh_seconds",
-                                     "Duration of the last catalog refresh.", registry=r)
-        self.nodes = Gauge("modelsync_master_nodes", "Registered nodes by state.", ["state"],
-                           registry=r)
+        self.requests = Counter(
+            "modelsync_master_requests", "HTTP requests.", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "modelsync_master_request_seconds",
+            "HTTP request latency.",
+            ["route"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+        )
+        self.heartbeats = Counter(
+            "modelsync_master_heartbeats", "Heartbeats received.", ["role"], registry=r
+        )
+        self.catalog_refreshes = Counter(
+            "modelsync_master_catalog_refreshes",
+            "Catalog refreshes by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.catalog_seconds = Gauge(
+            "modelsync_master_catalog_refresh_seconds",
+            "Duration of the last catalog refresh.",
+            registry=r,
+        )
+        self.nodes = Gauge(
+            "modelsync_master_nodes", "Registered nodes by state.", ["state"], registry=r
+        )
 
 
 class MasterState:
@@ -56,8 +69,9 @@ class MasterState:
         self.db = Database(settings.db_path)
         self.store: RemoteStore = store or GCSStore(settings.store)
         self.writer = CatalogWriter(self.store, settings.store, settings.settle_s)
-        self.policies = policy_ops.PolicyStore(self.store, settings.store.prefix,
-                                               bucket=settings.store.bucket)
+        self.policies = policy_ops.PolicyStore(
+            self.store, settings.store.prefix, bucket=settings.store.bucket
+        )
         self.metrics = MasterMetrics()
         self.index = FleetIndex()
         self.telemetry = TelemetryStore(self.db, settings.telemetry_retention_s).start()
@@ -93,8 +107,9 @@ class MasterState:
             if time.time() - last_trim > 60:
                 last_trim = time.time()
                 try:
-                    self.db.trim_events(self.settings.events_max_rows,
-                                        time.time() - self.settings.events_max_age_s)
+                    self.db.trim_events(
+                        self.settings.events_max_rows, time.time() - self.settings.events_max_age_s
+                    )
                     self.db.forget_nodes(time.time() - self.settings.node_forget_s)
                     self.telemetry.compact(time.time())
                 except Exception:
@@ -173,6 +188,9 @@ class MasterState:
         known = set(catalog.complete_versions(model)) if catalog else set()
         tracker = SettleTracker(float("inf"))  # without the catalog, trust only markers
         now = time.time()
-        fresh = {v for v, rv in listing.models.get(model, {}).items()
-                 if (v in known and rv.problem() is None) or tracker.is_complete(rv, now)}
+        fresh = {
+            v
+            for v, rv in listing.models.get(model, {}).items()
+            if (v in known and rv.problem() is None) or tracker.is_complete(rv, now)
+        }
         return sorted(fresh)

@@ -21,17 +21,24 @@ def swarm_view(registry: Iterable[NodeRow], now: float) -> dict[str, Any] | None
         return None
     import docker
 
-    client = docker.DockerClient(base_url="unix://" + os.environ.get(
-        "MODELSYNC_DOCKER_SOCKET", SOCKET), timeout=5)
+    client = docker.DockerClient(
+        base_url="unix://" + os.environ.get("MODELSYNC_DOCKER_SOCKET", SOCKET), timeout=5
+    )
     try:
         info = client.info()
         if info.get("Swarm", {}).get("LocalNodeState") != "active":
             return {"swarm": False}
-        nodes = {n.id: {"id": n.id, "hostname": n.attrs["Description"]["Hostname"],
-                        "state": n.attrs["Status"]["State"],
-                        "availability": n.attrs["Spec"].get("Availability"),
-                        "labels": n.attrs["Spec"].get("Labels") or {}, "tasks": {}}
-                 for n in client.nodes.list()}
+        nodes = {
+            n.id: {
+                "id": n.id,
+                "hostname": n.attrs["Description"]["Hostname"],
+                "state": n.attrs["Status"]["State"],
+                "availability": n.attrs["Spec"].get("Availability"),
+                "labels": n.attrs["Spec"].get("Labels") or {},
+                "tasks": {},
+            }
+            for n in client.nodes.list()
+        }
         for service in client.services.list(filters={"label": "com.modelsync.role"}):
             role = service.attrs["Spec"]["Labels"]["com.modelsync.role"]
             for task in service.tasks(filters={"desired-state": "running"}):
@@ -46,11 +53,19 @@ def swarm_view(registry: Iterable[NodeRow], now: float) -> dict[str, Any] | None
             if "tfserving" in running:
                 for role in ("puller", "config_manager"):
                     if role not in running:
-                        problems.append({"node": n["hostname"], "problem":
-                                         f"runs TF Serving without a running {role} task"})
+                        problems.append(
+                            {
+                                "node": n["hostname"],
+                                "problem": f"runs TF Serving without a running {role} task",
+                            }
+                        )
                     elif (n["hostname"], role) not in live:
-                        problems.append({"node": n["hostname"], "problem":
-                                         f"runs TF Serving; its {role} sends no heartbeats"})
+                        problems.append(
+                            {
+                                "node": n["hostname"],
+                                "problem": f"runs TF Serving; its {role} sends no heartbeats",
+                            }
+                        )
         return {"swarm": True, "nodes": list(nodes.values()), "problems": problems}
     finally:
         client.close()

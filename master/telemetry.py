@@ -55,23 +55,30 @@ class Figures:
 
     def merge(self, other: Figures) -> None:
         if other.whole is not None:
-            self.whole = other.whole if self.whole is None else merge_intervals(
-                [self.whole, other.whole])
+            self.whole = (
+                other.whole if self.whole is None else merge_intervals([self.whole, other.whole])
+            )
         for v, iv in other.by_version.items():
             old = self.by_version.get(v)
             self.by_version[v] = iv if old is None else merge_intervals([old, iv])
 
     def to_text(self) -> str:
-        return json.dumps({"whole": None if self.whole is None else self.whole.to_json(),
-                           "by_version": {v: iv.to_json() for v, iv in self.by_version.items()}},
-                          separators=(",", ":"))
+        return json.dumps(
+            {
+                "whole": None if self.whole is None else self.whole.to_json(),
+                "by_version": {v: iv.to_json() for v, iv in self.by_version.items()},
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
     def from_text(cls, text: str) -> Figures:
         doc = json.loads(text)
         whole = doc.get("whole")
-        return cls(None if whole is None else ModelInterval.from_json(whole),
-                   {v: ModelInterval.from_json(iv) for v, iv in doc["by_version"].items()})
+        return cls(
+            None if whole is None else ModelInterval.from_json(whole),
+            {v: ModelInterval.from_json(iv) for v, iv in doc["by_version"].items()},
+        )
 
 
 @dataclass(frozen=True)
@@ -82,8 +89,9 @@ class NodeFigures:
     text: str = ""  # the row as stored; parse_beat keeps the validated JSON it received
 
     def row_text(self) -> str:
-        return self.text or json.dumps({**self.interval.to_json(),
-                                        "versions": list(self.versions)}, separators=(",", ":"))
+        return self.text or json.dumps(
+            {**self.interval.to_json(), "versions": list(self.versions)}, separators=(",", ":")
+        )
 
     @property
     def version(self) -> str | None:
@@ -105,13 +113,20 @@ def parse_beat(doc: Any) -> list[NodeFigures]:
         figures = dict(figures)
         versions = figures.pop("versions", [])
         if not isinstance(versions, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in versions):
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in versions
+        ):
             raise TelemetryError(f"telemetry.models.{model}.versions: expected versions")
         iv = ModelInterval.from_json(figures)
         if iv.requests or iv.latency.count:
             vs = tuple(sorted(set(versions)))
-            out.append(NodeFigures(str(model), iv, vs, json.dumps(
-                {**figures, "versions": list(vs)}, separators=(",", ":"))))
+            out.append(
+                NodeFigures(
+                    str(model),
+                    iv,
+                    vs,
+                    json.dumps({**figures, "versions": list(vs)}, separators=(",", ":")),
+                )
+            )
     return out
 
 
@@ -175,32 +190,44 @@ class TelemetryStore:
                     if f.version is not None:
                         by_version.setdefault(f.version, []).append(f.interval)
                 figures = self._minutes.setdefault(key, Figures())
-                figures.merge(Figures(merge_intervals(f.interval for f in items),
-                                      {v: merge_intervals(ivs) for v, ivs in by_version.items()}))
+                figures.merge(
+                    Figures(
+                        merge_intervals(f.interval for f in items),
+                        {v: merge_intervals(ivs) for v, ivs in by_version.items()},
+                    )
+                )
                 changed[key] = figures.to_text()
             self._write(rows, changed)
             newest = max(m for _model, m in self._minutes)
             self._minutes = {k: f for k, f in self._minutes.items() if k[1] >= newest - MINUTE}
 
-    def _write(self, rows: list[tuple[str, str, float, float, str]],
-               minutes: dict[tuple[str, int], str]) -> None:
+    def _write(
+        self, rows: list[tuple[str, str, float, float, str]], minutes: dict[tuple[str, int], str]
+    ) -> None:
         """In transactions of at most WRITE_CHUNK rows, so a heartbeat never queues behind a
         whole second of the fleet's figures."""
         for i in range(0, max(len(rows), 1), WRITE_CHUNK):
-            chunk = rows[i:i + WRITE_CHUNK]
+            chunk = rows[i : i + WRITE_CHUNK]
             with self.db.write() as conn:
-                conn.executemany("INSERT OR IGNORE INTO series (node_id, model) VALUES (?, ?)",
-                                 {(n, m) for n, m, _t, _s, _f in chunk})
+                conn.executemany(
+                    "INSERT OR IGNORE INTO series (node_id, model) VALUES (?, ?)",
+                    {(n, m) for n, m, _t, _s, _f in chunk},
+                )
                 conn.executemany(
                     "INSERT INTO telemetry_node (series, t, seconds, res, figures) VALUES ("
-                    "(SELECT id FROM series WHERE node_id=? AND model=?), ?, ?, 0, ?)", chunk)
+                    "(SELECT id FROM series WHERE node_id=? AND model=?), ?, ?, 0, ?)",
+                    chunk,
+                )
         if minutes:
             with self.db.write() as conn:
                 conn.executemany(
                     "INSERT OR REPLACE INTO telemetry_model (model, minute, writer, figures) "
                     "VALUES (?, ?, ?, ?)",
-                    [(model, minute, self.writer, text) for (model, minute), text in
-                     minutes.items()])
+                    [
+                        (model, minute, self.writer, text)
+                        for (model, minute), text in minutes.items()
+                    ],
+                )
 
     def compact(self, now: float) -> tuple[int, int]:
         """Merge heartbeat rows older than an hour into 1-minute rows; drop rows older than the
@@ -220,29 +247,43 @@ class TelemetryStore:
                 break
             groups: dict[int, list[tuple[float, dict[str, Any]]]] = {}
             for series, t, text in conn.execute(
-                    "SELECT series, t, figures FROM telemetry_node WHERE res=0 AND t >= ? AND "
-                    "t < ?", (minute, minute + MINUTE)):
+                "SELECT series, t, figures FROM telemetry_node WHERE res=0 AND t >= ? AND t < ?",
+                (minute, minute + MINUTE),
+            ):
                 groups.setdefault(series, []).append((float(t), json.loads(text)))
             out = []
             for series, items in groups.items():
-                ivs = [ModelInterval.from_json({k: v for k, v in d.items() if k != "versions"})
-                       for _t, d in items]
+                ivs = [
+                    ModelInterval.from_json({k: v for k, v in d.items() if k != "versions"})
+                    for _t, d in items
+                ]
                 versions = sorted({v for _t, d in items for v in d.get("versions", [])})
                 iv = merge_intervals(ivs)
-                out.append((series, max(t for t, _d in items), iv.seconds, json.dumps(
-                    {**iv.to_json(), "versions": versions}, separators=(",", ":"))))
+                out.append(
+                    (
+                        series,
+                        max(t for t, _d in items),
+                        iv.seconds,
+                        json.dumps({**iv.to_json(), "versions": versions}, separators=(",", ":")),
+                    )
+                )
                 merged += len(items) - 1
             with self.db.write() as w:
-                w.execute("DELETE FROM telemetry_node WHERE res=0 AND t >= ? AND t < ?",
-                          (minute, minute + MINUTE))
-                w.executemany("INSERT INTO telemetry_node (series, t, seconds, res, figures) "
-                              "VALUES (?, ?, ?, 60, ?)", out)  # at its last row's time
+                w.execute(
+                    "DELETE FROM telemetry_node WHERE res=0 AND t >= ? AND t < ?",
+                    (minute, minute + MINUTE),
+                )
+                w.executemany(
+                    "INSERT INTO telemetry_node (series, t, seconds, res, figures) "
+                    "VALUES (?, ?, ?, 60, ?)",
+                    out,
+                )  # at its last row's time
         old = now - self.retention_s  # raw rows are younger than an hour: only 1-min ones
         with self.db.write() as w:
-            dropped = w.execute("DELETE FROM telemetry_node WHERE res=60 AND t < ?",
-                                (old,)).rowcount
-            dropped += w.execute("DELETE FROM telemetry_model WHERE minute < ?",
-                                 (old,)).rowcount
+            dropped = w.execute(
+                "DELETE FROM telemetry_node WHERE res=60 AND t < ?", (old,)
+            ).rowcount
+            dropped += w.execute("DELETE FROM telemetry_model WHERE minute < ?", (old,)).rowcount
         return merged, dropped
 
     # --- reads ---------------------------------------------------------------------------------
@@ -251,8 +292,9 @@ class TelemetryStore:
         self.flush()
         out: dict[int, Figures] = {}
         for minute, text in self.db.conn().execute(
-                "SELECT minute, figures FROM telemetry_model WHERE model=? AND minute>=? AND "
-                "minute<?", (model, int(since // MINUTE) * MINUTE, until)):
+            "SELECT minute, figures FROM telemetry_model WHERE model=? AND minute>=? AND minute<?",
+            (model, int(since // MINUTE) * MINUTE, until),
+        ):
             out.setdefault(int(minute), Figures()).merge(Figures.from_text(text))
         return out
 
@@ -263,7 +305,8 @@ class TelemetryStore:
         start = (now - MINUTE) // MINUTE * MINUTE
         figures: dict[str, Figures] = {}
         for model, text in self.db.conn().execute(
-                "SELECT model, figures FROM telemetry_model WHERE minute>=?", (start,)):
+            "SELECT model, figures FROM telemetry_model WHERE minute>=?", (start,)
+        ):
             figures.setdefault(model, Figures()).merge(Figures.from_text(text))
         return {m: last_minute(f, now - start) for m, f in figures.items()}
 
@@ -272,20 +315,23 @@ class TelemetryStore:
         self.flush()
         out: dict[str, dict[int, int]] = {}
         for model, minute, text in self.db.conn().execute(
-                "SELECT model, minute, figures FROM telemetry_model WHERE minute>=?",
-                (int(since // MINUTE) * MINUTE,)):
+            "SELECT model, minute, figures FROM telemetry_model WHERE minute>=?",
+            (int(since // MINUTE) * MINUTE,),
+        ):
             whole = json.loads(text).get("whole") or {}
             out.setdefault(model, {})[int(minute)] = int(whole.get("requests") or 0)
         return out
 
-    def node_rows(self, model: str, node_id: str, since: float,
-                  until: float) -> list[tuple[float, ModelInterval, tuple[int, ...]]]:
+    def node_rows(
+        self, model: str, node_id: str, since: float, until: float
+    ) -> list[tuple[float, ModelInterval, tuple[int, ...]]]:
         self.flush()
         out = []
         for t, text in self.db.conn().execute(
-                "SELECT t, figures FROM telemetry_node JOIN series ON series.id=series "
-                "WHERE node_id=? AND model=? AND t>=? AND t<? ORDER BY t",
-                (node_id, model, since, until)):
+            "SELECT t, figures FROM telemetry_node JOIN series ON series.id=series "
+            "WHERE node_id=? AND model=? AND t>=? AND t<? ORDER BY t",
+            (node_id, model, since, until),
+        ):
             doc = json.loads(text)
             versions = tuple(doc.pop("versions", []))
             out.append((float(t), ModelInterval.from_json(doc), versions))
@@ -295,14 +341,26 @@ class TelemetryStore:
 def figures_json(iv: ModelInterval | None, seconds: float) -> dict[str, Any]:
     """One point of a series: totals, rates and latency quantiles in milliseconds."""
     if iv is None:
-        return {"requests": 0, "errors": 0, "error_rate": None, "rps": 0.0, "p50_ms": None,
-                "p90_ms": None, "p99_ms": None}
+        return {
+            "requests": 0,
+            "errors": 0,
+            "error_rate": None,
+            "rps": 0.0,
+            "p50_ms": None,
+            "p90_ms": None,
+            "p99_ms": None,
+        }
     errors = iv.error_count
-    return {"requests": iv.requests, "errors": errors,
-            "error_rate": round(errors / iv.requests, 6) if iv.requests else None,
-            "rps": round(iv.requests / seconds, 3) if seconds > 0 else None,
-            "p50_ms": _ms(iv.p50_ms), "p90_ms": _ms(iv.p90_ms), "p99_ms": _ms(iv.p99_ms),
-            "errors_by_code": dict(iv.errors)}
+    return {
+        "requests": iv.requests,
+        "errors": errors,
+        "error_rate": round(errors / iv.requests, 6) if iv.requests else None,
+        "rps": round(iv.requests / seconds, 3) if seconds > 0 else None,
+        "p50_ms": _ms(iv.p50_ms),
+        "p90_ms": _ms(iv.p90_ms),
+        "p99_ms": _ms(iv.p99_ms),
+        "errors_by_code": dict(iv.errors),
+    }
 
 
 def _ms(value: float | None) -> float | None:
@@ -323,4 +381,3 @@ def by_version_json(f: Figures, seconds: float) -> Mapping[str, dict[str, Any]]:
 def last_minute(f: Figures | None, seconds: float) -> dict[str, Any]:
     doc = figures_json(None if f is None else f.whole, seconds)
     return {k: doc[k] for k in ("requests", "rps", "error_rate", "p50_ms", "p99_ms")}
-

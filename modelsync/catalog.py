@@ -78,10 +78,14 @@ class Catalog:
         return self.models == other.models and self.skipped == other.skipped
 
 
-def build_catalog(listing: BucketListing, tracker: SettleTracker, now: float, prefix: str,
-                  manifests: Mapping[tuple[str, int], tuple[ManifestState, str | None]]
-                  | None = None,
-                  published: Mapping[tuple[str, int], float] | None = None) -> Catalog:
+def build_catalog(
+    listing: BucketListing,
+    tracker: SettleTracker,
+    now: float,
+    prefix: str,
+    manifests: Mapping[tuple[str, int], tuple[ManifestState, str | None]] | None = None,
+    published: Mapping[tuple[str, int], float] | None = None,
+) -> Catalog:
     """``manifests``: (model, version) -> its manifest state and problem
     (``modelsync.manifest.manifest_state``); absent: none. ``published``: (model, version) ->
     when its marker was written."""
@@ -93,18 +97,31 @@ def build_catalog(listing: BucketListing, tracker: SettleTracker, now: float, pr
             models[model][v] = CatalogVersion(
                 # a listing its own manifest disowns is not a version anyone may serve
                 complete=tracker.is_complete(rv, now) and state != "mismatch",
-                bytes=rv.bytes, objects=len(rv.files),
-                fingerprint=rv.fingerprint, manifest=state, problem=problem,
-                marker=rv.marker_generation, published_at=(published or {}).get((model, v)))
+                bytes=rv.bytes,
+                objects=len(rv.files),
+                fingerprint=rv.fingerprint,
+                manifest=state,
+                problem=problem,
+                marker=rv.marker_generation,
+                published_at=(published or {}).get((model, v)),
+            )
     tracker.forget_missing(listing)
-    return Catalog(models=models, skipped=tuple((s.path, s.reason) for s in listing.skipped),
-                   generated_at=now, prefix=prefix)
+    return Catalog(
+        models=models,
+        skipped=tuple((s.path, s.reason) for s in listing.skipped),
+        generated_at=now,
+        prefix=prefix,
+    )
 
 
 def _version_doc(cv: CatalogVersion) -> dict[str, object]:
-    doc: dict[str, object] = {"complete": cv.complete, "bytes": cv.bytes,
-                              "objects": cv.objects, "fingerprint": cv.fingerprint,
-                              "manifest": cv.manifest}
+    doc: dict[str, object] = {
+        "complete": cv.complete,
+        "bytes": cv.bytes,
+        "objects": cv.objects,
+        "fingerprint": cv.fingerprint,
+        "manifest": cv.manifest,
+    }
     if cv.problem is not None:
         doc["problem"] = cv.problem
     if cv.marker is not None:
@@ -115,10 +132,16 @@ def _version_doc(cv: CatalogVersion) -> dict[str, object]:
 
 
 def dump_catalog(catalog: Catalog) -> bytes:
-    doc = {"schema": SCHEMA, "prefix": catalog.prefix, "generated_at": catalog.generated_at,
-           "models": {m: {str(v): _version_doc(cv) for v, cv in versions.items()}
-                      for m, versions in catalog.models.items()},
-           "skipped": [{"path": p, "reason": r} for p, r in catalog.skipped]}
+    doc = {
+        "schema": SCHEMA,
+        "prefix": catalog.prefix,
+        "generated_at": catalog.generated_at,
+        "models": {
+            m: {str(v): _version_doc(cv) for v, cv in versions.items()}
+            for m, versions in catalog.models.items()
+        },
+        "skipped": [{"path": p, "reason": r} for p, r in catalog.skipped],
+    }
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -147,28 +170,42 @@ def parse_catalog(data: bytes) -> Catalog:
             # state this release does not know, reads as "none" rather than failing the catalog
             raw_state, raw_problem = entry.get("manifest"), entry.get("problem")
             state: ManifestState = next(
-                (s for s in get_args(ManifestState) if s == raw_state), "none")
+                (s for s in get_args(ManifestState) if s == raw_state), "none"
+            )
             problem = raw_problem if isinstance(raw_problem, str) else None
             marker = entry.get("marker")
             marker = marker if isinstance(marker, int) and not isinstance(marker, bool) else None
             published_at = entry.get("published_at")
-            published_at = float(published_at) if isinstance(published_at, int | float) and \
-                not isinstance(published_at, bool) else None
+            published_at = (
+                float(published_at)
+                if isinstance(published_at, int | float) and not isinstance(published_at, bool)
+                else None
+            )
             try:
-                parsed[v] = CatalogVersion(complete=bool(entry["complete"]),
-                                           bytes=int(entry["bytes"]),
-                                           objects=int(entry["objects"]),
-                                           fingerprint=str(entry["fingerprint"]),
-                                           manifest=state, problem=problem,
-                                           marker=marker, published_at=published_at)
+                parsed[v] = CatalogVersion(
+                    complete=bool(entry["complete"]),
+                    bytes=int(entry["bytes"]),
+                    objects=int(entry["objects"]),
+                    fingerprint=str(entry["fingerprint"]),
+                    manifest=state,
+                    problem=problem,
+                    marker=marker,
+                    published_at=published_at,
+                )
             except (KeyError, TypeError, ValueError):
                 raise CatalogError(f"catalog: bad version entry {model}/{vtext}") from None
         models[model] = parsed
-    skipped = tuple((str(s.get("path")), str(s.get("reason")))
-                    for s in doc.get("skipped") or [] if isinstance(s, dict))
-    return Catalog(models=models, skipped=skipped,
-                   generated_at=float(doc.get("generated_at") or 0.0),
-                   prefix=str(doc.get("prefix") or ""))
+    skipped = tuple(
+        (str(s.get("path")), str(s.get("reason")))
+        for s in doc.get("skipped") or []
+        if isinstance(s, dict)
+    )
+    return Catalog(
+        models=models,
+        skipped=skipped,
+        generated_at=float(doc.get("generated_at") or 0.0),
+        prefix=str(doc.get("prefix") or ""),
+    )
 
 
 def listed_at(metadata: Mapping[str, str] | None) -> float | None:

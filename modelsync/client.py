@@ -26,10 +26,18 @@ class PredictClient:
         self._predict = self.channel.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
             request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=self.protos.PredictResponse.FromString)
+            response_deserializer=self.protos.PredictResponse.FromString,
+        )
 
-    def request(self, model: str, inputs: dict[str, Any], *, version: int | None = None,
-                label: str | None = None, signature: str = "") -> Any:
+    def request(
+        self,
+        model: str,
+        inputs: dict[str, Any],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str = "",
+    ) -> Any:
         req = self.protos.PredictRequest()
         req.model_spec.name = model
         req.model_spec.signature_name = signature
@@ -44,9 +52,16 @@ class PredictClient:
             to_tensor(arr, req.inputs[key])
         return req
 
-    def predict(self, model: str, inputs: dict[str, Any], *, version: int | None = None,
-                label: str | None = None, signature: str = "",
-                timeout_s: float = 5.0) -> tuple[int, dict[str, np.ndarray]]:
+    def predict(
+        self,
+        model: str,
+        inputs: dict[str, Any],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str = "",
+        timeout_s: float = 5.0,
+    ) -> tuple[int, dict[str, np.ndarray]]:
         req = self.request(model, inputs, version=version, label=label, signature=signature)
         resp = self._predict(req, timeout=timeout_s)
         return resp.model_spec.version.value, {k: from_tensor(v) for k, v in resp.outputs.items()}

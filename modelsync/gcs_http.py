@@ -27,9 +27,14 @@ def unreachable_reason(exc: BaseException) -> str | None:
             return "timed out waiting for an answer"
         if isinstance(seen, requests.exceptions.ConnectionError | ConnectionError):
             text = str(seen)
-            for hint in ("Connection refused", "Name or service not known",
-                         "Temporary failure in name resolution", "No route to host",
-                         "Network is unreachable", "Connection reset"):
+            for hint in (
+                "Connection refused",
+                "Name or service not known",
+                "Temporary failure in name resolution",
+                "No route to host",
+                "Network is unreachable",
+                "Connection reset",
+            ):
                 if hint in text:
                     return hint.lower()
             return "connection failed"

@@ -27,7 +27,8 @@ class EventBuffer:
 
     def __init__(self, maxlen: int = 1000) -> None:
         self._items: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(
-            maxlen=maxlen)
+            maxlen=maxlen
+        )
         self._seq = 0
         self._lock = threading.Lock()
 
@@ -59,10 +60,19 @@ class Outbox(Protocol):
 
 
 class HeartbeatSender:
-    def __init__(self, master_url: str, token: str | None, node_id: str, role: str,
-                 heartbeat_s: float, status: Callable[[], dict[str, Any]], events: EventBuffer,
-                 on_sync: Callable[[], None], stop: threading.Event,
-                 outbox: Outbox | None = None) -> None:
+    def __init__(
+        self,
+        master_url: str,
+        token: str | None,
+        node_id: str,
+        role: str,
+        heartbeat_s: float,
+        status: Callable[[], dict[str, Any]],
+        events: EventBuffer,
+        on_sync: Callable[[], None],
+        stop: threading.Event,
+        outbox: Outbox | None = None,
+    ) -> None:
         self.url = master_url.rstrip("/") + "/v1/nodes/heartbeat"
         self.token = token
         self.node_id = node_id
@@ -88,9 +98,14 @@ class HeartbeatSender:
 
         upto, events = self.events.since(self.cursor)
         doc: dict[str, Any] = {
-            "node_id": self.node_id, "role": self.role, "hostname": socket.gethostname(),
-            "version": __version__, "heartbeat_s": self.heartbeat_s,
-            "status": self.status(), "events": events}
+            "node_id": self.node_id,
+            "role": self.role,
+            "hostname": socket.gethostname(),
+            "version": __version__,
+            "heartbeat_s": self.heartbeat_s,
+            "status": self.status(),
+            "events": events,
+        }
         extra = self.outbox.take() if self.outbox is not None else None
         if extra is not None:
             doc["telemetry"] = extra

@@ -25,11 +25,15 @@ def bind_problem(exc: OSError, host: str, port: int) -> SettingsError:
     """The one line a person gets when the listen address cannot be bound."""
     where = f"{host}:{port}"
     if exc.errno == errno.EADDRINUSE:
-        return SettingsError(f"MODELSYNC_HTTP_PORT/--port: {where} is already in use by another "
-                             "process; stop it or choose another port")
+        return SettingsError(
+            f"MODELSYNC_HTTP_PORT/--port: {where} is already in use by another "
+            "process; stop it or choose another port"
+        )
     if exc.errno == errno.EACCES:
-        return SettingsError(f"MODELSYNC_HTTP_PORT/--port: not allowed to listen on {where} "
-                             "(ports below 1024 need privileges); choose a port >= 1024")
+        return SettingsError(
+            f"MODELSYNC_HTTP_PORT/--port: not allowed to listen on {where} "
+            "(ports below 1024 need privileges); choose a port >= 1024"
+        )
     if exc.errno in (errno.EADDRNOTAVAIL, socket.EAI_NONAME) or isinstance(exc, socket.gaierror):
         return SettingsError(f"MODELSYNC_HTTP_HOST: {host!r} is not an address of this machine")
     return SettingsError(f"MODELSYNC_HTTP_HOST/PORT: cannot listen on {where}: {exc.strerror}")
@@ -101,8 +105,7 @@ class DaemonHTTPServer:
             raise bind_problem(exc, host, port) from None
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="http", daemon=True)
 
     def start(self) -> DaemonHTTPServer:
         self._thread.start()

@@ -41,8 +41,7 @@ def model_name_problem(name: str) -> str | None:
         return None
     if name == RESERVED_DIR:
         return f"{RESERVED_DIR!r} is reserved for modelsync"
-    return (f"bad model name {name!r}: want 1-128 of [A-Za-z0-9_.-], "
-            "starting with a letter or digit")
+    return f"bad model name {name!r}: want 1-128 of [A-Za-z0-9_.-], starting with a letter or digit"
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def structure_problem(paths: Iterable[str]) -> str | None:
     if len(shards) > 1:
         return f"variables shards disagree on their count: {sorted(shards)}"
     if shards:
-        (total, present), = shards.items()
+        ((total, present),) = shards.items()
         missing = sorted(set(range(total)) - present)
         if missing or total == 0:
             return f"variables shards missing: {missing[:5]} of {total}"
@@ -166,7 +165,7 @@ def parse_listing(objects: Iterable[ObjectInfo], prefix: str, marker: str) -> Bu
     for obj in objects:
         if not obj.name.startswith(base):
             continue
-        rel = obj.name[len(base):]
+        rel = obj.name[len(base) :]
         if rel.endswith("/"):
             continue  # a "folder" placeholder object some tools create
         parts = rel.split("/")
@@ -182,9 +181,10 @@ def parse_listing(objects: Iterable[ObjectInfo], prefix: str, marker: str) -> Bu
             continue
         version = parse_version(version_text)
         if version is None:
-            skipped.setdefault(f"{base}{model}/{version_text}/",
-                               f"bad version {version_text!r}: want a positive integer "
-                               "without leading zeros")
+            skipped.setdefault(
+                f"{base}{model}/{version_text}/",
+                f"bad version {version_text!r}: want a positive integer without leading zeros",
+            )
             continue
         if any(p in ("", ".", "..") for p in parts[2:]):
             skipped.setdefault(base + rel, "object name has an empty, '.' or '..' segment")
@@ -193,15 +193,20 @@ def parse_listing(objects: Iterable[ObjectInfo], prefix: str, marker: str) -> Bu
         if rest == marker:
             markers[key] = obj.generation
             continue
-        files.setdefault(key, []).append(RemoteFile(
-            path=rest, generation=obj.generation, size=obj.size, crc32c=obj.crc32c, md5=obj.md5))
+        files.setdefault(key, []).append(
+            RemoteFile(
+                path=rest, generation=obj.generation, size=obj.size, crc32c=obj.crc32c, md5=obj.md5
+            )
+        )
     listing = BucketListing(skipped=[Skipped(p, r) for p, r in sorted(skipped.items())])
     for key in sorted(set(files) | set(markers)):
         model, version = key
         listing.models.setdefault(model, {})[version] = RemoteVersion(
-            model=model, version=version,
+            model=model,
+            version=version,
             files=tuple(sorted(files.get(key, []), key=lambda f: f.path)),
-            marker_generation=markers.get(key))
+            marker_generation=markers.get(key),
+        )
     return listing
 
 
@@ -234,8 +239,9 @@ class SettleTracker:
                 del self._seen[key]
 
 
-def complete_versions(listing: BucketListing, tracker: SettleTracker,
-                      now: float) -> dict[str, dict[int, RemoteVersion]]:
+def complete_versions(
+    listing: BucketListing, tracker: SettleTracker, now: float
+) -> dict[str, dict[int, RemoteVersion]]:
     """Models -> their complete versions, by the rules of the design."""
     out: dict[str, dict[int, RemoteVersion]] = {}
     for model, versions in listing.models.items():

@@ -1,7 +1,7 @@
 """The process lifecycle every command shares: SIGINT/SIGTERM only set flags, loops check them.
 
-    stop = install_stop_handlers(daemon.stop_event)   # also sets the daemon's own events
-    wait_for_stop(stop, timeout_s=60)                  # True once a signal arrived
+stop = install_stop_handlers(daemon.stop_event)   # also sets the daemon's own events
+wait_for_stop(stop, timeout_s=60)                  # True once a signal arrived
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def install_stop_handlers(*also: threading.Event) -> threading.Event:
     return stop
 
 
-def wait_for_stop(stop: threading.Event, timeout_s: float | None = None,
-                  poll_s: float = 0.2) -> bool:
+def wait_for_stop(
+    stop: threading.Event, timeout_s: float | None = None, poll_s: float = 0.2
+) -> bool:
     """Block until ``stop`` is set or ``timeout_s`` passed; True if it was set.
 
     Waits in short slices so the main thread runs signal handlers promptly."""

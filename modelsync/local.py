@@ -217,8 +217,9 @@ class LocalLayout:
 
     def inventory(self) -> dict[str, dict[int, InstallRecord | None]]:
         """Every version directory on disk with its install record (None: no record)."""
-        return {m: {v: self.read_record(m, v) for v in vs}
-                for m, vs in self.versions_on_disk().items()}
+        return {
+            m: {v: self.read_record(m, v) for v in vs} for m, vs in self.versions_on_disk().items()
+        }
 
     def sweep_incoming(self) -> int:
         """Remove leftovers of interrupted downloads. Returns how many were removed."""

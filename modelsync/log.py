@@ -22,8 +22,9 @@ _ROOT = "modelsync"
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": _dt.datetime.fromtimestamp(record.created, _dt.UTC).isoformat(
-                timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": _dt.datetime.fromtimestamp(record.created, _dt.UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name.removeprefix(_ROOT + "."),
             "event": record.getMessage(),
@@ -57,8 +58,9 @@ class EventLogger:
 
     def _log(self, level: int, event: str, exc_info: bool, fields: dict[str, Any]) -> None:
         if self._logger.isEnabledFor(level):
-            self._logger.log(level, event, exc_info=exc_info, extra={"fields": fields},
-                             stacklevel=3)
+            self._logger.log(
+                level, event, exc_info=exc_info, extra={"fields": fields}, stacklevel=3
+            )
 
     def debug(self, event: str, **fields: Any) -> None:
         self._log(logging.DEBUG, event, False, fields)

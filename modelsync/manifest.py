@@ -89,8 +89,9 @@ class Manifest:
         return self.files == other.files
 
 
-def manifest_state(manifest: Manifest | ManifestError | None,
-                   files: Sequence[RemoteFile]) -> tuple[ManifestState, str | None]:
+def manifest_state(
+    manifest: Manifest | ManifestError | None, files: Sequence[RemoteFile]
+) -> tuple[ManifestState, str | None]:
     """("verified" | "mismatch" | "none", what differs) of a version's listing."""
     if manifest is None:
         return "none", None
@@ -101,17 +102,22 @@ def manifest_state(manifest: Manifest | ManifestError | None,
 
 
 def dump_manifest(manifest: Manifest) -> bytes:
-    doc = {"schema": SCHEMA,
-           "files": [{"path": f.path, "size": f.size, "crc32c": f.crc32c}
-                     for f in manifest.files],
-           "publisher": {"user": manifest.publisher.user, "host": manifest.publisher.host,
-                         "tool": manifest.publisher.tool},
-           "published_at": manifest.published_at}
+    doc = {
+        "schema": SCHEMA,
+        "files": [{"path": f.path, "size": f.size, "crc32c": f.crc32c} for f in manifest.files],
+        "publisher": {
+            "user": manifest.publisher.user,
+            "host": manifest.publisher.host,
+            "tool": manifest.publisher.tool,
+        },
+        "published_at": manifest.published_at,
+    }
     return json.dumps(doc, indent=1, sort_keys=True).encode()
 
 
-def build_manifest(files: Iterable[tuple[str, int, str]], publisher: Publisher,
-                   published_at: float) -> Manifest:
+def build_manifest(
+    files: Iterable[tuple[str, int, str]], publisher: Publisher, published_at: float
+) -> Manifest:
     """From (relative path, size, crc32c) triples; checked as a parsed manifest would be."""
     entries = tuple(ManifestFile(p, s, c) for p, s, c in files)
     for i, f in enumerate(entries):
@@ -140,14 +146,16 @@ def parse_manifest(data: bytes) -> Manifest | None:
         raise ManifestError("manifest: 'files' must be a non-empty list")
     files = tuple(_parse_file(i, entry) for i, entry in enumerate(raw))
     _check_unique(files)
-    return Manifest(files, _parse_publisher(doc.get("publisher")),
-                    _parse_time(doc.get("published_at")))
+    return Manifest(
+        files, _parse_publisher(doc.get("publisher")), _parse_time(doc.get("published_at"))
+    )
 
 
 def _parse_file(i: int, entry: Any) -> ManifestFile:
     if not isinstance(entry, dict) or set(entry) != {"path", "size", "crc32c"}:
-        raise ManifestError(f"manifest: files[{i}] must be an object with exactly path, size "
-                            "and crc32c")
+        raise ManifestError(
+            f"manifest: files[{i}] must be an object with exactly path, size and crc32c"
+        )
     path, size, crc = entry["path"], entry["size"], entry["crc32c"]
     if not isinstance(path, str) or not isinstance(crc, str):
         raise ManifestError(f"manifest: files[{i}]: path and crc32c must be strings")
@@ -159,8 +167,7 @@ def _parse_file(i: int, entry: Any) -> ManifestFile:
 
 
 def _check_file(i: int, f: ManifestFile) -> None:
-    if not f.path or f.path.startswith("/") or any(
-            p in ("", ".", "..") for p in f.path.split("/")):
+    if not f.path or f.path.startswith("/") or any(p in ("", ".", "..") for p in f.path.split("/")):
         raise ManifestError(f"manifest: files[{i}]: bad relative path {f.path!r}")
     if f.size < 0:
         raise ManifestError(f"manifest: files[{i}] ({f.path}): negative size")
@@ -169,8 +176,9 @@ def _check_file(i: int, f: ManifestFile) -> None:
     except (binascii.Error, ValueError):
         ok = False
     if not ok:
-        raise ManifestError(f"manifest: files[{i}] ({f.path}): crc32c {f.crc32c!r} is not "
-                            "the base64 of 4 bytes")
+        raise ManifestError(
+            f"manifest: files[{i}] ({f.path}): crc32c {f.crc32c!r} is not the base64 of 4 bytes"
+        )
 
 
 def _check_unique(files: Sequence[ManifestFile]) -> None:
@@ -183,10 +191,10 @@ def _check_unique(files: Sequence[ManifestFile]) -> None:
 def _parse_publisher(raw: Any) -> Publisher:
     if raw is None:
         return Publisher()
-    if not isinstance(raw, dict) or not all(isinstance(raw.get(k, ""), str)
-                                            for k in ("user", "host", "tool")):
-        raise ManifestError("manifest: 'publisher' must be an object of strings "
-                            "(user, host, tool)")
+    if not isinstance(raw, dict) or not all(
+        isinstance(raw.get(k, ""), str) for k in ("user", "host", "tool")
+    ):
+        raise ManifestError("manifest: 'publisher' must be an object of strings (user, host, tool)")
     return Publisher(raw.get("user", ""), raw.get("host", ""), raw.get("tool", ""))
 
 

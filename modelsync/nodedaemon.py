@@ -29,8 +29,7 @@ class NodeDaemon(Protocol):
     def close(self) -> None: ...
 
 
-def node_routes(daemon: NodeDaemon,
-                registry: CollectorRegistry) -> dict[tuple[str, str], Handler]:
+def node_routes(daemon: NodeDaemon, registry: CollectorRegistry) -> dict[tuple[str, str], Handler]:
     def healthz(_body: bytes) -> tuple[int, Any]:
         return 200, {"status": "alive"}
 
@@ -48,25 +47,43 @@ def node_routes(daemon: NodeDaemon,
         daemon.sync_event.set()
         return 202, {"sync": "requested"}
 
-    return {("GET", "/healthz"): healthz, ("GET", "/readyz"): readyz,
-            ("GET", "/metrics"): metrics, ("GET", "/status"): status,
-            ("POST", "/sync"): sync}
+    return {
+        ("GET", "/healthz"): healthz,
+        ("GET", "/readyz"): readyz,
+        ("GET", "/metrics"): metrics,
+        ("GET", "/status"): status,
+        ("POST", "/sync"): sync,
+    }
 
 
 def start_heartbeats(daemon: NodeDaemon, settings: NodeSettings) -> HeartbeatSender | None:
     if not settings.master_url:
         return None
-    return HeartbeatSender(settings.master_url, settings.node_token, settings.node_id,
-                           daemon.role, settings.heartbeat_s, daemon.summary, daemon.events,
-                           daemon.sync_event.set, daemon.stop_event,
-                           outbox=getattr(daemon, "outbox", None)).start()
+    return HeartbeatSender(
+        settings.master_url,
+        settings.node_token,
+        settings.node_id,
+        daemon.role,
+        settings.heartbeat_s,
+        daemon.summary,
+        daemon.events,
+        daemon.sync_event.set,
+        daemon.stop_event,
+        outbox=getattr(daemon, "outbox", None),
+    ).start()
 
 
-def serve(daemon: NodeDaemon, settings: NodeSettings, registry: CollectorRegistry,
-          log: EventLogger, started: Callable[[int], None]) -> int:
+def serve(
+    daemon: NodeDaemon,
+    settings: NodeSettings,
+    registry: CollectorRegistry,
+    log: EventLogger,
+    started: Callable[[int], None],
+) -> int:
     """Run a node daemon until SIGTERM/SIGINT: HTTP server, heartbeats, the tick loop."""
-    server = DaemonHTTPServer(settings.http_host, settings.http_port,
-                              node_routes(daemon, registry)).start()
+    server = DaemonHTTPServer(
+        settings.http_host, settings.http_port, node_routes(daemon, registry)
+    ).start()
     install_stop_handlers(daemon.stop_event, daemon.sync_event)
     started(server.port)
     start_heartbeats(daemon, settings)

@@ -33,8 +33,7 @@ SCHEMA = 1
 LABEL_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")
 MAX_KEEP_VERSIONS = 1000
 MAX_REJECTED = 1000
-_MODEL_KEYS = {"keep_versions", "pin", "labels", "disabled", "rollout", "rollout_state",
-               "rejected"}
+_MODEL_KEYS = {"keep_versions", "pin", "labels", "disabled", "rollout", "rollout_state", "rejected"}
 
 
 class PolicyError(ValueError):
@@ -52,8 +51,11 @@ class ModelPolicy:
     rejected: frozenset[int] = frozenset()  # never served until an operator clears them
 
     def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"pin": self.pin, "labels": dict(sorted(self.labels.items())),
-                               "disabled": self.disabled}
+        doc: dict[str, Any] = {
+            "pin": self.pin,
+            "labels": dict(sorted(self.labels.items())),
+            "disabled": self.disabled,
+        }
         if self.keep_versions is not None:
             doc["keep_versions"] = self.keep_versions
         if self.rollout is not None:
@@ -106,8 +108,11 @@ class Policy:
         defaults: dict[str, Any] = {"keep_versions": self.default_keep_versions}
         if self.default_rollout is not None:
             defaults["rollout"] = self.default_rollout.to_json()
-        return {"schema": self.schema, "defaults": defaults,
-                "models": {m: mp.to_json() for m, mp in sorted(self.models.items())}}
+        return {
+            "schema": self.schema,
+            "defaults": defaults,
+            "models": {m: mp.to_json() for m, mp in sorted(self.models.items())},
+        }
 
 
 def _is_int(value: object) -> bool:
@@ -122,15 +127,17 @@ def check_version(value: object, where: str) -> int:
 
 def check_keep_versions(value: object, where: str) -> int:
     if not _is_int(value) or not 1 <= value <= MAX_KEEP_VERSIONS:  # type: ignore[operator]
-        raise PolicyError(f"{where}: expected an integer from 1 to {MAX_KEEP_VERSIONS}, "
-                          f"got {value!r}")
+        raise PolicyError(
+            f"{where}: expected an integer from 1 to {MAX_KEEP_VERSIONS}, got {value!r}"
+        )
     return value  # type: ignore[return-value]
 
 
 def check_label(label: str, where: str = "label") -> str:
     if not isinstance(label, str) or not LABEL_RE.match(label):
-        raise PolicyError(f"{where}: bad label {label!r}: want a letter then up to 63 of "
-                          "[A-Za-z0-9_.-]")
+        raise PolicyError(
+            f"{where}: bad label {label!r}: want a letter then up to 63 of [A-Za-z0-9_.-]"
+        )
     return label
 
 
@@ -139,8 +146,9 @@ def parse_model_policy(doc: object, where: str) -> ModelPolicy:
         raise PolicyError(f"{where}: expected an object, got {type(doc).__name__}")
     unknown = set(doc) - _MODEL_KEYS
     if unknown:
-        raise PolicyError(f"{where}: unknown keys {sorted(unknown)}; allowed: "
-                          f"{sorted(_MODEL_KEYS)}")
+        raise PolicyError(
+            f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_MODEL_KEYS)}"
+        )
     keep = doc.get("keep_versions")
     pin = doc.get("pin")
     labels = doc.get("labels")
@@ -154,20 +162,28 @@ def parse_model_policy(doc: object, where: str) -> ModelPolicy:
     if not isinstance(rejected, list) or len(rejected) > MAX_REJECTED:
         raise PolicyError(f"{where}.rejected: expected a list of versions")
     try:
-        rollout = None if doc.get("rollout") is None else parse_spec(doc["rollout"],
-                                                                     f"{where}.rollout")
-        state = None if doc.get("rollout_state") is None else parse_state(
-            doc["rollout_state"], f"{where}.rollout_state")
+        rollout = (
+            None if doc.get("rollout") is None else parse_spec(doc["rollout"], f"{where}.rollout")
+        )
+        state = (
+            None
+            if doc.get("rollout_state") is None
+            else parse_state(doc["rollout_state"], f"{where}.rollout_state")
+        )
     except RolloutError as exc:
         raise PolicyError(str(exc)) from None
     return ModelPolicy(
-        keep_versions=None if keep is None else check_keep_versions(keep,
-                                                                    f"{where}.keep_versions"),
+        keep_versions=None if keep is None else check_keep_versions(keep, f"{where}.keep_versions"),
         pin=None if pin is None else check_version(pin, f"{where}.pin"),
-        labels={check_label(k, f"{where}.labels"): check_version(v, f"{where}.labels.{k}")
-                for k, v in labels.items()},
-        disabled=disabled, rollout=rollout, rollout_state=state,
-        rejected=frozenset(check_version(v, f"{where}.rejected") for v in rejected))
+        labels={
+            check_label(k, f"{where}.labels"): check_version(v, f"{where}.labels.{k}")
+            for k, v in labels.items()
+        },
+        disabled=disabled,
+        rollout=rollout,
+        rollout_state=state,
+        rejected=frozenset(check_version(v, f"{where}.rejected") for v in rejected),
+    )
 
 
 def parse_policy(data: bytes | str | Mapping[str, Any]) -> Policy:
@@ -191,11 +207,13 @@ def parse_policy(data: bytes | str | Mapping[str, Any]) -> Policy:
     defaults = {} if defaults is None else defaults
     if not isinstance(defaults, dict) or set(defaults) - {"keep_versions", "rollout"}:
         raise PolicyError("defaults: expected an object with keep_versions and/or rollout")
-    default_keep = check_keep_versions(defaults.get("keep_versions", 1),
-                                       "defaults.keep_versions")
+    default_keep = check_keep_versions(defaults.get("keep_versions", 1), "defaults.keep_versions")
     try:
-        default_rollout = None if defaults.get("rollout") is None else parse_spec(
-            defaults["rollout"], "defaults.rollout")
+        default_rollout = (
+            None
+            if defaults.get("rollout") is None
+            else parse_spec(defaults["rollout"], "defaults.rollout")
+        )
     except RolloutError as exc:
         raise PolicyError(str(exc)) from None
     models = doc.get("models")
@@ -208,8 +226,9 @@ def parse_policy(data: bytes | str | Mapping[str, Any]) -> Policy:
         if problem:
             raise PolicyError(f"models: {problem}")
         parsed[name] = parse_model_policy(mdoc, f"models.{name}")
-    return Policy(default_keep_versions=default_keep, models=parsed,
-                  default_rollout=default_rollout)
+    return Policy(
+        default_keep_versions=default_keep, models=parsed, default_rollout=default_rollout
+    )
 
 
 def dump_policy(policy: Policy) -> bytes:
@@ -223,8 +242,9 @@ class ServedSet:
     problems: tuple[str, ...] = ()
 
 
-def served_set(model: str, complete: Iterable[int], policy: Policy,
-               node_id: str | None = None) -> ServedSet:
+def served_set(
+    model: str, complete: Iterable[int], policy: Policy, node_id: str | None = None
+) -> ServedSet:
     """The versions of ``model`` that should be served, from its complete versions; on the node
     ``node_id`` when a staged rollout splits the fleet (None: the fleet's final target).
 
@@ -240,14 +260,18 @@ def served_set(model: str, complete: Iterable[int], policy: Policy,
     available = sorted(allowed, reverse=True)
     problems: list[str] = []
     if mp.pin is not None:
-        problems.append(f"{model}: pin {mp.pin} is not a complete version in the bucket; "
-                        "serving the newest versions instead")
-    return _with_labels(model, set(available[: policy.keep_versions(model)]), everything, mp,
-                        problems)
+        problems.append(
+            f"{model}: pin {mp.pin} is not a complete version in the bucket; "
+            "serving the newest versions instead"
+        )
+    return _with_labels(
+        model, set(available[: policy.keep_versions(model)]), everything, mp, problems
+    )
 
 
-def _with_labels(model: str, chosen: set[int], complete: set[int], mp: ModelPolicy,
-                 problems: list[str]) -> ServedSet:
+def _with_labels(
+    model: str, chosen: set[int], complete: set[int], mp: ModelPolicy, problems: list[str]
+) -> ServedSet:
     """Label targets are served too (an operator's explicit choice, rollout or not)."""
     labels: dict[str, int] = {}
     for label, target in sorted(mp.labels.items()):
@@ -255,13 +279,16 @@ def _with_labels(model: str, chosen: set[int], complete: set[int], mp: ModelPoli
             chosen.add(target)
             labels[label] = target
         else:
-            problems.append(f"{model}: label {label!r} -> {target} is not a complete version "
-                            "in the bucket; label left out")
+            problems.append(
+                f"{model}: label {label!r} -> {target} is not a complete version "
+                "in the bucket; label left out"
+            )
     return ServedSet(frozenset(chosen), labels, tuple(problems))
 
 
-def fetch_set(model: str, complete: Iterable[int], policy: Policy,
-              node_id: str | None = None) -> frozenset[int]:
+def fetch_set(
+    model: str, complete: Iterable[int], policy: Policy, node_id: str | None = None
+) -> frozenset[int]:
     """What a node keeps on disk: its served set, plus the version a staged rollout is moving
     to (fetched ahead, so a wave that reaches the node swaps without a download)."""
     versions = set(complete)

@@ -29,13 +29,15 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 _SERIALIZED_RE = re.compile(rb"AddSerializedFile\((b'(?:[^'\\]|\\.)*')\)", re.S)
 _WELL_KNOWN = ("google/protobuf/",)
-_ROOTS = ("tensorflow_serving/config/model_server_config.proto",
-          "tensorflow_serving/apis/model_management.proto",
-          "tensorflow_serving/apis/get_model_status.proto",
-          "tensorflow_serving/config/monitoring_config.proto",
-          "tensorflow_serving/apis/predict.proto",
-          "tensorflow_serving/apis/get_model_metadata.proto",
-          "tensorflow_serving/apis/prediction_log.proto")  # warmup records (validation)
+_ROOTS = (
+    "tensorflow_serving/config/model_server_config.proto",
+    "tensorflow_serving/apis/model_management.proto",
+    "tensorflow_serving/apis/get_model_status.proto",
+    "tensorflow_serving/config/monitoring_config.proto",
+    "tensorflow_serving/apis/predict.proto",
+    "tensorflow_serving/apis/get_model_metadata.proto",
+    "tensorflow_serving/apis/prediction_log.proto",
+)  # warmup records (validation)
 _SAVED_MODEL_ROOTS = ("tensorflow/core/protobuf/saved_model.proto",)
 _OPTIONAL = ("tensorflow_serving/config/monitoring_config.proto",)  # not in every release
 
@@ -76,7 +78,8 @@ def _serialized(path: Path) -> bytes:
 
 def _well_known(proto: str) -> descriptor_pb2.FileDescriptorProto:
     module = importlib.import_module(
-        "google.protobuf." + Path(proto).name[: -len(".proto")] + "_pb2")
+        "google.protobuf." + Path(proto).name[: -len(".proto")] + "_pb2"
+    )
     fdp = descriptor_pb2.FileDescriptorProto()
     module.DESCRIPTOR.CopyToProto(fdp)
     return fdp

@@ -80,7 +80,7 @@ def next_version(store: GCSStore, prefix: str, model: str) -> int:
     base = f"{prefix}/{model}/" if prefix else f"{model}/"
     versions = []
     for p in store.list_prefixes(base):
-        v = parse_version(p[len(base):].rstrip("/"))
+        v = parse_version(p[len(base) :].rstrip("/"))
         if v is not None:
             versions.append(v)
     return max(versions, default=0) + 1
@@ -116,18 +116,22 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copy2(src, dst)
 
 
-def stage_warmup(path: Path, warmup: Path, dest: Path, model: str,
-                 max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES) -> Path:
+def stage_warmup(
+    path: Path, warmup: Path, dest: Path, model: str, max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES
+) -> Path:
     """A copy of the SavedModel directory ``path`` in ``dest`` with ``WARMUP_FILE`` written from
     the JSONL requests of ``warmup`` (``modelsync.warmup``), checked against its signatures.
     A tarball is refused (it is published as it is: put the file into it)."""
     if path.is_file():
-        raise PublishError(f"{path}: --warmup needs a SavedModel directory; a tarball is "
-                           f"published as it is (put {WARMUP_FILE} into it)")
+        raise PublishError(
+            f"{path}: --warmup needs a SavedModel directory; a tarball is "
+            f"published as it is (put {WARMUP_FILE} into it)"
+        )
     plan_files(path, max_tar_bytes)  # a SavedModel directory, or PublishError
     if (path / WARMUP_FILE).exists():
-        raise PublishError(f"{path}: already has {WARMUP_FILE}; publish it without --warmup, "
-                           "or remove that file")
+        raise PublishError(
+            f"{path}: already has {WARMUP_FILE}; publish it without --warmup, or remove that file"
+        )
     name = next(n for n in SAVED_MODEL_FILES if (path / n).is_file())
     try:
         signatures = saved_model_signatures(name, (path / name).read_bytes())
@@ -154,6 +158,7 @@ def publisher() -> Publisher:
 
 def local_manifest(files: list[tuple[str, Path]], workers: int) -> Manifest:
     """The manifest of the local files (their CRC32Cs computed in parallel)."""
+
     def entry(item: tuple[str, Path]) -> tuple[str, int, str]:
         rel, local = item
         return rel, local.stat().st_size, file_crc32c_b64(local)
@@ -163,8 +168,15 @@ def local_manifest(files: list[tuple[str, Path]], workers: int) -> Manifest:
     return build_manifest(entries, publisher(), time.time())
 
 
-def _same_content(store: GCSStore, existing: list[ObjectInfo], manifest: Manifest,
-                  prefix: str, marker: str, model: str, version: int) -> bool:
+def _same_content(
+    store: GCSStore,
+    existing: list[ObjectInfo],
+    manifest: Manifest,
+    prefix: str,
+    marker: str,
+    model: str,
+    version: int,
+) -> bool:
     """The version in the bucket is whole, its marker's manifest lists exactly ``manifest``'s
     files, and its objects match them."""
     rv = parse_listing(existing, prefix, marker).version(model, version)
@@ -178,11 +190,20 @@ def _same_content(store: GCSStore, existing: list[ObjectInfo], manifest: Manifes
     return old is not None and old.same_files(manifest) and manifest.mismatch(rv.files) is None
 
 
-def publish(store: GCSStore, path: str | os.PathLike[str], model: str, *,
-            prefix: str, marker: str, version: int | None = None, overwrite: bool = False,
-            workers: int = 8, max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES,
-            progress: Callable[[int, int], None] | None = None,
-            warmup: str | os.PathLike[str] | None = None) -> Published:
+def publish(
+    store: GCSStore,
+    path: str | os.PathLike[str],
+    model: str,
+    *,
+    prefix: str,
+    marker: str,
+    version: int | None = None,
+    overwrite: bool = False,
+    workers: int = 8,
+    max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES,
+    progress: Callable[[int, int], None] | None = None,
+    warmup: str | os.PathLike[str] | None = None,
+) -> Published:
     """``warmup``: a JSONL file of REST-form requests, written into the published version as
     ``assets.extra/tf_serving_warmup_requests`` (a staged copy of the directory is published;
     the source is left as it is)."""
@@ -195,9 +216,18 @@ def publish(store: GCSStore, path: str | os.PathLike[str], model: str, *,
     if warmup is not None:
         with tempfile.TemporaryDirectory(prefix="modelsync-publish-") as tmp:
             staged = stage_warmup(Path(path), Path(warmup), Path(tmp), model, max_tar_bytes)
-            return publish(store, staged, model, prefix=prefix, marker=marker, version=version,
-                           overwrite=overwrite, workers=workers, max_tar_bytes=max_tar_bytes,
-                           progress=progress)
+            return publish(
+                store,
+                staged,
+                model,
+                prefix=prefix,
+                marker=marker,
+                version=version,
+                overwrite=overwrite,
+                workers=workers,
+                max_tar_bytes=max_tar_bytes,
+                progress=progress,
+            )
     files = plan_files(Path(path), max_tar_bytes)
     if any(rel == marker for rel, _ in files):
         raise PublishError(f"{path}: holds a file named like the marker {marker!r}")
@@ -212,24 +242,38 @@ def publish(store: GCSStore, path: str | os.PathLike[str], model: str, *,
             version = next_version(store, prefix, model)
             # publishing again what the newest version holds is a no-op (CI retries, hooks)
             latest = version - 1
-            latest_objects = store.list_objects(version_prefix(prefix, model, latest)) \
-                if latest >= 1 else []
-            if latest_objects and _same_content(store, latest_objects, manifest, prefix,
-                                                marker, model, latest):
-                return Published(model=model, version=latest, files=len(files),
-                                 bytes=total_bytes, seconds=time.monotonic() - started,
-                                 uri=f"gs://{store.settings.bucket}/"
-                                     f"{version_prefix(prefix, model, latest)}",
-                                 unchanged=True)
+            latest_objects = (
+                store.list_objects(version_prefix(prefix, model, latest)) if latest >= 1 else []
+            )
+            if latest_objects and _same_content(
+                store, latest_objects, manifest, prefix, marker, model, latest
+            ):
+                return Published(
+                    model=model,
+                    version=latest,
+                    files=len(files),
+                    bytes=total_bytes,
+                    seconds=time.monotonic() - started,
+                    uri=f"gs://{store.settings.bucket}/{version_prefix(prefix, model, latest)}",
+                    unchanged=True,
+                )
         base = version_prefix(prefix, model, version)
         existing = store.list_objects(base)
         if existing and not overwrite:
-            raise PublishError(f"gs://{store.settings.bucket}/{base} already exists "
-                               f"({len(existing)} objects); use --overwrite to replace it")
+            raise PublishError(
+                f"gs://{store.settings.bucket}/{base} already exists "
+                f"({len(existing)} objects); use --overwrite to replace it"
+            )
         if existing and _same_content(store, existing, manifest, prefix, marker, model, version):
-            return Published(model=model, version=version, files=len(files), bytes=total_bytes,
-                             seconds=time.monotonic() - started,
-                             uri=f"gs://{store.settings.bucket}/{base}", unchanged=True)
+            return Published(
+                model=model,
+                version=version,
+                files=len(files),
+                bytes=total_bytes,
+                seconds=time.monotonic() - started,
+                uri=f"gs://{store.settings.bucket}/{base}",
+                unchanged=True,
+            )
         if existing:
             # Marker first, so no reader trusts the old version while it is replaced.
             for obj in sorted(existing, key=lambda o: not o.name.endswith("/" + marker)):
@@ -243,10 +287,12 @@ def publish(store: GCSStore, path: str | os.PathLike[str], model: str, *,
             info = store.upload(base + rel, str(local), if_generation_match=0)
             want = expected[rel]
             if (info.size, info.crc32c) != (want.size, want.crc32c):
-                raise PublishError(f"{local} changed while it was published (stored "
-                                   f"{info.size} bytes, crc32c {info.crc32c}; the manifest "
-                                   f"says {want.size}, {want.crc32c}); the version has no "
-                                   "marker: publish it again")
+                raise PublishError(
+                    f"{local} changed while it was published (stored "
+                    f"{info.size} bytes, crc32c {info.crc32c}; the manifest "
+                    f"says {want.size}, {want.crc32c}); the version has no "
+                    "marker: publish it again"
+                )
             with lock:
                 done_bytes += want.size
                 if progress:
@@ -254,16 +300,26 @@ def publish(store: GCSStore, path: str | os.PathLike[str], model: str, *,
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             list(pool.map(put, files))
-        store.write(base + marker, dump_manifest(manifest), if_generation_match=0,
-                    content_type="application/json")
+        store.write(
+            base + marker,
+            dump_manifest(manifest),
+            if_generation_match=0,
+            content_type="application/json",
+        )
     except PreconditionFailed as exc:
-        raise PublishError(f"version {version} of {model} was written concurrently by someone "
-                           f"else: {exc}") from None
+        raise PublishError(
+            f"version {version} of {model} was written concurrently by someone else: {exc}"
+        ) from None
     except StoreError as exc:
         raise PublishError(f"upload failed: {exc}") from None
-    return Published(model=model, version=version, files=len(files), bytes=total_bytes,
-                     seconds=time.monotonic() - started,
-                     uri=f"gs://{store.settings.bucket}/{base}")
+    return Published(
+        model=model,
+        version=version,
+        files=len(files),
+        bytes=total_bytes,
+        seconds=time.monotonic() - started,
+        uri=f"gs://{store.settings.bucket}/{base}",
+    )
 
 
 class ProgressBar:
@@ -285,8 +341,10 @@ class ProgressBar:
         frac = done / total if total else 1.0
         width = 30
         filled = int(frac * width)
-        line = (f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {frac:6.1%} "
-                f"{done / 2**20:8.1f}/{total / 2**20:.1f} MiB")
+        line = (
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {frac:6.1%} "
+            f"{done / 2**20:8.1f}/{total / 2**20:.1f} MiB"
+        )
         self.stream.write(line)
         if done >= total:
             self.stream.write("\n")

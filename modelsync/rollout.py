@@ -25,8 +25,7 @@ from typing import Any
 ACTIVE = ("validating", "baking", "paused")  # a rollout is under way: nodes are split
 STATUSES = (*ACTIVE, "complete", "rolled_back")
 MAX_HISTORY = 30
-_SPEC_KEYS = {"canary_nodes", "waves", "bake_s", "max_error_rate", "max_p99_ratio",
-              "min_requests"}
+_SPEC_KEYS = {"canary_nodes", "waves", "bake_s", "max_error_rate", "max_p99_ratio", "min_requests"}
 
 
 class RolloutError(ValueError):
@@ -47,20 +46,28 @@ class RolloutSpec:
         return 1 + len(self.waves)
 
     def to_json(self) -> dict[str, Any]:
-        return {"canary_nodes": self.canary_nodes, "waves": list(self.waves),
-                "bake_s": self.bake_s, "max_error_rate": self.max_error_rate,
-                "max_p99_ratio": self.max_p99_ratio, "min_requests": self.min_requests}
+        return {
+            "canary_nodes": self.canary_nodes,
+            "waves": list(self.waves),
+            "bake_s": self.bake_s,
+            "max_error_rate": self.max_error_rate,
+            "max_p99_ratio": self.max_p99_ratio,
+            "min_requests": self.min_requests,
+        }
 
 
-def _number(doc: Mapping[str, Any], key: str, where: str, lo: float, hi: float,
-            integer: bool = False) -> Any:
+def _number(
+    doc: Mapping[str, Any], key: str, where: str, lo: float, hi: float, integer: bool = False
+) -> Any:
     value = doc[key]
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and (
-        not integer or isinstance(value, int))
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and (not integer or isinstance(value, int))
+    )
     if not ok or not math.isfinite(value) or not lo <= value <= hi:
         kind = "an integer" if integer else "a number"
-        raise RolloutError(f"{where}.{key}: expected {kind} from {lo:g} to {hi:g}, "
-                           f"got {value!r}")
+        raise RolloutError(f"{where}.{key}: expected {kind} from {lo:g} to {hi:g}, got {value!r}")
     return value
 
 
@@ -69,13 +76,18 @@ def parse_spec(doc: object, where: str = "rollout") -> RolloutSpec:
         raise RolloutError(f"{where}: expected an object")
     unknown = set(doc) - _SPEC_KEYS
     if unknown:
-        raise RolloutError(f"{where}: unknown keys {sorted(unknown)}; allowed: "
-                           f"{sorted(_SPEC_KEYS)}")
+        raise RolloutError(
+            f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}"
+        )
     full = {**RolloutSpec().to_json(), **doc}
     waves = full["waves"]
-    if (not isinstance(waves, list) or not 1 <= len(waves) <= 10
-            or not all(isinstance(w, int | float) and not isinstance(w, bool) and 0 < w <= 1
-                       for w in waves)):
+    if (
+        not isinstance(waves, list)
+        or not 1 <= len(waves) <= 10
+        or not all(
+            isinstance(w, int | float) and not isinstance(w, bool) and 0 < w <= 1 for w in waves
+        )
+    ):
         raise RolloutError(f"{where}.waves: expected 1-10 fractions in (0, 1]")
     if any(b < a for a, b in itertools.pairwise(waves)) or waves[-1] != 1:
         raise RolloutError(f"{where}.waves: must not decrease and must end at 1.0, got {waves}")
@@ -85,7 +97,8 @@ def parse_spec(doc: object, where: str = "rollout") -> RolloutSpec:
         bake_s=float(_number(full, "bake_s", where, 0, 7 * 86400)),
         max_error_rate=float(_number(full, "max_error_rate", where, 0, 1)),
         max_p99_ratio=float(_number(full, "max_p99_ratio", where, 1, 1000)),
-        min_requests=_number(full, "min_requests", where, 0, 10**9, integer=True))
+        min_requests=_number(full, "min_requests", where, 0, 10**9, integer=True),
+    )
 
 
 @dataclass(frozen=True)
@@ -107,18 +120,34 @@ class RolloutState:
 
     def moved(self, now: float, status: str, reason: str, **changes: Any) -> RolloutState:
         """The state after a step, with the step in the (bounded) history."""
-        entry = {"at": round(now, 3), "status": status, "stage": changes.get("stage",
-                                                                             self.stage),
-                 "nodes": len(changes.get("nodes", self.nodes)), "reason": reason}
-        return replace(self, status=status, reason=reason,
-                       history=(*self.history, entry)[-MAX_HISTORY:], **changes)
+        entry = {
+            "at": round(now, 3),
+            "status": status,
+            "stage": changes.get("stage", self.stage),
+            "nodes": len(changes.get("nodes", self.nodes)),
+            "reason": reason,
+        }
+        return replace(
+            self,
+            status=status,
+            reason=reason,
+            history=(*self.history, entry)[-MAX_HISTORY:],
+            **changes,
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": self.version, "previous": self.previous, "status": self.status,
-                "stage": self.stage, "nodes": list(self.nodes), "started_at": self.started_at,
-                "stage_started_at": self.stage_started_at, "reason": self.reason,
-                "paused_status": self.paused_status,
-                "history": [dict(h) for h in self.history]}
+        return {
+            "version": self.version,
+            "previous": self.previous,
+            "status": self.status,
+            "stage": self.stage,
+            "nodes": list(self.nodes),
+            "started_at": self.started_at,
+            "stage_started_at": self.stage_started_at,
+            "reason": self.reason,
+            "paused_status": self.paused_status,
+            "history": [dict(h) for h in self.history],
+        }
 
 
 def parse_state(doc: object, where: str = "rollout_state") -> RolloutState:
@@ -129,21 +158,34 @@ def parse_state(doc: object, where: str = "rollout_state") -> RolloutState:
         status = doc["status"]
         nodes = doc.get("nodes", [])
         history = doc.get("history", [])
-        ok = (isinstance(version, int) and version > 0 and not isinstance(version, bool)
-              and (previous is None or (isinstance(previous, int) and previous > 0))
-              and status in STATUSES and isinstance(nodes, list)
-              and all(isinstance(n, str) for n in nodes) and isinstance(history, list)
-              and all(isinstance(h, dict) for h in history))
+        ok = (
+            isinstance(version, int)
+            and version > 0
+            and not isinstance(version, bool)
+            and (previous is None or (isinstance(previous, int) and previous > 0))
+            and status in STATUSES
+            and isinstance(nodes, list)
+            and all(isinstance(n, str) for n in nodes)
+            and isinstance(history, list)
+            and all(isinstance(h, dict) for h in history)
+        )
         if not ok:
             raise RolloutError(f"{where}: malformed ({sorted(doc)})")
         paused = doc.get("paused_status")
         if paused is not None and paused not in ACTIVE:
             raise RolloutError(f"{where}.paused_status: unknown status {paused!r}")
-        return RolloutState(version, previous, status, int(doc.get("stage", 0)), tuple(nodes),
-                            float(doc.get("started_at", 0.0)),
-                            float(doc.get("stage_started_at", 0.0)),
-                            str(doc.get("reason", ""))[:2000], paused,
-                            tuple(history[-MAX_HISTORY:]))
+        return RolloutState(
+            version,
+            previous,
+            status,
+            int(doc.get("stage", 0)),
+            tuple(nodes),
+            float(doc.get("started_at", 0.0)),
+            float(doc.get("stage_started_at", 0.0)),
+            str(doc.get("reason", ""))[:2000],
+            paused,
+            tuple(history[-MAX_HISTORY:]),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, RolloutError):
             raise
@@ -151,20 +193,21 @@ def parse_state(doc: object, where: str = "rollout_state") -> RolloutState:
 
 
 # --- which versions a node may serve ------------------------------------------------------------
-def node_versions(complete: Iterable[int], state: RolloutState | None,
-                  node_id: str | None) -> set[int]:
+def node_versions(
+    complete: Iterable[int], state: RolloutState | None, node_id: str | None
+) -> set[int]:
     """The complete versions a node may serve under a rollout: every node up to the stable
     version (the previous one while a rollout is under way or rolled back, the new one once it
     is complete); the nodes of the current stage also the new version. ``node_id`` None: the
     fleet's final target (the master's view)."""
     versions = set(complete)
-    stable = None if state is None else (
-        state.version if state.status == "complete" else state.previous)
+    stable = (
+        None if state is None else (state.version if state.status == "complete" else state.previous)
+    )
     if state is None or stable is None:
         return versions  # nothing stable to hold the other nodes on
     allowed = {v for v in versions if v <= stable}
-    if state.active and state.version in versions and (node_id is None
-                                                       or node_id in state.nodes):
+    if state.active and state.version in versions and (node_id is None or node_id in state.nodes):
         allowed.add(state.version)
     return allowed
 
@@ -173,8 +216,9 @@ def node_versions(complete: Iterable[int], state: RolloutState | None,
 def _order(model: str, version: int, nodes: Iterable[str]) -> list[str]:
     """A per-rollout order of the nodes: stable for a given model and version, spread over
     different nodes for different rollouts."""
-    return sorted(set(nodes), key=lambda n: (hashlib.sha256(
-        f"{model}/{version}/{n}".encode()).hexdigest(), n))
+    return sorted(
+        set(nodes), key=lambda n: (hashlib.sha256(f"{model}/{version}/{n}".encode()).hexdigest(), n)
+    )
 
 
 def stage_size(spec: RolloutSpec, stage: int, live: int) -> int:
@@ -189,8 +233,14 @@ def stage_size(spec: RolloutSpec, stage: int, live: int) -> int:
     return max(canary, min(live, math.ceil(wave * live - 1e-9)))
 
 
-def stage_nodes(model: str, version: int, spec: RolloutSpec, stage: int,
-                live: Sequence[str], already: Sequence[str] = ()) -> tuple[str, ...]:
+def stage_nodes(
+    model: str,
+    version: int,
+    spec: RolloutSpec,
+    stage: int,
+    live: Sequence[str],
+    already: Sequence[str] = (),
+) -> tuple[str, ...]:
     """The nodes of ``stage``: those already on the new version (kept, even if they went
     stale), then live nodes in the rollout's order until the stage's size is reached."""
     chosen = list(dict.fromkeys(already))
@@ -223,8 +273,9 @@ class Health:
     reason: str
 
 
-def judge(spec: RolloutSpec, new: Sample, baseline: Sample,
-          failures: Mapping[str, str] | None = None) -> Health:
+def judge(
+    spec: RolloutSpec, new: Sample, baseline: Sample, failures: Mapping[str, str] | None = None
+) -> Health:
     """The new version against the baseline over the same minutes. A validation or load
     failure on a node of the stage, an error rate above ``max_error_rate`` or a p99 above
     ``max_p99_ratio`` times the baseline's (each with at least ``min_requests`` requests) is
@@ -233,18 +284,30 @@ def judge(spec: RolloutSpec, new: Sample, baseline: Sample,
         node, why = sorted(failures.items())[0]
         return Health("breach", f"failed on {len(failures)} node(s), e.g. {node}: {why}")
     if new.requests < max(1, spec.min_requests):
-        return Health("unknown", f"{new.requests} requests so far; {spec.min_requests} "
-                                 "needed to judge")
+        return Health(
+            "unknown", f"{new.requests} requests so far; {spec.min_requests} needed to judge"
+        )
     rate = new.error_rate or 0.0
     if rate > spec.max_error_rate:
-        return Health("breach", f"error rate {rate:.2%} over {new.requests} requests > "
-                                f"max_error_rate {spec.max_error_rate:.2%}")
-    if (new.p99_ms is not None and baseline.p99_ms and baseline.p99_ms > 0
-            and baseline.requests >= max(1, spec.min_requests)):
+        return Health(
+            "breach",
+            f"error rate {rate:.2%} over {new.requests} requests > "
+            f"max_error_rate {spec.max_error_rate:.2%}",
+        )
+    if (
+        new.p99_ms is not None
+        and baseline.p99_ms
+        and baseline.p99_ms > 0
+        and baseline.requests >= max(1, spec.min_requests)
+    ):
         ratio = new.p99_ms / baseline.p99_ms
         if ratio > spec.max_p99_ratio:
-            return Health("breach", f"p99 {new.p99_ms:.1f} ms is {ratio:.2f}x the previous "
-                                    f"version's {baseline.p99_ms:.1f} ms > max_p99_ratio "
-                                    f"{spec.max_p99_ratio:g}")
-    return Health("healthy", f"error rate {rate:.2%}, p99 {new.p99_ms} ms over "
-                             f"{new.requests} requests")
+            return Health(
+                "breach",
+                f"p99 {new.p99_ms:.1f} ms is {ratio:.2f}x the previous "
+                f"version's {baseline.p99_ms:.1f} ms > max_p99_ratio "
+                f"{spec.max_p99_ratio:g}",
+            )
+    return Health(
+        "healthy", f"error rate {rate:.2%}, p99 {new.p99_ms} ms over {new.requests} requests"
+    )

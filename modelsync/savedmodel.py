@@ -92,8 +92,9 @@ def _parse_saved_model(name: str, data: bytes) -> Any:
     protos = saved_model_protos()
     msg = protos.get("tensorflow.SavedModel")()
     if name.endswith(".pbtxt"):
-        text_format.Parse(data.decode("utf-8"), msg, allow_unknown_extension=True,
-                          descriptor_pool=protos.pool)
+        text_format.Parse(
+            data.decode("utf-8"), msg, allow_unknown_extension=True, descriptor_pool=protos.pool
+        )
     else:
         msg.ParseFromString(data)
     return msg
@@ -110,8 +111,11 @@ def saved_model_signatures(name: str, data: bytes) -> dict[str, Signature]:
         raise ValueError(f"{name} is not a SavedModel protobuf") from exc
     if not msg.meta_graphs:
         return {}
-    return {k: v for k, v in signatures(msg.meta_graphs[0]).items()
-            if not k.startswith(_INTERNAL_SIGNATURE)}
+    return {
+        k: v
+        for k, v in signatures(msg.meta_graphs[0]).items()
+        if not k.startswith(_INTERNAL_SIGNATURE)
+    }
 
 
 def saved_model_proto_problem(name: str, data: bytes) -> str | None:
@@ -126,10 +130,15 @@ def saved_model_proto_problem(name: str, data: bytes) -> str | None:
     except (message.DecodeError, text_format.ParseError, UnicodeDecodeError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         return f"{name} is not a SavedModel protobuf: {reason[:200]}"
-    if not any(not key.startswith(_INTERNAL_SIGNATURE) for mg in msg.meta_graphs
-               for key in mg.signature_def):
-        return (f"{name} has no signature (none of its {len(msg.meta_graphs)} MetaGraphs "
-                "has a signature_def other than TensorFlow's own __saved_model_* ones)")
+    if not any(
+        not key.startswith(_INTERNAL_SIGNATURE)
+        for mg in msg.meta_graphs
+        for key in mg.signature_def
+    ):
+        return (
+            f"{name} has no signature (none of its {len(msg.meta_graphs)} MetaGraphs "
+            "has a signature_def other than TensorFlow's own __saved_model_* ones)"
+        )
     return None
 
 
@@ -166,8 +175,9 @@ def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
 Source = str | os.PathLike[str] | Readable
 
 
-def _scan(source: Source, max_bytes: int, dest: Path | None,
-          capture: tuple[str, ...] = ()) -> tuple[list[str], dict[str, bytes]]:
+def _scan(
+    source: Source, max_bytes: int, dest: Path | None, capture: tuple[str, ...] = ()
+) -> tuple[list[str], dict[str, bytes]]:
     """One streaming pass over a tarball (a path, or a stream to read to its end): check every
     member, and extract it into ``dest`` (each file fsync'd) when given; keep the bytes of the
     members named in ``capture``. Read errors and unsafe members are TarballError; write
@@ -179,11 +189,19 @@ def _scan(source: Source, max_bytes: int, dest: Path | None,
     captured: dict[str, bytes] = {}
     with contextlib.ExitStack() as opened:
         try:
-            raw = (opened.enter_context(open(source, "rb"))
-                   if isinstance(source, str | os.PathLike) else source)
+            raw = (
+                opened.enter_context(open(source, "rb"))
+                if isinstance(source, str | os.PathLike)
+                else source
+            )
             data = Decompressed(raw, _CHUNK)  # strict about truncation, bounded steps
-            tar = opened.enter_context(tarfile.open(fileobj=data, mode="r|",  # type: ignore[call-overload]
-                                                    bufsize=_CHUNK))
+            tar = opened.enter_context(
+                tarfile.open(
+                    fileobj=data,
+                    mode="r|",  # type: ignore[call-overload]
+                    bufsize=_CHUNK,
+                )
+            )
         except _READ_ERRORS as exc:
             raise TarballError(f"unreadable tarball: {exc}") from None
         for m in _members(tar):
@@ -236,13 +254,15 @@ def _scan(source: Source, max_bytes: int, dest: Path | None,
             raise TarballError(f"tarball content exceeds {max_bytes} bytes")
     problem = structure_problem(files)
     if problem or "model.tar.gz" in files:
-        raise TarballError(f"tarball is not a SavedModel at its root: "
-                           f"{problem or 'nested model.tar.gz'}")
+        raise TarballError(
+            f"tarball is not a SavedModel at its root: {problem or 'nested model.tar.gz'}"
+        )
     return files, captured
 
 
-def check_tarball(path: Source, max_bytes: int = DEFAULT_MAX_TAR_BYTES, *,
-                  check_proto: bool = False) -> list[str]:
+def check_tarball(
+    path: Source, max_bytes: int = DEFAULT_MAX_TAR_BYTES, *, check_proto: bool = False
+) -> list[str]:
     """Validate every member in one streaming pass; return the regular files' normalized names.
 
     Rejects absolute paths, '..', symlinks, hardlinks, devices and fifos, more than
@@ -253,15 +273,19 @@ def check_tarball(path: Source, max_bytes: int = DEFAULT_MAX_TAR_BYTES, *,
     files, captured = _scan(path, max_bytes, None, SAVED_MODEL_FILES if check_proto else ())
     if check_proto:
         name = _saved_model_file(set(captured))
-        problem = (saved_model_proto_problem(name, captured[name]) if name
-                   else "no saved_model.pb or saved_model.pbtxt")
+        problem = (
+            saved_model_proto_problem(name, captured[name])
+            if name
+            else "no saved_model.pb or saved_model.pbtxt"
+        )
         if problem:
             raise TarballError(f"tarball's {problem}")
     return files
 
 
-def extract_tarball(path: Source, dest: str | os.PathLike[str],
-                    max_bytes: int = DEFAULT_MAX_TAR_BYTES) -> list[str]:
+def extract_tarball(
+    path: Source, dest: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_TAR_BYTES
+) -> list[str]:
     """Check and extract in one streaming pass (``path`` may be a stream, e.g. a download):
     regular files and directories only, into ``dest`` (must exist). Only members already
     checked are ever written, all inside ``dest``; on any failure what this call created there

@@ -44,8 +44,9 @@ class Env:
     def opt_text(self, name: str) -> str | None:
         return self.raw(name)
 
-    def integer(self, name: str, default: int, *, minimum: int | None = None,
-            maximum: int | None = None) -> int:
+    def integer(
+        self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
         value = self.raw(name)
         if value is None:
             return default
@@ -56,8 +57,14 @@ class Env:
         _check_range(name, parsed, minimum, maximum)
         return parsed
 
-    def number(self, name: str, default: float, *, minimum: float | None = None,
-              maximum: float | None = None) -> float:
+    def number(
+        self,
+        name: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> float:
         value = self.raw(name)
         if value is None:
             return default

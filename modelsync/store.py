@@ -47,13 +47,27 @@ class RemoteStore(Protocol):
     def list_prefixes(self, prefix: str) -> list[str]: ...
     def stat(self, name: str) -> ObjectInfo | None: ...
     def read(self, name: str, generation: int | None = None) -> bytes: ...
-    def download(self, name: str, fh: BinaryIO, *, generation: int | None = None,
-                 expected_crc32c: str | None = None, chunk_bytes: int = 1 << 20) -> int: ...
-    def write(self, name: str, data: bytes, *, if_generation_match: int | None = None,
-              content_type: str = "application/octet-stream",
-              metadata: Mapping[str, str] | None = None) -> ObjectInfo: ...
-    def upload(self, name: str, path: str, *,
-               if_generation_match: int | None = None) -> ObjectInfo: ...
+    def download(
+        self,
+        name: str,
+        fh: BinaryIO,
+        *,
+        generation: int | None = None,
+        expected_crc32c: str | None = None,
+        chunk_bytes: int = 1 << 20,
+    ) -> int: ...
+    def write(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        if_generation_match: int | None = None,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo: ...
+    def upload(
+        self, name: str, path: str, *, if_generation_match: int | None = None
+    ) -> ObjectInfo: ...
     def patch_metadata(self, name: str, metadata: Mapping[str, str]) -> ObjectInfo: ...
     def delete(self, name: str, *, if_generation_match: int | None = None) -> None: ...
     def deadline(self, seconds: float) -> contextlib.AbstractContextManager[None]:
@@ -61,14 +75,21 @@ class RemoteStore(Protocol):
         ...
 
 
-def list_bucket(store: RemoteStore, settings: StoreSettings, model: str | None = None,
-                version: int | None = None) -> BucketListing:
+def list_bucket(
+    store: RemoteStore,
+    settings: StoreSettings,
+    model: str | None = None,
+    version: int | None = None,
+) -> BucketListing:
     """One listing of the prefix (or of one model, or one version), grouped into versions."""
     if version is not None and model is not None:
         base = version_prefix(settings.prefix, model, version)
     else:
-        base = join(settings.prefix, *([model] if model else [])) + "/" if (
-            settings.prefix or model) else ""
+        base = (
+            join(settings.prefix, *([model] if model else [])) + "/"
+            if (settings.prefix or model)
+            else ""
+        )
     return parse_listing(store.list_objects(base), settings.prefix, settings.marker)
 
 
@@ -95,9 +116,11 @@ class GCSStore:
             if "://" not in host:
                 host = "http://" + host
             self.endpoint = f"{host} (STORAGE_EMULATOR_HOST)"
-            self.client = storage.Client(project="modelsync-dev",
-                                         credentials=AnonymousCredentials(),
-                                         client_options={"api_endpoint": host})
+            self.client = storage.Client(
+                project="modelsync-dev",
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": host},
+            )
         else:
             from google.auth.exceptions import DefaultCredentialsError
 
@@ -108,17 +131,20 @@ class GCSStore:
                 raise SettingsError(
                     "no Google Cloud credentials: set GOOGLE_APPLICATION_CREDENTIALS to a "
                     "service-account key file (or run where application default credentials "
-                    "exist), or STORAGE_EMULATOR_HOST to use a GCS emulator") from None
+                    "exist), or STORAGE_EMULATOR_HOST to use a GCS emulator"
+                ) from None
         widen_pool(self.client, pool_size)
         self._session = self.client._http
-        self._download_base = (self.client._connection.API_BASE_URL or
-                               "https://storage.googleapis.com").rstrip("/")
+        self._download_base = (
+            self.client._connection.API_BASE_URL or "https://storage.googleapis.com"
+        ).rstrip("/")
         self.bucket = self.client.bucket(settings.bucket)
         self._timeout = (min(10.0, settings.timeout_s), settings.timeout_s)
         retry = DEFAULT_RETRY.with_delay(initial=0.2, maximum=5.0, multiplier=2.0)
         self._retry = retry.with_timeout(settings.retry_deadline_s)
-        self._conditional = lambda r: ConditionalRetryPolicy(r, is_generation_specified,
-                                                             ["query_params"])
+        self._conditional = lambda r: ConditionalRetryPolicy(
+            r, is_generation_specified, ["query_params"]
+        )
         self._retry_if_gen = self._conditional(self._retry)
 
     # --- helpers -------------------------------------------------------------------------------
@@ -170,11 +196,11 @@ class GCSStore:
         """One quick request, no retries: StoreError naming the endpoint when it cannot be
         reached (for commands a person waits on)."""
         try:
-            self.client.get_bucket(self.settings.bucket, timeout=(timeout_s, timeout_s),
-                                   retry=None)
+            self.client.get_bucket(self.settings.bucket, timeout=(timeout_s, timeout_s), retry=None)
         except self._gexc.NotFound:
-            raise StoreError(f"gs://{self.settings.bucket}: no such bucket at "
-                             f"{self.endpoint}") from None
+            raise StoreError(
+                f"gs://{self.settings.bucket}: no such bucket at {self.endpoint}"
+            ) from None
         except self._gexc.Forbidden:
             return  # reachable; object-level rights are checked by the calls themselves
         except Exception as exc:
@@ -194,17 +220,28 @@ class GCSStore:
         # the RFC 3339 text, parsed once (``blob.updated`` runs strptime at every access)
         stamp = blob._properties.get("updated")
         updated = rfc3339(stamp) if stamp else None
-        return ObjectInfo(name=blob.name, generation=int(blob.generation or 0),
-                          size=int(blob.size or 0), crc32c=blob.crc32c, md5=blob.md5_hash,
-                          metadata=dict(blob.metadata) if blob.metadata else None,
-                          updated=updated)
+        return ObjectInfo(
+            name=blob.name,
+            generation=int(blob.generation or 0),
+            size=int(blob.size or 0),
+            crc32c=blob.crc32c,
+            md5=blob.md5_hash,
+            metadata=dict(blob.metadata) if blob.metadata else None,
+            updated=updated,
+        )
 
     # --- reads ---------------------------------------------------------------------------------
     def iter_list(self, prefix: str, page_size: int = 1000) -> Iterator[ObjectInfo]:
         try:
             timeout, retry = self._limits()
-            it = self.client.list_blobs(self.bucket, prefix=prefix, fields=LIST_FIELDS,
-                                        page_size=page_size, timeout=timeout, retry=retry)
+            it = self.client.list_blobs(
+                self.bucket,
+                prefix=prefix,
+                fields=LIST_FIELDS,
+                page_size=page_size,
+                timeout=timeout,
+                retry=retry,
+            )
             for page in it.pages:
                 self._count("list")
                 for blob in page:
@@ -221,9 +258,14 @@ class GCSStore:
         """The "directories" right under ``prefix`` (which should end with '/')."""
         try:
             timeout, retry = self._limits()
-            it = self.client.list_blobs(self.bucket, prefix=prefix, delimiter="/",
-                                        fields="prefixes,nextPageToken", timeout=timeout,
-                                        retry=retry)
+            it = self.client.list_blobs(
+                self.bucket,
+                prefix=prefix,
+                delimiter="/",
+                fields="prefixes,nextPageToken",
+                timeout=timeout,
+                retry=retry,
+            )
             for _page in it.pages:
                 self._count("list")
             return sorted(it.prefixes)
@@ -232,19 +274,26 @@ class GCSStore:
 
     def stat(self, name: str) -> ObjectInfo | None:
         timeout, retry = self._limits()
-        blob = self._call("stat", name, self.bucket.get_blob, name, timeout=timeout,
-                          retry=retry)
+        blob = self._call("stat", name, self.bucket.get_blob, name, timeout=timeout, retry=retry)
         return None if blob is None else self._info(blob)
 
     def read(self, name: str, generation: int | None = None) -> bytes:
         blob = self.bucket.blob(name, generation=generation)
         timeout, retry = self._limits()
-        data: bytes = self._call("read", name, blob.download_as_bytes, timeout=timeout,
-                                 retry=retry, checksum=None)
+        data: bytes = self._call(
+            "read", name, blob.download_as_bytes, timeout=timeout, retry=retry, checksum=None
+        )
         return data
 
-    def download(self, name: str, fh: BinaryIO, *, generation: int | None = None,
-                 expected_crc32c: str | None = None, chunk_bytes: int = 1 << 20) -> int:
+    def download(
+        self,
+        name: str,
+        fh: BinaryIO,
+        *,
+        generation: int | None = None,
+        expected_crc32c: str | None = None,
+        chunk_bytes: int = 1 << 20,
+    ) -> int:
         """Stream one object into ``fh``; verify its CRC32C. Returns the bytes written.
 
         One streaming GET through the client's (authorized) session, read in 1 MiB chunks:
@@ -255,21 +304,28 @@ class GCSStore:
         """
         from urllib.parse import quote
 
-        url = (f"{self._download_base}/download/storage/v1/b/{quote(self.settings.bucket)}/o/"
-               f"{quote(name, safe='')}?alt=media")
+        url = (
+            f"{self._download_base}/download/storage/v1/b/{quote(self.settings.bucket)}/o/"
+            f"{quote(name, safe='')}?alt=media"
+        )
         if generation is not None:
             url += f"&generation={generation}"
         writer = Crc32cWriter(fh)
         self._count("download")
         try:
-            with self._session.get(url, stream=True, timeout=self._limits()[0],
-                                   headers={"Accept-Encoding": "gzip"}) as resp:
+            with self._session.get(
+                url, stream=True, timeout=self._limits()[0], headers={"Accept-Encoding": "gzip"}
+            ) as resp:
                 if resp.status_code == 404:
-                    raise NotFound(f"gs://{self.settings.bucket}/{name}"
-                                   f"{'#' + str(generation) if generation else ''}: not found")
+                    raise NotFound(
+                        f"gs://{self.settings.bucket}/{name}"
+                        f"{'#' + str(generation) if generation else ''}: not found"
+                    )
                 if resp.status_code != 200:
-                    raise StoreError(f"gs://{self.settings.bucket}/{name}: HTTP "
-                                     f"{resp.status_code}: {resp.text[:200]}")
+                    raise StoreError(
+                        f"gs://{self.settings.bucket}/{name}: HTTP "
+                        f"{resp.status_code}: {resp.text[:200]}"
+                    )
                 for chunk in resp.raw.stream(chunk_bytes, decode_content=False):
                     writer.write(chunk)
         except StoreError:
@@ -281,39 +337,71 @@ class GCSStore:
         if expected_crc32c is not None and writer.crc32c_b64() != expected_crc32c:
             raise ChecksumMismatch(
                 f"gs://{self.settings.bucket}/{name}: crc32c {writer.crc32c_b64()} != "
-                f"expected {expected_crc32c}")
+                f"expected {expected_crc32c}"
+            )
         return writer.bytes
 
     # --- writes --------------------------------------------------------------------------------
-    def write(self, name: str, data: bytes, *, if_generation_match: int | None = None,
-              content_type: str = "application/octet-stream",
-              metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def write(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        if_generation_match: int | None = None,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
         blob = self.bucket.blob(name)
         if metadata:
             blob.metadata = dict(metadata)
         timeout, retry = self._limits(conditional=True)
-        self._call("write", name, blob.upload_from_string, data, content_type=content_type,
-                   if_generation_match=if_generation_match, timeout=timeout, retry=retry,
-                   checksum="crc32c")
+        self._call(
+            "write",
+            name,
+            blob.upload_from_string,
+            data,
+            content_type=content_type,
+            if_generation_match=if_generation_match,
+            timeout=timeout,
+            retry=retry,
+            checksum="crc32c",
+        )
         info = self._info(blob)
         if info.crc32c is not None and info.crc32c != crc32c_b64(data):
-            raise ChecksumMismatch(f"gs://{self.settings.bucket}/{name}: stored crc32c "
-                                   f"{info.crc32c} != sent {crc32c_b64(data)}")
+            raise ChecksumMismatch(
+                f"gs://{self.settings.bucket}/{name}: stored crc32c "
+                f"{info.crc32c} != sent {crc32c_b64(data)}"
+            )
         return info
 
-    def upload(self, name: str, path: str, *, if_generation_match: int | None = None,
-               content_type: str = "application/octet-stream") -> ObjectInfo:
+    def upload(
+        self,
+        name: str,
+        path: str,
+        *,
+        if_generation_match: int | None = None,
+        content_type: str = "application/octet-stream",
+    ) -> ObjectInfo:
         """Upload a file and verify the CRC32C the store reports against the local file."""
         local = file_crc32c_b64(path)
         blob = self.bucket.blob(name)
         timeout, retry = self._limits(conditional=True)
-        self._call("write", name, blob.upload_from_filename, path, content_type=content_type,
-                   if_generation_match=if_generation_match, timeout=timeout, retry=retry,
-                   checksum="crc32c")
+        self._call(
+            "write",
+            name,
+            blob.upload_from_filename,
+            path,
+            content_type=content_type,
+            if_generation_match=if_generation_match,
+            timeout=timeout,
+            retry=retry,
+            checksum="crc32c",
+        )
         info = self._info(blob)
         if info.crc32c != local:
-            raise ChecksumMismatch(f"gs://{self.settings.bucket}/{name}: stored crc32c "
-                                   f"{info.crc32c} != local {local}")
+            raise ChecksumMismatch(
+                f"gs://{self.settings.bucket}/{name}: stored crc32c {info.crc32c} != local {local}"
+            )
         return info
 
     def patch_metadata(self, name: str, metadata: Mapping[str, str]) -> ObjectInfo:
@@ -326,19 +414,36 @@ class GCSStore:
     def delete(self, name: str, *, if_generation_match: int | None = None) -> None:
         blob = self.bucket.blob(name)
         timeout, retry = self._limits(conditional=True)
-        self._call("delete", name, blob.delete, if_generation_match=if_generation_match,
-                   timeout=timeout, retry=retry)
+        self._call(
+            "delete",
+            name,
+            blob.delete,
+            if_generation_match=if_generation_match,
+            timeout=timeout,
+            retry=retry,
+        )
 
     def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist (for the emulator and demos)."""
         from google.api_core import exceptions as gexc
+
         try:
-            self._call("stat", self.settings.bucket, self.client.get_bucket,
-                       self.settings.bucket, timeout=self._timeout)
+            self._call(
+                "stat",
+                self.settings.bucket,
+                self.client.get_bucket,
+                self.settings.bucket,
+                timeout=self._timeout,
+            )
         except NotFound:
             try:
-                self._call("write", self.settings.bucket, self.client.create_bucket,
-                           self.settings.bucket, timeout=self._timeout)
+                self._call(
+                    "write",
+                    self.settings.bucket,
+                    self.client.create_bucket,
+                    self.settings.bucket,
+                    timeout=self._timeout,
+                )
             except StoreError as exc:
                 if not isinstance(exc.__cause__, gexc.Conflict):
                     raise

@@ -28,12 +28,21 @@ class Signature:
     inputs: Mapping[str, TensorSpec]
     outputs: Mapping[str, TensorSpec]
 
+
 # tensorflow/core/framework/types.proto: DataType number -> (gateway name, TensorProto field)
 DATA_TYPES: dict[int, tuple[str, str]] = {
-    1: ("float32", "float_val"), 2: ("float64", "double_val"), 3: ("int32", "int_val"),
-    4: ("uint8", "int_val"), 5: ("int16", "int_val"), 6: ("int8", "int_val"),
-    7: ("string", "string_val"), 9: ("int64", "int64_val"), 10: ("bool", "bool_val"),
-    17: ("uint16", "int_val"), 19: ("float16", "half_val"), 22: ("uint32", "uint32_val"),
+    1: ("float32", "float_val"),
+    2: ("float64", "double_val"),
+    3: ("int32", "int_val"),
+    4: ("uint8", "int_val"),
+    5: ("int16", "int_val"),
+    6: ("int8", "int_val"),
+    7: ("string", "string_val"),
+    9: ("int64", "int64_val"),
+    10: ("bool", "bool_val"),
+    17: ("uint16", "int_val"),
+    19: ("float16", "half_val"),
+    22: ("uint32", "uint32_val"),
     23: ("uint64", "uint64_val"),
 }
 _ENUM = {name: num for num, (name, _field) in DATA_TYPES.items()}
@@ -57,8 +66,9 @@ def fill(proto: Any, arr: Array) -> None:
     for n in arr.shape:
         proto.tensor_shape.dim.add().size = n
     if name == "string":
-        proto.string_val.extend(v if isinstance(v, bytes) else str(v).encode()
-                                for v in arr.reshape(-1).tolist())
+        proto.string_val.extend(
+            v if isinstance(v, bytes) else str(v).encode() for v in arr.reshape(-1).tolist()
+        )
     else:
         proto.tensor_content = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
 
@@ -100,6 +110,10 @@ def _spec(info: Any) -> TensorSpec:
 
 def signatures(sig_map: Any) -> dict[str, Signature]:
     """``tensorflow.serving.SignatureDefMap`` -> {signature name: Signature}."""
-    return {name: Signature({k: _spec(v) for k, v in sorted(sd.inputs.items())},
-                            {k: _spec(v) for k, v in sorted(sd.outputs.items())})
-            for name, sd in sig_map.signature_def.items()}
+    return {
+        name: Signature(
+            {k: _spec(v) for k, v in sorted(sd.inputs.items())},
+            {k: _spec(v) for k, v in sorted(sd.outputs.items())},
+        )
+        for name, sd in sig_map.signature_def.items()
+    }

@@ -31,16 +31,16 @@ def read_records(data: bytes, limit: int | None = None) -> Iterator[bytes]:
     while pos < len(data):
         if len(data) - pos < 12:
             raise TFRecordError(f"truncated record header at byte {pos}")
-        header = data[pos:pos + 8]
+        header = data[pos : pos + 8]
         (length,) = struct.unpack("<Q", header)
-        (header_crc,) = struct.unpack("<I", data[pos + 8:pos + 12])
+        (header_crc,) = struct.unpack("<I", data[pos + 8 : pos + 12])
         if masked_crc(header) != header_crc:
             raise TFRecordError(f"corrupt record length at byte {pos}")
         start, end = pos + 12, pos + 12 + length
         if end + 4 > len(data):
             raise TFRecordError(f"truncated record at byte {pos}")
         body = data[start:end]
-        (body_crc,) = struct.unpack("<I", data[end:end + 4])
+        (body_crc,) = struct.unpack("<I", data[end : end + 4])
         if masked_crc(body) != body_crc:
             raise TFRecordError(f"corrupt record data at byte {pos}")
         n += 1

@@ -36,9 +36,10 @@ from modelsync.tfrecord import write_records
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MAX_REQUESTS = 1000  # TF Serving's WarmupConsts::kMaxNumRecords
 DEFAULT_SIGNATURE = "serving_default"
-_INT_RANGES = {name: (int(np.iinfo(name).min), int(np.iinfo(name).max))
-               for name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-                            "uint64")}
+_INT_RANGES = {
+    name: (int(np.iinfo(name).min), int(np.iinfo(name).max))
+    for name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+}
 _FLOATS = ("float16", "float32", "float64")
 
 
@@ -74,7 +75,7 @@ def _leaf(value: Any, dtype: str, where: str) -> Any:
                 return base64.b64decode(value["b64"], validate=True)
             except binascii.Error:
                 raise WarmupError(f"{where}: bad base64 in {json.dumps(value)}") from None
-        raise WarmupError(f"{where}: {json.dumps(value)} is not a string or {{\"b64\": ...}}")
+        raise WarmupError(f'{where}: {json.dumps(value)} is not a string or {{"b64": ...}}')
     raise WarmupError(f"{where}: inputs of {dtype} cannot be written from JSON")
 
 
@@ -109,11 +110,13 @@ def to_array(value: Any, spec: TensorSpec, where: str) -> Array:
         arr = np.array(leaves, dtype=spec.dtype).reshape(shape)
     if spec.shape is not None:
         want = list(spec.shape)
-        if len(want) != len(shape) or any(w not in (-1, s) for w, s in zip(want, shape,
-                                                                             strict=True)):
+        if len(want) != len(shape) or any(
+            w not in (-1, s) for w, s in zip(want, shape, strict=True)
+        ):
             shown = ",".join("?" if w == -1 else str(w) for w in want)
-            raise WarmupError(f"{where}: shape {list(shape)} does not fit the signature's "
-                              f"[{shown}]")
+            raise WarmupError(
+                f"{where}: shape {list(shape)} does not fit the signature's [{shown}]"
+            )
     return arr
 
 
@@ -122,8 +125,9 @@ def _named(obj: dict[str, Any], sig: Signature, where: str) -> None:
     missing = sorted(set(sig.inputs) - set(obj))
     if unknown or missing:
         have = ", ".join(sig.inputs) or "none"
-        parts = ([f"unknown input(s) {', '.join(unknown)}"] if unknown else []) + \
-                ([f"missing input(s) {', '.join(missing)}"] if missing else [])
+        parts = ([f"unknown input(s) {', '.join(unknown)}"] if unknown else []) + (
+            [f"missing input(s) {', '.join(missing)}"] if missing else []
+        )
         raise WarmupError(f"{where}: {'; '.join(parts)} (the signature has {have})")
 
 
@@ -135,18 +139,21 @@ def request_inputs(doc: Any, sig: Signature, where: str) -> dict[str, Array]:
     if extra:
         raise WarmupError(f"{where}: unknown key(s) {', '.join(extra)}")
     if ("instances" in doc) == ("inputs" in doc):
-        raise WarmupError(f"{where}: want exactly one of 'instances' (rows) and 'inputs' "
-                          "(columns)")
+        raise WarmupError(f"{where}: want exactly one of 'instances' (rows) and 'inputs' (columns)")
     single = next(iter(sig.inputs)) if len(sig.inputs) == 1 else None
     if "inputs" in doc:
         cols = doc["inputs"]
         if isinstance(cols, dict) and not _is_b64(cols):
             _named(cols, sig, where)
-            return {k: to_array(v, sig.inputs[k], f"{where}: input {k}") for k, v in
-                    sorted(cols.items())}
+            return {
+                k: to_array(v, sig.inputs[k], f"{where}: input {k}")
+                for k, v in sorted(cols.items())
+            }
         if single is None:
-            raise WarmupError(f"{where}: 'inputs' must be an object naming each input of a "
-                              f"signature with {len(sig.inputs)} inputs")
+            raise WarmupError(
+                f"{where}: 'inputs' must be an object naming each input of a "
+                f"signature with {len(sig.inputs)} inputs"
+            )
         return {single: to_array(cols, sig.inputs[single], f"{where}: input {single}")}
     rows = doc["instances"]
     if not isinstance(rows, list) or not rows:
@@ -159,16 +166,18 @@ def request_inputs(doc: Any, sig: Signature, where: str) -> dict[str, Array]:
             _named(r, sig, f"{where}: instance {i}")
         columns = {k: [r[k] for r in rows] for k in sig.inputs}
     elif single is None:
-        raise WarmupError(f"{where}: 'instances' must be objects naming each input of a "
-                          f"signature with {len(sig.inputs)} inputs")
+        raise WarmupError(
+            f"{where}: 'instances' must be objects naming each input of a "
+            f"signature with {len(sig.inputs)} inputs"
+        )
     else:
         columns = {single: rows}
-    return {k: to_array(v, sig.inputs[k], f"{where}: input {k}") for k, v in
-            sorted(columns.items())}
+    return {
+        k: to_array(v, sig.inputs[k], f"{where}: input {k}") for k, v in sorted(columns.items())
+    }
 
 
-def prediction_log(doc: Any, signatures: Mapping[str, Signature], model: str,
-                   where: str) -> Any:
+def prediction_log(doc: Any, signatures: Mapping[str, Signature], model: str, where: str) -> Any:
     """One REST-form request -> a ``tensorflow.serving.PredictionLog`` with a predict_log."""
     from modelsync.protos import serving_protos
 
@@ -177,9 +186,11 @@ def prediction_log(doc: Any, signatures: Mapping[str, Signature], model: str,
         raise WarmupError(f"{where}: 'signature_name' must be a string")
     sig = signatures.get(name or DEFAULT_SIGNATURE)
     if sig is None:
-        raise WarmupError(f"{where}: the SavedModel has no signature "
-                          f"{name or DEFAULT_SIGNATURE!r} (it has "
-                          f"{', '.join(sorted(signatures)) or 'none'})")
+        raise WarmupError(
+            f"{where}: the SavedModel has no signature "
+            f"{name or DEFAULT_SIGNATURE!r} (it has "
+            f"{', '.join(sorted(signatures)) or 'none'})"
+        )
     inputs = request_inputs(doc, sig, where)
     log = serving_protos().PredictionLog()
     request = log.predict_log.request
@@ -191,8 +202,9 @@ def prediction_log(doc: Any, signatures: Mapping[str, Signature], model: str,
     return log
 
 
-def prediction_logs(lines: Iterable[str], signatures: Mapping[str, Signature], model: str,
-                    source: str = "warmup") -> list[Any]:
+def prediction_logs(
+    lines: Iterable[str], signatures: Mapping[str, Signature], model: str, source: str = "warmup"
+) -> list[Any]:
     """The PredictionLogs of JSONL ``lines`` (blank lines skipped); WarmupError names the line
     (``source`` line N) of the first bad one."""
     logs = []
@@ -206,15 +218,19 @@ def prediction_logs(lines: Iterable[str], signatures: Mapping[str, Signature], m
             raise WarmupError(f"{where}: not JSON: {exc}") from None
         logs.append(prediction_log(doc, signatures, model, where))
         if len(logs) > MAX_REQUESTS:
-            raise WarmupError(f"{where}: more than {MAX_REQUESTS} requests (TF Serving refuses "
-                              "to load a version whose warmup file has more)")
+            raise WarmupError(
+                f"{where}: more than {MAX_REQUESTS} requests (TF Serving refuses "
+                "to load a version whose warmup file has more)"
+            )
     if not logs:
         raise WarmupError(f"{source}: no requests")
     return logs
 
 
-def warmup_file_bytes(lines: Iterable[str], signatures: Mapping[str, Signature], model: str,
-                      source: str = "warmup") -> bytes:
+def warmup_file_bytes(
+    lines: Iterable[str], signatures: Mapping[str, Signature], model: str, source: str = "warmup"
+) -> bytes:
     """The contents of ``assets.extra/tf_serving_warmup_requests`` for JSONL ``lines``."""
-    return write_records(log.SerializeToString()
-                         for log in prediction_logs(lines, signatures, model, source))
+    return write_records(
+        log.SerializeToString() for log in prediction_logs(lines, signatures, model, source)
+    )

@@ -63,9 +63,16 @@ class RemoteState:
 
 
 class BucketView:
-    def __init__(self, store: RemoteStore, settings: StoreSettings, layout: LocalLayout, *,
-                 catalog_max_age_s: float = 120.0, settle_s: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: RemoteStore,
+        settings: StoreSettings,
+        layout: LocalLayout,
+        *,
+        catalog_max_age_s: float = 120.0,
+        settle_s: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.layout = layout
@@ -103,10 +110,17 @@ class BucketView:
             state = self._from_catalog(cat_info.generation, events)
         if state is None:
             if self.source != "listing":
-                events.append({"event": "catalog_fallback",
-                               "reason": "missing" if cat_info is None else "stale or unreadable"})
-                log.warning("catalog_fallback", catalog=catalog_object(self.settings.prefix),
-                            present=cat_info is not None)
+                events.append(
+                    {
+                        "event": "catalog_fallback",
+                        "reason": "missing" if cat_info is None else "stale or unreadable",
+                    }
+                )
+                log.warning(
+                    "catalog_fallback",
+                    catalog=catalog_object(self.settings.prefix),
+                    present=cat_info is not None,
+                )
             self.source = "listing"
             state = self._from_listing(now)
         elif self.source != "catalog":
@@ -133,8 +147,9 @@ class BucketView:
             policy = parse_policy(body)
         except PolicyError as exc:
             self._bad_policy_gen = info.generation
-            events.append({"event": "policy_malformed", "generation": info.generation,
-                           "error": str(exc)})
+            events.append(
+                {"event": "policy_malformed", "generation": info.generation, "error": str(exc)}
+            )
             log.error("policy_malformed", generation=info.generation, error=str(exc))
             return
         self._policy, self._policy_gen = policy, info.generation
@@ -142,8 +157,7 @@ class BucketView:
         events.append({"event": "policy_changed", "generation": info.generation})
         log.info("policy_changed", generation=info.generation)
 
-    def _from_catalog(self, generation: int,
-                      events: list[dict[str, object]]) -> RemoteState | None:
+    def _from_catalog(self, generation: int, events: list[dict[str, object]]) -> RemoteState | None:
         if generation != self._catalog_gen or self._catalog is None:
             body = self.store.read(catalog_object(self.settings.prefix), generation=generation)
             try:
@@ -155,18 +169,37 @@ class BucketView:
                 return None
             self._catalog_gen = generation
             self.layout.write_catalog(dump_catalog(self._catalog))
-        versions = {m: {v: VersionRef(m, v, cv.fingerprint, cv.bytes, cv.objects,
-                                       marker=cv.marker)
-                        for v, cv in vs.items() if cv.complete}
-                    for m, vs in self._catalog.models.items()}
-        return RemoteState("catalog", {m: vs for m, vs in versions.items() if vs},
-                           self._policy, self._policy_gen, list(self._catalog.skipped))
+        versions = {
+            m: {
+                v: VersionRef(m, v, cv.fingerprint, cv.bytes, cv.objects, marker=cv.marker)
+                for v, cv in vs.items()
+                if cv.complete
+            }
+            for m, vs in self._catalog.models.items()
+        }
+        return RemoteState(
+            "catalog",
+            {m: vs for m, vs in versions.items() if vs},
+            self._policy,
+            self._policy_gen,
+            list(self._catalog.skipped),
+        )
 
     def _from_listing(self, now: float) -> RemoteState:
         listing = list_bucket(self.store, self.settings)
-        versions = {model: {v: VersionRef(model, v, rv.fingerprint, rv.bytes, len(rv.files), rv,
-                                           rv.marker_generation)
-                            for v, rv in vs.items()}
-                    for model, vs in complete_versions(listing, self.tracker, now).items()}
-        return RemoteState("listing", versions, self._policy, self._policy_gen,
-                           [(s.path, s.reason) for s in listing.skipped])
+        versions = {
+            model: {
+                v: VersionRef(
+                    model, v, rv.fingerprint, rv.bytes, len(rv.files), rv, rv.marker_generation
+                )
+                for v, rv in vs.items()
+            }
+            for model, vs in complete_versions(listing, self.tracker, now).items()
+        }
+        return RemoteState(
+            "listing",
+            versions,
+            self._policy,
+            self._policy_gen,
+            [(s.path, s.reason) for s in listing.skipped],
+        )

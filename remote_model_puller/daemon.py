@@ -59,26 +59,40 @@ class PollResult:
 class PullerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.polls = Counter("modelsync_puller_polls", "Polls by outcome.", ["outcome"],
-                             registry=r)
-        self.poll_calls = Gauge("modelsync_puller_poll_storage_calls",
-                                "Storage calls made by the last poll.", registry=r)
-        self.storage_calls = Counter("modelsync_puller_storage_calls",
-                                     "Storage calls by kind.", ["kind"], registry=r)
-        self.installs = Counter("modelsync_puller_installs", "Installs by outcome.",
-                                ["outcome"], registry=r)
-        self.install_bytes = Counter("modelsync_puller_install_bytes",
-                                     "Bytes installed.", registry=r)
-        self.install_seconds = Histogram("modelsync_puller_install_seconds",
-                                         "Seconds per install.", registry=r,
-                                         buckets=(.1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900))
-        self.versions = Gauge("modelsync_puller_versions_installed",
-                              "Versions on local disk.", registry=r)
-        self.last_poll = Gauge("modelsync_puller_last_poll_timestamp_seconds",
-                               "Time of the last successful poll.", registry=r)
-        self.catalog_source = Gauge("modelsync_puller_catalog_in_use",
-                                    "1 while the catalog is used, 0 while listing the bucket.",
-                                    registry=r)
+        self.polls = Counter("modelsync_puller_polls", "Polls by outcome.", ["outcome"], registry=r)
+        self.poll_calls = Gauge(
+            "modelsync_puller_poll_storage_calls",
+            "Storage calls made by the last poll.",
+            registry=r,
+        )
+        self.storage_calls = Counter(
+            "modelsync_puller_storage_calls", "Storage calls by kind.", ["kind"], registry=r
+        )
+        self.installs = Counter(
+            "modelsync_puller_installs", "Installs by outcome.", ["outcome"], registry=r
+        )
+        self.install_bytes = Counter(
+            "modelsync_puller_install_bytes", "Bytes installed.", registry=r
+        )
+        self.install_seconds = Histogram(
+            "modelsync_puller_install_seconds",
+            "Seconds per install.",
+            registry=r,
+            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+        )
+        self.versions = Gauge(
+            "modelsync_puller_versions_installed", "Versions on local disk.", registry=r
+        )
+        self.last_poll = Gauge(
+            "modelsync_puller_last_poll_timestamp_seconds",
+            "Time of the last successful poll.",
+            registry=r,
+        )
+        self.catalog_source = Gauge(
+            "modelsync_puller_catalog_in_use",
+            "1 while the catalog is used, 0 while listing the bucket.",
+            registry=r,
+        )
 
 
 class Puller:
@@ -87,23 +101,36 @@ class Puller:
     def __init__(self, settings: PullerSettings, store: RemoteStore | None = None) -> None:
         self.settings = settings
         self.store: RemoteStore = store or GCSStore(
-            settings.store, pool_size=max(10, settings.download_workers + 4))
+            settings.store, pool_size=max(10, settings.download_workers + 4)
+        )
         self.layout = LocalLayout(settings.node.model_root)
         self.layout.ensure()
         swept = self.layout.sweep_incoming()
         if swept:
             log.warning("incoming_swept", leftovers=swept)
-        self.view = BucketView(self.store, settings.store, self.layout,
-                               catalog_max_age_s=settings.catalog_max_age_s,
-                               settle_s=settings.settle_s)
+        self.view = BucketView(
+            self.store,
+            settings.store,
+            self.layout,
+            catalog_max_age_s=settings.catalog_max_age_s,
+            settle_s=settings.settle_s,
+        )
         self.stop_event = threading.Event()
         self.sync_event = threading.Event()
-        self.file_pool = ThreadPoolExecutor(settings.download_workers,
-                                            thread_name_prefix="download")
-        self.version_pool = ThreadPoolExecutor(settings.max_concurrent_installs,
-                                               thread_name_prefix="install")
-        self.installer = Installer(self.store, settings.store, self.layout, self.file_pool,
-                                   max_tar_bytes=settings.max_tar_bytes, stop=self.stop_event)
+        self.file_pool = ThreadPoolExecutor(
+            settings.download_workers, thread_name_prefix="download"
+        )
+        self.version_pool = ThreadPoolExecutor(
+            settings.max_concurrent_installs, thread_name_prefix="install"
+        )
+        self.installer = Installer(
+            self.store,
+            settings.store,
+            self.layout,
+            self.file_pool,
+            max_tar_bytes=settings.max_tar_bytes,
+            stop=self.stop_event,
+        )
         self.metrics = PullerMetrics()
         self.events = EventBuffer(maxlen=1000)
         self._failures: dict[tuple[str, int, str, int | None], _Failure] = {}
@@ -129,8 +156,13 @@ class Puller:
             seconds = round(time.monotonic() - started, 3)
             result = PollResult(ok=False, error=str(exc), seconds=seconds)
             self.metrics.polls.labels("error").inc()
-            self.event("poll_failed", "warning", error=str(exc), seconds=seconds,
-                       last_ok_s_ago=self._since_ok())
+            self.event(
+                "poll_failed",
+                "warning",
+                error=str(exc),
+                seconds=seconds,
+                last_ok_s_ago=self._since_ok(),
+            )
             self._finish(result)
             return result
         for e in state.events:
@@ -155,10 +187,13 @@ class Puller:
 
     def _sync(self, state: RemoteState, result: PollResult) -> None:
         inventory = self.layout.inventory()
-        local = {m: {v: (r.fingerprint if r else None) for v, r in vs.items()}
-                 for m, vs in inventory.items()}
-        remote = {m: {v: ref.fingerprint for v, ref in vs.items()}
-                  for m, vs in state.versions.items()}
+        local = {
+            m: {v: (r.fingerprint if r else None) for v, r in vs.items()}
+            for m, vs in inventory.items()
+        }
+        remote = {
+            m: {v: ref.fingerprint for v, ref in vs.items()} for m, vs in state.versions.items()
+        }
         plan = plan_sync(remote, local, state.policy, self.settings.node.node_id)
         self._wanted = {m: sorted(vs) for m, vs in plan.wanted.items()}
         for problem in plan.problems:
@@ -173,17 +208,24 @@ class Puller:
         futures = {}
         for item, ref in due:
             if item.reason == "changed":
-                self.event("version_changed_remotely", "warning", model=item.model,
-                           version=item.version, fingerprint=item.fingerprint)
-            fut = self.version_pool.submit(self.installer.install, item.model, item.version,
-                                           item.fingerprint, ref.listing)
+                self.event(
+                    "version_changed_remotely",
+                    "warning",
+                    model=item.model,
+                    version=item.version,
+                    fingerprint=item.fingerprint,
+                )
+            fut = self.version_pool.submit(
+                self.installer.install, item.model, item.version, item.fingerprint, ref.listing
+            )
             futures[item] = (ref.failure_key, fut)
         for item, (key, fut) in futures.items():
             self._collect(item, key, fut, result)
         self.metrics.versions.set(sum(len(vs) for vs in self.layout.versions_on_disk().values()))
 
-    def _collect(self, item: Install, key: tuple[str, int, str, int | None], fut: Any,
-                 result: PollResult) -> None:
+    def _collect(
+        self, item: Install, key: tuple[str, int, str, int | None], fut: Any, result: PollResult
+    ) -> None:
         try:
             record = fut.result()
         except InstallError as exc:
@@ -194,25 +236,37 @@ class Puller:
             if exc.kind in PERMANENT:  # retried only when the version's content changes
                 delay = math.inf
             else:
-                delay = min(self.settings.backoff_max_s, 2.0 ** min(count, 16)) * \
-                    random.uniform(0.5, 1.0)
+                delay = min(self.settings.backoff_max_s, 2.0 ** min(count, 16)) * random.uniform(
+                    0.5, 1.0
+                )
             self._failures[key] = _Failure(count, time.monotonic() + delay, exc.kind, str(exc))
             self.metrics.installs.labels(exc.kind).inc()
             result.failed.append((item.model, item.version, exc.kind))
-            self.event(PERMANENT.get(exc.kind, "install_failed"),
-                       "error" if exc.kind != "changed" else "warning",
-                       model=item.model, version=item.version, kind=exc.kind, error=str(exc),
-                       attempt=count,
-                       retry_in_s=None if delay == math.inf else round(delay, 1))
+            self.event(
+                PERMANENT.get(exc.kind, "install_failed"),
+                "error" if exc.kind != "changed" else "warning",
+                model=item.model,
+                version=item.version,
+                kind=exc.kind,
+                error=str(exc),
+                attempt=count,
+                retry_in_s=None if delay == math.inf else round(delay, 1),
+            )
             return
         self._failures.pop(key, None)
         self.metrics.installs.labels("ok").inc()
         self.metrics.install_bytes.inc(record.bytes)
         self.metrics.install_seconds.observe(record.seconds)
         result.installed.append((item.model, item.version))
-        self.event("version_installed", model=item.model, version=item.version,
-                   bytes=record.bytes, seconds=record.seconds, files=len(record.files),
-                   reason=item.reason)
+        self.event(
+            "version_installed",
+            model=item.model,
+            version=item.version,
+            bytes=record.bytes,
+            seconds=record.seconds,
+            files=len(record.files),
+            reason=item.reason,
+        )
 
     def _finish(self, result: PollResult) -> None:
         for kind, n in self.store.calls.items():
@@ -245,18 +299,36 @@ class Puller:
             "role": "puller",
             "model_root": str(self.settings.node.model_root),
             "source": self.view.source,
-            "last_poll": None if last is None else {
-                "ok": last.ok, "source": last.source, "storage_calls": last.calls,
-                "seconds": last.seconds, "error": last.error,
+            "last_poll": None
+            if last is None
+            else {
+                "ok": last.ok,
+                "source": last.source,
+                "storage_calls": last.calls,
+                "seconds": last.seconds,
+                "error": last.error,
                 "installed": [f"{m}/{v}" for m, v in last.installed],
-                "failed": [f"{m}/{v}: {k}" for m, v, k in last.failed]},
+                "failed": [f"{m}/{v}: {k}" for m, v, k in last.failed],
+            },
             "last_ok_at": self._last_ok_at,
             "wanted": self._wanted,
-            "installed": {m: {str(v): None if r is None else {
-                "fingerprint": r.fingerprint, "bytes": r.bytes, "installed_at": r.installed_at}
-                for v, r in vs.items()} for m, vs in inventory.items()},
-            "failures": [{"model": m, "version": v, "kind": f.kind, "error": f.message,
-                          "attempts": f.count} for (m, v, _fp, _mk), f in self._failures.items()],
+            "installed": {
+                m: {
+                    str(v): None
+                    if r is None
+                    else {
+                        "fingerprint": r.fingerprint,
+                        "bytes": r.bytes,
+                        "installed_at": r.installed_at,
+                    }
+                    for v, r in vs.items()
+                }
+                for m, vs in inventory.items()
+            },
+            "failures": [
+                {"model": m, "version": v, "kind": f.kind, "error": f.message, "attempts": f.count}
+                for (m, v, _fp, _mk), f in self._failures.items()
+            ],
             "events": events,
         }
 
@@ -268,12 +340,15 @@ class Puller:
             disk_free: int | None = shutil.disk_usage(self.layout.root).free
         except OSError:
             disk_free = None
-        return {"installed": {m: sorted(vs) for m, vs in self.layout.versions_on_disk().items()},
-                "wanted": self._wanted, "source": self.view.source,
-                "disk_free_bytes": disk_free,
-                "last_poll_ok": None if last is None else last.ok,
-                "last_ok_at": self._last_ok_at,
-                "failures": [f"{m}/{v}: {f.kind}" for (m, v, _, _), f in self._failures.items()]}
+        return {
+            "installed": {m: sorted(vs) for m, vs in self.layout.versions_on_disk().items()},
+            "wanted": self._wanted,
+            "source": self.view.source,
+            "disk_free_bytes": disk_free,
+            "last_poll_ok": None if last is None else last.ok,
+            "last_ok_at": self._last_ok_at,
+            "failures": [f"{m}/{v}: {f.kind}" for (m, v, _, _), f in self._failures.items()],
+        }
 
     def _since_ok(self) -> float | None:
         return None if self._last_ok_at is None else round(time.time() - self._last_ok_at, 1)
@@ -286,14 +361,19 @@ class Puller:
         if since is None:
             reason = "no successful poll of the bucket yet"
         elif since > self.settings.stale_after:
-            reason = (f"no successful poll of the bucket for {since:.0f} s "
-                      f"(MODELSYNC_STALE_AFTER_S={self.settings.stale_after:g})")
+            reason = (
+                f"no successful poll of the bucket for {since:.0f} s "
+                f"(MODELSYNC_STALE_AFTER_S={self.settings.stale_after:g})"
+            )
         elif not os.access(self.layout.root, os.W_OK):
             reason = f"{self.layout.root} is not writable"
         with self._lock:
             last = self._last
-        return reason is None, {"last_ok_at": self._last_ok_at, "reason": reason,
-                                "last_error": last.error if last and not last.ok else None}
+        return reason is None, {
+            "last_ok_at": self._last_ok_at,
+            "reason": reason,
+            "last_error": last.error if last and not last.ok else None,
+        }
 
     def close(self) -> None:
         self.stop_event.set()
@@ -310,7 +390,18 @@ def main(port: int | None = None) -> int:
     configure_logging(settings.node.log_level, json_output=True)
     puller = Puller(settings)
     node = settings.node
-    return serve(puller, node, puller.metrics.registry, log, lambda http_port: log.info(
-        "puller_started", node_id=node.node_id, model_root=str(node.model_root),
-        bucket=settings.store.bucket, prefix=settings.store.prefix,
-        http=f"{node.http_host}:{http_port}", poll_s=settings.poll_s))
+    return serve(
+        puller,
+        node,
+        puller.metrics.registry,
+        log,
+        lambda http_port: log.info(
+            "puller_started",
+            node_id=node.node_id,
+            model_root=str(node.model_root),
+            bucket=settings.store.bucket,
+            prefix=settings.store.prefix,
+            http=f"{node.http_host}:{http_port}",
+            poll_s=settings.poll_s,
+        ),
+    )

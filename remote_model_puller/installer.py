@@ -58,9 +58,16 @@ class Stopped(InstallError):
 
 
 class Installer:
-    def __init__(self, store: RemoteStore, settings: StoreSettings, layout: LocalLayout,
-                 pool: ThreadPoolExecutor, *, max_tar_bytes: int,
-                 stop: threading.Event | None = None) -> None:
+    def __init__(
+        self,
+        store: RemoteStore,
+        settings: StoreSettings,
+        layout: LocalLayout,
+        pool: ThreadPoolExecutor,
+        *,
+        max_tar_bytes: int,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.layout = layout
@@ -74,13 +81,17 @@ class Installer:
             raise InstallError("vanished", f"{model}/{version}: no objects in the bucket")
         return rv
 
-    def install(self, model: str, version: int, fingerprint: str,
-                listing: RemoteVersion | None = None) -> InstallRecord:
+    def install(
+        self, model: str, version: int, fingerprint: str, listing: RemoteVersion | None = None
+    ) -> InstallRecord:
         started = time.monotonic()
         rv = listing or self.list_version(model, version)
         if rv.fingerprint != fingerprint:
-            raise InstallError("changed", f"{model}/{version}: the bucket changed since it was "
-                                          "cataloged; waiting for the catalog to catch up")
+            raise InstallError(
+                "changed",
+                f"{model}/{version}: the bucket changed since it was "
+                "cataloged; waiting for the catalog to catch up",
+            )
         problem = rv.problem()
         if problem:
             raise InstallError("incomplete", f"{model}/{version}: {problem}")
@@ -100,8 +111,10 @@ class Installer:
                 total = self._download_all(rv, content)
             problem = local_savedmodel_problem(content)
             if problem:
-                raise InstallError("incomplete", f"{model}/{version}: downloaded content is "
-                                                 f"not a whole SavedModel: {problem}")
+                raise InstallError(
+                    "incomplete",
+                    f"{model}/{version}: downloaded content is not a whole SavedModel: {problem}",
+                )
             _fsync_tree(content)
             record = self._record(rv, total, started, verified)
             self._move_into_place(content, target, work)
@@ -125,8 +138,11 @@ class Installer:
         try:
             data = self.store.read(name, generation=rv.marker_generation)
         except NotFound:
-            raise InstallError("changed", f"{name}: generation {rv.marker_generation} is gone "
-                               "(the marker was replaced or deleted after listing)") from None
+            raise InstallError(
+                "changed",
+                f"{name}: generation {rv.marker_generation} is gone "
+                "(the marker was replaced or deleted after listing)",
+            ) from None
         except StoreError as exc:
             raise InstallError("store", f"{name}: {exc}") from None
         try:
@@ -142,8 +158,9 @@ class Installer:
 
     def _download_all(self, rv: RemoteVersion, dest: Path) -> int:
         failed = threading.Event()
-        futures: list[Future[int]] = [self.pool.submit(self._download_one, rv, f, dest, failed)
-                                      for f in rv.files]
+        futures: list[Future[int]] = [
+            self.pool.submit(self._download_one, rv, f, dest, failed) for f in rv.files
+        ]
         error: BaseException | None = None
         total = 0
         for fut in futures:
@@ -164,8 +181,9 @@ class Installer:
             raise InstallError("store", f"{rv.model}/{rv.version}: {error}") from error
         return total
 
-    def _download_one(self, rv: RemoteVersion, f: RemoteFile, dest: Path,
-                      failed: threading.Event) -> int:
+    def _download_one(
+        self, rv: RemoteVersion, f: RemoteFile, dest: Path, failed: threading.Event
+    ) -> int:
         if self.stop.is_set():
             raise Stopped()
         if failed.is_set():
@@ -179,8 +197,12 @@ class Installer:
             try:
                 with open(path, "wb" if attempts > 1 else "xb") as raw:
                     fh = _AbortableWriter(raw, self.stop, failed)
-                    n = self.store.download(name, fh,  # type: ignore[arg-type]
-                                            generation=f.generation, expected_crc32c=f.crc32c)
+                    n = self.store.download(
+                        name,
+                        fh,  # type: ignore[arg-type]
+                        generation=f.generation,
+                        expected_crc32c=f.crc32c,
+                    )
                     raw.flush()
                     os.fsync(raw.fileno())
                 break
@@ -238,14 +260,18 @@ class Installer:
                 raise InstallError("truncated", f"{name}: got {n} bytes, expected {f.size}")
             return n
 
-    def _retry_or_fail(self, exc: StoreError, name: str, f: RemoteFile, attempts: int,
-                       given_up: bool = False) -> None:
+    def _retry_or_fail(
+        self, exc: StoreError, name: str, f: RemoteFile, attempts: int, given_up: bool = False
+    ) -> None:
         """Raise the InstallError a failed download is, or return to try the file again: a
         transient failure of one file is retried a bounded number of times before the whole
         version fails (which then backs off)."""
         if isinstance(exc, NotFound):
-            raise InstallError("changed", f"{name}: generation {f.generation} is gone (the "
-                               "object was replaced or deleted after listing)") from None
+            raise InstallError(
+                "changed",
+                f"{name}: generation {f.generation} is gone (the "
+                "object was replaced or deleted after listing)",
+            ) from None
         if isinstance(exc, ChecksumMismatch):
             raise InstallError("checksum", str(exc)) from None
         if attempts >= FILE_ATTEMPTS or self.stop.is_set() or given_up:
@@ -254,20 +280,30 @@ class Installer:
 
     def _produce(self, name: str, f: RemoteFile, pipe: ChunkPipe) -> int:
         try:
-            return self.store.download(name, pipe,  # type: ignore[arg-type]
-                                       generation=f.generation, expected_crc32c=f.crc32c)
+            return self.store.download(
+                name,
+                pipe,  # type: ignore[arg-type]
+                generation=f.generation,
+                expected_crc32c=f.crc32c,
+            )
         finally:
             pipe.close()
 
-    def _record(self, rv: RemoteVersion, total: int, started: float,
-                verified: bool = False) -> InstallRecord:
+    def _record(
+        self, rv: RemoteVersion, total: int, started: float, verified: bool = False
+    ) -> InstallRecord:
         return InstallRecord(
-            model=rv.model, version=rv.version, fingerprint=rv.fingerprint,
+            model=rv.model,
+            version=rv.version,
+            fingerprint=rv.fingerprint,
             source=f"gs://{self.settings.bucket}/"
-                   f"{version_prefix(self.settings.prefix, rv.model, rv.version)}",
-            bytes=total, installed_at=time.time(), seconds=round(time.monotonic() - started, 3),
+            f"{version_prefix(self.settings.prefix, rv.model, rv.version)}",
+            bytes=total,
+            installed_at=time.time(),
+            seconds=round(time.monotonic() - started, 3),
             files=tuple(InstalledFile(f.path, f.generation, f.size, f.crc32c) for f in rv.files),
-            manifest_verified=verified)
+            manifest_verified=verified,
+        )
 
     def _move_into_place(self, content: Path, target: Path, work: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -281,8 +317,9 @@ class Installer:
             os.rename(content, target)
         fsync_dir(target.parent)
 
-    def _adopt(self, rv: RemoteVersion, target: Path, started: float,
-               verified: bool) -> InstallRecord | None:
+    def _adopt(
+        self, rv: RemoteVersion, target: Path, started: float, verified: bool
+    ) -> InstallRecord | None:
         """A version directory without a record (a crash after the rename, or a copy made by
         hand): keep it if every file matches the bucket, byte for byte by CRC32C."""
         if rv.is_tarball:

@@ -66,8 +66,8 @@ class ChunkPipe:
         while got < want:
             if not self._buf and not self._fill():
                 break
-            take = self._buf if len(self._buf) <= want - got else self._buf[:int(want - got)]
-            self._buf = self._buf[len(take):]
+            take = self._buf if len(self._buf) <= want - got else self._buf[: int(want - got)]
+            self._buf = self._buf[len(take) :]
             parts.append(take)
             got += len(take)
         return parts[0] if len(parts) == 1 else b"".join(parts)

@@ -33,9 +33,12 @@ class SyncPlan:
         return not self.installs
 
 
-def plan_sync(remote: Mapping[str, Mapping[int, str]],
-              local: Mapping[str, Mapping[int, str | None]],
-              policy: Policy, node_id: str | None = None) -> SyncPlan:
+def plan_sync(
+    remote: Mapping[str, Mapping[int, str]],
+    local: Mapping[str, Mapping[int, str | None]],
+    policy: Policy,
+    node_id: str | None = None,
+) -> SyncPlan:
     """``remote``: model -> complete version -> fingerprint. ``local``: model -> installed
     version -> fingerprint of its install record (None: a directory without a record)."""
     installs: list[Install] = []

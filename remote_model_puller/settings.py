@@ -36,16 +36,18 @@ class PullerSettings:
             store=StoreSettings.from_env(env),
             node=NodeSettings.from_env(env, default_port=DEFAULT_PORT),
             poll_s=env.number("MODELSYNC_POLL_S", 5.0, minimum=0.1),
-            download_workers=env.integer("MODELSYNC_DOWNLOAD_WORKERS", 8, minimum=1,
-                                         maximum=256),
-            max_concurrent_installs=env.integer("MODELSYNC_MAX_CONCURRENT_INSTALLS", 2,
-                                                minimum=1, maximum=64),
-            max_tar_bytes=env.integer("MODELSYNC_MAX_TAR_BYTES", DEFAULT_MAX_TAR_BYTES,
-                                      minimum=1),
+            download_workers=env.integer("MODELSYNC_DOWNLOAD_WORKERS", 8, minimum=1, maximum=256),
+            max_concurrent_installs=env.integer(
+                "MODELSYNC_MAX_CONCURRENT_INSTALLS", 2, minimum=1, maximum=64
+            ),
+            max_tar_bytes=env.integer("MODELSYNC_MAX_TAR_BYTES", DEFAULT_MAX_TAR_BYTES, minimum=1),
             settle_s=env.number("MODELSYNC_SETTLE_S", 30.0, minimum=0),
             catalog_max_age_s=env.number("MODELSYNC_CATALOG_MAX_AGE_S", 120.0, minimum=1),
             backoff_max_s=env.number("MODELSYNC_BACKOFF_MAX_S", 300.0, minimum=0.1),
             poll_deadline_s=env.number("MODELSYNC_POLL_DEADLINE_S", 30.0, minimum=0.5),
-            stale_after_s=(env.number("MODELSYNC_STALE_AFTER_S", 0.0, minimum=1)
-                           if env.raw("MODELSYNC_STALE_AFTER_S") else None),
+            stale_after_s=(
+                env.number("MODELSYNC_STALE_AFTER_S", 0.0, minimum=1)
+                if env.raw("MODELSYNC_STALE_AFTER_S")
+                else None
+            ),
         )

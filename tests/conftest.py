@@ -33,8 +33,12 @@ def store_settings(gcs: GCSEmulator) -> StoreSettings:
     """Settings for a bucket of this test's own (created empty)."""
     from modelsync.store import GCSStore
 
-    settings = StoreSettings(bucket=f"test-{os.getpid()}-{next(_bucket_ids)}",
-                             emulator_host=gcs.url, timeout_s=10, retry_deadline_s=10)
+    settings = StoreSettings(
+        bucket=f"test-{os.getpid()}-{next(_bucket_ids)}",
+        emulator_host=gcs.url,
+        timeout_s=10,
+        retry_deadline_s=10,
+    )
     GCSStore(settings).ensure_bucket()
     return settings
 
@@ -57,8 +61,9 @@ def model_factory(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-
     def make(a: float, b: float = 1.0, shards: int = 1, pad_bytes: int = 0) -> Path:
         key = (a, b, shards, pad_bytes)
         if key not in cache:
-            cache[key] = make_linear_model(root / f"m{len(cache)}", a, b, shards=shards,
-                                           pad_bytes=pad_bytes)
+            cache[key] = make_linear_model(
+                root / f"m{len(cache)}", a, b, shards=shards, pad_bytes=pad_bytes
+            )
         return cache[key]
 
     return make

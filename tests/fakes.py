@@ -44,8 +44,10 @@ class FakeServing:
         self.reloads.append(config_text)
         cfg = serving_protos().ModelServerConfig()
         text_format.Parse(config_text, cfg)
-        wanted = {c.name: (set(c.model_version_policy.specific.versions), dict(c.version_labels))
-                  for c in cfg.model_config_list.config}
+        wanted = {
+            c.name: (set(c.model_version_policy.specific.versions), dict(c.version_labels))
+            for c in cfg.model_config_list.config
+        }
         for name in set(self.models) - set(wanted):
             self.models[name] = {v: VersionState(v, "END") for v in self.models[name]}
         code, message = 0, ""

@@ -44,8 +44,15 @@ class Http:
         self.token = token
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
-    def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-             headers: dict[str, str] | None = None) -> Answer:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         hdrs = {"Content-Type": "application/json"} if data is not None else {}
         if self.token:
@@ -55,8 +62,7 @@ class Http:
             try:
                 self.conn.request(method, path, body=data, headers=hdrs)
                 resp = self.conn.getresponse()
-                out = Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()},
-                             resp.read())
+                out = Answer(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
                 if resp.will_close:
                     self.conn.close()
                 return out
@@ -82,8 +88,12 @@ def publish_version(src: Path, model_dir: Path, version: int) -> None:
 
 def start_gateway(workdir: Path, name: str, env: dict[str, str]) -> tuple[ManagedProcess, int]:
     port = free_port()
-    proc = ManagedProcess(name, [sys.executable, "-m", "cli", "gateway", "--port", str(port)],
-                          workdir / f"{name}.log", env=env).start()
+    proc = ManagedProcess(
+        name,
+        [sys.executable, "-m", "cli", "gateway", "--port", str(port)],
+        workdir / f"{name}.log",
+        env=env,
+    ).start()
     wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, proc)
     return proc, port
 
@@ -92,8 +102,11 @@ def direct(target: str, model: str, x: list[float], n: list[int]) -> tuple[int, 
     """(version, y) of a gRPC Predict straight to TF Serving, two-input model."""
     client = PredictClient(target)
     try:
-        version, out = client.predict(model, {"x": np.array(x, dtype=np.float32),
-                                              "n": np.array(n, dtype=np.int64)}, timeout_s=30)
+        version, out = client.predict(
+            model,
+            {"x": np.array(x, dtype=np.float32), "n": np.array(n, dtype=np.int64)},
+            timeout_s=30,
+        )
     finally:
         client.close()
     return version, out["y"].tolist()
@@ -102,6 +115,11 @@ def direct(target: str, model: str, x: list[float], n: list[int]) -> tuple[int, 
 def scored(gw: Http) -> float:
     """Scoring requests the model "two" answered with 200, from the gateway's metrics."""
     text = gw.get("/metrics").raw.decode()
-    return sum(float(v) for v in re.findall(
-        r'modelsync_gateway_requests_total\{convention="(?:mlflow|kraken)",model="two",'
-        r'status="200"\} ([0-9.]+)', text))
+    return sum(
+        float(v)
+        for v in re.findall(
+            r'modelsync_gateway_requests_total\{convention="(?:mlflow|kraken)",model="two",'
+            r'status="200"\} ([0-9.]+)',
+            text,
+        )
+    )

@@ -13,9 +13,14 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(fn: Callable[[], T], timeout_s: float = 60.0, what: str = "condition", *,
-             interval_s: float = 0.1,
-             errors: tuple[type[BaseException], ...] = ()) -> T:
+def wait_for(
+    fn: Callable[[], T],
+    timeout_s: float = 60.0,
+    what: str = "condition",
+    *,
+    interval_s: float = 0.1,
+    errors: tuple[type[BaseException], ...] = (),
+) -> T:
     """Call ``fn`` until it returns something truthy and return that; exceptions of ``errors``
     count as "not yet". Fails with the last value or error after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

@@ -23,8 +23,11 @@ from tensorflow_serving.apis import (
 def config_text(models: dict[str, dict]) -> str:
     parts = []
     for name, m in models.items():
-        lines = [f'name: "{name}"', f'base_path: "{m["base_path"]}"',
-                 'model_platform: "tensorflow"']
+        lines = [
+            f'name: "{name}"',
+            f'base_path: "{m["base_path"]}"',
+            'model_platform: "tensorflow"',
+        ]
         if "versions" in m:
             vs = " ".join(f"versions: {v}" for v in m["versions"])
             lines.append(f"model_version_policy {{ specific {{ {vs} }} }}")
@@ -41,9 +44,15 @@ class ModelServerClient:
         self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self.rest = f"http://127.0.0.1:{rest_port}"
 
-    def predict(self, model: str, xs: list[float], version: int | None = None,
-                label: str | None = None, signature: str = "",
-                output_filter: tuple[str, ...] = ()) -> tuple[int, dict[str, np.ndarray]]:
+    def predict(
+        self,
+        model: str,
+        xs: list[float],
+        version: int | None = None,
+        label: str | None = None,
+        signature: str = "",
+        output_filter: tuple[str, ...] = (),
+    ) -> tuple[int, dict[str, np.ndarray]]:
         req = predict_pb2.PredictRequest()
         req.model_spec.name = model
         if version is not None:
@@ -54,15 +63,18 @@ class ModelServerClient:
         req.inputs["x"].CopyFrom(tf.make_tensor_proto(np.array(xs, dtype=np.float32)))
         req.output_filter.extend(output_filter)
         resp = self.predict_stub.Predict(req, timeout=10)
-        return resp.model_spec.version.value, {k: tf.make_ndarray(v)
-                                               for k, v in resp.outputs.items()}
+        return resp.model_spec.version.value, {
+            k: tf.make_ndarray(v) for k, v in resp.outputs.items()
+        }
 
     def status(self, model: str) -> dict[int, tuple[int, int, str]]:
         req = get_model_status_pb2.GetModelStatusRequest()
         req.model_spec.name = model
         resp = self.model_stub.GetModelStatus(req, timeout=10)
-        return {s.version: (s.state, s.status.error_code, s.status.error_message)
-                for s in resp.model_version_status}
+        return {
+            s.version: (s.state, s.status.error_code, s.status.error_message)
+            for s in resp.model_version_status
+        }
 
     def reload(self, text: str) -> tuple[int, str]:
         req = model_management_pb2.ReloadConfigRequest()

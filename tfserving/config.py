@@ -27,9 +27,11 @@ def model_configs(msg: Any) -> list[ModelConfig]:
     """ModelServerConfig proto -> validated ModelConfigs (INVALID_ARGUMENT on a bad one)."""
     which = msg.WhichOneof("config")
     if which == "custom_model_config":
-        raise ServingError("FAILED_PRECONDITION",
-                           "Cannot transition to requested config. It is only legal to "
-                           "transition from one ModelConfigList to another.")
+        raise ServingError(
+            "FAILED_PRECONDITION",
+            "Cannot transition to requested config. It is only legal to "
+            "transition from one ModelConfigList to another.",
+        )
     out: list[ModelConfig] = []
     for m in msg.model_config_list.config:
         if not m.name:
@@ -39,17 +41,20 @@ def model_configs(msg: Any) -> list[ModelConfig]:
         platform = m.model_platform
         if m.model_type != 0:
             if platform:
-                raise ServingError("INVALID_ARGUMENT",
-                                   "Illegal setting both model_type(deprecated) and "
-                                   "model_platform.")
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    "Illegal setting both model_type(deprecated) and model_platform.",
+                )
             platform = "tensorflow" if m.model_type == 1 else "other"
         if not platform:
-            raise ServingError("INVALID_ARGUMENT",
-                               "Illegal setting neither model_type(deprecated) nor "
-                               "model_platform.")
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                "Illegal setting neither model_type(deprecated) nor model_platform.",
+            )
         if platform != "tensorflow":
-            raise ServingError("INVALID_ARGUMENT",
-                               f"model {m.name}: unsupported model_platform {platform!r}")
+            raise ServingError(
+                "INVALID_ARGUMENT", f"model {m.name}: unsupported model_platform {platform!r}"
+            )
         policy = VersionPolicy()
         pol = m.model_version_policy
         kind = pol.WhichOneof("policy_choice")
@@ -57,13 +62,17 @@ def model_configs(msg: Any) -> list[ModelConfig]:
             policy = VersionPolicy("all")
         elif kind == "specific":
             if not pol.specific.versions:
-                raise ServingError("INVALID_ARGUMENT",
-                                   f"model {m.name}: specific version policy lists no versions")
+                raise ServingError(
+                    "INVALID_ARGUMENT", f"model {m.name}: specific version policy lists no versions"
+                )
             policy = VersionPolicy("specific", versions=frozenset(pol.specific.versions))
         elif kind == "latest":
             policy = VersionPolicy("latest", num_versions=max(1, pol.latest.num_versions))
-        out.append(ModelConfig(name=m.name, base_path=m.base_path, policy=policy,
-                               labels=dict(m.version_labels)))
+        out.append(
+            ModelConfig(
+                name=m.name, base_path=m.base_path, policy=policy, labels=dict(m.version_labels)
+            )
+        )
     return out
 
 
@@ -87,6 +96,7 @@ def parse_monitoring_config(text: str) -> MonitoringConfig:
     inner = body.group(1)
     enable = re.search(r"enable\s*:\s*(true|false)", inner)
     path = re.search(r"path\s*:\s*[\"']([^\"']+)[\"']", inner)
-    return MonitoringConfig(prometheus_enable=bool(enable and enable.group(1) == "true"),
-                            prometheus_path=path.group(1) if path else
-                            MonitoringConfig.prometheus_path)
+    return MonitoringConfig(
+        prometheus_enable=bool(enable and enable.group(1) == "true"),
+        prometheus_path=path.group(1) if path else MonitoringConfig.prometheus_path,
+    )

@@ -37,11 +37,25 @@ from tfserving.servable import (
 
 log = get_logger("model_server")
 
-_ERROR_CODES = {"OK": 0, "CANCELLED": 1, "UNKNOWN": 2, "INVALID_ARGUMENT": 3,
-                "DEADLINE_EXCEEDED": 4, "NOT_FOUND": 5, "ALREADY_EXISTS": 6,
-                "PERMISSION_DENIED": 7, "RESOURCE_EXHAUSTED": 8, "FAILED_PRECONDITION": 9,
-                "ABORTED": 10, "OUT_OF_RANGE": 11, "UNIMPLEMENTED": 12, "INTERNAL": 13,
-                "UNAVAILABLE": 14, "DATA_LOSS": 15, "UNAUTHENTICATED": 16}
+_ERROR_CODES = {
+    "OK": 0,
+    "CANCELLED": 1,
+    "UNKNOWN": 2,
+    "INVALID_ARGUMENT": 3,
+    "DEADLINE_EXCEEDED": 4,
+    "NOT_FOUND": 5,
+    "ALREADY_EXISTS": 6,
+    "PERMISSION_DENIED": 7,
+    "RESOURCE_EXHAUSTED": 8,
+    "FAILED_PRECONDITION": 9,
+    "ABORTED": 10,
+    "OUT_OF_RANGE": 11,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+    "UNAUTHENTICATED": 16,
+}
 
 
 def _spec(model_spec: Any) -> tuple[str, int | None, str | None]:
@@ -60,8 +74,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.manager = manager
         self.metrics = metrics
 
-    def _observe(self, api: str, name: str, fn: Callable[[], Any],
-                 context: grpc.ServicerContext) -> Any:
+    def _observe(
+        self, api: str, name: str, fn: Callable[[], Any], context: grpc.ServicerContext
+    ) -> Any:
         """Run ``fn`` and record it as TF Serving's Predict/Classify/Regress do
         (prediction_service_impl.cc): counted by status, latency (µs) when OK."""
         started = time.perf_counter()
@@ -97,13 +112,13 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         def run() -> Any:
             with self.manager.acquire(name, version, label) as (chosen, servable):
                 inputs = {k: tensor_to_ndarray(t) for k, t in request.inputs.items()}
-                outputs = servable.run(request.model_spec.signature_name, inputs,
-                                       list(request.output_filter))
+                outputs = servable.run(
+                    request.model_spec.signature_name, inputs, list(request.output_filter)
+                )
             resp = predict_pb2.PredictResponse()
             resp.model_spec.name = name
             resp.model_spec.version.value = chosen
-            resp.model_spec.signature_name = request.model_spec.signature_name or \
-                DEFAULT_SIGNATURE
+            resp.model_spec.signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
             for key, arr in outputs.items():
                 resp.outputs[key].CopyFrom(ndarray_to_tensor(arr))
             return resp
@@ -115,9 +130,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         def run() -> Any:
             if not request.metadata_field:
-                raise ServingError("INVALID_ARGUMENT",
-                                   "GetModelMetadataRequest must specify at least one "
-                                   "metadata_field")
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    "GetModelMetadataRequest must specify at least one metadata_field",
+                )
             for f in request.metadata_field:
                 if f != "signature_def":
                     raise ServingError("INVALID_ARGUMENT", f"Metadata field {f} is not supported")
@@ -133,20 +149,28 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
         return self._unobserved(run, context)
 
-    def _examples_call(self, api: str, method: str, request: Any,
-                       context: grpc.ServicerContext, build: Callable[[Any, Any], None],
-                       response: Any) -> Any:
+    def _examples_call(
+        self,
+        api: str,
+        method: str,
+        request: Any,
+        context: grpc.ServicerContext,
+        build: Callable[[Any, Any], None],
+        response: Any,
+    ) -> Any:
         name, version, label = _spec(request.model_spec)
 
         def run() -> Any:
             examples = serialized_examples(request.input)
             with self.manager.acquire(name, version, label) as (chosen, servable):
-                outputs = run_examples(servable, request.model_spec.signature_name, method,
-                                       examples)
+                outputs = run_examples(
+                    servable, request.model_spec.signature_name, method, examples
+                )
             response.model_spec.name = name
             response.model_spec.version.value = chosen
-            response.model_spec.signature_name = request.model_spec.signature_name or \
-                DEFAULT_SIGNATURE
+            response.model_spec.signature_name = (
+                request.model_spec.signature_name or DEFAULT_SIGNATURE
+            )
             build(response.result, outputs)
             return response
 
@@ -160,25 +184,38 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                     cls = classification.classes.add()
                     cls.label, cls.score = label, score
 
-        return self._examples_call("Classify", CLASSIFY_METHOD, request, context, build,
-                                   classification_pb2.ClassificationResponse())
+        return self._examples_call(
+            "Classify",
+            CLASSIFY_METHOD,
+            request,
+            context,
+            build,
+            classification_pb2.ClassificationResponse(),
+        )
 
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:
         def build(result: Any, outputs: dict[str, Any]) -> None:
             for value in regress_values(outputs):
                 result.regressions.add().value = value
 
-        return self._examples_call("Regress", REGRESS_METHOD, request, context, build,
-                                   regression_pb2.RegressionResponse())
+        return self._examples_call(
+            "Regress", REGRESS_METHOD, request, context, build, regression_pb2.RegressionResponse()
+        )
 
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                      "MultiInference is not supported by the modelsync compatible server")
+        context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            "MultiInference is not supported by the modelsync compatible server",
+        )
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, manager: ModelManager, on_reload: Callable[[Any], None] | None = None,
-                 reload_wait_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        manager: ModelManager,
+        on_reload: Callable[[Any], None] | None = None,
+        reload_wait_s: float = 600.0,
+    ) -> None:
         self.manager = manager
         self.on_reload = on_reload
         self.reload_wait_s = reload_wait_s
@@ -207,8 +244,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
             if self.on_reload:
                 self.on_reload(request.config)
             resp.status.error_code = 0
-            log.info("config_reloaded", models=len(configs),
-                     seconds=round(time.monotonic() - started, 3))
+            log.info(
+                "config_reloaded", models=len(configs), seconds=round(time.monotonic() - started, 3)
+            )
         except ServingError as exc:
             resp.status.error_code = _ERROR_CODES.get(exc.code, 2)
             resp.status.error_message = exc.message

@@ -33,16 +33,23 @@ log = get_logger("model_server")
 
 
 class ModelManager:
-    def __init__(self, loader: Callable[[str], Any], *, num_load_threads: int = 2,
-                 max_num_load_retries: int = 5, load_retry_interval_s: float = 60.0,
-                 allow_labels_for_unavailable: bool = False,
-                 on_change: Callable[[], None] | None = None,
-                 warmup_iterations: int = 1) -> None:
+    def __init__(
+        self,
+        loader: Callable[[str], Any],
+        *,
+        num_load_threads: int = 2,
+        max_num_load_retries: int = 5,
+        load_retry_interval_s: float = 60.0,
+        allow_labels_for_unavailable: bool = False,
+        on_change: Callable[[], None] | None = None,
+        warmup_iterations: int = 1,
+    ) -> None:
         self._loader = loader
         self._cv = threading.Condition(threading.RLock())
         self._models: dict[str, ModelEntry] = {}
-        self._pool = ThreadPoolExecutor(max_workers=max(1, num_load_threads),
-                                        thread_name_prefix="load")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, num_load_threads), thread_name_prefix="load"
+        )
         self._unload_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="unload")
         self._max_loads = max(1, num_load_threads)
         self._retries = max(0, max_num_load_retries)
@@ -53,8 +60,7 @@ class ModelManager:
         self._on_change = on_change
         self._warmup_recorder: Callable[[str, str, int, int], None] | None = None
         self._warmup_iterations = warmup_iterations  # 0: --enable_model_warmup=false
-        self._thread = threading.Thread(target=self._reconcile_loop, name="reconcile",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._reconcile_loop, name="reconcile", daemon=True)
         self._thread.start()
 
     # --- configuration -------------------------------------------------------------------------
@@ -70,8 +76,7 @@ class ModelManager:
         if len(set(names)) != len(names):
             raise ServingError("INVALID_ARGUMENT", "model names in the config must be unique")
         with self._cv:
-            added = [n for n in names
-                     if n not in self._models or not self._models[n].in_config]
+            added = [n for n in names if n not in self._models or not self._models[n].in_config]
             wanted = {c.name: c for c in configs}
             for name, entry in self._models.items():
                 if name not in wanted and entry.in_config:
@@ -93,14 +98,17 @@ class ModelManager:
     def _wait_for_new_models(self, names: list[str], timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         with self._cv:
+
             def settled() -> bool:
                 for n in names:
                     entry = self._models.get(n)
                     if entry is None:
                         continue
                     aspired = [v for v in entry.versions.values() if v.aspired]
-                    if not (any(v.state == State.AVAILABLE for v in aspired)
-                            or all(v.state == State.END for v in aspired)):
+                    if not (
+                        any(v.state == State.AVAILABLE for v in aspired)
+                        or all(v.state == State.END for v in aspired)
+                    ):
                         return False
                 return True
 
@@ -109,12 +117,17 @@ class ModelManager:
                 if remaining <= 0:
                     break
                 self._cv.wait(min(remaining, 0.5))
-            failed = [n for n in names if n in self._models and any(
-                v.aspired for v in self._models[n].versions.values()) and not any(
-                v.state == State.AVAILABLE for v in self._models[n].versions.values())]
+            failed = [
+                n
+                for n in names
+                if n in self._models
+                and any(v.aspired for v in self._models[n].versions.values())
+                and not any(v.state == State.AVAILABLE for v in self._models[n].versions.values())
+            ]
         if failed:
-            raise ServingError("UNKNOWN", "Some models did not become available: {"
-                               + ", ".join(failed) + "}")
+            raise ServingError(
+                "UNKNOWN", "Some models did not become available: {" + ", ".join(failed) + "}"
+            )
 
     def _apply_labels(self, configs: list[ModelConfig]) -> None:
         with self._cv:
@@ -127,7 +140,8 @@ class ModelManager:
                         raise ServingError(
                             "FAILED_PRECONDITION",
                             f"Request to assign label to version {version} of model {c.name}, "
-                            "which is not currently available for inference")
+                            "which is not currently available for inference",
+                        )
             for c in configs:
                 self._models[c.name].labels = dict(c.labels)
 
@@ -138,11 +152,11 @@ class ModelManager:
         found: dict[str, list[int]] = {}
         for name, cfg in models:
             try:
-                found[name] = version_dirs(
-                    d.name for d in os.scandir(cfg.base_path) if d.is_dir())
+                found[name] = version_dirs(d.name for d in os.scandir(cfg.base_path) if d.is_dir())
             except OSError as exc:
-                log.warning("base_path_unreadable", model=name, base_path=cfg.base_path,
-                            error=str(exc))
+                log.warning(
+                    "base_path_unreadable", model=name, base_path=cfg.base_path, error=str(exc)
+                )
                 found[name] = []
         with self._cv:
             for name, entry in self._models.items():
@@ -156,7 +170,8 @@ class ModelManager:
                     cur = entry.versions.get(v)
                     if cur is None or (cur.state == State.END and not cur.aspired):
                         entry.versions[v] = VersionEntry(
-                            version=v, path=os.path.join(entry.config.base_path, str(v)))
+                            version=v, path=os.path.join(entry.config.base_path, str(v))
+                        )
                     else:
                         cur.aspired = True
                 for v, cur in entry.versions.items():
@@ -184,12 +199,16 @@ class ModelManager:
     def _reconcile_once(self) -> None:
         in_progress = (State.START, State.LOADING)
         with self._cv:
-            busy = {name: sum(1 for v in e.versions.values() if v.state in in_progress)
-                    for name, e in self._models.items()}
+            busy = {
+                name: sum(1 for v in e.versions.values() if v.state in in_progress)
+                for name, e in self._models.items()
+            }
             total = sum(busy.values())  # loads started or running, across all models
             for name, entry in self._models.items():
-                snaps = [Snapshot(v.version, v.state, v.aspired, v.failed)
-                         for v in entry.versions.values()]
+                snaps = [
+                    Snapshot(v.version, v.state, v.aspired, v.failed)
+                    for v in entry.versions.values()
+                ]
                 budget = self._max_loads - (total - busy[name])
                 for action in next_actions(snaps, max_loads=budget):
                     v = entry.versions[action.version]
@@ -226,19 +245,34 @@ class ModelManager:
                         v.state, v.failed = State.END, True
                         v.error_code, v.error_message = code, message
                         self._cv.notify_all()
-                    log.error("version_load_failed", model=name, version=v.version,
-                              code=code, error=message, attempts=attempts)
+                    log.error(
+                        "version_load_failed",
+                        model=name,
+                        version=v.version,
+                        code=code,
+                        error=message,
+                        attempts=attempts,
+                    )
                     self._kick()
                     return
-                log.warning("version_load_retry", model=name, version=v.version,
-                            attempt=attempts, error=message)
+                log.warning(
+                    "version_load_retry",
+                    model=name,
+                    version=v.version,
+                    attempt=attempts,
+                    error=message,
+                )
                 time.sleep(self._retry_interval_s)
         with self._cv:
             v.servable, v.state, v.loaded_at = servable, State.AVAILABLE, time.time()
             v.error_code, v.error_message = "OK", ""
             self._cv.notify_all()
-        log.info("version_available", model=name, version=v.version,
-                 seconds=round(time.monotonic() - started, 3))
+        log.info(
+            "version_available",
+            model=name,
+            version=v.version,
+            seconds=round(time.monotonic() - started, 3),
+        )
         self._kick()
         if self._on_change:
             self._on_change()
@@ -250,11 +284,16 @@ class ModelManager:
     def _warm_up(self, servable: Any, path: str) -> Any:
         """TF Serving warms a version up inside its load: a failed warmup is a failed load."""
         from tfserving.warmup import run_saved_model_warmup
+
         if self._warmup_iterations <= 0:
             return servable
         try:
-            run_saved_model_warmup(servable, path, self._warmup_recorder,
-                                   num_request_iterations=self._warmup_iterations)
+            run_saved_model_warmup(
+                servable,
+                path,
+                self._warmup_recorder,
+                num_request_iterations=self._warmup_iterations,
+            )
         except BaseException:
             if hasattr(servable, "close"):
                 servable.close()
@@ -277,26 +316,29 @@ class ModelManager:
 
     # --- requests ------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def acquire(self, name: str, version: int | None = None,
-                label: str | None = None) -> Iterator[tuple[int, Any]]:
+    def acquire(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> Iterator[tuple[int, Any]]:
         """Hold one AVAILABLE version of ``name`` for the duration of a request."""
         with self._cv:
             entry = self._models.get(name)
             if not name:
                 raise ServingError("INVALID_ARGUMENT", "ModelSpec has no name specified.")
             if entry is None or not entry.in_config:
-                raise ServingError("NOT_FOUND", f"Servable not found for request: "
-                                   f"{_request_text(name, version, label)}")
-            available = [v.version for v in entry.versions.values()
-                         if v.state == State.AVAILABLE]
+                raise ServingError(
+                    "NOT_FOUND",
+                    f"Servable not found for request: {_request_text(name, version, label)}",
+                )
+            available = [v.version for v in entry.versions.values() if v.state == State.AVAILABLE]
             chosen, code = resolve_version(version, label, available, entry.labels)
             if chosen is None:
                 if code == "INVALID_ARGUMENT":
                     raise ServingError(code, f"Unrecognized servable version label: {label}")
                 if code == "UNAVAILABLE":
                     raise ServingError(code, f"Model {name} has no version available yet")
-                raise ServingError(code, f"Servable not found for request: "
-                                   f"{_request_text(name, version, label)}")
+                raise ServingError(
+                    code, f"Servable not found for request: {_request_text(name, version, label)}"
+                )
             ve = entry.versions[chosen]
             ve.refs += 1
             servable = ve.servable
@@ -308,8 +350,9 @@ class ModelManager:
                 if ve.refs == 0:
                     self._cv.notify_all()
 
-    def status(self, name: str, version: int | None = None,
-               label: str | None = None) -> list[VersionStatus]:
+    def status(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[VersionStatus]:
         with self._cv:
             if not name:
                 raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
@@ -318,17 +361,26 @@ class ModelManager:
                 raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
             if label:
                 if label not in entry.labels:
-                    raise ServingError("INVALID_ARGUMENT",
-                                       f"Unrecognized servable version label: {label}")
+                    raise ServingError(
+                        "INVALID_ARGUMENT", f"Unrecognized servable version label: {label}"
+                    )
                 version = entry.labels[label]
             versions = sorted(entry.versions.values(), key=lambda v: -v.version)
             if version is not None:
                 versions = [v for v in versions if v.version == version]
                 if not versions:
-                    raise ServingError("NOT_FOUND",
-                                       f"Could not find version {version} of model {name}")
-            return [VersionStatus(v.version, State.START if v.state == State.UNKNOWN
-                                  else v.state, v.error_code, v.error_message) for v in versions]
+                    raise ServingError(
+                        "NOT_FOUND", f"Could not find version {version} of model {name}"
+                    )
+            return [
+                VersionStatus(
+                    v.version,
+                    State.START if v.state == State.UNKNOWN else v.state,
+                    v.error_code,
+                    v.error_message,
+                )
+                for v in versions
+            ]
 
     def models(self) -> dict[str, ModelEntry]:
         with self._cv:

@@ -91,16 +91,17 @@ class OfficialCounter(_Metric):
     def lines(self) -> list[str]:
         with self._lock:
             cells = sorted(self._cells.items())
-        return [f"# TYPE {self.name} counter",
-                *(f"{self.name}{{{','.join(self._labels(k))}}} {v}" for k, v in cells)]
+        return [
+            f"# TYPE {self.name} counter",
+            *(f"{self.name}{{{','.join(self._labels(k))}}} {v}" for k, v in cells),
+        ]
 
 
 class OfficialSampler(_Metric):
     """A TensorFlow ``monitoring::Sampler``: a histogram per label values. A sample goes to the
     first bucket whose bound is greater than it (``std::upper_bound``), the last one is +Inf."""
 
-    def __init__(self, tf_name: str, label_names: Sequence[str],
-                 bounds: Sequence[float]) -> None:
+    def __init__(self, tf_name: str, label_names: Sequence[str], bounds: Sequence[float]) -> None:
         super().__init__(tf_name, label_names)
         self.bounds = tuple(bounds)
         self._cells: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
@@ -132,34 +133,52 @@ class OfficialSampler(_Metric):
 class ServerMetrics:
     def __init__(self, manager_ref: list[ModelManager] | None = None) -> None:
         self._request_count = OfficialCounter(
-            "/tensorflow/serving/request_count", ["model_name", "status"])
+            "/tensorflow/serving/request_count", ["model_name", "status"]
+        )
         self._request_latency = OfficialSampler(
-            "/tensorflow/serving/request_latency", ["model_name", "API", "entrypoint"],
-            LATENCY_BOUNDS_US)
+            "/tensorflow/serving/request_latency",
+            ["model_name", "API", "entrypoint"],
+            LATENCY_BOUNDS_US,
+        )
         self._warmup_latency = OfficialSampler(
-            "/tensorflow/serving/model_warmup_latency", ["model_path", "status"],
-            LATENCY_BOUNDS_US)
+            "/tensorflow/serving/model_warmup_latency", ["model_path", "status"], LATENCY_BOUNDS_US
+        )
         self._warmup_records = OfficialCounter(
-            "/tensorflow/serving/model_warmup_records_read", ["model_path", "status"])
+            "/tensorflow/serving/model_warmup_records_read", ["model_path", "status"]
+        )
         self._official: list[_Metric] = sorted(
-            [self._request_count, self._request_latency, self._warmup_latency,
-             self._warmup_records], key=lambda m: m.tf_name)
+            [
+                self._request_count,
+                self._request_latency,
+                self._warmup_latency,
+                self._warmup_records,
+            ],
+            key=lambda m: m.tf_name,
+        )
         self.registry = CollectorRegistry()
-        self._versions = Gauge("modelsync_model_server_versions",
-                               "Model versions by state.", ["model_name", "state"],
-                               registry=self.registry)
-        self._batches = Gauge("modelsync_model_server_batches",
-                              "Batches run (with --enable_batching), by model.", ["model_name"],
-                              registry=self.registry)
-        self._batch_rows = Gauge("modelsync_model_server_batched_rows",
-                                 "Rows run in batches, by model.", ["model_name"],
-                                 registry=self.registry)
+        self._versions = Gauge(
+            "modelsync_model_server_versions",
+            "Model versions by state.",
+            ["model_name", "state"],
+            registry=self.registry,
+        )
+        self._batches = Gauge(
+            "modelsync_model_server_batches",
+            "Batches run (with --enable_batching), by model.",
+            ["model_name"],
+            registry=self.registry,
+        )
+        self._batch_rows = Gauge(
+            "modelsync_model_server_batched_rows",
+            "Rows run in batches, by model.",
+            ["model_name"],
+            registry=self.registry,
+        )
         self._manager_ref = manager_ref or []
         for manager in self._manager_ref:  # versions warm up inside their load
             manager.set_warmup_recorder(self.warmup)
 
-    def request(self, api: str, entrypoint: str, model: str, status: str,
-                latency_us: int) -> None:
+    def request(self, api: str, entrypoint: str, model: str, status: str, latency_us: int) -> None:
         """One request, as TF Serving records it: always counted by (model, status code name);
         its latency only when OK. ``api``: ``Predict``/``Classify``/``Regress`` over gRPC, the
         REST verb (``predict``, ...) or ``""`` for a REST GET; ``entrypoint``: GRPC or REST."""

@@ -80,24 +80,30 @@ def next_actions(versions: Iterable[Snapshot], max_loads: int = 1) -> list[Actio
     snaps = list(versions)
     aspired = [s for s in snaps if s.aspired]
     aspired_serving = any(s.state == State.AVAILABLE for s in aspired)
-    unaspired_serving = sorted(s.version for s in snaps
-                               if not s.aspired and s.state == State.AVAILABLE)
+    unaspired_serving = sorted(
+        s.version for s in snaps if not s.aspired and s.state == State.AVAILABLE
+    )
     actions: list[Action] = []
     if unaspired_serving and (not aspired or aspired_serving or len(unaspired_serving) > 1):
         if aspired_serving or not aspired:
             actions.extend(Action("unload", v) for v in unaspired_serving)
         else:
             actions.append(Action("unload", unaspired_serving[0]))
-    new = sorted((s.version for s in aspired if s.state == State.UNKNOWN and not s.failed),
-                 reverse=True)
+    new = sorted(
+        (s.version for s in aspired if s.state == State.UNKNOWN and not s.failed), reverse=True
+    )
     in_progress = sum(1 for s in aspired if s.state in (State.START, State.LOADING))
     room = max(0, max_loads - in_progress)
     actions.extend(Action("load", v) for v in new[:room])
     return actions
 
 
-def resolve_version(requested_version: int | None, label: str | None,
-                    available: Iterable[int], labels: Mapping[str, int]) -> tuple[int | None, str]:
+def resolve_version(
+    requested_version: int | None,
+    label: str | None,
+    available: Iterable[int],
+    labels: Mapping[str, int],
+) -> tuple[int | None, str]:
     """Pick the version a request asks for among the AVAILABLE ones.
 
     Returns ``(version, "")`` or ``(None, code)`` where code is NOT_FOUND, INVALID_ARGUMENT or

@@ -33,12 +33,14 @@ from tfserving.servable import (
 
 _PATH_RE = re.compile(
     r"(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
-    r"(?:(?P<meta>/metadata)|:(?P<verb>predict|classify|regress))?\Z")
+    r"(?:(?P<meta>/metadata)|:(?P<verb>predict|classify|regress))?\Z"
+)
 
 
 def _json(doc: Any, status: int = 200) -> Response:
-    return Response(json.dumps(doc, separators=(",", ":")), status=status,
-                    mimetype="application/json")
+    return Response(
+        json.dumps(doc, separators=(",", ":")), status=status, mimetype="application/json"
+    )
 
 
 def _error(exc: ServingError) -> Response:
@@ -55,6 +57,7 @@ def _decode_value(value: Any) -> Any:
 
 def _encode(arr: np.ndarray) -> Any:
     if arr.dtype.kind in "SO":
+
         def enc(v: Any) -> Any:
             if isinstance(v, list):
                 return [enc(x) for x in v]
@@ -64,6 +67,7 @@ def _encode(arr: np.ndarray) -> Any:
                 except UnicodeDecodeError:
                     return {"b64": base64.b64encode(v).decode()}
             return v
+
         return enc(arr.tolist())
     return arr.tolist()
 
@@ -101,8 +105,14 @@ def _feature(value: Any, key: str) -> Any:
     if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
         return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
     if all(isinstance(v, str | dict) for v in values):
-        raw = [base64.b64decode(v["b64"]) if isinstance(v, dict) and set(v) == {"b64"}
-               else v.encode() if isinstance(v, str) else None for v in values]
+        raw = [
+            base64.b64decode(v["b64"])
+            if isinstance(v, dict) and set(v) == {"b64"}
+            else v.encode()
+            if isinstance(v, str)
+            else None
+            for v in values
+        ]
         if any(r is None for r in raw):
             raise ServingError("INVALID_ARGUMENT", f"feature {key!r}: unsupported value")
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=raw))
@@ -118,20 +128,28 @@ def json_example(doc: Any, context: Any = None) -> Any:
         if not isinstance(part, dict):
             raise ServingError("INVALID_ARGUMENT", "each example must be a JSON object")
         merged.update(part)
-    return tf.train.Example(features=tf.train.Features(
-        feature={k: _feature(v, k) for k, v in merged.items()}))
+    return tf.train.Example(
+        features=tf.train.Features(feature={k: _feature(v, k) for k, v in merged.items()})
+    )
 
 
-def create_app(manager: ModelManager, metrics: ServerMetrics,
-               monitoring: MonitoringConfig | None = None) -> Flask:
+def create_app(
+    manager: ModelManager, metrics: ServerMetrics, monitoring: MonitoringConfig | None = None
+) -> Flask:
     app = Flask("tfserving")
     app.config["MAX_CONTENT_LENGTH"] = 256 * 2**20
 
     def status_doc(name: str, version: int | None, label: str | None) -> dict[str, Any]:
-        return {"model_version_status": [
-            {"version": str(s.version), "state": s.state.name,
-             "status": {"error_code": s.error_code, "error_message": s.error_message}}
-            for s in manager.status(name, version, label)]}
+        return {
+            "model_version_status": [
+                {
+                    "version": str(s.version),
+                    "state": s.state.name,
+                    "status": {"error_code": s.error_code, "error_message": s.error_message},
+                }
+                for s in manager.status(name, version, label)
+            ]
+        }
 
     def metadata_doc(name: str, version: int | None, label: str | None) -> dict[str, Any]:
         from google.protobuf import json_format
@@ -141,17 +159,23 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
             sdm = get_model_metadata_pb2.SignatureDefMap()
             for key, sig in servable.meta_graph.signature_def.items():
                 sdm.signature_def[key].CopyFrom(sig)
-        return {"model_spec": {"name": name, "signature_name": "", "version": str(chosen)},
-                "metadata": {"signature_def": json_format.MessageToDict(
-                    sdm, preserving_proto_field_name=True)}}
+        return {
+            "model_spec": {"name": name, "signature_name": "", "version": str(chosen)},
+            "metadata": {
+                "signature_def": json_format.MessageToDict(sdm, preserving_proto_field_name=True)
+            },
+        }
 
     def predict(name: str, version: int | None, label: str | None) -> dict[str, Any]:
         body = _body()
         has_rows, has_cols = "instances" in body, "inputs" in body
         if has_rows == has_cols:
-            raise ServingError("INVALID_ARGUMENT",
-                               "Missing 'inputs' or 'instances' key" if not has_rows else
-                               "Not allowed to specify both 'inputs' and 'instances' keys")
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                "Missing 'inputs' or 'instances' key"
+                if not has_rows
+                else "Not allowed to specify both 'inputs' and 'instances' keys",
+            )
         sig_name = body.get("signature_name") or DEFAULT_SIGNATURE
         with manager.acquire(name, version, label) as (_chosen, servable):
             sig = servable.signature(sig_name)
@@ -160,15 +184,15 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
             if has_rows:
                 rows = body["instances"]
                 if not isinstance(rows, list) or not rows:
-                    raise ServingError("INVALID_ARGUMENT",
-                                       "'instances' must be a non-empty list")
+                    raise ServingError("INVALID_ARGUMENT", "'instances' must be a non-empty list")
                 if len(keys) == 1 and not (isinstance(rows[0], dict) and keys[0] in rows[0]):
                     inputs[keys[0]] = _as_array(rows, sig.inputs[keys[0]], keys[0])
                 else:
                     for k in keys:
                         if not all(isinstance(r, dict) and k in r for r in rows):
-                            raise ServingError("INVALID_ARGUMENT",
-                                               f"instance is missing input {k!r}")
+                            raise ServingError(
+                                "INVALID_ARGUMENT", f"instance is missing input {k!r}"
+                            )
                         inputs[k] = _as_array([r[k] for r in rows], sig.inputs[k], k)
             else:
                 cols = body["inputs"]
@@ -180,8 +204,10 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
                 elif len(keys) == 1:
                     inputs[keys[0]] = _as_array(cols, sig.inputs[keys[0]], keys[0])
                 else:
-                    raise ServingError("INVALID_ARGUMENT",
-                                       "'inputs' must name each input of a multi-input signature")
+                    raise ServingError(
+                        "INVALID_ARGUMENT",
+                        "'inputs' must name each input of a multi-input signature",
+                    )
             outputs = servable.run(sig_name, inputs)
         if has_rows:
             n = len(next(iter(inputs.values())))
@@ -193,8 +219,9 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
             return {"outputs": _encode(next(iter(outputs.values())))}
         return {"outputs": {k: _encode(v) for k, v in outputs.items()}}
 
-    def examples_call(verb: str, name: str, version: int | None,
-                      label: str | None) -> dict[str, Any]:
+    def examples_call(
+        verb: str, name: str, version: int | None, label: str | None
+    ) -> dict[str, Any]:
         body = _body()
         examples = body.get("examples")
         if not isinstance(examples, list) or not examples:
@@ -203,11 +230,13 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
         serialized = [json_example(e, context).SerializeToString() for e in examples]
         method = CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD
         with manager.acquire(name, version, label) as (_chosen, servable):
-            outputs = run_examples(servable, body.get("signature_name") or DEFAULT_SIGNATURE,
-                                   method, serialized)
+            outputs = run_examples(
+                servable, body.get("signature_name") or DEFAULT_SIGNATURE, method, serialized
+            )
         if verb == "classify":
-            return {"result": [[[lbl, score] for lbl, score in row]
-                               for row in classify_rows(outputs)]}
+            return {
+                "result": [[[lbl, score] for lbl, score in row] for row in classify_rows(outputs)]
+            }
         return {"result": regress_values(outputs)}
 
     def malformed(path: str) -> Response:
@@ -258,6 +287,7 @@ def create_app(manager: ModelManager, metrics: ServerMetrics,
         return _json(doc)
 
     if monitoring and monitoring.prometheus_enable:
+
         @app.route(monitoring.prometheus_path)
         def prometheus() -> Response:
             return Response(metrics.render(), mimetype="text/plain; version=0.0.4")

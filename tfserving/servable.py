@@ -24,14 +24,16 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"
 REGRESS_METHOD = "tensorflow/serving/regress"
 
 
-def read_meta_graph(path: str | os.PathLike[str], tags: tuple[str, ...] = ("serve",)
-                    ) -> meta_graph_pb2.MetaGraphDef:
+def read_meta_graph(
+    path: str | os.PathLike[str], tags: tuple[str, ...] = ("serve",)
+) -> meta_graph_pb2.MetaGraphDef:
     base = Path(path)
     sm = saved_model_pb2.SavedModel()
     if (base / "saved_model.pb").exists():
         sm.ParseFromString((base / "saved_model.pb").read_bytes())
     elif (base / "saved_model.pbtxt").exists():
         from google.protobuf import text_format
+
         text_format.Parse((base / "saved_model.pbtxt").read_text(), sm)
     else:
         raise FileNotFoundError(f"{base}: no saved_model.pb or saved_model.pbtxt")
@@ -53,8 +55,9 @@ class Signature:
 class Servable:
     """A SavedModel loaded for serving. ``run`` is thread-safe."""
 
-    def __init__(self, path: str | os.PathLike[str], tags: tuple[str, ...] = ("serve",),
-                 batching: Any = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], tags: tuple[str, ...] = ("serve",), batching: Any = None
+    ) -> None:
         self.path = str(path)
         self.batching = batching  # BatchingParameters, or None: every request runs alone
         self._batchers: dict[str, Any] = {}
@@ -66,41 +69,55 @@ class Servable:
             _args, kwargs = fn.structured_input_signature
             sig_def = self.meta_graph.signature_def.get(name)
             self.signatures[name] = Signature(
-                name=name, fn=fn, inputs=dict(kwargs),
+                name=name,
+                fn=fn,
+                inputs=dict(kwargs),
                 outputs=sorted(fn.structured_outputs.keys()),
-                method_name=sig_def.method_name if sig_def is not None else PREDICT_METHOD)
+                method_name=sig_def.method_name if sig_def is not None else PREDICT_METHOD,
+            )
 
     def signature(self, name: str) -> Signature:
         sig = self.signatures.get(name or DEFAULT_SIGNATURE)
         if sig is None:
-            raise ServingError("INVALID_ARGUMENT",
-                               f"Serving signature name: \"{name or DEFAULT_SIGNATURE}\" not found "
-                               "in signature def")
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f'Serving signature name: "{name or DEFAULT_SIGNATURE}" not found in signature def',
+            )
         return sig
 
-    def run(self, signature_name: str, inputs: dict[str, np.ndarray],
-            output_filter: list[str] | None = None) -> dict[str, np.ndarray]:
+    def run(
+        self,
+        signature_name: str,
+        inputs: dict[str, np.ndarray],
+        output_filter: list[str] | None = None,
+    ) -> dict[str, np.ndarray]:
         sig = self.signature(signature_name)
         self._check_inputs(sig, inputs)
         for i, key in enumerate(output_filter or []):
             if key not in sig.outputs:
-                raise ServingError("INVALID_ARGUMENT",
-                                   f"output tensor alias not found in signature: {key} Outputs "
-                                   f"expected to be in the set {{{','.join(sig.outputs)}}}.")
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"output tensor alias not found in signature: {key} Outputs "
+                    f"expected to be in the set {{{','.join(sig.outputs)}}}.",
+                )
             if key in (output_filter or [])[:i]:
                 raise ServingError("INVALID_ARGUMENT", f"duplicate output tensor alias: {key}")
         feed = {}
         for i, (key, spec) in enumerate(sorted(sig.inputs.items())):
             arr = inputs[key]
             if arr.dtype != spec.dtype.as_numpy_dtype and not (
-                    spec.dtype == tf.string and arr.dtype.kind in "SUO"):
-                raise ServingError("INVALID_ARGUMENT",
-                                   f"Expects arg[{i}] to be {_dtype_text(spec.dtype)} but "
-                                   f"{_dtype_text(tf.as_dtype(arr.dtype))} is provided")
+                spec.dtype == tf.string and arr.dtype.kind in "SUO"
+            ):
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"Expects arg[{i}] to be {_dtype_text(spec.dtype)} but "
+                    f"{_dtype_text(tf.as_dtype(arr.dtype))} is provided",
+                )
             if not spec.shape.is_compatible_with(arr.shape):
-                raise ServingError("INVALID_ARGUMENT",
-                                   f"input {key!r}: shape {list(arr.shape)} is not compatible "
-                                   f"with {spec.shape}")
+                raise ServingError(
+                    "INVALID_ARGUMENT",
+                    f"input {key!r}: shape {list(arr.shape)} is not compatible with {spec.shape}",
+                )
             feed[key] = arr
         wanted = output_filter or sig.outputs
         batcher = self._batcher(sig) if self.batching is not None else None
@@ -117,7 +134,8 @@ class Servable:
                 f"input size does not match signature: {len(given)}!={len(expected)} "
                 f"len({{{','.join(given)}}}) != len({{{','.join(expected)}}}). Sent extra: "
                 f"{{{','.join(sorted(set(given) - set(expected)))}}}. Missing but required: "
-                f"{{{','.join(sorted(set(expected) - set(given)))}}}.")
+                f"{{{','.join(sorted(set(expected) - set(given)))}}}.",
+            )
         sig_def = self.meta_graph.signature_def.get(sig.name)
         for alias in expected:
             if alias not in inputs:
@@ -126,12 +144,14 @@ class Servable:
                     "INVALID_ARGUMENT",
                     f"Signature input alias: {alias}(feed name: {feed}) not found in request "
                     f"and no default value provided. Inputs expected to be in the request "
-                    f"{{{','.join(given)}}}, or default input alias set: ")
+                    f"{{{','.join(given)}}}, or default input alias set: ",
+                )
 
     def _call(self, sig: Signature, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
-            result = sig.fn(**{k: tf.constant(v, dtype=sig.inputs[k].dtype)
-                               for k, v in feed.items()})
+            result = sig.fn(
+                **{k: tf.constant(v, dtype=sig.inputs[k].dtype) for k, v in feed.items()}
+            )
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise ServingError("INVALID_ARGUMENT", _one_line(exc)) from exc
         except tf.errors.OpError as exc:
@@ -148,13 +168,16 @@ class Servable:
                 from tfserving.batching import Batcher
 
                 batcher = self._batchers[sig.name] = Batcher(
-                    functools.partial(self._call, sig), self.batching)
+                    functools.partial(self._call, sig), self.batching
+                )
             return batcher
 
     def batch_stats(self) -> tuple[int, int]:
         with self._batch_lock:
-            return (sum(b.batches for b in self._batchers.values()),
-                    sum(b.rows for b in self._batchers.values()))
+            return (
+                sum(b.batches for b in self._batchers.values()),
+                sum(b.rows for b in self._batchers.values()),
+            )
 
     def close(self) -> None:
         with self._batch_lock:
@@ -191,8 +214,7 @@ def tensor_to_ndarray(proto: Any) -> np.ndarray:
     try:
         return tf.make_ndarray(proto)
     except Exception as exc:  # malformed TensorProto
-        raise ServingError("INVALID_ARGUMENT", f"malformed input tensor: {_one_line(exc)}") \
-            from exc
+        raise ServingError("INVALID_ARGUMENT", f"malformed input tensor: {_one_line(exc)}") from exc
 
 
 def ndarray_to_tensor(arr: np.ndarray) -> Any:
@@ -223,25 +245,30 @@ def serialized_examples(input_proto: Any) -> list[bytes]:
     return out
 
 
-def run_examples(servable: Servable, signature_name: str, method: str,
-                 examples: list[bytes]) -> dict[str, np.ndarray]:
+def run_examples(
+    servable: Servable, signature_name: str, method: str, examples: list[bytes]
+) -> dict[str, np.ndarray]:
     """Run a classify or regress signature on serialized tf.Examples."""
     sig = servable.signature(signature_name)
     if sig.method_name != method:
         kind = "classification" if method == CLASSIFY_METHOD else "regression"
-        raise ServingError("INVALID_ARGUMENT",
-                           f"Expected {kind} signature method_name to be {method}. "
-                           f"Was: {sig.method_name}")
+        raise ServingError(
+            "INVALID_ARGUMENT",
+            f"Expected {kind} signature method_name to be {method}. Was: {sig.method_name}",
+        )
     if len(sig.inputs) != 1:
-        raise ServingError("INVALID_ARGUMENT",
-                           f"Expected one input Tensor in the {sig.name} signature")
+        raise ServingError(
+            "INVALID_ARGUMENT", f"Expected one input Tensor in the {sig.name} signature"
+        )
     (key,) = sig.inputs
     outputs = servable.run(sig.name, {key: np.array(examples, dtype=object)})
     for name, arr in outputs.items():
         if arr.shape[:1] != (len(examples),):
-            raise ServingError("INVALID_ARGUMENT",
-                               f"Expected output Tensor {name} to have {len(examples)} rows, "
-                               f"got shape {list(arr.shape)}")
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"Expected output Tensor {name} to have {len(examples)} rows, "
+                f"got shape {list(arr.shape)}",
+            )
     return outputs
 
 
@@ -249,15 +276,19 @@ def classify_rows(outputs: dict[str, np.ndarray]) -> list[list[tuple[str, float]
     """Per example, (label, score) pairs from the ``classes`` and/or ``scores`` outputs."""
     classes, scores = outputs.get("classes"), outputs.get("scores")
     if classes is None and scores is None:
-        raise ServingError("INVALID_ARGUMENT",
-                           "classification signature has neither classes nor scores outputs")
+        raise ServingError(
+            "INVALID_ARGUMENT", "classification signature has neither classes nor scores outputs"
+        )
     first = classes if classes is not None else scores
     assert first is not None
     rows = []
     for i in range(len(first)):
         width = first[i].size
-        labels = ([c.decode() if isinstance(c, bytes) else str(c)
-                   for c in classes[i].reshape(-1)] if classes is not None else [""] * width)
+        labels = (
+            [c.decode() if isinstance(c, bytes) else str(c) for c in classes[i].reshape(-1)]
+            if classes is not None
+            else [""] * width
+        )
         values = scores[i].reshape(-1).tolist() if scores is not None else [0.0] * width
         rows.append(list(zip(labels, values, strict=True)))
     return rows
@@ -269,7 +300,9 @@ def regress_values(outputs: dict[str, np.ndarray]) -> list[float]:
         raise ServingError("INVALID_ARGUMENT", "regression signature has no outputs Tensor")
     flat = values.reshape(len(values), -1)
     if flat.shape[1] != 1:
-        raise ServingError("INVALID_ARGUMENT",
-                           f"Expected output Tensor shape to be [batch_size] or [batch_size, 1], "
-                           f"got {list(values.shape)}")
+        raise ServingError(
+            "INVALID_ARGUMENT",
+            f"Expected output Tensor shape to be [batch_size] or [batch_size, 1], "
+            f"got {list(values.shape)}",
+        )
     return [float(v) for v in flat[:, 0]]

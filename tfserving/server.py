@@ -23,11 +23,17 @@ from modelsync.log import configure_logging, get_logger
 log = get_logger("model_server")
 
 IGNORED_FLAGS = {  # accepted for compatibility; they tune TensorFlow internals
-    "tensorflow_session_parallelism", "tensorflow_intra_op_parallelism",
-    "tensorflow_inter_op_parallelism", "per_process_gpu_memory_fraction",
-    "flush_filesystem_caches", "rest_api_num_threads",
-    "rest_api_timeout_in_ms", "grpc_channel_arguments",
-    "num_unload_threads", "xla_cpu_compilation_enabled", "enable_signature_method_name_check",
+    "tensorflow_session_parallelism",
+    "tensorflow_intra_op_parallelism",
+    "tensorflow_inter_op_parallelism",
+    "per_process_gpu_memory_fraction",
+    "flush_filesystem_caches",
+    "rest_api_num_threads",
+    "rest_api_timeout_in_ms",
+    "grpc_channel_arguments",
+    "num_unload_threads",
+    "xla_cpu_compilation_enabled",
+    "enable_signature_method_name_check",
 }
 
 
@@ -42,14 +48,17 @@ def _bool(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tensorflow_model_server", allow_abbrev=False,
+        prog="tensorflow_model_server",
+        allow_abbrev=False,
         description="TF-Serving-compatible model server (modelsync). Flags as the official "
-                    "tensorflow_model_server: --flag=value or --flag value.")
+        "tensorflow_model_server: --flag=value or --flag value.",
+    )
 
     def flag(name: str, typ: Any, default: Any, help_text: str = "") -> None:
         if typ is bool:
-            p.add_argument(f"--{name}", type=_bool, nargs="?", const=True, default=default,
-                           help=help_text)
+            p.add_argument(
+                f"--{name}", type=_bool, nargs="?", const=True, default=default, help=help_text
+            )
         else:
             p.add_argument(f"--{name}", type=typ, default=default, help=help_text)
 
@@ -60,23 +69,39 @@ def build_parser() -> argparse.ArgumentParser:
     flag("model_config_file_poll_wait_seconds", int, 0, "re-read the config file; 0 = never")
     flag("model_name", str, "default", "single-model mode: the model's name")
     flag("model_base_path", str, "", "single-model mode: the model's base path")
-    flag("file_system_poll_wait_seconds", int, 1,
-         "scan base paths for versions; 0 = once, < 0 = never")
-    flag("num_load_threads", int, 0, "threads that load versions; 0 = 2 (loads always run "
-         "off the request path here)")
+    flag(
+        "file_system_poll_wait_seconds",
+        int,
+        1,
+        "scan base paths for versions; 0 = once, < 0 = never",
+    )
+    flag(
+        "num_load_threads",
+        int,
+        0,
+        "threads that load versions; 0 = 2 (loads always run off the request path here)",
+    )
     flag("max_num_load_retries", int, 5, "retries of a failed load")
     flag("load_retry_interval_micros", int, 60_000_000, "wait between load retries")
     flag("monitoring_config_file", str, "", "MonitoringConfig text proto (Prometheus)")
     # as main.cc / server.h: warmup on by default; the iterations flag counts only when > 0
     # (then each warmup record runs that many times; else once, ModelWarmupOptions' default)
-    flag("enable_model_warmup", bool, True, "replay assets.extra/tf_serving_warmup_requests "
-         "during each load, before the version is AVAILABLE")
-    flag("num_request_iterations_for_warmup", int, 0, "times each warmup record runs; "
-         "0 = once")
+    flag(
+        "enable_model_warmup",
+        bool,
+        True,
+        "replay assets.extra/tf_serving_warmup_requests "
+        "during each load, before the version is AVAILABLE",
+    )
+    flag("num_request_iterations_for_warmup", int, 0, "times each warmup record runs; 0 = once")
     flag("enable_batching", bool, False, "merge concurrent requests into batches")
     flag("batching_parameters_file", str, "", "BatchingParameters text proto")
-    flag("allow_version_labels_for_unavailable_models", bool, False,
-         "allow labels onto versions that are not AVAILABLE")
+    flag(
+        "allow_version_labels_for_unavailable_models",
+        bool,
+        False,
+        "allow labels onto versions that are not AVAILABLE",
+    )
     flag("grpc_max_threads", int, 0, "gRPC worker threads; 0 = 4 x cores")
     flag("saved_model_tags", str, "serve", "comma-separated MetaGraph tags")
     flag("ssl_config_file", str, "", "(not supported: must be empty)")
@@ -133,8 +158,11 @@ class ModelServer:
         if a.enable_batching:
             from tfserving.batching import BatchingParameters, parse_batching_parameters
 
-            batching = (parse_batching_parameters(Path(a.batching_parameters_file).read_text())
-                        if a.batching_parameters_file else BatchingParameters())
+            batching = (
+                parse_batching_parameters(Path(a.batching_parameters_file).read_text())
+                if a.batching_parameters_file
+                else BatchingParameters()
+            )
             log.info("batching_enabled", **batching.__dict__)
         self.manager = ModelManager(
             lambda path: Servable(path, tags, batching),
@@ -142,8 +170,10 @@ class ModelServer:
             max_num_load_retries=a.max_num_load_retries,
             load_retry_interval_s=a.load_retry_interval_micros / 1e6,
             allow_labels_for_unavailable=a.allow_version_labels_for_unavailable_models,
-            warmup_iterations=(max(1, a.num_request_iterations_for_warmup)
-                               if a.enable_model_warmup else 0))
+            warmup_iterations=(
+                max(1, a.num_request_iterations_for_warmup) if a.enable_model_warmup else 0
+            ),
+        )
         metrics = ServerMetrics([self.manager])
         started = time.monotonic()
         try:
@@ -153,13 +183,18 @@ class ModelServer:
         workers = a.grpc_max_threads or 4 * (os.cpu_count() or 1)
         self.grpc_server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", 2**31 - 1),
-                     ("grpc.max_send_message_length", 2**31 - 1),
-                     ("grpc.so_reuseport", 0)])
+            options=[
+                ("grpc.max_receive_message_length", 2**31 - 1),
+                ("grpc.max_send_message_length", 2**31 - 1),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.manager, metrics), self.grpc_server)
+            PredictionService(self.manager, metrics), self.grpc_server
+        )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self.manager), self.grpc_server)
+            ModelService(self.manager), self.grpc_server
+        )
         self.health = health.HealthServicer()
         self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)  # until all is up
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc_server)
@@ -178,15 +213,23 @@ class ModelServer:
             app = create_app(self.manager, metrics, monitoring)
             self.http_server = make_server("0.0.0.0", a.rest_api_port, app, threaded=True)
             self._spawn("rest", self.http_server.serve_forever)
-        for service in ("", "tensorflow.serving.PredictionService",
-                        "tensorflow.serving.ModelService"):
+        for service in (
+            "",
+            "tensorflow.serving.PredictionService",
+            "tensorflow.serving.ModelService",
+        ):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         if a.file_system_poll_wait_seconds > 0:
             self._spawn("fs-poll", self._fs_poll_loop)
         if a.model_config_file and a.model_config_file_poll_wait_seconds > 0:
             self._spawn("config-poll", self._config_poll_loop)
-        log.info("server_ready", grpc_port=a.port, rest_api_port=a.rest_api_port,
-                 models=len(configs), seconds=round(time.monotonic() - started, 3))
+        log.info(
+            "server_ready",
+            grpc_port=a.port,
+            rest_api_port=a.rest_api_port,
+            models=len(configs),
+            seconds=round(time.monotonic() - started, 3),
+        )
         return self
 
     def _spawn(self, name: str, target: Any) -> None:
@@ -252,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.version:
         from modelsync import __version__
+
         print(f"TensorFlow ModelServer: modelsync-compatible {__version__}")
         return 0
     configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)

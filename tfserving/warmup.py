@@ -84,8 +84,9 @@ def _read_checksummed(f: IO[bytes], remaining: int, offset: int, n: int) -> byte
         raise ReadStatus("DATA_LOSS", "record size too large" + _suffix(offset))
     expected = n + 4
     if expected >= 2**63:  # ReadNBytes takes an int64
-        raise ReadStatus("INVALID_ARGUMENT",
-                         f"Can't read a negative number of bytes: {expected - 2**64}")
+        raise ReadStatus(
+            "INVALID_ARGUMENT", f"Can't read a negative number of bytes: {expected - 2**64}"
+        )
     if remaining < expected:
         return None  # "Read less bytes than requested"
     data = f.read(expected)
@@ -109,15 +110,21 @@ def read_records(f: IO[bytes]) -> Iterator[bytes]:
         (length,) = struct.unpack("<Q", header)
         body = _read_checksummed(f, size - offset - 12, offset + 12, length)
         if body is None:
-            raise ReadStatus("DATA_LOSS", f"truncated record at {offset}' failed with Read "
-                                          "less bytes than requested")
+            raise ReadStatus(
+                "DATA_LOSS",
+                f"truncated record at {offset}' failed with Read less bytes than requested",
+            )
         yield body
         offset += 12 + length + 4
 
 
 def _os_error(path: str, exc: OSError) -> ServingError:
-    code = {errno.ENOENT: "NOT_FOUND", errno.EACCES: "PERMISSION_DENIED",
-            errno.EPERM: "PERMISSION_DENIED", errno.EISDIR: "FAILED_PRECONDITION"}
+    code = {
+        errno.ENOENT: "NOT_FOUND",
+        errno.EACCES: "PERMISSION_DENIED",
+        errno.EPERM: "PERMISSION_DENIED",
+        errno.EISDIR: "FAILED_PRECONDITION",
+    }
     return ServingError(code.get(exc.errno or 0, "UNKNOWN"), f"{path}; {exc.strerror}")
 
 
@@ -152,23 +159,28 @@ def _run_multi_inference(servable: Servable, request: Any) -> None:
         if not task.model_spec.name:
             raise ServingError("INVALID_ARGUMENT", "Found ModelSpec with an empty model name.")
         if model_name and task.model_spec.name != model_name:
-            raise ServingError("INVALID_ARGUMENT", "All ModelSpecs in a MultiInferenceRequest "
-                                                   "must access the same model name.")
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                "All ModelSpecs in a MultiInferenceRequest must access the same model name.",
+            )
         model_name = task.model_spec.name
         name = _signature_name(task.model_spec)
         if name in seen:
             raise ServingError("INVALID_ARGUMENT", f"Duplicate evaluation of signature: {name}")
         seen.add(name)
         if name not in servable.meta_graph.signature_def:
-            raise ServingError("INVALID_ARGUMENT",
-                               f"Requested signature not found in model graph: {name}")
+            raise ServingError(
+                "INVALID_ARGUMENT", f"Requested signature not found in model graph: {name}"
+            )
         if task.method_name not in (CLASSIFY_METHOD, REGRESS_METHOD):
-            raise ServingError("UNIMPLEMENTED",
-                               f"Unsupported signature method_name: {task.method_name}")
+            raise ServingError(
+                "UNIMPLEMENTED", f"Unsupported signature method_name: {task.method_name}"
+            )
     examples = serialized_examples(request.input)
     for task in request.tasks:
-        outputs = run_examples(servable, _signature_name(task.model_spec), task.method_name,
-                               examples)
+        outputs = run_examples(
+            servable, _signature_name(task.model_spec), task.method_name, examples
+        )
         if task.method_name == CLASSIFY_METHOD:
             classify_rows(outputs)
         else:
@@ -191,9 +203,13 @@ def run_warmup_request(servable: Servable, prediction_log: Any) -> None:
         raise ServingError("UNIMPLEMENTED", f"Unsupported log_type for warmup: {number}")
 
 
-def run_saved_model_warmup(servable: Servable, export_dir: str,
-                           record: Recorder | None = None, *,
-                           num_request_iterations: int = 1) -> int:
+def run_saved_model_warmup(
+    servable: Servable,
+    export_dir: str,
+    record: Recorder | None = None,
+    *,
+    num_request_iterations: int = 1,
+) -> int:
     """Replay the version's warmup file (if any) against ``servable``; returns the number of
     records read. Raises :class:`ServingError` (code and message as TF Serving's)."""
     from google.protobuf.message import DecodeError
@@ -217,14 +233,18 @@ def run_saved_model_warmup(servable: Servable, export_dir: str,
                     prediction_log = prediction_log_pb2.PredictionLog.FromString(raw)
                 except DecodeError:
                     text = raw.decode("utf-8", "replace")
-                    raise ServingError("INVALID_ARGUMENT", f"Failed to parse warmup record: "
-                                                           f"{text} from {path}") from None
+                    raise ServingError(
+                        "INVALID_ARGUMENT", f"Failed to parse warmup record: {text} from {path}"
+                    ) from None
                 for _ in range(num_request_iterations):
                     run_warmup_request(servable, prediction_log)
                 records += 1
                 if records > MAX_NUM_RECORDS:
-                    raise ServingError("INVALID_ARGUMENT", "Number of warmup records exceeds "
-                                       f"the maximum ({MAX_NUM_RECORDS}) at {path}")
+                    raise ServingError(
+                        "INVALID_ARGUMENT",
+                        "Number of warmup records exceeds "
+                        f"the maximum ({MAX_NUM_RECORDS}) at {path}",
+                    )
         except ReadStatus as exc:
             status = ServingError(exc.code, exc.message)
         except OSError as exc:  # a read error of the file system
@@ -233,8 +253,9 @@ def run_saved_model_warmup(servable: Servable, export_dir: str,
     if record is not None:
         record(export_dir, status_text(status), latency_us, records)
     if status is not None and status.code == "DATA_LOSS":
-        raise ServingError("DATA_LOSS", f"{status.message}. Please verify your warmup data is "
-                                        "in TFRecord format.")
+        raise ServingError(
+            "DATA_LOSS", f"{status.message}. Please verify your warmup data is in TFRecord format."
+        )
     if status is not None:
         raise status
     log.info("warmup_finished", path=path, records=records, micros=latency_us)

@@ -26,16 +26,26 @@ def cluster() -> Response:
         for m in all_models(catalog, policy, fleet):
             v = model_summary(m, catalog, policy, fleet)
             observed = s.db.convergence(m, v["converged"], v["target_versions"], now)
-            out[m] = {"target_versions": v["target_versions"], "labels": v["labels"],
-                      "serving_nodes": v["serving_nodes"], "versions": v["summary"],
-                      "converged": v["converged"], "problems": v["problems"],
-                      "last_minute": recent.get(m, last_minute(None, MINUTE)),
-                      # converged: since the nodes say the last of them got there
-                      "since": v["converged_since"] or observed}
+            out[m] = {
+                "target_versions": v["target_versions"],
+                "labels": v["labels"],
+                "serving_nodes": v["serving_nodes"],
+                "versions": v["summary"],
+                "converged": v["converged"],
+                "problems": v["problems"],
+                "last_minute": recent.get(m, last_minute(None, MINUTE)),
+                # converged: since the nodes say the last of them got there
+                "since": v["converged_since"] or observed,
+            }
         nodes = node_counts(fleet)
-    return jsonify({"models": out, "nodes": nodes, "problems": s.problems(),
-                    "catalog": {"listed_at": s.writer.last_ok_at,
-                                "error": s.writer.last_error}})
+    return jsonify(
+        {
+            "models": out,
+            "nodes": nodes,
+            "problems": s.problems(),
+            "catalog": {"listed_at": s.writer.last_ok_at, "error": s.writer.last_error},
+        }
+    )
 
 
 @bp.post("/v1/sync")
@@ -58,6 +68,14 @@ def events() -> Response:
     since = when(args.get("since"), time.time(), "since")
     if not 1 <= limit <= 1000:
         raise ApiError(400, "'limit' must be 1..1000")
-    return jsonify({"events": state().db.events(model=args.get("model"),
-                                                node=args.get("node"), since=since,
-                                                kind=args.get("kind"), limit=limit)})
+    return jsonify(
+        {
+            "events": state().db.events(
+                model=args.get("model"),
+                node=args.get("node"),
+                since=since,
+                kind=args.get("kind"),
+                limit=limit,
+            )
+        }
+    )

@@ -37,14 +37,16 @@ def _page(template: str, **context: object) -> Response | str:
     kind = auth.session_kind(settings)
     if kind is None:
         return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
-    return render_template(template, kind=kind, csrf=auth.csrf_token(), version=__version__,
-                           pages=PAGES, **context)
+    return render_template(
+        template, kind=kind, csrf=auth.csrf_token(), version=__version__, pages=PAGES, **context
+    )
 
 
 @bp.get("/login")
 def login() -> str:
-    return render_template("login.html", next=_safe_next(request.args.get("next")), error=None,
-                           version=__version__)
+    return render_template(
+        "login.html", next=_safe_next(request.args.get("next")), error=None, version=__version__
+    )
 
 
 @bp.post("/login")
@@ -53,10 +55,15 @@ def login_post() -> Response | tuple[str, int]:
     target = _safe_next(request.form.get("next"))
     kind = auth.sign_in(settings, request.form.get("token", ""))
     if kind is None:
-        return render_template("login.html", next=target, version=__version__,
-                               error="That is not a read or admin token."), 401
-    state().db.add_event("audit", "console_signed_in", detail={"kind": kind,
-                                                             "remote": request.remote_addr})
+        return render_template(
+            "login.html",
+            next=target,
+            version=__version__,
+            error="That is not a read or admin token.",
+        ), 401
+    state().db.add_event(
+        "audit", "console_signed_in", detail={"kind": kind, "remote": request.remote_addr}
+    )
     return redirect(target, code=303)
 
 
@@ -64,8 +71,10 @@ def login_post() -> Response | tuple[str, int]:
 def logout() -> Response | tuple[str, int]:
     """Sign out (the form carries the session's CSRF token, so no other site can do it)."""
     if auth.csrf_token() and request.form.get("csrf") != auth.csrf_token():
-        return ("This sign-out form is out of date (the session changed): reload the page "
-                "and sign out again."), 403
+        return (
+            "This sign-out form is out of date (the session changed): reload the page "
+            "and sign out again."
+        ), 403
     session.clear()
     return redirect(url_for("console.login"), code=303)
 
@@ -98,6 +107,10 @@ def configure(app: object, session_s: float, secure: bool, secret: bytes) -> Non
 
     assert isinstance(app, Flask)
     app.secret_key = secret
-    app.config.update(SESSION_COOKIE_NAME="modelsync_session", SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Strict", SESSION_COOKIE_SECURE=secure,
-                      PERMANENT_SESSION_LIFETIME=timedelta(seconds=session_s))
+    app.config.update(
+        SESSION_COOKIE_NAME="modelsync_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=secure,
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=session_s),
+    )

@@ -28,9 +28,14 @@ def readyz() -> tuple[Response, int]:
         db_ok = True
     except Exception:
         db_ok = False
-    return jsonify({"ready": db_ok, "database": db_ok,
-                    "catalog_last_ok_at": s.writer.last_ok_at,
-                    "catalog_error": s.writer.last_error}), 200 if db_ok else 503
+    return jsonify(
+        {
+            "ready": db_ok,
+            "database": db_ok,
+            "catalog_last_ok_at": s.writer.last_ok_at,
+            "catalog_error": s.writer.last_error,
+        }
+    ), 200 if db_ok else 503
 
 
 @bp.get("/metrics")

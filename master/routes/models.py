@@ -43,9 +43,11 @@ def models() -> Response:
     need("read")
     recent = state().telemetry.last_minute(time.time())
     with view_inputs() as (catalog, policy, fleet):
-        out = [model_summary(m, catalog, policy, fleet)
-               | {"last_minute": recent.get(m, last_minute(None, MINUTE))}
-               for m in all_models(catalog, policy, fleet)]
+        out = [
+            model_summary(m, catalog, policy, fleet)
+            | {"last_minute": recent.get(m, last_minute(None, MINUTE))}
+            for m in all_models(catalog, policy, fleet)
+        ]
     return jsonify({"models": out, "problems": state().problems()})
 
 
@@ -58,8 +60,9 @@ def model(model: str) -> Response:
             raise ApiError(404, f"no model {model!r} in the bucket, the policy or any node")
         view = model_view(model, catalog, policy, fleet)
     view["problems"] = state().problems() + view["problems"]
-    view["last_minute"] = state().telemetry.last_minute(time.time()).get(
-        model, last_minute(None, MINUTE))
+    view["last_minute"] = (
+        state().telemetry.last_minute(time.time()).get(model, last_minute(None, MINUTE))
+    )
     return jsonify(view)
 
 
@@ -83,8 +86,9 @@ def unpin(model: str) -> Response:
 def rollback(model: str) -> Response:
     need("admin")
     check_model(model)
-    return write_policy(model, "model_rolled_back",
-                        policy_ops.rollback(model, state().complete_versions(model)))
+    return write_policy(
+        model, "model_rolled_back", policy_ops.rollback(model, state().complete_versions(model))
+    )
 
 
 @bp.put("/v1/models/<model>/labels/<label>")
@@ -101,8 +105,7 @@ def put_label(model: str, label: str) -> Response:
 def delete_label(model: str, label: str) -> Response:
     need("admin")
     check_model(model)
-    return write_policy(model, "label_deleted", policy_ops.delete_label(model, label),
-                        label=label)
+    return write_policy(model, "label_deleted", policy_ops.delete_label(model, label), label=label)
 
 
 @bp.put("/v1/models/<model>/policy")
@@ -112,8 +115,7 @@ def put_policy(model: str) -> Response:
     doc = body()
     unknown = set(doc) - {"keep_versions", "disabled"}
     if unknown:
-        raise ApiError(400, f"unknown fields {sorted(unknown)}; allowed: keep_versions, "
-                            "disabled")
+        raise ApiError(400, f"unknown fields {sorted(unknown)}; allowed: keep_versions, disabled")
     keep: Any = policy_ops.UNSET
     if "keep_versions" in doc:
         keep = doc["keep_versions"]
@@ -124,7 +126,10 @@ def put_policy(model: str) -> Response:
         raise ApiError(400, "'disabled' must be true or false")
     if keep is policy_ops.UNSET and disabled is None:
         raise ApiError(400, "give keep_versions and/or disabled")
-    return write_policy(model, "model_policy_set",
-                        policy_ops.set_model_policy(model, keep, disabled),
-                        keep_versions=None if keep is policy_ops.UNSET else keep,
-                        disabled=disabled)
+    return write_policy(
+        model,
+        "model_policy_set",
+        policy_ops.set_model_policy(model, keep, disabled),
+        keep_versions=None if keep is policy_ops.UNSET else keep,
+        disabled=disabled,
+    )

@@ -47,8 +47,15 @@ def heartbeat() -> Response:
     heartbeat_s = float(hb) if isinstance(hb, int | float) and 0.5 <= hb <= 3600 else 10.0
     now = time.time()
     new, sync_seen = s.db.heartbeat(
-        node_id, role, str(doc.get("hostname") or "")[:255],
-        str(doc.get("version") or "")[:64], heartbeat_s, status, events, now)
+        node_id,
+        role,
+        str(doc.get("hostname") or "")[:255],
+        str(doc.get("version") or "")[:64],
+        heartbeat_s,
+        status,
+        events,
+        now,
+    )
     s.metrics.heartbeats.labels(role).inc()
     if telemetry:
         s.telemetry.add(node_id, telemetry, now)
@@ -84,6 +91,7 @@ def swarm_view() -> Any:
     if s.settings.docker == "off":
         return None
     from master.swarm import swarm_view as view
+
     try:
         return view(s.db.nodes(), time.time())
     except Exception as exc:  # the Docker socket is optional

@@ -33,9 +33,12 @@ def rollout_json(model: str) -> dict[str, Any]:
     rs = mp.rollout_state
     now = time.time()
     doc: dict[str, Any] = {
-        "model": model, "spec": None if spec is None else spec.to_json(),
+        "model": model,
+        "spec": None if spec is None else spec.to_json(),
         "spec_from": "model" if mp.rollout is not None else "defaults" if spec else None,
-        "rejected": sorted(mp.rejected), "status": "idle" if rs is None else rs.status}
+        "rejected": sorted(mp.rejected),
+        "status": "idle" if rs is None else rs.status,
+    }
     if rs is None:
         return doc
     doc.update({k: v for k, v in rs.to_json().items() if k != "nodes"})
@@ -46,9 +49,11 @@ def rollout_json(model: str) -> dict[str, Any]:
         doc["bake_remaining_s"] = max(0.0, round(spec.bake_s - (now - rs.stage_started_at), 1))
     if rs.active:  # the new version against the previous one since the stage began
         sample = sampler(s, model, now)
-        doc["figures"] = {name: {"version": v, **vars(sample(v, rs.stage_started_at))}
-                          for name, v in (("new", rs.version), ("baseline", rs.previous))
-                          if v is not None}
+        doc["figures"] = {
+            name: {"version": v, **vars(sample(v, rs.stage_started_at))}
+            for name, v in (("new", rs.version), ("baseline", rs.previous))
+            if v is not None
+        }
     return doc
 
 
@@ -67,8 +72,9 @@ def put_rollout(model: str) -> Response:
         spec = parse_spec(body())
     except RolloutError as exc:
         raise ApiError(400, str(exc)) from None
-    return write_policy(model, "rollout_spec_set", policy_ops.set_rollout(model, spec),
-                        spec=spec.to_json())
+    return write_policy(
+        model, "rollout_spec_set", policy_ops.set_rollout(model, spec), spec=spec.to_json()
+    )
 
 
 @bp.delete("/v1/models/<model>/rollout")
@@ -84,8 +90,11 @@ def rollout_action(model: str, action: str) -> Response:
     check_model(model)
     if action not in ACTIONS:
         raise ApiError(404, f"no rollout action {action!r}; use one of {list(ACTIONS)}")
-    return write_policy(model, f"rollout_{action}",
-                        policy_ops.rollout_action(model, action, live_nodes(), time.time()))
+    return write_policy(
+        model,
+        f"rollout_{action}",
+        policy_ops.rollout_action(model, action, live_nodes(), time.time()),
+    )
 
 
 @bp.delete("/v1/models/<model>/rejected/<version>")

@@ -24,8 +24,11 @@ MAX_RECENT = 100
 def gateways() -> dict[str, dict[str, Any]]:
     """node id -> its gateway's last report (live ones)."""
     now = time.time()
-    return {r.node_id: r.status for r in state().db.nodes_by_role("gateway")
-            if r.state(now) == "live" and isinstance(r.status, dict)}
+    return {
+        r.node_id: r.status
+        for r in state().db.nodes_by_role("gateway")
+        if r.state(now) == "live" and isinstance(r.status, dict)
+    }
 
 
 @bp.get("/v1/models/<model>/requests")
@@ -38,8 +41,9 @@ def recent_requests(model: str) -> Response:
         summary = (status.get("models") or {}).get(model)
         if not isinstance(summary, dict):
             continue
-        per_node[node] = {k: summary.get(k) for k in ("count", "errors", "by_status", "p50_ms",
-                                                     "p99_ms", "ring")}
+        per_node[node] = {
+            k: summary.get(k) for k in ("count", "errors", "by_status", "p50_ms", "p99_ms", "ring")
+        }
         for entry in summary.get("last") or []:
             if isinstance(entry, dict):
                 recent.append({**entry, "node": node})
@@ -64,24 +68,49 @@ def signature(model: str, version: int) -> Response:
             sigs = saved_model_signatures(name, data)
         except ValueError as exc:
             raise ApiError(409, f"{model} v{version}: {exc}") from None
-        return jsonify({"model": model, "version": version, "signatures": {
-            k: {"inputs": {i: {"dtype": t.dtype, "shape": t.shape} for i, t in sg.inputs.items()},
-                "outputs": {o: {"dtype": t.dtype, "shape": t.shape}
-                            for o, t in sg.outputs.items()},
-                "example": {"inputs": {i: example(t.dtype, t.shape)
-                                       for i, t in sg.inputs.items()}}}
-            for k, sg in sigs.items()}})
+        return jsonify(
+            {
+                "model": model,
+                "version": version,
+                "signatures": {
+                    k: {
+                        "inputs": {
+                            i: {"dtype": t.dtype, "shape": t.shape} for i, t in sg.inputs.items()
+                        },
+                        "outputs": {
+                            o: {"dtype": t.dtype, "shape": t.shape} for o, t in sg.outputs.items()
+                        },
+                        "example": {
+                            "inputs": {i: example(t.dtype, t.shape) for i, t in sg.inputs.items()}
+                        },
+                    }
+                    for k, sg in sigs.items()
+                },
+            }
+        )
     if s.store.stat(base + TARBALL_NAME) is not None:  # read only by the nodes, never here
-        return jsonify({"model": model, "version": version, "signatures": None,
-                        "reason": f"v{version} is published as one {TARBALL_NAME}: its "
-                                  "signature is not read from the bucket"})
-    raise ApiError(404, f"{model} v{version} has no saved_model.pb in the bucket (no such "
-                        "version)")
+        return jsonify(
+            {
+                "model": model,
+                "version": version,
+                "signatures": None,
+                "reason": f"v{version} is published as one {TARBALL_NAME}: its "
+                "signature is not read from the bucket",
+            }
+        )
+    raise ApiError(404, f"{model} v{version} has no saved_model.pb in the bucket (no such version)")
 
 
 def example(dtype: str, shape: tuple[int, ...] | None) -> Any:
-    value: Any = "" if dtype == "string" else False if dtype == "bool" else \
-        0.0 if dtype.startswith("float") else 0
+    value: Any = (
+        ""
+        if dtype == "string"
+        else False
+        if dtype == "bool"
+        else 0.0
+        if dtype.startswith("float")
+        else 0
+    )
     for dim in reversed((shape or (1,))[1:]):
         value = [value] * (dim if dim > 0 else 1)
     return [value]  # one row
@@ -97,8 +126,9 @@ def try_it(model: str) -> Response:
     node, payload, version = doc.get("node"), doc.get("body"), doc.get("version")
     if not isinstance(node, str) or not isinstance(payload, dict):
         raise ApiError(400, "give 'node' (a node id) and 'body' (a JSON object)")
-    if version is not None and (not isinstance(version, int) or isinstance(version, bool)
-                                or version < 1):
+    if version is not None and (
+        not isinstance(version, int) or isinstance(version, bool) or version < 1
+    ):
         raise ApiError(400, "'version' must be a positive integer")
     status = gateways().get(node)
     if status is None or not isinstance(status.get("url"), str):
@@ -107,9 +137,12 @@ def try_it(model: str) -> Response:
     token = state().settings.gateway_token
     started = time.perf_counter()
     try:
-        resp = requests.post(status["url"].rstrip("/") + path, json=payload,
-                             timeout=TRY_TIMEOUT_S,
-                             headers={"Authorization": f"Bearer {token}"} if token else {})
+        resp = requests.post(
+            status["url"].rstrip("/") + path,
+            json=payload,
+            timeout=TRY_TIMEOUT_S,
+            headers={"Authorization": f"Bearer {token}"} if token else {},
+        )
     except requests.RequestException as exc:
         raise ApiError(502, f"the gateway of {node} did not answer: {exc}") from None
     latency = round((time.perf_counter() - started) * 1000, 3)
@@ -118,5 +151,12 @@ def try_it(model: str) -> Response:
     except ValueError:
         answer = {"text": resp.text[:2000]}
     audit("model_tried", model, node=node, status=resp.status_code, latency_ms=latency)
-    return jsonify({"node": node, "status": resp.status_code, "answer": answer,
-                    "version": resp.headers.get("X-Model-Version"), "latency_ms": latency})
+    return jsonify(
+        {
+            "node": node,
+            "status": resp.status_code,
+            "answer": answer,
+            "version": resp.headers.get("X-Model-Version"),
+            "latency_ms": latency,
+        }
+    )

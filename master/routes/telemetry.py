@@ -28,8 +28,9 @@ def when(text: str | None, now: float, name: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise ApiError(400, f"'{name}' must be a duration such as 15m, 1h, 7d or a Unix time, "
-                            f"got {text!r}") from None
+        raise ApiError(
+            400, f"'{name}' must be a duration such as 15m, 1h, 7d or a Unix time, got {text!r}"
+        ) from None
     if not math.isfinite(value) or value < 0:
         raise ApiError(400, f"'{name}' must be a finite, non-negative time")
     return value
@@ -40,8 +41,7 @@ def step_arg(text: str | None, span: float, unit: int) -> int:
         try:
             step = int(text)
         except ValueError:
-            raise ApiError(400, f"'step' must be a whole number of seconds, got {text!r}") \
-                from None
+            raise ApiError(400, f"'step' must be a whole number of seconds, got {text!r}") from None
         if step < unit or step % unit:
             raise ApiError(400, f"'step' must be a multiple of {unit} s here, got {step}")
     else:
@@ -70,27 +70,43 @@ def model_metrics(model: str) -> Response:
     if not since < until:
         raise ApiError(400, "'since' must be before 'until'")
     if since < now - s.settings.telemetry_retention_s - 86400:
-        raise ApiError(400, "'since' reaches back beyond the telemetry kept "
-                            f"(MODELSYNC_TELEMETRY_RETENTION_S={s.settings.telemetry_retention_s:g})")
+        raise ApiError(
+            400,
+            "'since' reaches back beyond the telemetry kept "
+            f"(MODELSYNC_TELEMETRY_RETENTION_S={s.settings.telemetry_retention_s:g})",
+        )
     node = args.get("node")
     buckets: dict[float, Figures] = {}
     if node:
         step = step_arg(args.get("step"), until - since, 1)
         for t, iv, versions in s.telemetry.node_rows(model, node, since, until):
             buckets.setdefault(t // step * step, Figures()).add(
-                iv, str(versions[0]) if len(versions) == 1 else None)
+                iv, str(versions[0]) if len(versions) == 1 else None
+            )
     else:
         step = step_arg(args.get("step"), until - since, MINUTE)
         for minute, f in s.telemetry.model_minutes(model, since, until).items():
             buckets.setdefault(minute // step * step, Figures()).merge(f)
     start = since // step * step
-    series = [point(t, buckets.get(t, Figures()), step, until)
-              for t in (start + i * step for i in range(int((until - start) // step) + 1))]
+    series = [
+        point(t, buckets.get(t, Figures()), step, until)
+        for t in (start + i * step for i in range(int((until - start) // step) + 1))
+    ]
     total = merged(buckets.values())
-    return jsonify({"model": model, "node": node, "since": since, "until": until, "step": step,
-                    "series": series,
-                    "total": {**figures_json(total.whole, until - since),
-                              "by_version": by_version_json(total, until - since)}})
+    return jsonify(
+        {
+            "model": model,
+            "node": node,
+            "since": since,
+            "until": until,
+            "step": step,
+            "series": series,
+            "total": {
+                **figures_json(total.whole, until - since),
+                "by_version": by_version_json(total, until - since),
+            },
+        }
+    )
 
 
 @bp.get("/v1/metrics/sparklines")
@@ -105,5 +121,10 @@ def sparklines() -> Response:
     start = int(since // MINUTE) * MINUTE
     minutes = list(range(start, int(now) + 1, MINUTE))
     rows = state().telemetry.sparklines(since)
-    return jsonify({"minutes": minutes, "step": MINUTE,
-                    "models": {m: [per.get(t, 0) for t in minutes] for m, per in rows.items()}})
+    return jsonify(
+        {
+            "minutes": minutes,
+            "step": MINUTE,
+            "models": {m: [per.get(t, 0) for t in minutes] for m, per in rows.items()},
+        }
+    )

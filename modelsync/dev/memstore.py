@@ -49,9 +49,13 @@ class MemoryStore:
     def list_prefixes(self, prefix: str) -> list[str]:
         self.calls["list"] += 1
         with self._lock:
-            return sorted({prefix + n[len(prefix):].split("/", 1)[0] + "/"
-                           for n in self._objects if n.startswith(prefix)
-                           and "/" in n[len(prefix):]})
+            return sorted(
+                {
+                    prefix + n[len(prefix) :].split("/", 1)[0] + "/"
+                    for n in self._objects
+                    if n.startswith(prefix) and "/" in n[len(prefix) :]
+                }
+            )
 
     def stat(self, name: str) -> ObjectInfo | None:
         self.calls["stat"] += 1
@@ -64,8 +68,15 @@ class MemoryStore:
         with self._lock:
             return self._get(name, generation).data
 
-    def download(self, name: str, fh: BinaryIO, *, generation: int | None = None,
-                 expected_crc32c: str | None = None, chunk_bytes: int = 1 << 20) -> int:
+    def download(
+        self,
+        name: str,
+        fh: BinaryIO,
+        *,
+        generation: int | None = None,
+        expected_crc32c: str | None = None,
+        chunk_bytes: int = 1 << 20,
+    ) -> int:
         self.calls["download"] += 1
         with self._lock:
             obj = self._get(name, generation)
@@ -74,24 +85,36 @@ class MemoryStore:
         fh.write(obj.data)
         return len(obj.data)
 
-    def write(self, name: str, data: bytes, *, if_generation_match: int | None = None,
-              content_type: str = "application/octet-stream",
-              metadata: Mapping[str, str] | None = None) -> ObjectInfo:
+    def write(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        if_generation_match: int | None = None,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> ObjectInfo:
         self.calls["write"] += 1
         with self._lock:
             current = self._objects.get(name)
             if if_generation_match is not None:
                 have = 0 if current is None else current.info.generation
                 if have != if_generation_match:
-                    raise PreconditionFailed(f"{name}: generation {have}, not "
-                                             f"{if_generation_match}")
-            info = ObjectInfo(name, next(self._generations), len(data), crc32c_b64(data),
-                              metadata=dict(metadata or {}), updated=time.time())
+                    raise PreconditionFailed(
+                        f"{name}: generation {have}, not {if_generation_match}"
+                    )
+            info = ObjectInfo(
+                name,
+                next(self._generations),
+                len(data),
+                crc32c_b64(data),
+                metadata=dict(metadata or {}),
+                updated=time.time(),
+            )
             self._objects[name] = _Object(bytes(data), info)
             return info
 
-    def upload(self, name: str, path: str, *,
-               if_generation_match: int | None = None) -> ObjectInfo:
+    def upload(self, name: str, path: str, *, if_generation_match: int | None = None) -> ObjectInfo:
         with open(path, "rb") as fh:
             return self.write(name, fh.read(), if_generation_match=if_generation_match)
 

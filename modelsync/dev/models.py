@@ -17,8 +17,15 @@ def _quiet_tf() -> None:
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
-def make_linear_model(out: str | os.PathLike[str], a: float, b: float = 0.0, *,
-                      shards: int = 1, pad_bytes: int = 0, seed: int = 0) -> Path:
+def make_linear_model(
+    out: str | os.PathLike[str],
+    a: float,
+    b: float = 0.0,
+    *,
+    shards: int = 1,
+    pad_bytes: int = 0,
+    seed: int = 0,
+) -> Path:
     _quiet_tf()
     import numpy as np
     import tensorflow as tf
@@ -37,8 +44,10 @@ def make_linear_model(out: str | os.PathLike[str], a: float, b: float = 0.0, *,
             self.a = tf.Variable(a, dtype=tf.float32, name="a")
             self.b = tf.Variable(b, dtype=tf.float32, name="b")
             n_pad = shards if shards > 1 or pad_bytes else 0
-            self.pad = [tf.Variable(rng.random(per_shard, dtype=np.float32), name=f"pad{i}")
-                        for i in range(n_pad)]
+            self.pad = [
+                tf.Variable(rng.random(per_shard, dtype=np.float32), name=f"pad{i}")
+                for i in range(n_pad)
+            ]
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
         def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -58,12 +67,16 @@ def make_linear_model(out: str | os.PathLike[str], a: float, b: float = 0.0, *,
         policy = tf.train.experimental.MaxShardSizePolicy(max_shard_size=shard_bytes)
         options = tf.saved_model.SaveOptions(experimental_sharding_callback=policy)
     out_path.mkdir(parents=True, exist_ok=True)
-    tf.saved_model.save(module, str(out_path),
-                        signatures={"serving_default": module.serve, "double": module.double},
-                        options=options)
+    tf.saved_model.save(
+        module,
+        str(out_path),
+        signatures={"serving_default": module.serve, "double": module.double},
+        options=options,
+    )
     (out_path / "assets.extra").mkdir(exist_ok=True)
     (out_path / "assets.extra" / "modelsync_demo.txt").write_text(
-        f"linear model y = {a} * x + {b}\n")
+        f"linear model y = {a} * x + {b}\n"
+    )
     return out_path
 
 
@@ -90,11 +103,9 @@ def make_example_model(out: str | os.PathLike[str], a: float, b: float = 0.0) ->
         x_in = v1.placeholder(tf.float32, [None], name="x")
         y_direct = a_var * x_in + b_var
         sigs = {
-            "serving_default": v1.saved_model.predict_signature_def({"x": x_in},
-                                                                    {"y": y_direct}),
+            "serving_default": v1.saved_model.predict_signature_def({"x": x_in}, {"y": y_direct}),
             "regress": v1.saved_model.regression_signature_def(serialized, y),
-            "classify": v1.saved_model.classification_signature_def(serialized, classes,
-                                                                    scores),
+            "classify": v1.saved_model.classification_signature_def(serialized, classes, scores),
         }
         with v1.Session() as sess:
             sess.run(v1.global_variables_initializer())
@@ -123,20 +134,29 @@ def make_two_input_model(out: str | os.PathLike[str], a: float, b: float = 1.0) 
             self.a = tf.Variable(a, dtype=tf.float32, name="a")
             self.b = tf.Variable(b, dtype=tf.float32, name="b")
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x"),
-                                      tf.TensorSpec([None], tf.int64, name="n")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.float32, name="x"),
+                tf.TensorSpec([None], tf.int64, name="n"),
+            ]
+        )
         def serve(self, x: tf.Tensor, n: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"y": self.a * x + self.b * tf.cast(n, tf.float32)}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x"),
-                                      tf.TensorSpec([None], tf.int64, name="n")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.float32, name="x"),
+                tf.TensorSpec([None], tf.int64, name="n"),
+            ]
+        )
         def pair(self, x: tf.Tensor, n: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"y": self.a * x + self.b * tf.cast(n, tf.float32), "n2": 2 * n}
 
     module = TwoInputs()
     out_path.mkdir(parents=True, exist_ok=True)
-    tf.saved_model.save(module, str(out_path),
-                        signatures={"serving_default": module.serve, "pair": module.pair})
+    tf.saved_model.save(
+        module, str(out_path), signatures={"serving_default": module.serve, "pair": module.pair}
+    )
     return out_path
 
 
@@ -148,8 +168,9 @@ def _empty_out(out: str | os.PathLike[str]) -> Path:
     return out_path
 
 
-def make_erroring_model(out: str | os.PathLike[str], a: float, b: float = 0.0,
-                        threshold: float = 0.8) -> Path:
+def make_erroring_model(
+    out: str | os.PathLike[str], a: float, b: float = 0.0, threshold: float = 0.8
+) -> Path:
     """``y = a*x + b`` (``x``, ``y``: float32 [None]), but a request with any ``x >= threshold``
     fails: the graph's ``tf.debugging.assert_less`` raises InvalidArgumentError, which TF
     Serving (and the compatible server) answers as INVALID_ARGUMENT ("assertion failed: …").
@@ -169,7 +190,8 @@ def make_erroring_model(out: str | os.PathLike[str], a: float, b: float = 0.0,
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
         def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
             check = tf.debugging.assert_less(
-                x, self.threshold, message=f"modelsync erroring model: x must be < {threshold}")
+                x, self.threshold, message=f"modelsync erroring model: x must be < {threshold}"
+            )
             with tf.control_dependencies([check]):
                 return {"y": self.a * x + self.b}
 
@@ -202,12 +224,19 @@ def make_nan_model(out: str | os.PathLike[str], warmup: bool = True) -> Path:
         sigs = saved_model_signatures("saved_model.pb", (out_path / "saved_model.pb").read_bytes())
         (out_path / WARMUP_FILE).parent.mkdir(exist_ok=True)
         (out_path / WARMUP_FILE).write_bytes(
-            warmup_file_bytes(['{"instances": [1.0]}'], sigs, "nan"))
+            warmup_file_bytes(['{"instances": [1.0]}'], sigs, "nan")
+        )
     return out_path
 
 
-def make_slow_model(out: str | os.PathLike[str], a: float, b: float = 0.0,
-                    factor_ms: float = 20.0, *, size: int = 64) -> Path:
+def make_slow_model(
+    out: str | os.PathLike[str],
+    a: float,
+    b: float = 0.0,
+    factor_ms: float = 20.0,
+    *,
+    size: int = 64,
+) -> Path:
     """``y = a*x + b`` (``x``, ``y``: float32 [None]) that spends about ``factor_ms`` more CPU
     time on every request: a ``tf.while_loop`` of ``m = tanh(m @ w)`` with ``size`` x ``size``
     float32 matrices, whose result is added to ``y`` times a variable that is 0 (a variable,
@@ -240,9 +269,11 @@ def make_slow_model(out: str | os.PathLike[str], a: float, b: float = 0.0,
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
         def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
-            _, m = tf.while_loop(lambda i, m: i < self.iterations,
-                                 lambda i, m: (i + 1, tf.tanh(tf.matmul(m, self.w))),
-                                 (tf.constant(0), self.m0))
+            _, m = tf.while_loop(
+                lambda i, m: i < self.iterations,
+                lambda i, m: (i + 1, tf.tanh(tf.matmul(m, self.w))),
+                (tf.constant(0), self.m0),
+            )
             return {"y": self.a * x + self.b + self.zero * tf.reduce_mean(m)}
 
     module = Slow()

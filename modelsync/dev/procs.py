@@ -23,8 +23,13 @@ class ProcessError(RuntimeError):
 class ManagedProcess:
     """A child process with its log in a file; ``stop()`` sends SIGTERM, then SIGKILL."""
 
-    def __init__(self, name: str, args: Sequence[str], log_path: str | os.PathLike[str],
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: Sequence[str],
+        log_path: str | os.PathLike[str],
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.args = list(args)
         self.log_path = Path(log_path)
@@ -34,9 +39,14 @@ class ManagedProcess:
     def start(self) -> ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log_fh:
-            self.proc = subprocess.Popen(self.args, stdout=log_fh, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, env=self.env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.args,
+                stdout=log_fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -86,35 +96,54 @@ def wait_grpc_ready(target: str, timeout_s: float, proc: ManagedProcess | None =
         try:
             with grpc.insecure_channel(target) as ch:
                 resp = health_pb2_grpc.HealthStub(ch).Check(
-                    health_pb2.HealthCheckRequest(service=""), timeout=1)
+                    health_pb2.HealthCheckRequest(service=""), timeout=1
+                )
                 if resp.status == health_pb2.HealthCheckResponse.SERVING:
                     return
         except grpc.RpcError as exc:
             last = str(exc.code())
         time.sleep(0.1)
-    raise ProcessError(f"{target} not ready after {timeout_s}s ({last}); "
-                       f"{proc.log_tail() if proc else ''}")
+    raise ProcessError(
+        f"{target} not ready after {timeout_s}s ({last}); {proc.log_tail() if proc else ''}"
+    )
 
 
-def start_model_server(workdir: str | os.PathLike[str], *, model_config_file: str | None = None,
-                       model_name: str | None = None, model_base_path: str | None = None,
-                       grpc_port: int = 0, rest_port: int = 0, flags: Sequence[str] = (),
-                       timeout_s: float = 120.0, name: str = "model-server") -> ManagedProcess:
+def start_model_server(
+    workdir: str | os.PathLike[str],
+    *,
+    model_config_file: str | None = None,
+    model_name: str | None = None,
+    model_base_path: str | None = None,
+    grpc_port: int = 0,
+    rest_port: int = 0,
+    flags: Sequence[str] = (),
+    timeout_s: float = 120.0,
+    name: str = "model-server",
+) -> ManagedProcess:
     """The compatible model server as a process; returns once it answers gRPC health checks.
 
     ``proc.grpc_port``/``proc.rest_port`` tell where it listens.
     """
     grpc_port = grpc_port or free_port()
     rest_port = rest_port or free_port()
-    args = [sys.executable, "-m", "tfserving.server", f"--port={grpc_port}",
-            f"--rest_api_port={rest_port}"]
+    args = [
+        sys.executable,
+        "-m",
+        "tfserving.server",
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest_port}",
+    ]
     if model_config_file:
         args.append(f"--model_config_file={model_config_file}")
     if model_base_path:
         args += [f"--model_name={model_name or 'default'}", f"--model_base_path={model_base_path}"]
     args += list(flags)
-    proc = ManagedProcess(name, args, Path(workdir) / f"{name}.log",
-                          env={"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""})
+    proc = ManagedProcess(
+        name,
+        args,
+        Path(workdir) / f"{name}.log",
+        env={"TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
+    )
     proc.grpc_port = grpc_port  # type: ignore[attr-defined]
     proc.rest_port = rest_port  # type: ignore[attr-defined]
     proc.start()
@@ -149,11 +178,21 @@ class Node:
     sharing one MODEL_ROOT, like the containers of a Swarm node; with ``gateway``, also the
     node's REST front door."""
 
-    def __init__(self, workdir: str | os.PathLike[str], *, bucket: str, emulator_host: str,
-                 name: str = "node", prefix: str = "models", poll_s: float = 1.0,
-                 master_url: str | None = None, node_token: str | None = None,
-                 extra_env: dict[str, str] | None = None,
-                 model_server_flags: Sequence[str] = (), gateway: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: str | os.PathLike[str],
+        *,
+        bucket: str,
+        emulator_host: str,
+        name: str = "node",
+        prefix: str = "models",
+        poll_s: float = 1.0,
+        master_url: str | None = None,
+        node_token: str | None = None,
+        extra_env: dict[str, str] | None = None,
+        model_server_flags: Sequence[str] = (),
+        gateway: bool = False,
+    ) -> None:
         self.workdir = Path(workdir)
         self.name = name
         self.model_root = self.workdir / "models"
@@ -163,16 +202,21 @@ class Node:
         self.cm_port = free_port()
         self.gateway_port = free_port() if gateway else None
         self.model_server_flags = list(model_server_flags)
-        self.env = {"MODELSYNC_BUCKET": bucket, "MODELSYNC_PREFIX": prefix,
-                    "STORAGE_EMULATOR_HOST": emulator_host,
-                    "MODELSYNC_MODEL_ROOT": str(self.model_root), "MODELSYNC_NODE_ID": name,
-                    "MODELSYNC_POLL_S": str(poll_s),
-                    "MODELSYNC_TFSERVING": f"127.0.0.1:{self.grpc_port}",
-                    "MODELSYNC_TFSERVING_REST": f"127.0.0.1:{self.rest_port}",
-                    "MODELSYNC_RECONCILE_S": "5", "MODELSYNC_LOAD_TIMEOUT_S": "120",
-                    "MODELSYNC_HTTP_HOST": "127.0.0.1",
-                    "MODELSYNC_TFSERVING_METRICS_URL": f"http://127.0.0.1:{self.rest_port}"
-                                                       "/monitoring/prometheus/metrics"}
+        self.env = {
+            "MODELSYNC_BUCKET": bucket,
+            "MODELSYNC_PREFIX": prefix,
+            "STORAGE_EMULATOR_HOST": emulator_host,
+            "MODELSYNC_MODEL_ROOT": str(self.model_root),
+            "MODELSYNC_NODE_ID": name,
+            "MODELSYNC_POLL_S": str(poll_s),
+            "MODELSYNC_TFSERVING": f"127.0.0.1:{self.grpc_port}",
+            "MODELSYNC_TFSERVING_REST": f"127.0.0.1:{self.rest_port}",
+            "MODELSYNC_RECONCILE_S": "5",
+            "MODELSYNC_LOAD_TIMEOUT_S": "120",
+            "MODELSYNC_HTTP_HOST": "127.0.0.1",
+            "MODELSYNC_TFSERVING_METRICS_URL": f"http://127.0.0.1:{self.rest_port}"
+            "/monitoring/prometheus/metrics",
+        }
         if master_url:
             self.env["MODELSYNC_MASTER_URL"] = master_url
         if node_token:
@@ -194,17 +238,27 @@ class Node:
                 self.config_path.write_text("model_config_list {\n}\n")
             config_file = str(self.config_path)
         self.model_server = start_model_server(
-            self.workdir, model_config_file=config_file, grpc_port=self.grpc_port,
-            rest_port=self.rest_port, name=f"{self.name}-model-server",
-            flags=["--file_system_poll_wait_seconds=1", "--max_num_load_retries=0",
-                   f"--monitoring_config_file={MONITORING_CONFIG}", *self.model_server_flags])
+            self.workdir,
+            model_config_file=config_file,
+            grpc_port=self.grpc_port,
+            rest_port=self.rest_port,
+            name=f"{self.name}-model-server",
+            flags=[
+                "--file_system_poll_wait_seconds=1",
+                "--max_num_load_retries=0",
+                f"--monitoring_config_file={MONITORING_CONFIG}",
+                *self.model_server_flags,
+            ],
+        )
         return self.model_server
 
     def _daemon(self, command: str, port: int) -> ManagedProcess:
-        proc = ManagedProcess(f"{self.name}-{command}",
-                              [sys.executable, "-m", "cli", command, "--port",
-                               str(port)],
-                              self.workdir / f"{self.name}-{command}.log", env=self.env).start()
+        proc = ManagedProcess(
+            f"{self.name}-{command}",
+            [sys.executable, "-m", "cli", command, "--port", str(port)],
+            self.workdir / f"{self.name}-{command}.log",
+            env=self.env,
+        ).start()
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, proc)
         return proc
 
@@ -228,31 +282,53 @@ class Node:
         return codes
 
     def listening(self) -> dict[str, str]:
-        return {"model server gRPC": f"127.0.0.1:{self.grpc_port}",
-                "model server REST": f"http://127.0.0.1:{self.rest_port}",
-                "puller": f"http://127.0.0.1:{self.puller_port}/status",
-                "config manager": f"http://127.0.0.1:{self.cm_port}/status",
-                **({"gateway (REST)": self.gateway_url} if self.gateway_url else {})}
+        return {
+            "model server gRPC": f"127.0.0.1:{self.grpc_port}",
+            "model server REST": f"http://127.0.0.1:{self.rest_port}",
+            "puller": f"http://127.0.0.1:{self.puller_port}/status",
+            "config manager": f"http://127.0.0.1:{self.cm_port}/status",
+            **({"gateway (REST)": self.gateway_url} if self.gateway_url else {}),
+        }
 
 
-def start_master(workdir: str | os.PathLike[str], *, bucket: str, emulator_host: str,
-                 admin_token: str, node_token: str, read_token: str | None = None,
-                 port: int = 0, catalog_s: float = 1.0, settle_s: float = 30.0,
-                 db_path: str | None = None, extra_env: dict[str, str] | None = None,
-                 name: str = "master") -> ManagedProcess:
+def start_master(
+    workdir: str | os.PathLike[str],
+    *,
+    bucket: str,
+    emulator_host: str,
+    admin_token: str,
+    node_token: str,
+    read_token: str | None = None,
+    port: int = 0,
+    catalog_s: float = 1.0,
+    settle_s: float = 30.0,
+    db_path: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    name: str = "master",
+) -> ManagedProcess:
     """The master under gunicorn on 127.0.0.1; returns once /healthz answers.
     ``proc.port`` and ``proc.url`` tell where."""
     port = port or free_port()
-    env = {"MODELSYNC_BUCKET": bucket, "STORAGE_EMULATOR_HOST": emulator_host,
-           "MODELSYNC_ADMIN_TOKEN": admin_token, "MODELSYNC_NODE_TOKEN": node_token,
-           "MODELSYNC_DB": db_path or str(Path(workdir) / "master.sqlite3"),
-           "MODELSYNC_HTTP_HOST": "127.0.0.1", "MODELSYNC_CATALOG_S": str(catalog_s),
-           "MODELSYNC_SETTLE_S": str(settle_s), "MODELSYNC_DOCKER": "off"}
+    env = {
+        "MODELSYNC_BUCKET": bucket,
+        "STORAGE_EMULATOR_HOST": emulator_host,
+        "MODELSYNC_ADMIN_TOKEN": admin_token,
+        "MODELSYNC_NODE_TOKEN": node_token,
+        "MODELSYNC_DB": db_path or str(Path(workdir) / "master.sqlite3"),
+        "MODELSYNC_HTTP_HOST": "127.0.0.1",
+        "MODELSYNC_CATALOG_S": str(catalog_s),
+        "MODELSYNC_SETTLE_S": str(settle_s),
+        "MODELSYNC_DOCKER": "off",
+    }
     if read_token:
         env["MODELSYNC_READ_TOKEN"] = read_token
     env.update(extra_env or {})
-    proc = ManagedProcess(name, [sys.executable, "-m", "cli", "master", "--port",
-                                 str(port)], Path(workdir) / f"{name}.log", env=env).start()
+    proc = ManagedProcess(
+        name,
+        [sys.executable, "-m", "cli", "master", "--port", str(port)],
+        Path(workdir) / f"{name}.log",
+        env=env,
+    ).start()
     proc.port = port  # type: ignore[attr-defined]
     proc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     try:

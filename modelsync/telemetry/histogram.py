@@ -25,8 +25,7 @@ INF = math.inf
 MAX_BUCKETS = 256
 
 
-def _check_histogram(bounds: tuple[float, ...], cumulative: tuple[int, ...],
-                     total: float) -> None:
+def _check_histogram(bounds: tuple[float, ...], cumulative: tuple[int, ...], total: float) -> None:
     if not bounds or len(bounds) != len(cumulative):
         raise TelemetryError("histogram: expected as many cumulative counts as bounds (>= 1)")
     if len(bounds) > MAX_BUCKETS:
@@ -79,12 +78,16 @@ class Histogram:
         """The same step function without redundant bounds: keeps each non-empty bucket and the
         bound just below it (its lower edge), and +Inf. Quantiles and merges are unchanged."""
         counts = self.counts()
-        keep = [i for i in range(len(counts))
-                if counts[i] or (i + 1 < len(counts) and counts[i + 1]) or i == len(counts) - 1]
+        keep = [
+            i
+            for i in range(len(counts))
+            if counts[i] or (i + 1 < len(counts) and counts[i + 1]) or i == len(counts) - 1
+        ]
         if len(keep) == len(counts):
             return self  # already compact (as every histogram a heartbeat carries)
-        return Histogram(tuple(self.bounds[i] for i in keep),
-                         tuple(self.cumulative[i] for i in keep), self.sum)
+        return Histogram(
+            tuple(self.bounds[i] for i in keep), tuple(self.cumulative[i] for i in keep), self.sum
+        )
 
 
 EMPTY_HISTOGRAM = Histogram()
@@ -105,8 +108,9 @@ def merge_buckets(histograms: Iterable[Histogram]) -> Histogram:
     if not parts:
         return EMPTY_HISTOGRAM
     if all(h.bounds == parts[0].bounds for h in parts):
-        cumulative = tuple(sum(column) for column in zip(*(h.cumulative for h in parts),
-                                                         strict=True))
+        cumulative = tuple(
+            sum(column) for column in zip(*(h.cumulative for h in parts), strict=True)
+        )
         return Histogram(parts[0].bounds, cumulative, math.fsum(h.sum for h in parts))
     # at(b) of one histogram is the sum of its own steps at bounds <= b, so the merged
     # cumulative count at each bound of the union is a running sum of every input's steps
@@ -117,8 +121,9 @@ def merge_buckets(histograms: Iterable[Histogram]) -> Histogram:
             steps[b] = steps.get(b, 0) + c - below
             below = c
     bounds = tuple(sorted(steps))
-    return Histogram(bounds, tuple(accumulate(steps[b] for b in bounds)),
-                     math.fsum(h.sum for h in parts))
+    return Histogram(
+        bounds, tuple(accumulate(steps[b] for b in bounds)), math.fsum(h.sum for h in parts)
+    )
 
 
 def _histogram_delta(cur: Histogram, prev: Histogram) -> Histogram | None:
@@ -135,12 +140,16 @@ def _histogram_delta(cur: Histogram, prev: Histogram) -> Histogram | None:
 # Quantiles, as Prometheus' histogram_quantile
 # ---------------------------------------------------------------------------------------------
 
+
 def _prepared(buckets: Sequence[tuple[float, float]]) -> tuple[list[float], list[float]] | None:
     """Sorted, equal bounds coalesced, counts made monotone (as Prometheus does); None without a
     +Inf bucket or with a NaN bound or a count that is not finite."""
     ordered = sorted((float(b), float(c)) for b, c in buckets)
-    if not ordered or ordered[-1][0] != INF or any(math.isnan(b) or not math.isfinite(c)
-                                                   for b, c in ordered):
+    if (
+        not ordered
+        or ordered[-1][0] != INF
+        or any(math.isnan(b) or not math.isfinite(c) for b, c in ordered)
+    ):
         return None
     bounds: list[float] = []
     counts: list[float] = []
@@ -190,5 +199,12 @@ def quantile_ms(q: float, buckets: Histogram | Sequence[tuple[float, float]]) ->
     return None if value is None else value / 1000.0
 
 
-__all__ = ["EMPTY_HISTOGRAM", "INF", "MAX_BUCKETS", "Histogram", "merge_buckets", "quantile",
-           "quantile_ms"]
+__all__ = [
+    "EMPTY_HISTOGRAM",
+    "INF",
+    "MAX_BUCKETS",
+    "Histogram",
+    "merge_buckets",
+    "quantile",
+    "quantile_ms",
+]

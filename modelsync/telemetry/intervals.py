@@ -42,6 +42,7 @@ from modelsync.telemetry.snapshots import (
 # Intervals: what happened between two snapshots
 # ---------------------------------------------------------------------------------------------
 
+
 def _check_statuses(statuses: Mapping[str, int], where: str) -> None:
     if len(statuses) > MAX_ERROR_CODES + 1:
         raise TelemetryError(f"{where}: more than {MAX_ERROR_CODES} status codes")
@@ -73,8 +74,7 @@ class ModelInterval:
     def __post_init__(self) -> None:
         _check_seconds(self.seconds, "seconds")
         _check_statuses(self.statuses, "statuses")
-        object.__setattr__(self, "statuses",
-                           {s: n for s, n in sorted(self.statuses.items()) if n})
+        object.__setattr__(self, "statuses", {s: n for s, n in sorted(self.statuses.items()) if n})
 
     @property
     def requests(self) -> int:
@@ -111,8 +111,13 @@ class ModelInterval:
     def to_json(self) -> dict[str, object]:
         """A small JSON-able document: totals, errors by code, the non-empty latency buckets
         with their bounds (plus each one's lower edge) so that the master can merge nodes."""
-        return {"seconds": self.seconds, "requests": self.requests, "errors": self.errors,
-                "latency_us": _histogram_to_json(self.latency), "reset": self.reset}
+        return {
+            "seconds": self.seconds,
+            "requests": self.requests,
+            "errors": self.errors,
+            "latency_us": _histogram_to_json(self.latency),
+            "reset": self.reset,
+        }
 
     @classmethod
     def from_json(cls, doc: object) -> ModelInterval:
@@ -120,8 +125,9 @@ class ModelInterval:
         return _interval_from_json(doc)
 
 
-def _series_deltas(cur: Mapping[SeriesKey, Histogram],
-                   prev: Mapping[SeriesKey, Histogram]) -> list[Histogram] | None:
+def _series_deltas(
+    cur: Mapping[SeriesKey, Histogram], prev: Mapping[SeriesKey, Histogram]
+) -> list[Histogram] | None:
     if not set(prev) <= set(cur):
         return None
     deltas: list[Histogram] = []
@@ -139,14 +145,16 @@ def _status_deltas(cur: Mapping[str, int], prev: Mapping[str, int]) -> dict[str,
     return {status: count - prev.get(status, 0) for status, count in cur.items()}
 
 
-def _model_interval(prev: ModelSnapshot | None, cur: ModelSnapshot,
-                    seconds: float) -> ModelInterval:
+def _model_interval(
+    prev: ModelSnapshot | None, cur: ModelSnapshot, seconds: float
+) -> ModelInterval:
     base = prev if prev is not None else ModelSnapshot()
     statuses = _status_deltas(cur.requests, base.requests)
     series = _series_deltas(cur.latency_series, base.latency_series)
     if statuses is None or series is None:
-        return ModelInterval(seconds, dict(cur.requests),
-                             merge_buckets(cur.latency_series.values()), reset=True)
+        return ModelInterval(
+            seconds, dict(cur.requests), merge_buckets(cur.latency_series.values()), reset=True
+        )
     return ModelInterval(seconds, statuses, merge_buckets(series))
 
 
@@ -160,8 +168,10 @@ def interval(prev: Snapshot | None, cur: Snapshot, seconds: float) -> dict[str, 
     if prev is None:
         return {}
     seconds = _check_seconds(seconds, "interval seconds")
-    return {model: _model_interval(prev.models.get(model), snap, seconds)
-            for model, snap in cur.models.items()}
+    return {
+        model: _model_interval(prev.models.get(model), snap, seconds)
+        for model, snap in cur.models.items()
+    }
 
 
 def merge_intervals(intervals: Iterable[ModelInterval]) -> ModelInterval:
@@ -174,8 +184,12 @@ def merge_intervals(intervals: Iterable[ModelInterval]) -> ModelInterval:
     for item in items:
         for status, count in item.statuses.items():
             statuses[status] = min(MAX_COUNT, statuses.get(status, 0) + count)
-    return ModelInterval(sum(i.seconds for i in items), statuses,
-                         merge_buckets(i.latency for i in items), any(i.reset for i in items))
+    return ModelInterval(
+        sum(i.seconds for i in items),
+        statuses,
+        merge_buckets(i.latency for i in items),
+        any(i.reset for i in items),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,8 +209,11 @@ def _histogram_to_json(histogram: Histogram) -> dict[str, object]:
     pairs = [(b, n) for b, n in zip(compact.bounds, compact.counts(), strict=True)]
     if pairs and pairs[-1][1] == 0:  # +Inf holds nothing: count = the sum of the others
         pairs.pop()
-    return {"le": [_bound_to_json(b) for b, _ in pairs], "n": [n for _, n in pairs],
-            "sum": histogram.sum}
+    return {
+        "le": [_bound_to_json(b) for b, _ in pairs],
+        "n": [n for _, n in pairs],
+        "sum": histogram.sum,
+    }
 
 
 def _json_count(value: object, where: str) -> int:

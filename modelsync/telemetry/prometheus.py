@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 _METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _FLOAT_RE = re.compile(
-    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)\Z",
-    re.IGNORECASE)
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf(?:inity)?|nan)\Z", re.IGNORECASE
+)
 _TIMESTAMP_RE = re.compile(r"-?[0-9]{1,19}\Z")
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n"}
@@ -95,7 +95,7 @@ def _quoted(line: str, pos: int) -> tuple[str, int]:
         if char == '"':
             return "".join(out), pos + 1
         if char == "\\":
-            escaped = _ESCAPES.get(line[pos + 1:pos + 2])
+            escaped = _ESCAPES.get(line[pos + 1 : pos + 2])
             if escaped is None:
                 raise _BadLine(f"bad escape at column {pos + 1}")
             out.append(escaped)

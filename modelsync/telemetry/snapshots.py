@@ -109,16 +109,22 @@ def _as_count(value: float) -> int | None:
     return int(value)
 
 
-def _request_counts(samples: Iterable[Sample],
-                    wanted: Collection[str] | None) -> tuple[dict[str, dict[str, int]], int]:
+def _request_counts(
+    samples: Iterable[Sample], wanted: Collection[str] | None
+) -> tuple[dict[str, dict[str, int]], int]:
     counts: dict[str, dict[str, int]] = {}
     ignored = 0
     for s in samples:
         model, status, value = s.label("model_name"), s.label("status"), _as_count(s.value)
         if model is not None and wanted is not None and model not in wanted:
             continue
-        if model is None or status is None or not STATUS_RE.match(status) or value is None \
-                or status in counts.get(model, {}):
+        if (
+            model is None
+            or status is None
+            or not STATUS_RE.match(status)
+            or value is None
+            or status in counts.get(model, {})
+        ):
             ignored += 1
             continue
         counts.setdefault(model, {})[status] = value
@@ -173,12 +179,13 @@ class _SeriesParts:
 _LATENCY_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
-def _latency_series(samples: Iterable[Sample], wanted: Collection[str] | None
-                    ) -> tuple[dict[str, dict[SeriesKey, Histogram]], int]:
+def _latency_series(
+    samples: Iterable[Sample], wanted: Collection[str] | None
+) -> tuple[dict[str, dict[SeriesKey, Histogram]], int]:
     parts: dict[tuple[str, SeriesKey], _SeriesParts] = {}
     ignored = 0
     for s in samples:
-        suffix = s.name[len(REQUEST_LATENCY):]
+        suffix = s.name[len(REQUEST_LATENCY) :]
         model, api = s.label("model_name"), s.label("API")
         if model is None or api is None:
             ignored += 1
@@ -205,17 +212,32 @@ def snapshot(text: str | bytes | Exposition, models: Collection[str] | None = No
     page = text if isinstance(text, Exposition) else parse(text)
     latency_names = {REQUEST_LATENCY + suffix for suffix in _LATENCY_SUFFIXES}
     counts, ignored_counts = _request_counts(
-        (s for s in page.samples if s.name == REQUEST_COUNT), models)
+        (s for s in page.samples if s.name == REQUEST_COUNT), models
+    )
     series, ignored_series = _latency_series(
-        (s for s in page.samples if s.name in latency_names), models)
+        (s for s in page.samples if s.name in latency_names), models
+    )
     names = sorted(set(counts) | set(series))
-    return Snapshot({m: ModelSnapshot(counts.get(m, {}), series.get(m, {})) for m in names},
-                    page.bad_lines, ignored_counts + ignored_series)
-
+    return Snapshot(
+        {m: ModelSnapshot(counts.get(m, {}), series.get(m, {})) for m in names},
+        page.bad_lines,
+        ignored_counts + ignored_series,
+    )
 
 
 __all__ = [
-    "INFERENCE_APIS", "LATENCY_BOUNDS_US", "MAX_ERROR_CODES", "MODEL_WARMUP_LATENCY", "OK",
-    "REQUEST_COUNT", "REQUEST_LATENCY", "RUNTIME_LATENCY", "STATUS_RE", "ModelSnapshot",
-    "SeriesKey", "Snapshot", "exponential_bounds", "snapshot",
+    "INFERENCE_APIS",
+    "LATENCY_BOUNDS_US",
+    "MAX_ERROR_CODES",
+    "MODEL_WARMUP_LATENCY",
+    "OK",
+    "REQUEST_COUNT",
+    "REQUEST_LATENCY",
+    "RUNTIME_LATENCY",
+    "STATUS_RE",
+    "ModelSnapshot",
+    "SeriesKey",
+    "Snapshot",
+    "exponential_bounds",
+    "snapshot",
 ]

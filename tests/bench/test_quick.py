@@ -17,28 +17,69 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {
     "propagation": ["propagation_p50_s", "propagation_p95_s", "overhead_p50_s"],
-    "download": ["puller_MBps", "sequential_MBps", "transfer_manager_MBps",
-                 "ratio_vs_best_baseline", "puller_peak_rss_MB", "tarball_speedup"],
+    "download": [
+        "puller_MBps",
+        "sequential_MBps",
+        "transfer_manager_MBps",
+        "ratio_vs_best_baseline",
+        "puller_peak_rss_MB",
+        "tarball_speedup",
+    ],
     "idle_poll": ["idle_poll_calls", "idle_poll_s", "fallback_poll_calls", "catalog_refresh_s"],
-    "master": ["heartbeat_p99_ms", "heartbeat_server_p99_ms", "heartbeat_errors",
-               "cluster_view_p99_ms", "models_view_p99_ms",
-               "metrics_view_p99_ms", "sqlite_MB", "master_rss_MB", "compaction_s"],
-    "scoring": ["predict_p50_ms", "predict_p99_ms", "predict_rps", "inprocess_p50_ms",
-                "rollover_errors", "rollover_p99_ratio", "gateway_overhead_p50_ms",
-                "gateway_errors", "rest_c32_p99_ms", "grpc_c32_p99_ms", "mlflow_c32_p99_ms"],
-    "rollout": ["rollout_complete_s", "rollout_minimum_s", "bad_nodes_max", "rollback_s",
-                "failed_predicts_outside_canary", "unvalidated_served",
-                "slow_rolled_back_on_p99"],
-    "footprint": ["puller_rss_MB", "config_manager_rss_MB", "master_rss_MB",
-                  "puller_ready_s", "config_manager_ready_s", "master_ready_s"],
+    "master": [
+        "heartbeat_p99_ms",
+        "heartbeat_server_p99_ms",
+        "heartbeat_errors",
+        "cluster_view_p99_ms",
+        "models_view_p99_ms",
+        "metrics_view_p99_ms",
+        "sqlite_MB",
+        "master_rss_MB",
+        "compaction_s",
+    ],
+    "scoring": [
+        "predict_p50_ms",
+        "predict_p99_ms",
+        "predict_rps",
+        "inprocess_p50_ms",
+        "rollover_errors",
+        "rollover_p99_ratio",
+        "gateway_overhead_p50_ms",
+        "gateway_errors",
+        "rest_c32_p99_ms",
+        "grpc_c32_p99_ms",
+        "mlflow_c32_p99_ms",
+    ],
+    "rollout": [
+        "rollout_complete_s",
+        "rollout_minimum_s",
+        "bad_nodes_max",
+        "rollback_s",
+        "failed_predicts_outside_canary",
+        "unvalidated_served",
+        "slow_rolled_back_on_p99",
+    ],
+    "footprint": [
+        "puller_rss_MB",
+        "config_manager_rss_MB",
+        "master_rss_MB",
+        "puller_ready_s",
+        "config_manager_ready_s",
+        "master_ready_s",
+    ],
 }
 
 
 @pytest.mark.timeout(660)  # the run's own bound (600 s) and a margin
 @pytest.mark.parametrize("name", list(FIGURES))
 def test_quick_benchmark_prints_its_figures(name: str) -> None:
-    res = subprocess.run([sys.executable, "-m", "bench", name, "--quick"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, "-m", "bench", name, "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     last = res.stdout.strip().splitlines()[-1]
     figures = json.loads(last)

@@ -19,8 +19,7 @@ def images() -> str:
     if os.environ.get("MODELSYNC_E2E_IMAGE"):
         image = os.environ["MODELSYNC_E2E_IMAGE"]
     else:
-        image = sh("bash", "scripts/build-images.sh", timeout=3000).stdout.strip() \
-            .splitlines()[-1]
+        image = sh("bash", "scripts/build-images.sh", timeout=3000).stdout.strip().splitlines()[-1]
     sh("bash", "scripts/swarm-init.sh")
     sh("bash", "scripts/compose-plugin.sh")
     return image

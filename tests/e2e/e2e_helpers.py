@@ -11,13 +11,22 @@ import helpers  # tests/helpers.py
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def sh(*args: str, timeout: float = 600, check: bool = True,
-       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout,
-                         cwd=ROOT, env={**os.environ, **(env or {})})
+def sh(
+    *args: str, timeout: float = 600, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+    )
     if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({res.returncode}):\n"
-                             f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({res.returncode}):\n"
+            f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+        )
     return res
 
 

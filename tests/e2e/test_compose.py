@@ -12,17 +12,29 @@ PROJECT = "modelsync-e2e-compose"
 
 
 def containers() -> list[str]:
-    return sh("docker", "ps", "-aq", "--filter",
-              f"label=com.docker.compose.project={PROJECT}").stdout.split()
+    return sh(
+        "docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={PROJECT}"
+    ).stdout.split()
 
 
 @pytest.mark.timeout(1400)  # up (360 s), two runs (300 s each), logs, down and the wait (300 s)
 def test_compose_up_run_tests_down(images: str) -> None:
-    env = {"MODELSYNC_IMAGE": images, "TFSERVING_IMAGE": images,
-           **{k: str(free_port()) for k in ("GCS_PORT", "MODELSYNC_MASTER_PORT",
-                                            "MODELSYNC_PULLER_PORT",
-                                            "MODELSYNC_CONFIG_MANAGER_PORT", "TFS_GRPC_PORT",
-                                            "TFS_REST_PORT", "MODELSYNC_GATEWAY_PORT")}}
+    env = {
+        "MODELSYNC_IMAGE": images,
+        "TFSERVING_IMAGE": images,
+        **{
+            k: str(free_port())
+            for k in (
+                "GCS_PORT",
+                "MODELSYNC_MASTER_PORT",
+                "MODELSYNC_PULLER_PORT",
+                "MODELSYNC_CONFIG_MANAGER_PORT",
+                "TFS_GRPC_PORT",
+                "TFS_REST_PORT",
+                "MODELSYNC_GATEWAY_PORT",
+            )
+        },
+    }
     compose = ("docker", "compose", "-p", PROJECT, "-f", "docker-compose.yml")
     sh(*compose, "down", "-v", check=False, timeout=120, env=env)
     try:

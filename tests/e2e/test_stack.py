@@ -30,8 +30,9 @@ PREFIX = "modelsync_e2e"
 
 
 def stack_containers() -> list[str]:
-    return sh("docker", "ps", "-aq", "--filter",
-              f"label=com.docker.stack.namespace={STACK}").stdout.split()
+    return sh(
+        "docker", "ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}"
+    ).stdout.split()
 
 
 @pytest.fixture(scope="module")
@@ -40,54 +41,87 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
     emu = GCSEmulator(log_path=str(work / "fake-gcs.log")).start()
     settings = StoreSettings(bucket="e2e", emulator_host=emu.url)
     GCSStore(settings).ensure_bucket()
-    ports = {k: free_port() for k in ("MODELSYNC_MASTER_PORT", "MODELSYNC_PULLER_PORT",
-                                      "MODELSYNC_CONFIG_MANAGER_PORT", "TFS_GRPC_PORT",
-                                      "TFS_REST_PORT", "MODELSYNC_GATEWAY_PORT")}
-    tokens = {"admin_token": "e2e-admin-token-0123456789", "read_token":
-              "e2e-read-token-0123456789", "node_token": "e2e-node-token-0123456789",
-              "gcs_credentials": "{}"}
+    ports = {
+        k: free_port()
+        for k in (
+            "MODELSYNC_MASTER_PORT",
+            "MODELSYNC_PULLER_PORT",
+            "MODELSYNC_CONFIG_MANAGER_PORT",
+            "TFS_GRPC_PORT",
+            "TFS_REST_PORT",
+            "MODELSYNC_GATEWAY_PORT",
+        )
+    }
+    tokens = {
+        "admin_token": "e2e-admin-token-0123456789",
+        "read_token": "e2e-read-token-0123456789",
+        "node_token": "e2e-node-token-0123456789",
+        "gcs_credentials": "{}",
+    }
     sh("docker", "stack", "rm", STACK, check=False)
     wait_for(lambda: not stack_containers(), 120, "leftovers of an earlier run removed")
     for name, value in tokens.items():
         sh("docker", "secret", "rm", f"{PREFIX}_{name}", check=False)
-        subprocess.run(["docker", "secret", "create", f"{PREFIX}_{name}", "-"],
-                       input=value, text=True, check=True, capture_output=True)
-    env = {"MODELSYNC_IMAGE": images, "TFSERVING_IMAGE": images, "MODELSYNC_BUCKET": "e2e",
-           "STORAGE_EMULATOR_HOST": emu.url, "MODELSYNC_SECRET_PREFIX": PREFIX,
-           "MODELSYNC_MASTER_URL": f"http://127.0.0.1:{ports['MODELSYNC_MASTER_PORT']}",
-           "MODELSYNC_POLL_S": "1", "MODELSYNC_CATALOG_S": "2", "TFS_MEMORY": "4G",
-           "MODELSYNC_GATEWAY_HOST": "127.0.0.1",
-           "MODELSYNC_GATEWAY_URL": f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}",
-           **{k: str(v) for k, v in ports.items()}}
+        subprocess.run(
+            ["docker", "secret", "create", f"{PREFIX}_{name}", "-"],
+            input=value,
+            text=True,
+            check=True,
+            capture_output=True,
+        )
+    env = {
+        "MODELSYNC_IMAGE": images,
+        "TFSERVING_IMAGE": images,
+        "MODELSYNC_BUCKET": "e2e",
+        "STORAGE_EMULATOR_HOST": emu.url,
+        "MODELSYNC_SECRET_PREFIX": PREFIX,
+        "MODELSYNC_MASTER_URL": f"http://127.0.0.1:{ports['MODELSYNC_MASTER_PORT']}",
+        "MODELSYNC_POLL_S": "1",
+        "MODELSYNC_CATALOG_S": "2",
+        "TFS_MEMORY": "4G",
+        "MODELSYNC_GATEWAY_HOST": "127.0.0.1",
+        "MODELSYNC_GATEWAY_URL": f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}",
+        **{k: str(v) for k, v in ports.items()},
+    }
     sh("docker", "stack", "deploy", "-c", "stack.yml", STACK, env=env)
     try:
         yield {"ports": ports, "tokens": tokens, "store": GCSStore(settings), "emu": emu}
     finally:
         logs = {}
         for svc in ("master", "tfserving", "puller", "config_manager", "gateway"):
-            logs[svc] = sh("docker", "service", "logs", "--tail", "40", f"{STACK}_{svc}",
-                           check=False).stdout
+            logs[svc] = sh(
+                "docker", "service", "logs", "--tail", "40", f"{STACK}_{svc}", check=False
+            ).stdout
         (work / "service-logs.json").write_text(json.dumps(logs, indent=1))
         sh("docker", "stack", "rm", STACK, check=False)
         wait_for(lambda: not stack_containers(), 120, "stack containers removed")
         for name in tokens:
             sh("docker", "secret", "rm", f"{PREFIX}_{name}", check=False)
-        for vol in sh("docker", "volume", "ls", "-q", "--filter",
-                      f"label=com.docker.stack.namespace={STACK}", check=False).stdout.split():
+        for vol in sh(
+            "docker",
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            f"label=com.docker.stack.namespace={STACK}",
+            check=False,
+        ).stdout.split():
             sh("docker", "volume", "rm", vol, check=False)
         emu.stop()
 
 
 @pytest.mark.timeout(1900)  # its waits and two service updates add up to 1,800 s
 def test_stack_serves_switches_prunes_and_survives_rolling_updates(
-        stack, model_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    stack, model_factory, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     ports, store = stack["ports"], stack["store"]
     client = PredictClient(f"127.0.0.1:{ports['TFS_GRPC_PORT']}")
     master = f"http://127.0.0.1:{ports['MODELSYNC_MASTER_PORT']}"
 
     def get(url: str, token: str | None = None) -> dict:
-        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"}
-                                     if token else {})
+        req = urllib.request.Request(
+            url, headers={"Authorization": f"Bearer {token}"} if token else {}
+        )
         with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
@@ -104,19 +138,28 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
     publish(store, model_factory(4.0), "demo", prefix="models", marker="_READY", version=3)
     assert wait_for(lambda: served() == (3, [5.0, 9.0]), 120, "switch to v3")
     puller_status = f"http://127.0.0.1:{ports['MODELSYNC_PULLER_PORT']}/status"
-    wait_for(lambda: sorted(get(puller_status)["installed"]["demo"]) == ["2", "3"], 60,
-             "v1 pruned, v2 kept for rollback")
+    wait_for(
+        lambda: sorted(get(puller_status)["installed"]["demo"]) == ["2", "3"],
+        60,
+        "v1 pruned, v2 kept for rollback",
+    )
     # the master sees the node converge
     admin = stack["tokens"]["admin_token"]
-    wait_for(lambda: get(f"{master}/v1/cluster", admin)["models"]["demo"]["converged"], 60,
-             "converged in the master's view")
+    wait_for(
+        lambda: get(f"{master}/v1/cluster", admin)["models"]["demo"]["converged"],
+        60,
+        "converged in the master's view",
+    )
     # the gateway, MLflow style: /model/<name>/invocations answers from the served version
     gateway = f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}"
 
     def invocations() -> tuple[str | None, list[float]]:
-        req = urllib.request.Request(f"{gateway}/model/demo/invocations", method="POST",
-                                     data=json.dumps({"inputs": {"x": [1.0, 2.0]}}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{gateway}/model/demo/invocations",
+            method="POST",
+            data=json.dumps({"inputs": {"x": [1.0, 2.0]}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.headers.get("X-Model-Version"), json.loads(r.read())["predictions"]
 
@@ -144,8 +187,15 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
     t.start()
     try:
         for svc in ("puller", "config_manager"):
-            sh("docker", "service", "update", "--force", "--detach=false", f"{STACK}_{svc}",
-               timeout=300)
+            sh(
+                "docker",
+                "service",
+                "update",
+                "--force",
+                "--detach=false",
+                f"{STACK}_{svc}",
+                timeout=300,
+            )
         time.sleep(3)
     finally:
         stop.set()
@@ -162,9 +212,9 @@ def test_stack_removal_leaves_no_containers(stack) -> None:  # type: ignore[no-u
     # the services are the ones stack.yml declares; the module fixture's teardown removes the
     # stack and fails unless every container of it is gone within two minutes
     services = sh("docker", "stack", "services", STACK, "--format", "{{.Name}}").stdout.split()
-    assert sorted(services) == sorted(f"{STACK}_{s}" for s in
-                                      ("master", "tfserving", "puller", "config_manager",
-                                       "gateway"))
+    assert sorted(services) == sorted(
+        f"{STACK}_{s}" for s in ("master", "tfserving", "puller", "config_manager", "gateway")
+    )
 
 
 @pytest.mark.timeout(300)  # a master start (60 s) and one wait (60 s)
@@ -177,19 +227,38 @@ def test_swarm_view_flags_nodes_without_live_daemons(stack, tmp_path: Path) -> N
 
     emu = stack["emu"]
     admin, node = "swarm-admin-token-0123456789", "swarm-node-token-0123456789"
-    proc = start_master(tmp_path, bucket="e2e", emulator_host=emu.url, admin_token=admin,
-                        node_token=node, extra_env={"MODELSYNC_DOCKER": "on"})
+    proc = start_master(
+        tmp_path,
+        bucket="e2e",
+        emulator_host=emu.url,
+        admin_token=admin,
+        node_token=node,
+        extra_env={"MODELSYNC_DOCKER": "on"},
+    )
     try:
+
         def view() -> dict:
-            req = urllib.request.Request(f"{proc.url}/v1/nodes",  # type: ignore[attr-defined]
-                                         headers={"Authorization": f"Bearer {admin}"})
+            req = urllib.request.Request(
+                f"{proc.url}/v1/nodes",  # type: ignore[attr-defined]
+                headers={"Authorization": f"Bearer {admin}"},
+            )
             with urllib.request.urlopen(req, timeout=10) as r:
                 return json.loads(r.read())["swarm"]
 
-        swarm = wait_for(lambda: (v := view()) and v.get("swarm") and all(
-            "running" in n["tasks"].get(role, []) for n in v["nodes"]
-            for role in ("tfserving", "puller", "config_manager")) and v, 60,
-            "swarm tasks visible")
+        swarm = wait_for(
+            lambda: (
+                (v := view())
+                and v.get("swarm")
+                and all(
+                    "running" in n["tasks"].get(role, [])
+                    for n in v["nodes"]
+                    for role in ("tfserving", "puller", "config_manager")
+                )
+                and v
+            ),
+            60,
+            "swarm tasks visible",
+        )
         (n,) = swarm["nodes"]
         assert n["labels"].get("modelsync.serving") == "true"
         problems = {p["problem"] for p in swarm["problems"]}

@@ -59,9 +59,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     make_linear_model(root / "linear" / "1", 2.0, 1.0)
     cfg = work / "models.config"
     cfg.write_text(config_text({m: {"base_path": str(root / m)} for m in MODELS}))
-    proc = start_model_server(work, model_config_file=str(cfg),
-                              flags=["--max_num_load_retries=0",
-                                     f"--monitoring_config_file={MONITORING_CONFIG}"])
+    proc = start_model_server(
+        work,
+        model_config_file=str(cfg),
+        flags=["--max_num_load_retries=0", f"--monitoring_config_file={MONITORING_CONFIG}"],
+    )
     status = ModelServerClient(proc.grpc_port, proc.rest_port)  # type: ignore[attr-defined]
     for m in MODELS:
         wait_for(lambda m=m: status.status(m).get(1, (0,))[0] == AVAILABLE, 60, f"{m} loaded")
@@ -92,8 +94,7 @@ def test_erroring_model_fails_requests_at_or_over_the_threshold(served: Served) 
     assert answered + errors == 200
 
 
-def test_nan_model_loads_with_its_warmup_and_answers_nan(served: Served,
-                                                         tmp_path: Path) -> None:
+def test_nan_model_loads_with_its_warmup_and_answers_nan(served: Served, tmp_path: Path) -> None:
     out = served.predict("nan", np.array([0.0, 1.0, -3.5], dtype=np.float32))
     assert out["y"].shape == (3,) and np.isnan(out["y"]).all()
     labels = f'model_path="{served.root / "nan" / "1"}",status="OK"'

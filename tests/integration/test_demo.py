@@ -34,9 +34,13 @@ def read_until(proc: subprocess.Popen[str], needle: str, timeout_s: float) -> li
 
 
 def start(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "cli", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
 
 
 @pytest.mark.timeout(480)  # the demo run (360 s) plus its stop (60 s)
@@ -52,8 +56,9 @@ def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         assert "AVAILABLE on 1/1 node(s), converged" in text  # the master's cluster view
         assert "console: open http://127.0.0.1:" in text and "sign in" in text
         gateway = next(x for x in lines if "/model/demo/invocations" in x).rsplit(" ", 1)[1]
-        req = urllib.request.Request(gateway, data=b'{"inputs": {"x": [1, 2]}}',
-                                     method="POST")  # curl -d: a form content type
+        req = urllib.request.Request(
+            gateway, data=b'{"inputs": {"x": [1, 2]}}', method="POST"
+        )  # curl -d: a form content type
         with urllib.request.urlopen(req, timeout=10) as r:
             assert r.headers["X-Model-Version"] == "3"
             assert json.loads(r.read()) == {"predictions": [5.0, 9.0]}
@@ -66,6 +71,7 @@ def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         with pytest.raises(OSError):
             urllib.request.urlopen(f"{url}/storage/v1/b", timeout=2)
         import socket
+
         with pytest.raises(OSError):  # the model server is gone too
             socket.create_connection(("127.0.0.1", int(grpc_port)), timeout=2)
     finally:

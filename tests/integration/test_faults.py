@@ -40,13 +40,20 @@ def served(client: PredictClient) -> int | None:
 
 @pytest.mark.timeout(300)
 def test_gcs_blackhole_is_reported_and_turns_the_node_unready_while_it_serves(
-        store: GCSStore, store_settings: StoreSettings, model_factory,  # type: ignore[no-untyped-def]
-        tmp_path: Path) -> None:
+    store: GCSStore,
+    store_settings: StoreSettings,
+    model_factory,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     assert store_settings.emulator_host
     proxy = Proxy(int(store_settings.emulator_host.rsplit(":", 1)[1]))
-    node = Node(tmp_path / "node", bucket=store_settings.bucket, emulator_host=proxy.url,
-                poll_s=0.5, extra_env={"MODELSYNC_POLL_DEADLINE_S": "2",
-                                       "MODELSYNC_STALE_AFTER_S": "4"})
+    node = Node(
+        tmp_path / "node",
+        bucket=store_settings.bucket,
+        emulator_host=proxy.url,
+        poll_s=0.5,
+        extra_env={"MODELSYNC_POLL_DEADLINE_S": "2", "MODELSYNC_STALE_AFTER_S": "4"},
+    )
     client = None
     try:
         node.start()
@@ -56,16 +63,24 @@ def test_gcs_blackhole_is_reported_and_turns_the_node_unready_while_it_serves(
         ready = f"http://127.0.0.1:{node.puller_port}/readyz"
         assert get(ready)[0] == 200
         proxy.blackhole.set()  # GCS stops answering: connections hang
-        failed = wait_for(lambda: [e for e in get(f"http://127.0.0.1:{node.puller_port}/status"
-                                                   )[1]["events"]
-                                   if e["event"] == "poll_failed"], 30, "poll_failed event")
+        failed = wait_for(
+            lambda: [
+                e
+                for e in get(f"http://127.0.0.1:{node.puller_port}/status")[1]["events"]
+                if e["event"] == "poll_failed"
+            ],
+            30,
+            "poll_failed event",
+        )
         assert failed[0]["seconds"] <= 2 + 1.5  # the poll's deadline held
         _code, doc = wait_for(lambda: (r := get(ready))[0] == 503 and r, 30, "unready")
-        assert "no successful poll" in doc["reason"] and "MODELSYNC_STALE_AFTER_S" in doc[
-            "reason"]
+        assert "no successful poll" in doc["reason"] and "MODELSYNC_STALE_AFTER_S" in doc["reason"]
         assert served(client) == 1  # what is installed keeps serving
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{node.puller_port}/metrics",
-                                         timeout=10).read().decode()
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{node.puller_port}/metrics", timeout=10)
+            .read()
+            .decode()
+        )
         assert 'modelsync_puller_polls_total{outcome="error"}' in metrics
         proxy.blackhole.clear()
         wait_for(lambda: get(ready)[0] == 200, 60, "ready again once GCS answers")
@@ -80,16 +95,23 @@ def test_gcs_blackhole_is_reported_and_turns_the_node_unready_while_it_serves(
 
 @pytest.mark.timeout(300)
 def test_version_stuck_loading_never_holds_back_newer_ones(
-        store: GCSStore, store_settings: StoreSettings, model_factory,  # type: ignore[no-untyped-def]
-        tmp_path: Path) -> None:
-    store.write(policy_object("models"),
-                dump_policy(Policy(models={"demo": ModelPolicy(keep_versions=2)})))
+    store: GCSStore,
+    store_settings: StoreSettings,
+    model_factory,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    store.write(
+        policy_object("models"), dump_policy(Policy(models={"demo": ModelPolicy(keep_versions=2)}))
+    )
     # TF Serving retrying a bad version for a long time (its default: 5 retries, 60 s apart)
-    node = Node(tmp_path / "node", bucket=store_settings.bucket,
-                emulator_host=store_settings.emulator_host or "", poll_s=0.5,
-                extra_env={"MODELSYNC_LOAD_TIMEOUT_S": "6"},
-                model_server_flags=["--max_num_load_retries=1000",
-                                    "--load_retry_interval_micros=500000"])
+    node = Node(
+        tmp_path / "node",
+        bucket=store_settings.bucket,
+        emulator_host=store_settings.emulator_host or "",
+        poll_s=0.5,
+        extra_env={"MODELSYNC_LOAD_TIMEOUT_S": "6"},
+        model_server_flags=["--max_num_load_retries=1000", "--load_retry_interval_micros=500000"],
+    )
     client = None
     try:
         node.start()
@@ -98,14 +120,26 @@ def test_version_stuck_loading_never_holds_back_newer_ones(
         wait_for(lambda: served(client) == 1, 60, "v1 served")
         status = f"http://127.0.0.1:{node.cm_port}/status"
         write_corrupt_version(store, model_factory(9.0), "demo", 2)
-        wait_for(lambda: get(status)[1]["tfserving_view"].get("_validate.demo", {}).get(
-            "2", {}).get("state") == "LOADING", 60, "v2 stuck in LOADING (being validated)")
+        wait_for(
+            lambda: (
+                get(status)[1]["tfserving_view"].get("_validate.demo", {}).get("2", {}).get("state")
+                == "LOADING"
+            ),
+            60,
+            "v2 stuck in LOADING (being validated)",
+        )
         publish(store, model_factory(4.0), "demo", prefix="models", marker="_READY", version=3)
         # v3 is served well before TF Serving would give up on v2 (hundreds of seconds)
         wait_for(lambda: served(client) == 3, 45, "v3 served while v2 is stuck")
-        failed = wait_for(lambda: [e for e in get(status)[1]["events"]
-                                   if e["event"] == "version_load_failed"
-                                   and e["version"] == 2], 60, "v2 reported")
+        failed = wait_for(
+            lambda: [
+                e
+                for e in get(status)[1]["events"]
+                if e["event"] == "version_load_failed" and e["version"] == 2
+            ],
+            60,
+            "v2 reported",
+        )
         assert "still LOADING" in failed[0]["error"]
         wait_for(lambda: "versions: 2" not in node.config_path.read_text(), 30, "v2 left out")
         assert "versions: 3" in node.config_path.read_text()
@@ -118,15 +152,24 @@ def test_version_stuck_loading_never_holds_back_newer_ones(
 
 @pytest.mark.timeout(300)
 def test_a_swap_past_the_memory_limit_goes_unload_first_and_drains_the_node(
-        store: GCSStore, store_settings: StoreSettings, model_factory,  # type: ignore[no-untyped-def]
-        tmp_path: Path) -> None:
+    store: GCSStore,
+    store_settings: StoreSettings,
+    model_factory,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     src = model_factory(2.0)
     size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     # room for one version (x2), not for two at once
-    node = Node(tmp_path / "node", bucket=store_settings.bucket,
-                emulator_host=store_settings.emulator_host or "", poll_s=0.5,
-                extra_env={"MODELSYNC_MEMORY_LIMIT_BYTES": str(int(size * 3)),
-                           "MODELSYNC_MEMORY_FACTOR": "2"})
+    node = Node(
+        tmp_path / "node",
+        bucket=store_settings.bucket,
+        emulator_host=store_settings.emulator_host or "",
+        poll_s=0.5,
+        extra_env={
+            "MODELSYNC_MEMORY_LIMIT_BYTES": str(int(size * 3)),
+            "MODELSYNC_MEMORY_FACTOR": "2",
+        },
+    )
     client = None
     try:
         node.start()

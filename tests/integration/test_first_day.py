@@ -16,19 +16,32 @@ from modelsync.dev.emulator import free_port
 pytestmark = pytest.mark.integration
 BOUND_S = 30  # every refusal below comes well within this, on a busy machine too
 # no Google credentials anywhere, and google-auth's metadata-server probe kept on loopback
-NO_GCP = {"HOME": "", "GOOGLE_APPLICATION_CREDENTIALS": "", "STORAGE_EMULATOR_HOST": "",
-          "NO_GCE_CHECK": "True", "GCE_METADATA_HOST": "127.0.0.1:9",
-          "GCE_METADATA_IP": "127.0.0.1:9", "CLOUDSDK_CONFIG": "/nonexistent"}
-TOKENS = {"MODELSYNC_ADMIN_TOKEN": "admin-token-0123456789",
-          "MODELSYNC_NODE_TOKEN": "node-token-0123456789"}
+NO_GCP = {
+    "HOME": "",
+    "GOOGLE_APPLICATION_CREDENTIALS": "",
+    "STORAGE_EMULATOR_HOST": "",
+    "NO_GCE_CHECK": "True",
+    "GCE_METADATA_HOST": "127.0.0.1:9",
+    "GCE_METADATA_IP": "127.0.0.1:9",
+    "CLOUDSDK_CONFIG": "/nonexistent",
+}
+TOKENS = {
+    "MODELSYNC_ADMIN_TOKEN": "admin-token-0123456789",
+    "MODELSYNC_NODE_TOKEN": "node-token-0123456789",
+}
 
 
 def run(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[int, str, float]:
-    full = {"PATH": "/usr/bin:/bin", "MODELSYNC_LOG_LEVEL": "info", "HOME": str(tmp_path),
-            **env}
+    full = {"PATH": "/usr/bin:/bin", "MODELSYNC_LOG_LEVEL": "info", "HOME": str(tmp_path), **env}
     started = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "cli", *args], env=full, capture_output=True,
-                         text=True, timeout=BOUND_S * 2, stdin=subprocess.DEVNULL)
+    res = subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=BOUND_S * 2,
+        stdin=subprocess.DEVNULL,
+    )
     return res.returncode, res.stderr, time.monotonic() - started
 
 
@@ -52,10 +65,15 @@ def test_port_out_of_range_is_one_line(command: str, tmp_path: Path) -> None:
 def test_port_in_use_is_one_line(command: str, tmp_path: Path) -> None:
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
-        env = {"MODELSYNC_BUCKET": "b", "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
-               "MODELSYNC_MODEL_ROOT": str(tmp_path / "root"), "MODELSYNC_HTTP_HOST":
-               "127.0.0.1", "MODELSYNC_HTTP_PORT": str(port),
-               "MODELSYNC_DB": str(tmp_path / "m.sqlite3"), **TOKENS}
+        env = {
+            "MODELSYNC_BUCKET": "b",
+            "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
+            "MODELSYNC_MODEL_ROOT": str(tmp_path / "root"),
+            "MODELSYNC_HTTP_HOST": "127.0.0.1",
+            "MODELSYNC_HTTP_PORT": str(port),
+            "MODELSYNC_DB": str(tmp_path / "m.sqlite3"),
+            **TOKENS,
+        }
         code, err, seconds = run([command], env, tmp_path)
     line = one_line(err)
     assert code == 2 and seconds < BOUND_S
@@ -64,8 +82,12 @@ def test_port_in_use_is_one_line(command: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["list", "puller"])
 def test_no_credentials_is_one_line(command: str, tmp_path: Path) -> None:
-    env = {**NO_GCP, "MODELSYNC_BUCKET": "b", "MODELSYNC_MODEL_ROOT": str(tmp_path / "r"),
-           "MODELSYNC_HTTP_PORT": str(free_port())}
+    env = {
+        **NO_GCP,
+        "MODELSYNC_BUCKET": "b",
+        "MODELSYNC_MODEL_ROOT": str(tmp_path / "r"),
+        "MODELSYNC_HTTP_PORT": str(free_port()),
+    }
     code, err, seconds = run([command], env, tmp_path)
     line = one_line(err)
     assert code == 2 and seconds < BOUND_S
@@ -76,8 +98,11 @@ def test_unreachable_emulator_is_one_line_within_seconds(tmp_path: Path) -> None
     with socket.create_server(("127.0.0.1", 0)) as closed:
         port = closed.getsockname()[1]
     # refused: nothing listens there now
-    code, err, seconds = run(["list"], {"MODELSYNC_BUCKET": "b", "STORAGE_EMULATOR_HOST":
-                                        f"http://127.0.0.1:{port}"}, tmp_path)
+    code, err, seconds = run(
+        ["list"],
+        {"MODELSYNC_BUCKET": "b", "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"},
+        tmp_path,
+    )
     line = one_line(err)
     assert code == 2 and seconds < BOUND_S
     assert f"http://127.0.0.1:{port}" in line and "connection refused" in line
@@ -85,24 +110,36 @@ def test_unreachable_emulator_is_one_line_within_seconds(tmp_path: Path) -> None
     # a blackhole (accepts, never answers): given up after the connect/read bound
     with socket.create_server(("127.0.0.1", 0), backlog=16) as hole:
         port = hole.getsockname()[1]
-        code, err, seconds = run(["list"], {"MODELSYNC_BUCKET": "b", "STORAGE_EMULATOR_HOST":
-                                            f"http://127.0.0.1:{port}",
-                                            "MODELSYNC_GCS_TIMEOUT_S": "2"}, tmp_path)
+        code, err, seconds = run(
+            ["list"],
+            {
+                "MODELSYNC_BUCKET": "b",
+                "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}",
+                "MODELSYNC_GCS_TIMEOUT_S": "2",
+            },
+            tmp_path,
+        )
     line = one_line(err)
     assert code == 2 and seconds < BOUND_S
     assert f"http://127.0.0.1:{port}" in line and "timed out" in line
 
 
 def test_help_is_plain_text(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "cli", "--help"], capture_output=True,
-                         text=True, timeout=BOUND_S)
+    res = subprocess.run(
+        [sys.executable, "-m", "cli", "--help"], capture_output=True, text=True, timeout=BOUND_S
+    )
     assert res.returncode == 0 and "``" not in res.stdout
     assert "modelsync COMMAND --help" in res.stdout and "gateway" in res.stdout
 
 
 def test_publish_errors_name_the_command(tmp_path: Path, store_settings) -> None:  # type: ignore[no-untyped-def]
-    code, err, _s = run(["publish", str(tmp_path / "missing"), "--model", "m"],
-                        {"MODELSYNC_BUCKET": store_settings.bucket,
-                         "STORAGE_EMULATOR_HOST": store_settings.emulator_host}, tmp_path)
+    code, err, _s = run(
+        ["publish", str(tmp_path / "missing"), "--model", "m"],
+        {
+            "MODELSYNC_BUCKET": store_settings.bucket,
+            "STORAGE_EMULATOR_HOST": store_settings.emulator_host,
+        },
+        tmp_path,
+    )
     line = one_line(err)
     assert code == 1 and line.startswith("modelsync publish: error:")

@@ -34,9 +34,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from modelsync.dev.models import make_linear_model, make_two_input_model
 
     root = tmp_path_factory.mktemp("gw-src")
-    return {"v1": make_two_input_model(root / "v1", 2.0, 3.0),
-            "v2": make_two_input_model(root / "v2", 5.0, 7.0),
-            "linear": make_linear_model(root / "linear", 4.0, 1.0)}
+    return {
+        "v1": make_two_input_model(root / "v1", 2.0, 3.0),
+        "v2": make_two_input_model(root / "v2", 5.0, 7.0),
+        "linear": make_linear_model(root / "linear", 4.0, 1.0),
+    }
 
 
 @dataclass
@@ -59,45 +61,76 @@ def env(tmp_path_factory: pytest.TempPathFactory, models: dict[str, Path]) -> It
         (root / name).mkdir(parents=True)
         publish_version(models["v1"], root / name, 1)
     cfg = work / "models.config"
-    cfg.write_text("model_config_list { " + " ".join(
-        f'config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}'
-        for n in ("two", "roll")) + " }")
-    server = start_model_server(work, model_config_file=str(cfg),
-                                flags=["--file_system_poll_wait_seconds=1"])
+    cfg.write_text(
+        "model_config_list { "
+        + " ".join(
+            f'config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}'
+            for n in ("two", "roll")
+        )
+        + " }"
+    )
+    server = start_model_server(
+        work, model_config_file=str(cfg), flags=["--file_system_poll_wait_seconds=1"]
+    )
     grpc_target = f"127.0.0.1:{server.grpc_port}"  # type: ignore[attr-defined]
     rest_port = server.rest_port  # type: ignore[attr-defined]
-    base = {"MODELSYNC_TFSERVING": grpc_target,
-            "MODELSYNC_TFSERVING_REST": f"127.0.0.1:{rest_port}",
-            "MODELSYNC_HTTP_HOST": "127.0.0.1", "MODELSYNC_GATEWAY_MAX_BODY_BYTES": "65536",
-            # a stale "latest" must not matter: a rollover is followed from its first answer
-            "MODELSYNC_GATEWAY_LATEST_TTL_S": "3600"}
+    base = {
+        "MODELSYNC_TFSERVING": grpc_target,
+        "MODELSYNC_TFSERVING_REST": f"127.0.0.1:{rest_port}",
+        "MODELSYNC_HTTP_HOST": "127.0.0.1",
+        "MODELSYNC_GATEWAY_MAX_BODY_BYTES": "65536",
+        # a stale "latest" must not matter: a rollover is followed from its first answer
+        "MODELSYNC_GATEWAY_LATEST_TTL_S": "3600",
+    }
     token_file = work / "token"
     token_file.write_text(TOKEN + "\n")
     gateway, port = start_gateway(work, "gateway", base)
-    secured, secured_port = start_gateway(work, "gateway-secured", {
-        **base, "MODELSYNC_GATEWAY_TOKEN_FILE": str(token_file),
-        "MODELSYNC_GATEWAY_CAPTURE": "true", "MODELSYNC_GATEWAY_CAPTURE_BYTES": "40"})
+    secured, secured_port = start_gateway(
+        work,
+        "gateway-secured",
+        {
+            **base,
+            "MODELSYNC_GATEWAY_TOKEN_FILE": str(token_file),
+            "MODELSYNC_GATEWAY_CAPTURE": "true",
+            "MODELSYNC_GATEWAY_CAPTURE_BYTES": "40",
+        },
+    )
     yield Env(root, server, grpc_target, rest_port, gateway, port, secured, secured_port)
     codes = {p.name: p.stop() for p in (secured, gateway, server)}
-    assert codes == {"gateway-secured": 0, "gateway": 0, "model-server": 0}, \
+    assert codes == {"gateway-secured": 0, "gateway": 0, "model-server": 0}, (
         gateway.log_tail() + secured.log_tail()
+    )
 
 
 # --- conventions ----------------------------------------------------------------------------
 
+
 def test_every_format_answers_what_grpc_predict_answers(env: Env) -> None:
     x, n = [1.5, -2.0, 0.25], [3, 4, -5]
     version, want = direct(env.grpc, "two", x, n)
-    assert version == 1 and want == pytest.approx([2 * a + 3 * b for a, b in zip(x, n,
-                                                                               strict=True)])
+    assert version == 1 and want == pytest.approx(
+        [2 * a + 3 * b for a, b in zip(x, n, strict=True)]
+    )
     records = [{"x": a, "n": b} for a, b in zip(x, n, strict=True)]
     gw = Http(env.port)
-    bodies = [{"dataframe_split": {"columns": ["x", "n"], "data": [[a, b] for a, b in
-                                                                   zip(x, n, strict=True)]}},
-              {"dataframe_split": {"index": [7, 8, 9], "columns": ["n", "x"],
-                                   "data": [[b, a] for a, b in zip(x, n, strict=True)]}},
-              {"dataframe_records": records}, {"instances": records},
-              {"inputs": {"x": x, "n": n}, "params": {"temperature": 1}}]
+    bodies = [
+        {
+            "dataframe_split": {
+                "columns": ["x", "n"],
+                "data": [[a, b] for a, b in zip(x, n, strict=True)],
+            }
+        },
+        {
+            "dataframe_split": {
+                "index": [7, 8, 9],
+                "columns": ["n", "x"],
+                "data": [[b, a] for a, b in zip(x, n, strict=True)],
+            }
+        },
+        {"dataframe_records": records},
+        {"instances": records},
+        {"inputs": {"x": x, "n": n}, "params": {"temperature": 1}},
+    ]
     for path in ("/model/two/invocations", "/model/two/1/invocations"):
         for body in bodies:
             got = gw.post(path, body)
@@ -110,28 +143,35 @@ def test_every_format_answers_what_grpc_predict_answers(env: Env) -> None:
             assert got.doc["metaData"]["modelId"] == "two"
             assert got.doc["metaData"]["modelVersion"] == 1
             assert got.doc["metaData"]["latencyMs"] > 0
-    got = gw.post("/predict", {"modelData": records, "metaData": {"modelId": "two",
-                                                                  "modelVersion": 1}})
+    got = gw.post(
+        "/predict", {"modelData": records, "metaData": {"modelId": "two", "modelVersion": 1}}
+    )
     assert got.doc["results"] == want
     # several outputs (the "pair" signature): per-row objects for DataFrames, as MLflow answers
     rows = gw.post("/model/two/invocations?signature_name=pair", {"dataframe_records": records})
-    assert rows.doc == {"predictions": [{"y": y, "n2": 2 * b} for y, b in zip(want, n,
-                                                                            strict=True)]}
+    assert rows.doc == {
+        "predictions": [{"y": y, "n2": 2 * b} for y, b in zip(want, n, strict=True)]
+    }
     cols = gw.post("/model/two/invocations?signature_name=pair", {"inputs": {"x": x, "n": n}})
     assert cols.doc == {"predictions": {"y": want, "n2": [2 * b for b in n]}}
 
 
 def test_tfserving_rest_passes_through_byte_for_byte(env: Env) -> None:
     gw, tfs = Http(env.port), Http(env.rest_port)
-    cases = [("GET", "/v1/models/two", None), ("GET", "/v1/models/two/metadata", None),
-             ("GET", "/v1/models/two/versions/1", None),
-             ("GET", "/v1/models/two/versions/1/metadata", None),
-             ("POST", "/v1/models/two:predict", {"instances": [{"x": 1.0, "n": 2}]}),
-             ("POST", "/v1/models/two/versions/1:predict", {"inputs": {"x": [1.0], "n": [2]}}),
-             ("POST", "/v1/models/two:predict", {"instances": "nope"}),
-             ("POST", "/v1/models/two:classify", {"examples": [{"x": 1.0}]}),
-             ("GET", "/v1/models/missing", None), ("POST", "/v1/models/missing:predict", {}),
-             ("GET", "/v1/models/two/versions/9", None), ("GET", "/v1/models/two:bad", None)]
+    cases = [
+        ("GET", "/v1/models/two", None),
+        ("GET", "/v1/models/two/metadata", None),
+        ("GET", "/v1/models/two/versions/1", None),
+        ("GET", "/v1/models/two/versions/1/metadata", None),
+        ("POST", "/v1/models/two:predict", {"instances": [{"x": 1.0, "n": 2}]}),
+        ("POST", "/v1/models/two/versions/1:predict", {"inputs": {"x": [1.0], "n": [2]}}),
+        ("POST", "/v1/models/two:predict", {"instances": "nope"}),
+        ("POST", "/v1/models/two:classify", {"examples": [{"x": 1.0}]}),
+        ("GET", "/v1/models/missing", None),
+        ("POST", "/v1/models/missing:predict", {}),
+        ("GET", "/v1/models/two/versions/9", None),
+        ("GET", "/v1/models/two:bad", None),
+    ]
     statuses = set()
     for method, path, body in cases:
         want, got = tfs.call(method, path, body), gw.call(method, path, body)
@@ -148,32 +188,91 @@ def test_bad_input_is_a_clear_4xx(env: Env) -> None:
     cases: list[tuple[str, Any, int, str, str]] = [
         ("/model/two/invocations", b"{not json", 400, "BAD_REQUEST", "not valid JSON"),
         ("/model/two/invocations", {"data": [[1, 2]]}, 400, "BAD_REQUEST", "exactly one of"),
-        ("/model/two/invocations", {"dataframe_records": [{"x": 1.0}]}, 400, "BAD_REQUEST",
-         "missing input 'n'"),
-        ("/model/two/invocations", {"dataframe_split": {"columns": ["x", "n", "z"],
-                                                        "data": [[1, 2, 3]]}},
-         400, "BAD_REQUEST", "unknown input 'z'"),
-        ("/model/two/invocations", {"inputs": {"x": ["abc"], "n": [1]}}, 400, "BAD_REQUEST",
-         "input 'x': expected float32 numbers, got a string"),
-        ("/model/two/invocations", {"inputs": {"x": [[1.0], [1.0, 2.0]], "n": [1, 2]}}, 400,
-         "BAD_REQUEST", "input 'x': ragged"),
-        ("/model/two/invocations", {"inputs": {"x": [[1.0]], "n": [1]}}, 400, "BAD_REQUEST",
-         "input 'x': shape [1, 1] does not fit"),
+        (
+            "/model/two/invocations",
+            {"dataframe_records": [{"x": 1.0}]},
+            400,
+            "BAD_REQUEST",
+            "missing input 'n'",
+        ),
+        (
+            "/model/two/invocations",
+            {"dataframe_split": {"columns": ["x", "n", "z"], "data": [[1, 2, 3]]}},
+            400,
+            "BAD_REQUEST",
+            "unknown input 'z'",
+        ),
+        (
+            "/model/two/invocations",
+            {"inputs": {"x": ["abc"], "n": [1]}},
+            400,
+            "BAD_REQUEST",
+            "input 'x': expected float32 numbers, got a string",
+        ),
+        (
+            "/model/two/invocations",
+            {"inputs": {"x": [[1.0], [1.0, 2.0]], "n": [1, 2]}},
+            400,
+            "BAD_REQUEST",
+            "input 'x': ragged",
+        ),
+        (
+            "/model/two/invocations",
+            {"inputs": {"x": [[1.0]], "n": [1]}},
+            400,
+            "BAD_REQUEST",
+            "input 'x': shape [1, 1] does not fit",
+        ),
         # passes the gateway's checks, TF Serving refuses it: its INVALID_ARGUMENT and message
-        ("/model/two/invocations", {"inputs": {"x": [1.0, 2.0, 3.0], "n": [1, 2]}}, 400,
-         "BAD_REQUEST", "Incompatible shapes"),
-        ("/model/two/invocations?signature_name=nope", {"inputs": {"x": [1.0], "n": [1]}},
-         400, "BAD_REQUEST", "no signature 'nope'"),
-        ("/model/nope/invocations", {"inputs": [1.0]}, 404, "RESOURCE_DOES_NOT_EXIST",
-         "Servable not found"),
-        ("/model/two/9/invocations", {"inputs": [1.0]}, 404, "RESOURCE_DOES_NOT_EXIST",
-         "Servable not found"),
-        ("/model/two/007/invocations", {"inputs": [1.0]}, 404, "RESOURCE_DOES_NOT_EXIST",
-         "does not exist"),
-        ("/model/bad%20name/invocations", {"inputs": [1.0]}, 404, "RESOURCE_DOES_NOT_EXIST",
-         "does not exist"),
-        ("/model/two/invocations", {"inputs": [0.5] * 20000}, 413, "BAD_REQUEST",
-         "larger than 65536 bytes"),
+        (
+            "/model/two/invocations",
+            {"inputs": {"x": [1.0, 2.0, 3.0], "n": [1, 2]}},
+            400,
+            "BAD_REQUEST",
+            "Incompatible shapes",
+        ),
+        (
+            "/model/two/invocations?signature_name=nope",
+            {"inputs": {"x": [1.0], "n": [1]}},
+            400,
+            "BAD_REQUEST",
+            "no signature 'nope'",
+        ),
+        (
+            "/model/nope/invocations",
+            {"inputs": [1.0]},
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            "Servable not found",
+        ),
+        (
+            "/model/two/9/invocations",
+            {"inputs": [1.0]},
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            "Servable not found",
+        ),
+        (
+            "/model/two/007/invocations",
+            {"inputs": [1.0]},
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            "does not exist",
+        ),
+        (
+            "/model/bad%20name/invocations",
+            {"inputs": [1.0]},
+            404,
+            "RESOURCE_DOES_NOT_EXIST",
+            "does not exist",
+        ),
+        (
+            "/model/two/invocations",
+            {"inputs": [0.5] * 20000},
+            413,
+            "BAD_REQUEST",
+            "larger than 65536 bytes",
+        ),
         ("/model/two/invocations", b"x,n\n1,2\n", 415, "BAD_REQUEST", "CSV"),
     ]
     for path, body, status, code, message in cases:
@@ -185,12 +284,15 @@ def test_bad_input_is_a_clear_4xx(env: Env) -> None:
     got = gw.get("/model/two/invocations")
     assert got.status == 405 and got.doc["error_code"] == "BAD_REQUEST"
     for body, status, message in [
-            ({"metaData": {"modelId": "two"}}, 400, "'modelData' is missing"),
-            ({"modelData": {"x": [1.0]}, "metaData": {"modelId": "two"}}, 400,
-             "missing input 'n'"),
-            ({"modelData": [1.0], "metaData": {"modelId": "nope"}}, 404, "Servable not found"),
-            ({"modelData": [1.0], "metaData": {"modelId": "two", "modelVersion": 5}}, 404,
-             "Servable not found")]:
+        ({"metaData": {"modelId": "two"}}, 400, "'modelData' is missing"),
+        ({"modelData": {"x": [1.0]}, "metaData": {"modelId": "two"}}, 400, "missing input 'n'"),
+        ({"modelData": [1.0], "metaData": {"modelId": "nope"}}, 404, "Servable not found"),
+        (
+            {"modelData": [1.0], "metaData": {"modelId": "two", "modelVersion": 5}},
+            404,
+            "Servable not found",
+        ),
+    ]:
         got = gw.post("/predict", body)
         assert got.status == status and message in got.doc["error"], got.raw
     assert gw.get("/nothing").status == 404
@@ -199,8 +301,9 @@ def test_bad_input_is_a_clear_4xx(env: Env) -> None:
 
 def test_tfserving_down_is_503(env: Env, tmp_path: Path) -> None:
     dead = f"127.0.0.1:{free_port()}"
-    proc, port = start_gateway(tmp_path, "gateway-dead", {
-        "MODELSYNC_TFSERVING": dead, "MODELSYNC_TFSERVING_REST": dead})
+    proc, port = start_gateway(
+        tmp_path, "gateway-dead", {"MODELSYNC_TFSERVING": dead, "MODELSYNC_TFSERVING_REST": dead}
+    )
     try:
         gw = Http(port)
         got = gw.post("/model/two/invocations", {"inputs": {"x": [1.0], "n": [1]}})
@@ -215,16 +318,23 @@ def test_tfserving_down_is_503(env: Env, tmp_path: Path) -> None:
 
 
 def test_token_guards_every_route_but_health_and_metrics(env: Env) -> None:
-    anon, wrong, good = (Http(env.secured_port), Http(env.secured_port, "x" * 24),
-                         Http(env.secured_port, TOKEN))
+    anon, wrong, good = (
+        Http(env.secured_port),
+        Http(env.secured_port, "x" * 24),
+        Http(env.secured_port, TOKEN),
+    )
     body = {"inputs": {"x": [1.0, 1.0], "n": [1, 1]}}
     for client in (anon, wrong):
         got = client.post("/model/two/invocations", body)
         assert got.status == 401 and got.doc["error_code"] == "UNAUTHENTICATED"
         assert got.headers["www-authenticate"].startswith("Bearer")
-        for method, path in (("POST", "/predict"), ("GET", "/v1/models/two"),
-                             ("GET", "/v1/history"), ("GET", "/openapi.json"),
-                             ("GET", "/nothing")):
+        for method, path in (
+            ("POST", "/predict"),
+            ("GET", "/v1/models/two"),
+            ("GET", "/v1/history"),
+            ("GET", "/openapi.json"),
+            ("GET", "/nothing"),
+        ):
             assert client.call(method, path, {} if method == "POST" else None).status == 401
         for path in ("/healthz", "/readyz", "/metrics"):
             assert client.get(path).status == 200
@@ -241,26 +351,38 @@ def test_token_guards_every_route_but_health_and_metrics(env: Env) -> None:
 def test_history_and_metrics_show_the_requests(env: Env) -> None:
     gw = Http(env.port)
     assert gw.post("/model/two/1/invocations", {"inputs": {"x": [1.0], "n": [1]}}).status == 200
-    assert gw.post("/predict", {"modelData": {"x": ["a"], "n": [1]},
-                                "metaData": {"modelId": "two"}}).status == 400
+    assert (
+        gw.post(
+            "/predict", {"modelData": {"x": ["a"], "n": [1]}, "metaData": {"modelId": "two"}}
+        ).status
+        == 400
+    )
     assert gw.get("/v1/models/two/versions/1").status == 200
     entries = gw.get("/v1/history?model=two&limit=3").doc["entries"]
     assert [(e["convention"], e["status"], e["version"]) for e in entries] == [
-        ("tfserving-rest", 200, 1), ("kraken", 400, None), ("mlflow", 200, 1)]
+        ("tfserving-rest", 200, 1),
+        ("kraken", 400, None),
+        ("mlflow", 200, 1),
+    ]
     assert "input 'x'" in entries[1]["error"] and entries[0]["latency_ms"] > 0
     assert "request" not in entries[0]  # capture is off by default
     assert gw.get("/v1/history?limit=0").status == 400
     text = gw.get("/metrics").raw.decode()
-    m = re.search(r'modelsync_gateway_requests_total\{convention="mlflow",model="two",'
-                  r'status="200"\} (\d+)', text)
+    m = re.search(
+        r'modelsync_gateway_requests_total\{convention="mlflow",model="two",'
+        r'status="200"\} (\d+)',
+        text,
+    )
     assert m and int(m.group(1)) >= 1, text[:2000]
     assert 'modelsync_gateway_request_seconds_bucket{convention="kraken"' in text
 
 
 # --- rollovers ------------------------------------------------------------------------------
 
+
 def test_unversioned_route_follows_rollovers_without_a_failed_request(
-        env: Env, models: dict[str, Path]) -> None:
+    env: Env, models: dict[str, Path]
+) -> None:
     answers: list[tuple[int, int | None, Any]] = []
     stop = threading.Event()
     body = {"inputs": {"x": [1.0, 2.0], "n": [1, 2]}}
@@ -302,8 +424,12 @@ def test_unversioned_route_follows_rollovers_without_a_failed_request(
     try:
         import grpc
 
-        wait_for(lambda: client.predict("roll", {"x": [1.0]}, timeout_s=10)[0] == 3, 120,
-                 "v3 served as latest", errors=(grpc.RpcError,))
+        wait_for(
+            lambda: client.predict("roll", {"x": [1.0]}, timeout_s=10)[0] == 3,
+            120,
+            "v3 served as latest",
+            errors=(grpc.RpcError,),
+        )
     finally:
         client.close()
     gw = Http(env.port)
@@ -317,6 +443,7 @@ def test_unversioned_route_follows_rollovers_without_a_failed_request(
 
 # --- the OpenAPI document -------------------------------------------------------------------
 
+
 def test_schemathesis_finds_no_server_errors(env: Env, tmp_path: Path) -> None:
     gw = Http(env.port)
     assert gw.post("/model/two/invocations", {"inputs": {"x": [1.0], "n": [1]}}).status == 200
@@ -328,11 +455,25 @@ def test_schemathesis_finds_no_server_errors(env: Env, tmp_path: Path) -> None:
     before = scored(gw)
     exe = Path(sys.executable).parent / "schemathesis"
     res = subprocess.run(
-        [str(exe), "run", f"http://127.0.0.1:{env.port}/openapi.json", "--checks",
-         "not_a_server_error", "--max-examples", "25", "--request-timeout", "20",
-         "--generation-deterministic", "--no-color"],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": ""})
+        [
+            str(exe),
+            "run",
+            f"http://127.0.0.1:{env.port}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--max-examples",
+            "25",
+            "--request-timeout",
+            "20",
+            "--generation-deterministic",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+    )
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     m = re.search(r"(\d+) generated, (\d+) passed", res.stdout)
     assert m and m.group(1) == m.group(2) and int(m.group(1)) >= 100, res.stdout[-3000:]

@@ -42,10 +42,14 @@ def snapshot(store: GCSStore) -> list[tuple[str, int]]:
 
 
 def run_cli(args: list[str], settings: StoreSettings) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STORAGE_EMULATOR_HOST": settings.emulator_host or "",
-           "MODELSYNC_BUCKET": settings.bucket}
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "STORAGE_EMULATOR_HOST": settings.emulator_host or "",
+        "MODELSYNC_BUCKET": settings.bucket,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def junk_model(tmp_path: Path, pb: bytes = b"junk!") -> Path:
@@ -56,7 +60,8 @@ def junk_model(tmp_path: Path, pb: bytes = b"junk!") -> Path:
 
 
 def test_cli_refuses_a_junk_saved_model_and_writes_nothing(
-        store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path) -> None:
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     publish(store, model_factory(2.0), "ranker", prefix="models", marker="_READY")
     before = snapshot(store)
     src = model_factory(2.0)
@@ -67,8 +72,10 @@ def test_cli_refuses_a_junk_saved_model_and_writes_nothing(
             info = tarfile.TarInfo(rel)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    for path, reason in [(junk_model(tmp_path), "saved_model.pb is not a SavedModel protobuf"),
-                         (tar_path, "tarball's saved_model.pb is not a SavedModel protobuf")]:
+    for path, reason in [
+        (junk_model(tmp_path), "saved_model.pb is not a SavedModel protobuf"),
+        (tar_path, "tarball's saved_model.pb is not a SavedModel protobuf"),
+    ]:
         res = run_cli(["publish", str(path), "--model", "ranker"], store_settings)
         assert res.returncode == 1, res
         lines = res.stderr.strip().splitlines()
@@ -77,8 +84,9 @@ def test_cli_refuses_a_junk_saved_model_and_writes_nothing(
         assert snapshot(store) == before
 
 
-def test_a_model_without_signatures_is_refused(store: GCSStore, model_factory,
-                                               tmp_path: Path) -> None:
+def test_a_model_without_signatures_is_refused(
+    store: GCSStore, model_factory, tmp_path: Path
+) -> None:
     from modelsync.protos import saved_model_protos
 
     sm = saved_model_protos().get("tensorflow.SavedModel")()
@@ -91,8 +99,9 @@ def test_a_model_without_signatures_is_refused(store: GCSStore, model_factory,
     assert snapshot(store) == []
 
 
-def test_the_marker_is_a_manifest_of_every_file(store: GCSStore, model_factory,
-                                                tmp_path: Path) -> None:
+def test_the_marker_is_a_manifest_of_every_file(
+    store: GCSStore, model_factory, tmp_path: Path
+) -> None:
     src = model_factory(2.0, shards=2)
     publish(store, src, "m", prefix="models", marker="_READY")
     manifest = parse_manifest(store.read("models/m/1/_READY"))
@@ -100,7 +109,8 @@ def test_the_marker_is_a_manifest_of_every_file(store: GCSStore, model_factory,
     assert [f.path for f in manifest.files] == local_files(src)  # sorted, marker excluded
     assert {f.path: (f.size, f.crc32c) for f in manifest.files} == {
         rel: ((src / rel).stat().st_size, crc32c_b64((src / rel).read_bytes()))
-        for rel in local_files(src)}
+        for rel in local_files(src)
+    }
     assert manifest.publisher.user == getpass.getuser()
     assert manifest.publisher.tool.startswith("modelsync ")
     assert json.loads(store.read("models/m/1/_READY"))["schema"] == 1
@@ -113,11 +123,13 @@ def test_the_marker_is_a_manifest_of_every_file(store: GCSStore, model_factory,
     publish(store, tar_path, "t", prefix="models", marker="_READY", version=3)
     tm = parse_manifest(store.read("models/t/3/_READY"))
     assert tm is not None and [(f.path, f.size) for f in tm.files] == [
-        ("model.tar.gz", tar_path.stat().st_size)]
+        ("model.tar.gz", tar_path.stat().st_size)
+    ]
 
 
 def test_a_file_overwritten_after_the_marker_is_not_installed(
-        store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path) -> None:
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     src = model_factory(2.0, shards=2)
     publish(store, src, "m", prefix="models", marker="_READY")
     root = tmp_path / "root"
@@ -135,8 +147,9 @@ def test_a_file_overwritten_after_the_marker_is_not_installed(
         # the publisher signs the new content: a new marker (only) makes it worth a new try
         rv = parse_listing(store.list_objects("models/"), "models", "_READY").version("m", 1)
         assert rv is not None
-        signed = build_manifest([(f.path, f.size, f.crc32c or "") for f in rv.files],
-                                Publisher(tool="test"), 1.0)
+        signed = build_manifest(
+            [(f.path, f.size, f.crc32c or "") for f in rv.files], Publisher(tool="test"), 1.0
+        )
         store.write("models/m/1/_READY", dump_manifest(signed))
         assert wait_for(lambda: puller.tick().installed, 30, "re-signed m/1") == [("m", 1)]
         assert (root / "m" / "1" / SHARD).read_bytes() == b"other bytes"
@@ -160,7 +173,8 @@ def test_a_file_overwritten_after_the_marker_is_not_installed(
 
 
 def test_markers_without_a_manifest_keep_todays_rules(
-        store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path) -> None:
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     src = model_factory(2.0, shards=2)
     for rel in local_files(src):
         store.upload(f"models/m/1/{rel}", str(src / rel))
@@ -176,8 +190,10 @@ def test_markers_without_a_manifest_keep_todays_rules(
         publish(store, model_factory(3.0), "m", prefix="models", marker="_READY", version=2)
         store.write("models/m/2/_READY", b"")
         rv = puller.installer.list_version("m", 2)
-        bad = tuple(dataclasses.replace(f, crc32c="AAAAAA==") if f.path == "saved_model.pb"
-                    else f for f in rv.files)
+        bad = tuple(
+            dataclasses.replace(f, crc32c="AAAAAA==") if f.path == "saved_model.pb" else f
+            for f in rv.files
+        )
         with pytest.raises(InstallError) as info:
             puller.installer.install("m", 2, rv.fingerprint, dataclasses.replace(rv, files=bad))
         assert info.value.kind == "checksum"
@@ -192,7 +208,8 @@ def test_markers_without_a_manifest_keep_todays_rules(
 
 
 def test_a_tarball_version_streams_into_place(
-        store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path) -> None:
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     src = model_factory(2.0, shards=2)
     tar_path = tmp_path / "m.tar.gz"
     with tarfile.open(tar_path, "w:gz") as tar:
@@ -213,7 +230,8 @@ def test_a_tarball_version_streams_into_place(
 
 
 def test_catalog_shows_the_manifest_state_reading_each_marker_once(
-        store: GCSStore, store_settings: StoreSettings, model_factory) -> None:
+    store: GCSStore, store_settings: StoreSettings, model_factory
+) -> None:
     publish(store, model_factory(2.0, shards=2), "m", prefix="models", marker="_READY")
     publish(store, model_factory(3.0, shards=2), "m", prefix="models", marker="_READY")
     src = model_factory(4.0)
@@ -243,22 +261,29 @@ def test_catalog_shows_the_manifest_state_reading_each_marker_once(
     assert restarted.current is not None and restarted.current.models == writer.current.models
     view = model_view("m", writer.current, Policy(), Fleet(0.0, {}, {}, {}, {}, {}))
     assert {v: d["manifest"] for v, d in view["versions"].items()} == {
-        "1": "verified", "2": "mismatch", "3": "none"}
+        "1": "verified",
+        "2": "mismatch",
+        "3": "none",
+    }
 
 
 def test_overwrite_writes_a_fresh_manifest_and_identical_content_is_a_no_op(
-        store: GCSStore, model_factory) -> None:
+    store: GCSStore, model_factory
+) -> None:
     publish(store, model_factory(2.0), "m", prefix="models", marker="_READY", version=1)
     before = snapshot(store)
-    same = publish(store, model_factory(2.0), "m", prefix="models", marker="_READY", version=1,
-                   overwrite=True)
+    same = publish(
+        store, model_factory(2.0), "m", prefix="models", marker="_READY", version=1, overwrite=True
+    )
     assert same.unchanged and snapshot(store) == before  # nothing rewritten
-    new = publish(store, model_factory(5.0), "m", prefix="models", marker="_READY", version=1,
-                  overwrite=True)
+    new = publish(
+        store, model_factory(5.0), "m", prefix="models", marker="_READY", version=1, overwrite=True
+    )
     assert not new.unchanged
     manifest = parse_manifest(store.read("models/m/1/_READY"))
     rv = parse_listing(store.list_objects("models/"), "models", "_READY").version("m", 1)
     assert manifest is not None and rv is not None and manifest.mismatch(rv.files) is None
     src = model_factory(5.0)
     assert {f.path: f.crc32c for f in manifest.files} == {
-        rel: crc32c_b64((src / rel).read_bytes()) for rel in local_files(src)}
+        rel: crc32c_b64((src / rel).read_bytes()) for rel in local_files(src)
+    }

@@ -23,10 +23,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ADMIN, READ, NODE = "admin-token-0123456789", "read-token-0123456789", "node-token-0123456789"
 
 
-def call(url: str, method: str, path: str, token: str, data: bytes | None = None,
-         content_type: str | None = None) -> tuple[int, Any]:
-    req = urllib.request.Request(url + path, data=data, method=method,
-                                 headers={"Authorization": f"Bearer {token}"})
+def call(
+    url: str,
+    method: str,
+    path: str,
+    token: str,
+    data: bytes | None = None,
+    content_type: str | None = None,
+) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        url + path, data=data, method=method, headers={"Authorization": f"Bearer {token}"}
+    )
     if content_type:
         req.add_header("Content-Type", content_type)
     try:
@@ -38,9 +45,15 @@ def call(url: str, method: str, path: str, token: str, data: bytes | None = None
 
 @pytest.fixture
 def master(store_settings: StoreSettings, tmp_path: Path):  # type: ignore[no-untyped-def]
-    proc = start_master(tmp_path, bucket=store_settings.bucket,
-                        emulator_host=store_settings.emulator_host or "", admin_token=ADMIN,
-                        node_token=NODE, read_token=READ, catalog_s=0.5)
+    proc = start_master(
+        tmp_path,
+        bucket=store_settings.bucket,
+        emulator_host=store_settings.emulator_host or "",
+        admin_token=ADMIN,
+        node_token=NODE,
+        read_token=READ,
+        catalog_s=0.5,
+    )
     yield proc
     assert proc.stop() == 0, proc.log_tail()
 
@@ -54,23 +67,40 @@ def test_json_body_whatever_the_content_type(master, store: GCSStore, model_fact
     publish(store, model_factory(2.0), "ranker", prefix="models", marker="_READY")
     wait_for(lambda: complete(master.url, "ranker", [1]), 30, "v1 in the catalog")
     # what `curl -d '{"version": 1}'` sends: a form content type
-    code, doc = call(master.url, "POST", "/v1/models/ranker/pin", ADMIN, b'{"version": 1}',
-                     "application/x-www-form-urlencoded")
+    code, doc = call(
+        master.url,
+        "POST",
+        "/v1/models/ranker/pin",
+        ADMIN,
+        b'{"version": 1}',
+        "application/x-www-form-urlencoded",
+    )
     assert code == 200 and doc["policy"]["pin"] == 1, doc
-    code, doc = call(master.url, "POST", "/v1/models/ranker/pin", ADMIN, b"{version: 1}",
-                     "application/json")
+    code, doc = call(
+        master.url, "POST", "/v1/models/ranker/pin", ADMIN, b"{version: 1}", "application/json"
+    )
     assert code == 400 and "not valid JSON" in doc["error"] and "line 1" in doc["error"]
     code, doc = call(master.url, "POST", "/v1/models/ranker/pin", ADMIN, b"[1]")
     assert code == 400 and "JSON object" in doc["error"]
 
 
 def test_one_node_per_node_id_and_converged_since_from_reports(
-        master, store: GCSStore, store_settings: StoreSettings, model_factory,  # type: ignore[no-untyped-def]
-        tmp_path: Path) -> None:
-    node = Node(tmp_path / "node", bucket=store_settings.bucket,
-                emulator_host=store_settings.emulator_host or "", name="node-1", poll_s=0.5,
-                master_url=master.url, node_token=NODE,
-                extra_env={"MODELSYNC_HEARTBEAT_S": "0.5"}).start()
+    master,
+    store: GCSStore,
+    store_settings: StoreSettings,
+    model_factory,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    node = Node(
+        tmp_path / "node",
+        bucket=store_settings.bucket,
+        emulator_host=store_settings.emulator_host or "",
+        name="node-1",
+        poll_s=0.5,
+        master_url=master.url,
+        node_token=NODE,
+        extra_env={"MODELSYNC_HEARTBEAT_S": "0.5"},
+    ).start()
     try:
         published_at = time.time()
         publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY")
@@ -91,17 +121,19 @@ def test_one_node_per_node_id_and_converged_since_from_reports(
         assert all(r["state"] == "live" for r in nodes[0]["roles"].values())
         # read again later: the same moment, not the time of the read
         wait_for(lambda: time.time() > seen_at + 1, 5, "a second later")
-        assert call(master.url, "GET", "/v1/cluster", READ)[1]["models"]["demo"][
-            "since"] == since
+        assert call(master.url, "GET", "/v1/cluster", READ)[1]["models"]["demo"]["since"] == since
         detail = call(master.url, "GET", "/v1/nodes/node-1", READ)[1]
         assert set(detail["roles"]) == {"puller", "config_manager"}
     finally:
         node.stop()
 
 
-def test_malformed_policy_keeps_reads_and_refuses_writes(master, store: GCSStore,  # type: ignore[no-untyped-def]
-                                                        store_settings: StoreSettings,
-                                                        model_factory) -> None:
+def test_malformed_policy_keeps_reads_and_refuses_writes(
+    master,
+    store: GCSStore,  # type: ignore[no-untyped-def]
+    store_settings: StoreSettings,
+    model_factory,
+) -> None:
     for a in (2.0, 3.0):
         publish(store, model_factory(a), "demo", prefix="models", marker="_READY")
     wait_for(lambda: complete(master.url, "demo", [1, 2]), 30, "v1, v2 in the catalog")

@@ -38,9 +38,11 @@ def server_env(tmp_path: Path, model_factory):  # type: ignore[no-untyped-def]
     shutil.copytree(model_factory(2.0), root / "demo" / "1")
     cfg = tmp_path / "models.config"
     cfg.write_text(config_text({"demo": {"base_path": str(root / "demo")}}))
-    proc = start_model_server(tmp_path, model_config_file=str(cfg),
-                              flags=["--file_system_poll_wait_seconds=1",
-                                     "--max_num_load_retries=0"])
+    proc = start_model_server(
+        tmp_path,
+        model_config_file=str(cfg),
+        flags=["--file_system_poll_wait_seconds=1", "--max_num_load_retries=0"],
+    )
     client = Client(proc.grpc_port, proc.rest_port)  # type: ignore[attr-defined]
     yield root, client, proc
     client.channel.close()
@@ -56,8 +58,9 @@ def test_predict_and_version_lifecycle(server_env, model_factory) -> None:  # ty
 
     # add v2 (a larger model, so loading takes long enough to be seen) and serve both
     shutil.copytree(model_factory(3.0, pad_bytes=48 * 2**20), root / "demo" / "2")
-    code, msg = client.reload(config_text({"demo": {"base_path": str(root / "demo"),
-                                                    "versions": [1, 2]}}))
+    code, msg = client.reload(
+        config_text({"demo": {"base_path": str(root / "demo"), "versions": [1, 2]}})
+    )
     assert code == 0, msg
     seen: list[int] = []
 
@@ -81,28 +84,32 @@ def test_predict_and_version_lifecycle(server_env, model_factory) -> None:  # ty
     assert list(out) == ["y2"] and out["y2"].tolist() == [6.0]
 
     # a label onto a version that is not loaded is refused, and labels stay as they were
-    code, msg = client.reload(config_text({"demo": {"base_path": str(root / "demo"),
-                                                    "versions": [1, 2],
-                                                    "labels": {"stable": 3}}}))
+    code, msg = client.reload(
+        config_text(
+            {"demo": {"base_path": str(root / "demo"), "versions": [1, 2], "labels": {"stable": 3}}}
+        )
+    )
     assert code == 9 and "not currently available" in msg  # FAILED_PRECONDITION
     with pytest.raises(grpc.RpcError) as info:
         client.predict("demo", [1.0], label="stable")
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     # a label onto an AVAILABLE version works
-    code, msg = client.reload(config_text({"demo": {"base_path": str(root / "demo"),
-                                                    "versions": [1, 2],
-                                                    "labels": {"stable": 1}}}))
+    code, msg = client.reload(
+        config_text(
+            {"demo": {"base_path": str(root / "demo"), "versions": [1, 2], "labels": {"stable": 1}}}
+        )
+    )
     assert code == 0, msg
     version, out = client.predict("demo", [1.0], label="stable")
     assert version == 1 and out["y"].tolist() == [3.0]
 
     # errors with TF Serving's status codes
-    for kwargs, status in [(dict(model="nope"), grpc.StatusCode.NOT_FOUND),
-                           (dict(model="demo", version=9), grpc.StatusCode.NOT_FOUND),
-                           (dict(model="demo", signature="nope"),
-                            grpc.StatusCode.INVALID_ARGUMENT),
-                           (dict(model="demo", output_filter=("zz",)),
-                            grpc.StatusCode.INVALID_ARGUMENT)]:
+    for kwargs, status in [
+        (dict(model="nope"), grpc.StatusCode.NOT_FOUND),
+        (dict(model="demo", version=9), grpc.StatusCode.NOT_FOUND),
+        (dict(model="demo", signature="nope"), grpc.StatusCode.INVALID_ARGUMENT),
+        (dict(model="demo", output_filter=("zz",)), grpc.StatusCode.INVALID_ARGUMENT),
+    ]:
         with pytest.raises(grpc.RpcError) as info:
             client.predict(xs=[1.0], **kwargs)
         assert info.value.code() == status, (kwargs, info.value)
@@ -128,8 +135,14 @@ def test_corrupt_model_fails_alone(server_env, model_factory, tmp_path: Path) ->
     bad = root / "broken" / "1"
     shutil.copytree(model_factory(2.0), bad)
     (bad / "saved_model.pb").write_bytes(b"\x00garbage, not a SavedModel proto")
-    code, msg = client.reload(config_text({"demo": {"base_path": str(root / "demo")},
-                                           "broken": {"base_path": str(root / "broken")}}))
+    code, msg = client.reload(
+        config_text(
+            {
+                "demo": {"base_path": str(root / "demo")},
+                "broken": {"base_path": str(root / "broken")},
+            }
+        )
+    )
     assert code != 0 and "broken" in msg  # the new model did not become available
     state, err_code, err_msg = client.status("broken")[1]
     assert state == STATE.END and err_code != 0 and err_msg
@@ -157,28 +170,44 @@ def test_metadata_grpc_and_rest(server_env) -> None:  # type: ignore[no-untyped-
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     status, doc = client.http("GET", "/v1/models/demo/metadata")
-    assert status == 200 and doc["model_spec"] == {"name": "demo", "signature_name": "",
-                                                   "version": "1"}
+    assert status == 200 and doc["model_spec"] == {
+        "name": "demo",
+        "signature_name": "",
+        "version": "1",
+    }
     sd = doc["metadata"]["signature_def"]["signature_def"]["serving_default"]
     assert sd["inputs"]["x"]["dtype"] == "DT_FLOAT"
 
 
 def test_rest_api(server_env) -> None:  # type: ignore[no-untyped-def]
     _root, client, _proc = server_env
-    assert client.http("GET", "/v1/models/demo") == (200, {"model_version_status": [
-        {"version": "1", "state": "AVAILABLE",
-         "status": {"error_code": "OK", "error_message": ""}}]})
+    assert client.http("GET", "/v1/models/demo") == (
+        200,
+        {
+            "model_version_status": [
+                {
+                    "version": "1",
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+            ]
+        },
+    )
     assert client.http("GET", "/v1/models/demo/versions/1")[0] == 200
-    assert client.http("POST", "/v1/models/demo:predict", {"instances": [1.0, 2.0]}) == \
-        (200, {"predictions": [3.0, 5.0]})
-    assert client.http("POST", "/v1/models/demo/versions/1:predict",
-                       {"inputs": {"x": [0.0]}}) == (200, {"outputs": [1.0]})
-    assert client.http("POST", "/v1/models/demo:predict",
-                       {"signature_name": "double", "instances": [{"x": 1.0}]}) == \
-        (200, {"predictions": [{"y": 3.0, "y2": 6.0}]})
-    assert client.http("POST", "/v1/models/demo:predict",
-                       {"signature_name": "double", "inputs": [1.0]}) == \
-        (200, {"outputs": {"y": [3.0], "y2": [6.0]}})
+    assert client.http("POST", "/v1/models/demo:predict", {"instances": [1.0, 2.0]}) == (
+        200,
+        {"predictions": [3.0, 5.0]},
+    )
+    assert client.http("POST", "/v1/models/demo/versions/1:predict", {"inputs": {"x": [0.0]}}) == (
+        200,
+        {"outputs": [1.0]},
+    )
+    assert client.http(
+        "POST", "/v1/models/demo:predict", {"signature_name": "double", "instances": [{"x": 1.0}]}
+    ) == (200, {"predictions": [{"y": 3.0, "y2": 6.0}]})
+    assert client.http(
+        "POST", "/v1/models/demo:predict", {"signature_name": "double", "inputs": [1.0]}
+    ) == (200, {"outputs": {"y": [3.0], "y2": [6.0]}})
     status, doc = client.http("POST", "/v1/models/demo:predict", {"instances": [["a"]]})
     assert status == 400 and "error" in doc
     status, doc = client.http("POST", "/v1/models/nope:predict", {"instances": [1.0]})
@@ -188,8 +217,12 @@ def test_rest_api(server_env) -> None:  # type: ignore[no-untyped-def]
     status, doc = client.http("GET", "/v1/models/demo/labels/none")
     assert status == 400
     # a path under /v1/ that is no API: 400 "Malformed request", as the official server
-    for method, path in (("POST", "/v1/models/demo:explode"), ("GET", "/v1/models/demo:predict"),
-                         ("PUT", "/v1/models/demo"), ("GET", "/v1/nothing/here")):
+    for method, path in (
+        ("POST", "/v1/models/demo:explode"),
+        ("GET", "/v1/models/demo:predict"),
+        ("PUT", "/v1/models/demo"),
+        ("GET", "/v1/nothing/here"),
+    ):
         status, doc = client.http(method, path, {} if method != "GET" else None)
         assert (status, doc) == (400, {"error": f"Malformed request: {method} {path}"})
 
@@ -223,8 +256,12 @@ def test_swaps_under_continuous_traffic_drop_nothing(server_env, model_factory) 
     try:
         for v, a in [(2, 3.0), (3, 4.0), (4, 5.0), (5, 6.0)]:  # latest-1 policy: each new dir swaps
             shutil.copytree(model_factory(a), root / "demo" / str(v))
-            wait_for(lambda v=v: client.status("demo").get(v, (0,))[0] == STATE.AVAILABLE
-                     and client.status("demo").get(v - 1, (0,))[0] == STATE.END)
+            wait_for(
+                lambda v=v: (
+                    client.status("demo").get(v, (0,))[0] == STATE.AVAILABLE
+                    and client.status("demo").get(v - 1, (0,))[0] == STATE.END
+                )
+            )
             wait_for(lambda a=a: a + 1.0 in answers, 30, f"traffic answered by v{v}")
     finally:
         stop.set()
@@ -236,10 +273,24 @@ def test_swaps_under_continuous_traffic_drop_nothing(server_env, model_factory) 
 
 
 def test_unknown_flag_is_a_clear_error(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "tfserving.server", "--port=1",
-                          "--model_base_path=/x", "--no_such_flag=3"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tfserving.server",
+            "--port=1",
+            "--model_base_path=/x",
+            "--no_such_flag=3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode != 0 and "--no_such_flag" in res.stderr
-    res = subprocess.run([sys.executable, "-m", "tfserving.server", "--port=8500"],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "tfserving.server", "--port=8500"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode != 0 and "--model_config_file or --model_base_path" in res.stderr

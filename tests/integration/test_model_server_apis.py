@@ -27,6 +27,7 @@ def test_classify_and_regress(tmp_path: Path) -> None:
     proc = start_model_server(tmp_path, model_name="ex", model_base_path=str(root / "ex"))
     client = Client(proc.grpc_port, proc.rest_port)  # type: ignore[attr-defined]
     try:
+
         def examples(msg, xs):  # type: ignore[no-untyped-def]
             for x in xs:
                 ex = msg.input.example_list.examples.add()
@@ -58,12 +59,15 @@ def test_classify_and_regress(tmp_path: Path) -> None:
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "Expected regression signature method_name" in info.value.details()
 
-        status, doc = client.http("POST", "/v1/models/ex:regress",
-                                  {"signature_name": "regress", "examples": [{"x": 1.5}]})
+        status, doc = client.http(
+            "POST", "/v1/models/ex:regress", {"signature_name": "regress", "examples": [{"x": 1.5}]}
+        )
         assert status == 200 and doc == {"result": [4.0]}
-        status, doc = client.http("POST", "/v1/models/ex:classify",
-                                  {"signature_name": "classify", "context": {"x": -0.5},
-                                   "examples": [{}]})
+        status, doc = client.http(
+            "POST",
+            "/v1/models/ex:classify",
+            {"signature_name": "classify", "context": {"x": -0.5}, "examples": [{}]},
+        )
         assert status == 200 and doc["result"][0][0][0] == "neg"
         assert abs(doc["result"][0][1][1] - 0.5) < 1e-6
     finally:
@@ -75,14 +79,22 @@ def test_batching_merges_concurrent_requests(tmp_path: Path, model_factory) -> N
     root = tmp_path / "models"
     shutil.copytree(model_factory(2.0), root / "demo" / "1")
     params = tmp_path / "batching.config"
-    params.write_text("max_batch_size { value: 64 }\nbatch_timeout_micros { value: 20000 }\n"
-                      "num_batch_threads { value: 1 }\n")
+    params.write_text(
+        "max_batch_size { value: 64 }\nbatch_timeout_micros { value: 20000 }\n"
+        "num_batch_threads { value: 1 }\n"
+    )
     monitoring = tmp_path / "monitoring.config"
     monitoring.write_text('prometheus_config { enable: true, path: "/metrics" }\n')
-    proc = start_model_server(tmp_path, model_name="demo", model_base_path=str(root / "demo"),
-                              flags=["--enable_batching",
-                                     f"--batching_parameters_file={params}",
-                                     f"--monitoring_config_file={monitoring}"])
+    proc = start_model_server(
+        tmp_path,
+        model_name="demo",
+        model_base_path=str(root / "demo"),
+        flags=[
+            "--enable_batching",
+            f"--batching_parameters_file={params}",
+            f"--monitoring_config_file={monitoring}",
+        ],
+    )
     client = Client(proc.grpc_port, proc.rest_port)  # type: ignore[attr-defined]
     try:
         results: dict[int, list[float]] = {}
@@ -104,10 +116,14 @@ def test_batching_merges_concurrent_requests(tmp_path: Path, model_factory) -> N
         assert results == {i: [2 * i + 1.0, 2 * (i + 0.5) + 1.0] for i in range(32)}
         with urllib.request.urlopen(f"{client.rest}/metrics", timeout=5) as r:
             text = r.read().decode()
-        batches = float(re.search(r'modelsync_model_server_batches\{model_name="demo"\} (\S+)',
-                                  text).group(1))  # type: ignore[union-attr]
-        rows = float(re.search(r'modelsync_model_server_batched_rows\{model_name="demo"\} (\S+)',
-                               text).group(1))  # type: ignore[union-attr]
+        batches = float(
+            re.search(r'modelsync_model_server_batches\{model_name="demo"\} (\S+)', text).group(1)
+        )  # type: ignore[union-attr]
+        rows = float(
+            re.search(
+                r'modelsync_model_server_batched_rows\{model_name="demo"\} (\S+)', text
+            ).group(1)
+        )  # type: ignore[union-attr]
         assert rows == 64 and batches < 32  # 32 requests of 2 rows ran in fewer calls
     finally:
         client.channel.close()

@@ -92,10 +92,15 @@ def cm_status(node: Node) -> dict:
         return json.loads(r.read())
 
 
-def test_node_follows_the_bucket(store: GCSStore, store_settings: StoreSettings, model_factory,
-                                 tmp_path: Path) -> None:
-    node = Node(tmp_path, bucket=store_settings.bucket,
-                emulator_host=store_settings.emulator_host or "", poll_s=0.5).start()
+def test_node_follows_the_bucket(
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
+    node = Node(
+        tmp_path,
+        bucket=store_settings.bucket,
+        emulator_host=store_settings.emulator_host or "",
+        poll_s=0.5,
+    ).start()
     layout = LocalLayout(node.model_root)
     try:
         # v1: y = 2x + 1
@@ -104,25 +109,29 @@ def test_node_follows_the_bucket(store: GCSStore, store_settings: StoreSettings,
 
         with Traffic(node.grpc_port) as traffic:
             # v2 replaces v1; v1 stays on disk as the rollback copy
-            publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY",
-                    version=2)
+            publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY", version=2)
             wait_for(lambda: predict_y(node.grpc_port) == (2, 4.0), 60, "v2 served")
             served_at = time.time()
-            wait_for(lambda: (cm_status(node)["last_tick"] or {}).get("at", 0) > served_at, 30,
-                     "a full config manager pass after v2 is served")
+            wait_for(
+                lambda: (cm_status(node)["last_tick"] or {}).get("at", 0) > served_at,
+                30,
+                "a full config manager pass after v2 is served",
+            )
             assert sorted(layout.versions_on_disk()["demo"]) == [1, 2]
 
             # a corrupt v3 fails to load, is reported, and v2 keeps serving
             helpers.write_corrupt_version(store, model_factory(9.0), "demo", 3)
-            wait_for(lambda: any(f["version"] == 3 for f in cm_status(node)["failed"]), 60,
-                     "v3 reported as failed")
+            wait_for(
+                lambda: any(f["version"] == 3 for f in cm_status(node)["failed"]),
+                60,
+                "v3 reported as failed",
+            )
             assert predict_y(node.grpc_port) == (2, 4.0)
             events = [e["event"] for e in cm_status(node)["events"]]
             assert "version_load_failed" in events
 
             # v4 is served; v1 is pruned only once TF Serving reports it END; v2 is kept
-            publish(store, model_factory(5.0), "demo", prefix="models", marker="_READY",
-                    version=4)
+            publish(store, model_factory(5.0), "demo", prefix="models", marker="_READY", version=4)
             wait_for(lambda: predict_y(node.grpc_port) == (4, 6.0), 60, "v4 served")
             wait_for(lambda: 1 not in layout.versions_on_disk()["demo"], 30, "v1 pruned")
             on_disk = layout.versions_on_disk()["demo"]
@@ -132,8 +141,9 @@ def test_node_follows_the_bucket(store: GCSStore, store_settings: StoreSettings,
             assert layout.read_record("demo", 1) is None
 
             # pin v1: fetched back from the bucket and served
-            store.write(policy_object("models"),
-                        dump_policy(Policy(models={"demo": ModelPolicy(pin=1)})))
+            store.write(
+                policy_object("models"), dump_policy(Policy(models={"demo": ModelPolicy(pin=1)}))
+            )
             wait_for(lambda: predict_y(node.grpc_port) == (1, 3.0), 90, "pinned v1 served")
             assert traffic.errors == [], traffic.errors[:5]
             assert {1, 2, 4} <= traffic.versions
@@ -145,13 +155,18 @@ def test_node_follows_the_bucket(store: GCSStore, store_settings: StoreSettings,
             empty = tmp_path / "empty.config"
             empty.write_text("model_config_list {\n}\n")
             node.start_model_server(config_file=str(empty))
-            wait_for(lambda: predict_y(node.grpc_port) == (1, 3.0), 60,
-                     "serving resumed after restart")
+            wait_for(
+                lambda: predict_y(node.grpc_port) == (1, 3.0), 60, "serving resumed after restart"
+            )
             traffic.paused.clear()
             # the config manager says so: TF Serving restarted, with the downtime it saw
-            restarted = wait_for(lambda: [e for e in cm_status(node)["events"]
-                                          if e["event"] == "tfserving_restarted"], 30,
-                                 "restart reported")
+            restarted = wait_for(
+                lambda: [
+                    e for e in cm_status(node)["events"] if e["event"] == "tfserving_restarted"
+                ],
+                30,
+                "restart reported",
+            )
             assert "down_s" in restarted[-1]
             back = [e for e in cm_status(node)["events"] if e["event"] == "tfserving_back"]
             if back:  # it was seen down: the downtime is a measured number

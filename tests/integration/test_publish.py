@@ -40,8 +40,9 @@ def test_publish_and_read_back_byte_identical(store: GCSStore, model_factory) ->
     assert newest.name.endswith("/_READY")
     assert complete_versions(listing, SettleTracker(3600), now=0)["ranker"].keys() == {1}
     # without --version: the next free one
-    assert publish(store, model_factory(3.0), "ranker", prefix="models",
-                   marker="_READY").version == 2
+    assert (
+        publish(store, model_factory(3.0), "ranker", prefix="models", marker="_READY").version == 2
+    )
 
 
 def test_publish_tarball(store: GCSStore, model_factory, tmp_path: Path) -> None:
@@ -83,25 +84,33 @@ def test_refusals_leave_bucket_unchanged(store: GCSStore, model_factory, tmp_pat
 def test_overwrite_replaces_a_version(store: GCSStore, model_factory) -> None:
     publish(store, model_factory(2.0), "m", prefix="models", marker="_READY", version=1)
     old = {o.name: o.generation for o in store.list_objects("models/m/1/")}
-    publish(store, model_factory(5.0), "m", prefix="models", marker="_READY", version=1,
-            overwrite=True)
+    publish(
+        store, model_factory(5.0), "m", prefix="models", marker="_READY", version=1, overwrite=True
+    )
     new = {o.name: o.generation for o in store.list_objects("models/m/1/")}
     assert set(new) >= {n for n in old if not n.endswith("fingerprint.pb")}
     assert all(new[n] != old[n] for n in new if n in old)
     src = model_factory(5.0)
-    assert store.read("models/m/1/variables/variables.index") == \
-        (src / "variables/variables.index").read_bytes()
+    assert (
+        store.read("models/m/1/variables/variables.index")
+        == (src / "variables/variables.index").read_bytes()
+    )
 
 
 def run_cli(args: list[str], settings: StoreSettings) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STORAGE_EMULATOR_HOST": settings.emulator_host or "",
-           "MODELSYNC_BUCKET": settings.bucket}
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=env,
-                          capture_output=True, text=True, timeout=120)
+    env = {
+        **os.environ,
+        "STORAGE_EMULATOR_HOST": settings.emulator_host or "",
+        "MODELSYNC_BUCKET": settings.bucket,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
-def test_cli_publish_and_refusals(store: GCSStore, store_settings: StoreSettings,
-                                  model_factory, tmp_path: Path) -> None:
+def test_cli_publish_and_refusals(
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     src = model_factory(2.0)
     ok = run_cli(["publish", str(src), "--model", "ranker"], store_settings)
     assert ok.returncode == 0, ok.stderr
@@ -127,9 +136,17 @@ def test_cli_publish_and_refusals(store: GCSStore, store_settings: StoreSettings
 
 def test_cli_bad_setting_exits_2(store_settings: StoreSettings, model_factory) -> None:
     env_settings = StoreSettings(bucket="", emulator_host=store_settings.emulator_host)
-    res = subprocess.run([sys.executable, "-m", "cli", "list"],
-                         env={**os.environ, "STORAGE_EMULATOR_HOST": env_settings.emulator_host
-                              or "", "MODELSYNC_BUCKET": "", "MODELSYNC_GCS_TIMEOUT_S": "x"},
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "cli", "list"],
+        env={
+            **os.environ,
+            "STORAGE_EMULATOR_HOST": env_settings.emulator_host or "",
+            "MODELSYNC_BUCKET": "",
+            "MODELSYNC_GCS_TIMEOUT_S": "x",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "MODELSYNC_" in res.stderr

@@ -19,20 +19,28 @@ HOOK = ROOT / "scripts" / "hooks" / "publish-model"
 
 def run(args: list[str], store_settings, **env: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     bin_dir = Path(sys.executable).parent
-    full = {**os.environ, "MODELSYNC_BUCKET": store_settings.bucket,
-            "STORAGE_EMULATOR_HOST": store_settings.emulator_host,
-            "MODELSYNC_BIN": str(bin_dir / "modelsync"), **env}
-    return subprocess.run([str(HOOK), *args], env=full, capture_output=True, text=True,
-                          timeout=120)
+    full = {
+        **os.environ,
+        "MODELSYNC_BUCKET": store_settings.bucket,
+        "STORAGE_EMULATOR_HOST": store_settings.emulator_host,
+        "MODELSYNC_BIN": str(bin_dir / "modelsync"),
+        **env,
+    }
+    return subprocess.run([str(HOOK), *args], env=full, capture_output=True, text=True, timeout=120)
 
 
 def versions(store) -> list[int]:  # type: ignore[no-untyped-def]
-    return sorted(parse_listing(store.list_objects("models/"), "models", "_READY")
-                  .models.get("ranker", {}))
+    return sorted(
+        parse_listing(store.list_objects("models/"), "models", "_READY").models.get("ranker", {})
+    )
 
 
-def test_retries_publish_once_and_refusals_are_one_line(store, store_settings, model_factory,  # type: ignore[no-untyped-def]
-                                                        tmp_path: Path) -> None:
+def test_retries_publish_once_and_refusals_are_one_line(
+    store,
+    store_settings,
+    model_factory,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
     export = model_factory(2.0)
     first = run([str(export), "ranker"], store_settings)
     assert first.returncode == 0 and "published" in first.stdout, first.stderr

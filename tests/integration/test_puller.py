@@ -27,8 +27,9 @@ from remote_model_puller.installer import InstallError
 pytestmark = pytest.mark.integration
 
 
-def test_v1_then_v2_installed_byte_identical(store: GCSStore, store_settings: StoreSettings,
-                                             model_factory, tmp_path: Path) -> None:
+def test_v1_then_v2_installed_byte_identical(
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     root = tmp_path / "root"
     puller = make_puller(store_settings, root)
     try:
@@ -40,7 +41,8 @@ def test_v1_then_v2_installed_byte_identical(store: GCSStore, store_settings: St
         assert same_tree(model_factory(2.0, shards=3), root / "ranker" / "1")
         record = LocalLayout(root).read_record("ranker", 1)
         assert record is not None and record.bytes == sum(
-            (root / "ranker" / "1" / f).stat().st_size for f in local_files(root / "ranker" / "1"))
+            (root / "ranker" / "1" / f).stat().st_size for f in local_files(root / "ranker" / "1")
+        )
         publish(store, model_factory(3.0), "ranker", prefix="models", marker="_READY")
         assert puller.tick().installed == [("ranker", 2)]
         assert same_tree(model_factory(3.0), root / "ranker" / "2")
@@ -52,7 +54,8 @@ def test_v1_then_v2_installed_byte_identical(store: GCSStore, store_settings: St
 
 
 def test_unmarked_upload_in_progress_waits_until_whole_and_settled(
-        store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path) -> None:
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     src = model_factory(2.0, shards=2)
     files = local_files(src)
     last_shard = "variables/variables.data-00001-of-00002"
@@ -71,7 +74,8 @@ def test_unmarked_upload_in_progress_waits_until_whole_and_settled(
 
 
 def test_object_replaced_or_corrupt_after_listing_is_rejected(
-        store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path) -> None:
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     publish(store, model_factory(2.0, shards=2), "m", prefix="models", marker="_READY")
     root = tmp_path / "root"
     puller = make_puller(store_settings, root)
@@ -90,11 +94,12 @@ def test_object_replaced_or_corrupt_after_listing_is_rejected(
         listing = parse_listing(store.list_objects("models/"), "models", "_READY")
         rv = listing.version("m", 1)
         assert rv is not None
-        bad = tuple(dataclasses.replace(f, crc32c="AAAAAA==") if f.path == "saved_model.pb"
-                    else f for f in rv.files)
+        bad = tuple(
+            dataclasses.replace(f, crc32c="AAAAAA==") if f.path == "saved_model.pb" else f
+            for f in rv.files
+        )
         with pytest.raises(InstallError) as info:
-            puller.installer.install("m", 1, rv.fingerprint,
-                                     dataclasses.replace(rv, files=bad))
+            puller.installer.install("m", 1, rv.fingerprint, dataclasses.replace(rv, files=bad))
         assert info.value.kind == "checksum"
         # 3. the catalog promises other content than the bucket holds
         with pytest.raises(InstallError) as info:
@@ -119,7 +124,8 @@ def tar_bytes(members: list[tuple[str, bytes]], evil: tarfile.TarInfo | None = N
 
 
 def test_tarballs_good_installed_malicious_rejected_bad_names_skipped(
-        store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path) -> None:
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     src = model_factory(2.0)
     members = [(rel, (src / rel).read_bytes()) for rel in local_files(src)]
     store.write("models/tarred/1/model.tar.gz", tar_bytes(members))
@@ -148,8 +154,9 @@ def test_tarballs_good_installed_malicious_rejected_bad_names_skipped(
         puller.close()
 
 
-def test_policy_pin_and_malformed_policy(store: GCSStore, store_settings: StoreSettings,
-                                        model_factory, tmp_path: Path) -> None:
+def test_policy_pin_and_malformed_policy(
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     for a in (2.0, 3.0, 4.0):
         publish(store, model_factory(a), "m", prefix="models", marker="_READY")
     root = tmp_path / "root"
@@ -172,8 +179,9 @@ def test_policy_pin_and_malformed_policy(store: GCSStore, store_settings: StoreS
 
 def test_gcs_down_keeps_what_is_installed(model_factory, tmp_path: Path) -> None:
     with GCSEmulator() as emu:
-        settings = StoreSettings(bucket="down", emulator_host=emu.url, timeout_s=1,
-                                 retry_deadline_s=1)
+        settings = StoreSettings(
+            bucket="down", emulator_host=emu.url, timeout_s=1, retry_deadline_s=1
+        )
         store = GCSStore(settings)
         store.ensure_bucket()
         publish(store, model_factory(2.0), "m", prefix="models", marker="_READY")
@@ -192,25 +200,32 @@ def test_gcs_down_keeps_what_is_installed(model_factory, tmp_path: Path) -> None
 def write_catalog(store: GCSStore, listed_at: float) -> int:
     listing = parse_listing(store.list_objects("models/"), "models", "_READY")
     catalog = build_catalog(listing, SettleTracker(3600), time.time(), "models")
-    info = store.write(catalog_object("models"), dump_catalog(catalog),
-                       metadata={"listed_at": str(listed_at)})
+    info = store.write(
+        catalog_object("models"), dump_catalog(catalog), metadata={"listed_at": str(listed_at)}
+    )
     return info.generation
 
 
 @pytest.mark.slow
 def test_idle_poll_storage_calls_with_fresh_and_stale_catalog(
-        store: GCSStore, store_settings: StoreSettings, tmp_path: Path) -> None:
+    store: GCSStore, store_settings: StoreSettings, tmp_path: Path
+) -> None:
     names = []
     for m in range(200):
         for v in range(1, 6):
             base = f"models/model{m:03d}/{v}/"
-            names += [base + "saved_model.pb", base + "variables/variables.index",
-                      base + "variables/variables.data-00000-of-00001", base + "_READY"]
+            names += [
+                base + "saved_model.pb",
+                base + "variables/variables.index",
+                base + "variables/variables.data-00000-of-00001",
+                base + "_READY",
+            ]
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda n: store.write(n, b"x"), names))
     generation = write_catalog(store, time.time())
-    puller = make_puller(store_settings, tmp_path / "root", download_workers=16,
-                         max_concurrent_installs=8)
+    puller = make_puller(
+        store_settings, tmp_path / "root", download_workers=16, max_concurrent_installs=8
+    )
     try:
         first = puller.tick()
         assert first.source == "catalog" and len(first.installed) == 200  # newest of each

@@ -22,18 +22,23 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.slow
-def test_sigkill_mid_download_leaves_nothing_partial(store: GCSStore,
-                                                     store_settings: StoreSettings,
-                                                     model_factory, tmp_path: Path) -> None:
+def test_sigkill_mid_download_leaves_nothing_partial(
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     src = model_factory(2.0, shards=16, pad_bytes=160 * 2**20)
     publish(store, src, "big", prefix="models", marker="_READY")
     root = tmp_path / "root"
-    env = {"MODELSYNC_BUCKET": store_settings.bucket,
-           "STORAGE_EMULATOR_HOST": store_settings.emulator_host or "",
-           "MODELSYNC_MODEL_ROOT": str(root), "MODELSYNC_POLL_S": "0.5",
-           "MODELSYNC_DOWNLOAD_WORKERS": "1", "MODELSYNC_HTTP_PORT": "0"}
-    proc = ManagedProcess("puller", [sys.executable, "-m", "cli", "puller"],
-                          tmp_path / "puller1.log", env=env).start()
+    env = {
+        "MODELSYNC_BUCKET": store_settings.bucket,
+        "STORAGE_EMULATOR_HOST": store_settings.emulator_host or "",
+        "MODELSYNC_MODEL_ROOT": str(root),
+        "MODELSYNC_POLL_S": "0.5",
+        "MODELSYNC_DOWNLOAD_WORKERS": "1",
+        "MODELSYNC_HTTP_PORT": "0",
+    }
+    proc = ManagedProcess(
+        "puller", [sys.executable, "-m", "cli", "puller"], tmp_path / "puller1.log", env=env
+    ).start()
     incoming = root / ".modelsync" / "incoming"
     try:
         deadline = time.monotonic() + 60
@@ -49,8 +54,9 @@ def test_sigkill_mid_download_leaves_nothing_partial(store: GCSStore,
         proc.stop()
     assert not (root / "big" / "1").exists()  # nothing partial is visible
     assert any(incoming.iterdir())  # the leftovers of the killed download are there ...
-    proc2 = ManagedProcess("puller", [sys.executable, "-m", "cli", "puller"],
-                           tmp_path / "puller2.log", env=env).start()
+    proc2 = ManagedProcess(
+        "puller", [sys.executable, "-m", "cli", "puller"], tmp_path / "puller2.log", env=env
+    ).start()
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and LocalLayout(root).read_record("big", 1) is None:
@@ -69,19 +75,25 @@ def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
 
     mnt = tmp_path / "small"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-def test_full_disk_is_an_event_not_a_partial_version(store: GCSStore,
-                                                     store_settings: StoreSettings,
-                                                     model_factory, small_disk: Path) -> None:
-    publish(store, model_factory(2.0, shards=2, pad_bytes=6 * 2**20), "big", prefix="models",
-            marker="_READY")
+def test_full_disk_is_an_event_not_a_partial_version(
+    store: GCSStore, store_settings: StoreSettings, model_factory, small_disk: Path
+) -> None:
+    publish(
+        store,
+        model_factory(2.0, shards=2, pad_bytes=6 * 2**20),
+        "big",
+        prefix="models",
+        marker="_READY",
+    )
     publish(store, model_factory(3.0), "small", prefix="models", marker="_READY")
     # one install at a time, so the small model is not caught by the big one filling the disk
     puller = make_puller(store_settings, small_disk, max_concurrent_installs=1)
@@ -98,8 +110,9 @@ def test_full_disk_is_an_event_not_a_partial_version(store: GCSStore,
 
 
 @pytest.mark.slow
-def test_daemon_http_endpoints(store: GCSStore, store_settings: StoreSettings, model_factory,
-                               tmp_path: Path) -> None:
+def test_daemon_http_endpoints(
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:
     import json
     import urllib.request
 
@@ -107,12 +120,19 @@ def test_daemon_http_endpoints(store: GCSStore, store_settings: StoreSettings, m
 
     port = free_port()
     root = tmp_path / "root"
-    env = {"MODELSYNC_BUCKET": store_settings.bucket,
-           "STORAGE_EMULATOR_HOST": store_settings.emulator_host or "",
-           "MODELSYNC_MODEL_ROOT": str(root), "MODELSYNC_POLL_S": "3600",
-           "MODELSYNC_NODE_ID": "node-http"}
-    proc = ManagedProcess("puller", [sys.executable, "-m", "cli", "puller",
-                                     "--port", str(port)], tmp_path / "p.log", env=env).start()
+    env = {
+        "MODELSYNC_BUCKET": store_settings.bucket,
+        "STORAGE_EMULATOR_HOST": store_settings.emulator_host or "",
+        "MODELSYNC_MODEL_ROOT": str(root),
+        "MODELSYNC_POLL_S": "3600",
+        "MODELSYNC_NODE_ID": "node-http",
+    }
+    proc = ManagedProcess(
+        "puller",
+        [sys.executable, "-m", "cli", "puller", "--port", str(port)],
+        tmp_path / "p.log",
+        env=env,
+    ).start()
 
     def get(path: str) -> tuple[int, bytes]:
         try:
@@ -139,8 +159,9 @@ def test_daemon_http_endpoints(store: GCSStore, store_settings: StoreSettings, m
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 202
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and "1" not in json.loads(
-                get("/status")[1])["installed"].get("m", {}):
+        while time.monotonic() < deadline and "1" not in json.loads(get("/status")[1])[
+            "installed"
+        ].get("m", {}):
             time.sleep(0.1)
         status = json.loads(get("/status")[1])
         assert "1" in status["installed"]["m"]

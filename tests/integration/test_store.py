@@ -80,8 +80,9 @@ def test_calls_are_counted(store: GCSStore) -> None:
 def test_unreachable_store_fails_within_its_deadline() -> None:
     from modelsync.dev.emulator import free_port
 
-    settings = StoreSettings(bucket="b", emulator_host=f"http://127.0.0.1:{free_port()}",
-                             timeout_s=1, retry_deadline_s=2)
+    settings = StoreSettings(
+        bucket="b", emulator_host=f"http://127.0.0.1:{free_port()}", timeout_s=1, retry_deadline_s=2
+    )
     store = GCSStore(settings)
     started = time.monotonic()
     with pytest.raises(StoreError):

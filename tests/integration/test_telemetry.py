@@ -27,8 +27,9 @@ ADMIN, READ, NODE = "admin-token-0123456789", "read-token-0123456789", "node-tok
 
 
 def metrics(url: str, query: str = "since=15m") -> dict[str, Any]:
-    req = urllib.request.Request(f"{url}/v1/models/demo/metrics?{query}",
-                                 headers={"Authorization": f"Bearer {READ}"})
+    req = urllib.request.Request(
+        f"{url}/v1/models/demo/metrics?{query}", headers={"Authorization": f"Bearer {READ}"}
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         doc: dict[str, Any] = json.loads(r.read())
     return doc
@@ -44,7 +45,8 @@ class Load:
         self.predict = self.channel.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
             request_serializer=lambda m: m.SerializeToString(),
-            response_deserializer=p.PredictResponse.FromString)
+            response_deserializer=p.PredictResponse.FromString,
+        )
         self.good, self.bad = p.PredictRequest(), p.PredictRequest()
         for req, name in ((self.good, "x"), (self.bad, "no_such_input")):
             req.model_spec.name = "demo"
@@ -77,21 +79,37 @@ def available(node: Node) -> bool:
 
 
 def bucket(ms: float) -> int:
-    return next((i for i, b in enumerate(LATENCY_BOUNDS_US) if ms * 1000 < b),
-                len(LATENCY_BOUNDS_US))
+    return next(
+        (i for i, b in enumerate(LATENCY_BOUNDS_US) if ms * 1000 < b), len(LATENCY_BOUNDS_US)
+    )
 
 
 @pytest.mark.timeout(400)
 def test_node_load_shows_in_the_master_series_and_survives_a_restart(
-        store: GCSStore, store_settings: StoreSettings, model_factory,  # type: ignore[no-untyped-def]
-        tmp_path: Path) -> None:
-    master = start_master(tmp_path, bucket=store_settings.bucket,
-                          emulator_host=store_settings.emulator_host or "", admin_token=ADMIN,
-                          node_token=NODE, read_token=READ, catalog_s=0.5)
-    node = Node(tmp_path / "node", bucket=store_settings.bucket,
-                emulator_host=store_settings.emulator_host or "", name="node-1", poll_s=0.5,
-                master_url=master.url, node_token=NODE,  # type: ignore[attr-defined]
-                extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"})
+    store: GCSStore,
+    store_settings: StoreSettings,
+    model_factory,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    master = start_master(
+        tmp_path,
+        bucket=store_settings.bucket,
+        emulator_host=store_settings.emulator_host or "",
+        admin_token=ADMIN,
+        node_token=NODE,
+        read_token=READ,
+        catalog_s=0.5,
+    )
+    node = Node(
+        tmp_path / "node",
+        bucket=store_settings.bucket,
+        emulator_host=store_settings.emulator_host or "",
+        name="node-1",
+        poll_s=0.5,
+        master_url=master.url,
+        node_token=NODE,  # type: ignore[attr-defined]
+        extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"},
+    )
     load = None
     try:
         node.start()
@@ -102,8 +120,9 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
         load.run(good=400, bad=40)
         sent = 440
         # within two telemetry intervals (plus a heartbeat) the master has it all
-        total = wait_for(lambda: (t := metrics(url)["total"])["errors"] == 40 and t, 30,
-                         "errors arrived")
+        total = wait_for(
+            lambda: (t := metrics(url)["total"])["errors"] == 40 and t, 30, "errors arrived"
+        )
         assert total["requests"] <= sent
         assert abs(total["requests"] - sent) <= 0.1 * sent
         assert total["errors_by_code"] == {"INVALID_ARGUMENT": 40}
@@ -111,8 +130,12 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
         # server-side p99 from the merged buckets: at or below the client's, within 2 buckets
         client_p99 = load.p99_ms()
         assert bucket(client_p99) - 2 <= bucket(total["p99_ms"]) <= bucket(client_p99)
-        cluster = urllib.request.urlopen(urllib.request.Request(
-            f"{url}/v1/cluster", headers={"Authorization": f"Bearer {READ}"}), timeout=30)
+        cluster = urllib.request.urlopen(
+            urllib.request.Request(
+                f"{url}/v1/cluster", headers={"Authorization": f"Bearer {READ}"}
+            ),
+            timeout=30,
+        )
         assert json.loads(cluster.read())["models"]["demo"]["last_minute"]["requests"] > 0
 
         # TF Serving restarts: its counters start from zero again; nothing negative, no spike
@@ -123,8 +146,11 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
         load = Load(node.grpc_port)
         wait_for(lambda: available(node), 60, "v1 AVAILABLE after the restart")
         load.run(good=100, bad=10)
-        after = wait_for(lambda: (t := metrics(url)["total"])["errors"] == 50 and t, 30,
-                         "errors after the restart")
+        after = wait_for(
+            lambda: (t := metrics(url)["total"])["errors"] == 50 and t,
+            30,
+            "errors after the restart",
+        )
         assert after["requests"] == sent + 110
         series = metrics(url, "since=15m")["series"]
         assert all(p["requests"] >= 0 and p["errors"] >= 0 for p in series)

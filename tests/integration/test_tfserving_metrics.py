@@ -105,8 +105,12 @@ class Server:
 def server(tmp_path: Path, model_factory: Any) -> Iterator[Server]:
     root = tmp_path / "models"
     shutil.copytree(model_factory(2.0), root / "demo" / "1")
-    proc = start_model_server(tmp_path, model_name="demo", model_base_path=str(root / "demo"),
-                              flags=[f"--monitoring_config_file={MONITORING_CONFIG}"])
+    proc = start_model_server(
+        tmp_path,
+        model_name="demo",
+        model_base_path=str(root / "demo"),
+        flags=[f"--monitoring_config_file={MONITORING_CONFIG}"],
+    )
     client = Server(proc.grpc_port, proc.rest_port)  # type: ignore[attr-defined]
     try:
         wait_for(lambda: client.available("demo"), 120, "demo AVAILABLE")
@@ -142,8 +146,9 @@ def test_page_has_the_official_names_labels_buckets_and_format(server: Server) -
     assert page.types[REQUEST_COUNT] == "counter" and page.types[REQUEST_LATENCY] == "histogram"
     assert page.types[":tensorflow:serving:model_warmup_latency"] == "histogram"
     assert REQUEST_COUNT + "_total" not in text and "# HELP :tensorflow" not in text
-    assert (f'{REQUEST_COUNT}{{model_name="demo",status="OK"}} '
-            f"{GOOD_GRPC + GOOD_REST + 1}\n") in text
+    assert (
+        f'{REQUEST_COUNT}{{model_name="demo",status="OK"}} {GOOD_GRPC + GOOD_REST + 1}\n'
+    ) in text
     assert f'{REQUEST_COUNT}{{model_name="demo",status="INVALID_ARGUMENT"}} 5\n' in text
     assert f'{REQUEST_COUNT}{{model_name="missing",status="NOT_FOUND"}} 2\n' in text
     grpc_labels = 'model_name="demo",API="Predict",entrypoint="GRPC"'
@@ -180,20 +185,25 @@ def test_telemetry_counts_are_exact(server: Server) -> None:
     got = interval(before, after, time.monotonic() - started)
     demo = got["demo"]
     assert not demo.reset
-    assert demo.statuses == {"OK": GOOD_GRPC + GOOD_REST + 1,
-                             "INVALID_ARGUMENT": BAD_GRPC + BAD_REST}
+    assert demo.statuses == {
+        "OK": GOOD_GRPC + GOOD_REST + 1,
+        "INVALID_ARGUMENT": BAD_GRPC + BAD_REST,
+    }
     assert demo.errors == {"INVALID_ARGUMENT": BAD_GRPC + BAD_REST}
     # latency: the OK inference requests only (the REST GET has API="" and is left out)
     assert demo.latency.count == GOOD_GRPC + GOOD_REST
-    assert demo.latency.bounds == (*(float("%.6g" % b) for b in LATENCY_BOUNDS_US),  # noqa: UP031
-                                   float("inf"))
+    assert demo.latency.bounds == (
+        *(float("%.6g" % b) for b in LATENCY_BOUNDS_US),  # noqa: UP031
+        float("inf"),
+    )
     assert demo.latency.sum > 0
     assert demo.p50_ms is not None and demo.p99_ms is not None
     assert 0 < demo.p50_ms <= demo.p99_ms < 60_000
     assert got["missing"].statuses == {"NOT_FOUND": MISSING_GRPC}
     assert got["missing"].latency.count == 0
-    per_series = {dict(k)["entrypoint"]: h.count
-                  for k, h in after.models["demo"].latency_series.items()}
+    per_series = {
+        dict(k)["entrypoint"]: h.count for k, h in after.models["demo"].latency_series.items()
+    }
     assert per_series == {"GRPC": GOOD_GRPC, "REST": GOOD_REST}
     # the same traffic again: the second interval counts only it
     send_traffic(server)

@@ -37,8 +37,9 @@ RECORDS = ":tensorflow:serving:model_warmup_records_read"
 INVALID_ARGUMENT, UNIMPLEMENTED, DATA_LOSS = 3, 12, 15
 
 
-def predict_record(inputs: dict[str, list[float]], model: str = "some-other-model",
-                   version: int | None = 99) -> bytes:
+def predict_record(
+    inputs: dict[str, list[float]], model: str = "some-other-model", version: int | None = 99
+) -> bytes:
     """A serialized PredictionLog naming another model and version (TF Serving ignores both)."""
     log = prediction_log_pb2.PredictionLog()
     req = log.predict_log.request
@@ -90,10 +91,15 @@ def env(tmp_path_factory: pytest.TempPathFactory, model_factory) -> Iterator[Env
     root.mkdir()
     cfg = work / "models.config"
     cfg.write_text("model_config_list {\n}\n")
-    proc = start_model_server(work, model_config_file=str(cfg),
-                              flags=["--file_system_poll_wait_seconds=1",
-                                     "--max_num_load_retries=0",
-                                     f"--monitoring_config_file={MONITORING_CONFIG}"])
+    proc = start_model_server(
+        work,
+        model_config_file=str(cfg),
+        flags=[
+            "--file_system_poll_wait_seconds=1",
+            "--max_num_load_retries=0",
+            f"--monitoring_config_file={MONITORING_CONFIG}",
+        ],
+    )
     client = ModelServerClient(proc.grpc_port, proc.rest_port)  # type: ignore[attr-defined]
     yield Env(root, client, model_factory)
     client.channel.close()
@@ -102,9 +108,14 @@ def env(tmp_path_factory: pytest.TempPathFactory, model_factory) -> Iterator[Env
 
 def test_good_warmup_loads_and_is_recorded(env: Env) -> None:
     path = env.version("good")
-    write_warmup(path, [predict_record({"x": [1.0, 2.0]}),
-                        predict_record({"x": [3.0]}, model="", version=None),
-                        predict_record({"x": [4.0]}, model="good", version=1)])
+    write_warmup(
+        path,
+        [
+            predict_record({"x": [1.0, 2.0]}),
+            predict_record({"x": [3.0]}, model="", version=None),
+            predict_record({"x": [4.0]}, model="good", version=1),
+        ],
+    )
     assert env.serve("good") == (STATE.AVAILABLE, 0, "")
     version, out = env.client.predict("good", [1.0])
     assert version == 1 and out["y"].tolist() == [3.0]
@@ -123,9 +134,11 @@ def test_bad_request_fails_the_load(env: Env) -> None:
     write_warmup(path, [predict_record({"x": [1.0]}), predict_record({"z": [1.0]})])
     state, code, message = env.serve("badreq")
     assert (state, code) == (STATE.END, INVALID_ARGUMENT), message
-    assert message == ("Signature input alias: x(feed name: serving_default_x:0) not found in "
-                       "request and no default value provided. Inputs expected to be in the "
-                       "request {z}, or default input alias set:")
+    assert message == (
+        "Signature input alias: x(feed name: serving_default_x:0) not found in "
+        "request and no default value provided. Inputs expected to be in the "
+        "request {z}, or default input alias set:"
+    )
     with pytest.raises(grpc.RpcError) as info:
         env.client.predict("badreq", [1.0])
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -138,10 +151,14 @@ def test_not_a_tfrecord_is_data_loss(env: Env) -> None:
     (path / WARMUP).write_text('{"instances": [1.0]}\n')
     state, code, message = env.serve("notrecord")
     assert (state, code) == (STATE.END, DATA_LOSS), message
-    assert message == ("corrupted record at 0 (Is this even a TFRecord file?). Please verify "
-                       "your warmup data is in TFRecord format.")
-    labels = (f'model_path="{path}",'
-              'status="DATA_LOSS: corrupted record at 0 (Is this even a TFRecord file?)"')
+    assert message == (
+        "corrupted record at 0 (Is this even a TFRecord file?). Please verify "
+        "your warmup data is in TFRecord format."
+    )
+    labels = (
+        f'model_path="{path}",'
+        'status="DATA_LOSS: corrupted record at 0 (Is this even a TFRecord file?)"'
+    )
     page = env.metrics()
     assert f"{LATENCY}_count{{{labels}}} 1\n" in page and f"{RECORDS}{{{labels}}} 0\n" in page
 
@@ -164,25 +181,40 @@ def test_unsupported_log_type(env: Env) -> None:
     log.session_run_log.SetInParent()
     write_warmup(path, [log.SerializeToString()])
     state, code, message = env.serve("sessionrun")
-    assert (state, code, message) == (STATE.END, UNIMPLEMENTED,
-                                      "Unsupported log_type for warmup: 5")
+    assert (state, code, message) == (
+        STATE.END,
+        UNIMPLEMENTED,
+        "Unsupported log_type for warmup: 5",
+    )
 
 
-def test_warmup_switched_off_as_the_official_flag_does(
-        tmp_path: Path, model_factory) -> None:  # type: ignore[no-untyped-def]
+def test_warmup_switched_off_as_the_official_flag_does(tmp_path: Path, model_factory) -> None:  # type: ignore[no-untyped-def]
     """``--enable_model_warmup=false``: the warmup file is not read at all (a broken one loads)."""
     base = tmp_path / "models" / "nowarm"
     shutil.copytree(model_factory(2.0), base / "1")
     (base / "1" / WARMUP).parent.mkdir(exist_ok=True)
     (base / "1" / WARMUP).write_text("not a TFRecord\n")
-    proc = start_model_server(tmp_path, model_name="nowarm", model_base_path=str(base),
-                              flags=["--enable_model_warmup=false",
-                                     "--num_request_iterations_for_warmup=3",
-                                     f"--monitoring_config_file={MONITORING_CONFIG}"])
+    proc = start_model_server(
+        tmp_path,
+        model_name="nowarm",
+        model_base_path=str(base),
+        flags=[
+            "--enable_model_warmup=false",
+            "--num_request_iterations_for_warmup=3",
+            f"--monitoring_config_file={MONITORING_CONFIG}",
+        ],
+    )
     client = ModelServerClient(proc.grpc_port, proc.rest_port)  # type: ignore[attr-defined]
     try:
-        state = wait_for(lambda: (st := client.status("nowarm").get(1)) and
-                         st[0] in (STATE.AVAILABLE, STATE.END) and st, 60, "nowarm settled")
+        state = wait_for(
+            lambda: (
+                (st := client.status("nowarm").get(1))
+                and st[0] in (STATE.AVAILABLE, STATE.END)
+                and st
+            ),
+            60,
+            "nowarm settled",
+        )
         assert state == (STATE.AVAILABLE, 0, ""), state
         assert client.predict("nowarm", [1.0])[1]["y"].tolist() == [3.0]
         url = client.rest + "/monitoring/prometheus/metrics"
@@ -194,28 +226,40 @@ def test_warmup_switched_off_as_the_official_flag_does(
 
 
 def run_cli(args: list[str], settings: StoreSettings) -> subprocess.CompletedProcess[str]:
-    run_env = {**os.environ, "STORAGE_EMULATOR_HOST": settings.emulator_host or "",
-               "MODELSYNC_BUCKET": settings.bucket}
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=run_env,
-                          capture_output=True, text=True, timeout=120)
+    run_env = {
+        **os.environ,
+        "STORAGE_EMULATOR_HOST": settings.emulator_host or "",
+        "MODELSYNC_BUCKET": settings.bucket,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
-def test_publish_with_warmup(store: GCSStore, store_settings: StoreSettings,
-                             model_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_publish_with_warmup(
+    store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     src = model_factory(2.0)
     requests = tmp_path / "warmup.jsonl"
-    requests.write_text(json.dumps({"instances": [1.0, 2.0]}) + "\n\n" +
-                        json.dumps({"inputs": {"x": [3.0]}, "signature_name": "double"}) + "\n")
+    requests.write_text(
+        json.dumps({"instances": [1.0, 2.0]})
+        + "\n\n"
+        + json.dumps({"inputs": {"x": [3.0]}, "signature_name": "double"})
+        + "\n"
+    )
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"instances": [1.0]}) + "\n" +
-                   json.dumps({"inputs": {"z": [1.0]}}) + "\n")
-    refused = run_cli(["publish", str(src), "--model", "m", "--warmup", str(bad)],
-                      store_settings)
+    bad.write_text(
+        json.dumps({"instances": [1.0]}) + "\n" + json.dumps({"inputs": {"z": [1.0]}}) + "\n"
+    )
+    refused = run_cli(["publish", str(src), "--model", "m", "--warmup", str(bad)], store_settings)
     assert refused.returncode == 1 and "line 2" in refused.stderr and "z" in refused.stderr
     assert store.list_objects("models/") == []  # nothing written
 
-    res = run_cli(["publish", str(src), "--model", "m", "--warmup", str(requests)],
-                  store_settings)
+    res = run_cli(["publish", str(src), "--model", "m", "--warmup", str(requests)], store_settings)
     assert res.returncode == 0, res.stderr
     name = "models/m/1/" + WARMUP.as_posix()
     objects = {o.name: o for o in store.list_objects("models/m/1/")}
@@ -229,8 +273,12 @@ def test_publish_with_warmup(store: GCSStore, store_settings: StoreSettings,
 
     local = tmp_path / "warmup.tfrecord"
     local.write_bytes(store.read(name))
-    logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy())
-            for r in tf.data.TFRecordDataset(str(local))]
-    assert [tf.make_ndarray(log.predict_log.request.inputs["x"]).tolist() for log in logs] \
-        == [[1.0, 2.0], [3.0]]
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(str(local))
+    ]
+    assert [tf.make_ndarray(log.predict_log.request.inputs["x"]).tolist() for log in logs] == [
+        [1.0, 2.0],
+        [3.0],
+    ]
     assert [log.predict_log.request.model_spec.signature_name for log in logs] == ["", "double"]

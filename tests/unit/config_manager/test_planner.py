@@ -15,25 +15,35 @@ STATES = ["LOADING", "AVAILABLE", "END", "UNLOADING"]
 installed_st = st.dictionaries(
     st.sampled_from(MODELS),
     st.dictionaries(st.integers(1, 6), st.sampled_from(["f1", "f2"]), min_size=1, max_size=4),
-    max_size=2)
-states_st = st.one_of(st.none(), st.dictionaries(
-    st.sampled_from(MODELS),
-    st.dictionaries(st.integers(1, 6), st.tuples(st.sampled_from(STATES), st.booleans()),
-                    max_size=4),
-    max_size=2))
+    max_size=2,
+)
+states_st = st.one_of(
+    st.none(),
+    st.dictionaries(
+        st.sampled_from(MODELS),
+        st.dictionaries(
+            st.integers(1, 6), st.tuples(st.sampled_from(STATES), st.booleans()), max_size=4
+        ),
+        max_size=2,
+    ),
+)
 policy_st = st.builds(
     lambda keep, labels: Policy(models={"a": ModelPolicy(keep_versions=keep, labels=labels)}),
-    st.integers(1, 3), st.dictionaries(st.sampled_from(["stable", "canary"]),
-                                       st.integers(1, 6), max_size=2))
-failed_st = st.dictionaries(st.tuples(st.sampled_from(MODELS), st.integers(1, 6)),
-                            st.sampled_from(["f1", "f2"]), max_size=3)
+    st.integers(1, 3),
+    st.dictionaries(st.sampled_from(["stable", "canary"]), st.integers(1, 6), max_size=2),
+)
+failed_st = st.dictionaries(
+    st.tuples(st.sampled_from(MODELS), st.integers(1, 6)), st.sampled_from(["f1", "f2"]), max_size=3
+)
 
 
 def to_states(raw):  # type: ignore[no-untyped-def]
     if raw is None:
         return None
-    return {m: {v: VersionState(v, s, 3 if err and s == "END" else 0) for v, (s, err) in vs.items()}
-            for m, vs in raw.items()}
+    return {
+        m: {v: VersionState(v, s, 3 if err and s == "END" else 0) for v, (s, err) in vs.items()}
+        for m, vs in raw.items()
+    }
 
 
 @settings(max_examples=300, deadline=None)
@@ -65,8 +75,9 @@ def test_plan_reload_invariants(installed, raw_states, policy, failed, pushed_be
             assert states[m][v].state == "AVAILABLE"
             assert plan.desired[m].labels[label] == v
         assert dm.versions == plan.desired[m].versions
-    assert plan.held_labels == any(plan.desired[m].labels != plan.staged[m].labels
-                                   for m in plan.desired)
+    assert plan.held_labels == any(
+        plan.desired[m].labels != plan.staged[m].labels for m in plan.desired
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -77,15 +88,25 @@ def test_settled_plan_is_a_fixed_point(installed, policy) -> None:  # type: igno
     state = ReloadState()
     pushes = 0
     for _ in range(4):
-        served = {m: {v: VersionState(v, "AVAILABLE") for v in dm.versions}
-                  for m, dm in state.pushed.items()}
+        served = {
+            m: {v: VersionState(v, "AVAILABLE") for v in dm.versions}
+            for m, dm in state.pushed.items()
+        }
         plan = plan_reload(installed, served, policy, state, "/m")
         if plan.push:
             pushes += 1
             state = after_push(state, plan)
     assert pushes <= 2
-    final = plan_reload(installed, {m: {v: VersionState(v, "AVAILABLE") for v in dm.versions}
-                                    for m, dm in state.pushed.items()}, policy, state, "/m")
+    final = plan_reload(
+        installed,
+        {
+            m: {v: VersionState(v, "AVAILABLE") for v in dm.versions}
+            for m, dm in state.pushed.items()
+        },
+        policy,
+        state,
+        "/m",
+    )
     assert not final.push and not final.held_labels
 
 
@@ -96,6 +117,5 @@ def test_restart_is_detected_only_after_a_push() -> None:
     state = after_push(ReloadState(), fresh)
     lost = plan_reload(installed, {}, Policy(), state, "/m")  # TF Serving forgot everything
     assert lost.push and lost.restarted and lost.text == fresh.text
-    kept = plan_reload(installed, {"a": {1: VersionState(1, "AVAILABLE")}}, Policy(), state,
-                       "/m")
+    kept = plan_reload(installed, {"a": {1: VersionState(1, "AVAILABLE")}}, Policy(), state, "/m")
     assert not kept.push and not kept.restarted

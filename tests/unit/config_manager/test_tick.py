@@ -17,8 +17,9 @@ from modelsync.policy import ModelPolicy, Policy
 from modelsync.settings import NodeSettings
 
 
-def install(layout: LocalLayout, model: str, version: int, fingerprint: str = "fp",
-            size: int = 1) -> None:
+def install(
+    layout: LocalLayout, model: str, version: int, fingerprint: str = "fp", size: int = 1
+) -> None:
     d = layout.version_dir(model, version)
     d.mkdir(parents=True, exist_ok=True)
     (d / "saved_model.pb").write_bytes(b"x")
@@ -29,8 +30,9 @@ def install(layout: LocalLayout, model: str, version: int, fingerprint: str = "f
 @pytest.fixture
 def node(tmp_path: Path) -> tuple[ConfigManager, FakeServing, LocalLayout]:
     fake = FakeServing()
-    settings = ConfigManagerSettings(node=NodeSettings("n1", tmp_path, 0), load_timeout_s=5,
-                                     keep_on_disk=0, validate=False)
+    settings = ConfigManagerSettings(
+        node=NodeSettings("n1", tmp_path, 0), load_timeout_s=5, keep_on_disk=0, validate=False
+    )
     manager = ConfigManager(settings, client=fake)
     return manager, fake, manager.layout
 
@@ -99,8 +101,7 @@ def test_label_staged_in_two_reloads(node) -> None:  # type: ignore[no-untyped-d
     manager, fake, layout = node
     install(layout, "m", 1)
     manager.tick()
-    layout.write_policy(Policy(models={"m": ModelPolicy(keep_versions=1,
-                                                        labels={"stable": 2})}), 7)
+    layout.write_policy(Policy(models={"m": ModelPolicy(keep_versions=1, labels={"stable": 2})}), 7)
     install(layout, "m", 2)
     before = len(fake.reloads)
     result = manager.tick()
@@ -124,8 +125,9 @@ def test_prunes_what_tfserving_reports_end(node) -> None:  # type: ignore[no-unt
 
 def test_stuck_version_never_holds_back_the_versions_behind_it(tmp_path: Path) -> None:
     fake = FakeServing()
-    settings = ConfigManagerSettings(node=NodeSettings("n1", tmp_path, 0), load_timeout_s=0.5,
-                                     validate=False)
+    settings = ConfigManagerSettings(
+        node=NodeSettings("n1", tmp_path, 0), load_timeout_s=0.5, validate=False
+    )
     manager = ConfigManager(settings, client=fake)
     layout = manager.layout
     layout.write_policy(Policy(models={"m": ModelPolicy(keep_versions=3)}), 1)
@@ -162,8 +164,9 @@ def config(text: str) -> dict[str, set[int]]:
     from modelsync.protos import serving_protos
 
     cfg = text_format.Parse(text, serving_protos().ModelServerConfig())
-    return {c.name: set(c.model_version_policy.specific.versions)
-            for c in cfg.model_config_list.config}
+    return {
+        c.name: set(c.model_version_policy.specific.versions) for c in cfg.model_config_list.config
+    }
 
 
 class FakeValidator:
@@ -220,8 +223,13 @@ def test_no_request_reaches_a_version_before_it_passes_validation(tmp_path: Path
 
 def test_a_swap_past_the_memory_limit_unloads_first_and_is_not_ready(tmp_path: Path) -> None:
     fake = FakeServing()
-    settings = ConfigManagerSettings(node=NodeSettings("n1", tmp_path, 0), load_timeout_s=5,
-                                     validate=False, memory_limit_bytes=300, memory_factor=2.0)
+    settings = ConfigManagerSettings(
+        node=NodeSettings("n1", tmp_path, 0),
+        load_timeout_s=5,
+        validate=False,
+        memory_limit_bytes=300,
+        memory_factor=2.0,
+    )
     manager = ConfigManager(settings, client=fake)
     install(manager.layout, "m", 1, size=100)
     install(manager.layout, "small", 1, size=10)

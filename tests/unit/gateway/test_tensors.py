@@ -8,8 +8,20 @@ import pytest
 from modelsync.protos import serving_protos
 from modelsync.tensors import fill, read, signatures
 
-DTYPES = ["float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
-          "uint16", "uint32", "uint64", "bool"]
+DTYPES = [
+    "float16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "bool",
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -32,9 +44,10 @@ def test_read_takes_what_tensorflow_writes(dtype: str) -> None:
 
     arr = np.arange(6).reshape(3, 2).astype(dtype)
     cls = serving_protos().get("tensorflow.TensorProto")
-    for proto in (tf.make_tensor_proto(arr),  # tensor_content
-                  tf.make_tensor_proto(arr.reshape(-1).tolist(), dtype=tf.as_dtype(arr.dtype),
-                                       shape=[3, 2])):  # typed values
+    for proto in (
+        tf.make_tensor_proto(arr),  # tensor_content
+        tf.make_tensor_proto(arr.reshape(-1).tolist(), dtype=tf.as_dtype(arr.dtype), shape=[3, 2]),
+    ):  # typed values
         got = read(cls.FromString(proto.SerializeToString()))
         assert got.dtype == arr.dtype and got.shape == (3, 2)
         np.testing.assert_array_equal(got, arr)
@@ -49,10 +62,12 @@ def test_strings_and_repeated_last_value() -> None:
     fill(proto, strings)
     from tensorflow.core.framework import tensor_pb2
 
-    assert tf.make_ndarray(tensor_pb2.TensorProto.FromString(proto.SerializeToString())
-                           ).tolist() == [b"a", b"\xff"]
-    assert read(cls.FromString(tf.make_tensor_proto([b"x", b"y"]).SerializeToString())
-                ).tolist() == [b"x", b"y"]
+    assert tf.make_ndarray(
+        tensor_pb2.TensorProto.FromString(proto.SerializeToString())
+    ).tolist() == [b"a", b"\xff"]
+    assert read(
+        cls.FromString(tf.make_tensor_proto([b"x", b"y"]).SerializeToString())
+    ).tolist() == [b"x", b"y"]
     filled = tf.make_tensor_proto(7.0, dtype=tf.float32, shape=[3])  # one value for 3
     assert read(cls.FromString(filled.SerializeToString())).tolist() == [7.0, 7.0, 7.0]
     bad = cls()

@@ -24,11 +24,13 @@ SM = ("saved_model.pb", "variables/variables.index", "variables/variables.data-0
 @pytest.fixture
 def add_version(memstore: MemoryStore) -> Any:
     """add_version(model, version, marker=True): a complete SavedModel's objects."""
+
     def add(model: str, version: int, marker: bool = True) -> None:
         for name in SM:
             memstore.write(f"models/{model}/{version}/{name}", f"{model}{version}{name}".encode())
         if marker:
             memstore.write(f"models/{model}/{version}/_READY", b"")
+
     return add
 
 
@@ -36,8 +38,9 @@ class Client:
     def __init__(self, flask_client: FlaskClient) -> None:
         self.c = flask_client
 
-    def call(self, method: str, path: str, token: str | None = ADMIN, body: Any = None,
-             **kw: Any) -> tuple[int, Any]:
+    def call(
+        self, method: str, path: str, token: str | None = ADMIN, body: Any = None, **kw: Any
+    ) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         resp = self.c.open(path, method=method, json=body, headers=headers, **kw)
         return resp.status_code, resp.get_json(silent=True)
@@ -50,9 +53,15 @@ def memstore() -> MemoryStore:
 
 @pytest.fixture
 def app(memstore: MemoryStore, tmp_path: Path) -> Iterator[Flask]:
-    settings = MasterSettings(store=StoreSettings(bucket="b"), db_path=tmp_path / "m.sqlite3",
-                              admin_token=ADMIN, node_token=NODE, read_token=READ,
-                              docker="off", run_background=False)
+    settings = MasterSettings(
+        store=StoreSettings(bucket="b"),
+        db_path=tmp_path / "m.sqlite3",
+        admin_token=ADMIN,
+        node_token=NODE,
+        read_token=READ,
+        docker="off",
+        run_background=False,
+    )
     app = create_app(settings, store=memstore)
     yield app
     app.extensions[STATE_KEY].stop()

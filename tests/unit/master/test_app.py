@@ -11,8 +11,9 @@ ADMIN, READ, NODE = "admin-token-0123456789", "read-token-0123456789", "node-tok
 
 
 def beat(api, node_id: str, role: str, status: dict) -> None:  # type: ignore[no-untyped-def]
-    code, doc = api.call("POST", "/v1/nodes/heartbeat", NODE,
-                         {"node_id": node_id, "role": role, "status": status})
+    code, doc = api.call(
+        "POST", "/v1/nodes/heartbeat", NODE, {"node_id": node_id, "role": role, "status": status}
+    )
     assert code == 200, doc
 
 
@@ -22,8 +23,9 @@ def test_auth_rules(api) -> None:  # type: ignore[no-untyped-def]
     assert api.call("GET", "/v1/models", NODE)[0] == 403
     assert api.call("GET", "/v1/models", READ)[0] == 200
     assert api.call("POST", "/v1/sync", READ)[0] == 403
-    assert api.call("POST", "/v1/nodes/heartbeat", ADMIN, {"node_id": "n", "role": "puller"}
-                    )[0] == 403
+    assert (
+        api.call("POST", "/v1/nodes/heartbeat", ADMIN, {"node_id": "n", "role": "puller"})[0] == 403
+    )
     assert api.call("GET", "/healthz", None)[0] == 200
 
 
@@ -53,12 +55,13 @@ def test_rollback_label_and_policy_writes(api, memstore, state, add_version) -> 
     assert api.call("PUT", "/v1/models/m/labels/9bad", body={"version": 3})[0] == 400
     assert api.call("DELETE", "/v1/models/m/labels/nope")[0] == 409
     assert api.call("PUT", "/v1/models/m/policy", body={"keep_versions": 0})[0] == 400
-    assert api.call("PUT", "/v1/models/m/policy", body={"keep_versions": 2,
-                                                       "disabled": True})[0] == 200
+    assert (
+        api.call("PUT", "/v1/models/m/policy", body={"keep_versions": 2, "disabled": True})[0]
+        == 200
+    )
     assert api.call("PUT", "/v1/models/m/policy", body={"oops": 1})[0] == 400
     mp = parse_policy(memstore.read(policy_object("models"))).for_model("m")
-    assert (mp.pin, dict(mp.labels), mp.keep_versions, mp.disabled) == (2, {"stable": 3}, 2,
-                                                                         True)
+    assert (mp.pin, dict(mp.labels), mp.keep_versions, mp.disabled) == (2, {"stable": 3}, 2, True)
 
 
 def test_malformed_policy_reads_go_on_writes_refused(api, memstore, state, add_version) -> None:  # type: ignore[no-untyped-def]
@@ -66,8 +69,9 @@ def test_malformed_policy_reads_go_on_writes_refused(api, memstore, state, add_v
     add_version("m", 2)
     state.refresh_catalog()
     assert api.call("POST", "/v1/models/m/pin", body={"version": 1})[0] == 200
-    memstore.write(policy_object("models"), json.dumps({"models": {"m": {"keep_version": 2}}})
-                   .encode())
+    memstore.write(
+        policy_object("models"), json.dumps({"models": {"m": {"keep_version": 2}}}).encode()
+    )
     state.policy_written()  # no cache between the hand edit and the reads below
     code, doc = api.call("POST", "/v1/models/m/pin", body={"version": 2})
     assert code == 409 and "malformed" in doc["error"]
@@ -91,8 +95,12 @@ def test_cluster_converges_on_heartbeats(api, memstore, state, add_version) -> N
     doc = api.call("GET", "/v1/cluster", READ)[1]
     assert doc["models"]["m"]["converged"] is False
     beat(api, "n1", "puller", {"installed": {"m": [1]}})
-    beat(api, "n1", "config_manager", {"available": {"m": [1]},
-                                       "available_since": {"m": {"1": 1234.5}}})
+    beat(
+        api,
+        "n1",
+        "config_manager",
+        {"available": {"m": [1]}, "available_since": {"m": {"1": 1234.5}}},
+    )
     beat(api, "n2", "puller", {"installed": {"m": [1]}})
     doc = api.call("GET", "/v1/cluster", READ)[1]
     assert doc["models"]["m"]["converged"] is True
@@ -102,13 +110,19 @@ def test_cluster_converges_on_heartbeats(api, memstore, state, add_version) -> N
     assert doc["nodes"] == {"total": 2, "live": 2, "degraded": 0, "stale": 0}
     nodes = api.call("GET", "/v1/nodes", READ)[1]["nodes"]
     assert [(n["node_id"], sorted(n["roles"])) for n in nodes] == [
-        ("n1", ["config_manager", "puller"]), ("n2", ["puller"])]
+        ("n1", ["config_manager", "puller"]),
+        ("n2", ["puller"]),
+    ]
     assert nodes[0]["roles"]["puller"]["state"] == "live"
     # a second node serving: converged once both have it, since the later one got it
     beat(api, "n2", "config_manager", {"available": {"m": []}})
     assert api.call("GET", "/v1/cluster", READ)[1]["models"]["m"]["converged"] is False
-    beat(api, "n2", "config_manager", {"available": {"m": [1]},
-                                       "available_since": {"m": {"1": 2000.0}}})
+    beat(
+        api,
+        "n2",
+        "config_manager",
+        {"available": {"m": [1]}, "available_since": {"m": {"1": 2000.0}}},
+    )
     m = api.call("GET", "/v1/cluster", READ)[1]["models"]["m"]
     assert m["converged"] and m["since"] == 2000.0
     view = api.call("GET", "/v1/models/m", READ)[1]
@@ -125,8 +139,7 @@ def test_sync_request_reaches_each_daemon_once(api) -> None:  # type: ignore[no-
 
 
 def test_bad_input_is_a_clear_4xx(api) -> None:  # type: ignore[no-untyped-def]
-    code, doc = api.call("POST", "/v1/models/m/pin", data="{nope",
-                         content_type="application/json")
+    code, doc = api.call("POST", "/v1/models/m/pin", data="{nope", content_type="application/json")
     assert code == 400 and "JSON" in doc["error"]
     assert api.call("GET", "/v1/models/bad name!", READ)[0] in (400, 404)
     assert api.call("GET", "/v1/events?limit=0", READ)[0] == 400

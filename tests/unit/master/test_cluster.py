@@ -37,14 +37,22 @@ def fleet(rows: list[NodeRow]):  # type: ignore[no-untyped-def]
 
 
 def catalog(*versions: int) -> Catalog:
-    return Catalog(models={"m": {v: CatalogVersion(complete=True, bytes=10, objects=4,
-                                                   fingerprint=f"f{v}") for v in versions}})
+    return Catalog(
+        models={
+            "m": {
+                v: CatalogVersion(complete=True, bytes=10, objects=4, fingerprint=f"f{v}")
+                for v in versions
+            }
+        }
+    )
 
 
 def test_converged_only_when_every_live_node_serves_the_targets() -> None:
     cat = catalog(1, 2)
-    rows = [row("a", "config_manager", {"available": {"m": [2]}}),
-            row("b", "config_manager", {"available": {"m": [1]}})]
+    rows = [
+        row("a", "config_manager", {"available": {"m": [2]}}),
+        row("b", "config_manager", {"available": {"m": [1]}}),
+    ]
     view = model_view("m", cat, Policy(), fleet(rows))
     assert view["target_versions"] == [2] and not view["converged"]
     assert view["versions"]["2"]["available"] == ["a"]
@@ -58,8 +66,10 @@ def test_converged_only_when_every_live_node_serves_the_targets() -> None:
 def test_pin_and_bad_reports() -> None:
     cat = catalog(1, 2)
     policy = Policy(models={"m": ModelPolicy(pin=1)})
-    rows = [row("a", "puller", {"installed": {"m": ["x", 1]}}),
-            row("a", "config_manager", {"available": "garbage"})]
+    rows = [
+        row("a", "puller", {"installed": {"m": ["x", 1]}}),
+        row("a", "config_manager", {"available": "garbage"}),
+    ]
     view = model_view("m", cat, policy, fleet(rows))
     assert view["target_versions"] == [1] and view["versions"]["1"]["on_disk"] == ["a"]
     assert not view["converged"]
@@ -67,18 +77,20 @@ def test_pin_and_bad_reports() -> None:
 
 
 def test_index_follows_changed_and_forgotten_reports() -> None:
-    rows = [row("a", "config_manager", {"available": {"m": [1]},
-                                        "failed": {"m": {"2": "bad pb"}}}),
-            row("a", "puller", {"installed": {"m": [1, 2]}}),
-            row("b", "puller", {"installed": {"x": [5]}}, last_seen=NOW - 100)]
+    rows = [
+        row("a", "config_manager", {"available": {"m": [1]}, "failed": {"m": {"2": "bad pb"}}}),
+        row("a", "puller", {"installed": {"m": [1, 2]}}),
+        row("b", "puller", {"installed": {"x": [5]}}, last_seen=NOW - 100),
+    ]
     registry = Registry(rows)
     index = FleetIndex()
     with index.fleet(registry, NOW) as f:  # type: ignore[arg-type]
         assert f.available == {"m": {1: {"a"}}} and f.on_disk["m"] == {1: {"a"}, 2: {"a"}}
         assert f.failed == {"m": {2: {"a": "bad pb"}}} and f.models == {"m", "x"}
         assert f.node_state("a") == "live" and f.node_state("b") == "stale"
-    changed = NodeRow("a", "config_manager", "a", "0", 10.0, {"available": {"m": [2]}}, 0.0,
-                      NOW, 2, 10)
+    changed = NodeRow(
+        "a", "config_manager", "a", "0", 10.0, {"available": {"m": [2]}}, 0.0, NOW, 2, 10
+    )
     registry.rows = [changed, registry.rows[1]]  # a's report changed; b was forgotten
     with index.fleet(registry, NOW) as f:  # type: ignore[arg-type]
         assert f.available == {"m": {2: {"a"}}} and f.failed == {}

@@ -31,8 +31,7 @@ def test_repeated_reports_are_buffered_then_flushed(tmp_path: Path) -> None:
     assert db.flush_beats() == 0
 
 
-def test_a_changed_report_is_written_at_once_and_counts_the_buffered_beats(
-        tmp_path: Path) -> None:
+def test_a_changed_report_is_written_at_once_and_counts_the_buffered_beats(tmp_path: Path) -> None:
     db = Database(tmp_path / "m.sqlite3")
     db.heartbeat("n1", "puller", "h", "1.0", 5, {"installed": {"m": [1]}}, [], 100.0)
     seq = _raw(tmp_path / "m.sqlite3")[2]
@@ -42,8 +41,16 @@ def test_a_changed_report_is_written_at_once_and_counts_the_buffered_beats(
     assert (last_seen, beats) == (110.0, 3) and new_seq > seq
     assert db.flush_beats() == 0  # the buffered beat went in with the change
     # a beat with events is written at once too, and an older buffered time never wins
-    db.heartbeat("n1", "puller", "h", "1.0", 5, {"installed": {"m": [1, 2]}},
-                 [{"event": "x", "at": 111.0}], 112.0)
+    db.heartbeat(
+        "n1",
+        "puller",
+        "h",
+        "1.0",
+        5,
+        {"installed": {"m": [1, 2]}},
+        [{"event": "x", "at": 111.0}],
+        112.0,
+    )
     assert _raw(tmp_path / "m.sqlite3")[:2] == (112.0, 4)
     assert [e["event"] for e in db.events(node="n1")] == ["x"]
 

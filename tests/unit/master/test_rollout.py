@@ -17,16 +17,28 @@ NODES = ["n1", "n2", "n3", "n4"]
 def figures(ok: int, errors: int, latency_us: float = 2_000) -> dict:
     bounds = (*LATENCY_BOUNDS_US, float("inf"))
     index = next(i for i, b in enumerate(bounds) if latency_us < b)
-    iv = ModelInterval(5.0, {"OK": ok, "INTERNAL": errors},
-                       Histogram(bounds, tuple(ok if i >= index else 0 for i in range(len(bounds))),
-                                 ok * latency_us))
+    iv = ModelInterval(
+        5.0,
+        {"OK": ok, "INTERNAL": errors},
+        Histogram(
+            bounds, tuple(ok if i >= index else 0 for i in range(len(bounds))), ok * latency_us
+        ),
+    )
     return iv.to_json()
 
 
-def beat(api, node: str, available: list[int], load: dict | None = None,  # type: ignore[no-untyped-def]
-         failed: dict | None = None) -> None:
-    doc = {"node_id": node, "role": "config_manager",
-           "status": {"available": {"m": available}, "failed": {"m": failed or {}}}}
+def beat(
+    api,
+    node: str,
+    available: list[int],
+    load: dict | None = None,  # type: ignore[no-untyped-def]
+    failed: dict | None = None,
+) -> None:
+    doc = {
+        "node_id": node,
+        "role": "config_manager",
+        "status": {"available": {"m": available}, "failed": {"m": failed or {}}},
+    }
     if load is not None:
         doc["telemetry"] = {"models": {"m": {**load, "versions": available}}}
     code, answer = api.call("POST", "/v1/nodes/heartbeat", NODE, doc)
@@ -59,8 +71,12 @@ def serve_as_told(api, memstore, load=None) -> None:  # type: ignore[no-untyped-
 
 
 def test_a_good_version_goes_canary_wave_complete(api, state, memstore, add_version) -> None:  # type: ignore[no-untyped-def]
-    setup(api, state, add_version, {"canary_nodes": 1, "waves": [0.5, 1.0], "bake_s": 0,
-                                    "min_requests": 10})
+    setup(
+        api,
+        state,
+        add_version,
+        {"canary_nodes": 1, "waves": [0.5, 1.0], "bake_s": 0, "min_requests": 10},
+    )
     tick = state.rollouts.tick
     tick(time.time())
     r = rollout(api)
@@ -82,14 +98,25 @@ def test_a_good_version_goes_canary_wave_complete(api, state, memstore, add_vers
             assert len(rollout(api)["nodes_on_version"]) == {1: 2, 2: 4}[stage_nodes]
     assert rollout(api)["status"] == "complete"
     assert all(served_set("m", [1, 2], policy(memstore), n).versions == {2} for n in NODES)
-    audit = {e["event"] for e in api.call("GET", "/v1/events?kind=audit&model=m", READ)[1][
-        "events"]}
+    audit = {
+        e["event"] for e in api.call("GET", "/v1/events?kind=audit&model=m", READ)[1]["events"]
+    }
     assert {"rollout_started", "rollout_baking", "rollout_advanced", "rollout_complete"} <= audit
 
 
 def test_errors_on_the_canary_roll_back_and_reject(api, state, memstore, add_version) -> None:  # type: ignore[no-untyped-def]
-    setup(api, state, add_version, {"canary_nodes": 1, "waves": [1.0], "bake_s": 300,
-                                    "min_requests": 20, "max_error_rate": 0.05})
+    setup(
+        api,
+        state,
+        add_version,
+        {
+            "canary_nodes": 1,
+            "waves": [1.0],
+            "bake_s": 300,
+            "min_requests": 20,
+            "max_error_rate": 0.05,
+        },
+    )
     state.rollouts.tick(time.time())
     (canary,) = rollout(api)["nodes_on_version"]
     serve_as_told(api, memstore)
@@ -162,8 +189,9 @@ def test_two_controllers_racing_lose_no_write(api, state, memstore, add_version,
     other = create_app(state.settings, store=memstore, background=False)
     rival = other.extensions[STATE_KEY]
     setup(api, state, add_version, {"canary_nodes": 1, "waves": [0.5, 1.0], "bake_s": 0})
-    threads = [threading.Thread(target=s.rollouts.tick, args=(time.time(),))
-               for s in (state, rival)]
+    threads = [
+        threading.Thread(target=s.rollouts.tick, args=(time.time(),)) for s in (state, rival)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -178,7 +206,8 @@ def test_two_controllers_racing_lose_no_write(api, state, memstore, add_version,
 
 
 def test_removing_the_spec_mid_rollout_sends_every_node_to_the_target(  # type: ignore[no-untyped-def]
-        api, state, memstore, add_version) -> None:
+    api, state, memstore, add_version
+) -> None:
     setup(api, state, add_version, {"canary_nodes": 1, "waves": [1.0], "bake_s": 3600})
     state.rollouts.tick(time.time())
     assert rollout(api)["status"] == "validating"

@@ -14,15 +14,22 @@ def interval(ok: int, errors: int, latency_us: float) -> ModelInterval:
     bounds = (*LATENCY_BOUNDS_US, float("inf"))
     index = next(i for i, b in enumerate(bounds) if latency_us < b)
     cumulative = tuple(ok if i >= index else 0 for i in range(len(bounds)))
-    return ModelInterval(5.0, {"OK": ok, "INVALID_ARGUMENT": errors},
-                         Histogram(bounds, cumulative, ok * latency_us))
+    return ModelInterval(
+        5.0, {"OK": ok, "INVALID_ARGUMENT": errors}, Histogram(bounds, cumulative, ok * latency_us)
+    )
 
 
 def beat(api, node: str, figures: dict[str, tuple[ModelInterval, list[int]]]) -> tuple:  # type: ignore[no-untyped-def]
-    doc = {"node_id": node, "role": "config_manager",
-           "status": {"available": {m: vs for m, (_iv, vs) in figures.items()}},
-           "telemetry": {"start": time.time() - 5, "end": time.time(), "models": {
-               m: {**iv.to_json(), "versions": vs} for m, (iv, vs) in figures.items()}}}
+    doc = {
+        "node_id": node,
+        "role": "config_manager",
+        "status": {"available": {m: vs for m, (_iv, vs) in figures.items()}},
+        "telemetry": {
+            "start": time.time() - 5,
+            "end": time.time(),
+            "models": {m: {**iv.to_json(), "versions": vs} for m, (iv, vs) in figures.items()},
+        },
+    }
     return api.call("POST", "/v1/nodes/heartbeat", NODE, doc)
 
 
@@ -40,6 +47,7 @@ def test_series_merge_nodes_and_versions(api) -> None:  # type: ignore[no-untype
     # p99 over nodes from the merged buckets: 10 of 190 OK requests are slow (5 %)
     merged = [fast.latency, slow.latency, fast.latency]
     from modelsync.telemetry import merge_buckets
+
     assert total["p99_ms"] == round(quantile_ms(0.99, merge_buckets(merged)) or 0, 3)
     assert total["p50_ms"] < 3 < 30 < total["p99_ms"]
     assert set(total["by_version"]) == {"1", "2"}
@@ -54,13 +62,16 @@ def test_series_merge_nodes_and_versions(api) -> None:  # type: ignore[no-untype
     cluster = api.call("GET", "/v1/cluster", READ)[1]["models"]["m"]["last_minute"]
     assert cluster["requests"] == 210 and cluster["rps"] > 0
     spark = api.call("GET", "/v1/metrics/sparklines", READ)[1]
-    assert sum(spark["models"]["m"]) == 210 and len(spark["models"]["m"]) == len(
-        spark["minutes"])
+    assert sum(spark["models"]["m"]) == 210 and len(spark["models"]["m"]) == len(spark["minutes"])
 
 
 def test_bad_telemetry_and_arguments_are_400(api) -> None:  # type: ignore[no-untyped-def]
-    code, doc = api.call("POST", "/v1/nodes/heartbeat", NODE, {
-        "node_id": "a", "role": "config_manager", "telemetry": {"models": {"m": {"x": 1}}}})
+    code, doc = api.call(
+        "POST",
+        "/v1/nodes/heartbeat",
+        NODE,
+        {"node_id": "a", "role": "config_manager", "telemetry": {"models": {"m": {"x": 1}}}},
+    )
     assert code == 400 and "telemetry" in doc["error"]
     for query in ("since=yesterday", "since=5m&until=10m", "step=7", "step=x", "since=99999d"):
         code, doc = api.call("GET", f"/v1/models/m/metrics?{query}", READ)
@@ -84,21 +95,30 @@ def test_compaction_keeps_the_figures(api, state) -> None:  # type: ignore[no-un
 
 def test_compaction_goes_minute_by_minute_over_gaps(state) -> None:  # type: ignore[no-untyped-def]
     from master.telemetry import NodeFigures
+
     t0 = (time.time() // 60) * 60 - 86400  # a day ago, at a minute's start
     # three beats in each of minutes 0 and 1, one in minute 90 (a gap), for two nodes
     for offset in (0, 10, 20, 60, 70, 80, 90 * 60 + 5):
         for node in ("a", "b"):
-            state.telemetry.add(node, [NodeFigures("m", interval(10, 1, 2_000), (1,))],
-                                t0 + offset)
+            state.telemetry.add(node, [NodeFigures("m", interval(10, 1, 2_000), (1,))], t0 + offset)
     merged, dropped = state.telemetry.compact(t0 + 3 * 3600)
     assert (merged, dropped) == (2 * (2 + 2 + 0), 0)
-    rows = state.db.conn().execute(
-        "SELECT s.node_id, t.t, t.res, t.figures FROM telemetry_node t JOIN series s ON "
-        "s.id = t.series ORDER BY s.node_id, t.t").fetchall()
+    rows = (
+        state.db.conn()
+        .execute(
+            "SELECT s.node_id, t.t, t.res, t.figures FROM telemetry_node t JOIN series s ON "
+            "s.id = t.series ORDER BY s.node_id, t.t"
+        )
+        .fetchall()
+    )
     import json
+
     assert [(r[0], r[1] - t0, r[2]) for r in rows] == [
-        (n, off, 60) for n in ("a", "b") for off in (20, 80, 90 * 60 + 5)]
+        (n, off, 60) for n in ("a", "b") for off in (20, 80, 90 * 60 + 5)
+    ]
     figures = [json.loads(r[3]) for r in rows][:3]
     assert [(f["requests"], f["errors"], f["seconds"]) for f in figures] == [
-        (33, {"INVALID_ARGUMENT": 3}, 15.0), (33, {"INVALID_ARGUMENT": 3}, 15.0),
-        (11, {"INVALID_ARGUMENT": 1}, 5.0)]
+        (33, {"INVALID_ARGUMENT": 3}, 15.0),
+        (33, {"INVALID_ARGUMENT": 3}, 15.0),
+        (11, {"INVALID_ARGUMENT": 1}, 5.0),
+    ]

@@ -18,8 +18,9 @@ SM = ["saved_model.pb", "variables/variables.index", "variables/variables.data-0
 
 
 def objs(prefix: str, names: list[str], gen: int = 1) -> list[ObjectInfo]:
-    return [ObjectInfo(name=f"{prefix}/{n}" if prefix else n, generation=gen, size=10)
-            for n in names]
+    return [
+        ObjectInfo(name=f"{prefix}/{n}" if prefix else n, generation=gen, size=10) for n in names
+    ]
 
 
 @pytest.mark.parametrize("name", ["ranker", "a", "A1", "my_model.v2", "x-y", "9lives", "a" * 128])
@@ -27,20 +28,23 @@ def test_good_model_names(name: str) -> None:
     assert is_model_name(name)
 
 
-@pytest.mark.parametrize("name", ["", "_modelsync", "-x", ".hidden", "a b", "a/b", "é", "a" * 129,
-                                  "x\n"])
+@pytest.mark.parametrize(
+    "name", ["", "_modelsync", "-x", ".hidden", "a b", "a/b", "é", "a" * 129, "x\n"]
+)
 def test_bad_model_names(name: str) -> None:
     assert not is_model_name(name)
 
 
-@pytest.mark.parametrize(("text", "value"), [("1", 1), ("42", 42),
-                                             ("9223372036854775807", 2**63 - 1)])
+@pytest.mark.parametrize(
+    ("text", "value"), [("1", 1), ("42", 42), ("9223372036854775807", 2**63 - 1)]
+)
 def test_good_versions(text: str, value: int) -> None:
     assert parse_version(text) == value
 
 
-@pytest.mark.parametrize("text", ["0", "007", "-1", "+1", "1.0", "", "v1", "9223372036854775808",
-                                  "1e3", " 1", "\u0661"])
+@pytest.mark.parametrize(
+    "text", ["0", "007", "-1", "+1", "1.0", "", "v1", "9223372036854775808", "1e3", " 1", "\u0661"]
+)
 def test_bad_versions(text: str) -> None:
     assert parse_version(text) is None
 
@@ -65,20 +69,34 @@ def test_structure_rules() -> None:
     assert "index" in (structure_problem(["saved_model.pb", SM[2]]) or "")
     assert "no files" in (structure_problem([]) or "")
     shards = ["saved_model.pb", "variables/variables.index"] + [
-        f"variables/variables.data-{i:05d}-of-00004" for i in (0, 1, 3)]
+        f"variables/variables.data-{i:05d}-of-00004" for i in (0, 1, 3)
+    ]
     assert "missing: [2]" in (structure_problem(shards) or "")
     shards.append("variables/variables.data-00002-of-00004")
     assert structure_problem(shards) is None
-    assert "disagree" in (structure_problem(
-        [*shards, "variables/variables.data-00000-of-00005"]) or "")
+    assert "disagree" in (
+        structure_problem([*shards, "variables/variables.data-00000-of-00005"]) or ""
+    )
 
 
 def test_parse_listing_groups_and_skips() -> None:
-    names = ([f"ranker/1/{n}" for n in SM] + ["ranker/1/_READY"]
-             + [f"ranker/2/{n}" for n in SM]
-             + ["bad name/1/saved_model.pb", "ranker/007/saved_model.pb", "ranker/x/y",
-                "README", "ranker/notes.txt", "_modelsync/policy.json", "ranker/", "ranker/3/",
-                "ranker/4/../saved_model.pb", "tarred/5/model.tar.gz"])
+    names = (
+        [f"ranker/1/{n}" for n in SM]
+        + ["ranker/1/_READY"]
+        + [f"ranker/2/{n}" for n in SM]
+        + [
+            "bad name/1/saved_model.pb",
+            "ranker/007/saved_model.pb",
+            "ranker/x/y",
+            "README",
+            "ranker/notes.txt",
+            "_modelsync/policy.json",
+            "ranker/",
+            "ranker/3/",
+            "ranker/4/../saved_model.pb",
+            "tarred/5/model.tar.gz",
+        ]
+    )
     listing = parse_listing(objs("models", names), "models", "_READY")
     assert sorted(listing.models) == ["ranker", "tarred"]
     assert sorted(listing.models["ranker"]) == [1, 2]
@@ -113,8 +131,12 @@ def test_fingerprint_changes_with_generation() -> None:
     va, vb = a.version("m", 1), b.version("m", 1)
     assert va is not None and vb is not None
     assert va.fingerprint != vb.fingerprint
-    assert va.fingerprint == parse_listing(objs("p", [f"m/1/{n}" for n in reversed(SM)]), "p",
-                                           "_READY").version("m", 1).fingerprint  # type: ignore[union-attr]
+    assert (
+        va.fingerprint
+        == parse_listing(objs("p", [f"m/1/{n}" for n in reversed(SM)]), "p", "_READY")
+        .version("m", 1)
+        .fingerprint
+    )  # type: ignore[union-attr]
 
 
 def test_settle_rules() -> None:
@@ -128,15 +150,17 @@ def test_settle_rules() -> None:
     assert complete_versions(changed, tracker, now=111) == {}
     assert list(complete_versions(changed, tracker, now=121)["m"]) == [1]
     # structurally incomplete never settles; a marker makes complete at once
-    partial = parse_listing(objs("p", ["m/1/saved_model.pb", "m/1/variables/variables.index"]),
-                            "p", "_READY")
+    partial = parse_listing(
+        objs("p", ["m/1/saved_model.pb", "m/1/variables/variables.index"]), "p", "_READY"
+    )
     assert complete_versions(partial, tracker, now=1000) == {}
     assert complete_versions(partial, tracker, now=2000) == {}
     marked = parse_listing(objs("p", [*(f"m/1/{n}" for n in SM), "m/1/_READY"]), "p", "_READY")
     assert list(complete_versions(marked, SettleTracker(3600), now=0)["m"]) == [1]
     # a marker does not make a structurally broken version complete
-    broken = parse_listing(objs("p", ["m/1/variables/variables.index", "m/1/_READY"]), "p",
-                           "_READY")
+    broken = parse_listing(
+        objs("p", ["m/1/variables/variables.index", "m/1/_READY"]), "p", "_READY"
+    )
     assert complete_versions(broken, SettleTracker(0), now=0) == {}
 
 

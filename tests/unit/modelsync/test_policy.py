@@ -15,9 +15,18 @@ from modelsync.policy import (
     served_set,
 )
 
-EXAMPLE = {"schema": 1, "defaults": {"keep_versions": 1},
-           "models": {"ranker": {"keep_versions": 2, "pin": None,
-                                 "labels": {"stable": 41, "canary": 42}, "disabled": False}}}
+EXAMPLE = {
+    "schema": 1,
+    "defaults": {"keep_versions": 1},
+    "models": {
+        "ranker": {
+            "keep_versions": 2,
+            "pin": None,
+            "labels": {"stable": 41, "canary": 42},
+            "disabled": False,
+        }
+    },
+}
 
 
 def test_parse_design_example_and_round_trip() -> None:
@@ -33,28 +42,31 @@ def test_empty_and_minimal_documents() -> None:
     assert parse_policy(b'{"schema": 1}') == Policy()
 
 
-@pytest.mark.parametrize(("doc", "where"), [
-    ("not json", "not valid JSON"),
-    ("[]", "expected a JSON object"),
-    ({"schema": 2}, "unsupported schema"),
-    ({"schema": 1, "extra": 1}, "unknown keys"),
-    ({"defaults": {"keep_versions": 0}}, "defaults.keep_versions"),
-    ({"defaults": {"keep_versions": True}}, "defaults.keep_versions"),
-    ({"defaults": {"keep": 1}}, "defaults"),
-    ({"models": []}, "models: expected an object"),
-    ({"models": {"bad name": {}}}, "bad model name"),
-    ({"models": {"_modelsync": {}}}, "reserved"),
-    ({"models": {"m": {"pin": 0}}}, "models.m.pin"),
-    ({"models": {"m": {"pin": "3"}}}, "models.m.pin"),
-    ({"models": {"m": {"pin": 2**63}}}, "models.m.pin"),
-    ({"models": {"m": {"keep_versions": 1.5}}}, "models.m.keep_versions"),
-    ({"models": {"m": {"keep_version": 1}}}, "unknown keys"),
-    ({"models": {"m": {"labels": {"1bad": 3}}}}, "bad label"),
-    ({"models": {"m": {"labels": {"ok": -1}}}}, "models.m.labels.ok"),
-    ({"models": {"m": {"labels": [1]}}}, "labels"),
-    ({"models": {"m": {"disabled": "yes"}}}, "models.m.disabled"),
-    ({"models": {"m": 3}}, "models.m: expected an object"),
-])
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        ("not json", "not valid JSON"),
+        ("[]", "expected a JSON object"),
+        ({"schema": 2}, "unsupported schema"),
+        ({"schema": 1, "extra": 1}, "unknown keys"),
+        ({"defaults": {"keep_versions": 0}}, "defaults.keep_versions"),
+        ({"defaults": {"keep_versions": True}}, "defaults.keep_versions"),
+        ({"defaults": {"keep": 1}}, "defaults"),
+        ({"models": []}, "models: expected an object"),
+        ({"models": {"bad name": {}}}, "bad model name"),
+        ({"models": {"_modelsync": {}}}, "reserved"),
+        ({"models": {"m": {"pin": 0}}}, "models.m.pin"),
+        ({"models": {"m": {"pin": "3"}}}, "models.m.pin"),
+        ({"models": {"m": {"pin": 2**63}}}, "models.m.pin"),
+        ({"models": {"m": {"keep_versions": 1.5}}}, "models.m.keep_versions"),
+        ({"models": {"m": {"keep_version": 1}}}, "unknown keys"),
+        ({"models": {"m": {"labels": {"1bad": 3}}}}, "bad label"),
+        ({"models": {"m": {"labels": {"ok": -1}}}}, "models.m.labels.ok"),
+        ({"models": {"m": {"labels": [1]}}}, "labels"),
+        ({"models": {"m": {"disabled": "yes"}}}, "models.m.disabled"),
+        ({"models": {"m": 3}}, "models.m: expected an object"),
+    ],
+)
 def test_malformed_policies_are_rejected_with_their_location(doc: object, where: str) -> None:
     data = doc if isinstance(doc, str) else json.dumps(doc)
     with pytest.raises(PolicyError, match=None) as info:
@@ -105,13 +117,18 @@ def test_with_model_drops_default_entries() -> None:
     assert "m" not in p.with_model("m", ModelPolicy()).models
 
 
-@given(complete=st.sets(st.integers(1, 50), max_size=12),
-       keep=st.integers(1, 5), pin=st.none() | st.integers(1, 60),
-       labels=st.dictionaries(st.sampled_from(["stable", "canary", "b"]), st.integers(1, 60),
-                              max_size=3),
-       disabled=st.booleans())
-def test_served_set_properties(complete: set[int], keep: int, pin: int | None,
-                               labels: dict[str, int], disabled: bool) -> None:
+@given(
+    complete=st.sets(st.integers(1, 50), max_size=12),
+    keep=st.integers(1, 5),
+    pin=st.none() | st.integers(1, 60),
+    labels=st.dictionaries(
+        st.sampled_from(["stable", "canary", "b"]), st.integers(1, 60), max_size=3
+    ),
+    disabled=st.booleans(),
+)
+def test_served_set_properties(
+    complete: set[int], keep: int, pin: int | None, labels: dict[str, int], disabled: bool
+) -> None:
     policy = pol(keep_versions=keep, pin=pin, labels=labels, disabled=disabled)
     s = served_set("m", complete, policy)
     assert s.versions <= complete  # never asks for a version that is not complete

@@ -20,10 +20,10 @@ from modelsync.rollout import (
     stage_size,
 )
 
-nodes_st = st.lists(st.text("abcdefghij0123456789", min_size=1, max_size=6), min_size=0,
-                    max_size=40, unique=True)
-waves_st = st.lists(st.floats(0.01, 1.0), min_size=0, max_size=4).map(
-    lambda ws: (*sorted(ws), 1.0))
+nodes_st = st.lists(
+    st.text("abcdefghij0123456789", min_size=1, max_size=6), min_size=0, max_size=40, unique=True
+)
+waves_st = st.lists(st.floats(0.01, 1.0), min_size=0, max_size=4).map(lambda ws: (*sorted(ws), 1.0))
 spec_st = st.builds(RolloutSpec, canary_nodes=st.integers(1, 5), waves=waves_st)
 
 
@@ -77,8 +77,9 @@ def test_judge_is_monotone_in_errors(requests, errors, p99, base_p99) -> None:  
     errors = min(errors, requests)
     spec = RolloutSpec(min_requests=50)
     verdict = judge(spec, Sample(requests, errors, p99), Sample(1000, 0, base_p99)).verdict
-    more = judge(spec, Sample(requests, min(requests, errors + 10), p99),
-                 Sample(1000, 0, base_p99)).verdict
+    more = judge(
+        spec, Sample(requests, min(requests, errors + 10), p99), Sample(1000, 0, base_p99)
+    ).verdict
     if verdict == "breach":
         assert more == "breach"
 
@@ -87,13 +88,26 @@ def state(status: str, nodes: tuple[str, ...] = ("a",)) -> RolloutState:
     return RolloutState(version=3, previous=2, status=status, nodes=nodes)
 
 
-@pytest.mark.parametrize("status, inside, outside", [
-    ("baking", {3}, {2}), ("validating", {3}, {2}), ("paused", {3}, {2}),
-    ("complete", {3}, {3}), ("rolled_back", {2}, {2})])
+@pytest.mark.parametrize(
+    "status, inside, outside",
+    [
+        ("baking", {3}, {2}),
+        ("validating", {3}, {2}),
+        ("paused", {3}, {2}),
+        ("complete", {3}, {3}),
+        ("rolled_back", {2}, {2}),
+    ],
+)
 def test_served_set_per_node(status: str, inside: set[int], outside: set[int]) -> None:
-    policy = Policy(models={"m": ModelPolicy(rollout=RolloutSpec(), rollout_state=state(status),
-                                             rejected=frozenset({3}) if status == "rolled_back"
-                                             else frozenset())})
+    policy = Policy(
+        models={
+            "m": ModelPolicy(
+                rollout=RolloutSpec(),
+                rollout_state=state(status),
+                rejected=frozenset({3}) if status == "rolled_back" else frozenset(),
+            )
+        }
+    )
     assert served_set("m", [1, 2, 3], policy, "a").versions == inside
     assert served_set("m", [1, 2, 3], policy, "b").versions == outside
     # a newer version waits for its own rollout on every node
@@ -104,8 +118,16 @@ def test_served_set_per_node(status: str, inside: set[int], outside: set[int]) -
 
 def test_pin_and_labels_are_immediate_and_rejected_never_served() -> None:
     rs = state("baking")
-    policy = Policy(models={"m": ModelPolicy(rollout=RolloutSpec(), rollout_state=rs,
-                                             rejected=frozenset({1}), labels={"canary": 3})})
+    policy = Policy(
+        models={
+            "m": ModelPolicy(
+                rollout=RolloutSpec(),
+                rollout_state=rs,
+                rejected=frozenset({1}),
+                labels={"canary": 3},
+            )
+        }
+    )
     assert served_set("m", [1, 2, 3], policy, "b").versions == {2, 3}  # the label
     pinned = Policy(models={"m": ModelPolicy(pin=1, rollout_state=rs, rejected=frozenset({1}))})
     assert served_set("m", [1, 2, 3], pinned, "a").versions == {1}  # the escape hatch
@@ -114,12 +136,23 @@ def test_pin_and_labels_are_immediate_and_rejected_never_served() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(nodes_st, st.sampled_from(["baking", "complete", "rolled_back", "paused"]),
-       st.lists(st.integers(1, 9), min_size=1, max_size=6, unique=True))
+@given(
+    nodes_st,
+    st.sampled_from(["baking", "complete", "rolled_back", "paused"]),
+    st.lists(st.integers(1, 9), min_size=1, max_size=6, unique=True),
+)
 def test_served_sets_are_deterministic_and_split_two_ways(nodes, status, complete) -> None:  # type: ignore[no-untyped-def]
     members = tuple(nodes[: len(nodes) // 2])
-    policy = Policy(models={"m": ModelPolicy(rollout=RolloutSpec(), rollout_state=RolloutState(
-        version=max(complete), previous=min(complete), status=status, nodes=members))})
+    policy = Policy(
+        models={
+            "m": ModelPolicy(
+                rollout=RolloutSpec(),
+                rollout_state=RolloutState(
+                    version=max(complete), previous=min(complete), status=status, nodes=members
+                ),
+            )
+        }
+    )
     sets = {n: served_set("m", complete, policy, n).versions for n in nodes}
     assert len(set(sets.values())) <= 2
     assert all(served_set("m", complete, policy, n).versions == v for n, v in sets.items())
@@ -136,21 +169,35 @@ def test_a_state_left_without_a_spec_steers_no_node() -> None:
     assert fetch_set("m", [1, 2, 3, 4], left, "b") == {4}
     done = Policy(models={"m": ModelPolicy(rollout_state=state("complete"))})
     assert served_set("m", [2, 3, 4], done, "a").versions == {4}
-    by_default = Policy(models={"m": ModelPolicy(rollout_state=state("baking"))},
-                        default_rollout=RolloutSpec())
+    by_default = Policy(
+        models={"m": ModelPolicy(rollout_state=state("baking"))}, default_rollout=RolloutSpec()
+    )
     assert served_set("m", [1, 2, 3], by_default, "b").versions == {2}
 
 
 def test_policy_round_trip_and_bad_specs() -> None:
-    doc = {"schema": 1, "defaults": {"keep_versions": 1, "rollout": {"bake_s": 60}},
-           "models": {"m": {"rejected": [4], "rollout": {"canary_nodes": 2,
-                                                         "waves": [0.5, 1.0]},
-                            "rollout_state": state("baking").to_json()}}}
+    doc = {
+        "schema": 1,
+        "defaults": {"keep_versions": 1, "rollout": {"bake_s": 60}},
+        "models": {
+            "m": {
+                "rejected": [4],
+                "rollout": {"canary_nodes": 2, "waves": [0.5, 1.0]},
+                "rollout_state": state("baking").to_json(),
+            }
+        },
+    }
     policy = parse_policy(doc)
     assert policy.rollout_spec("m").canary_nodes == 2  # type: ignore[union-attr]
     assert policy.rollout_spec("other").bake_s == 60  # type: ignore[union-attr]
     assert parse_policy(dump_policy(policy)) == policy
-    for bad in ({"waves": [0.5]}, {"waves": [0.8, 0.5, 1.0]}, {"canary_nodes": 0},
-                {"bake": 3}, {"max_error_rate": 2}, {"waves": "all"}):
+    for bad in (
+        {"waves": [0.5]},
+        {"waves": [0.8, 0.5, 1.0]},
+        {"canary_nodes": 0},
+        {"bake": 3},
+        {"max_error_rate": 2},
+        {"waves": "all"},
+    ):
         with pytest.raises(RolloutError):
             parse_spec(bad)

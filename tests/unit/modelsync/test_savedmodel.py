@@ -13,8 +13,11 @@ from modelsync.savedmodel import (
     local_savedmodel_problem,
 )
 
-GOOD = {"saved_model.pb": b"pb", "variables/variables.index": b"ix",
-        "variables/variables.data-00000-of-00001": b"data"}
+GOOD = {
+    "saved_model.pb": b"pb",
+    "variables/variables.index": b"ix",
+    "variables/variables.data-00000-of-00001": b"data",
+}
 
 
 def make_tar(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]]) -> Path:
@@ -46,17 +49,21 @@ def test_good_tarball_extracts(tmp_path: Path) -> None:
         assert (out / k).read_bytes() == v
 
 
-@pytest.mark.parametrize(("member", "reason"), [
-    (("/etc/evil", b"x"), "absolute path"),
-    (("../evil", b"x"), "'..'"),
-    (("variables/../../evil", b"x"), "'..'"),
-    (special("link", tarfile.SYMTYPE, "/etc/passwd"), "link"),
-    (special("hard", tarfile.LNKTYPE, "saved_model.pb"), "link"),
-    (special("dev", tarfile.CHRTYPE), "special file"),
-    (special("fifo", tarfile.FIFOTYPE), "special file"),
-])
+@pytest.mark.parametrize(
+    ("member", "reason"),
+    [
+        (("/etc/evil", b"x"), "absolute path"),
+        (("../evil", b"x"), "'..'"),
+        (("variables/../../evil", b"x"), "'..'"),
+        (special("link", tarfile.SYMTYPE, "/etc/passwd"), "link"),
+        (special("hard", tarfile.LNKTYPE, "saved_model.pb"), "link"),
+        (special("dev", tarfile.CHRTYPE), "special file"),
+        (special("fifo", tarfile.FIFOTYPE), "special file"),
+    ],
+)
 def test_malicious_members_are_rejected_and_nothing_extracted(
-        tmp_path: Path, member: tarfile.TarInfo | tuple[str, bytes], reason: str) -> None:
+    tmp_path: Path, member: tarfile.TarInfo | tuple[str, bytes], reason: str
+) -> None:
     tar = make_tar(tmp_path / "m.tar.gz", [*GOOD.items(), member])
     out = tmp_path / "out"
     out.mkdir()

@@ -37,15 +37,20 @@ def test_a_real_savedmodel_passes_and_parses_like_tensorflow(model_factory) -> N
     assert saved_model_proto_problem("saved_model.pb", data) is None
     light = saved_model_protos().get("tensorflow.SavedModel").FromString(data)
     official = saved_model_pb2.SavedModel.FromString(data)
-    assert set(light.meta_graphs[0].signature_def) == \
-        set(official.meta_graphs[0].signature_def) == {"serving_default", "double",
-                                                       "__saved_model_init_op"}
+    assert (
+        set(light.meta_graphs[0].signature_def)
+        == set(official.meta_graphs[0].signature_def)
+        == {"serving_default", "double", "__saved_model_init_op"}
+    )
     assert local_saved_model_proto_problem(model_factory(2.0)) is None
 
 
 def test_the_text_format_parses_too(model_factory, tmp_path: Path) -> None:
-    sm = saved_model_protos().get("tensorflow.SavedModel").FromString(
-        (model_factory(2.0) / "saved_model.pb").read_bytes())
+    sm = (
+        saved_model_protos()
+        .get("tensorflow.SavedModel")
+        .FromString((model_factory(2.0) / "saved_model.pb").read_bytes())
+    )
     text = text_format.MessageToString(sm).encode()
     assert saved_model_proto_problem("saved_model.pbtxt", text) is None
     (tmp_path / "saved_model.pbtxt").write_bytes(text)
@@ -53,7 +58,8 @@ def test_the_text_format_parses_too(model_factory, tmp_path: Path) -> None:
     bad = saved_model_proto_problem("saved_model.pbtxt", b"meta_graphs { nonsense: 1 }")
     assert bad is not None and bad.startswith("saved_model.pbtxt is not a SavedModel protobuf")
     assert "not a SavedModel protobuf" in (
-        saved_model_proto_problem("saved_model.pbtxt", b"\xff\xfe junk") or "")
+        saved_model_proto_problem("saved_model.pbtxt", b"\xff\xfe junk") or ""
+    )
 
 
 @pytest.mark.parametrize("junk", [b"junk!", b"\xff\xff\xff\xff\xff", b"\x0a\x05ab"])
@@ -107,15 +113,18 @@ def test_tarball_checks_its_saved_model_member(model_factory, tmp_path: Path) ->
     assert sorted(check_tarball(junk)) == sorted(members)  # structure alone is fine
     with pytest.raises(TarballError, match=r"tarball's saved_model\.pb is not a SavedModel"):
         check_tarball(junk, check_proto=True)
-    unsigned = tar_of({**members, "saved_model.pb": no_signature_model()},
-                      tmp_path / "unsigned.tar.gz")
+    unsigned = tar_of(
+        {**members, "saved_model.pb": no_signature_model()}, tmp_path / "unsigned.tar.gz"
+    )
     with pytest.raises(TarballError, match="has no signature"):
         check_tarball(unsigned, check_proto=True)
 
 
 def test_the_check_does_not_import_tensorflow() -> None:
-    code = ("import sys, modelsync.publish;"
-            "from modelsync.savedmodel import saved_model_proto_problem as p;"
-            "assert p('saved_model.pb', b'junk!');"
-            "sys.exit(1 if 'tensorflow' in sys.modules else 0)")
+    code = (
+        "import sys, modelsync.publish;"
+        "from modelsync.savedmodel import saved_model_proto_problem as p;"
+        "assert p('saved_model.pb', b'junk!');"
+        "sys.exit(1 if 'tensorflow' in sys.modules else 0)"
+    )
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

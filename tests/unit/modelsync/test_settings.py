@@ -10,8 +10,15 @@ from modelsync.settings import Env, SettingsError, StoreSettings, normalize_pref
 def test_store_settings_defaults_and_values() -> None:
     s = StoreSettings.from_env(Env({"MODELSYNC_BUCKET": "b"}))
     assert (s.bucket, s.prefix, s.marker, s.emulator_host) == ("b", "models", "_READY", None)
-    s = StoreSettings.from_env(Env({"MODELSYNC_BUCKET": "b", "MODELSYNC_PREFIX": "/a/b/",
-                                    "STORAGE_EMULATOR_HOST": "http://127.0.0.1:1"}))
+    s = StoreSettings.from_env(
+        Env(
+            {
+                "MODELSYNC_BUCKET": "b",
+                "MODELSYNC_PREFIX": "/a/b/",
+                "STORAGE_EMULATOR_HOST": "http://127.0.0.1:1",
+            }
+        )
+    )
     assert s.prefix == "a/b" and s.emulator_host == "http://127.0.0.1:1"
 
 
@@ -20,14 +27,17 @@ def test_missing_bucket_is_one_clear_line() -> None:
         StoreSettings.from_env(Env({}))
 
 
-@pytest.mark.parametrize(("env", "msg"), [
-    ({"MODELSYNC_GCS_TIMEOUT_S": "abc"}, "MODELSYNC_GCS_TIMEOUT_S: expected a number"),
-    ({"MODELSYNC_GCS_TIMEOUT_S": "0"}, "must be >="),
-    ({"MODELSYNC_GCS_TIMEOUT_S": "nan"}, "finite"),
-    ({"MODELSYNC_PREFIX": "a//b"}, "malformed prefix"),
-    ({"MODELSYNC_PREFIX": "a/../b"}, "malformed prefix"),
-    ({"MODELSYNC_MARKER": "x/y"}, "MODELSYNC_MARKER"),
-])
+@pytest.mark.parametrize(
+    ("env", "msg"),
+    [
+        ({"MODELSYNC_GCS_TIMEOUT_S": "abc"}, "MODELSYNC_GCS_TIMEOUT_S: expected a number"),
+        ({"MODELSYNC_GCS_TIMEOUT_S": "0"}, "must be >="),
+        ({"MODELSYNC_GCS_TIMEOUT_S": "nan"}, "finite"),
+        ({"MODELSYNC_PREFIX": "a//b"}, "malformed prefix"),
+        ({"MODELSYNC_PREFIX": "a/../b"}, "malformed prefix"),
+        ({"MODELSYNC_MARKER": "x/y"}, "MODELSYNC_MARKER"),
+    ],
+)
 def test_bad_values(env: dict[str, str], msg: str) -> None:
     with pytest.raises(SettingsError, match=msg):
         StoreSettings.from_env(Env({"MODELSYNC_BUCKET": "b", **env}))

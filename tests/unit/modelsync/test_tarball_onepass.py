@@ -14,12 +14,17 @@ import pytest
 from modelsync.savedmodel import TarballError, check_tarball, extract_tarball
 from remote_model_puller.pipe import ChunkPipe, PipeAbandoned, PipeStopped
 
-GOOD = [("saved_model.pb", b"pb"), ("variables/variables.index", b"ix"),
-        ("variables/variables.data-00000-of-00001", b"data" * 1000), ("assets/vocab", b"v")]
+GOOD = [
+    ("saved_model.pb", b"pb"),
+    ("variables/variables.index", b"ix"),
+    ("variables/variables.data-00000-of-00001", b"data" * 1000),
+    ("assets/vocab", b"v"),
+]
 
 
-def entry(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE,
-          link: str = "") -> tuple[tarfile.TarInfo, bytes]:
+def entry(
+    name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = ""
+) -> tuple[tarfile.TarInfo, bytes]:
     info = tarfile.TarInfo(name)
     info.type, info.linkname = kind, link
     info.size = len(data) if kind == tarfile.REGTYPE else 0
@@ -57,15 +62,18 @@ HOSTILE = [
 
 
 def outside(tmp_path: Path) -> list[str]:
-    return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
-                  if not str(p.relative_to(tmp_path)).startswith(("out", "m.tar.gz")))
+    return sorted(
+        str(p.relative_to(tmp_path))
+        for p in tmp_path.rglob("*")
+        if not str(p.relative_to(tmp_path)).startswith(("out", "m.tar.gz"))
+    )
 
 
 @pytest.mark.parametrize("position", ["first", "middle", "last"])
 @pytest.mark.parametrize(("member", "reason"), HOSTILE)
 def test_hostile_member_anywhere_is_refused_and_nothing_is_left(
-        tmp_path: Path, member: tuple[tarfile.TarInfo, bytes], reason: str | None,
-        position: str) -> None:
+    tmp_path: Path, member: tuple[tarfile.TarInfo, bytes], reason: str | None, position: str
+) -> None:
     members = good()
     at = {"first": 0, "middle": 2, "last": len(members)}[position]
     if reason and reason.startswith("duplicate") and position == "first":
@@ -89,9 +97,15 @@ def test_hostile_member_anywhere_is_refused_and_nothing_is_left(
 
 def test_extraction_is_byte_identical_and_checks_the_structure(tmp_path: Path) -> None:
     tar = tmp_path / "m.tar.gz"
-    tar.write_bytes(tar_bytes([entry("./", b"", tarfile.DIRTYPE),
-                               entry("./variables", b"", tarfile.DIRTYPE),
-                               *[entry("./" + n, d) for n, d in GOOD]]))
+    tar.write_bytes(
+        tar_bytes(
+            [
+                entry("./", b"", tarfile.DIRTYPE),
+                entry("./variables", b"", tarfile.DIRTYPE),
+                *[entry("./" + n, d) for n, d in GOOD],
+            ]
+        )
+    )
     out = tmp_path / "out"
     out.mkdir()
     assert sorted(extract_tarball(tar, out)) == sorted(n for n, _ in GOOD)
@@ -124,7 +138,7 @@ def feed(pipe: ChunkPipe, data: bytes, chunk: int) -> threading.Thread:
     def run() -> None:
         try:
             for i in range(0, len(data), chunk):
-                pipe.write(data[i:i + chunk])
+                pipe.write(data[i : i + chunk])
         except PipeAbandoned:
             pass
         finally:
@@ -183,8 +197,7 @@ def plain_tar(members: list[tuple[tarfile.TarInfo, bytes]]) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("fmt", ["w:gz", "w:bz2", "w:xz", "w", "gz-two-members",
-                                 "gz-zero-padding"])
+@pytest.mark.parametrize("fmt", ["w:gz", "w:bz2", "w:xz", "w", "gz-two-members", "gz-zero-padding"])
 def test_compressions_accepted_as_before(tmp_path: Path, fmt: str) -> None:
     import gzip
 
@@ -247,12 +260,13 @@ def test_a_compression_bomb_stays_bounded(tmp_path: Path) -> None:
         big.size = 256 << 20
         tar.addfile(big, Zeros(big.size))  # type: ignore[arg-type]
     assert tar_path.stat().st_size < 1 << 20  # 256 MiB of zeros in under 1 MiB
-    code = ("from modelsync.savedmodel import check_tarball as c;"  # VmHWM: this process's
-            f"n = len(c({str(tar_path)!r})); assert n == 5, n;"  # own peak (ru_maxrss is not)
-            "print(next(int(l.split()[1]) // 1024 for l in open('/proc/self/status')"
-            " if l.startswith('VmHWM:')))")
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "from modelsync.savedmodel import check_tarball as c;"  # VmHWM: this process's
+        f"n = len(c({str(tar_path)!r})); assert n == 5, n;"  # own peak (ru_maxrss is not)
+        "print(next(int(l.split()[1]) // 1024 for l in open('/proc/self/status')"
+        " if l.startswith('VmHWM:')))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert int(res.stdout) < 120  # MB: decompressed in bounded steps, never all at once
     with pytest.raises(TarballError, match="exceeds"):

@@ -24,6 +24,7 @@ from modelsync.telemetry import (
 
 # --- quantiles ------------------------------------------------------------------------------
 
+
 def test_quantile_edge_cases() -> None:
     assert quantile(0.5, EMPTY_HISTOGRAM) is None
     assert quantile(0.5, Histogram((10.0, INF), (0, 0))) is None
@@ -59,6 +60,7 @@ def test_quantile_of_merged_nodes_is_not_the_average_of_their_quantiles() -> Non
 
 # --- merging --------------------------------------------------------------------------------
 
+
 def test_merge_on_the_union_of_different_bounds() -> None:
     a = Histogram((10.0, 20.0, INF), (1, 3, 4), 40.0)
     b = Histogram((15.0, INF), (2, 5), 60.0)
@@ -72,9 +74,15 @@ def test_merge_on_the_union_of_different_bounds() -> None:
 
 
 def test_histogram_validation() -> None:
-    for bad in [((10.0,), (1,)), ((10.0, INF), (3, 2)), ((20.0, 10.0, INF), (0, 0, 0)),
-                ((10.0, INF), (1,)), ((math.nan, INF), (0, 0)), ((10.0, INF), (-1, 0)),
-                ((), ())]:
+    for bad in [
+        ((10.0,), (1,)),
+        ((10.0, INF), (3, 2)),
+        ((20.0, 10.0, INF), (0, 0, 0)),
+        ((10.0, INF), (1,)),
+        ((math.nan, INF), (0, 0)),
+        ((10.0, INF), (-1, 0)),
+        ((), ()),
+    ]:
         with pytest.raises(TelemetryError):
             Histogram(*bad)  # type: ignore[arg-type]
     with pytest.raises(TelemetryError, match="sum"):
@@ -83,16 +91,24 @@ def test_histogram_validation() -> None:
 
 # --- the heartbeat form ---------------------------------------------------------------------
 
+
 def test_to_json_keeps_only_non_empty_buckets_and_their_lower_edges() -> None:
     counts = [0] * 34
     counts[9], counts[10], counts[13] = 5, 3, 1
     latency = Histogram((*LATENCY_BOUNDS_US, INF), tuple(_cumsum(counts)), 25000.0)
     mi = ModelInterval(5.0, {"OK": 9, "NOT_FOUND": 2, "UNAVAILABLE": 0}, latency)
     doc = mi.to_json()
-    assert doc == {"seconds": 5.0, "requests": 11, "errors": {"NOT_FOUND": 2},
-                   "latency_us": {"le": [LATENCY_BOUNDS_US[i] for i in (8, 9, 10, 12, 13)],
-                                  "n": [0, 5, 3, 0, 1], "sum": 25000.0},
-                   "reset": False}
+    assert doc == {
+        "seconds": 5.0,
+        "requests": 11,
+        "errors": {"NOT_FOUND": 2},
+        "latency_us": {
+            "le": [LATENCY_BOUNDS_US[i] for i in (8, 9, 10, 12, 13)],
+            "n": [0, 5, 3, 0, 1],
+            "sum": 25000.0,
+        },
+        "reset": False,
+    }
     back = ModelInterval.from_json(json.loads(json.dumps(doc)))
     assert back == replace(mi, latency=latency.compact())
     for q in (0.0, 0.1, 0.5, 0.9, 0.99, 1.0):
@@ -101,8 +117,14 @@ def test_to_json_keeps_only_non_empty_buckets_and_their_lower_edges() -> None:
     doc = replace(mi, latency=everything_above).to_json()
     assert doc["latency_us"] == {"le": [LATENCY_BOUNDS_US[-1], "+Inf"], "n": [0, 2], "sum": 5e9}
 
-GOOD = {"seconds": 5, "requests": 3, "errors": {"NOT_FOUND": 1},
-        "latency_us": {"le": [10, 18, "+Inf"], "n": [0, 1, 1], "sum": 30.5}, "reset": False}
+
+GOOD = {
+    "seconds": 5,
+    "requests": 3,
+    "errors": {"NOT_FOUND": 1},
+    "latency_us": {"le": [10, 18, "+Inf"], "n": [0, 1, 1], "sum": 30.5},
+    "reset": False,
+}
 
 
 def _with(path: str, value: object) -> dict[str, object]:
@@ -127,39 +149,42 @@ def test_from_json_accepts_the_good_document() -> None:
     assert mi.latency == Histogram((10.0, 18.0, INF), (0, 1, 2), 30.5)
 
 
-@pytest.mark.parametrize(("doc", "where"), [
-    ("nope", "expected a JSON object"),
-    ([], "expected a JSON object"),
-    (None, "expected a JSON object"),
-    (_with("extra", 1), "unknown keys"),
-    (_with("seconds", _DELETE), "missing keys"),
-    (_with("seconds", 0), "seconds"),
-    (_with("seconds", True), "seconds"),
-    (_with("seconds", "5"), "seconds"),
-    (_with("seconds", 10**400), "seconds"),
-    (_with("requests", -1), "requests"),
-    (_with("requests", 1.5), "requests"),
-    (_with("requests", 0), "fewer than the errors"),
-    (_with("errors", []), "errors"),
-    (_with("errors", {"OK": 1}), "bad status code"),
-    (_with("errors", {"bad code!": 1}), "bad status code"),
-    (_with("errors", {"NOT_FOUND": -1}), "errors.NOT_FOUND"),
-    (_with("errors", {f"E{i}": 0 for i in range(65)}), "more than"),
-    (_with("reset", "no"), "reset"),
-    (_with("latency_us", None), "latency_us"),
-    (_with("latency_us.le", [10, "+Inf"]), "same length"),
-    (_with("latency_us.le", [18, 10, "+Inf"]), "strictly increasing"),
-    (_with("latency_us.le", [10, "+Inf", 18]), "latency_us"),
-    (_with("latency_us.le", [10, "Inf", "+Inf"]), "latency_us.le"),
-    (_with("latency_us.le", [10, None, "+Inf"]), "latency_us.le"),
-    (_with("latency_us.le", "10"), "expected a list"),
-    (_with("latency_us.n", [0, -1, 1]), "latency_us.n"),
-    (_with("latency_us.n", [0, True, 1]), "latency_us.n"),
-    (_with("latency_us.n", [0, 2**63, 2**63]), "latency_us"),
-    (_with("latency_us.sum", "1"), "latency_us.sum"),
-    (_with("latency_us.sum", _DELETE), "missing keys"),
-    (_with("latency_us.le", list(range(300))), "more than"),
-])
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        ("nope", "expected a JSON object"),
+        ([], "expected a JSON object"),
+        (None, "expected a JSON object"),
+        (_with("extra", 1), "unknown keys"),
+        (_with("seconds", _DELETE), "missing keys"),
+        (_with("seconds", 0), "seconds"),
+        (_with("seconds", True), "seconds"),
+        (_with("seconds", "5"), "seconds"),
+        (_with("seconds", 10**400), "seconds"),
+        (_with("requests", -1), "requests"),
+        (_with("requests", 1.5), "requests"),
+        (_with("requests", 0), "fewer than the errors"),
+        (_with("errors", []), "errors"),
+        (_with("errors", {"OK": 1}), "bad status code"),
+        (_with("errors", {"bad code!": 1}), "bad status code"),
+        (_with("errors", {"NOT_FOUND": -1}), "errors.NOT_FOUND"),
+        (_with("errors", {f"E{i}": 0 for i in range(65)}), "more than"),
+        (_with("reset", "no"), "reset"),
+        (_with("latency_us", None), "latency_us"),
+        (_with("latency_us.le", [10, "+Inf"]), "same length"),
+        (_with("latency_us.le", [18, 10, "+Inf"]), "strictly increasing"),
+        (_with("latency_us.le", [10, "+Inf", 18]), "latency_us"),
+        (_with("latency_us.le", [10, "Inf", "+Inf"]), "latency_us.le"),
+        (_with("latency_us.le", [10, None, "+Inf"]), "latency_us.le"),
+        (_with("latency_us.le", "10"), "expected a list"),
+        (_with("latency_us.n", [0, -1, 1]), "latency_us.n"),
+        (_with("latency_us.n", [0, True, 1]), "latency_us.n"),
+        (_with("latency_us.n", [0, 2**63, 2**63]), "latency_us"),
+        (_with("latency_us.sum", "1"), "latency_us.sum"),
+        (_with("latency_us.sum", _DELETE), "missing keys"),
+        (_with("latency_us.le", list(range(300))), "more than"),
+    ],
+)
 def test_from_json_rejects_garbage_with_a_clear_message(doc: object, where: str) -> None:
     with pytest.raises(TelemetryError) as info:
         ModelInterval.from_json(doc)
@@ -169,15 +194,29 @@ def test_from_json_rejects_garbage_with_a_clear_message(doc: object, where: str)
 
 JSONISH = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=5),
-    max_leaves=20)
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=20,
+)
 
 
-@given(st.one_of(JSONISH, st.fixed_dictionaries(
-    {"seconds": JSONISH, "requests": JSONISH, "errors": JSONISH,
-     "latency_us": st.one_of(JSONISH, st.fixed_dictionaries(
-         {"le": JSONISH, "n": JSONISH, "sum": JSONISH})), "reset": JSONISH})))
+@given(
+    st.one_of(
+        JSONISH,
+        st.fixed_dictionaries(
+            {
+                "seconds": JSONISH,
+                "requests": JSONISH,
+                "errors": JSONISH,
+                "latency_us": st.one_of(
+                    JSONISH, st.fixed_dictionaries({"le": JSONISH, "n": JSONISH, "sum": JSONISH})
+                ),
+                "reset": JSONISH,
+            }
+        ),
+    )
+)
 def test_from_json_of_anything_raises_only_telemetry_error(doc: object) -> None:
     try:
         mi = ModelInterval.from_json(doc)
@@ -187,6 +226,7 @@ def test_from_json_of_anything_raises_only_telemetry_error(doc: object) -> None:
 
 
 # --- properties -----------------------------------------------------------------------------
+
 
 def _cumsum(counts: list[int]) -> list[int]:
     out, total = [], 0
@@ -202,18 +242,21 @@ def histograms(draw: st.DrawFn, official: bool = False) -> Histogram:
         bounds = list(LATENCY_BOUNDS_US)
     else:
         bounds = sorted(draw(st.sets(st.integers(-5, 10**6), max_size=10)))
-    counts = draw(st.lists(st.integers(0, 1000), min_size=len(bounds) + 1,
-                           max_size=len(bounds) + 1))
-    return Histogram((*map(float, bounds), INF), tuple(_cumsum(counts)),
-                     float(draw(st.integers(0, 10**9))))
+    counts = draw(
+        st.lists(st.integers(0, 1000), min_size=len(bounds) + 1, max_size=len(bounds) + 1)
+    )
+    return Histogram(
+        (*map(float, bounds), INF), tuple(_cumsum(counts)), float(draw(st.integers(0, 10**9)))
+    )
 
 
 QS = st.floats(0.0, 1.0)
 
 
 @given(histograms(), QS, QS)
-def test_quantile_is_monotone_in_q_and_within_the_bounds(h: Histogram, q1: float,
-                                                         q2: float) -> None:
+def test_quantile_is_monotone_in_q_and_within_the_bounds(
+    h: Histogram, q1: float, q2: float
+) -> None:
     lo, hi = sorted((q1, q2))
     a, b = quantile(lo, h), quantile(hi, h)
     if h.count == 0 or len(h.bounds) < 2:
@@ -225,8 +268,9 @@ def test_quantile_is_monotone_in_q_and_within_the_bounds(h: Histogram, q1: float
 
 
 @given(st.lists(histograms(), min_size=1, max_size=4), QS)
-def test_compact_changes_no_quantile_and_no_count_at_any_bound(hs: list[Histogram],
-                                                               q: float) -> None:
+def test_compact_changes_no_quantile_and_no_count_at_any_bound(
+    hs: list[Histogram], q: float
+) -> None:
     for h in hs:
         assert h.compact().compact() == h.compact()
         assert quantile(q, h.compact()) == quantile(q, h)
@@ -236,8 +280,7 @@ def test_compact_changes_no_quantile_and_no_count_at_any_bound(hs: list[Histogra
 
 
 @given(st.lists(histograms(), min_size=2, max_size=5))
-def test_a_merge_on_different_grids_counts_every_input_at_every_bound(
-        hs: list[Histogram]) -> None:
+def test_a_merge_on_different_grids_counts_every_input_at_every_bound(hs: list[Histogram]) -> None:
     merged = merge_buckets(hs)
     assert merged.bounds == tuple(sorted({b for h in hs for b in h.bounds}))
     assert all(merged.at(b) == sum(h.at(b) for h in hs) for b in merged.bounds)
@@ -245,8 +288,9 @@ def test_a_merge_on_different_grids_counts_every_input_at_every_bound(
 
 
 @given(st.lists(histograms(official=True), min_size=1, max_size=4), QS)
-def test_nodes_compact_heartbeats_merge_to_the_same_quantiles(hs: list[Histogram],
-                                                              q: float) -> None:
+def test_nodes_compact_heartbeats_merge_to_the_same_quantiles(
+    hs: list[Histogram], q: float
+) -> None:
     # every node has the official bounds; each heartbeat drops different empty buckets
     merged = merge_buckets(hs)
     assert merge_buckets(h.compact() for h in hs).compact() == merged.compact()
@@ -264,8 +308,7 @@ def test_merging_different_bounds_never_claims_more_than_known_below_a_bound() -
 
 
 @given(histograms(), histograms(), histograms())
-def test_merge_is_associative_and_commutative(a: Histogram, b: Histogram,
-                                              c: Histogram) -> None:
+def test_merge_is_associative_and_commutative(a: Histogram, b: Histogram, c: Histogram) -> None:
     assert merge_buckets([a, b]) == merge_buckets([b, a])
     assert merge_buckets([merge_buckets([a, b]), c]) == merge_buckets([a, merge_buckets([b, c])])
     assert merge_buckets([a, b, c]) == merge_buckets([merge_buckets([a, b]), c])
@@ -280,10 +323,12 @@ STATUSES = st.sampled_from(["OK", "INVALID_ARGUMENT", "NOT_FOUND", "UNAVAILABLE"
 
 @st.composite
 def intervals(draw: st.DrawFn) -> ModelInterval:
-    return ModelInterval(draw(st.floats(0.001, 1e6)),
-                         draw(st.dictionaries(STATUSES, st.integers(0, 10**6))),
-                         draw(st.one_of(histograms(), histograms(official=True))),
-                         draw(st.booleans()))
+    return ModelInterval(
+        draw(st.floats(0.001, 1e6)),
+        draw(st.dictionaries(STATUSES, st.integers(0, 10**6))),
+        draw(st.one_of(histograms(), histograms(official=True))),
+        draw(st.booleans()),
+    )
 
 
 @given(intervals())

@@ -24,17 +24,21 @@ FIXTURE = Path(__file__).parent / "fixtures" / "tfserving_prometheus.txt"
 LE = [float("%.6g" % b) for b in LATENCY_BOUNDS_US]  # noqa: UP031 - the bounds as printed
 
 
-def official_page(requests: dict[tuple[str, str], int],
-                  latency: dict[tuple[str, str, str], tuple[dict[int, int], float]]) -> str:
+def official_page(
+    requests: dict[tuple[str, str], int],
+    latency: dict[tuple[str, str, str], tuple[dict[int, int], float]],
+) -> str:
     """A page as tensorflow_serving/util/prometheus_exporter.cc writes these two metrics:
     ``latency`` maps (model, API, entrypoint) to ({bucket index: count}, sum)."""
+
     def esc(v: str) -> str:
         return v.replace("\\", "\\\\").replace('"', '\\"')
 
     lines = ["# TYPE :tensorflow:serving:request_count counter"]
     for (model, status), n in sorted(requests.items()):
-        lines.append(f':tensorflow:serving:request_count{{model_name="{esc(model)}",'
-                     f'status="{status}"}} {n}')
+        lines.append(
+            f':tensorflow:serving:request_count{{model_name="{esc(model)}",status="{status}"}} {n}'
+        )
     lines.append("# TYPE :tensorflow:serving:request_latency histogram")
     name = ":tensorflow:serving:request_latency"
     for (model, api, entry), (counts, total) in sorted(latency.items()):
@@ -50,6 +54,7 @@ def official_page(requests: dict[tuple[str, str], int],
 
 
 # --- the fixture: a page as the official server prints it ---------------------------------
+
 
 def test_fixture_parses_without_a_bad_line() -> None:
     page = parse(FIXTURE.read_text())
@@ -74,8 +79,10 @@ def test_fixture_snapshot_exact_figures() -> None:
     assert snap.models[""].requests == {"INVALID_ARGUMENT": 4}
     assert snap.models[""].latency == EMPTY_HISTOGRAM
     # only inference APIs: the REST GETs (API="") of ranker are not in its latency
-    assert set(ranker.latency_series) == {(("API", "Predict"), ("entrypoint", "GRPC")),
-                                          (("API", "predict"), ("entrypoint", "REST"))}
+    assert set(ranker.latency_series) == {
+        (("API", "Predict"), ("entrypoint", "GRPC")),
+        (("API", "predict"), ("entrypoint", "REST")),
+    }
     lat = ranker.latency
     assert lat.bounds == (*LE, INF)
     assert lat.count == 998 and lat.sum == 2345680 + 17650  # _sum has 6 significant digits
@@ -83,8 +90,14 @@ def test_fixture_snapshot_exact_figures() -> None:
     assert lat.at(3570.47) == 908 and lat.at(6426.84) == 988 and lat.at(20823) == 997
     assert lat.at(1.27482e6) == 998
     assert dict(zip(lat.bounds, lat.counts(), strict=True)) == {
-        **dict.fromkeys((*LE, INF), 0), 1102: 100, 1983.59: 505, 3570.47: 303, 6426.84: 80,
-        20823: 9, 1.27482e6: 1}
+        **dict.fromkeys((*LE, INF), 0),
+        1102: 100,
+        1983.59: 505,
+        3570.47: 303,
+        6426.84: 80,
+        20823: 9,
+        1.27482e6: 1,
+    }
     emb = embedder.latency
     assert emb.count == 250 and emb.sum == 116321
     assert [emb.at(b) for b in (104.976, 188.957, 340.122, 612.22, 1102)] == [0, 10, 70, 220, 250]
@@ -112,23 +125,27 @@ def test_snapshot_of_selected_models_only() -> None:
 
 def test_unrelated_metrics_and_runtime_latency_are_ignored() -> None:
     text = FIXTURE.read_text()
-    only_ours = "\n".join(line for line in text.splitlines()
-                          if "request_count" in line or "request_latency" in line)
+    only_ours = "\n".join(
+        line for line in text.splitlines() if "request_count" in line or "request_latency" in line
+    )
     assert snapshot(text).models == snapshot(only_ours).models
 
 
 # --- the parser -----------------------------------------------------------------------------
 
+
 def test_parser_values_labels_escapes_and_timestamps() -> None:
-    page = parse('# HELP x A "help"\\nline two \\\\ end\n'
-                 "# TYPE x gauge\n"
-                 "# just a comment\n"
-                 '  x{a="q\\"uote",b="back\\\\slash",c="new\\nline",} 1.5e3 1700000000000\r\n'
-                 "x { a = \"sp\" } -Inf\n"
-                 "y +Inf\n"
-                 "y NaN -12\n"
-                 "z{} 42\n"
-                 "\n")
+    page = parse(
+        '# HELP x A "help"\\nline two \\\\ end\n'
+        "# TYPE x gauge\n"
+        "# just a comment\n"
+        '  x{a="q\\"uote",b="back\\\\slash",c="new\\nline",} 1.5e3 1700000000000\r\n'
+        'x { a = "sp" } -Inf\n'
+        "y +Inf\n"
+        "y NaN -12\n"
+        "z{} 42\n"
+        "\n"
+    )
     assert page.bad_lines == 0
     assert page.helps == {"x": 'A "help"\nline two \\ end'} and page.types == {"x": "gauge"}
     first, second, third, fourth, fifth = page.samples
@@ -139,11 +156,28 @@ def test_parser_values_labels_escapes_and_timestamps() -> None:
     assert fifth.name == "z" and fifth.labels == () and fifth.value == 42
 
 
-@pytest.mark.parametrize("line", [
-    'foo{l="x} 1', "foo{l=x} 1", "foo 1 2 3", "foo abc", 'foo{l="a",l="b"} 1', "foo 1_000",
-    "# TYPE foo bogus", 'foo{l="\\q"} 1', '{l="a"} 1', "foo+1 2", "foo", 'foo{l="a" m="b"} 1',
-    "foo 1 1.5", 'foo{1l="a"} 1', "foo 0x10", "# TYPE 1foo counter", 'foo{l="a"',
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        'foo{l="x} 1',
+        "foo{l=x} 1",
+        "foo 1 2 3",
+        "foo abc",
+        'foo{l="a",l="b"} 1',
+        "foo 1_000",
+        "# TYPE foo bogus",
+        'foo{l="\\q"} 1',
+        '{l="a"} 1',
+        "foo+1 2",
+        "foo",
+        'foo{l="a" m="b"} 1',
+        "foo 1 1.5",
+        'foo{1l="a"} 1',
+        "foo 0x10",
+        "# TYPE 1foo counter",
+        'foo{l="a"',
+    ],
+)
 def test_bad_lines_are_skipped_and_counted(line: str) -> None:
     page = parse(f"good 1\n{line}\nalso_good 2\n")
     assert page.bad_lines == 1 and page.first_bad_line == 2
@@ -180,10 +214,12 @@ def test_any_label_value_survives_escaping(value: str) -> None:
 
 def test_unusable_official_samples_are_counted_not_fatal() -> None:
     text = official_page({("m", "OK"): 3}, {("m", "Predict", "GRPC"): ({9: 3}, 3000.0)})
-    broken = (text + ':tensorflow:serving:request_count{status="OK"} 1\n'
-              ':tensorflow:serving:request_count{model_name="m",status="OK"} 9\n'
-              ':tensorflow:serving:request_count{model_name="n",status="OK"} 1.5\n'
-              ':tensorflow:serving:request_latency_sum{model_name="k",API="Predict"} 1\n')
+    broken = (
+        text + ':tensorflow:serving:request_count{status="OK"} 1\n'
+        ':tensorflow:serving:request_count{model_name="m",status="OK"} 9\n'
+        ':tensorflow:serving:request_count{model_name="n",status="OK"} 1.5\n'
+        ':tensorflow:serving:request_latency_sum{model_name="k",API="Predict"} 1\n'
+    )
     snap = snapshot(broken)
     assert snap.ignored_samples == 4  # no model, duplicate, not an integer, series without +Inf
     assert snap.models["m"].requests == {"OK": 3} and snap.models["m"].latency.count == 3

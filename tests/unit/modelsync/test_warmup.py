@@ -19,8 +19,15 @@ from modelsync.warmup import WARMUP_FILE, WarmupError, prediction_logs, warmup_f
 
 SIGS = {
     "serving_default": Signature({"x": TensorSpec("float32", (-1,))}, {}),
-    "multi": Signature({"x": TensorSpec("float32", (-1,)), "n": TensorSpec("int64", (-1,)),
-                        "s": TensorSpec("string", (-1,)), "ok": TensorSpec("bool", (-1,))}, {}),
+    "multi": Signature(
+        {
+            "x": TensorSpec("float32", (-1,)),
+            "n": TensorSpec("int64", (-1,)),
+            "s": TensorSpec("string", (-1,)),
+            "ok": TensorSpec("bool", (-1,)),
+        },
+        {},
+    ),
     "matrix": Signature({"m": TensorSpec("float64", (-1, 2))}, {}),
     "small": Signature({"b": TensorSpec("int8", None), "u": TensorSpec("uint8", None)}, {}),
 }
@@ -32,8 +39,10 @@ def read_with_tensorflow(data: bytes, tmp_path: Path) -> list[Any]:
 
     path = tmp_path / "tf_serving_warmup_requests"
     path.write_bytes(data)
-    return [prediction_log_pb2.PredictionLog.FromString(r.numpy())
-            for r in tf.data.TFRecordDataset(str(path))]
+    return [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(str(path))
+    ]
 
 
 def inputs_of(log: Any) -> dict[str, np.ndarray]:
@@ -47,10 +56,20 @@ def test_row_and_columnar_forms_as_tensorflow_reads_them(tmp_path: Path) -> None
     lines = [
         json.dumps({"instances": [1.0, 2, -0.5]}),
         "",
-        json.dumps({"signature_name": "multi", "instances": [
-            {"x": 1.5, "n": 2**40, "s": "héllo", "ok": True},
-            {"x": 2, "n": -3, "s": {"b64": base64.b64encode(b"\x00\xff").decode()},
-             "ok": False}]}),
+        json.dumps(
+            {
+                "signature_name": "multi",
+                "instances": [
+                    {"x": 1.5, "n": 2**40, "s": "héllo", "ok": True},
+                    {
+                        "x": 2,
+                        "n": -3,
+                        "s": {"b64": base64.b64encode(b"\x00\xff").decode()},
+                        "ok": False,
+                    },
+                ],
+            }
+        ),
         json.dumps({"signature_name": "matrix", "inputs": {"m": [[1, 2], [3.5, 4]]}}),
         json.dumps({"inputs": [7.0]}),
         json.dumps({"signature_name": "small", "inputs": {"b": -128, "u": [[255]]}}),
@@ -77,39 +96,52 @@ def test_row_and_columnar_forms_as_tensorflow_reads_them(tmp_path: Path) -> None
 
 def test_the_same_messages_as_tensorflow_serving_api(tmp_path: Path) -> None:
     ours = prediction_logs([json.dumps({"instances": [1.0, 2.0]})], SIGS, "m")
-    theirs = read_with_tensorflow(warmup_file_bytes([json.dumps({"instances": [1.0, 2.0]})],
-                                                    SIGS, "m"), tmp_path)
+    theirs = read_with_tensorflow(
+        warmup_file_bytes([json.dumps({"instances": [1.0, 2.0]})], SIGS, "m"), tmp_path
+    )
     assert [o.SerializeToString() for o in ours] == [t.SerializeToString() for t in theirs]
 
 
-@pytest.mark.parametrize(("line", "reason"), [
-    ("{not json", "not JSON"),
-    ("[1, 2]", "must be a JSON object"),
-    ('{"instances": [1.0], "inputs": [1.0]}', "exactly one of"),
-    ('{"signature_name": "nope", "instances": [1.0]}', "no signature 'nope'"),
-    ('{"signature_name": 3, "instances": [1.0]}', "must be a string"),
-    ('{"instances": [], "x": 1}', "unknown key(s) x"),
-    ('{"instances": []}', "non-empty list"),
-    ('{"inputs": {"z": [1.0]}}', "unknown input(s) z"),
-    ('{"instances": [{"z": 1.0}]}', "unknown input(s) z; missing input(s) x"),
-    ('{"instances": ["a"]}', '"a" is not a number (float32)'),
-    ('{"instances": [true]}', "true is not a number"),
-    ('{"signature_name": "multi", "instances": [{"x": 1, "n": 1.5, "s": "", "ok": true}]}',
-     "1.5 is not an integer (int64)"),
-    ('{"signature_name": "multi", "instances": [{"x": 1, "n": 1, "s": 3, "ok": true}]}',
-     "is not a string"),
-    ('{"signature_name": "multi", "instances": [{"x": 1, "n": 1, "s": {"b64": "%%"}, '
-     '"ok": true}]}', "bad base64"),
-    ('{"signature_name": "multi", "instances": [{"x": 1, "n": 1, "s": "", "ok": 1}]}',
-     "is not true or false"),
-    ('{"signature_name": "multi", "instances": [1.0]}', "must be objects naming each input"),
-    ('{"signature_name": "multi", "inputs": [1.0]}', "must be an object naming each input"),
-    ('{"signature_name": "small", "inputs": {"b": 300, "u": 1}}', "out of the range of int8"),
-    ('{"instances": [[1.0], 2.0]}', "ragged"),
-    ('{"instances": [[1.0]]}', "shape [1, 1] does not fit the signature's [?]"),
-    ('{"signature_name": "matrix", "inputs": {"m": [[1, 2, 3]]}}', "does not fit"),
-    ('{"instances": [{"x": 1.0}, 2.0]}', "mixes objects and plain values"),
-])
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"instances": [1.0], "inputs": [1.0]}', "exactly one of"),
+        ('{"signature_name": "nope", "instances": [1.0]}', "no signature 'nope'"),
+        ('{"signature_name": 3, "instances": [1.0]}', "must be a string"),
+        ('{"instances": [], "x": 1}', "unknown key(s) x"),
+        ('{"instances": []}', "non-empty list"),
+        ('{"inputs": {"z": [1.0]}}', "unknown input(s) z"),
+        ('{"instances": [{"z": 1.0}]}', "unknown input(s) z; missing input(s) x"),
+        ('{"instances": ["a"]}', '"a" is not a number (float32)'),
+        ('{"instances": [true]}', "true is not a number"),
+        (
+            '{"signature_name": "multi", "instances": [{"x": 1, "n": 1.5, "s": "", "ok": true}]}',
+            "1.5 is not an integer (int64)",
+        ),
+        (
+            '{"signature_name": "multi", "instances": [{"x": 1, "n": 1, "s": 3, "ok": true}]}',
+            "is not a string",
+        ),
+        (
+            '{"signature_name": "multi", "instances": [{"x": 1, "n": 1, "s": {"b64": "%%"}, '
+            '"ok": true}]}',
+            "bad base64",
+        ),
+        (
+            '{"signature_name": "multi", "instances": [{"x": 1, "n": 1, "s": "", "ok": 1}]}',
+            "is not true or false",
+        ),
+        ('{"signature_name": "multi", "instances": [1.0]}', "must be objects naming each input"),
+        ('{"signature_name": "multi", "inputs": [1.0]}', "must be an object naming each input"),
+        ('{"signature_name": "small", "inputs": {"b": 300, "u": 1}}', "out of the range of int8"),
+        ('{"instances": [[1.0], 2.0]}', "ragged"),
+        ('{"instances": [[1.0]]}', "shape [1, 1] does not fit the signature's [?]"),
+        ('{"signature_name": "matrix", "inputs": {"m": [[1, 2, 3]]}}', "does not fit"),
+        ('{"instances": [{"x": 1.0}, 2.0]}', "mixes objects and plain values"),
+    ],
+)
 def test_a_bad_line_is_named(line: str, reason: str) -> None:
     good = json.dumps({"instances": [1.0]})
     with pytest.raises(WarmupError) as info:
@@ -143,9 +175,11 @@ def test_stage_warmup(model_factory, tmp_path: Path) -> None:  # type: ignore[no
     requests.write_text(json.dumps({"instances": [1.0]}) + "\n")
     staged = stage_warmup(src, requests, tmp_path / "stage", "m")
     assert (staged / WARMUP_FILE).is_file() and not (src / WARMUP_FILE).exists()
-    assert sorted(p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()) \
-        == sorted([p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()]
-                  + [WARMUP_FILE])
+    assert sorted(
+        p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()
+    ) == sorted(
+        [p.relative_to(src).as_posix() for p in src.rglob("*") if p.is_file()] + [WARMUP_FILE]
+    )
 
     with pytest.raises(PublishError, match=r"already has assets\.extra/tf_serving_warmup"):
         stage_warmup(staged, requests, tmp_path / "again", "m")

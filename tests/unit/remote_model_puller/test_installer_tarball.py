@@ -20,8 +20,11 @@ from modelsync.settings import StoreSettings
 from modelsync.store import StoreError
 from remote_model_puller.installer import Installer, InstallError
 
-GOOD = {"saved_model.pb": b"pb", "variables/variables.index": b"ix",
-        "variables/variables.data-00000-of-00001": bytes(range(256)) * 4096}
+GOOD = {
+    "saved_model.pb": b"pb",
+    "variables/variables.index": b"ix",
+    "variables/variables.data-00000-of-00001": bytes(range(256)) * 4096,
+}
 SETTINGS = StoreSettings(bucket="b")
 
 
@@ -53,8 +56,9 @@ class FlakyStore(MemoryStore):
         return super().download(name, fh, **kwargs)  # type: ignore[arg-type]
 
 
-def setup(store: MemoryStore, tmp_path: Path, data: bytes,
-          marker: bytes | None = b"") -> tuple[Installer, ThreadPoolExecutor]:
+def setup(
+    store: MemoryStore, tmp_path: Path, data: bytes, marker: bytes | None = b""
+) -> tuple[Installer, ThreadPoolExecutor]:
     store.write("models/t/1/model.tar.gz", data)
     if marker is not None:
         store.write("models/t/1/_READY", marker)
@@ -71,15 +75,17 @@ def install(installer: Installer) -> None:
 
 def left_behind(tmp_path: Path) -> list[str]:
     root = tmp_path / "root"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.is_file() or (p.is_dir() and p.parent == root / "t"))
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() or (p.is_dir() and p.parent == root / "t")
+    )
 
 
 def test_streams_into_place_verified_by_its_manifest(tmp_path: Path) -> None:
     store = MemoryStore()
     data = tar_bytes(GOOD)
-    manifest = build_manifest([("model.tar.gz", len(data), crc32c_b64(data))],
-                              Publisher(), 0.0)
+    manifest = build_manifest([("model.tar.gz", len(data), crc32c_b64(data))], Publisher(), 0.0)
     installer, pool = setup(store, tmp_path, data, dump_manifest(manifest))
     with pool:
         install(installer)
@@ -89,13 +95,17 @@ def test_streams_into_place_verified_by_its_manifest(tmp_path: Path) -> None:
     assert list(installer.layout.incoming.iterdir()) == []
 
 
-@pytest.mark.parametrize(("kind", "evil", "damage"), [
-    ("tarball", "link", None),
-    ("tarball", None, "truncate"),
-    ("checksum", None, "listing-crc"),
-])
-def test_failures_leave_nothing(tmp_path: Path, kind: str, evil: str | None,
-                                damage: str | None) -> None:
+@pytest.mark.parametrize(
+    ("kind", "evil", "damage"),
+    [
+        ("tarball", "link", None),
+        ("tarball", None, "truncate"),
+        ("checksum", None, "listing-crc"),
+    ],
+)
+def test_failures_leave_nothing(
+    tmp_path: Path, kind: str, evil: str | None, damage: str | None
+) -> None:
     store = MemoryStore()
     link = None
     if evil:
@@ -110,8 +120,9 @@ def test_failures_leave_nothing(tmp_path: Path, kind: str, evil: str | None,
         if damage == "listing-crc":
             import dataclasses
 
-            rv = dataclasses.replace(rv, files=(dataclasses.replace(rv.files[0],
-                                                                    crc32c="AAAAAA=="),))
+            rv = dataclasses.replace(
+                rv, files=(dataclasses.replace(rv.files[0], crc32c="AAAAAA=="),)
+            )
         installer.install("t", 1, rv.fingerprint, rv)
     assert info.value.kind == kind, info.value
     assert left_behind(tmp_path) == []
@@ -146,8 +157,7 @@ def test_stop_abandons_a_stream(tmp_path: Path) -> None:
 def test_manifest_mismatch_downloads_nothing(tmp_path: Path) -> None:
     store = MemoryStore()
     data = tar_bytes(GOOD)
-    manifest = build_manifest([("model.tar.gz", len(data) + 1, crc32c_b64(data))],
-                              Publisher(), 0.0)
+    manifest = build_manifest([("model.tar.gz", len(data) + 1, crc32c_b64(data))], Publisher(), 0.0)
     installer, pool = setup(store, tmp_path, data, dump_manifest(manifest))
     store.calls.clear()
     with pool, pytest.raises(InstallError) as info:

@@ -16,8 +16,9 @@ from tfserving.policy import (
 
 
 def test_version_dirs() -> None:
-    assert version_dirs(["1", "10", "2", "x", "1.5", "-1", "0", "99999999999999999999", ".tmp"]) \
-        == [0, 1, 2, 10]
+    assert version_dirs(
+        ["1", "10", "2", "x", "1.5", "-1", "0", "99999999999999999999", ".tmp"]
+    ) == [0, 1, 2, 10]
 
 
 def test_aspired_versions_by_policy() -> None:
@@ -40,8 +41,9 @@ def test_swap_loads_new_before_unloading_old() -> None:
     # v2 loading: nothing to do, v1 keeps serving
     assert next_actions([S(1, State.AVAILABLE, False), S(2, State.LOADING, True)]) == []
     # v2 available: now unload v1
-    assert next_actions([S(1, State.AVAILABLE, False), S(2, State.AVAILABLE, True)]) == \
-        [Action("unload", 1)]
+    assert next_actions([S(1, State.AVAILABLE, False), S(2, State.AVAILABLE, True)]) == [
+        Action("unload", 1)
+    ]
 
 
 def test_failed_new_version_keeps_old_serving() -> None:
@@ -54,14 +56,17 @@ def test_model_removed_unloads_everything() -> None:
 
 
 def test_two_unaspired_serving_unload_the_lowest_first() -> None:
-    acts = next_actions([S(1, State.AVAILABLE, False), S(2, State.AVAILABLE, False),
-                         S(3, State.LOADING, True)])
+    acts = next_actions(
+        [S(1, State.AVAILABLE, False), S(2, State.AVAILABLE, False), S(3, State.LOADING, True)]
+    )
     assert acts == [Action("unload", 1)]
 
 
 def test_load_order_and_concurrency_bound() -> None:
-    acts = next_actions([S(1, State.UNKNOWN, True), S(3, State.UNKNOWN, True),
-                         S(2, State.UNKNOWN, True)], max_loads=2)
+    acts = next_actions(
+        [S(1, State.UNKNOWN, True), S(3, State.UNKNOWN, True), S(2, State.UNKNOWN, True)],
+        max_loads=2,
+    )
     assert acts == [Action("load", 3), Action("load", 2)]
     assert next_actions([S(1, State.UNKNOWN, True), S(3, State.LOADING, True)], max_loads=1) == []
 
@@ -71,9 +76,12 @@ states = st.sampled_from([State.UNKNOWN, State.LOADING, State.AVAILABLE, State.E
 
 @given(st.lists(st.tuples(states, st.booleans(), st.booleans()), min_size=1, max_size=6))
 def test_never_unloads_the_last_available_while_aspired_is_pending(
-        spec: list[tuple[State, bool, bool]]) -> None:
-    snaps = [S(i + 1, state, aspired, failed and state == State.END)
-             for i, (state, aspired, failed) in enumerate(spec)]
+    spec: list[tuple[State, bool, bool]],
+) -> None:
+    snaps = [
+        S(i + 1, state, aspired, failed and state == State.END)
+        for i, (state, aspired, failed) in enumerate(spec)
+    ]
     acts = next_actions(snaps, max_loads=4)
     unloaded = {a.version for a in acts if a.kind == "unload"}
     serving_after = {s.version for s in snaps if s.state == State.AVAILABLE} - unloaded

@@ -22,11 +22,19 @@ def _header(length: int) -> bytes:
 
 
 CASES = {
-    "good": GOOD, "empty": b"", "short": b"short", "text": b"this is not a TFRecord file\n",
-    "truncated body": GOOD[:14], "truncated second": GOOD[:-3], "partial header": GOOD[:22],
-    "bad body crc": GOOD[:12] + b"abd" + GOOD[15:], "bad second header": GOOD[:19] + b"\0" +
-    GOOD[20:], "no body crc": GOOD[:15], "negative": _header(2**63),
-    "too large": _header(2**64 - 4), "empty record": write_records([b""]),
+    "good": GOOD,
+    "empty": b"",
+    "short": b"short",
+    "text": b"this is not a TFRecord file\n",
+    "truncated body": GOOD[:14],
+    "truncated second": GOOD[:-3],
+    "partial header": GOOD[:22],
+    "bad body crc": GOOD[:12] + b"abd" + GOOD[15:],
+    "bad second header": GOOD[:19] + b"\0" + GOOD[20:],
+    "no body crc": GOOD[:15],
+    "negative": _header(2**63),
+    "too large": _header(2**64 - 4),
+    "empty record": write_records([b""]),
 }
 
 
@@ -42,8 +50,10 @@ def tensorflow_reads(path: Path) -> tuple[str, Any]:
 def status_code(exc: Any) -> str:
     import tensorflow as tf
 
-    return {tf.errors.DataLossError: "DATA_LOSS",
-            tf.errors.InvalidArgumentError: "INVALID_ARGUMENT"}[type(exc)]
+    return {
+        tf.errors.DataLossError: "DATA_LOSS",
+        tf.errors.InvalidArgumentError: "INVALID_ARGUMENT",
+    }[type(exc)]
 
 
 def we_read(path: Path) -> tuple[str, Any]:
@@ -72,8 +82,9 @@ class FakeServable:
         self.calls: list[list[float]] = []
         self.fail_on = fail_on
 
-    def run(self, signature_name: str, inputs: dict[str, np.ndarray],
-            output_filter: Any = None) -> dict[str, np.ndarray]:
+    def run(
+        self, signature_name: str, inputs: dict[str, np.ndarray], output_filter: Any = None
+    ) -> dict[str, np.ndarray]:
         self.calls.append(inputs["x"].tolist())
         if self.fail_on in self.calls[-1]:
             raise ServingError("INVALID_ARGUMENT", "bad x")
@@ -100,9 +111,12 @@ def predict(x: float, signature: str = "") -> bytes:
 def replay(version: Path, servable: FakeServable, **kwargs: Any) -> tuple[Any, list[Any]]:
     recorded: list[Any] = []
     try:
-        result: Any = run_saved_model_warmup(servable, str(version),  # type: ignore[arg-type]
-                                             lambda *a: recorded.append(a[:2] + a[3:]),
-                                             **kwargs)
+        result: Any = run_saved_model_warmup(
+            servable,
+            str(version),  # type: ignore[arg-type]
+            lambda *a: recorded.append(a[:2] + a[3:]),
+            **kwargs,
+        )
     except ServingError as exc:
         result = (exc.code, exc.message)
     return result, recorded
@@ -115,15 +129,18 @@ def test_no_file_is_fine(tmp_path: Path) -> None:
 def test_iterations_and_the_record_limit(tmp_path: Path) -> None:
     write(tmp_path / "1", [predict(1.0), predict(2.0)])
     servable = FakeServable()
-    assert replay(tmp_path / "1", servable, num_request_iterations=2) == \
-        (2, [(str(tmp_path / "1"), "OK", 2)])
+    assert replay(tmp_path / "1", servable, num_request_iterations=2) == (
+        2,
+        [(str(tmp_path / "1"), "OK", 2)],
+    )
     assert servable.calls == [[1.0], [1.0], [2.0], [2.0]]
     write(tmp_path / "2", [predict(float(i)) for i in range(1001)])
     servable = FakeServable()
     path = tmp_path / "2" / "assets.extra" / "tf_serving_warmup_requests"
     assert replay(tmp_path / "2", servable) == (
         ("INVALID_ARGUMENT", f"Number of warmup records exceeds the maximum (1000) at {path}"),
-        [])  # returned at once: no metric
+        [],
+    )  # returned at once: no metric
     assert len(servable.calls) == 1001  # the 1,001st ran before the count was checked
 
 
@@ -134,7 +151,9 @@ def test_failures(tmp_path: Path) -> None:
     assert servable.calls == [[1.0], [2.0]]
     write(tmp_path / "2", [predict(1.0, signature="nope")])
     assert replay(tmp_path / "2", FakeServable())[0] == (
-        "FAILED_PRECONDITION", 'Serving signature key "nope" not found.')
+        "FAILED_PRECONDITION",
+        'Serving signature key "nope" not found.',
+    )
     write(tmp_path / "3", [b"\xff\xff not a PredictionLog"])
     code, message = replay(tmp_path / "3", FakeServable())[0]
     assert code == "INVALID_ARGUMENT" and message.startswith("Failed to parse warmup record: ")
@@ -149,7 +168,9 @@ def test_data_loss_is_recorded_then_returned(tmp_path: Path) -> None:
     path.write_bytes(path.read_bytes() + b"garbage after the first record")
     servable = FakeServable()
     result, recorded = replay(tmp_path / "1", servable)
-    assert result == ("DATA_LOSS", f"corrupted record at {offset}. Please verify your warmup "
-                                   "data is in TFRecord format.")
+    assert result == (
+        "DATA_LOSS",
+        f"corrupted record at {offset}. Please verify your warmup data is in TFRecord format.",
+    )
     assert recorded == [(str(tmp_path / "1"), f"DATA_LOSS: corrupted record at {offset}", 1)]
     assert servable.calls == [[1.0]]

@@ -29,12 +29,12 @@ from gateway.openapi import openapi_document
 from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
 from gateway.tfs import TFServingClient
+from modelsync.layout import is_model_name, parse_version
 from modelsync.log import get_logger
 from modelsync.tensors import Signature
 
 log = get_logger("gateway")
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 MLFLOW_RE = re.compile(r"/model/(?P<name>[^/]+)(?:/(?P<version>[^/]+))?/invocations\Z")
 TFS_RE = re.compile(
     r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)"
@@ -42,7 +42,6 @@ TFS_RE = re.compile(
 )
 KRAKEN_PATHS = ("/api/v1/run-model", "/predict")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
-MAX_VERSION = 2**63 - 1
 MAX_MODELS = 1000
 
 
@@ -77,12 +76,13 @@ def _json(doc: Any, status: int = 200) -> Response:
 
 
 def _version(text: str | None) -> int | None:
-    """A path's version: decimal, no leading zero, 1..2**63-1; GatewayError 404 otherwise."""
+    """A path's version (``layout.parse_version``); GatewayError 404 otherwise."""
     if text is None:
         return None
-    if not text.isdigit() or text.startswith("0") or int(text) > MAX_VERSION:
+    version = parse_version(text)
+    if version is None:
         raise GatewayError(404, f"version {text!r} does not exist (versions are positive integers)")
-    return int(text)
+    return version
 
 
 class Gateway:
@@ -232,7 +232,7 @@ class Gateway:
                 "/model/<name>/<version>/invocations",
             )
         name = unquote(m.group("name"))
-        if not NAME_RE.match(name):
+        if not is_model_name(name):
             raise GatewayError(404, f"model {name!r} does not exist")
         version = _version(m.group("version"))
         self._check_post(req)
@@ -251,9 +251,7 @@ class Gateway:
 
     def _kraken(self, req: Request, started: float) -> _Outcome:
         self._check_post(req)
-        kr = convert.kraken_request(
-            convert.parse_json(req.body), lambda s: NAME_RE.match(s) is not None
-        )
+        kr = convert.kraken_request(convert.parse_json(req.body))
         try:
             answer = self.tfs.predict(
                 kr.model,

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from gateway.convert import MLFLOW_FORMATS, NUMERIC
-from modelsync import __version__
+from modelsync import __version__, layout
+from modelsync.layout import json_pattern
 from modelsync.tensors import Signature, TensorSpec
 
-NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+NAME_PATTERN = json_pattern(layout.NAME_PATTERN)
 MAX_ROWS = 5
 _ERR = {
     "description": "error",
@@ -193,7 +194,7 @@ def kraken_body(model: str | None, sig: Signature | None) -> dict[str, Any]:
         "modelId": {"type": "string", "pattern": NAME_PATTERN}
         if model is None
         else {"type": "string", "enum": [model]},
-        "modelVersion": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        "modelVersion": {"type": "integer", "minimum": 1, "maximum": layout.MAX_VERSION},
         "signatureName": {"type": "string"},
     }
     data: dict[str, Any] = {} if sig is None else {"oneOf": [_columns(sig), _rows(sig)]}
@@ -246,7 +247,7 @@ def _param(
 
 
 NAME_SCHEMA = {"type": "string", "pattern": NAME_PATTERN}
-VERSION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+VERSION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": layout.MAX_VERSION}
 SIGNATURE = _param("signature_name", {"type": "string", "maxLength": 64}, "query", False)
 SCORING_ERRORS = {
     "400": "bad input (the message names the input)",

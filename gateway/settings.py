@@ -50,11 +50,6 @@ class GatewaySettings:
             raise SettingsError(
                 f"MODELSYNC_GATEWAY_TOKEN: must be at least {MIN_TOKEN_CHARS} characters long"
             )
-        level = env.text("MODELSYNC_LOG_LEVEL", "info").lower()
-        if level not in ("debug", "info", "warning", "error", "critical"):
-            raise SettingsError(
-                f"MODELSYNC_LOG_LEVEL: expected debug, info, warning or error, got {level!r}"
-            )
         return cls(
             http_host=env.text("MODELSYNC_HTTP_HOST", "127.0.0.1"),
             http_port=http_port(env, DEFAULT_PORT),
@@ -83,7 +78,7 @@ class GatewaySettings:
             latest_ttl_s=env.number(
                 "MODELSYNC_GATEWAY_LATEST_TTL_S", 2.0, minimum=0.0, maximum=3600
             ),
-            log_level=level,
+            log_level=env.log_level(),
         )
 
     def with_port(self, port: int | None) -> GatewaySettings:

@@ -6,7 +6,6 @@ an exclusive lock next to the SQLite file.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from typing import Any
 
@@ -44,13 +43,13 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
     def load(self) -> Any:
         from master.app import create_app
 
-        configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
+        configure_logging(self.settings.log_level, json_output=True)
         return create_app(self.settings)
 
 
 def main(port: int | None = None) -> int:
     settings = MasterSettings.from_env()
-    configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
+    configure_logging(settings.log_level, json_output=True)
     if port is not None:
         settings = replace(settings, http_port=port)
     from master.db import Database

@@ -30,6 +30,8 @@ class MasterSettings:
     session_s: float = 8 * 3600.0
     session_secure: bool = False
     docker: str = "auto"  # auto | on | off
+    docker_socket: str = "/var/run/docker.sock"  # the Swarm view reads it
+    log_level: str = "info"
     run_background: bool = True
 
     @classmethod
@@ -76,4 +78,6 @@ class MasterSettings:
             session_s=env.number("MODELSYNC_SESSION_S", 8 * 3600.0, minimum=60),
             session_secure=env.flag("MODELSYNC_SESSION_SECURE", False),
             docker=docker,
+            docker_socket=env.text("MODELSYNC_DOCKER_SOCKET", "/var/run/docker.sock"),
+            log_level=env.log_level(),
         )

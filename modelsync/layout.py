@@ -13,9 +13,14 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
-MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-VERSION_RE = re.compile(r"[1-9][0-9]{0,18}\Z")
+# The one home of the name rules: the regexes below and every OpenAPI ``pattern`` come from
+# these (``json_pattern``). A node id follows the model-name rule too (safe in a path and a URL).
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+VERSION_PATTERN = r"[1-9][0-9]{0,18}"
+MODEL_NAME_RE = re.compile(NAME_PATTERN + r"\Z")
+VERSION_RE = re.compile(VERSION_PATTERN + r"\Z")
 MAX_VERSION = 2**63 - 1
 RESERVED_DIR = "_modelsync"
 TARBALL_NAME = "model.tar.gz"
@@ -24,8 +29,22 @@ _SHARD_RE = re.compile(r"variables/variables\.data-(\d{5})-of-(\d{5})\Z")
 VARIABLES_INDEX = "variables/variables.index"
 
 
+def json_pattern(pattern: str) -> str:
+    """A rule's pattern as JSON Schema (OpenAPI) writes it: anchored at both ends."""
+    return f"^{pattern}$"
+
+
 def is_model_name(name: str) -> bool:
     return bool(MODEL_NAME_RE.match(name))
+
+
+def is_version(value: object) -> bool:
+    """A version as a number: an int (not a bool) from 1 to ``MAX_VERSION``."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_VERSION
+
+
+def is_node_id(node_id: object) -> TypeGuard[str]:
+    return isinstance(node_id, str) and MODEL_NAME_RE.match(node_id) is not None
 
 
 def parse_version(text: str) -> int | None:

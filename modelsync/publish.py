@@ -33,6 +33,7 @@ from modelsync.layout import (
     SAVED_MODEL_FILES,
     TARBALL_NAME,
     ObjectInfo,
+    is_version,
     model_name_problem,
     parse_listing,
     parse_version,
@@ -211,7 +212,7 @@ def publish(
     problem = model_name_problem(model)
     if problem:
         raise PublishError(problem)
-    if version is not None and not 1 <= version < 2**63:
+    if version is not None and not is_version(version):
         raise PublishError(f"bad version {version}: want a positive 64-bit integer")
     if warmup is not None:
         with tempfile.TemporaryDirectory(prefix="modelsync-publish-") as tmp:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+ROLES = ("puller", "config_manager", "gateway")  # who sends heartbeats
+MAX_EVENTS_PER_BEAT = 1000
+
 
 class PullerStatus(TypedDict, total=False):
     installed: dict[str, list[int]]  # model -> versions on disk

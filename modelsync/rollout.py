@@ -25,7 +25,17 @@ from typing import Any
 ACTIVE = ("validating", "baking", "paused")  # a rollout is under way: nodes are split
 STATUSES = (*ACTIVE, "complete", "rolled_back")
 MAX_HISTORY = 30
-_SPEC_KEYS = {"canary_nodes", "waves", "bake_s", "max_error_rate", "max_p99_ratio", "min_requests"}
+MAX_WAVES = 10
+# The one home of the spec's bounds: ``parse_spec`` checks them, ``spec_schema`` publishes them.
+# name -> (lowest, highest, whole numbers only)
+SPEC_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "canary_nodes": (1, 10_000, True),
+    "bake_s": (0, 7 * 86400, False),
+    "max_error_rate": (0, 1, False),
+    "max_p99_ratio": (1, 1000, False),
+    "min_requests": (0, 10**9, True),
+}
+_SPEC_KEYS = {*SPEC_BOUNDS, "waves"}
 
 
 class RolloutError(ValueError):
@@ -56,9 +66,23 @@ class RolloutSpec:
         }
 
 
-def _number(
-    doc: Mapping[str, Any], key: str, where: str, lo: float, hi: float, integer: bool = False
-) -> Any:
+def spec_schema() -> dict[str, Any]:
+    """The rollout spec as JSON Schema (the API's document), from the same bounds."""
+    props: dict[str, Any] = {
+        key: {"type": "integer" if integer else "number", "minimum": lo, "maximum": hi}
+        for key, (lo, hi, integer) in SPEC_BOUNDS.items()
+    }
+    props["waves"] = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_WAVES,
+        "items": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1},
+    }
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+def _number(doc: Mapping[str, Any], key: str, where: str) -> Any:
+    lo, hi, integer = SPEC_BOUNDS[key]
     value = doc[key]
     ok = (
         isinstance(value, int | float)
@@ -83,21 +107,21 @@ def parse_spec(doc: object, where: str = "rollout") -> RolloutSpec:
     waves = full["waves"]
     if (
         not isinstance(waves, list)
-        or not 1 <= len(waves) <= 10
+        or not 1 <= len(waves) <= MAX_WAVES
         or not all(
             isinstance(w, int | float) and not isinstance(w, bool) and 0 < w <= 1 for w in waves
         )
     ):
-        raise RolloutError(f"{where}.waves: expected 1-10 fractions in (0, 1]")
+        raise RolloutError(f"{where}.waves: expected 1-{MAX_WAVES} fractions in (0, 1]")
     if any(b < a for a, b in itertools.pairwise(waves)) or waves[-1] != 1:
         raise RolloutError(f"{where}.waves: must not decrease and must end at 1.0, got {waves}")
     return RolloutSpec(
-        canary_nodes=_number(full, "canary_nodes", where, 1, 10_000, integer=True),
+        canary_nodes=_number(full, "canary_nodes", where),
         waves=tuple(float(w) for w in waves),
-        bake_s=float(_number(full, "bake_s", where, 0, 7 * 86400)),
-        max_error_rate=float(_number(full, "max_error_rate", where, 0, 1)),
-        max_p99_ratio=float(_number(full, "max_p99_ratio", where, 1, 1000)),
-        min_requests=_number(full, "min_requests", where, 0, 10**9, integer=True),
+        bake_s=float(_number(full, "bake_s", where)),
+        max_error_rate=float(_number(full, "max_error_rate", where)),
+        max_p99_ratio=float(_number(full, "max_p99_ratio", where)),
+        min_requests=_number(full, "min_requests", where),
     )
 
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelsync.log import LEVELS
+
 DEFAULT_PREFIX = "models"
 DEFAULT_MARKER = "_READY"
 
@@ -43,6 +45,15 @@ class Env:
 
     def opt_text(self, name: str) -> str | None:
         return self.raw(name)
+
+    def log_level(self) -> str:
+        """``MODELSYNC_LOG_LEVEL``, the one setting every command shares."""
+        level = self.text("MODELSYNC_LOG_LEVEL", "info").lower()
+        if level not in LEVELS:
+            raise SettingsError(
+                f"MODELSYNC_LOG_LEVEL: expected one of {', '.join(LEVELS)}, got {level!r}"
+            )
+        return level
 
     def integer(
         self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
@@ -180,5 +191,5 @@ class NodeSettings:
             master_url=env.opt_text("MODELSYNC_MASTER_URL"),
             node_token=env.secret("MODELSYNC_NODE_TOKEN"),
             heartbeat_s=env.number("MODELSYNC_HEARTBEAT_S", 10.0, minimum=0.5),
-            log_level=env.text("MODELSYNC_LOG_LEVEL", "info"),
+            log_level=env.log_level(),
         )

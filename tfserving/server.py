@@ -19,6 +19,7 @@ from typing import Any
 
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.log import configure_logging, get_logger
+from modelsync.settings import Env, SettingsError
 
 log = get_logger("model_server")
 
@@ -298,7 +299,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"TensorFlow ModelServer: modelsync-compatible {__version__}")
         return 0
-    configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
+    try:
+        level = Env().log_level()
+    except SettingsError as exc:
+        print(f"tensorflow_model_server: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(level, json_output=True)
     stop = install_stop_handlers()
     from tfserving.errors import ServingError
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -11,12 +10,11 @@ from flask import Blueprint, Response, jsonify
 from master.api import ApiError, body, log, need, state
 from master.index import nodes_json
 from master.telemetry import parse_beat
+from modelsync.layout import is_node_id
+from modelsync.reports import MAX_EVENTS_PER_BEAT, ROLES
 from modelsync.telemetry import TelemetryError
 
 bp = Blueprint("nodes", __name__)
-NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-ROLES = ("puller", "config_manager", "gateway")
-MAX_EVENTS_PER_BEAT = 1000
 
 
 @bp.post("/v1/nodes/heartbeat")
@@ -25,7 +23,7 @@ def heartbeat() -> Response:
     s = state()
     doc = body()
     node_id, role = doc.get("node_id"), doc.get("role")
-    if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id):
+    if not is_node_id(node_id):
         raise ApiError(400, "'node_id' must be 1-128 of [A-Za-z0-9_.-]")
     if role not in ROLES:
         raise ApiError(400, f"'role' must be one of {list(ROLES)}")
@@ -93,7 +91,7 @@ def swarm_view() -> Any:
     from master.swarm import swarm_view as view
 
     try:
-        return view(s.db.nodes(), time.time())
+        return view(s.db.nodes(), time.time(), s.settings.docker_socket)
     except Exception as exc:  # the Docker socket is optional
         if s.settings.docker == "on":
             return {"error": str(exc)}

@@ -13,7 +13,8 @@ from master.api import ApiError, check_model, need, state
 from master.telemetry import MINUTE, Figures, by_version_json, figures_json, merged
 
 bp = Blueprint("telemetry", __name__)
-DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhd])\Z")
+DURATION_PATTERN = r"(\d+(?:\.\d+)?)([smhd])"  # 15m, 1h, 7d (the OpenAPI pattern is built on it)
+DURATION_RE = re.compile(DURATION_PATTERN + r"\Z")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_POINTS = 1000
 

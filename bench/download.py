@@ -25,7 +25,7 @@ from bench.common import Timer, rss_mb, table
 from modelsync.dev.emulator import GCSEmulator
 from modelsync.layout import RemoteVersion
 from modelsync.local import LocalLayout
-from modelsync.publish import publish
+from modelsync.publish import PublishOptions, publish
 from modelsync.savedmodel import (
     DEFAULT_MAX_TAR_BYTES,
     TarballError,
@@ -101,7 +101,7 @@ def tarball_case(
     content = sum((src / rel).stat().st_size for rel in local_files(src))
     n_files = len(local_files(src))
     shutil.rmtree(src)
-    publish(store, tar_path, "tarred", prefix="models", marker="_READY", version=1)
+    publish(store, tar_path, "tarred", PublishOptions(version=1))
     compressed = tar_path.stat().st_size
     tar_path.unlink()
     one_s, two_s = [], []
@@ -146,7 +146,7 @@ def run(quick: bool) -> dict[str, Any]:
             settings = StoreSettings(bucket="bench", emulator_host=emu.url, timeout_s=300)
             store = GCSStore(settings)
             store.ensure_bucket()
-            result = publish(store, src, "big", prefix="models", marker="_READY", version=1)
+            result = publish(store, src, "big", PublishOptions(version=1))
             shutil.rmtree(src)
             total = result.bytes
             names = [

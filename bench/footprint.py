@@ -13,7 +13,7 @@ from typing import Any
 from bench.common import rss_mb, table, tree_rss_mb
 from modelsync.dev.emulator import GCSEmulator
 from modelsync.dev.procs import ManagedProcess, Node, start_master, wait_grpc_ready, wait_http_ok
-from modelsync.publish import publish
+from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
@@ -44,7 +44,7 @@ def run(quick: bool) -> dict[str, Any]:
         store.ensure_bucket()
         src = make_linear_model(tmp / "src", 2.0, 1.0)
         for i in range(n_models):
-            publish(store, src, f"model{i:02d}", prefix="models", marker="_READY", version=1)
+            publish(store, src, f"model{i:02d}", PublishOptions(version=1))
         master = start_master(
             tmp / "master",
             bucket="bench",

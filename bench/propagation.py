@@ -15,7 +15,7 @@ from config_manager.tfs_client import GrpcServingClient
 from modelsync.dev.emulator import GCSEmulator
 from modelsync.dev.procs import Node, start_master
 from modelsync.local import LocalLayout
-from modelsync.publish import publish
+from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
@@ -74,7 +74,7 @@ def run(quick: bool) -> dict[str, Any]:
                 n.start()
             clients = [GrpcServingClient(f"127.0.0.1:{n.grpc_port}", timeout_s=2) for n in nodes]
             for v, src in enumerate(sources, start=1):
-                publish(store, src, "demo", prefix="models", marker="_READY", version=v)
+                publish(store, src, "demo", PublishOptions(version=v))
                 t0 = time.monotonic()  # publish() returns right after the marker write
                 done: dict[int, float] = {}
                 deadline = t0 + 120

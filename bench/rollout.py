@@ -26,7 +26,7 @@ from bench.common import table
 from modelsync.client import PredictClient
 from modelsync.dev.emulator import GCSEmulator
 from modelsync.dev.procs import Node, start_master
-from modelsync.publish import publish
+from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
@@ -193,7 +193,7 @@ def run(quick: bool) -> dict[str, Any]:
         cluster = Cluster(tmp, emu.url, n_nodes)
         load = None
         try:
-            publish(store, src["v1"], "demo", prefix="models", marker="_READY", version=1)
+            publish(store, src["v1"], "demo", PublishOptions(version=1))
             cluster.wait(
                 lambda: (
                     all(vs == {1} for vs in cluster.available().values())
@@ -233,7 +233,7 @@ def scenarios(
     figures: dict[str, Any] = {}
     # (a) a good version rolls out: canary, a wave, everyone
     t0 = time.time()
-    publish(store, src["good"], "demo", prefix="models", marker="_READY", version=2)
+    publish(store, src["good"], "demo", PublishOptions(version=2))
     cluster.wait(
         lambda: (
             cluster.rollout()["status"] == "complete"
@@ -249,7 +249,7 @@ def scenarios(
     # (b) ~20 % of valid requests fail: rolled back on the error rate
     for key, version, name in (("erroring", 3, "errors"), ("nan", 4, "nan"), ("slow", 5, "slow")):
         t0 = time.time()
-        publish(store, src[key], "demo", prefix="models", marker="_READY", version=version)
+        publish(store, src[key], "demo", PublishOptions(version=version))
         r = cluster.wait(
             lambda v=version: (
                 (r := cluster.rollout())["status"] == "rolled_back" and r["version"] == v and r

@@ -16,7 +16,7 @@ from cli.common import (
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from modelsync.publish import ProgressBar, PublishError, publish
+    from modelsync.publish import ProgressBar, PublishError, PublishOptions, publish
 
     settings = store_settings(args)
     store = reachable_store(settings)
@@ -25,17 +25,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
             store,
             args.path,
             args.model,
-            prefix=settings.prefix,
-            marker=settings.marker,
-            version=args.version,
-            overwrite=args.overwrite,
-            workers=args.workers,
-            progress=ProgressBar(f"{args.model}"),
-            warmup=args.warmup,
+            PublishOptions(
+                version=args.version,
+                overwrite=args.overwrite,
+                workers=args.workers,
+                progress=ProgressBar(f"{args.model}"),
+                warmup=args.warmup,
+            ),
         )
     except PublishError as exc:
         raise CommandError(str(exc)) from None
-    if getattr(result, "unchanged", False):
+    if result.unchanged:
         print(f"unchanged {result.uri}: the bucket already holds this content (nothing written)")
         return 0
     print(
@@ -46,7 +46,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from modelsync.layout import SettleTracker
+    from modelsync.layout import SettleTracker, incomplete_reason
     from modelsync.store import StoreError, list_bucket
 
     settings = store_settings(args)
@@ -54,17 +54,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         listing = list_bucket(reachable_store(settings), settings)
     except StoreError as exc:
         raise CommandError(str(exc)) from None
-    tracker = SettleTracker(settle_s=float("inf"))
+    tracker = SettleTracker.markers_only()
     print(f"gs://{settings.bucket}/{settings.prefix}")
     for model, versions in sorted(listing.models.items()):
         print(f"  {model}")
         for v, rv in sorted(versions.items()):
-            problem = rv.problem()
-            state = (
-                "complete"
-                if tracker.is_complete(rv, time.time())
-                else f"incomplete ({problem or 'no marker yet'})"
-            )
+            why_not = incomplete_reason(rv, tracker, time.time())
+            state = "complete" if why_not is None else f"incomplete ({why_not})"
             print(f"    {v:>6}  {len(rv.files):3} files {rv.bytes:>12} bytes  {state}")
     for s in listing.skipped:
         print(f"  skipped {s.path}: {s.reason}")

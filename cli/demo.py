@@ -110,7 +110,7 @@ def run_demo(
 ) -> int:
     from modelsync.client import PredictClient
     from modelsync.dev.procs import Node, start_master
-    from modelsync.publish import publish
+    from modelsync.publish import PublishOptions, publish
     from modelsync.store import GCSStore
 
     stop = install_stop_handlers()  # before any slow step, so Ctrl-C is always clean
@@ -163,13 +163,7 @@ def run_demo(
                 if stop.is_set():
                     break
                 result = publish(
-                    store,
-                    src,
-                    "demo",
-                    prefix=settings.prefix,
-                    marker=settings.marker,
-                    version=version,
-                    overwrite=True,
+                    store, src, "demo", PublishOptions(version=version, overwrite=True)
                 )
                 say(f"published {result.uri} (y = {a} * x + {b})")
                 started = time.monotonic()

@@ -51,7 +51,7 @@ def cmd_dev_smoke(args: argparse.Namespace) -> int:
 
     from modelsync.client import PredictClient
     from modelsync.dev.models import make_linear_model
-    from modelsync.publish import PublishError, next_version, publish
+    from modelsync.publish import PublishError, PublishOptions, next_version, publish
 
     settings = store_settings(args)
     store = reachable_store(settings)
@@ -64,14 +64,7 @@ def cmd_dev_smoke(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         make_linear_model(Path(tmp) / "m", a, 1.0)
         try:
-            publish(
-                store,
-                Path(tmp) / "m",
-                args.model,
-                prefix=settings.prefix,
-                marker=settings.marker,
-                version=version,
-            )
+            publish(store, Path(tmp) / "m", args.model, PublishOptions(version=version))
         except PublishError as exc:
             raise CommandError(str(exc)) from None
     print(f"smoke: published {args.model} v{version} (y = {a} * x + 1)", flush=True)

@@ -31,8 +31,9 @@ from modelsync.layout import (
     BucketListing,
     ObjectInfo,
     SettleTracker,
+    marker_object,
     parse_listing,
-    version_prefix,
+    prefix_dir,
 )
 from modelsync.log import get_logger
 from modelsync.manifest import (
@@ -102,7 +103,7 @@ class CatalogWriter:
         started = time.monotonic()
         before = sum(self.store.calls.values())
         prefix, marker = self.settings.prefix, self.settings.marker
-        objects = self.store.list_objects(prefix + "/" if prefix else "")
+        objects = self.store.list_objects(prefix_dir(prefix))
         listing = parse_listing(objects, prefix, marker)
         info = self.store.stat(self.name)
         if info is not None and (self.current is None or info.generation != self.generation):
@@ -114,9 +115,7 @@ class CatalogWriter:
         markers = [o for o in objects if o.name.endswith("/" + marker)]
         states = self._manifest_states(listing, markers)
         now = self.clock()
-        catalog = build_catalog(
-            listing, self.tracker, now, prefix, states, published_times(markers, prefix)
-        )
+        catalog = build_catalog(listing, self.tracker, now, prefix, states)
         written = patched = False
         stamp = {LISTED_AT: f"{now:.3f}"}
         if info is not None and self.current is not None and catalog.same_content(self.current):
@@ -163,7 +162,7 @@ class CatalogWriter:
                 if rv.marker_generation is None:
                     continue
                 key = (
-                    version_prefix(self.settings.prefix, model, v) + self.settings.marker,
+                    marker_object(self.settings.prefix, model, v, self.settings.marker),
                     rv.marker_generation,
                 )
                 wanted[(model, v)] = key
@@ -208,14 +207,3 @@ class CatalogWriter:
                 rv = listing.models[mv[0]][mv[1]]
                 states[mv] = manifest_state(cache.get(key), rv.files)
         return states
-
-
-def published_times(markers: list[ObjectInfo], prefix: str) -> dict[tuple[str, int], float]:
-    """(model, version) -> when its marker was written: the version's publication time."""
-    base = prefix + "/" if prefix else ""
-    out: dict[tuple[str, int], float] = {}
-    for o in markers:
-        parts = o.name[len(base) :].split("/") if o.name.startswith(base) else []
-        if len(parts) == 3 and o.updated is not None and parts[1].isdigit():
-            out[(parts[0], int(parts[1]))] = round(o.updated, 3)  # as the catalog stores it
-    return out

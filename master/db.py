@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from master.liveness import is_live
+
 MIGRATIONS: Sequence[str] = (
     # 1: registry and events
     """
@@ -81,7 +83,7 @@ class NodeRow:
     seq: int = 0
 
     def state(self, now: float) -> str:
-        return "stale" if now - self.last_seen > 3 * self.heartbeat_s else "live"
+        return "live" if is_live(self.last_seen, self.heartbeat_s, now) else "stale"
 
 
 class Database:

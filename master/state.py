@@ -19,7 +19,7 @@ from master.rollout import RolloutController
 from master.settings import MasterSettings
 from master.telemetry import TelemetryStore
 from modelsync.catalog import Catalog
-from modelsync.layout import SettleTracker
+from modelsync.layout import SettleTracker, incomplete_reason
 from modelsync.log import get_logger
 from modelsync.policy import Policy, dump_policy, parse_policy
 from modelsync.store import GCSStore, RemoteStore, StoreError, list_bucket
@@ -186,11 +186,11 @@ class MasterState:
             raise Unavailable(f"the bucket cannot be listed: {exc}") from None
         catalog = self.writer.current
         known = set(catalog.complete_versions(model)) if catalog else set()
-        tracker = SettleTracker(float("inf"))  # without the catalog, trust only markers
+        tracker = SettleTracker.markers_only()  # what the catalog does not know yet: markers
         now = time.time()
         fresh = {
             v
             for v, rv in listing.models.get(model, {}).items()
-            if (v in known and rv.problem() is None) or tracker.is_complete(rv, now)
+            if (v in known and rv.problem() is None) or incomplete_reason(rv, tracker, now) is None
         }
         return sorted(fresh)

@@ -162,8 +162,8 @@ def running_cluster(
     try:
         node.start()
         for a in (2.0, 3.0):  # demo v1 and v2: v2 is served (keep_versions 1)
-            publish(store, model_factory(a), "demo", prefix=PREFIX, marker=MARKER)
-        publish(store, model_factory(5.0), "other", prefix=PREFIX, marker=MARKER)
+            publish(store, model_factory(a), "demo")
+        publish(store, model_factory(5.0), "other")
         wait_for(
             lambda: serving(url, "demo", 2) and serving(url, "other", 1),
             120,

@@ -31,9 +31,7 @@ from modelsync.store import GCSStore
 from tests.browser import harness
 from tests.browser.console_kit import (
     ADMIN,
-    MARKER,
     NODE,
-    PREFIX,
     READ,
     api,
     click,
@@ -114,7 +112,7 @@ def cluster(
     try:
         node.start()
         assert node.gateway_url is not None
-        publish(store, model_factory(2.0), "demo", prefix=PREFIX, marker=MARKER)  # y = 2x + 1
+        publish(store, model_factory(2.0), "demo")  # y = 2x + 1
         wait_for(lambda: serving(url, "demo", 1), 120, "demo v1 AVAILABLE on node-1")
         wait_for(lambda: gateway_live(url), 60, "node-1's gateway live at the master")
         yield GatewayCluster(url, store, node.gateway_url, model_factory)
@@ -260,7 +258,7 @@ def test_staged_rollout_from_the_panel(browser: Chrome, cluster: GatewayCluster)
     spec = {"canary_nodes": 1, "waves": [1.0], "bake_s": 3600, "min_requests": 1000000}
     assert api(cluster.url, "PUT", "/v1/models/demo/rollout", ADMIN, spec)[0] == 200
     rollout_status(cluster, "complete")  # v1 adopted as the stable version
-    publish(cluster.store, cluster.model_factory(3.0), "demo", prefix=PREFIX, marker=MARKER)
+    publish(cluster.store, cluster.model_factory(3.0), "demo")
     sign_in(browser, cluster.url, ADMIN, "/models/demo")
     # with one node the canary is the whole fleet: validating, then baking on node-1
     harness.wait_for(browser, shows_status("baking"), timeout_s=120)

@@ -20,7 +20,7 @@ from e2e_helpers import sh, wait_for  # type: ignore[import-not-found]
 
 from modelsync.client import PredictClient
 from modelsync.dev.emulator import GCSEmulator, free_port
-from modelsync.publish import publish
+from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
@@ -126,16 +126,16 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
             return json.loads(r.read())
 
     wait_for(lambda: get(f"{master}/healthz")["status"] == "alive", 300, "master up")
-    publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY", version=1)
+    publish(store, model_factory(2.0), "demo", PublishOptions(version=1))
 
     def served() -> tuple[int, list[float]]:
         version, out = client.predict("demo", {"x": [1.0, 2.0]}, timeout_s=5)
         return version, out["y"].tolist()
 
     assert wait_for(lambda: served() == (1, [3.0, 5.0]), 300, "v1 served by the stack")
-    publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY", version=2)
+    publish(store, model_factory(3.0), "demo", PublishOptions(version=2))
     assert wait_for(lambda: served() == (2, [4.0, 7.0]), 120, "switch to v2")
-    publish(store, model_factory(4.0), "demo", prefix="models", marker="_READY", version=3)
+    publish(store, model_factory(4.0), "demo", PublishOptions(version=3))
     assert wait_for(lambda: served() == (3, [5.0, 9.0]), 120, "switch to v3")
     puller_status = f"http://127.0.0.1:{ports['MODELSYNC_PULLER_PORT']}/status"
     wait_for(
@@ -203,7 +203,7 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
     assert errors == [], errors[:5]
     assert ok[0] > 100
     # after the restarts the node still follows the bucket
-    publish(store, model_factory(5.0), "demo", prefix="models", marker="_READY", version=4)
+    publish(store, model_factory(5.0), "demo", PublishOptions(version=4))
     assert wait_for(lambda: served() == (4, [6.0, 11.0]), 180, "v4 after rolling updates")
     client.close()
 

@@ -131,7 +131,7 @@ def test_catalog_written_once_and_refreshed_by_metadata(
     model_factory,
 ) -> None:
     _proc, api = master
-    publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY")
+    publish(store, model_factory(2.0), "demo")
     info = wait_for(lambda: store.stat(catalog_object("models")), 30, "catalog written")
     catalog = parse_catalog(store.read(catalog_object("models")))
     wait_for(
@@ -155,7 +155,7 @@ def test_catalog_written_once_and_refreshed_by_metadata(
     again = store.stat(catalog_object("models"))
     assert again is not None and again.generation == info.generation  # body not rewritten
     assert float(again.metadata[LISTED_AT]) > stamp  # type: ignore[index]
-    publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY")
+    publish(store, model_factory(3.0), "demo")
     wait_for(
         lambda: (
             parse_catalog(store.read(catalog_object("models"))).complete_versions("demo") == [1, 2]
@@ -180,7 +180,7 @@ def test_nodes_register_go_stale_and_come_back_and_follow_the_api(
 ) -> None:
     proc, api = master
     for a in (2.0, 3.0, 4.0):
-        publish(store, model_factory(a), "demo", prefix="models", marker="_READY")
+        publish(store, model_factory(a), "demo")
     node = Node(
         tmp_path / "node",
         bucket=store_settings.bucket,
@@ -294,7 +294,7 @@ def test_nodes_register_go_stale_and_come_back_and_follow_the_api(
 def test_concurrent_writes_lose_nothing(master, store: GCSStore, model_factory) -> None:  # type: ignore[no-untyped-def]
     _proc, api = master
     for a in (2.0, 3.0):
-        publish(store, model_factory(a), "demo", prefix="models", marker="_READY")
+        publish(store, model_factory(a), "demo")
     results: list[tuple[str, int]] = []
 
     def put(label: str) -> None:
@@ -327,7 +327,7 @@ def test_concurrent_writes_lose_nothing(master, store: GCSStore, model_factory) 
 def test_restart_loses_nothing(
     store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
 ) -> None:
-    publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY")
+    publish(store, model_factory(2.0), "demo")
     db = str(tmp_path / "state" / "master.sqlite3")
     args = dict(
         bucket=store_settings.bucket,
@@ -408,7 +408,7 @@ def test_schemathesis_finds_no_server_errors(
     import sys
 
     _proc, api = master
-    publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY")
+    publish(store, model_factory(2.0), "demo")
     exe = Path(sys.executable).parent / "schemathesis"
     res = subprocess.run(
         [

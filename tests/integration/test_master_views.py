@@ -64,7 +64,7 @@ def complete(url: str, model: str, versions: list[int]) -> bool:
 
 
 def test_json_body_whatever_the_content_type(master, store: GCSStore, model_factory) -> None:  # type: ignore[no-untyped-def]
-    publish(store, model_factory(2.0), "ranker", prefix="models", marker="_READY")
+    publish(store, model_factory(2.0), "ranker")
     wait_for(lambda: complete(master.url, "ranker", [1]), 30, "v1 in the catalog")
     # what `curl -d '{"version": 1}'` sends: a form content type
     code, doc = call(
@@ -103,7 +103,7 @@ def test_one_node_per_node_id_and_converged_since_from_reports(
     ).start()
     try:
         published_at = time.time()
-        publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY")
+        publish(store, model_factory(2.0), "demo")
 
         def converged() -> dict[str, Any] | None:
             doc = call(master.url, "GET", "/v1/cluster", READ)[1]
@@ -135,7 +135,7 @@ def test_malformed_policy_keeps_reads_and_refuses_writes(
     model_factory,
 ) -> None:
     for a in (2.0, 3.0):
-        publish(store, model_factory(a), "demo", prefix="models", marker="_READY")
+        publish(store, model_factory(a), "demo")
     wait_for(lambda: complete(master.url, "demo", [1, 2]), 30, "v1, v2 in the catalog")
     assert call(master.url, "POST", "/v1/models/demo/pin", ADMIN, b'{"version": 1}')[0] == 200
     store.write(policy_object("models"), b'{"schema": 1, "models": {"demo": {"pinn": 2}}}')

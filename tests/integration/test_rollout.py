@@ -15,7 +15,7 @@ from helpers import wait_for, write_corrupt_version
 
 from modelsync.client import PredictClient
 from modelsync.dev.procs import Node, start_master
-from modelsync.publish import publish
+from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
@@ -106,7 +106,7 @@ def fleet(store_settings: StoreSettings, tmp_path: Path):  # type: ignore[no-unt
 
 
 def start_on_v1(fleet: Fleet, store: GCSStore, model_factory, spec: dict) -> None:  # type: ignore[no-untyped-def]
-    publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY", version=1)
+    publish(store, model_factory(2.0), "demo", PublishOptions(version=1))
     wait_for(lambda: set(fleet.served().values()) == {1}, 120, "v1 everywhere")
     code, doc = call(fleet.master.url, "PUT", "/v1/models/demo/rollout", spec)
     assert code == 200, doc
@@ -121,7 +121,7 @@ def test_canary_then_fleet_and_a_master_outage_freezes_it(fleet, store, model_fa
         model_factory,
         {"canary_nodes": 1, "waves": [1.0], "bake_s": 8, "min_requests": 0},
     )
-    publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY", version=2)
+    publish(store, model_factory(3.0), "demo", PublishOptions(version=2))
     r = wait_for(lambda: (r := fleet.rollout())["status"] == "baking" and r, 120, "canary")
     (canary,) = r["nodes_on_version"]
     served = fleet.served()
@@ -173,7 +173,7 @@ def test_two_masters_drive_one_rollout_without_losing_a_write(fleet, store, mode
     )
     second = fleet.start_master("master-b", fleet.tmp / "master-b.sqlite3")
     # the nodes beat to the first master only: the second sees no node and stays idle-safe
-    publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY", version=2)
+    publish(store, model_factory(3.0), "demo", PublishOptions(version=2))
     wait_for(lambda: fleet.rollout()["status"] in ("validating", "baking"), 60, "started")
     code, doc = call(second.url, "PUT", "/v1/models/demo/labels/stable", {"version": 1})
     assert code == 200, doc

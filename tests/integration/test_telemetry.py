@@ -113,7 +113,7 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
     load = None
     try:
         node.start()
-        publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY")
+        publish(store, model_factory(2.0), "demo")
         load = Load(node.grpc_port)
         wait_for(lambda: available(node), 60, "v1 AVAILABLE")  # no Predict before the load
         url = master.url  # type: ignore[attr-defined]

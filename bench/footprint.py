@@ -12,7 +12,14 @@ from typing import Any
 
 from bench.common import rss_mb, table, tree_rss_mb
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import ManagedProcess, Node, start_master, wait_grpc_ready, wait_http_ok
+from modelsync.dev.procs import (
+    ManagedProcess,
+    MasterSpec,
+    Node,
+    start_master,
+    wait_grpc_ready,
+    wait_http_ok,
+)
 from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -47,11 +54,13 @@ def run(quick: bool) -> dict[str, Any]:
             publish(store, src, f"model{i:02d}", PublishOptions(version=1))
         master = start_master(
             tmp / "master",
-            bucket="bench",
-            emulator_host=emu.url,
-            admin_token=ADMIN,
-            node_token=NODE,
-            catalog_s=2,
+            MasterSpec(
+                bucket="bench",
+                emulator_host=emu.url,
+                admin_token=ADMIN,
+                node_token=NODE,
+                catalog_s=2,
+            ),
         )
         node = Node(
             tmp / "node",

@@ -18,7 +18,7 @@ import requests
 
 from bench.common import percentile, table, tree_rss_mb
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import start_master
+from modelsync.dev.procs import MasterSpec, start_master
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval
@@ -68,11 +68,13 @@ def run(quick: bool) -> dict[str, Any]:
                 store.write(f"models/model{m:02d}/1/{f}", b"x")
         master = start_master(
             tmp,
-            bucket="bench",
-            emulator_host=emu.url,
-            admin_token=ADMIN,
-            node_token=NODE,
-            catalog_s=5,
+            MasterSpec(
+                bucket="bench",
+                emulator_host=emu.url,
+                admin_token=ADMIN,
+                node_token=NODE,
+                catalog_s=5,
+            ),
         )
         url = master.url  # type: ignore[attr-defined]
         report = {f"model{m:02d}": [1] for m in range(MODELS)}

@@ -13,7 +13,7 @@ from typing import Any
 from bench.common import median, percentile, table
 from config_manager.tfs_client import GrpcServingClient
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import Node, start_master
+from modelsync.dev.procs import MasterSpec, Node, start_master
 from modelsync.local import LocalLayout
 from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
@@ -49,11 +49,13 @@ def run(quick: bool) -> dict[str, Any]:
         ]
         master = start_master(
             tmp / "master",
-            bucket="bench",
-            emulator_host=emu.url,
-            admin_token=ADMIN,
-            node_token=NODE,
-            catalog_s=1,
+            MasterSpec(
+                bucket="bench",
+                emulator_host=emu.url,
+                admin_token=ADMIN,
+                node_token=NODE,
+                catalog_s=1,
+            ),
         )
         nodes = [
             Node(

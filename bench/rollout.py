@@ -25,7 +25,7 @@ import requests
 from bench.common import table
 from modelsync.client import PredictClient
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import Node, start_master
+from modelsync.dev.procs import MasterSpec, Node, start_master
 from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -81,12 +81,14 @@ class Cluster:
     def __init__(self, tmp: Path, emu_url: str, n: int) -> None:
         self.master = start_master(
             tmp / "master",
-            bucket="bench",
-            emulator_host=emu_url,
-            admin_token=ADMIN,
-            node_token=NODE,
-            catalog_s=0.5,
-            extra_env={"MODELSYNC_ROLLOUT_S": "0.5"},
+            MasterSpec(
+                bucket="bench",
+                emulator_host=emu_url,
+                admin_token=ADMIN,
+                node_token=NODE,
+                catalog_s=0.5,
+                extra_env={"MODELSYNC_ROLLOUT_S": "0.5"},
+            ),
         )
         self.url = self.master.url  # type: ignore[attr-defined]
         env = {"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"}

@@ -109,7 +109,7 @@ def run_demo(
     workdir: str | Path | None = None, exit_after: float | None = None, keep: bool = False
 ) -> int:
     from modelsync.client import PredictClient
-    from modelsync.dev.procs import Node, start_master
+    from modelsync.dev.procs import MasterSpec, Node, start_master
     from modelsync.publish import PublishOptions, publish
     from modelsync.store import GCSStore
 
@@ -137,11 +137,13 @@ def run_demo(
             say("starting the master (gunicorn) ...")
             master = start_master(
                 workdir / "master",
-                bucket=DEMO_BUCKET,
-                emulator_host=emu.url,
-                admin_token=admin_token,
-                node_token=node_token,
-                catalog_s=1.0,
+                MasterSpec(
+                    bucket=DEMO_BUCKET,
+                    emulator_host=emu.url,
+                    admin_token=admin_token,
+                    node_token=node_token,
+                    catalog_s=1.0,
+                ),
             )
             say(f"  master             {master.url}  (admin token: {admin_token})")  # type: ignore[attr-defined]
             say("starting one serving node: model server, config manager, puller, gateway ...")

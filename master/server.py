@@ -6,12 +6,15 @@ an exclusive lock next to the SQLite file.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from dataclasses import replace
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from master.settings import MasterSettings
+from master.settings import MULTIPROC_ENV, MasterSettings
 from modelsync.log import configure_logging, get_logger
 
 log = get_logger("master")
@@ -37,6 +40,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
             "loglevel": "warning",
             "limit_request_line": 8190,
             "preload_app": False,
+            "child_exit": _worker_exited,
+            "on_exit": _arbiter_exiting,
         }.items():
             self.cfg.set(key, value)
 
@@ -45,6 +50,24 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
         configure_logging(self.settings.log_level, json_output=True)
         return create_app(self.settings)
+
+
+def _worker_exited(_server: Any, worker: Any) -> None:
+    """A dead worker's live gauges leave the merged metrics (client_python's multiprocess rule)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
+def _arbiter_exiting(_server: Any) -> None:
+    """The arbiter (never a worker) removes the metrics directory when gunicorn stops."""
+    shutil.rmtree(os.environ.get(MULTIPROC_ENV, ""), ignore_errors=True)
+
+
+def _metrics_dir() -> None:
+    """Every worker writes its metric values under one fresh directory, merged at scrape time
+    (``master.metrics``); set before any worker imports prometheus_client."""
+    os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="modelsync-master-metrics-")
 
 
 def main(port: int | None = None) -> int:
@@ -57,6 +80,7 @@ def main(port: int | None = None) -> int:
 
     check_bindable(settings.http_host, settings.http_port)
     Database(settings.db_path)  # create or migrate the schema once, before the workers fork
+    _metrics_dir()
     log.info(
         "master_starting",
         bind=f"{settings.http_host}:{settings.http_port}",

@@ -7,6 +7,9 @@ from pathlib import Path
 
 from modelsync.settings import Env, SettingsError, StoreSettings
 
+# client_python's multiprocess directory (``master.server`` sets it, ``master.metrics`` reads it)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 @dataclass(frozen=True)
 class MasterSettings:

@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 from typing import IO
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 from master import policy_ops
 from master.catalog_writer import CatalogWriter
+from master.cluster import node_counts
 from master.db import Database
 from master.index import FleetIndex
+from master.metrics import MasterMetrics
 from master.rollout import RolloutController
 from master.settings import MasterSettings
 from master.telemetry import TelemetryStore
@@ -31,38 +31,6 @@ class Unavailable(Exception):
     """The bucket could not be read or written; the message says what."""
 
 
-class MasterMetrics:
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "modelsync_master_requests", "HTTP requests.", ["method", "route", "status"], registry=r
-        )
-        self.latency = Histogram(
-            "modelsync_master_request_seconds",
-            "HTTP request latency.",
-            ["route"],
-            registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
-        )
-        self.heartbeats = Counter(
-            "modelsync_master_heartbeats", "Heartbeats received.", ["role"], registry=r
-        )
-        self.catalog_refreshes = Counter(
-            "modelsync_master_catalog_refreshes",
-            "Catalog refreshes by outcome.",
-            ["outcome"],
-            registry=r,
-        )
-        self.catalog_seconds = Gauge(
-            "modelsync_master_catalog_refresh_seconds",
-            "Duration of the last catalog refresh.",
-            registry=r,
-        )
-        self.nodes = Gauge(
-            "modelsync_master_nodes", "Registered nodes by state.", ["state"], registry=r
-        )
-
-
 class MasterState:
     def __init__(self, settings: MasterSettings, store: RemoteStore | None = None) -> None:
         self.settings = settings
@@ -74,6 +42,7 @@ class MasterState:
         )
         self.metrics = MasterMetrics()
         self.index = FleetIndex()
+        self.metrics.collect_fleet(self.node_counts)
         self.telemetry = TelemetryStore(self.db, settings.telemetry_retention_s).start()
         self.rollouts = RolloutController(self, settings.rollout_s)
         self._stop = threading.Event()
@@ -115,6 +84,11 @@ class MasterState:
                 except Exception:
                     log.exception("retention_failed")
             self._stop.wait(self.settings.catalog_s)
+
+    def node_counts(self, now: float) -> dict[str, int]:
+        """Nodes by state (the metrics' fleet collector reads it at scrape time)."""
+        with self.index.fleet(self.db, now) as fleet:
+            return node_counts(fleet)
 
     def refresh_catalog(self) -> None:
         try:

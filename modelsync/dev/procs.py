@@ -7,7 +7,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelsync.dev.emulator import free_port
@@ -291,38 +292,42 @@ class Node:
         }
 
 
+@dataclass(frozen=True)
+class MasterSpec:
+    """What a master started by ``start_master`` is given (its environment)."""
+
+    bucket: str
+    emulator_host: str
+    admin_token: str
+    node_token: str
+    read_token: str | None = None
+    port: int = 0
+    catalog_s: float = 1.0
+    settle_s: float = 30.0
+    db_path: str | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
 def start_master(
-    workdir: str | os.PathLike[str],
-    *,
-    bucket: str,
-    emulator_host: str,
-    admin_token: str,
-    node_token: str,
-    read_token: str | None = None,
-    port: int = 0,
-    catalog_s: float = 1.0,
-    settle_s: float = 30.0,
-    db_path: str | None = None,
-    extra_env: dict[str, str] | None = None,
-    name: str = "master",
+    workdir: str | os.PathLike[str], spec: MasterSpec, name: str = "master"
 ) -> ManagedProcess:
     """The master under gunicorn on 127.0.0.1; returns once /healthz answers.
     ``proc.port`` and ``proc.url`` tell where."""
-    port = port or free_port()
+    port = spec.port or free_port()
     env = {
-        "MODELSYNC_BUCKET": bucket,
-        "STORAGE_EMULATOR_HOST": emulator_host,
-        "MODELSYNC_ADMIN_TOKEN": admin_token,
-        "MODELSYNC_NODE_TOKEN": node_token,
-        "MODELSYNC_DB": db_path or str(Path(workdir) / "master.sqlite3"),
+        "MODELSYNC_BUCKET": spec.bucket,
+        "STORAGE_EMULATOR_HOST": spec.emulator_host,
+        "MODELSYNC_ADMIN_TOKEN": spec.admin_token,
+        "MODELSYNC_NODE_TOKEN": spec.node_token,
+        "MODELSYNC_DB": spec.db_path or str(Path(workdir) / "master.sqlite3"),
         "MODELSYNC_HTTP_HOST": "127.0.0.1",
-        "MODELSYNC_CATALOG_S": str(catalog_s),
-        "MODELSYNC_SETTLE_S": str(settle_s),
+        "MODELSYNC_CATALOG_S": str(spec.catalog_s),
+        "MODELSYNC_SETTLE_S": str(spec.settle_s),
         "MODELSYNC_DOCKER": "off",
     }
-    if read_token:
-        env["MODELSYNC_READ_TOKEN"] = read_token
-    env.update(extra_env or {})
+    if spec.read_token:
+        env["MODELSYNC_READ_TOKEN"] = spec.read_token
+    env.update(spec.extra_env)
     proc = ManagedProcess(
         name,
         [sys.executable, "-m", "cli", "master", "--port", str(port)],

@@ -26,7 +26,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from modelsync.catalog import policy_object
 from modelsync.client import PredictClient
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import ManagedProcess, Node, start_master
+from modelsync.dev.procs import ManagedProcess, MasterSpec, Node, start_master
 from modelsync.policy import Policy, parse_policy
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
@@ -140,12 +140,14 @@ def running_cluster(
     store.ensure_bucket()
     master = start_master(
         workdir,
-        bucket=bucket,
-        emulator_host=gcs.url,
-        admin_token=ADMIN,
-        node_token=NODE,
-        read_token=READ,
-        catalog_s=0.5,
+        MasterSpec(
+            bucket=bucket,
+            emulator_host=gcs.url,
+            admin_token=ADMIN,
+            node_token=NODE,
+            read_token=READ,
+            catalog_s=0.5,
+        ),
     )
     url: str = master.url  # type: ignore[attr-defined]
     node = Node(

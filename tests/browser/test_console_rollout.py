@@ -24,7 +24,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import Node, start_master
+from modelsync.dev.procs import MasterSpec, Node, start_master
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -104,7 +104,9 @@ def cluster(
     )
     store.ensure_bucket()
     where: dict[str, Any] = {"bucket": bucket, "emulator_host": gcs.url, "node_token": NODE}
-    master = start_master(workdir, admin_token=ADMIN, read_token=READ, catalog_s=0.5, **where)
+    master = start_master(
+        workdir, MasterSpec(admin_token=ADMIN, read_token=READ, catalog_s=0.5, **where)
+    )
     url: str = master.url  # type: ignore[attr-defined]
     beats = {"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"}
     opts: dict[str, Any] = {"name": "node-1", "poll_s": 0.5, "gateway": True, "extra_env": beats}

@@ -223,17 +223,19 @@ def test_swarm_view_flags_nodes_without_live_daemons(stack, tmp_path: Path) -> N
     modelsync services, and flags a TF Serving node whose puller and config manager send it no
     heartbeats (this second master, on the host, receives none: the stack's nodes beat to
     their own master)."""
-    from modelsync.dev.procs import start_master
+    from modelsync.dev.procs import MasterSpec, start_master
 
     emu = stack["emu"]
     admin, node = "swarm-admin-token-0123456789", "swarm-node-token-0123456789"
     proc = start_master(
         tmp_path,
-        bucket="e2e",
-        emulator_host=emu.url,
-        admin_token=admin,
-        node_token=node,
-        extra_env={"MODELSYNC_DOCKER": "on"},
+        MasterSpec(
+            bucket="e2e",
+            emulator_host=emu.url,
+            admin_token=admin,
+            node_token=node,
+            extra_env={"MODELSYNC_DOCKER": "on"},
+        ),
     )
     try:
 

@@ -14,7 +14,7 @@ import pytest
 from helpers import wait_for
 
 from modelsync.catalog import LISTED_AT, catalog_object, parse_catalog, policy_object
-from modelsync.dev.procs import Node, start_master
+from modelsync.dev.procs import MasterSpec, Node, start_master
 from modelsync.policy import parse_policy
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
@@ -56,12 +56,14 @@ class Api:
 def master(store_settings: StoreSettings, tmp_path: Path):  # type: ignore[no-untyped-def]
     proc = start_master(
         tmp_path,
-        bucket=store_settings.bucket,
-        emulator_host=store_settings.emulator_host or "",
-        admin_token=ADMIN,
-        node_token=NODE,
-        read_token=READ,
-        catalog_s=0.5,
+        MasterSpec(
+            bucket=store_settings.bucket,
+            emulator_host=store_settings.emulator_host or "",
+            admin_token=ADMIN,
+            node_token=NODE,
+            read_token=READ,
+            catalog_s=0.5,
+        ),
     )
     yield proc, Api(proc.url)  # type: ignore[attr-defined]
     assert proc.stop() == 0, proc.log_tail()
@@ -329,7 +331,7 @@ def test_restart_loses_nothing(
 ) -> None:
     publish(store, model_factory(2.0), "demo")
     db = str(tmp_path / "state" / "master.sqlite3")
-    args = dict(
+    spec = MasterSpec(
         bucket=store_settings.bucket,
         emulator_host=store_settings.emulator_host or "",
         admin_token=ADMIN,
@@ -337,7 +339,7 @@ def test_restart_loses_nothing(
         read_token=READ,
         db_path=db,
     )
-    proc = start_master(tmp_path, **args)  # type: ignore[arg-type]
+    proc = start_master(tmp_path, spec)
     api = Api(proc.url)  # type: ignore[attr-defined]
     try:
         beat = {
@@ -350,7 +352,7 @@ def test_restart_loses_nothing(
         assert api.call("POST", "/v1/models/demo/pin", ADMIN, {"version": 1})[0] == 200
     finally:
         assert proc.stop() == 0
-    proc = start_master(tmp_path, name="master2", **args)  # type: ignore[arg-type]
+    proc = start_master(tmp_path, spec, name="master2")
     api = Api(proc.url)  # type: ignore[attr-defined]
     try:
         nodes = api.call("GET", "/v1/nodes", READ)[1]["nodes"]

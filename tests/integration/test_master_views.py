@@ -14,7 +14,7 @@ import pytest
 from helpers import wait_for
 
 from modelsync.catalog import policy_object
-from modelsync.dev.procs import Node, start_master
+from modelsync.dev.procs import MasterSpec, Node, start_master
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -47,12 +47,14 @@ def call(
 def master(store_settings: StoreSettings, tmp_path: Path):  # type: ignore[no-untyped-def]
     proc = start_master(
         tmp_path,
-        bucket=store_settings.bucket,
-        emulator_host=store_settings.emulator_host or "",
-        admin_token=ADMIN,
-        node_token=NODE,
-        read_token=READ,
-        catalog_s=0.5,
+        MasterSpec(
+            bucket=store_settings.bucket,
+            emulator_host=store_settings.emulator_host or "",
+            admin_token=ADMIN,
+            node_token=NODE,
+            read_token=READ,
+            catalog_s=0.5,
+        ),
     )
     yield proc
     assert proc.stop() == 0, proc.log_tail()

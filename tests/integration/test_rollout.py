@@ -14,7 +14,7 @@ import pytest
 from helpers import wait_for, write_corrupt_version
 
 from modelsync.client import PredictClient
-from modelsync.dev.procs import Node, start_master
+from modelsync.dev.procs import MasterSpec, Node, start_master
 from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -63,16 +63,18 @@ class Fleet:
     def start_master(self, name: str, db: Path, port: int = 0) -> Any:
         proc = start_master(
             self.tmp / name,
-            bucket=self.settings.bucket,
+            MasterSpec(
+                bucket=self.settings.bucket,
+                port=port,
+                emulator_host=self.settings.emulator_host or "",
+                admin_token=ADMIN,
+                node_token=NODE,
+                read_token=READ,
+                catalog_s=0.5,
+                db_path=str(db),
+                extra_env={"MODELSYNC_ROLLOUT_S": "0.5"},
+            ),
             name=name,
-            port=port,
-            emulator_host=self.settings.emulator_host or "",
-            admin_token=ADMIN,
-            node_token=NODE,
-            read_token=READ,
-            catalog_s=0.5,
-            db_path=str(db),
-            extra_env={"MODELSYNC_ROLLOUT_S": "0.5"},
         )
         self.masters.append(proc)
         return proc

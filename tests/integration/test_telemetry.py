@@ -15,7 +15,7 @@ import pytest
 from helpers import wait_for
 
 from modelsync.client import to_tensor
-from modelsync.dev.procs import Node, start_master
+from modelsync.dev.procs import MasterSpec, Node, start_master
 from modelsync.protos import serving_protos
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
@@ -93,12 +93,14 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
 ) -> None:
     master = start_master(
         tmp_path,
-        bucket=store_settings.bucket,
-        emulator_host=store_settings.emulator_host or "",
-        admin_token=ADMIN,
-        node_token=NODE,
-        read_token=READ,
-        catalog_s=0.5,
+        MasterSpec(
+            bucket=store_settings.bucket,
+            emulator_host=store_settings.emulator_host or "",
+            admin_token=ADMIN,
+            node_token=NODE,
+            read_token=READ,
+            catalog_s=0.5,
+        ),
     )
     node = Node(
         tmp_path / "node",

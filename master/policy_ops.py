@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from master.rollout_plan import apply, operator_step
+from master.rollout_plan import ModelFleet, apply, operator_step
 from modelsync.catalog import policy_object
 from modelsync.policy import ModelPolicy, Policy, PolicyError, dump_policy, parse_policy, served_set
 from modelsync.rollout import RolloutSpec
@@ -186,7 +186,8 @@ def rollout_action(
         if mp.rollout_state is None or spec is None:
             raise Conflict(f"{model} has no staged rollout")
         try:
-            st = operator_step(action, mp.rollout_state, now, live, model, mp, spec)
+            view = ModelFleet(model, spec, mp, live=live)
+            st = operator_step(action, mp.rollout_state, view, now)
         except ValueError as exc:
             raise Conflict(str(exc)) from None
         return p.with_model(model, apply(mp, st))

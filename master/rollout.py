@@ -11,11 +11,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from master.index import CONFIG_MANAGER
-from master.rollout_plan import Step, apply, step
-from master.telemetry import merged
+from master.db import Database
+from master.index import CONFIG_MANAGER, FleetIndex
+from master.policy_ops import PolicyStore
+from master.rollout_plan import ModelFleet, Step, apply, step
+from master.telemetry import TelemetryStore, merged
+from modelsync.catalog import Catalog
 from modelsync.log import get_logger
 from modelsync.policy import Policy
 from modelsync.rollout import Sample
@@ -23,12 +26,24 @@ from modelsync.rollout import Sample
 log = get_logger("master")
 
 
-def sampler(state: Any, model: str, now: float) -> Callable[[int, float], Sample]:
+class RolloutInputs(Protocol):
+    """What the controller reads and writes (the master's ``MasterState``)."""
+
+    db: Database
+    index: FleetIndex
+    policies: PolicyStore
+    telemetry: TelemetryStore
+
+    def catalog(self) -> Catalog | None: ...
+    def policy_written(self, policy: Policy | None = None, generation: int = 0) -> None: ...
+
+
+def sampler(telemetry: TelemetryStore, model: str, now: float) -> Callable[[int, float], Sample]:
     """A version's figures since a time, merged over the nodes where it was the only version
     AVAILABLE (so canary and baseline come from different nodes over the same minutes)."""
 
     def sample(version: int, since: float) -> Sample:
-        figures = merged(state.telemetry.model_minutes(model, since, now + 1).values())
+        figures = merged(telemetry.model_minutes(model, since, now + 1).values())
         iv = figures.by_version.get(str(version))
         if iv is None:
             return Sample()
@@ -38,8 +53,7 @@ def sampler(state: Any, model: str, now: float) -> Callable[[int, float], Sample
 
 
 class RolloutController:
-    def __init__(self, state: Any, interval_s: float) -> None:
-        """``state``: the master's ``MasterState`` (catalog, policies, index, telemetry)."""
+    def __init__(self, state: RolloutInputs, interval_s: float) -> None:
         self.state = state
         self.interval_s = interval_s
         self._stop = threading.Event()
@@ -74,17 +88,10 @@ class RolloutController:
                 complete = catalog.complete_versions(model) if catalog else []
                 available = {v: set(ns) for v, ns in fleet.available.get(model, {}).items()}
                 failed = {v: dict(f) for v, f in fleet.failed.get(model, {}).items()}
-                nxt = step(
-                    model,
-                    spec,
-                    policy.for_model(model),
-                    complete,
-                    live,
-                    available,
-                    failed,
-                    sampler(s, model, now),
-                    now,
+                view = ModelFleet(
+                    model, spec, policy.for_model(model), complete, live, available, failed
                 )
+                nxt = step(view, sampler(s.telemetry, model, now), now)
                 if nxt is not None:
                     steps[model] = nxt
         return steps

@@ -13,12 +13,27 @@ a rollout starts over from stage 0 with the same previous version.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from modelsync.policy import ModelPolicy
 from modelsync.rollout import Health, RolloutSpec, RolloutState, Sample, judge, stage_nodes
 
 SampleFn = Callable[[int, float], Sample]  # (version, since) -> its figures since then
+
+
+@dataclass(frozen=True)
+class ModelFleet:
+    """What one step of a model's rollout is decided on: its spec and policy, the bucket's
+    complete versions, and the fleet's reports (live nodes, where each version is AVAILABLE or
+    failed, and why)."""
+
+    model: str
+    spec: RolloutSpec
+    policy: ModelPolicy
+    complete: Sequence[int] = ()
+    live: Sequence[str] = ()
+    available: Mapping[int, set[str]] = field(default_factory=dict)
+    failed: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -30,31 +45,16 @@ class Step:
 
 
 def start(
-    model: str,
-    spec: RolloutSpec,
-    version: int,
-    previous: int | None,
-    live: Sequence[str],
-    now: float,
-    reason: str,
+    view: ModelFleet, version: int, previous: int | None, now: float, reason: str
 ) -> RolloutState:
-    nodes = stage_nodes(model, version, spec, 0, live)
+    nodes = stage_nodes(view.model, version, view.spec, 0, view.live)
     state = RolloutState(version, previous, "validating", 0, nodes, now, now)
     return state.moved(now, "validating", reason)
 
 
-def step(
-    model: str,
-    spec: RolloutSpec,
-    mp: ModelPolicy,
-    complete: Sequence[int],
-    live: Sequence[str],
-    available: Mapping[int, set[str]],
-    failed: Mapping[int, Mapping[str, str]],
-    sample: SampleFn,
-    now: float,
-) -> Step | None:
-    candidates = sorted(set(complete) - mp.rejected)
+def step(view: ModelFleet, sample: SampleFn, now: float) -> Step | None:
+    spec, mp, live, available = view.spec, view.policy, view.live, view.available
+    candidates = sorted(set(view.complete) - mp.rejected)
     rs = mp.rollout_state
     if mp.pin is not None or not candidates or not live:
         return None  # pinned; nothing to roll out; or this master hears no node: hands off
@@ -69,11 +69,9 @@ def step(
             )
         return Step(
             start(
-                model,
-                spec,
+                view,
                 target,
                 base,
-                live,
                 now,
                 f"v{target} published; v{base} is the stable version",
             ),
@@ -95,11 +93,9 @@ def step(
         if target > stable:
             return Step(
                 start(
-                    model,
-                    spec,
+                    view,
                     target,
                     stable,
-                    live,
                     now,
                     f"v{target} published (stable: v{stable})",
                 ),
@@ -109,9 +105,7 @@ def step(
     # under way: validating, baking or paused
     if target > rs.version:
         return Step(
-            start(
-                model, spec, target, rs.previous, live, now, f"v{target} superseded v{rs.version}"
-            ),
+            start(view, target, rs.previous, now, f"v{target} superseded v{rs.version}"),
             "rollout_started",
         )
     if rs.version not in candidates:
@@ -120,7 +114,7 @@ def step(
             "rollout_rolled_back",
         )
     members = set(rs.nodes)
-    failures = {n: why for n, why in failed.get(rs.version, {}).items() if n in members}
+    failures = {n: why for n, why in view.failed.get(rs.version, {}).items() if n in members}
     if failures:
         health = judge(spec, Sample(), Sample(), failures)
         return Step(
@@ -165,25 +159,17 @@ def step(
         )
     if now - since < spec.bake_s:
         return None
-    return advance(
-        model, spec, rs, live, now, f"baked {now - since:.0f} s: {health.reason}", health
-    )
+    return advance(view, rs, now, f"baked {now - since:.0f} s: {health.reason}", health)
 
 
 def advance(
-    model: str,
-    spec: RolloutSpec,
-    rs: RolloutState,
-    live: Sequence[str],
-    now: float,
-    reason: str,
-    health: Health | None = None,
+    view: ModelFleet, rs: RolloutState, now: float, reason: str, health: Health | None = None
 ) -> Step:
     """The next stage (its nodes validate, then bake), or complete after the last."""
-    if rs.stage >= spec.stages() - 1:
+    if rs.stage >= view.spec.stages() - 1:
         return Step(rs.moved(now, "complete", reason), "rollout_complete", health=health)
     stage = rs.stage + 1
-    nodes = stage_nodes(model, rs.version, spec, stage, live, rs.nodes)
+    nodes = stage_nodes(view.model, rs.version, view.spec, stage, view.live, rs.nodes)
     return Step(
         rs.moved(
             now,
@@ -203,16 +189,9 @@ def apply(mp: ModelPolicy, st: Step) -> ModelPolicy:
     return replace(mp, rollout_state=st.state, rejected=frozenset(rejected))
 
 
-def operator_step(
-    action: str,
-    rs: RolloutState,
-    now: float,
-    live: list[str],
-    model: str,
-    mp: ModelPolicy,
-    spec: RolloutSpec,
-) -> Step:
+def operator_step(action: str, rs: RolloutState, view: ModelFleet, now: float) -> Step:
     """pause, resume, promote (skip the rest of the bake) or abort (roll back) a rollout."""
+    model = view.model
     if not rs.active:
         raise ValueError(f"{model} has no rollout under way (status {rs.status})")
     if action == "pause":
@@ -231,9 +210,7 @@ def operator_step(
             "rollout_resumed",
         )
     if action == "promote":
-        return advance(
-            model, spec, replace(rs, status="baking"), live, now, "promoted by an operator"
-        )
+        return advance(view, replace(rs, status="baking"), now, "promoted by an operator")
     if action == "abort":
         return Step(
             rs.moved(now, "rolled_back", "aborted by an operator"),

@@ -48,7 +48,7 @@ def rollout_json(model: str) -> dict[str, Any]:
     if rs.status == "baking" and spec is not None:
         doc["bake_remaining_s"] = max(0.0, round(spec.bake_s - (now - rs.stage_started_at), 1))
     if rs.active:  # the new version against the previous one since the stage began
-        sample = sampler(s, model, now)
+        sample = sampler(s.telemetry, model, now)
         doc["figures"] = {
             name: {"version": v, **vars(sample(v, rs.stage_started_at))}
             for name, v in (("new", rs.version), ("baseline", rs.previous))

@@ -10,19 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from master.routes.telemetry import DURATION_PATTERN
-from modelsync import __version__
 from modelsync.layout import MAX_VERSION, NAME_PATTERN, VERSION_PATTERN, json_pattern
+from modelsync.openapi import Paths, document, error_response, metrics_path, param
 from modelsync.policy import LABEL_PATTERN, MAX_KEEP_VERSIONS
 from modelsync.reports import MAX_EVENTS_PER_BEAT, ROLES
 from modelsync.rollout import spec_schema
 
 READ, ADMIN, NODE = "readToken", "adminToken", "nodeToken"
 
-_ERR = {
-    "description": "error",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-Paths = dict[str, dict[str, Any]]
+_ERR = error_response()
 
 
 def op(
@@ -61,11 +57,11 @@ def path_param(name: str, pattern: str | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string"}
     if pattern:
         schema["pattern"] = json_pattern(pattern)
-    return {"name": name, "in": "path", "required": True, "schema": schema}
+    return param(name, schema)
 
 
 def query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema}
+    return param(name, schema, "query", required=False)
 
 
 MODEL = path_param("model", NAME_PATTERN)
@@ -92,20 +88,10 @@ WRITE_ERRORS = {
 
 
 def _health_paths() -> Paths:
-    metrics = {
-        "summary": "Prometheus metrics",
-        "security": [],
-        "responses": {
-            "200": {
-                "description": "OK",
-                "content": {"text/plain": {"schema": {"type": "string"}}},
-            }
-        },
-    }
     return {
         "/healthz": {"get": op("The process is alive", None)},
         "/readyz": {"get": op("Ready: the database answers", None, extra={"503": "not ready"})},
-        "/metrics": {"get": metrics},
+        **metrics_path(),
         "/v1/openapi.json": {"get": op("This document", None)},
     }
 
@@ -360,30 +346,23 @@ PARTS = (
 
 
 def openapi_document() -> dict[str, Any]:
-    paths: Paths = {}
-    for part in PARTS:
-        paths.update(part())
     bearer = {"type": "http", "scheme": "bearer"}
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "modelsync master",
-            "version": __version__,
-            "description": "Admin API of modelsync: nodes, models, policy, cluster view.",
-        },
-        "components": {
-            "securitySchemes": {
-                READ: {**bearer, "description": "the read token (the admin token also reads)"},
-                ADMIN: bearer,
-                NODE: bearer,
-            },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string"}, "request_id": {"type": "string"}},
-                }
-            },
-        },
-        "paths": paths,
+    error = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {"error": {"type": "string"}, "request_id": {"type": "string"}},
     }
+    components = {
+        "securitySchemes": {
+            READ: {**bearer, "description": "the read token (the admin token also reads)"},
+            ADMIN: bearer,
+            NODE: bearer,
+        },
+        "schemas": {"Error": error},
+    }
+    return document(
+        "modelsync master",
+        "Admin API of modelsync: nodes, models, policy, cluster view.",
+        components,
+        PARTS,
+    )

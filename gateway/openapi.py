@@ -19,14 +19,13 @@ import numpy as np
 from gateway.convert import MLFLOW_FORMATS, NUMERIC
 from modelsync import layout
 from modelsync.layout import json_pattern
-from modelsync.openapi import Paths, document, error_response, metrics_path, param
+from modelsync.openapi import Paths, document, error_response, metrics_path, operation, param
 from modelsync.tensors import Signature, TensorSpec
 
 NAME_PATTERN = json_pattern(layout.NAME_PATTERN)
 MAX_ROWS = 5
 Known = Mapping[str, tuple[int, Signature]]  # model -> (newest version seen, signature)
 Examples = Callable[[str], dict[str, Any]]  # a path parameter with the example filled in
-_ERR = error_response()
 _MLFLOW_ERR = error_response("MlflowError")
 _ANY_JSON = {"description": "OK", "content": {"application/json": {"schema": {}}}}
 
@@ -208,26 +207,17 @@ def _op(
     mlflow: bool = False,
     body_example: Any = None,
 ) -> dict[str, Any]:
-    err = _MLFLOW_ERR if mlflow else _ERR
-    responses: dict[str, Any] = {"200": _ANY_JSON}
-    for code, text in {
-        **({"401": "no or a wrong token"} if secured else {}),
-        **(errors or {}),
-    }.items():
-        responses[code] = {**err, "description": text}
-    op: dict[str, Any] = {
-        "summary": summary,
-        "responses": responses,
-        "security": [{"bearerAuth": []}] if secured else [],
-    }
-    if body is not None:
-        media: dict[str, Any] = {"schema": body}
-        if body_example is not None:
-            media["example"] = body_example
-        op["requestBody"] = {"required": True, "content": {"application/json": media}}
-    if params:
-        op["parameters"] = params
-    return op
+    codes = {**({"401": "no or a wrong token"} if secured else {}), **(errors or {})}
+    return operation(
+        summary,
+        "bearerAuth" if secured else None,
+        codes,
+        error=_MLFLOW_ERR if mlflow else None,
+        ok=_ANY_JSON,
+        body=body,
+        body_example=body_example,
+        params=params,
+    )
 
 
 NAME_SCHEMA = {"type": "string", "pattern": NAME_PATTERN}

@@ -11,14 +11,12 @@ from typing import Any
 
 from master.routes.telemetry import DURATION_PATTERN
 from modelsync.layout import MAX_VERSION, NAME_PATTERN, VERSION_PATTERN, json_pattern
-from modelsync.openapi import Paths, document, error_response, metrics_path, param
+from modelsync.openapi import Paths, document, metrics_path, operation, param
 from modelsync.policy import LABEL_PATTERN, MAX_KEEP_VERSIONS
 from modelsync.reports import MAX_EVENTS_PER_BEAT, ROLES
 from modelsync.rollout import spec_schema
 
 READ, ADMIN, NODE = "readToken", "adminToken", "nodeToken"
-
-_ERR = error_response()
 
 
 def op(
@@ -30,27 +28,8 @@ def op(
     extra: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One operation: JSON in and out, 401/403 when it needs a token, ``extra`` error codes."""
-    responses: dict[str, Any] = {
-        "200": {
-            "description": "OK",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    }
-    if security:
-        responses["401"] = _ERR
-        responses["403"] = _ERR
-    for code, text in (extra or {}).items():
-        responses[code] = {**_ERR, "description": text}
-    out: dict[str, Any] = {
-        "summary": summary,
-        "responses": responses,
-        "security": [{security: []}] if security else [],
-    }
-    if body is not None:
-        out["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
-    if params:
-        out["parameters"] = params
-    return out
+    errors = {"401": "error", "403": "error"} if security else {}
+    return operation(summary, security, {**errors, **(extra or {})}, body=body, params=params)
 
 
 def path_param(name: str, pattern: str | None = None) -> dict[str, Any]:

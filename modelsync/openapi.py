@@ -3,7 +3,7 @@ parameter, the Prometheus page, and the document's frame."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from modelsync import __version__
@@ -26,6 +26,41 @@ def param(
     out = {"name": name, "in": where, "required": required, "schema": schema}
     if example is not None:
         out["example"] = example
+    return out
+
+
+def operation(
+    summary: str,
+    security: str | None,
+    errors: Mapping[str, str],
+    *,
+    error: dict[str, Any] | None = None,
+    ok: dict[str, Any] | None = None,
+    body: dict[str, Any] | None = None,
+    body_example: Any = None,
+    params: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One operation: ``ok`` (any JSON object by default) or an ``error`` response for each
+    code in ``errors``; ``security`` names the bearer scheme, None for an open route."""
+    err = error or error_response()
+    responses: dict[str, Any] = {
+        "200": ok
+        or {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}
+    }
+    for code, text in errors.items():
+        responses[code] = {**err, "description": text}
+    out: dict[str, Any] = {
+        "summary": summary,
+        "responses": responses,
+        "security": [{security: []}] if security else [],
+    }
+    if body is not None:
+        media: dict[str, Any] = {"schema": body}
+        if body_example is not None:
+            media["example"] = body_example
+        out["requestBody"] = {"required": True, "content": {"application/json": media}}
+    if params:
+        out["parameters"] = params
     return out
 
 

@@ -139,7 +139,8 @@ def create_app(
     app = Flask("tfserving")
     app.config["MAX_CONTENT_LENGTH"] = 256 * 2**20
 
-    def status_doc(name: str, version: int | None, label: str | None) -> dict[str, Any]:
+    def status_doc(name: str, version: int | None, _label: str | None) -> dict[str, Any]:
+        # a label is not looked at: TF Serving's GetModelStatusImpl reads only the version
         return {
             "model_version_status": [
                 {
@@ -147,7 +148,7 @@ def create_app(
                     "state": s.state.name,
                     "status": {"error_code": s.error_code, "error_message": s.error_message},
                 }
-                for s in manager.status(name, version, label)
+                for s in manager.status(name, version)
             ]
         }
 

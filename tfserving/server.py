@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         False,
         "allow labels onto versions that are not AVAILABLE",
     )
+    # as main.cc / server.cc: Predict answers each value in its typed field (kAsProtoField)
+    # unless this packs them into tensor_content (kAsProtoContent)
+    flag(
+        "enable_serialization_as_tensor_content",
+        bool,
+        False,
+        "answer Predict with outputs in tensor_content instead of typed fields",
+    )
     flag("grpc_max_threads", int, 0, "gRPC worker threads; 0 = 4 x cores")
     flag("saved_model_tags", str, "serve", "comma-separated MetaGraph tags")
     flag("ssl_config_file", str, "", "(not supported: must be empty)")
@@ -191,7 +199,10 @@ class ModelServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.manager, metrics), self.grpc_server
+            PredictionService(
+                self.manager, metrics, tensor_content=a.enable_serialization_as_tensor_content
+            ),
+            self.grpc_server,
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager), self.grpc_server

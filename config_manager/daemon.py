@@ -49,7 +49,7 @@ from config_manager.settings import ConfigManagerSettings
 from config_manager.telemetry import Outbox, TelemetryReader
 from config_manager.tfs_client import GrpcServingClient
 from config_manager.validation import GrpcValidator, Validator
-from modelsync.heartbeat import EventBuffer
+from modelsync.events import EventLog
 from modelsync.local import LocalLayout, LocalStateError
 from modelsync.log import configure_logging, get_logger
 from modelsync.nodedaemon import serve
@@ -75,11 +75,11 @@ class ConfigManager:
         )
         if validator is None and settings.validate:
             validator = GrpcValidator(settings.tfserving, settings.load_timeout_s)
+        self.events = EventLog(log)
         self.gate = ValidationGate(
-            self.layout, validator if settings.validate else None, self.event
+            self.layout, validator if settings.validate else None, self.events
         )
         self.metrics = ConfigManagerMetrics()
-        self.events = EventBuffer(maxlen=1000)
         self.stop_event = threading.Event()
         self.sync_event = threading.Event()
         self._lock = threading.Lock()
@@ -106,10 +106,6 @@ class ConfigManager:
         self._last_downtime_s: float | None = None  # how long TF Serving was seen down
 
     # --- helpers -------------------------------------------------------------------------------
-    def event(self, name: str, level: str = "info", **fields: Any) -> None:
-        self.events.add({"event": name, "at": time.time(), **fields})
-        getattr(log, level)(name, **fields)
-
     def _policy(self) -> Policy:
         """The puller's last good copy of the policy (one reader of the bucket per node)."""
         try:
@@ -117,7 +113,7 @@ class ConfigManager:
         except LocalStateError as exc:
             if self._policy_problem != str(exc):
                 self._policy_problem = str(exc)
-                self.event("local_policy_unreadable", "error", error=str(exc))
+                self.events.emit("local_policy_unreadable", "error", error=str(exc))
             return Policy()
         self._policy_problem = None
         return Policy() if saved is None else saved.policy
@@ -133,7 +129,7 @@ class ConfigManager:
         except ServingUnavailable as exc:
             if self._tfs_up is not False:
                 self._down_since = time.monotonic()
-                self.event(
+                self.events.emit(
                     "tfserving_unavailable",
                     "warning",
                     target=self.settings.tfserving,
@@ -144,7 +140,7 @@ class ConfigManager:
             return None
         if self._tfs_up is False:
             self._last_downtime_s = round(time.monotonic() - (self._down_since or 0.0), 1)
-            self.event(
+            self.events.emit(
                 "tfserving_back", target=self.settings.tfserving, down_s=self._last_downtime_s
             )
         self._tfs_up = True
@@ -178,7 +174,7 @@ class ConfigManager:
             memory_factor=cfg.memory_factor,
         )
         for model in plan.swapping - self._reload.swapping:
-            self.event(
+            self.events.emit(
                 "swap_unload_first",
                 "warning",
                 model=model,
@@ -189,7 +185,7 @@ class ConfigManager:
             self._failure_reasons[(model, s.version)] = s.error_message
             self.metrics.load_failures.inc()
             result.failed.append((model, s.version))
-            self.event(
+            self.events.emit(
                 "version_load_failed",
                 "error",
                 model=model,
@@ -200,7 +196,7 @@ class ConfigManager:
         if plan.restarted:
             # TF Serving no longer knows versions it was given: it restarted (or lost them)
             self.metrics.tfs_restarts.inc()
-            self.event(
+            self.events.emit(
                 "tfserving_restarted",
                 "warning",
                 target=self.settings.tfserving,
@@ -276,7 +272,7 @@ class ConfigManager:
                 self._down_since = time.monotonic()
             self._tfs_up = False
             self.metrics.reloads.labels("unavailable").inc()
-            self.event("reload_failed", "warning", error=str(exc))
+            self.events.emit("reload_failed", "warning", error=str(exc))
             result.reload_errors.append(str(exc))
             return False
         self._reload = after_push(self._reload, plan)
@@ -286,7 +282,7 @@ class ConfigManager:
             # the failure shows up in the version states below
             self.metrics.reloads.labels("error").inc()
             result.reload_errors.append(message)
-            self.event("reload_error", "warning", code=code, error=message)
+            self.events.emit("reload_error", "warning", code=code, error=message)
         settled = self._wait_settled(plan.staged)
         seconds = round(time.monotonic() - started, 3)
         self.metrics.reload_seconds.observe(seconds)
@@ -302,7 +298,7 @@ class ConfigManager:
             "settled": settled,
             "models": versions,
         }
-        self.event(
+        self.events.emit(
             "config_reloaded",
             models=len(plan.staged),
             seconds=seconds,
@@ -329,11 +325,11 @@ class ConfigManager:
             ):
                 return True
             if self.layout.watch_signature() != start_sig:
-                self.event("reload_wait_interrupted", reason="new installs or policy")
+                self.events.emit("reload_wait_interrupted", reason="new installs or policy")
                 return False
             time.sleep(0.1)
         if not self.stop_event.is_set():
-            self.event("load_timeout", "warning", seconds=self.settings.load_timeout_s)
+            self.events.emit("load_timeout", "warning", seconds=self.settings.load_timeout_s)
         return False
 
     def _prune(
@@ -368,7 +364,7 @@ class ConfigManager:
             )
             self.metrics.pruned.inc()
             result.pruned.append((model, version))
-            self.event(
+            self.events.emit(
                 "version_pruned",
                 model=model,
                 version=version,
@@ -390,7 +386,7 @@ class ConfigManager:
                 try:
                     self.tick()
                 except OSError as exc:
-                    self.event("tick_failed", "error", error=str(exc))
+                    self.events.emit("tick_failed", "error", error=str(exc))
                 last_sig, last_tick = sig, time.monotonic()
                 continue
             self.sync_event.wait(self.settings.watch_s)

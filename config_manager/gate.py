@@ -14,24 +14,23 @@ serve, and no second move can race a reader.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from config_manager.checks import ValidationResult, shadow_name
 from config_manager.serving import AVAILABLE, VersionState
 from config_manager.validation import Validator
+from modelsync.events import EventLog
 from modelsync.local import LocalLayout
 
 Key = tuple[str, int]
 
 
 class ValidationGate:
-    def __init__(
-        self, layout: LocalLayout, validator: Validator | None, event: Callable[..., None]
-    ) -> None:
+    def __init__(self, layout: LocalLayout, validator: Validator | None, events: EventLog) -> None:
         self.layout = layout
         self.validator = validator  # None: validation is off
-        self.event = event
+        self.events = events
         self.last: dict[Key, dict[str, Any]] = {}
 
     @property
@@ -90,7 +89,7 @@ class ValidationGate:
         self.layout.write_validation(model, version, doc)
         self.last[(model, version)] = doc
         if result.ok:
-            self.event(
+            self.events.emit(
                 "version_validated",
                 model=model,
                 version=version,
@@ -100,7 +99,7 @@ class ValidationGate:
                 p99_ms=doc["p99_ms"],
             )
         else:
-            self.event(
+            self.events.emit(
                 "version_validation_failed",
                 "error",
                 model=model,

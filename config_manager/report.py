@@ -70,7 +70,7 @@ def status_doc(m: Any) -> dict[str, Any]:
             for (model, v), fp in m._reload.failed.items()
         ],
         "validations": {f"{model}/{v}": r for (model, v), r in sorted(m.gate.last.items())},
-        "events": m.events.recent(50),
+        "events": [e.to_json() for e in m.events.recent(50)],
     }
 
 

@@ -14,7 +14,8 @@ from gateway.httpd import GatewayHTTPServer
 from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
 from gateway.tfs import TFServingClient
-from modelsync.heartbeat import EventBuffer, HeartbeatSender
+from modelsync.events import EventLog
+from modelsync.heartbeat import HeartbeatSender
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.log import configure_logging, get_logger
 
@@ -54,7 +55,7 @@ def start_heartbeats(
         "gateway",
         settings.heartbeat_s,
         status,
-        EventBuffer(100),
+        EventLog(log, 100),
         lambda: None,
         stop,
     ).start()

@@ -2,13 +2,12 @@
 
 Every ``heartbeat_s`` the daemon POSTs ``/v1/nodes/heartbeat`` with its node token, a status
 summary and the events since the last beat that got through. The answer may ask for a sync now.
-The master being down changes nothing on the node: the events wait in a bounded buffer and the
-daemon keeps working.
+The master being down changes nothing on the node: the events wait in the daemon's bounded
+:class:`~modelsync.events.EventLog` and the daemon keeps working.
 """
 
 from __future__ import annotations
 
-import collections
 import socket
 import threading
 from collections.abc import Callable
@@ -17,38 +16,10 @@ from typing import Any, Protocol
 import requests
 
 from modelsync import __version__
+from modelsync.events import EventLog
 from modelsync.log import get_logger
 
 log = get_logger("heartbeat")
-
-
-class EventBuffer:
-    """Events with sequence numbers, bounded; the heartbeat sends those after its cursor."""
-
-    def __init__(self, maxlen: int = 1000) -> None:
-        self._items: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(
-            maxlen=maxlen
-        )
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    def add(self, event: dict[str, Any]) -> None:
-        with self._lock:
-            self._seq += 1
-            self._items.append((self._seq, event))
-
-    def since(self, seq: int, limit: int = 500) -> tuple[int, list[dict[str, Any]]]:
-        with self._lock:
-            items = [(s, e) for s, e in self._items if s > seq][:limit]
-        return (items[-1][0] if items else seq), [e for _s, e in items]
-
-    def recent(self, n: int = 50) -> list[dict[str, Any]]:
-        with self._lock:
-            return [e for _s, e in list(self._items)[-n:]]
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        with self._lock:
-            return iter([e for _s, e in self._items])
 
 
 class Outbox(Protocol):
@@ -68,7 +39,7 @@ class HeartbeatSender:
         role: str,
         heartbeat_s: float,
         status: Callable[[], dict[str, Any]],
-        events: EventBuffer,
+        events: EventLog,
         on_sync: Callable[[], None],
         stop: threading.Event,
         outbox: Outbox | None = None,
@@ -104,7 +75,7 @@ class HeartbeatSender:
             "version": __version__,
             "heartbeat_s": self.heartbeat_s,
             "status": self.status(),
-            "events": events,
+            "events": [e.to_json() for e in events],
         }
         extra = self.outbox.take() if self.outbox is not None else None
         if extra is not None:

@@ -9,7 +9,8 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from modelsync.heartbeat import EventBuffer, HeartbeatSender
+from modelsync.events import EventLog
+from modelsync.heartbeat import HeartbeatSender
 from modelsync.httpd import DaemonHTTPServer, Handler
 from modelsync.lifecycle import install_stop_handlers
 from modelsync.log import EventLogger
@@ -20,7 +21,7 @@ class NodeDaemon(Protocol):
     role: str
     stop_event: threading.Event
     sync_event: threading.Event
-    events: EventBuffer
+    events: EventLog
 
     def ready(self) -> tuple[bool, dict[str, Any]]: ...
     def status(self) -> dict[str, Any]: ...

@@ -22,7 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from modelsync.heartbeat import EventBuffer
+from modelsync.events import EventLog
 from modelsync.local import LocalLayout
 from modelsync.log import configure_logging, get_logger
 from modelsync.nodedaemon import serve
@@ -115,6 +115,9 @@ class Puller:
             catalog_max_age_s=settings.catalog_max_age_s,
             settle_s=settings.settle_s,
         )
+        self.events = EventLog(log)
+        for event in self.view.take_events():
+            self.events.add(event)
         self.stop_event = threading.Event()
         self.sync_event = threading.Event()
         self.file_pool = ThreadPoolExecutor(
@@ -132,7 +135,6 @@ class Puller:
             stop=self.stop_event,
         )
         self.metrics = PullerMetrics()
-        self.events = EventBuffer(maxlen=1000)
         self._failures: dict[tuple[str, int, str, int | None], _Failure] = {}
         self._seen_problems: set[str] = set()
         self._lock = threading.Lock()
@@ -140,11 +142,6 @@ class Puller:
         self._last_ok_at: float | None = None
         self._wanted: dict[str, list[int]] = {}
         self._calls_seen: collections.Counter[str] = collections.Counter()
-
-    # --- events --------------------------------------------------------------------------------
-    def event(self, name: str, level: str = "info", **fields: Any) -> None:
-        self.events.add({"event": name, "at": time.time(), **fields})
-        getattr(log, level)(name, **fields)
 
     # --- one pass ------------------------------------------------------------------------------
     def tick(self) -> PollResult:
@@ -156,7 +153,7 @@ class Puller:
             seconds = round(time.monotonic() - started, 3)
             result = PollResult(ok=False, error=str(exc), seconds=seconds)
             self.metrics.polls.labels("error").inc()
-            self.event(
+            self.events.emit(
                 "poll_failed",
                 "warning",
                 error=str(exc),
@@ -165,8 +162,8 @@ class Puller:
             )
             self._finish(result)
             return result
-        for e in state.events:
-            self.event(str(e.pop("event")), "warning" if "malformed" in str(e) else "info", **e)
+        for event in state.events:
+            self.events.add(event)
         for path, reason in state.skipped:
             self._once(f"skipped:{path}", "object_skipped", path=path, reason=reason)
         result = PollResult(ok=True, source=state.source, calls=state.calls)
@@ -183,7 +180,7 @@ class Puller:
     def _once(self, key: str, name: str, **fields: Any) -> None:
         if key not in self._seen_problems:
             self._seen_problems.add(key)
-            self.event(name, "warning", **fields)
+            self.events.emit(name, "warning", **fields)
 
     def _sync(self, state: RemoteState, result: PollResult) -> None:
         inventory = self.layout.inventory()
@@ -208,7 +205,7 @@ class Puller:
         futures = {}
         for item, ref in due:
             if item.reason == "changed":
-                self.event(
+                self.events.emit(
                     "version_changed_remotely",
                     "warning",
                     model=item.model,
@@ -242,7 +239,7 @@ class Puller:
             self._failures[key] = _Failure(count, time.monotonic() + delay, exc.kind, str(exc))
             self.metrics.installs.labels(exc.kind).inc()
             result.failed.append((item.model, item.version, exc.kind))
-            self.event(
+            self.events.emit(
                 PERMANENT.get(exc.kind, "install_failed"),
                 "error" if exc.kind != "changed" else "warning",
                 model=item.model,
@@ -258,7 +255,7 @@ class Puller:
         self.metrics.install_bytes.inc(record.bytes)
         self.metrics.install_seconds.observe(record.seconds)
         result.installed.append((item.model, item.version))
-        self.event(
+        self.events.emit(
             "version_installed",
             model=item.model,
             version=item.version,
@@ -284,7 +281,7 @@ class Puller:
             try:
                 self.tick()
             except OSError as exc:  # the local disk failed us: an event, then try again
-                self.event("tick_failed", "error", error=str(exc))
+                self.events.emit("tick_failed", "error", error=str(exc))
             self.sync_event.wait(self.settings.poll_s)
             if self.stop_event.is_set():
                 break
@@ -293,7 +290,7 @@ class Puller:
         inventory = self.layout.inventory()
         with self._lock:
             last = self._last
-        events = self.events.recent(50)
+        events = [e.to_json() for e in self.events.recent(50)]
         return {
             "node_id": self.settings.node.node_id,
             "role": "puller",

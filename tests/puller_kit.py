@@ -27,4 +27,4 @@ def same_tree(a: Path, b: Path) -> bool:
 
 
 def events(puller: Puller, name: str) -> list[dict]:
-    return [e for e in puller.events if e["event"] == name]
+    return [e.to_json() for e in puller.events if e.name == name]

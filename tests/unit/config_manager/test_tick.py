@@ -38,7 +38,7 @@ def node(tmp_path: Path) -> tuple[ConfigManager, FakeServing, LocalLayout]:
 
 
 def events(manager: ConfigManager, name: str) -> list[dict]:
-    return [e for e in manager.events if e["event"] == name]
+    return [e.to_json() for e in manager.events if e.name == name]
 
 
 def test_first_pass_serves_what_is_installed(node) -> None:  # type: ignore[no-untyped-def]

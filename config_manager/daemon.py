@@ -54,6 +54,7 @@ from modelsync.local import LocalLayout, LocalStateError
 from modelsync.log import configure_logging, get_logger
 from modelsync.nodedaemon import serve
 from modelsync.policy import Policy
+from modelsync.reports import ConfigManagerStatus, ReloadReport
 
 log = get_logger("config_manager")
 
@@ -86,7 +87,7 @@ class ConfigManager:
         self._reload = ReloadState()
         self._tfs_up: bool | None = None
         self._states: dict[str, dict[int, VersionState]] = {}
-        self._last_reload: dict[str, Any] | None = None
+        self._last_reload: ReloadReport | None = None
         self._last_tick: TickResult | None = None
         self._last_tick_at: float | None = None
         self._policy_problem: str | None = None
@@ -394,7 +395,7 @@ class ConfigManager:
     def status(self) -> dict[str, Any]:
         return status_doc(self)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> ConfigManagerStatus:
         """What the master needs of this node (heartbeat status)."""
         return summary_doc(self)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from config_manager.checks import shadowed
 from config_manager.serving import AVAILABLE, VersionState
+from modelsync.reports import ConfigManagerStatus
 
 
 @dataclass
@@ -74,7 +75,7 @@ def status_doc(m: Any) -> dict[str, Any]:
     }
 
 
-def summary_doc(m: Any) -> dict[str, Any]:
+def summary_doc(m: Any) -> ConfigManagerStatus:
     """The heartbeat's status of a ``ConfigManager`` ``m``: the real models only (a version
     under validation is not served: its shadow is no model of anyone's)."""
     states = {name: vs for name, vs in m._states.items() if shadowed(name) is None}

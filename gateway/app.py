@@ -31,6 +31,7 @@ from gateway.settings import GatewaySettings
 from gateway.tfs import TFServingClient
 from modelsync.layout import is_model_name, parse_version
 from modelsync.log import get_logger
+from modelsync.reports import HistorySummary
 from modelsync.tensors import Signature
 
 log = get_logger("gateway")
@@ -327,6 +328,6 @@ class Gateway:
             return _json({"error": "limit: expected an integer from 1 to 1000"}, 400)
         return _json({"entries": self.history.entries(model or None, int(limit_text))})
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> HistorySummary:
         """The request history's per-model summary (small, JSON-able: for a heartbeat)."""
         return self.history.summary()

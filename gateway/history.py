@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelsync.reports import HistorySummary, ModelHistory
+
 CONVENTIONS = ("mlflow", "kraken", "tfserving-rest")
 MAX_ERROR_CHARS = 500
 SUMMARY_ERROR_CHARS = 200
@@ -172,14 +174,14 @@ class History:
         with self._lock:
             return list(self._rings)
 
-    def summary(self, max_models: int = 50, last: int = 10) -> dict[str, Any]:
+    def summary(self, max_models: int = 50, last: int = 10) -> HistorySummary:
         """Per model (the ``max_models`` most recently used): count and errors since start,
         requests by status, p50/p99 latency of the ring, the last ``last`` entries without
         captured bodies. Small and JSON-able, for a heartbeat."""
         with self._lock:
             rings = list(self._rings.items())[-max_models:]
             snap = [(m, r.count, r.errors, dict(r.by_status), list(r.entries)) for m, r in rings]
-        models: dict[str, Any] = {}
+        models: dict[str, ModelHistory] = {}
         for model, count, errors, by_status, entries in reversed(snap):
             lat = [e.latency_ms for e in entries]
             tail = []

@@ -18,6 +18,7 @@ from modelsync.events import EventLog
 from modelsync.heartbeat import HeartbeatSender
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.log import configure_logging, get_logger
+from modelsync.reports import GatewayStatus
 
 log = get_logger("gateway")
 
@@ -45,7 +46,7 @@ def start_heartbeats(
         host = settings.node_id
     url = settings.advertise_url or f"http://{host}:{port}"
 
-    def status() -> dict[str, object]:
+    def status() -> GatewayStatus:
         return {"url": url, "auth": settings.token is not None, **gateway.summary()}
 
     return HeartbeatSender(

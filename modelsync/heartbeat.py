@@ -11,13 +11,14 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import requests
 
 from modelsync import __version__
 from modelsync.events import EventLog
 from modelsync.log import get_logger
+from modelsync.reports import Heartbeat, NodeStatus
 
 log = get_logger("heartbeat")
 
@@ -38,7 +39,7 @@ class HeartbeatSender:
         node_id: str,
         role: str,
         heartbeat_s: float,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], NodeStatus],
         events: EventLog,
         on_sync: Callable[[], None],
         stop: threading.Event,
@@ -68,7 +69,7 @@ class HeartbeatSender:
         import time
 
         upto, events = self.events.since(self.cursor)
-        doc: dict[str, Any] = {
+        doc: Heartbeat = {
             "node_id": self.node_id,
             "role": self.role,
             "hostname": socket.gethostname(),
@@ -82,7 +83,9 @@ class HeartbeatSender:
             doc["telemetry"] = extra
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         try:
-            resp = self.session.post(self.url, json=doc, headers=headers, timeout=5)
+            # requests types its ``json`` as plain JSON values, which a TypedDict is not
+            body = cast(dict[str, Any], doc)
+            resp = self.session.post(self.url, json=body, headers=headers, timeout=5)
             if resp.status_code != 200:
                 raise requests.RequestException(f"HTTP {resp.status_code}: {resp.text[:200]}")
             answer = resp.json()

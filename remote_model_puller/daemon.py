@@ -26,6 +26,7 @@ from modelsync.events import EventLog
 from modelsync.local import LocalLayout
 from modelsync.log import configure_logging, get_logger
 from modelsync.nodedaemon import serve
+from modelsync.reports import PullerStatus
 from modelsync.store import GCSStore, RemoteStore, StoreError
 from remote_model_puller.bucket_view import BucketView, RemoteState
 from remote_model_puller.installer import Installer, InstallError
@@ -329,7 +330,7 @@ class Puller:
             "events": events,
         }
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> PullerStatus:
         """What the master needs of this node (heartbeat status)."""
         with self._lock:
             last = self._last

@@ -69,7 +69,7 @@ class ConfigManager:
         validator: Validator | None = None,
     ) -> None:
         self.settings = settings
-        self.layout = LocalLayout(settings.node.model_root)
+        self.layout = LocalLayout(settings.model_root)
         self.layout.ensure()
         self.client: ServingClient = client or GrpcServingClient(
             settings.tfserving, settings.tfs_timeout_s
@@ -422,21 +422,14 @@ class ConfigManager:
 
 def main(port: int | None = None) -> int:
     settings = ConfigManagerSettings.from_env()
-    if port is not None:
-        settings = replace(settings, node=replace(settings.node, http_port=port))
+    settings = replace(settings, node=settings.node.with_port(port))
     configure_logging(settings.node.log_level, json_output=True)
     manager = ConfigManager(settings)
-    node = settings.node
     return serve(
         manager,
-        node,
+        settings.node,
         manager.metrics.registry,
         log,
-        lambda http_port: log.info(
-            "config_manager_started",
-            node_id=node.node_id,
-            model_root=str(node.model_root),
-            tfserving=settings.tfserving,
-            http=f"{node.http_host}:{http_port}",
-        ),
+        model_root=str(settings.model_root),
+        tfserving=settings.tfserving,
     )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from modelsync.settings import Env, NodeSettings
+from modelsync.settings import Env, NodeSettings, model_root
 
 DEFAULT_PORT = 8002
 
@@ -12,6 +13,7 @@ DEFAULT_PORT = 8002
 @dataclass(frozen=True)
 class ConfigManagerSettings:
     node: NodeSettings
+    model_root: Path
     tfserving: str = "127.0.0.1:8500"
     tfserving_model_root: str | None = None
     reconcile_s: float = 30.0
@@ -30,6 +32,7 @@ class ConfigManagerSettings:
         env = env or Env()
         return cls(
             node=NodeSettings.from_env(env, default_port=DEFAULT_PORT),
+            model_root=model_root(env),
             tfserving=env.text("MODELSYNC_TFSERVING", "127.0.0.1:8500"),
             tfserving_model_root=env.opt_text("MODELSYNC_TFSERVING_MODEL_ROOT"),
             reconcile_s=env.number("MODELSYNC_RECONCILE_S", 30.0, minimum=0.1),
@@ -54,4 +57,4 @@ class ConfigManagerSettings:
     @property
     def tfs_root(self) -> str:
         """The model root as TF Serving sees it (the base paths in the config)."""
-        return self.tfserving_model_root or str(self.node.model_root)
+        return self.tfserving_model_root or str(self.model_root)

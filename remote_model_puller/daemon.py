@@ -98,13 +98,14 @@ class PullerMetrics:
 
 class Puller:
     role = "puller"
+    outbox = None  # nothing to carry on a beat but the status and the events
 
     def __init__(self, settings: PullerSettings, store: RemoteStore | None = None) -> None:
         self.settings = settings
         self.store: RemoteStore = store or GCSStore(
             settings.store, pool_size=max(10, settings.download_workers + 4)
         )
-        self.layout = LocalLayout(settings.node.model_root)
+        self.layout = LocalLayout(settings.model_root)
         self.layout.ensure()
         swept = self.layout.sweep_incoming()
         if swept:
@@ -295,7 +296,7 @@ class Puller:
         return {
             "node_id": self.settings.node.node_id,
             "role": "puller",
-            "model_root": str(self.settings.node.model_root),
+            "model_root": str(self.settings.model_root),
             "source": self.view.source,
             "last_poll": None
             if last is None
@@ -383,23 +384,17 @@ class Puller:
 
 def main(port: int | None = None) -> int:
     settings = PullerSettings.from_env()
-    if port is not None:
-        settings = replace(settings, node=replace(settings.node, http_port=port))
+    settings = replace(settings, node=settings.node.with_port(port))
     configure_logging(settings.node.log_level, json_output=True)
     puller = Puller(settings)
-    node = settings.node
+    store = settings.store
     return serve(
         puller,
-        node,
+        settings.node,
         puller.metrics.registry,
         log,
-        lambda http_port: log.info(
-            "puller_started",
-            node_id=node.node_id,
-            model_root=str(node.model_root),
-            bucket=settings.store.bucket,
-            prefix=settings.store.prefix,
-            http=f"{node.http_host}:{http_port}",
-            poll_s=settings.poll_s,
-        ),
+        model_root=str(settings.model_root),
+        bucket=store.bucket,
+        prefix=store.prefix,
+        poll_s=settings.poll_s,
     )

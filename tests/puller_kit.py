@@ -13,7 +13,8 @@ from remote_model_puller.settings import PullerSettings
 def make_puller(store_settings: StoreSettings, root: Path, **overrides) -> Puller:  # type: ignore[no-untyped-def]
     settings = PullerSettings(
         store=store_settings,
-        node=NodeSettings(node_id="node-a", model_root=root, http_port=0),
+        node=NodeSettings(node_id="node-a", http_port=0),
+        model_root=root,
         settle_s=overrides.pop("settle_s", 0.5),
         catalog_max_age_s=overrides.pop("catalog_max_age_s", 60),
         **overrides,

@@ -12,8 +12,6 @@ config is pushed again as soon as it answers.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 from collections.abc import Mapping
@@ -24,12 +22,12 @@ from config_manager.availability import AvailabilityLog
 from config_manager.checks import shadowed
 from config_manager.gate import ValidationGate
 from config_manager.metrics import ConfigManagerMetrics
+from config_manager.observed import FailureBook, ServingView
 from config_manager.planner import (
     DEADLINE_EXCEEDED,
     ReloadPlan,
     ReloadState,
     after_push,
-    available,
     failed_by_model,
     keep_failures,
     plan_reload,
@@ -50,13 +48,27 @@ from config_manager.telemetry import Outbox, TelemetryReader
 from config_manager.tfs_client import GrpcServingClient
 from config_manager.validation import GrpcValidator, Validator
 from modelsync.events import EventLog
-from modelsync.local import LocalLayout, LocalStateError
+from modelsync.local import InstallRecord, LocalLayout, LocalStateError
 from modelsync.log import configure_logging, get_logger
 from modelsync.nodedaemon import serve
 from modelsync.policy import Policy
 from modelsync.reports import ConfigManagerStatus, ReloadReport
 
 log = get_logger("config_manager")
+
+Inventory = Mapping[str, Mapping[int, InstallRecord | None]]
+States = dict[str, dict[int, VersionState]]
+
+
+def fingerprints(inventory: Inventory) -> dict[str, dict[int, str]]:
+    """The versions on disk that have an install record, with the record's fingerprint."""
+    return {
+        m: {v: r.fingerprint for v, r in vs.items() if r is not None} for m, vs in inventory.items()
+    }
+
+
+def sizes(inventory: Inventory) -> dict[tuple[str, int], int]:
+    return {(m, v): r.bytes for m, vs in inventory.items() for v, r in vs.items() if r is not None}
 
 
 class ConfigManager:
@@ -83,28 +95,25 @@ class ConfigManager:
         self.metrics = ConfigManagerMetrics()
         self.stop_event = threading.Event()
         self.sync_event = threading.Event()
-        self._lock = threading.Lock()
-        self._reload = ReloadState()
-        self._tfs_up: bool | None = None
-        self._states: dict[str, dict[int, VersionState]] = {}
-        self._last_reload: ReloadReport | None = None
-        self._last_tick: TickResult | None = None
-        self._last_tick_at: float | None = None
-        self._policy_problem: str | None = None
+        # what the passes remember: the planner's state, what TF Serving was seen doing, why
+        # versions are left out, and what the last pass and reload did (for the report)
+        self.reload_state = ReloadState()
+        self.serving = ServingView()
+        self.failures = FailureBook()
         self.availability = AvailabilityLog(self.layout)
+        self.last_tick: TickResult | None = None
+        self.last_reload: ReloadReport | None = None
+        self._sizes: dict[tuple[str, int], int] = {}
+        self._policy_problem: str | None = None
         self.outbox = Outbox()  # request telemetry, carried by the heartbeats
         self.telemetry = TelemetryReader(
             settings.tfserving_metrics_url,
             settings.telemetry_s or 1.0,
             self.outbox,
-            models=lambda: {m for m in self._reload.pushed if shadowed(m) is None},
-            available=lambda: available(self._states),
+            models=lambda: {m for m in self.reload_state.pushed if shadowed(m) is None},
+            available=self.serving.available,
             stop=self.stop_event,
         )
-        self._failure_reasons: dict[tuple[str, int], str] = {}
-        self._down_since: float | None = None
-        self._sizes: dict[tuple[str, int], int] = {}
-        self._last_downtime_s: float | None = None  # how long TF Serving was seen down
 
     # --- helpers -------------------------------------------------------------------------------
     def _policy(self) -> Policy:
@@ -119,8 +128,9 @@ class ConfigManager:
         self._policy_problem = None
         return Policy() if saved is None else saved.policy
 
-    def _read_states(self, names: set[str]) -> dict[str, dict[int, VersionState]] | None:
-        states: dict[str, dict[int, VersionState]] = {}
+    def _read_states(self, names: set[str]) -> States | None:
+        states: States = {}
+        target = self.settings.tfserving
         try:
             for name in sorted(names):
                 try:
@@ -128,32 +138,26 @@ class ConfigManager:
                 except ModelUnknown:
                     states[name] = {}
         except ServingUnavailable as exc:
-            if self._tfs_up is not False:
-                self._down_since = time.monotonic()
-                self.events.emit(
-                    "tfserving_unavailable",
-                    "warning",
-                    target=self.settings.tfserving,
-                    error=str(exc),
-                )
-            self._tfs_up = False
+            if self.serving.unreachable(time.monotonic()):
+                self.events.emit("tfserving_unavailable", "warning", target=target, error=str(exc))
             self.metrics.tfs_up.set(0)
             return None
-        if self._tfs_up is False:
-            self._last_downtime_s = round(time.monotonic() - (self._down_since or 0.0), 1)
-            self.events.emit(
-                "tfserving_back", target=self.settings.tfserving, down_s=self._last_downtime_s
-            )
-        self._tfs_up = True
+        down_s = self.serving.answered(states, time.monotonic())
+        if down_s is not None:
+            self.events.emit("tfserving_back", target=target, down_s=down_s)
         self.metrics.tfs_up.set(1)
-        self._states = states
         self.availability.update(states, time.time())
         return states
+
+    def _remember(self, state: ReloadState) -> None:
+        """The planner's memory moves on, and the book of failures with it."""
+        self.reload_state = state
+        self.failures.settle(state.failed, self.gate.reasons())
 
     def _plan(
         self,
         installed: dict[str, dict[int, str]],
-        states: dict[str, dict[int, VersionState]] | None,
+        states: States | None,
         policy: Policy,
         result: TickResult,
     ) -> ReloadPlan:
@@ -163,7 +167,7 @@ class ConfigManager:
             installed,
             states,
             policy,
-            self._reload,
+            self.reload_state,
             cfg.tfs_root,
             now=time.monotonic(),
             load_timeout_s=cfg.load_timeout_s,
@@ -174,16 +178,13 @@ class ConfigManager:
             memory_limit_bytes=cfg.memory_limit_bytes,
             memory_factor=cfg.memory_factor,
         )
-        for model in plan.swapping - self._reload.swapping:
+        limit, factor = cfg.memory_limit_bytes, cfg.memory_factor
+        for model in plan.swapping - self.reload_state.swapping:
             self.events.emit(
-                "swap_unload_first",
-                "warning",
-                model=model,
-                limit_bytes=cfg.memory_limit_bytes,
-                factor=cfg.memory_factor,
+                "swap_unload_first", "warning", model=model, limit_bytes=limit, factor=factor
             )
         for model, s in plan.newly_failed:
-            self._failure_reasons[(model, s.version)] = s.error_message
+            self.failures.load_failed((model, s.version), s.error_message)
             self.metrics.load_failures.inc()
             result.failed.append((model, s.version))
             self.events.emit(
@@ -194,71 +195,57 @@ class ConfigManager:
                 error=s.error_message,
                 code=s.error_code,
             )
+        down_s = self.serving.take_downtime()
         if plan.restarted:
             # TF Serving no longer knows versions it was given: it restarted (or lost them)
             self.metrics.tfs_restarts.inc()
-            self.events.emit(
-                "tfserving_restarted",
-                "warning",
-                target=self.settings.tfserving,
-                down_s=self._last_downtime_s,
-            )
-        self._last_downtime_s = None
-        self._reload = keep_failures(self._reload, plan)
-        self._failure_reasons = {
-            **{k: r for k, r in self._failure_reasons.items() if k in self._reload.failed},
-            **self.gate.reasons(),
-        }
+            self.events.emit("tfserving_restarted", "warning", target=cfg.tfserving, down_s=down_s)
+        self._remember(keep_failures(self.reload_state, plan))
         return plan
 
     # --- one pass ------------------------------------------------------------------------------
     def tick(self) -> TickResult:
-        started = time.monotonic()
-        result = TickResult()
+        started, result = time.monotonic(), TickResult()
         policy = self._policy()
         inventory = self.layout.inventory()
-        installed = {
-            m: {v: r.fingerprint for v, r in vs.items() if r is not None}
-            for m, vs in inventory.items()
-        }
-        self._sizes = {
-            (m, v): r.bytes for m, vs in inventory.items() for v, r in vs.items() if r is not None
-        }
-        states = self._read_states(set(installed) | set(self._reload.pushed))
+        installed, self._sizes = fingerprints(inventory), sizes(inventory)
+        states = self._read_states(set(installed) | set(self.reload_state.pushed))
         result.tfserving_up = states is not None
         plan = self._plan(installed, states, policy, result)
         self.layout.write_config(plan.text)
         if plan.push and self._push(plan, result) and plan.held_labels:
-            # a label waited for its version: now that the reload settled, move it
-            states = self._read_states(set(plan.staged) | set(self._reload.pushed))
-            if states is not None:
-                plan = self._plan(installed, states, policy, result)
-                self.layout.write_config(plan.text)
-                if plan.push:
-                    self._push(plan, result)
-        if plan.pending and self._tfs_up and self.gate.run(plan.pending, self._states, installed):
+            plan = self._move_held_labels(plan, installed, policy, result)
+        pending = plan.pending if self.serving.up else ()
+        if pending and self.gate.run(pending, self.serving.states, installed):
             self.sync_event.set()  # verdicts in: the next pass swaps the shadows for the real
-        if result.tfserving_up and self._tfs_up:
+        if result.tfserving_up and self.serving.up:
             if result.pushed:  # what TF Serving reports after the reload, not before it
                 states = self._read_states(set(installed) | set(plan.staged))
             if states is not None:
                 on_disk = {m: set(vs) for m, vs in inventory.items()}
-                self._prune(
-                    on_disk,
-                    {m: set(vs) for m, vs in installed.items()},
-                    plan.staged,
-                    policy,
-                    states,
-                    result,
-                )
-        result.seconds = round(time.monotonic() - started, 3)
-        with self._lock:
-            self._last_tick = result
-            self._last_tick_at = time.time()
-        self.metrics.available.set(sum(len(a) for a in available(self._states).values()))
+                self._prune(on_disk, installed, plan.staged, policy, states, result)
+        self.last_tick = result.finish(started)
+        self.metrics.available.set(sum(len(a) for a in self.serving.available().values()))
         if result.failed:
             self.sync_event.set()  # re-render at once without the failed versions
         return result
+
+    def _move_held_labels(
+        self,
+        plan: ReloadPlan,
+        installed: dict[str, dict[int, str]],
+        policy: Policy,
+        result: TickResult,
+    ) -> ReloadPlan:
+        """A label waited for its version: now that the reload settled, move it."""
+        states = self._read_states(set(plan.staged) | set(self.reload_state.pushed))
+        if states is None:
+            return plan
+        plan = self._plan(installed, states, policy, result)
+        self.layout.write_config(plan.text)
+        if plan.push:
+            self._push(plan, result)
+        return plan
 
     def _push(self, plan: ReloadPlan, result: TickResult) -> bool:
         """Reload TF Serving with ``plan``'s config and wait until it settles. False if TF
@@ -269,14 +256,12 @@ class ConfigManager:
         except ReloadTimeout as exc:  # taken, still loading a new model: wait on its state
             code, message = DEADLINE_EXCEEDED, str(exc)
         except ServingUnavailable as exc:
-            if self._tfs_up is not False:
-                self._down_since = time.monotonic()
-            self._tfs_up = False
+            self.serving.unreachable(time.monotonic())
             self.metrics.reloads.labels("unavailable").inc()
             self.events.emit("reload_failed", "warning", error=str(exc))
             result.reload_errors.append(str(exc))
             return False
-        self._reload = after_push(self._reload, plan)
+        self._remember(after_push(self.reload_state, plan))
         result.pushed += 1
         if code != 0:
             # e.g. a new model whose only version failed to load: the config still applies;
@@ -291,7 +276,7 @@ class ConfigManager:
             self.metrics.reloads.labels("ok").inc()
         result.settled = result.settled and settled
         versions = {m: list(dm.versions) for m, dm in plan.staged.items()}
-        self._last_reload = {
+        self.last_reload = {
             "at": time.time(),
             "code": code,
             "error": message,
@@ -336,33 +321,28 @@ class ConfigManager:
     def _prune(
         self,
         on_disk: dict[str, set[int]],
-        installed: dict[str, set[int]],
+        installed: Mapping[str, Mapping[int, str]],
         staged: Mapping[str, DesiredModel],
         policy: Policy,
-        states: dict[str, dict[int, VersionState]],
+        states: States,
         result: TickResult,
     ) -> None:
         """``on_disk`` is the tick's own snapshot: a version the puller installs while the
         tick runs is not aspired yet, and must not be mistaken for a stale one."""
         state_names = {m: {v: s.state for v, s in vs.items()} for m, vs in states.items()}
         aspired = {m: set(dm.versions) for m, dm in staged.items()}
-        protected = policy_wanted(installed, policy, self.settings.node.node_id)
-        failed = failed_by_model(self._reload.failed)
+        recorded = {m: set(vs) for m, vs in installed.items()}
+        protected = policy_wanted(recorded, policy, self.settings.node.node_id)
+        failed = failed_by_model(self.reload_state.failed)
         for model, version in versions_to_prune(
             on_disk, aspired, state_names, failed, self.settings.keep_on_disk, protected
         ):
-            target = self.layout.version_dir(model, version)
-            trash = self.layout.new_incoming()
-            try:
-                os.rename(target, trash / "pruned")
-                self.layout.remove_record(model, version)
-                self.gate.forget(model, version)
-            finally:
-                shutil.rmtree(trash, ignore_errors=True)
-            self._reload = replace(
-                self._reload,
-                failed={k: fp for k, fp in self._reload.failed.items() if k != (model, version)},
-            )
+            self.layout.remove_version(model, version)
+            self.gate.forget(model, version)
+            failed_now = {
+                k: fp for k, fp in self.reload_state.failed.items() if k != (model, version)
+            }
+            self._remember(replace(self.reload_state, failed=failed_now))
             self.metrics.pruned.inc()
             result.pruned.append((model, version))
             self.events.emit(
@@ -380,7 +360,7 @@ class ConfigManager:
         last_tick = 0.0
         while not self.stop_event.is_set():
             sig = self.layout.watch_signature()
-            every = 1.0 if self._reload.swapping else self.settings.reconcile_s  # mid-swap
+            every = 1.0 if self.reload_state.swapping else self.settings.reconcile_s  # mid-swap
             due = time.monotonic() - last_tick >= every
             if sig != last_sig or due or self.sync_event.is_set():
                 self.sync_event.clear()
@@ -402,8 +382,8 @@ class ConfigManager:
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Not ready before the first pass, and while a model swaps unload-first here (it is
         not served on this node meanwhile: the load balancer should drain it)."""
-        ok = self._last_tick_at is not None and self.layout.config_path.exists()
-        swapping = sorted(self._reload.swapping)
+        ok = self.last_tick is not None and self.layout.config_path.exists()
+        swapping = sorted(self.reload_state.swapping)
         reason = (
             f"swapping {', '.join(swapping)} unload-first (memory limit)"
             if swapping
@@ -411,7 +391,7 @@ class ConfigManager:
             if ok
             else "no pass yet"
         )
-        return ok and not swapping, {"tfserving_up": self._tfs_up, "reason": reason}
+        return ok and not swapping, {"tfserving_up": self.serving.up, "reason": reason}
 
     def close(self) -> None:
         self.stop_event.set()

@@ -25,6 +25,8 @@ from config_manager.metrics import ConfigManagerMetrics
 from config_manager.observed import FailureBook, ServingView
 from config_manager.planner import (
     DEADLINE_EXCEEDED,
+    Observed,
+    PlanSettings,
     ReloadPlan,
     ReloadState,
     after_push,
@@ -89,6 +91,13 @@ class ConfigManager:
         if validator is None and settings.validate:
             validator = GrpcValidator(settings.tfserving, settings.load_timeout_s)
         self.events = EventLog(log)
+        self.plan_settings = PlanSettings(
+            settings.tfs_root,
+            settings.node.node_id,
+            settings.load_timeout_s,
+            settings.memory_limit_bytes,
+            settings.memory_factor,
+        )
         self.gate = ValidationGate(
             self.layout, validator if settings.validate else None, self.events
         )
@@ -162,22 +171,10 @@ class ConfigManager:
         result: TickResult,
     ) -> ReloadPlan:
         validated, rejected = self.gate.verdicts()
+        now = time.monotonic()
+        seen = Observed(installed, states, now, validated, rejected, self._sizes)
+        plan = plan_reload(seen, policy, self.reload_state, self.plan_settings)
         cfg = self.settings
-        plan = plan_reload(
-            installed,
-            states,
-            policy,
-            self.reload_state,
-            cfg.tfs_root,
-            now=time.monotonic(),
-            load_timeout_s=cfg.load_timeout_s,
-            node_id=cfg.node.node_id,
-            validated=validated,
-            rejected=rejected,
-            sizes=self._sizes,
-            memory_limit_bytes=cfg.memory_limit_bytes,
-            memory_factor=cfg.memory_factor,
-        )
         limit, factor = cfg.memory_limit_bytes, cfg.memory_factor
         for model in plan.swapping - self.reload_state.swapping:
             self.events.emit(

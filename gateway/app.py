@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote
 from gateway import convert
 from gateway.convert import BadInput
 from gateway.errors import MLFLOW_CODES, GatewayError
-from gateway.history import History
+from gateway.history import Exchange, History
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.rest_proxy import RestProxy
@@ -159,14 +159,16 @@ class Gateway:
         label = self._label(model, resp.status)
         self.metrics.observe(label, conv, resp.status, seconds)
         self.history.record(
-            model=model,
-            version=out.version,
-            convention=conv,
-            latency_ms=seconds * 1000,
-            status=resp.status,
-            error=out.error,
-            request=req.body,
-            response=resp.body,
+            Exchange(
+                model=model,
+                version=out.version,
+                convention=conv,
+                latency_ms=seconds * 1000,
+                status=resp.status,
+                error=out.error,
+                request=req.body,
+                response=resp.body,
+            ),
             ring=label,
         )
         if resp.status >= 500:

@@ -1,7 +1,7 @@
 """Recent requests per model: a bounded, sampled ring, and a small summary for heartbeats.
 
     h = History(per_model=200, sample=1.0, capture=False)
-    h.record(model="ranker", version=3, convention="mlflow", latency_ms=1.2, status=200)
+    h.record(Exchange(model="ranker", version=3, convention="mlflow", latency_ms=1.2, status=200))
     h.entries("ranker", limit=50)   # newest first
     h.summary()                     # {"models": {"ranker": {"count", "errors", "p50_ms", ...}}}
 
@@ -37,6 +37,20 @@ def truncate(data: bytes | None, limit: int) -> str | None:
         data[:limit].decode("utf-8", errors="ignore")
         + f"...[truncated {len(data) - limit} of {len(data)} bytes]"
     )
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request the gateway answered, as it hands it to the history."""
+
+    model: str
+    version: int | None
+    convention: str  # one of CONVENTIONS
+    latency_ms: float
+    status: int  # HTTP
+    error: str | None = None
+    request: bytes | None = None  # the bodies: kept only when capture is on
+    response: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -105,39 +119,27 @@ class History:
         self._lock = threading.Lock()
         self._rings: OrderedDict[str, _Ring] = OrderedDict()
 
-    def record(
-        self,
-        *,
-        model: str,
-        version: int | None,
-        convention: str,
-        latency_ms: float,
-        status: int,
-        error: str | None = None,
-        request: bytes | None = None,
-        response: bytes | None = None,
-        ring: str | None = None,
-    ) -> bool:
+    def record(self, x: Exchange, ring: str | None = None) -> bool:
         """Count the request; keep it in the ring of ``ring`` (default: the model) if sampled
         (always, if an error). Returns whether it was kept. The gateway files requests for
         names that never answered in the ring ``""``, so that they cannot push real models
         out."""
-        failed = status >= 400
+        failed = x.status >= 400
         keep = self.per_model > 0 and (failed or self.sample >= 1.0 or self._rng() < self.sample)
         entry = None
         if keep:
             entry = Entry(
                 self._clock(),
-                model,
-                version,
-                convention,
-                latency_ms,
-                status,
-                error[:MAX_ERROR_CHARS] if error else None,
-                truncate(request, self.capture_bytes) if self.capture else None,
-                truncate(response, self.capture_bytes) if self.capture else None,
+                x.model,
+                x.version,
+                x.convention,
+                x.latency_ms,
+                x.status,
+                x.error[:MAX_ERROR_CHARS] if x.error else None,
+                truncate(x.request, self.capture_bytes) if self.capture else None,
+                truncate(x.response, self.capture_bytes) if self.capture else None,
             )
-        key = model if ring is None else ring
+        key = x.model if ring is None else ring
         with self._lock:
             target = self._rings.get(key)
             if target is None:
@@ -148,7 +150,7 @@ class History:
                 self._rings.move_to_end(key)
             target.count += 1
             target.errors += failed
-            target.by_status[status] = target.by_status.get(status, 0) + 1
+            target.by_status[x.status] = target.by_status.get(x.status, 0) + 1
             if entry is not None:
                 target.entries.append(entry)
         return entry is not None

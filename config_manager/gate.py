@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from config_manager.checks import ValidationResult, shadow_name
@@ -26,12 +27,85 @@ from modelsync.local import LocalLayout
 Key = tuple[str, int]
 
 
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else None
+
+
+@dataclass(frozen=True)
+class ValidationRecord:
+    """The gate's verdict on one version's content, as kept in
+    ``MODEL_ROOT/.modelsync/validated/<model>/<version>.json`` and shown in ``/status``: the
+    content it judged (fingerprint), the outcome and why, and the replay's figures."""
+
+    fingerprint: str
+    ok: bool
+    reason: str
+    at: float  # wall clock
+    seconds: float  # the whole replay
+    source: str = ""  # "warmup" | "expectations" | "signature"
+    requests: int = 0
+    p50_ms: float | None = None  # latencies of the replayed requests
+    p99_ms: float | None = None
+    max_ms: float | None = None
+
+    @classmethod
+    def of(
+        cls, fingerprint: str, result: ValidationResult, at: float, seconds: float
+    ) -> ValidationRecord:
+        figures = result.to_json()
+        return cls(
+            fingerprint,
+            result.ok,
+            result.reason,
+            at,
+            round(seconds, 3),
+            result.source,
+            result.requests,
+            figures["p50_ms"],
+            figures["p99_ms"],
+            figures["max_ms"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "fingerprint": self.fingerprint,
+            "at": self.at,
+            "seconds": self.seconds,
+            "ok": self.ok,
+            "reason": self.reason,
+            "source": self.source,
+            "requests": self.requests,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> ValidationRecord:
+        """A record read back (``LocalLayout.read_validations`` checked its fingerprint); a
+        malformed field counts as absent, and anything but ``ok: true`` as a failure."""
+        requests = doc.get("requests")
+        return cls(
+            str(doc["fingerprint"]),
+            doc.get("ok") is True,
+            str(doc.get("reason", "")),
+            _number(doc.get("at")) or 0.0,
+            _number(doc.get("seconds")) or 0.0,
+            str(doc.get("source", "")),
+            requests if isinstance(requests, int) and not isinstance(requests, bool) else 0,
+            _number(doc.get("p50_ms")),
+            _number(doc.get("p99_ms")),
+            _number(doc.get("max_ms")),
+        )
+
+
 class ValidationGate:
     def __init__(self, layout: LocalLayout, validator: Validator | None, events: EventLog) -> None:
         self.layout = layout
         self.validator = validator  # None: validation is off
         self.events = events
-        self.last: dict[Key, dict[str, Any]] = {}
+        self.last: dict[Key, ValidationRecord] = {}
 
     @property
     def on(self) -> bool:
@@ -41,17 +115,17 @@ class ValidationGate:
         """(validated, rejected): fingerprint per version; validated None when off."""
         if self.validator is None:
             return None, {}
-        records = self.layout.read_validations()
+        records = {
+            k: ValidationRecord.from_json(doc) for k, doc in self.layout.read_validations().items()
+        }
         self.last = records
         return (
-            {k: r["fingerprint"] for k, r in records.items() if r.get("ok")},
-            {k: r["fingerprint"] for k, r in records.items() if not r.get("ok")},
+            {k: r.fingerprint for k, r in records.items() if r.ok},
+            {k: r.fingerprint for k, r in records.items() if not r.ok},
         )
 
     def reasons(self) -> dict[Key, str]:
-        return {
-            k: f"validation: {r.get('reason', '')}" for k, r in self.last.items() if not r.get("ok")
-        }
+        return {k: f"validation: {r.reason}" for k, r in self.last.items() if not r.ok}
 
     def run(
         self,
@@ -80,14 +154,9 @@ class ValidationGate:
     def record(
         self, model: str, version: int, fingerprint: str, result: ValidationResult, seconds: float
     ) -> None:
-        doc = {
-            "fingerprint": fingerprint,
-            "at": time.time(),
-            "seconds": round(seconds, 3),
-            **result.to_json(),
-        }
-        self.layout.write_validation(model, version, doc)
-        self.last[(model, version)] = doc
+        record = ValidationRecord.of(fingerprint, result, time.time(), seconds)
+        self.layout.write_validation(model, version, record.to_json())
+        self.last[(model, version)] = record
         if result.ok:
             self.events.emit(
                 "version_validated",
@@ -95,8 +164,8 @@ class ValidationGate:
                 version=version,
                 source=result.source,
                 requests=result.requests,
-                p50_ms=doc["p50_ms"],
-                p99_ms=doc["p99_ms"],
+                p50_ms=record.p50_ms,
+                p99_ms=record.p99_ms,
             )
         else:
             self.events.emit(

@@ -88,7 +88,9 @@ def status_doc(m: Reported) -> dict[str, Any]:
             {"model": model, "version": v, "fingerprint": fp}
             for (model, v), fp in m.failures.failed.items()
         ],
-        "validations": {f"{model}/{v}": r for (model, v), r in sorted(m.gate.last.items())},
+        "validations": {
+            f"{model}/{v}": r.to_json() for (model, v), r in sorted(m.gate.last.items())
+        },
         "events": [e.to_json() for e in m.events.recent(50)],
     }
 

@@ -107,10 +107,6 @@ class ValidationGate:
         self.events = events
         self.last: dict[Key, ValidationRecord] = {}
 
-    @property
-    def on(self) -> bool:
-        return self.validator is not None
-
     def verdicts(self) -> tuple[dict[Key, str] | None, dict[Key, str]]:
         """(validated, rejected): fingerprint per version; validated None when off."""
         if self.validator is None:

@@ -56,7 +56,6 @@ class RemoteState:
     source: str  # "catalog" | "listing"
     versions: dict[str, dict[int, VersionRef]]
     policy: Policy
-    policy_generation: int | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     calls: int = 0
@@ -180,7 +179,6 @@ class BucketView:
             "catalog",
             {m: vs for m, vs in versions.items() if vs},
             self._policy,
-            self._policy_gen,
             list(self._catalog.skipped),
         )
 
@@ -199,6 +197,5 @@ class BucketView:
             "listing",
             versions,
             self._policy,
-            self._policy_gen,
             [(s.path, s.reason) for s in listing.skipped],
         )

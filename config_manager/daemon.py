@@ -51,7 +51,7 @@ from config_manager.tfs_client import GrpcServingClient
 from config_manager.validation import GrpcValidator, Validator
 from modelsync.events import EventLog
 from modelsync.local import InstallRecord, LocalLayout, LocalStateError
-from modelsync.log import configure_logging, get_logger
+from modelsync.log import get_logger
 from modelsync.nodedaemon import serve
 from modelsync.policy import Policy
 from modelsync.reports import ConfigManagerStatus, ReloadReport
@@ -400,13 +400,5 @@ class ConfigManager:
 def main(port: int | None = None) -> int:
     settings = ConfigManagerSettings.from_env()
     settings = replace(settings, node=settings.node.with_port(port))
-    configure_logging(settings.node.log_level, json_output=True)
-    manager = ConfigManager(settings)
-    return serve(
-        manager,
-        settings.node,
-        manager.metrics.registry,
-        log,
-        model_root=str(settings.model_root),
-        tfserving=settings.tfserving,
-    )
+    where = {"model_root": str(settings.model_root), "tfserving": settings.tfserving}
+    return serve(settings.node, lambda: ConfigManager(settings), log, **where)

@@ -153,26 +153,13 @@ class ValidationGate:
         record = ValidationRecord.of(fingerprint, result, time.time(), seconds)
         self.layout.write_validation(model, version, record.to_json())
         self.last[(model, version)] = record
+        which = {"model": model, "version": version, "source": result.source}
         if result.ok:
-            self.events.emit(
-                "version_validated",
-                model=model,
-                version=version,
-                source=result.source,
-                requests=result.requests,
-                p50_ms=record.p50_ms,
-                p99_ms=record.p99_ms,
-            )
+            figures = {"p50_ms": record.p50_ms, "p99_ms": record.p99_ms}
+            self.events.emit("version_validated", **which, requests=result.requests, **figures)
         else:
-            self.events.emit(
-                "version_validation_failed",
-                "error",
-                model=model,
-                version=version,
-                source=result.source,
-                error=result.reason,
-                requests=result.requests,
-            )
+            why = {"error": result.reason, "requests": result.requests}
+            self.events.emit("version_validation_failed", "error", **which, **why)
 
     def forget(self, model: str, version: int) -> None:
         self.layout.remove_validation(model, version)

@@ -4,6 +4,7 @@ lifecycle (signal handlers that only set flags, clean stop on SIGTERM)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -12,7 +13,8 @@ from modelsync.events import EventLog
 from modelsync.heartbeat import BeatSource, HeartbeatSender, Outbox
 from modelsync.httpd import DaemonHTTPServer, Handler
 from modelsync.lifecycle import install_stop_handlers
-from modelsync.log import EventLogger
+from modelsync.log import EventLogger, configure_logging
+from modelsync.metrics import DaemonMetrics
 from modelsync.reports import NodeStatus
 from modelsync.settings import NodeSettings
 
@@ -25,6 +27,8 @@ class NodeDaemon(Protocol):
 
     @property
     def outbox(self) -> Outbox | None: ...  # more to carry on a beat (request telemetry)
+    @property
+    def metrics(self) -> DaemonMetrics: ...
 
     def ready(self) -> tuple[bool, dict[str, Any]]: ...
     def status(self) -> dict[str, Any]: ...
@@ -68,17 +72,15 @@ def start_heartbeats(settings: NodeSettings, source: BeatSource) -> HeartbeatSen
 
 
 def serve(
-    daemon: NodeDaemon,
-    settings: NodeSettings,
-    registry: CollectorRegistry,
-    log: EventLogger,
-    **started: Any,
+    settings: NodeSettings, build: Callable[[], NodeDaemon], log: EventLogger, **started: Any
 ) -> int:
-    """Run a node daemon until SIGTERM/SIGINT: HTTP server, heartbeats, the tick loop.
-    ``started``: more fields for the ``<role>_started`` log line."""
-    server = DaemonHTTPServer(
-        settings.http_host, settings.http_port, node_routes(daemon, registry)
-    ).start()
+    """Run a node daemon until SIGTERM/SIGINT: JSON logs at ``settings.log_level``, the daemon
+    (``build``: logging is set up before it says anything), its HTTP server, heartbeats and
+    tick loop. ``started``: more fields for the ``<role>_started`` log line."""
+    configure_logging(settings.log_level, json_output=True)
+    daemon = build()
+    routes = node_routes(daemon, daemon.metrics.registry)
+    server = DaemonHTTPServer(settings.http_host, settings.http_port, routes).start()
     install_stop_handlers(daemon.stop_event, daemon.sync_event)
     log.info(
         f"{daemon.role}_started",

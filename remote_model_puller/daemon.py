@@ -20,16 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 from modelsync.events import EventLog
 from modelsync.local import LocalLayout
-from modelsync.log import configure_logging, get_logger
+from modelsync.log import get_logger
 from modelsync.nodedaemon import serve
 from modelsync.reports import PullerStatus
 from modelsync.store import GCSStore, RemoteStore, StoreError
 from remote_model_puller.bucket_view import BucketView, RemoteState
 from remote_model_puller.installer import Installer, InstallError
+from remote_model_puller.metrics import PullerMetrics
 from remote_model_puller.planner import Install, plan_sync
 from remote_model_puller.settings import PullerSettings
 
@@ -55,45 +54,6 @@ class PollResult:
     installed: list[tuple[str, int]] = field(default_factory=list)
     failed: list[tuple[str, int, str]] = field(default_factory=list)
     error: str = ""
-
-
-class PullerMetrics:
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.polls = Counter("modelsync_puller_polls", "Polls by outcome.", ["outcome"], registry=r)
-        self.poll_calls = Gauge(
-            "modelsync_puller_poll_storage_calls",
-            "Storage calls made by the last poll.",
-            registry=r,
-        )
-        self.storage_calls = Counter(
-            "modelsync_puller_storage_calls", "Storage calls by kind.", ["kind"], registry=r
-        )
-        self.installs = Counter(
-            "modelsync_puller_installs", "Installs by outcome.", ["outcome"], registry=r
-        )
-        self.install_bytes = Counter(
-            "modelsync_puller_install_bytes", "Bytes installed.", registry=r
-        )
-        self.install_seconds = Histogram(
-            "modelsync_puller_install_seconds",
-            "Seconds per install.",
-            registry=r,
-            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
-        )
-        self.versions = Gauge(
-            "modelsync_puller_versions_installed", "Versions on local disk.", registry=r
-        )
-        self.last_poll = Gauge(
-            "modelsync_puller_last_poll_timestamp_seconds",
-            "Time of the last successful poll.",
-            registry=r,
-        )
-        self.catalog_source = Gauge(
-            "modelsync_puller_catalog_in_use",
-            "1 while the catalog is used, 0 while listing the bucket.",
-            registry=r,
-        )
 
 
 class Puller:
@@ -385,16 +345,6 @@ class Puller:
 def main(port: int | None = None) -> int:
     settings = PullerSettings.from_env()
     settings = replace(settings, node=settings.node.with_port(port))
-    configure_logging(settings.node.log_level, json_output=True)
-    puller = Puller(settings)
     store = settings.store
-    return serve(
-        puller,
-        settings.node,
-        puller.metrics.registry,
-        log,
-        model_root=str(settings.model_root),
-        bucket=store.bucket,
-        prefix=store.prefix,
-        poll_s=settings.poll_s,
-    )
+    where = {"model_root": str(settings.model_root), "bucket": store.bucket, "prefix": store.prefix}
+    return serve(settings.node, lambda: Puller(settings), log, **where, poll_s=settings.poll_s)

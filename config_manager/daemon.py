@@ -26,7 +26,6 @@ from config_manager.observed import FailureBook, ServingView
 from config_manager.planner import (
     DEADLINE_EXCEEDED,
     Observed,
-    PlanSettings,
     ReloadPlan,
     ReloadState,
     after_push,
@@ -88,16 +87,9 @@ class ConfigManager:
         self.client: ServingClient = client or GrpcServingClient(
             settings.tfserving, settings.tfs_timeout_s
         )
-        if validator is None and settings.validate:
+        if settings.validate and validator is None:
             validator = GrpcValidator(settings.tfserving, settings.load_timeout_s)
         self.events = EventLog(log)
-        self.plan_settings = PlanSettings(
-            settings.tfs_root,
-            settings.node.node_id,
-            settings.load_timeout_s,
-            settings.memory_limit_bytes,
-            settings.memory_factor,
-        )
         self.gate = ValidationGate(
             self.layout, validator if settings.validate else None, self.events
         )
@@ -173,7 +165,7 @@ class ConfigManager:
         validated, rejected = self.gate.verdicts()
         now = time.monotonic()
         seen = Observed(installed, states, now, validated, rejected, self._sizes)
-        plan = plan_reload(seen, policy, self.reload_state, self.plan_settings)
+        plan = plan_reload(seen, policy, self.reload_state, self.settings.plan)
         cfg = self.settings
         limit, factor = cfg.memory_limit_bytes, cfg.memory_factor
         for model in plan.swapping - self.reload_state.swapping:

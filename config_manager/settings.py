@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from config_manager.planner import PlanSettings
 from modelsync.settings import Env, NodeSettings, model_root
 
 DEFAULT_PORT = 8002
@@ -55,6 +56,13 @@ class ConfigManagerSettings:
         )
 
     @property
-    def tfs_root(self) -> str:
-        """The model root as TF Serving sees it (the base paths in the config)."""
-        return self.tfserving_model_root or str(self.model_root)
+    def plan(self) -> PlanSettings:
+        """What every pass plans with (``planner.plan_reload``): the model root as TF Serving
+        sees it (the base paths in the config), the node id and the node's limits."""
+        return PlanSettings(
+            self.tfserving_model_root or str(self.model_root),
+            self.node.node_id,
+            self.load_timeout_s,
+            self.memory_limit_bytes,
+            self.memory_factor,
+        )

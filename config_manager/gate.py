@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from config_manager.checks import ValidationResult, shadow_name
@@ -36,13 +36,14 @@ def _number(value: Any) -> float | None:
 class ValidationRecord:
     """The gate's verdict on one version's content, as kept in
     ``MODEL_ROOT/.modelsync/validated/<model>/<version>.json`` and shown in ``/status``: the
-    content it judged (fingerprint), the outcome and why, and the replay's figures."""
+    content it judged (fingerprint), the outcome and why, and the replay's figures. The fields
+    are in the JSON's order (``to_json`` is ``asdict``)."""
 
     fingerprint: str
-    ok: bool
-    reason: str
     at: float  # wall clock
     seconds: float  # the whole replay
+    ok: bool
+    reason: str
     source: str = ""  # "warmup" | "expectations" | "signature"
     requests: int = 0
     p50_ms: float | None = None  # latencies of the replayed requests
@@ -53,50 +54,31 @@ class ValidationRecord:
     def of(
         cls, fingerprint: str, result: ValidationResult, at: float, seconds: float
     ) -> ValidationRecord:
-        figures = result.to_json()
-        return cls(
-            fingerprint,
-            result.ok,
-            result.reason,
-            at,
-            round(seconds, 3),
-            result.source,
-            result.requests,
-            figures["p50_ms"],
-            figures["p99_ms"],
-            figures["max_ms"],
-        )
+        return cls(fingerprint, at, round(seconds, 3), **result.to_json())
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "fingerprint": self.fingerprint,
-            "at": self.at,
-            "seconds": self.seconds,
-            "ok": self.ok,
-            "reason": self.reason,
-            "source": self.source,
-            "requests": self.requests,
-            "p50_ms": self.p50_ms,
-            "p99_ms": self.p99_ms,
-            "max_ms": self.max_ms,
-        }
+        return asdict(self)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> ValidationRecord:
         """A record read back (``LocalLayout.read_validations`` checked its fingerprint); a
         malformed field counts as absent, and anything but ``ok: true`` as a failure."""
         requests = doc.get("requests")
+        if not isinstance(requests, int) or isinstance(requests, bool):
+            requests = 0
         return cls(
-            str(doc["fingerprint"]),
-            doc.get("ok") is True,
-            str(doc.get("reason", "")),
-            _number(doc.get("at")) or 0.0,
-            _number(doc.get("seconds")) or 0.0,
-            str(doc.get("source", "")),
-            requests if isinstance(requests, int) and not isinstance(requests, bool) else 0,
-            _number(doc.get("p50_ms")),
-            _number(doc.get("p99_ms")),
-            _number(doc.get("max_ms")),
+            fingerprint=str(doc["fingerprint"]),
+            at=_number(doc.get("at")) or 0.0,
+            seconds=_number(doc.get("seconds")) or 0.0,
+            ok=doc.get("ok") is True,
+            reason=str(doc.get("reason", "")),
+            source=str(doc.get("source", "")),
+            requests=requests
+            if isinstance(requests, int) and not isinstance(requests, bool)
+            else 0,
+            p50_ms=_number(doc.get("p50_ms")),
+            p99_ms=_number(doc.get("p99_ms")),
+            max_ms=_number(doc.get("max_ms")),
         )
 
 

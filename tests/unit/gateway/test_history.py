@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 from gateway.history import Exchange, History, truncate
 
@@ -68,31 +69,12 @@ def test_sampling_keeps_errors_and_counts_all() -> None:
 
 
 def test_capture_is_off_by_default_and_truncated_when_on() -> None:
+    call = Exchange("m", 1, "mlflow", 1.0, 200, request=b'{"inputs": [1]}', response=b"{}")
     h = History()
-    h.record(
-        Exchange(
-            model="m",
-            version=1,
-            convention="mlflow",
-            latency_ms=1.0,
-            status=200,
-            request=b'{"inputs": [1]}',
-            response=b"{}",
-        )
-    )
+    h.record(call)
     assert "request" not in h.entries("m")[0]
     h = History(capture=True, capture_bytes=8)
-    h.record(
-        Exchange(
-            model="m",
-            version=1,
-            convention="mlflow",
-            latency_ms=1.0,
-            status=200,
-            request=b"0123456789abcdef",
-            response=b"{}",
-        )
-    )
+    h.record(replace(call, request=b"0123456789abcdef"))
     e = h.entries("m")[0]
     assert e["request"] == "01234567...[truncated 8 of 16 bytes]" and e["response"] == "{}"
     assert "request" not in json.dumps(h.summary())

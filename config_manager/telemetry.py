@@ -111,7 +111,6 @@ class TelemetryReader:
         self.session = requests.Session()
         self._prev: tuple[float, Snapshot] | None = None
         self._failing = False
-        self.scrapes = 0
 
     def start(self) -> TelemetryReader:
         threading.Thread(target=self._run, name="telemetry", daemon=True).start()
@@ -141,7 +140,6 @@ class TelemetryReader:
         self._failing = False
         now = time.time()
         cur = snapshot(resp.content, models=self.models())
-        self.scrapes += 1
         prev, self._prev = self._prev, (now, cur)
         if prev is None or now <= prev[0]:
             return

@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote
 from gateway import convert
 from gateway.convert import BadInput
 from gateway.errors import MLFLOW_CODES, GatewayError
-from gateway.history import History
+from gateway.history import Exchange, History
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.rest_proxy import RestProxy
@@ -31,6 +31,7 @@ from gateway.settings import GatewaySettings
 from gateway.tfs import TFServingClient
 from modelsync.layout import is_model_name, parse_version
 from modelsync.log import get_logger
+from modelsync.reports import HistorySummary
 from modelsync.tensors import Signature
 
 log = get_logger("gateway")
@@ -158,14 +159,16 @@ class Gateway:
         label = self._label(model, resp.status)
         self.metrics.observe(label, conv, resp.status, seconds)
         self.history.record(
-            model=model,
-            version=out.version,
-            convention=conv,
-            latency_ms=seconds * 1000,
-            status=resp.status,
-            error=out.error,
-            request=req.body,
-            response=resp.body,
+            Exchange(
+                model=model,
+                version=out.version,
+                convention=conv,
+                latency_ms=seconds * 1000,
+                status=resp.status,
+                error=out.error,
+                request=req.body,
+                response=resp.body,
+            ),
             ring=label,
         )
         if resp.status >= 500:
@@ -327,6 +330,6 @@ class Gateway:
             return _json({"error": "limit: expected an integer from 1 to 1000"}, 400)
         return _json({"entries": self.history.entries(model or None, int(limit_text))})
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> HistorySummary:
         """The request history's per-model summary (small, JSON-able: for a heartbeat)."""
         return self.history.summary()

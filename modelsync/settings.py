@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from modelsync.log import LEVELS
@@ -167,16 +167,22 @@ def http_port(env: Env, default: int) -> int:
     return env.integer("MODELSYNC_HTTP_PORT", default, minimum=0, maximum=65535)
 
 
+def model_root(env: Env) -> Path:
+    """``MODELSYNC_MODEL_ROOT``: the node's model root, shared by the puller, the config manager
+    and TF Serving (the gateway has none: it only talks to TF Serving)."""
+    return Path(env.text("MODELSYNC_MODEL_ROOT", required=True))
+
+
 @dataclass(frozen=True)
 class NodeSettings:
-    """What every node daemon (puller, config manager) is: which node, where its disk is, where
-    it listens and whom it tells. Nested in each daemon's own settings."""
+    """What every node daemon (puller, config manager, gateway) is: which node, where it listens
+    and whom it tells (heartbeats). Nested in each daemon's own settings; the two with a disk
+    add their ``model_root`` (:func:`model_root`)."""
 
     node_id: str
-    model_root: Path
     http_port: int
     http_host: str = "127.0.0.1"
-    master_url: str | None = None
+    master_url: str | None = None  # None: no heartbeats
     node_token: str | None = None
     heartbeat_s: float = 10.0
     log_level: str = "info"
@@ -185,7 +191,6 @@ class NodeSettings:
     def from_env(cls, env: Env, *, default_port: int) -> NodeSettings:
         return cls(
             node_id=env.text("MODELSYNC_NODE_ID", socket.gethostname()),
-            model_root=Path(env.text("MODELSYNC_MODEL_ROOT", required=True)),
             http_port=http_port(env, default_port),
             http_host=env.text("MODELSYNC_HTTP_HOST", "127.0.0.1"),
             master_url=env.opt_text("MODELSYNC_MASTER_URL"),
@@ -193,3 +198,7 @@ class NodeSettings:
             heartbeat_s=env.number("MODELSYNC_HEARTBEAT_S", 10.0, minimum=0.5),
             log_level=env.log_level(),
         )
+
+    def with_port(self, port: int | None) -> NodeSettings:
+        """``--port`` over ``MODELSYNC_HTTP_PORT`` (None: as it is)."""
+        return self if port is None else replace(self, http_port=port)

@@ -20,15 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from modelsync.heartbeat import EventBuffer
+from modelsync.events import EventLog
 from modelsync.local import LocalLayout
-from modelsync.log import configure_logging, get_logger
+from modelsync.log import get_logger
 from modelsync.nodedaemon import serve
+from modelsync.reports import PullerStatus
 from modelsync.store import GCSStore, RemoteStore, StoreError
 from remote_model_puller.bucket_view import BucketView, RemoteState
 from remote_model_puller.installer import Installer, InstallError
+from remote_model_puller.metrics import PullerMetrics
 from remote_model_puller.planner import Install, plan_sync
 from remote_model_puller.settings import PullerSettings
 
@@ -56,54 +56,16 @@ class PollResult:
     error: str = ""
 
 
-class PullerMetrics:
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.polls = Counter("modelsync_puller_polls", "Polls by outcome.", ["outcome"], registry=r)
-        self.poll_calls = Gauge(
-            "modelsync_puller_poll_storage_calls",
-            "Storage calls made by the last poll.",
-            registry=r,
-        )
-        self.storage_calls = Counter(
-            "modelsync_puller_storage_calls", "Storage calls by kind.", ["kind"], registry=r
-        )
-        self.installs = Counter(
-            "modelsync_puller_installs", "Installs by outcome.", ["outcome"], registry=r
-        )
-        self.install_bytes = Counter(
-            "modelsync_puller_install_bytes", "Bytes installed.", registry=r
-        )
-        self.install_seconds = Histogram(
-            "modelsync_puller_install_seconds",
-            "Seconds per install.",
-            registry=r,
-            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
-        )
-        self.versions = Gauge(
-            "modelsync_puller_versions_installed", "Versions on local disk.", registry=r
-        )
-        self.last_poll = Gauge(
-            "modelsync_puller_last_poll_timestamp_seconds",
-            "Time of the last successful poll.",
-            registry=r,
-        )
-        self.catalog_source = Gauge(
-            "modelsync_puller_catalog_in_use",
-            "1 while the catalog is used, 0 while listing the bucket.",
-            registry=r,
-        )
-
-
 class Puller:
     role = "puller"
+    outbox = None  # nothing to carry on a beat but the status and the events
 
     def __init__(self, settings: PullerSettings, store: RemoteStore | None = None) -> None:
         self.settings = settings
         self.store: RemoteStore = store or GCSStore(
             settings.store, pool_size=max(10, settings.download_workers + 4)
         )
-        self.layout = LocalLayout(settings.node.model_root)
+        self.layout = LocalLayout(settings.model_root)
         self.layout.ensure()
         swept = self.layout.sweep_incoming()
         if swept:
@@ -115,6 +77,9 @@ class Puller:
             catalog_max_age_s=settings.catalog_max_age_s,
             settle_s=settings.settle_s,
         )
+        self.events = EventLog(log)
+        for event in self.view.take_events():
+            self.events.add(event)
         self.stop_event = threading.Event()
         self.sync_event = threading.Event()
         self.file_pool = ThreadPoolExecutor(
@@ -132,7 +97,6 @@ class Puller:
             stop=self.stop_event,
         )
         self.metrics = PullerMetrics()
-        self.events = EventBuffer(maxlen=1000)
         self._failures: dict[tuple[str, int, str, int | None], _Failure] = {}
         self._seen_problems: set[str] = set()
         self._lock = threading.Lock()
@@ -140,11 +104,6 @@ class Puller:
         self._last_ok_at: float | None = None
         self._wanted: dict[str, list[int]] = {}
         self._calls_seen: collections.Counter[str] = collections.Counter()
-
-    # --- events --------------------------------------------------------------------------------
-    def event(self, name: str, level: str = "info", **fields: Any) -> None:
-        self.events.add({"event": name, "at": time.time(), **fields})
-        getattr(log, level)(name, **fields)
 
     # --- one pass ------------------------------------------------------------------------------
     def tick(self) -> PollResult:
@@ -156,7 +115,7 @@ class Puller:
             seconds = round(time.monotonic() - started, 3)
             result = PollResult(ok=False, error=str(exc), seconds=seconds)
             self.metrics.polls.labels("error").inc()
-            self.event(
+            self.events.emit(
                 "poll_failed",
                 "warning",
                 error=str(exc),
@@ -165,8 +124,8 @@ class Puller:
             )
             self._finish(result)
             return result
-        for e in state.events:
-            self.event(str(e.pop("event")), "warning" if "malformed" in str(e) else "info", **e)
+        for event in state.events:
+            self.events.add(event)
         for path, reason in state.skipped:
             self._once(f"skipped:{path}", "object_skipped", path=path, reason=reason)
         result = PollResult(ok=True, source=state.source, calls=state.calls)
@@ -183,7 +142,7 @@ class Puller:
     def _once(self, key: str, name: str, **fields: Any) -> None:
         if key not in self._seen_problems:
             self._seen_problems.add(key)
-            self.event(name, "warning", **fields)
+            self.events.emit(name, "warning", **fields)
 
     def _sync(self, state: RemoteState, result: PollResult) -> None:
         inventory = self.layout.inventory()
@@ -208,7 +167,7 @@ class Puller:
         futures = {}
         for item, ref in due:
             if item.reason == "changed":
-                self.event(
+                self.events.emit(
                     "version_changed_remotely",
                     "warning",
                     model=item.model,
@@ -242,7 +201,7 @@ class Puller:
             self._failures[key] = _Failure(count, time.monotonic() + delay, exc.kind, str(exc))
             self.metrics.installs.labels(exc.kind).inc()
             result.failed.append((item.model, item.version, exc.kind))
-            self.event(
+            self.events.emit(
                 PERMANENT.get(exc.kind, "install_failed"),
                 "error" if exc.kind != "changed" else "warning",
                 model=item.model,
@@ -258,7 +217,7 @@ class Puller:
         self.metrics.install_bytes.inc(record.bytes)
         self.metrics.install_seconds.observe(record.seconds)
         result.installed.append((item.model, item.version))
-        self.event(
+        self.events.emit(
             "version_installed",
             model=item.model,
             version=item.version,
@@ -284,7 +243,7 @@ class Puller:
             try:
                 self.tick()
             except OSError as exc:  # the local disk failed us: an event, then try again
-                self.event("tick_failed", "error", error=str(exc))
+                self.events.emit("tick_failed", "error", error=str(exc))
             self.sync_event.wait(self.settings.poll_s)
             if self.stop_event.is_set():
                 break
@@ -293,11 +252,11 @@ class Puller:
         inventory = self.layout.inventory()
         with self._lock:
             last = self._last
-        events = self.events.recent(50)
+        events = [e.to_json() for e in self.events.recent(50)]
         return {
             "node_id": self.settings.node.node_id,
             "role": "puller",
-            "model_root": str(self.settings.node.model_root),
+            "model_root": str(self.settings.model_root),
             "source": self.view.source,
             "last_poll": None
             if last is None
@@ -332,7 +291,7 @@ class Puller:
             "events": events,
         }
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> PullerStatus:
         """What the master needs of this node (heartbeat status)."""
         with self._lock:
             last = self._last
@@ -385,23 +344,7 @@ class Puller:
 
 def main(port: int | None = None) -> int:
     settings = PullerSettings.from_env()
-    if port is not None:
-        settings = replace(settings, node=replace(settings.node, http_port=port))
-    configure_logging(settings.node.log_level, json_output=True)
-    puller = Puller(settings)
-    node = settings.node
-    return serve(
-        puller,
-        node,
-        puller.metrics.registry,
-        log,
-        lambda http_port: log.info(
-            "puller_started",
-            node_id=node.node_id,
-            model_root=str(node.model_root),
-            bucket=settings.store.bucket,
-            prefix=settings.store.prefix,
-            http=f"{node.http_host}:{http_port}",
-            poll_s=settings.poll_s,
-        ),
-    )
+    settings = replace(settings, node=settings.node.with_port(port))
+    store = settings.store
+    where = {"model_root": str(settings.model_root), "bucket": store.bucket, "prefix": store.prefix}
+    return serve(settings.node, lambda: Puller(settings), log, **where, poll_s=settings.poll_s)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from modelsync.savedmodel import DEFAULT_MAX_TAR_BYTES
-from modelsync.settings import Env, NodeSettings, StoreSettings
+from modelsync.settings import Env, NodeSettings, StoreSettings, model_root
 
 DEFAULT_PORT = 8001
 
@@ -14,6 +15,7 @@ DEFAULT_PORT = 8001
 class PullerSettings:
     store: StoreSettings
     node: NodeSettings
+    model_root: Path
     poll_s: float = 5.0
     download_workers: int = 8
     max_concurrent_installs: int = 2
@@ -35,6 +37,7 @@ class PullerSettings:
         return cls(
             store=StoreSettings.from_env(env),
             node=NodeSettings.from_env(env, default_port=DEFAULT_PORT),
+            model_root=model_root(env),
             poll_s=env.number("MODELSYNC_POLL_S", 5.0, minimum=0.1),
             download_workers=env.integer("MODELSYNC_DOWNLOAD_WORKERS", 8, minimum=1, maximum=256),
             max_concurrent_installs=env.integer(

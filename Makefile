@@ -61,7 +61,7 @@ e2e: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy modelsync tfserving remote_model_puller config_manager master cli gateway
+	$(VENV)/bin/mypy modelsync tfserving remote_model_puller config_manager master cli gateway jobs
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,9 @@
     const box = el("details", {class: "job-errors", open: openErrors.has(j.id),
                                ontoggle: (ev) => { ev.target.open ? openErrors.add(j.id) : openErrors.delete(j.id); }},
       el("summary", {}, num(p.errors, 0) + (p.errors === 1 ? " error" : " errors")),
-      el("ul", {}, (p.first_errors || []).map((e) => el("li", {}, e))));
+      el("ul", {}, (p.first_errors || []).map((e) => el("li", {}, e))),
+      el("div", {class: "muted small"}, "the first error of each chunk" +
+         (j.state === "done" ? "; \u201cErrors\u201d downloads them all" : "")));
     return box;
   }
   function versionsCell(j) {
@@ -60,7 +62,7 @@
       j.label ? el("span", {class: "muted small"}, " @" + j.label) : j.version ? el("span", {class: "muted small"}, " v" + j.version) : null]},
     {key: "state", label: "State", sort: (j) => j.state, cell: (j) => badge(j.state, "state-" + j.state)},
     {key: "progress", label: "Progress", sort: (j) => (j.progress || {}).fraction, cell: progressCell},
-    {key: "errors", label: "Errors", num: true, sort: (j) => (j.progress || {}).errors, cell: errorsCell},
+    {key: "errors", label: "Errors", cls: "wrap", sort: (j) => (j.progress || {}).errors, cell: errorsCell},
     {key: "versions", label: "Scored by", cell: versionsCell},
     {key: "finished", label: "Ended", sort: (j) => j.finished_at, cell: (j) => timeCell(j.finished_at)},
     {key: "actions", label: "", cell: actionsCell},

@@ -4,6 +4,7 @@ need the admin token, reading the read token. See ``master/jobs/`` and the READM
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -162,7 +163,9 @@ def submit() -> tuple[Response, int]:
         req = JobRequest(
             model, version, label, fmt, "upload", _webhook(request.args.get("webhook")), _key()
         )
-        lines = bounded_lines(request.stream.readline, limits.max_row_bytes)
+        # buffered: the raw stream's readline would read one byte per call
+        stream = io.BufferedReader(request.stream, buffer_size=1 << 20)  # type: ignore[type-var]
+        lines = bounded_lines(stream.readline, limits.max_row_bytes)
         rows_in = jsonl_rows(lines) if fmt == "jsonl" else csv_rows(lines)
     try:
         job, created = jobs.submitter.begin(req, version, time.time())

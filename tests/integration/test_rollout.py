@@ -138,7 +138,7 @@ def test_canary_then_fleet_and_a_master_outage_freezes_it(fleet, store, model_fa
     fleet.master = fleet.start_master(
         "master-again", fleet.tmp / "master.sqlite3", port=fleet.master.port
     )
-    wait_for(lambda: fleet.rollout()["status"] == "complete", 120, "rollout complete")
+    wait_for(lambda: fleet.rollout()["status"] == "complete", 300, "rollout complete")
     wait_for(lambda: set(fleet.served().values()) == {2}, 60, "v2 everywhere")
     history = [h["status"] for h in fleet.rollout()["history"]]
     assert history[-3:] == ["baking", "validating", "complete"]

@@ -70,7 +70,7 @@ class GatewayHTTPServer:
                 text = self.headers.get("Content-Length")
                 if not text:
                     return b"", False
-                if not text.strip().isdigit():
+                if not (text.strip().isascii() and text.strip().isdigit()):
                     self.close_connection = True
                     self._send(Response(400, b'{"error":"malformed Content-Length"}'))
                     return None

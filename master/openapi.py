@@ -43,6 +43,7 @@ def op(
     if security:
         responses["401"] = _ERR
         responses["403"] = _ERR
+        responses["429"] = {**_ERR, "description": "too many wrong tokens from this address"}
     for code, text in (extra or {}).items():
         responses[code] = {**_ERR, "description": text}
     out: dict[str, Any] = {
@@ -251,7 +252,7 @@ def _rollout_paths() -> Paths:
     return {
         "/v1/models/{model}/rollout": {
             "get": op(
-                "The model's staged rollout: spec, state, canary vs baseline",
+                "The model's staged rollout: spec (and spec_defaults), state, canary vs baseline",
                 READ,
                 params=[MODEL],
                 extra={"400": "bad input"},
@@ -313,7 +314,8 @@ def _scoring_paths() -> Paths:
                 body=try_body,
                 extra={
                     "400": "bad input",
-                    "409": "no live gateway on that node",
+                    "409": "no live gateway on that node, or it reports its gateway somewhere "
+                    "the master does not send to (refused: nothing is sent)",
                     "502": "the gateway did not answer",
                 },
             )
@@ -375,7 +377,11 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {
                 READ: {**bearer, "description": "the read token (the admin token also reads)"},
                 ADMIN: bearer,
-                NODE: bearer,
+                NODE: {
+                    **bearer,
+                    "description": "a node's own token (modelsync node-token NODE_ID): "
+                    "that node's heartbeats only",
+                },
             },
             "schemas": {
                 "Error": {

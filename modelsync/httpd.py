@@ -60,8 +60,14 @@ class DaemonHTTPServer:
             def _handle(self, method: str) -> None:
                 path = self.path.split("?", 1)[0]
                 handler = server_self.routes.get((method, path))
-                length = int(self.headers.get("Content-Length") or 0)
+                text = (self.headers.get("Content-Length") or "0").strip()
+                if not (text.isascii() and text.isdigit()):  # no sign, no junk: -1 is refused
+                    self.close_connection = True
+                    self._send(400, {"error": "malformed Content-Length"})
+                    return
+                length = int(text)
                 if length > MAX_BODY_BYTES:
+                    self.close_connection = True  # the body is left unread
                     self._send(413, {"error": "request body too large"})
                     return
                 body = self.rfile.read(length) if length else b""

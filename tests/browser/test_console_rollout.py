@@ -23,7 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from modelsync.dev.emulator import GCSEmulator
+from modelsync.dev.emulator import GCSEmulator, free_port
 from modelsync.dev.procs import Node, start_master
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
@@ -105,11 +105,25 @@ def cluster(
         StoreSettings(bucket=bucket, emulator_host=gcs.url, timeout_s=10, retry_deadline_s=10)
     )
     store.ensure_bucket()
-    where: dict[str, Any] = {"bucket": bucket, "emulator_host": gcs.url, "node_token": NODE}
-    master = start_master(workdir, admin_token=ADMIN, read_token=READ, catalog_s=0.5, **where)
+    where: dict[str, Any] = {"bucket": bucket, "emulator_host": gcs.url, "node_secret": NODE}
+    gateway_port = free_port()  # where the master's try-it reaches the node's gateway
+    master = start_master(
+        workdir,
+        admin_token=ADMIN,
+        read_token=READ,
+        catalog_s=0.5,
+        extra_env={"MODELSYNC_GATEWAY_PORT": str(gateway_port)},
+        **where,
+    )
     url: str = master.url  # type: ignore[attr-defined]
     beats = {"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"}
-    opts: dict[str, Any] = {"name": "node-1", "poll_s": 0.5, "gateway": True, "extra_env": beats}
+    opts: dict[str, Any] = {
+        "name": "node-1",
+        "poll_s": 0.5,
+        "gateway": True,
+        "gateway_port": gateway_port,
+        "extra_env": beats,
+    }
     node = Node(workdir / "node", master_url=url, **opts, **where)
     try:
         node.start()
@@ -327,7 +341,12 @@ def test_staged_rollout_from_the_panel(browser: Chrome, cluster: GatewayCluster)
     wait_for(lambda: cluster.rollout()["rejected"] == [], 30, "v2 no longer rejected")
     harness.wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, ".act-unreject"))
 
-    # the spec form: set another spec, then remove it
+    # the spec form: its empty fields show the API's defaults (spec_defaults, one home)
+    defaults = cluster.rollout()["spec_defaults"]
+    assert float(attr(browser, "#ro-bake", "placeholder") or "nan") == defaults["bake_s"]
+    waves = str(attr(browser, "#ro-waves", "placeholder")).split(",")
+    assert [float(w) for w in waves] == defaults["waves"]
+    # set another spec, then remove it
     form = {"ro-canary": "1", "ro-waves": "0.5, 1", "ro-bake": "60"}
     form |= {"ro-max-error": "0.05", "ro-max-p99": "2", "ro-min-requests": "10"}
     for field, value in form.items():  # select all, type over it (the field keeps the focus)

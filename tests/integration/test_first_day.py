@@ -27,7 +27,7 @@ NO_GCP = {
 }
 TOKENS = {
     "MODELSYNC_ADMIN_TOKEN": "admin-token-0123456789",
-    "MODELSYNC_NODE_TOKEN": "node-token-0123456789",
+    "MODELSYNC_NODE_SECRET": "node-secret-0123456789",
 }
 
 

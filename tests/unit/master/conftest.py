@@ -57,7 +57,7 @@ def app(memstore: MemoryStore, tmp_path: Path) -> Iterator[Flask]:
         store=StoreSettings(bucket="b"),
         db_path=tmp_path / "m.sqlite3",
         admin_token=ADMIN,
-        node_token=NODE,
+        node_secret=NODE,
         read_token=READ,
         docker="off",
         run_background=False,

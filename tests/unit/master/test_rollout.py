@@ -7,6 +7,7 @@ import threading
 import time
 
 from modelsync.catalog import policy_object
+from modelsync.nodeauth import node_token
 from modelsync.policy import parse_policy, served_set
 from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval
 
@@ -41,7 +42,7 @@ def beat(
     }
     if load is not None:
         doc["telemetry"] = {"models": {"m": {**load, "versions": available}}}
-    code, answer = api.call("POST", "/v1/nodes/heartbeat", NODE, doc)
+    code, answer = api.call("POST", "/v1/nodes/heartbeat", node_token(NODE, node), doc)
     assert code == 200, answer
 
 

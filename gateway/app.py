@@ -33,6 +33,7 @@ from gateway.openapi import openapi_document
 from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
 from gateway.tfs import TFServingClient
+from modelsync import safejson
 from modelsync.layout import NAME_PATTERN, VERSION_PATTERN, is_model_name, parse_version
 from modelsync.log import get_logger
 from modelsync.policy import LABEL_PATTERN
@@ -80,7 +81,7 @@ class _Outcome:
 
 
 def _json(doc: Any, status: int = 200) -> Response:
-    return Response(status, json.dumps(doc, separators=(",", ":")).encode())
+    return Response(status, safejson.dumps(doc, separators=(",", ":")).encode())
 
 
 def _version(text: str | None) -> int | None:

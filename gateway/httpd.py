@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from gateway.app import Gateway, Request, Response
+from modelsync.safejson import NOSNIFF
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _MAX_CHUNK_LINE = 1024
@@ -102,6 +103,7 @@ class GatewayHTTPServer:
                     f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, '')}",
                     f"Content-Type: {resp.content_type}",
                     f"Content-Length: {len(resp.body)}",
+                    "{}: {}".format(*NOSNIFF),
                 ]
                 head += [f"{k}: {v}" for k, v in resp.headers.items()]
                 if self.close_connection:

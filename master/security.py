@@ -15,6 +15,7 @@ from flask.sessions import SecureCookieSessionInterface
 from master import auth
 from master.db import Database
 from master.settings import MasterSettings
+from modelsync.safejson import NOSNIFF, html_safe
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -30,12 +31,11 @@ CONTENT_SECURITY_POLICY = "; ".join(
 )
 HEADERS = {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
+    NOSNIFF[0]: NOSNIFF[1],
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-_JSON_ESCAPES = (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"))
 
 
 class EscapingJSONProvider(DefaultJSONProvider):
@@ -43,10 +43,7 @@ class EscapingJSONProvider(DefaultJSONProvider):
     parser (they can only occur inside strings), no markup to anything that sniffs HTML."""
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
-        text = super().dumps(obj, **kwargs)
-        for char, escaped in _JSON_ESCAPES:
-            text = text.replace(char, escaped)
-        return text
+        return html_safe(super().dumps(obj, **kwargs))
 
 
 class SessionInterface(SecureCookieSessionInterface):

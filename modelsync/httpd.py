@@ -8,13 +8,14 @@ as text (Prometheus), anything else as JSON.
 from __future__ import annotations
 
 import errno
-import json
 import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from modelsync import safejson
+from modelsync.safejson import NOSNIFF
 from modelsync.settings import SettingsError
 
 Handler = Callable[[bytes], tuple[int, Any]]
@@ -88,10 +89,11 @@ class DaemonHTTPServer:
                 if isinstance(doc, bytes):
                     data, ctype = doc, "text/plain; version=0.0.4; charset=utf-8"
                 else:
-                    data = json.dumps(doc, default=str, indent=1).encode()
+                    data = safejson.dumps(doc, default=str, indent=1).encode()
                     ctype = "application/json"
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
+                self.send_header(*NOSNIFF)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -100,3 +100,9 @@ def test_a_token_still_guards_the_passthrough(gateway: tuple[Gateway, RecordingP
     ok: dict[str, Any] = {"authorization": "Bearer gateway-token-0123456789"}
     assert gw.handle(Request("GET", "/v1/models/two", "", ok, b"")).status == 200
     assert proxy.forwarded == [("GET", "/v1/models/two")]
+
+
+def test_errors_echo_no_markup(gateway: tuple[Gateway, RecordingProxy]) -> None:
+    gw, _proxy = gateway
+    resp = gw.handle(Request("POST", "/model/%3Cimg%20src=x%3E/invocations", "", {}, b"{}"))
+    assert resp.status == 404 and b"<" not in resp.body and b"\\u003cimg" in resp.body

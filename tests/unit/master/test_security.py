@@ -14,15 +14,12 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from master_kit import ADMIN, NODE, READ, master_app
 
 from master.api import STATE_KEY
-from master.app import create_app
-from master.settings import MasterSettings
 from modelsync.dev.memstore import MemoryStore
 from modelsync.nodeauth import node_token
-from modelsync.settings import StoreSettings
 
-ADMIN, READ, NODE = "admin-token-0123456789", "read-token-0123456789", "node-token-0123456789"
 XSS = "<img src=x onerror=alert(document.domain)>"
 
 
@@ -217,17 +214,7 @@ def test_the_session_cookie_carries_no_hash_of_the_token(app: Flask) -> None:
 
 
 def make_app(tmp_path: Path, name: str, **kw: Any) -> Flask:
-    settings = MasterSettings(
-        store=StoreSettings(bucket="b"),
-        db_path=tmp_path / f"{name}.sqlite3",
-        admin_token=kw.pop("admin_token", ADMIN),
-        node_secret=NODE,
-        read_token=READ,
-        docker="off",
-        run_background=False,
-        **kw,
-    )
-    return create_app(settings, store=MemoryStore())
+    return master_app(tmp_path / f"{name}.sqlite3", **kw)
 
 
 def test_the_session_key_is_random_or_the_setting(tmp_path: Path) -> None:

@@ -131,6 +131,9 @@ def cluster(
         publish(store, model_factory(2.0), "demo", prefix=PREFIX, marker=MARKER)  # y = 2x + 1
         wait_for(lambda: serving(url, "demo", 1), 120, "demo v1 AVAILABLE on node-1")
         wait_for(lambda: gateway_live(url), 60, "node-1's gateway live at the master")
+        # the real gateway's, puller's and config manager's reports pass the master's checks
+        events = api(url, "GET", "/v1/events?node=node-1&limit=1000")[1]["events"]
+        assert not [e for e in events if e["event"] == "report_dropped"], events
         yield GatewayCluster(url, store, node.gateway_url, model_factory)
     finally:
         node.stop()
@@ -225,6 +228,9 @@ def test_recent_requests_list_what_the_gateways_answered(
         browser, lambda d: int(attr(d, per_node, "data-count") or 0) > count, timeout_s=30
     )
     no_js_errors(browser)
+    # the gateway's report with its recent requests passed the master's checks whole
+    events = api(cluster.url, "GET", "/v1/events?node=node-1&limit=1000")[1]["events"]
+    assert not [e for e in events if e["event"] == "report_dropped"], events
 
 
 def test_read_token_may_try_but_has_no_rollout_controls(

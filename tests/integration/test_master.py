@@ -274,6 +274,8 @@ def test_nodes_register_go_stale_and_come_back_and_follow_the_api(
         # node events arrived with the heartbeats
         status, doc = api.call("GET", "/v1/events?node=node-1&limit=200", READ)
         assert any(e["event"] == "version_installed" for e in doc["events"])
+        # the real daemons' reports pass the master's checks whole (nothing dropped)
+        assert not [e for e in doc["events"] if e["event"] == "report_dropped"], doc["events"]
 
         # the daemons stop: stale after 3 missed beats; back when they return
         assert node.puller is not None

@@ -257,9 +257,7 @@ class RestApi:
         serialized = [json_example(e, context).SerializeToString() for e in examples]
         method = CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD
         with self.manager.acquire(t.name, t.version, t.label) as (_chosen, servable):
-            outputs = run_examples(
-                servable, _signature_name(body), method, serialized
-            )
+            outputs = run_examples(servable, _signature_name(body), method, serialized)
         if verb == "classify":
             return {
                 "result": [[[lbl, score] for lbl, score in row] for row in classify_rows(outputs)]

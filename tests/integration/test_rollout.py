@@ -51,7 +51,7 @@ class Fleet:
                 name=f"n{i}",
                 poll_s=0.5,
                 master_url=self.master.url,
-                node_token=NODE,
+                node_secret=NODE,
                 extra_env={"MODELSYNC_HEARTBEAT_S": "0.5", "MODELSYNC_TELEMETRY_S": "1"},
             )
             for i in range(n)
@@ -68,7 +68,7 @@ class Fleet:
                 port=port,
                 emulator_host=self.settings.emulator_host or "",
                 admin_token=ADMIN,
-                node_token=NODE,
+                node_secret=NODE,
                 read_token=READ,
                 catalog_s=0.5,
                 db_path=str(db),

@@ -28,7 +28,7 @@ from typing import Any
 
 from bench.common import percentile, table
 
-TOKEN_A, TOKEN_N = "bench-admin-token-0123", "bench-node-token-01234"
+TOKEN_A, TOKEN_N = "bench-admin-token-0123", "bench-node-secret-0123456789"
 CHUNK_ROWS = 5000
 
 
@@ -302,7 +302,7 @@ def run(quick: bool) -> dict[str, Any]:
                     bucket="bench-jobs",
                     emulator_host=gcs.url,
                     admin_token=TOKEN_A,
-                    node_token=TOKEN_N,
+                    node_secret=TOKEN_N,
                     catalog_s=1.0,
                     extra_env={
                         "MODELSYNC_BROKER_URL": redis.url,
@@ -319,7 +319,7 @@ def run(quick: bool) -> dict[str, Any]:
                 poll_s=1.0,
                 gateway=True,
                 master_url=master.url,  # type: ignore[attr-defined]
-                node_token=TOKEN_N,
+                node_secret=TOKEN_N,
                 extra_env=quiet,
             )
             try:

@@ -14,12 +14,13 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from master.settings import MULTIPROC_ENV
+from modelsync.metrics import DaemonMetrics
 
 
 class FleetCollector(Collector):
@@ -38,32 +39,24 @@ class FleetCollector(Collector):
         yield family
 
 
-class MasterMetrics:
+class MasterMetrics(DaemonMetrics):
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "modelsync_master_requests", "HTTP requests.", ["method", "route", "status"], registry=r
-        )
-        self.latency = Histogram(
-            "modelsync_master_request_seconds",
+        super().__init__("master")
+        self.requests = self.counter("requests", "HTTP requests.", "method", "route", "status")
+        self.latency = self.histogram(
+            "request_seconds",
             "HTTP request latency.",
-            ["route"],
-            registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+            "route",
         )
-        self.heartbeats = Counter(
-            "modelsync_master_heartbeats", "Heartbeats received.", ["role"], registry=r
-        )
-        self.catalog_refreshes = Counter(
-            "modelsync_master_catalog_refreshes",
-            "Catalog refreshes by outcome.",
-            ["outcome"],
-            registry=r,
+        self.heartbeats = self.counter("heartbeats", "Heartbeats received.", "role")
+        self.catalog_refreshes = self.counter(
+            "catalog_refreshes", "Catalog refreshes by outcome.", "outcome"
         )
         self.catalog_seconds = Gauge(
-            "modelsync_master_catalog_refresh_seconds",
+            self.prefix + "catalog_refresh_seconds",
             "Duration of the last catalog refresh.",
-            registry=r,
+            registry=self.registry,
             multiprocess_mode="mostrecent",  # one worker refreshes; the newest value counts
         )
         self._fleet: FleetCollector | None = None

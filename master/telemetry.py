@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from master.db import Database
+from modelsync.layout import is_model_name, is_version
 from modelsync.telemetry import ModelInterval, TelemetryError, merge_intervals
 
 MINUTE = 60
@@ -108,13 +109,13 @@ def parse_beat(doc: Any) -> list[NodeFigures]:
         raise TelemetryError(f"'telemetry': at most {MAX_MODELS_PER_BEAT} models per beat")
     out = []
     for model, figures in models.items():
+        if not is_model_name(model):
+            raise TelemetryError(f"telemetry.models: {model[:80]!r} is not a model name")
         if not isinstance(figures, dict):
             raise TelemetryError(f"telemetry.models.{model}: expected an object")
         figures = dict(figures)
         versions = figures.pop("versions", [])
-        if not isinstance(versions, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in versions
-        ):
+        if not isinstance(versions, list) or not all(is_version(v) for v in versions):
             raise TelemetryError(f"telemetry.models.{model}.versions: expected versions")
         iv = ModelInterval.from_json(figures)
         if iv.requests or iv.latency.count:

@@ -164,7 +164,7 @@ def jobs_cluster(
             bucket=bucket,
             emulator_host=gcs.url,
             admin_token=ADMIN,
-            node_token=NODE,
+            node_secret=NODE,
             read_token=READ,
             catalog_s=0.5,
             extra_env={
@@ -183,7 +183,7 @@ def jobs_cluster(
         name="node-1",
         poll_s=0.5,
         master_url=url,
-        node_token=NODE,
+        node_secret=NODE,
         extra_env={"MODELSYNC_HEARTBEAT_S": "1"},
     )
     env = {"MODELSYNC_JOB_VISIBILITY_S": "6", "MODELSYNC_JOB_RETRY_S": "120", **(worker_env or {})}

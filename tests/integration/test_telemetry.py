@@ -97,7 +97,7 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
             bucket=store_settings.bucket,
             emulator_host=store_settings.emulator_host or "",
             admin_token=ADMIN,
-            node_token=NODE,
+            node_secret=NODE,
             read_token=READ,
             catalog_s=0.5,
         ),
@@ -109,7 +109,7 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
         name="node-1",
         poll_s=0.5,
         master_url=master.url,
-        node_token=NODE,  # type: ignore[attr-defined]
+        node_secret=NODE,  # type: ignore[attr-defined]
         extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"},
     )
     load = None

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from master_kit import ADMIN, READ, master_app
 
 from master.api import STATE_KEY
-from master.app import create_app
 from master.jobs.submit import BrokerDown
-from master.settings import JobsSettings, MasterSettings
+from master.settings import JobsSettings
 from master.state import MasterState
 from modelsync.dev.memstore import MemoryStore
 from modelsync.jobs import webhook
@@ -30,8 +30,7 @@ from modelsync.jobs.model import (
 )
 from modelsync.jobs.planner import ChunkLimits
 from modelsync.jobs.queue import BrokerSettings
-from modelsync.settings import StoreSettings
-from tests.unit.master.conftest import ADMIN, NODE, READ, SM, Client
+from tests.unit.master.conftest import SM, Client
 
 SECRET = "webhook-secret-0123456789"
 
@@ -56,14 +55,9 @@ def jobs_app(memstore: MemoryStore, tmp_path: Path) -> Iterator[Flask]:
     for name in SM:
         memstore.write(f"models/demo/1/{name}", b"x")
     memstore.write("models/demo/1/_READY", b"")
-    settings = MasterSettings(
-        store=StoreSettings(bucket="b"),
-        db_path=tmp_path / "m.sqlite3",
-        admin_token=ADMIN,
-        node_token=NODE,
-        read_token=READ,
-        docker="off",
-        run_background=False,
+    app = master_app(
+        tmp_path / "m.sqlite3",
+        memstore,
         settle_s=0,
         jobs=JobsSettings(
             broker=BrokerSettings("redis://127.0.0.1:1/0"),
@@ -73,7 +67,6 @@ def jobs_app(memstore: MemoryStore, tmp_path: Path) -> Iterator[Flask]:
             ttl_s=3600,
         ),
     )
-    app = create_app(settings, store=memstore)
     state: MasterState = app.extensions[STATE_KEY]
     state.refresh_catalog()
     state.jobs.sender = FakeSender()  # type: ignore[assignment]

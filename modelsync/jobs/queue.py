@@ -26,10 +26,14 @@ class BrokerSettings:
 
     @classmethod
     def from_env(cls, env: Env) -> BrokerSettings | None:
-        """``MODELSYNC_BROKER_URL`` (or ``_FILE``: it may hold a password); None when unset."""
+        """``MODELSYNC_BROKER_URL`` (or ``_FILE``); its password may come apart, from
+        ``MODELSYNC_BROKER_PASSWORD`` (or ``_FILE``: a secret). None when no URL is set."""
         url = env.secret("MODELSYNC_BROKER_URL")
         if url is None:
             return None
+        password = env.secret("MODELSYNC_BROKER_PASSWORD")
+        if password is not None:
+            url = with_password(url, password)
         scheme = url.partition("://")[0]
         if scheme not in ("redis", "rediss", "amqp", "amqps"):
             raise SettingsError(
@@ -56,6 +60,21 @@ class BrokerSettings:
             return self.url
         user = creds.partition(":")[0]
         return f"{scheme}{sep}{user + ':***' if user else '***'}@{host}"
+
+
+def with_password(url: str, password: str) -> str:
+    """``redis://host:6379/0`` + ``pw`` -> ``redis://:pw@host:6379/0`` (a user kept:
+    ``amqp://u@host//`` -> ``amqp://u:pw@host//``); the password URL-quoted."""
+    from urllib.parse import quote
+
+    scheme, sep, rest = url.partition("://")
+    creds, at, host = rest.rpartition("@")
+    if at and ":" in creds:
+        raise SettingsError(
+            "MODELSYNC_BROKER_URL holds a password already; drop MODELSYNC_BROKER_PASSWORD"
+        )
+    user = creds if at else ""
+    return f"{scheme}{sep}{user}:{quote(password, safe='')}@{host}"
 
 
 def celery_app(settings: BrokerSettings, name: str = "modelsync-jobs") -> Any:

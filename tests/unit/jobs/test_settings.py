@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from jobs.settings import WorkerSettings
@@ -27,6 +29,20 @@ def test_rabbitmq_has_no_default_backend_and_passwords_stay_out_of_logs() -> Non
     s = WorkerSettings.from_env(Env({**BASE, "MODELSYNC_BROKER_URL": "amqp://u:secret@h:5672//"}))
     assert s.broker.backend is None
     assert "secret" not in s.broker.safe_url and s.broker.safe_url == "amqp://u:***@h:5672//"
+
+
+def test_the_broker_password_comes_from_its_own_secret(tmp_path: Any) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("p@ss word\n")
+    env = {**BASE, "MODELSYNC_BROKER_PASSWORD_FILE": str(secret)}
+    s = WorkerSettings.from_env(Env(env))
+    assert s.broker.url == "redis://:p%40ss%20word@127.0.0.1:6379/0" == s.broker.backend
+    assert s.broker.safe_url == "redis://***@127.0.0.1:6379/0"
+    amqp = {**env, "MODELSYNC_BROKER_URL": "amqp://jobs@h:5672//"}
+    assert WorkerSettings.from_env(Env(amqp)).broker.url == "amqp://jobs:p%40ss%20word@h:5672//"
+    twice = {**env, "MODELSYNC_BROKER_URL": "redis://:a@h:1/0"}
+    with pytest.raises(SettingsError, match="holds a password already"):
+        WorkerSettings.from_env(Env(twice))
 
 
 @pytest.mark.parametrize(

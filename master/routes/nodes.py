@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify
 
 from master.api import ApiError, body, log, need, state
 from master.index import nodes_json
-from master.telemetry import parse_beat
+from master.telemetry import TELEMETRY_SOURCES, parse_beat
 from modelsync.layout import is_node_id
 from modelsync.reports import MAX_EVENTS_PER_BEAT, ROLES
 from modelsync.telemetry import TelemetryError
@@ -37,6 +37,10 @@ def heartbeat() -> Response:
         raise ApiError(400, "every event must be an object")
     telemetry = []
     if doc.get("telemetry") is not None:
+        if role not in TELEMETRY_SOURCES:
+            raise ApiError(
+                400, f"'telemetry': only {sorted(TELEMETRY_SOURCES)} heartbeats carry it"
+            )
         try:
             telemetry = parse_beat(doc["telemetry"])
         except TelemetryError as exc:
@@ -56,7 +60,7 @@ def heartbeat() -> Response:
     )
     s.metrics.heartbeats.labels(role).inc()
     if telemetry:
-        s.telemetry.add(node_id, telemetry, now)
+        s.telemetry.add(node_id, telemetry, now, TELEMETRY_SOURCES[role])
     if new:
         s.db.add_event("node", "node_registered", node_id=node_id, detail={"role": role})
         log.info("node_registered", node_id=node_id, role=role)

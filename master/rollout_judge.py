@@ -20,9 +20,15 @@ the judge compares (``modelsync.judge.judge_sides``), with the best source there
    given when a gateway or the versions AVAILABLE tell it (and the new version's own requests
    are counted as that share's complement), else it is "unknown".
 
-A stage whose new side has too few requests is "waiting" ("waiting for traffic: 37 of 200
-requests"), never passed: the plan (``master.rollout_plan.step``) holds it, then pauses or
-promotes it after ``max_wait_s``.
+A stage is "waiting", never passed, while its new side has too few requests ("waiting for
+traffic: 37 of 200 requests"), while a baseline that has some traffic has fewer than
+``min_requests`` (compared with, not judged without: alone, the new side's error rates would
+be held against the tolerances themselves, and a fleet whose clients make 8 % mistakes would
+fail), and while latency lacks ``min_requests`` timed requests on a side that has some. Only a
+baseline with no traffic at all lets the judge decide on the new side alone (``judge_sides``:
+error rates against the tolerances, latency not compared). The plan
+(``master.rollout_plan.step``) holds a waiting stage, then pauses or promotes it after
+``max_wait_s``.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelsync.judge import Check, Judgement, Side, judge_sides, waiting_reason
+from modelsync.judge import WAITING, Check, Judgement, Side, judge_sides, waiting_reason
 from modelsync.rollout import RolloutSpec, RolloutState
 from modelsync.telemetry import (
     GATEWAY,
@@ -250,5 +256,18 @@ def judge_stage(spec: RolloutSpec, rs: RolloutState, rows: Rows, now: float) -> 
     if evidence.counted < needed:
         reason = waiting_reason(evidence.counted, needed)
         return StageJudgement(*common, "waiting", reason, needed, evidence)
-    judged: Judgement = judge_sides(evidence.new, evidence.base, spec.limits())
+    base = evidence.base
+    if 0 < base.requests < needed:  # a baseline is there: compared with, not judged without
+        reason = f"{WAITING}: the baseline has {base.requests} of {needed} requests"
+        return StageJudgement(*common, "waiting", reason, needed, evidence)
+    judged: Judgement = judge_sides(evidence.new, base, spec.limits())
+    latency = next((c for c in judged.checks if c.name == "latency"), None)
+    if judged.verdict == "healthy" and latency is not None and latency.verdict == "unjudged":
+        timed = (evidence.new.latency.count, base.latency.count)
+        if timed[1] > 0:  # latency is compared with the baseline once both sides have enough
+            reason = (
+                f"{WAITING}: latency needs {needed} timed requests on each side, "
+                f"{timed[0]} and {timed[1]} so far"
+            )
+            return StageJudgement(*common, "waiting", reason, needed, evidence, judged.checks)
     return StageJudgement(*common, judged.verdict, judged.reason, needed, evidence, judged.checks)

@@ -123,6 +123,24 @@ def test_a_version_with_no_traffic_of_its_own_waits_whatever_the_node_serves() -
     assert judge_stage(SPEC, state(), gw_told, 1100.0).verdict == "waiting"
 
 
+def test_a_small_baseline_and_untimed_latency_wait_and_no_baseline_judges_alone() -> None:
+    """With a baseline that has some traffic, the stage is compared with it, not judged
+    without it (alone, the clients' 8 % mistakes would be held against the tolerance), and
+    latency waits for enough timed requests on both sides; with none at all, the new side is
+    judged alone."""
+    new = {("n1", SERVER): server_row({NEW: iv(230, client=20)})}
+    small = {**new, ("n2", SERVER): server_row({OLD: iv(50, client=4)})}
+    got = judge_stage(SPEC, state(), small, 1100.0)
+    assert got.verdict == "waiting"
+    assert got.reason == "waiting for traffic: the baseline has 54 of 200 requests"
+    untimed = {**new, ("n2", SERVER): server_row({OLD: iv(150, client=60)})}
+    got = judge_stage(SPEC, state(), untimed, 1100.0)
+    assert got.verdict == "waiting" and "latency needs 200 timed requests" in got.reason
+    assert "230 and 150 so far" in got.reason
+    alone = judge_stage(SPEC, state(), {**new, ("n2", SERVER): server_row({})}, 1100.0)
+    assert alone.verdict == "healthy" and "no baseline" in alone.reason, alone.reason
+
+
 # --- never a silent pass ------------------------------------------------------------------------
 sides = st.dictionaries(
     st.sampled_from([NEW, OLD, 1]),

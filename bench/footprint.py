@@ -58,7 +58,7 @@ def run(quick: bool) -> dict[str, Any]:
                 bucket="bench",
                 emulator_host=emu.url,
                 admin_token=ADMIN,
-                node_token=NODE,
+                node_secret=NODE,
                 catalog_s=2,
             ),
         )
@@ -68,7 +68,7 @@ def run(quick: bool) -> dict[str, Any]:
             emulator_host=emu.url,
             poll_s=2,
             master_url=master.url,
-            node_token=NODE,  # type: ignore[attr-defined]
+            node_secret=NODE,  # type: ignore[attr-defined]
             extra_env={"MODELSYNC_HEARTBEAT_S": "2"},
         )
         try:

@@ -19,6 +19,7 @@ import requests
 from bench.common import percentile, table, tree_rss_mb
 from modelsync.dev.emulator import GCSEmulator
 from modelsync.dev.procs import MasterSpec, start_master
+from modelsync.nodeauth import node_token
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval
@@ -72,7 +73,7 @@ def run(quick: bool) -> dict[str, Any]:
                 bucket="bench",
                 emulator_host=emu.url,
                 admin_token=ADMIN,
-                node_token=NODE,
+                node_secret=NODE,
                 catalog_s=5,
             ),
         )
@@ -182,6 +183,7 @@ def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[
         session = requests.Session()
         mine = [i for i in range(k, daemons, CLIENT_PROCESSES)][j::THREADS_PER_CLIENT]
         beats = {i: started + period * i / daemons for i in mine}  # spread evenly
+        tokens = {i: node_token(NODE, json.loads(bodies[i])["node_id"]) for i in mine}
         mine_lat: list[float] = []
         mine_errors: list[str] = []
         for _ in range(10_000):  # bounded
@@ -198,7 +200,10 @@ def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[
                     f"{url}/v1/nodes/heartbeat",
                     data=bodies[i],
                     timeout=10,
-                    headers={"Authorization": f"Bearer {NODE}", "Content-Type": "application/json"},
+                    headers={
+                        "Authorization": f"Bearer {tokens[i]}",
+                        "Content-Type": "application/json",
+                    },
                 )
                 if r.status_code != 200:
                     raise RuntimeError(f"HTTP {r.status_code}")

@@ -53,7 +53,7 @@ def run(quick: bool) -> dict[str, Any]:
                 bucket="bench",
                 emulator_host=emu.url,
                 admin_token=ADMIN,
-                node_token=NODE,
+                node_secret=NODE,
                 catalog_s=1,
             ),
         )
@@ -65,7 +65,7 @@ def run(quick: bool) -> dict[str, Any]:
                 name=f"node{i}",
                 poll_s=1.0,
                 master_url=master.url,  # type: ignore[attr-defined]
-                node_token=NODE,
+                node_secret=NODE,
                 extra_env={"MODELSYNC_HEARTBEAT_S": "2"},
             )
             for i in range(3)

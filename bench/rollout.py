@@ -113,7 +113,7 @@ class Cluster:
                 bucket="bench",
                 emulator_host=emu_url,
                 admin_token=ADMIN,
-                node_token=NODE,
+                node_secret=NODE,
                 catalog_s=0.5,
                 extra_env={"MODELSYNC_ROLLOUT_S": "0.5"},
             ),
@@ -128,7 +128,7 @@ class Cluster:
                 name=f"n{i}",
                 poll_s=0.5,
                 master_url=self.url,
-                node_token=NODE,
+                node_secret=NODE,
                 extra_env=env,
             )
             for i in range(n)

@@ -1,4 +1,4 @@
-"""``modelsync publish``, ``list`` and ``healthcheck``."""
+"""``modelsync publish``, ``list``, ``healthcheck`` and ``node-token``."""
 
 from __future__ import annotations
 
@@ -100,6 +100,22 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_token(args: argparse.Namespace) -> int:
+    """Print each node's own token (MODELSYNC_NODE_TOKEN), made from the master's
+    MODELSYNC_NODE_SECRET (or MODELSYNC_NODE_SECRET_FILE)."""
+    from modelsync.layout import is_node_id
+    from modelsync.nodeauth import node_token
+    from modelsync.settings import Env, SettingsError, node_secret
+
+    secret = node_secret(Env())
+    for node_id in args.node_id:
+        if not is_node_id(node_id):
+            raise SettingsError(f"NODE_ID: {node_id!r} is not a node id (1-128 of [A-Za-z0-9_.-])")
+    for node_id in args.node_id:
+        print(node_token(secret, node_id))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from cli.demo import run_demo
 
@@ -156,3 +172,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--timeout", type=float, default=3.0)
     p.set_defaults(func=cmd_healthcheck, json_logs=False)
+
+    p = sub.add_parser(
+        "node-token",
+        help="print a node's own heartbeat token (MODELSYNC_NODE_TOKEN) from MODELSYNC_NODE_SECRET",
+    )
+    p.add_argument("node_id", nargs="+", metavar="NODE_ID", help="the node's MODELSYNC_NODE_ID")
+    p.set_defaults(func=cmd_node_token, json_logs=False)

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from modelsync.dev.emulator import GCSEmulator
+from modelsync.dev.emulator import GCSEmulator, free_port
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.settings import StoreSettings
 
@@ -156,7 +156,8 @@ def run_demo(
             say(f"GCS emulator (fake-gcs-server): {emu.url}, bucket gs://{DEMO_BUCKET}")
             say("writing the demo SavedModels with TensorFlow ...")
             sources = _make_models(workdir)
-            admin_token, node_token = secrets.token_hex(16), secrets.token_hex(16)
+            admin_token, node_secret = secrets.token_hex(16), secrets.token_hex(16)
+            gateway_port = free_port()
             say("starting the master (gunicorn) ...")
             master = start_master(
                 workdir / "master",
@@ -164,8 +165,9 @@ def run_demo(
                     bucket=DEMO_BUCKET,
                     emulator_host=emu.url,
                     admin_token=admin_token,
-                    node_token=node_token,
+                    node_secret=node_secret,
                     catalog_s=1.0,
+                    extra_env={"MODELSYNC_GATEWAY_PORT": str(gateway_port)},
                 ),
             )
             say(f"  master             {master.url}  (admin token: {admin_token})")  # type: ignore[attr-defined]
@@ -176,8 +178,9 @@ def run_demo(
                 emulator_host=emu.url,
                 poll_s=1.0,
                 master_url=master.url,  # type: ignore[attr-defined]
-                node_token=node_token,
+                node_secret=node_secret,
                 gateway=True,
+                gateway_port=gateway_port,
                 extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "2"},
             ).start()
             for what, where in node.listening().items():

@@ -3,7 +3,11 @@ code (gateway/httpd.py serves it), so it can be driven in-process.
 
     POST /model/<name>[/<version>]/invocations   MLflow / Databricks scoring
     POST /api/v1/run-model, POST /predict        ML-Kraken
-    *    /v1/models/...                          TF Serving REST, passed through unchanged
+    GET  /v1/models/<name>[/versions/<v>|/labels/<l>][/metadata]
+    POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict|classify|regress
+                                                 TF Serving REST, passed through unchanged
+                                                 (only these paths, by the name, version
+                                                 and label rules: no '..', no %-escapes)
     GET  /v1/history  /openapi.json              (token, when one is set)
     GET  /healthz  /readyz  /metrics             (never a token)
 """
@@ -30,17 +34,22 @@ from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
 from gateway.telemetry import GatewayTelemetry
 from gateway.tfs import Attempt, TFServingClient
-from modelsync.layout import is_model_name, parse_version
+from modelsync import safejson
+from modelsync.layout import NAME_PATTERN, VERSION_PATTERN, is_model_name, parse_version
 from modelsync.log import get_logger
+from modelsync.policy import LABEL_PATTERN
 from modelsync.reports import HistorySummary
 from modelsync.tensors import Signature
 
 log = get_logger("gateway")
 
 MLFLOW_RE = re.compile(r"/model/(?P<name>[^/]+)(?:/(?P<version>[^/]+))?/invocations\Z")
+# TF Serving's REST API (model_servers/http_rest_api_handler.cc), by modelsync's own rules for a
+# name, a version and a label: nothing else is ever forwarded
 TFS_RE = re.compile(
-    r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)"
-    r"|/labels/[^/:]+)?(?P<meta>/metadata)?"
+    rf"/v1/models/(?P<name>{NAME_PATTERN})"
+    rf"(?:/versions/(?P<version>{VERSION_PATTERN})|/labels/{LABEL_PATTERN})?"
+    r"(?:(?P<meta>/metadata)|:(?P<verb>predict|classify|regress))?\Z"
 )
 KRAKEN_PATHS = ("/api/v1/run-model", "/predict")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
@@ -75,7 +84,7 @@ class _Outcome:
 
 
 def _json(doc: Any, status: int = 200) -> Response:
-    return Response(status, json.dumps(doc, separators=(",", ":")).encode())
+    return Response(status, safejson.dumps(doc, separators=(",", ":")).encode())
 
 
 def _version(text: str | None) -> int | None:
@@ -299,16 +308,25 @@ class Gateway:
 
     def _passthrough(self, req: Request, _started: float, attempt: Attempt) -> _Outcome:
         m = TFS_RE.match(req.path)
-        model = unquote(m.group("name")) if m else ""
-        version = int(m.group("version")) if m and m.group("version") else None
+        if m is None:
+            raise GatewayError(
+                404,
+                "not a TF Serving REST path: /v1/models/<name>[/versions/<v>|/labels/<l>]"
+                "[/metadata|:predict|:classify|:regress]",
+            )
+        want = "POST" if m.group("verb") else "GET"
+        if req.method != want:
+            raise GatewayError(405, f"{req.method} is not allowed here; use {want}")
+        model = m.group("name")
+        version = int(m.group("version")) if m.group("version") else None
         attempt.version = version  # TF Serving's REST answer names no version
         if req.too_large:
             raise GatewayError(413, f"the body is larger than {self.settings.max_body_bytes} bytes")
-        target = req.path + (f"?{req.query}" if req.query else "")
+        target = req.path  # exactly the path matched; TF Serving's REST API takes no query
         status, body, ctype = self.proxy.forward(
             req.method, target, req.body, req.headers.get("content-type")
         )
-        if status == 200 and version is None and m and m.group("meta") and req.method == "GET":
+        if status == 200 and version is None and m.group("meta"):
             try:
                 version = int(json.loads(body)["model_spec"]["version"])
             except (ValueError, KeyError, TypeError):

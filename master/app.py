@@ -10,7 +10,7 @@ from pathlib import Path
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from master import auth, policy_ops
+from master import policy_ops, security
 from master.api import STATE_KEY, ApiError, json_error, log
 from master.routes import (
     cluster,
@@ -40,9 +40,7 @@ def create_app(
     app = Flask("modelsync-master", root_path=str(ROOT))
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     app.extensions[STATE_KEY] = state
-    console.configure(
-        app, settings.session_s, settings.session_secure, auth.session_secret(settings)
-    )
+    security.install(app, settings, state.db)
     for blueprint in (
         health.bp,
         nodes.bp,
@@ -79,7 +77,7 @@ def create_app(
             )
         return resp
 
-    app.register_error_handler(ApiError, lambda e: json_error(e.status, e.message))
+    app.register_error_handler(ApiError, lambda e: json_error(e.status, e.message, e.headers))
     app.register_error_handler(policy_ops.Conflict, lambda e: json_error(409, str(e)))
     app.register_error_handler(policy_ops.Unprocessable, lambda e: json_error(422, str(e)))
     app.register_error_handler(Unavailable, lambda e: json_error(503, str(e)))

@@ -29,6 +29,8 @@ def op(
 ) -> dict[str, Any]:
     """One operation: JSON in and out, 401/403 when it needs a token, ``extra`` error codes."""
     errors = {"401": "error", "403": "error"} if security else {}
+    if security:
+        errors["429"] = "too many wrong tokens from this address"
     return operation(summary, security, {**errors, **(extra or {})}, body=body, params=params)
 
 
@@ -216,7 +218,7 @@ def _rollout_paths() -> Paths:
     return {
         "/v1/models/{model}/rollout": {
             "get": op(
-                "The model's staged rollout: spec, state, canary vs baseline",
+                "The model's staged rollout: spec (and spec_defaults), state, canary vs baseline",
                 READ,
                 params=[MODEL],
                 extra={"400": "bad input"},
@@ -278,7 +280,8 @@ def _scoring_paths() -> Paths:
                 body=try_body,
                 extra={
                     "400": "bad input",
-                    "409": "no live gateway on that node",
+                    "409": "no live gateway on that node, or it reports its gateway somewhere "
+                    "the master does not send to (refused: nothing is sent)",
                     "502": "the gateway did not answer",
                 },
             )
@@ -335,7 +338,11 @@ def openapi_document() -> dict[str, Any]:
         "securitySchemes": {
             READ: {**bearer, "description": "the read token (the admin token also reads)"},
             ADMIN: bearer,
-            NODE: bearer,
+            NODE: {
+                **bearer,
+                "description": "a node's own token (modelsync node-token NODE_ID): "
+                "that node's heartbeats only",
+            },
         },
         "schemas": {"Error": error},
     }

@@ -75,11 +75,13 @@ def main(port: int | None = None) -> int:
     configure_logging(settings.log_level, json_output=True)
     if port is not None:
         settings = replace(settings, http_port=port)
+    from master.auth import session_key
     from master.db import Database
     from modelsync.httpd import check_bindable
 
     check_bindable(settings.http_host, settings.http_port)
-    Database(settings.db_path)  # create or migrate the schema once, before the workers fork
+    # create or migrate the schema, and make the session key, once, before the workers fork
+    session_key(settings, Database(settings.db_path))
     _metrics_dir()
     log.info(
         "master_starting",

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from master.db import Database
+from modelsync.layout import is_model_name
 from modelsync.telemetry import (
     GATEWAY,
     SERVER,
@@ -131,6 +132,8 @@ def parse_beat(doc: Any) -> list[NodeFigures]:
         raise TelemetryError(f"'telemetry': at most {MAX_MODELS_PER_BEAT} models per beat")
     out = []
     for model, figures in models.items():
+        if not is_model_name(model):
+            raise TelemetryError(f"telemetry.models: {model[:80]!r} is not a model name")
         fig = BeatModel.from_json(figures, f"telemetry.models.{model}")
         if not fig.empty:
             out.append(NodeFigures(str(model), fig))

@@ -1,13 +1,16 @@
 """What node daemons send in their heartbeats (the node → master contract): each daemon's
 ``summary()`` returns its ``status`` type, the heartbeat sender builds the :class:`Heartbeat`.
 
-The master treats every field as untrusted input: ``master/index.py`` reads these with
-validation, and a malformed field counts as absent.
+The master treats every field as untrusted input: ``master/beat.py`` checks every report as it
+arrives, and ``master/index.py`` reads these again with the same rules (a malformed field counts
+as absent).
 """
 
 from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict
+
+from modelsync.layout import is_model_name, is_version, parse_version
 
 ROLES = ("puller", "config_manager", "gateway")  # who sends heartbeats
 MAX_EVENTS_PER_BEAT = 1000
@@ -95,9 +98,9 @@ def versions_of(status: Any, key: str) -> dict[str, set[int]]:
         return {}
     out: dict[str, set[int]] = {}
     for model, versions in raw.items():
-        if not isinstance(model, str) or not isinstance(versions, list):
+        if not isinstance(model, str) or not is_model_name(model) or not isinstance(versions, list):
             continue
-        vs = {v for v in versions if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+        vs = {v for v in versions if is_version(v)}
         if vs:
             out[model] = vs
     return out
@@ -110,13 +113,10 @@ def nested_of(status: Any, key: str) -> dict[str, dict[int, Any]]:
         return {}
     out: dict[str, dict[int, Any]] = {}
     for model, versions in raw.items():
-        if not isinstance(model, str) or not isinstance(versions, dict):
+        if not isinstance(model, str) or not is_model_name(model) or not isinstance(versions, dict):
             continue
         for v, value in versions.items():
-            try:
-                version = int(v)
-            except (TypeError, ValueError):
-                continue
-            if version > 0:
+            version = parse_version(v) if isinstance(v, str) else None
+            if version is not None:
                 out.setdefault(model, {})[version] = value
     return out

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from modelsync.log import LEVELS
+from modelsync.nodeauth import MIN_SECRET_CHARS, SECRET_SETTING, token_problem
 
 DEFAULT_PREFIX = "models"
 DEFAULT_MARKER = "_READY"
@@ -173,6 +174,17 @@ def model_root(env: Env) -> Path:
     return Path(env.text("MODELSYNC_MODEL_ROOT", required=True))
 
 
+def node_secret(env: Env) -> str:
+    """The cluster's node secret (``MODELSYNC_NODE_SECRET`` or ``…_FILE``; the master's, and
+    ``modelsync node-token``'s): every node's own token derives from it."""
+    secret = env.secret(SECRET_SETTING)
+    if not secret:
+        raise SettingsError(f"{SECRET_SETTING} (or {SECRET_SETTING}_FILE) is required")
+    if len(secret) < MIN_SECRET_CHARS:
+        raise SettingsError(f"{SECRET_SETTING}: at least {MIN_SECRET_CHARS} characters")
+    return secret
+
+
 @dataclass(frozen=True)
 class NodeSettings:
     """What every node daemon (puller, config manager, gateway) is: which node, where it listens
@@ -189,12 +201,16 @@ class NodeSettings:
 
     @classmethod
     def from_env(cls, env: Env, *, default_port: int) -> NodeSettings:
+        node_id = env.text("MODELSYNC_NODE_ID", socket.gethostname())
+        node_token = env.secret("MODELSYNC_NODE_TOKEN")
+        if problem := token_problem(node_token, node_id):
+            raise SettingsError(problem)
         return cls(
-            node_id=env.text("MODELSYNC_NODE_ID", socket.gethostname()),
+            node_id=node_id,
             http_port=http_port(env, default_port),
             http_host=env.text("MODELSYNC_HTTP_HOST", "127.0.0.1"),
             master_url=env.opt_text("MODELSYNC_MASTER_URL"),
-            node_token=env.secret("MODELSYNC_NODE_TOKEN"),
+            node_token=node_token,
             heartbeat_s=env.number("MODELSYNC_HEARTBEAT_S", 10.0, minimum=0.5),
             log_level=env.log_level(),
         )

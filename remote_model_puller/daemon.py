@@ -94,6 +94,7 @@ class Puller:
             self.layout,
             self.file_pool,
             max_tar_bytes=settings.max_tar_bytes,
+            max_tar_members=settings.max_tar_members,
             stop=self.stop_event,
         )
         self.metrics = PullerMetrics()

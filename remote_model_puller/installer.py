@@ -35,7 +35,12 @@ from modelsync.local import (
 )
 from modelsync.log import get_logger
 from modelsync.manifest import ManifestError, parse_manifest
-from modelsync.savedmodel import TarballError, extract_tarball, local_savedmodel_problem
+from modelsync.savedmodel import (
+    DEFAULT_MAX_TAR_MEMBERS,
+    TarballError,
+    extract_tarball,
+    local_savedmodel_problem,
+)
 from modelsync.settings import StoreSettings
 from modelsync.store import ChecksumMismatch, NotFound, RemoteStore, StoreError, list_bucket
 from remote_model_puller.pipe import ChunkPipe, PipeAbandoned, PipeStopped
@@ -66,6 +71,7 @@ class Installer:
         pool: ThreadPoolExecutor,
         *,
         max_tar_bytes: int,
+        max_tar_members: int = DEFAULT_MAX_TAR_MEMBERS,
         stop: threading.Event | None = None,
     ) -> None:
         self.store = store
@@ -73,6 +79,7 @@ class Installer:
         self.layout = layout
         self.pool = pool
         self.max_tar_bytes = max_tar_bytes
+        self.max_tar_members = max_tar_members
         self.stop = stop or threading.Event()
 
     def list_version(self, model: str, version: int) -> RemoteVersion:
@@ -225,7 +232,7 @@ class Installer:
             fut = self.pool.submit(self._produce, name, f, pipe)
             error: BaseException | None = None
             try:
-                extract_tarball(pipe, dest, self.max_tar_bytes)
+                extract_tarball(pipe, dest, self.max_tar_bytes, max_members=self.max_tar_members)
                 pipe.drain()  # trailing blocks: the whole object passes the checksum
             except BaseException as exc:  # decided below, once the download has ended
                 error = exc

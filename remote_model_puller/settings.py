@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelsync.savedmodel import DEFAULT_MAX_TAR_BYTES
+from modelsync.savedmodel import DEFAULT_MAX_TAR_BYTES, DEFAULT_MAX_TAR_MEMBERS
 from modelsync.settings import Env, NodeSettings, StoreSettings, model_root
 
 DEFAULT_PORT = 8001
@@ -20,6 +20,7 @@ class PullerSettings:
     download_workers: int = 8
     max_concurrent_installs: int = 2
     max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES
+    max_tar_members: int = DEFAULT_MAX_TAR_MEMBERS
     settle_s: float = 30.0
     catalog_max_age_s: float = 120.0
     backoff_max_s: float = 300.0
@@ -44,6 +45,9 @@ class PullerSettings:
                 "MODELSYNC_MAX_CONCURRENT_INSTALLS", 2, minimum=1, maximum=64
             ),
             max_tar_bytes=env.integer("MODELSYNC_MAX_TAR_BYTES", DEFAULT_MAX_TAR_BYTES, minimum=1),
+            max_tar_members=env.integer(
+                "MODELSYNC_MAX_TAR_MEMBERS", DEFAULT_MAX_TAR_MEMBERS, minimum=1
+            ),
             settle_s=env.number("MODELSYNC_SETTLE_S", 30.0, minimum=0),
             catalog_max_age_s=env.number("MODELSYNC_CATALOG_MAX_AGE_S", 120.0, minimum=1),
             backoff_max_s=env.number("MODELSYNC_BACKOFF_MAX_S", 300.0, minimum=0.1),

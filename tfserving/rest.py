@@ -95,6 +95,15 @@ def _body() -> dict[str, Any]:
     return body
 
 
+def _signature_name(body: dict[str, Any]) -> str:
+    name = body.get("signature_name")
+    if name is None or name == "":
+        return DEFAULT_SIGNATURE
+    if not isinstance(name, str):
+        raise ServingError("INVALID_ARGUMENT", "'signature_name' must be a string")
+    return name
+
+
 def _feature(value: Any, key: str) -> Any:
     import tensorflow as tf
 
@@ -232,7 +241,7 @@ class RestApi:
 
     def predict(self, t: Target, answering: Answering) -> dict[str, Any]:
         body = _body()
-        sig_name = body.get("signature_name") or DEFAULT_SIGNATURE
+        sig_name = _signature_name(body)
         with self.manager.acquire(t.name, t.version, t.label) as (chosen, servable):
             answering.version = chosen
             inputs, as_rows = _inputs(body, servable.signature(sig_name))
@@ -250,9 +259,7 @@ class RestApi:
         method = CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD
         with self.manager.acquire(t.name, t.version, t.label) as (chosen, servable):
             answering.version = chosen
-            outputs = run_examples(
-                servable, body.get("signature_name") or DEFAULT_SIGNATURE, method, serialized
-            )
+            outputs = run_examples(servable, _signature_name(body), method, serialized)
         if verb == "classify":
             return {
                 "result": [[[lbl, score] for lbl, score in row] for row in classify_rows(outputs)]

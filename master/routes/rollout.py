@@ -13,7 +13,7 @@ from master.api import ApiError, body, check_model, need, state, write_policy
 from master.index import CONFIG_MANAGER
 from master.rollout import last_judgement
 from modelsync.policy import check_version
-from modelsync.rollout import RolloutError, parse_spec
+from modelsync.rollout import RolloutError, RolloutSpec, parse_spec
 
 bp = Blueprint("rollout", __name__)
 ACTIONS = ("pause", "resume", "promote", "abort")
@@ -37,6 +37,7 @@ def rollout_json(model: str) -> dict[str, Any]:
         "spec": None if spec is None else spec.to_json(),
         "spec_effective": None if spec is None else spec.effective_json(),
         "spec_from": "model" if mp.rollout is not None else "defaults" if spec else None,
+        "spec_defaults": RolloutSpec().to_json(),  # what a field left out of a spec means
         "rejected": sorted(mp.rejected),
         "status": "idle" if rs is None else rs.status,
     }

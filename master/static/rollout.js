@@ -6,9 +6,8 @@
 "use strict";
 
 window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
-  const {el, $, badge, ver, timeCell, num, pct, msec, DASH} = window.ms;
+  const {el, $, badge, dash, ver, timeCell, num, pct, msec, DASH} = window.ms;
   const base = "/v1/models/" + encodeURIComponent(model);
-  const dash = () => el("span", {class: "muted"}, DASH);
   const STATUS = {idle: "", validating: "info", baking: "info", paused: "warn", complete: "ok",
                   rolled_back: "bad"};
   const WHAT = {
@@ -62,8 +61,10 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
     const gone = members.filter((n) => !liveIds.includes(n));  // kept in the stage, not live now
     const on = r.status === "complete" ? live : members.length - gone.length;
     const fill = live ? Math.min(100, (100 * on) / live) : 0;
+    const fillBar = el("div", {class: "fill"});
+    fillBar.style.width = fill.toFixed(1) + "%";  // CSSOM: the CSP allows no style attribute
     $("#rollout-nodes").replaceChildren(el("div", {class: "nodes-line"},
-      el("div", {class: "nodebar"}, el("div", {class: "fill", style: "width: " + fill.toFixed(1) + "%"})),
+      el("div", {class: "nodebar"}, fillBar),
       el("span", {id: "rollout-nodes-text", dataset: {on: String(on), live: String(live)}},
          r.version ? on + " of " + live + " live serving node" + (live === 1 ? "" : "s") + " on v" + r.version
            : live + " live serving node" + (live === 1 ? "" : "s")),
@@ -183,26 +184,7 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
   }
 
   // --- admin: the operator's hands ---------------------------------------------------------------
-  function result(ok, text, pending) {
-    const box = $("#rollout-result");
-    box.hidden = false;
-    box.className = "result " + (ok ? "ok" : "err");
-    box.dataset.state = pending ? "pending" : ok ? "ok" : "err";
-    box.textContent = text;
-  }
-  async function act(what, question, method, path, body, done) {
-    if (!window.confirm(question)) return;
-    result(true, what + "\u2026", true);
-    try {
-      const answer = await window.ms.request(method, path, body);
-      result(true, done(answer) + (answer && answer.generation ? " (policy generation " + answer.generation + ")" : ""));
-      window.ms.data.lastRolloutAction = {ok: true, doc: answer};
-    } catch (exc) {
-      result(false, what + " failed: " + exc.message + (exc.status ? " (HTTP " + exc.status + ")" : ""));
-      window.ms.data.lastRolloutAction = {ok: false, status: exc.status, error: exc.message};
-    }
-    await refreshPage();
-  }
+  const {result, act} = window.ms.actions("#rollout-result", refreshPage);
   function unreject(v) {
     act("Clearing v" + v, "Clear the rejection of " + model + " v" + v + "? It may be served again " +
         "(a staged rollout of it starts over).", "DELETE", base + "/rejected/" + v, undefined,
@@ -229,7 +211,12 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
     const form = $("#rollout-spec-form");
     if (form.dataset.edited || form.contains(document.activeElement)) return;
     const spec = r.spec || {};
+    const defaults = r.spec_defaults || {};
     const put = (id, v) => { $(id).value = v === undefined || v === null ? "" : String(v); };
+    for (const [id, key] of FORM) {  // an empty field means the API's default: shown as such
+      const d = defaults[key];
+      $(id).placeholder = d === undefined ? "" : Array.isArray(d) ? d.join(", ") : String(d);
+    }
     put("#ro-canary", spec.canary_nodes);
     put("#ro-waves", spec.waves ? spec.waves.join(", ") : "");
     put("#ro-bake", spec.bake_s);
@@ -237,6 +224,9 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
     put("#ro-max-p99", spec.max_p99_ratio);
     put("#ro-min-requests", spec.min_requests);
   }
+  const FORM = [["#ro-canary", "canary_nodes"], ["#ro-waves", "waves"], ["#ro-bake", "bake_s"],
+                ["#ro-max-error", "max_error_rate"], ["#ro-max-p99", "max_p99_ratio"],
+                ["#ro-min-requests", "min_requests"]];
   function specFromForm() {
     const spec = {};
     const fields = [["canary_nodes", "#ro-canary", true], ["bake_s", "#ro-bake", false],
@@ -281,7 +271,7 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
         return result(false, "Not sent: " + exc.message);
       }
       act("Setting the rollout spec", "Set the staged rollout spec of " + model + "?\n" +
-          specText({...window.ms.rolloutDefaults, ...spec}, "model"), "PUT", base + "/rollout", spec,
+          specText({...(doc ? doc.spec_defaults : {}), ...spec}, "model"), "PUT", base + "/rollout", spec,
       () => { delete form.dataset.edited; return "Rollout spec of " + model + " set"; });
     });
     $("#ro-spec-remove").addEventListener("click", () => act("Removing the rollout spec",
@@ -292,6 +282,3 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
   return {load, get doc() { return doc; }};
 };
 
-// the API's defaults for the fields a spec leaves out (modelsync.rollout.RolloutSpec)
-window.ms.rolloutDefaults = {canary_nodes: 1, waves: [0.25, 1.0], bake_s: 300, max_error_rate: 0.01,
-                             max_p99_ratio: 1.5, min_requests: 200};

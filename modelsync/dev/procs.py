@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelsync.dev.emulator import free_port
+from modelsync.nodeauth import node_token
 
 # TF Serving's Prometheus endpoint, as the stack enables it (tfserving/monitoring.config)
 MONITORING_CONFIG = Path(__file__).resolve().parents[2] / "tfserving" / "monitoring.config"
@@ -189,11 +190,14 @@ class Node:
         prefix: str = "models",
         poll_s: float = 1.0,
         master_url: str | None = None,
-        node_token: str | None = None,
+        node_secret: str | None = None,
         extra_env: dict[str, str] | None = None,
         model_server_flags: Sequence[str] = (),
         gateway: bool = False,
+        gateway_port: int = 0,
     ) -> None:
+        """``node_secret``: the master's MODELSYNC_NODE_SECRET; the node's daemons get their
+        own node's token made from it. ``gateway_port``: 0 picks a free one."""
         self.workdir = Path(workdir)
         self.name = name
         self.model_root = self.workdir / "models"
@@ -201,7 +205,7 @@ class Node:
         self.rest_port = free_port()
         self.puller_port = free_port()
         self.cm_port = free_port()
-        self.gateway_port = free_port() if gateway else None
+        self.gateway_port = (gateway_port or free_port()) if gateway else None
         self.model_server_flags = list(model_server_flags)
         self.env = {
             "MODELSYNC_BUCKET": bucket,
@@ -220,8 +224,8 @@ class Node:
         }
         if master_url:
             self.env["MODELSYNC_MASTER_URL"] = master_url
-        if node_token:
-            self.env["MODELSYNC_NODE_TOKEN"] = node_token
+        if node_secret:
+            self.env["MODELSYNC_NODE_TOKEN"] = node_token(node_secret, name)
         self.env.update(extra_env or {})
         self.model_server: ManagedProcess | None = None
         self.config_manager: ManagedProcess | None = None
@@ -299,7 +303,7 @@ class MasterSpec:
     bucket: str
     emulator_host: str
     admin_token: str
-    node_token: str
+    node_secret: str
     read_token: str | None = None
     port: int = 0
     catalog_s: float = 1.0
@@ -318,7 +322,7 @@ def start_master(
         "MODELSYNC_BUCKET": spec.bucket,
         "STORAGE_EMULATOR_HOST": spec.emulator_host,
         "MODELSYNC_ADMIN_TOKEN": spec.admin_token,
-        "MODELSYNC_NODE_TOKEN": spec.node_token,
+        "MODELSYNC_NODE_SECRET": spec.node_secret,
         "MODELSYNC_DB": spec.db_path or str(Path(workdir) / "master.sqlite3"),
         "MODELSYNC_HTTP_HOST": "127.0.0.1",
         "MODELSYNC_CATALOG_S": str(spec.catalog_s),

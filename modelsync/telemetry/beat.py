@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelsync.layout import is_version, parse_version
 from modelsync.telemetry.errors import TelemetryError
 from modelsync.telemetry.intervals import ModelInterval, merge_intervals
 from modelsync.telemetry.versions import MAX_VERSIONS
@@ -44,9 +45,7 @@ def _merge_versions(
 
 
 def _versions_json(doc: object, where: str) -> frozenset[int]:
-    if not isinstance(doc, list) or not all(
-        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in doc
-    ):
+    if not isinstance(doc, list) or not all(is_version(v) for v in doc):
         raise TelemetryError(f"{where}.versions: expected a list of versions")
     return frozenset(doc)
 
@@ -58,10 +57,11 @@ def _by_version_json(doc: object, where: str) -> dict[int, ModelInterval]:
         raise TelemetryError(f"{where}.by_version: at most {MAX_VERSIONS} versions")
     out: dict[int, ModelInterval] = {}
     for key, value in doc.items():
-        if not isinstance(key, str) or not key.isdigit() or len(key) > 18 or int(key) <= 0:
-            raise TelemetryError(f"{where}.by_version: bad version {key!r}")
+        version = parse_version(key) if isinstance(key, str) else None
+        if version is None:
+            raise TelemetryError(f"{where}.by_version: bad version {str(key)[:40]!r}")
         try:
-            out[int(key)] = ModelInterval.from_json(value)
+            out[version] = ModelInterval.from_json(value)
         except TelemetryError as exc:
             raise TelemetryError(f"{where}.by_version.{key}: {exc}") from None
     return out

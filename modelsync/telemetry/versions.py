@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
+from modelsync.layout import parse_version
 from modelsync.telemetry.errors import TelemetryError
 from modelsync.telemetry.histogram import Histogram
 from modelsync.telemetry.intervals import ModelInterval, _model_interval
@@ -41,10 +42,7 @@ VersionSnapshots = Mapping[str, Mapping[int, ModelSnapshot]]
 
 
 def _version(text: str | None) -> int | None:
-    if text is None or not text.isdigit() or len(text) > 18:
-        return None
-    version = int(text)
-    return version if version > 0 else None
+    return None if text is None else parse_version(text)
 
 
 def _counts(

@@ -144,7 +144,7 @@ def running_cluster(
             bucket=bucket,
             emulator_host=gcs.url,
             admin_token=ADMIN,
-            node_token=NODE,
+            node_secret=NODE,
             read_token=READ,
             catalog_s=0.5,
         ),
@@ -157,7 +157,7 @@ def running_cluster(
         name="node-1",
         poll_s=0.5,
         master_url=url,
-        node_token=NODE,
+        node_secret=NODE,
         extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"},
     )
     load = None
@@ -212,11 +212,17 @@ def wait_js(driver: Chrome, script: str) -> Any:
 
 
 def refreshed(driver: Chrome) -> None:
-    """Pause and resume the auto-refresh (which refreshes at once); wait until that is done."""
-    ticks = driver.execute_script("return window.ms.data.ticks || 0")
+    """Pause and resume the auto-refresh (which refreshes at once); wait until that is done
+    (the "updated at" label carries the time of the last refresh in ``data-at``)."""
+    before = updated_at(driver)
     for _ in range(2):
         driver.find_element(By.ID, "pause").click()
-    harness.wait_for(driver, lambda d: d.execute_script("return window.ms.data.ticks") > ticks)
+    harness.wait_for(driver, lambda d: updated_at(d) != before)
+
+
+def updated_at(driver: Chrome) -> str | None:
+    value = driver.find_element(By.ID, "updated").get_attribute("data-at")
+    return None if value is None else str(value)
 
 
 def model_rows(driver: Chrome, visible_only: bool = True) -> list[str]:

@@ -23,7 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from modelsync.dev.emulator import GCSEmulator
+from modelsync.dev.emulator import GCSEmulator, free_port
 from modelsync.dev.procs import MasterSpec, Node, start_master
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
@@ -103,13 +103,27 @@ def cluster(
         StoreSettings(bucket=bucket, emulator_host=gcs.url, timeout_s=10, retry_deadline_s=10)
     )
     store.ensure_bucket()
-    where: dict[str, Any] = {"bucket": bucket, "emulator_host": gcs.url, "node_token": NODE}
+    where: dict[str, Any] = {"bucket": bucket, "emulator_host": gcs.url, "node_secret": NODE}
+    gateway_port = free_port()  # where the master's try-it reaches the node's gateway
     master = start_master(
-        workdir, MasterSpec(admin_token=ADMIN, read_token=READ, catalog_s=0.5, **where)
+        workdir,
+        MasterSpec(
+            admin_token=ADMIN,
+            read_token=READ,
+            catalog_s=0.5,
+            extra_env={"MODELSYNC_GATEWAY_PORT": str(gateway_port)},
+            **where,
+        ),
     )
     url: str = master.url  # type: ignore[attr-defined]
     beats = {"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"}
-    opts: dict[str, Any] = {"name": "node-1", "poll_s": 0.5, "gateway": True, "extra_env": beats}
+    opts: dict[str, Any] = {
+        "name": "node-1",
+        "poll_s": 0.5,
+        "gateway": True,
+        "gateway_port": gateway_port,
+        "extra_env": beats,
+    }
     node = Node(workdir / "node", master_url=url, **opts, **where)
     try:
         node.start()
@@ -117,6 +131,9 @@ def cluster(
         publish(store, model_factory(2.0), "demo")  # y = 2x + 1
         wait_for(lambda: serving(url, "demo", 1), 120, "demo v1 AVAILABLE on node-1")
         wait_for(lambda: gateway_live(url), 60, "node-1's gateway live at the master")
+        # the real gateway's, puller's and config manager's reports pass the master's checks
+        events = api(url, "GET", "/v1/events?node=node-1&limit=1000")[1]["events"]
+        assert not [e for e in events if e["event"] == "report_dropped"], events
         yield GatewayCluster(url, store, node.gateway_url, model_factory)
     finally:
         node.stop()
@@ -211,6 +228,9 @@ def test_recent_requests_list_what_the_gateways_answered(
         browser, lambda d: int(attr(d, per_node, "data-count") or 0) > count, timeout_s=30
     )
     no_js_errors(browser)
+    # the gateway's report with its recent requests passed the master's checks whole
+    events = api(cluster.url, "GET", "/v1/events?node=node-1&limit=1000")[1]["events"]
+    assert not [e for e in events if e["event"] == "report_dropped"], events
 
 
 def test_read_token_may_try_but_has_no_rollout_controls(
@@ -327,7 +347,12 @@ def test_staged_rollout_from_the_panel(browser: Chrome, cluster: GatewayCluster)
     wait_for(lambda: cluster.rollout()["rejected"] == [], 30, "v2 no longer rejected")
     harness.wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, ".act-unreject"))
 
-    # the spec form: set another spec, then remove it
+    # the spec form: its empty fields show the API's defaults (spec_defaults, one home)
+    defaults = cluster.rollout()["spec_defaults"]
+    assert float(attr(browser, "#ro-bake", "placeholder") or "nan") == defaults["bake_s"]
+    waves = str(attr(browser, "#ro-waves", "placeholder")).split(",")
+    assert [float(w) for w in waves] == defaults["waves"]
+    # set another spec, then remove it
     form = {"ro-canary": "1", "ro-waves": "0.5, 1", "ro-bake": "60"}
     form |= {"ro-max-error": "0.05", "ro-max-p99": "2", "ro-min-requests": "10"}
     for field, value in form.items():  # select all, type over it (the field keeps the focus)

@@ -12,6 +12,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from e2e_helpers import sh, wait_for  # type: ignore[import-not-found]
 
 from modelsync.client import PredictClient
 from modelsync.dev.emulator import GCSEmulator, free_port
+from modelsync.nodeauth import node_token
 from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -55,9 +57,16 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
     tokens = {
         "admin_token": "e2e-admin-token-0123456789",
         "read_token": "e2e-read-token-0123456789",
-        "node_token": "e2e-node-token-0123456789",
+        "node_secret": "e2e-node-secret-0123456789",
+        "gateway_token": "e2e-gateway-token-0123456789",
+        "session_key": "e2e-session-key-0123456789abcdef0123456789abcdef",
         "gcs_credentials": "{}",
     }
+    # this node's own token, a file on the node (Swarm names the node by its hostname)
+    hostname = sh("docker", "info", "--format", "{{.Name}}").stdout.strip()
+    node_token_file = work / "node_token"
+    node_token_file.write_text(node_token(tokens["node_secret"], hostname))
+    node_token_file.chmod(0o444)  # the image's user reads it
     sh("docker", "stack", "rm", STACK, check=False)
     wait_for(lambda: not stack_containers(), 120, "leftovers of an earlier run removed")
     for name, value in tokens.items():
@@ -81,11 +90,18 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         "TFS_MEMORY": "4G",
         "MODELSYNC_GATEWAY_HOST": "127.0.0.1",
         "MODELSYNC_GATEWAY_URL": f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}",
+        "MODELSYNC_NODE_TOKEN_PATH": str(node_token_file),
         **{k: str(v) for k, v in ports.items()},
     }
     sh("docker", "stack", "deploy", "-c", "stack.yml", STACK, env=env)
     try:
-        yield {"ports": ports, "tokens": tokens, "store": GCSStore(settings), "emu": emu}
+        yield {
+            "ports": ports,
+            "tokens": tokens,
+            "store": GCSStore(settings),
+            "emu": emu,
+            "hostname": hostname,
+        }
     finally:
         logs = {}
         for svc in ("master", "tfserving", "puller", "config_manager", "gateway"):
@@ -150,20 +166,43 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
         60,
         "converged in the master's view",
     )
-    # the gateway, MLflow style: /model/<name>/invocations answers from the served version
+    # the gateway, MLflow style: /model/<name>/invocations answers from the served version,
+    # with the stack's gateway token only
     gateway = f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}"
 
-    def invocations() -> tuple[str | None, list[float]]:
+    def invocations(token: str | None) -> tuple[str | None, list[float]]:
         req = urllib.request.Request(
             f"{gateway}/model/demo/invocations",
             method="POST",
             data=json.dumps({"inputs": {"x": [1.0, 2.0]}}).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json"}
+            | ({"Authorization": f"Bearer {token}"} if token else {}),
         )
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.headers.get("X-Model-Version"), json.loads(r.read())["predictions"]
 
-    assert wait_for(lambda: invocations() == ("3", [5.0, 9.0]), 120, "the gateway answers")
+    gateway_token = stack["tokens"]["gateway_token"]
+    assert wait_for(
+        lambda: invocations(gateway_token) == ("3", [5.0, 9.0]), 120, "the gateway answers"
+    )
+    for token in (None, "not-the-gateway-token"):  # no scoring without the token
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            invocations(token)
+        assert refused.value.code == 401
+    # the node's daemons proved their node with its own token: the master lists that node
+    nodes = get(f"{master}/v1/nodes", admin)["nodes"]
+    assert [n["node_id"] for n in nodes] == [stack["hostname"]]
+    assert set(nodes[0]["roles"]) == {"puller", "config_manager", "gateway"}
+    # try-it through the master reaches the node's gateway (its address, the gateway port)
+    req = urllib.request.Request(
+        f"{master}/v1/models/demo/try",
+        method="POST",
+        data=json.dumps({"node": stack["hostname"], "body": {"inputs": {"x": [1.0]}}}).encode(),
+        headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        tried = json.loads(r.read())
+    assert tried["status"] == 200 and tried["answer"] == {"predictions": [5.0]}, tried
 
     errors: list[str] = []
     ok = [0]
@@ -233,7 +272,7 @@ def test_swarm_view_flags_nodes_without_live_daemons(stack, tmp_path: Path) -> N
             bucket="e2e",
             emulator_host=emu.url,
             admin_token=admin,
-            node_token=node,
+            node_secret=node,
             extra_env={"MODELSYNC_DOCKER": "on"},
         ),
     )

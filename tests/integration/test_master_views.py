@@ -51,7 +51,7 @@ def master(store_settings: StoreSettings, tmp_path: Path):  # type: ignore[no-un
             bucket=store_settings.bucket,
             emulator_host=store_settings.emulator_host or "",
             admin_token=ADMIN,
-            node_token=NODE,
+            node_secret=NODE,
             read_token=READ,
             catalog_s=0.5,
         ),
@@ -100,7 +100,7 @@ def test_one_node_per_node_id_and_converged_since_from_reports(
         name="node-1",
         poll_s=0.5,
         master_url=master.url,
-        node_token=NODE,
+        node_secret=NODE,
         extra_env={"MODELSYNC_HEARTBEAT_S": "0.5"},
     ).start()
     try:

@@ -215,6 +215,10 @@ def test_rest_api(server_env) -> None:  # type: ignore[no-untyped-def]
     assert status == 404 and "nope" in doc["error"]
     status, doc = client.http("POST", "/v1/models/demo:predict", {"nothing": 1})
     assert status == 400 and "instances" in doc["error"]
+    for bad in ([None, None], 3):  # found by schemathesis through the gateway: was a 500
+        body = {"signature_name": bad, "instances": [1.0]}
+        status, doc = client.http("POST", "/v1/models/demo:predict", body)
+        assert status == 400 and "signature_name" in doc["error"]
     # GetModelStatus does not look at a label (get_model_status_impl.cc): every version
     assert client.http("GET", "/v1/models/demo/labels/none") == client.http(
         "GET", "/v1/models/demo"

@@ -57,7 +57,7 @@ class Fleet:
                 name=f"n{i}",
                 poll_s=0.5,
                 master_url=self.master.url,
-                node_token=NODE,
+                node_secret=NODE,
                 extra_env={"MODELSYNC_HEARTBEAT_S": "0.5", "MODELSYNC_TELEMETRY_S": "1"},
                 gateway=gateways,
             )
@@ -75,7 +75,7 @@ class Fleet:
                 port=port,
                 emulator_host=self.settings.emulator_host or "",
                 admin_token=ADMIN,
-                node_token=NODE,
+                node_secret=NODE,
                 read_token=READ,
                 catalog_s=0.5,
                 db_path=str(db),
@@ -159,7 +159,7 @@ def test_canary_then_fleet_and_a_master_outage_freezes_it(fleet, store, model_fa
     fleet.master = fleet.start_master(
         "master-again", fleet.tmp / "master.sqlite3", port=fleet.master.port
     )
-    wait_for(lambda: fleet.rollout()["status"] == "complete", 120, "rollout complete")
+    wait_for(lambda: fleet.rollout()["status"] == "complete", 300, "rollout complete")
     wait_for(lambda: set(fleet.served().values()) == {2}, 60, "v2 everywhere")
     history = fleet.rollout()["history"]
     assert [h["status"] for h in history[-3:]] == ["baking", "validating", "complete"]

@@ -41,6 +41,21 @@ def test_stack_file_validates_and_has_what_production_needs() -> None:
     assert all(s["networks"] == {"hostnet": None} for s in services.values())
     assert all("healthcheck" in s for s in services.values())
     assert cfg["secrets"]["admin_token"]["external"] is True
+    # issue #25: the cluster's node secret only on the master; each node's own token a file on
+    # the node; scoring behind the gateway token; the session key a secret of its own
+    env = {k: services[k]["environment"] for k in services}
+    assert env["master"]["MODELSYNC_NODE_SECRET_FILE"] == "/run/secrets/node_secret"
+    assert env["master"]["MODELSYNC_SESSION_KEY_FILE"] == "/run/secrets/session_key"
+    assert env["gateway"]["MODELSYNC_GATEWAY_TOKEN_FILE"] == "/run/secrets/gateway_token"
+    assert env["master"]["MODELSYNC_GATEWAY_TOKEN_FILE"] == "/run/secrets/gateway_token"
+    for name in ("puller", "config_manager", "gateway"):
+        assert env[name]["MODELSYNC_NODE_TOKEN_FILE"] == "/run/modelsync/node_token"
+        mounts = [v for v in services[name]["volumes"] if v["type"] == "bind"]
+        assert [(m["target"], m.get("read_only")) for m in mounts] == [
+            ("/run/modelsync/node_token", True)
+        ]
+        assert "node_secret" not in [s["source"] for s in services[name].get("secrets", [])]
+    assert {"node_secret", "gateway_token", "session_key"} <= set(cfg["secrets"])
     # without a bucket the stack refuses to render
     res = run(["docker", "stack", "config", "-c", "stack.yml"], {"MODELSYNC_BUCKET": ""})
     assert res.returncode != 0 and "MODELSYNC_BUCKET" in res.stderr

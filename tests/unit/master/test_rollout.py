@@ -7,6 +7,7 @@ import threading
 import time
 
 from modelsync.catalog import policy_object
+from modelsync.nodeauth import node_token
 from modelsync.policy import parse_policy, served_set
 from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval, merge_intervals
 
@@ -52,7 +53,7 @@ def beat(
     }
     if load is not None:
         doc["telemetry"] = {"models": {"m": {**load, "versions": available}}}
-    code, answer = api.call("POST", "/v1/nodes/heartbeat", NODE, doc)
+    code, answer = api.call("POST", "/v1/nodes/heartbeat", node_token(NODE, node), doc)
     assert code == 200, answer
 
 
@@ -247,7 +248,7 @@ def test_the_gateway_and_node_groups_when_servers_cannot_tell_versions(  # type:
     assert j["other_share"] == 0.25
     # a puller carries no telemetry
     doc = {"node_id": canary, "role": "puller", "telemetry": {"models": {}}}
-    assert api.call("POST", "/v1/nodes/heartbeat", NODE, doc)[0] == 400
+    assert api.call("POST", "/v1/nodes/heartbeat", node_token(NODE, canary), doc)[0] == 400
 
 
 def test_a_failure_on_a_stage_node_rolls_back(api, state, memstore, add_version) -> None:  # type: ignore[no-untyped-def]
@@ -332,3 +333,11 @@ def test_removing_the_spec_mid_rollout_sends_every_node_to_the_target(  # type: 
     assert all(served_set("m", [1, 2], p, n).versions == {2} for n in NODES)
     assert state.rollouts.tick(time.time()) == {}  # nothing left to drive
     assert api.call("POST", "/v1/models/m/rollout/pause", ADMIN)[0] == 409
+
+
+def test_the_answer_carries_the_specs_defaults(api) -> None:  # type: ignore[no-untyped-def]
+    """The console fills what a spec leaves out from here (one home: RolloutSpec)."""
+    from modelsync.rollout import RolloutSpec
+
+    doc = api.call("GET", "/v1/models/m/rollout", READ)[1]
+    assert doc["spec"] is None and doc["spec_defaults"] == RolloutSpec().to_json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from modelsync.nodeauth import node_token
 from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval, quantile_ms
 
 READ, NODE = "read-token-0123456789", "node-token-0123456789"
@@ -30,7 +31,7 @@ def beat(api, node: str, figures: dict[str, tuple[ModelInterval, list[int]]]) ->
             "models": {m: {**iv.to_json(), "versions": vs} for m, (iv, vs) in figures.items()},
         },
     }
-    return api.call("POST", "/v1/nodes/heartbeat", NODE, doc)
+    return api.call("POST", "/v1/nodes/heartbeat", node_token(NODE, node), doc)
 
 
 def test_series_merge_nodes_and_versions(api) -> None:  # type: ignore[no-untyped-def]
@@ -69,7 +70,7 @@ def test_bad_telemetry_and_arguments_are_400(api) -> None:  # type: ignore[no-un
     code, doc = api.call(
         "POST",
         "/v1/nodes/heartbeat",
-        NODE,
+        node_token(NODE, "a"),
         {"node_id": "a", "role": "config_manager", "telemetry": {"models": {"m": {"x": 1}}}},
     )
     assert code == 400 and "telemetry" in doc["error"]

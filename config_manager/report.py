@@ -110,5 +110,14 @@ def summary_doc(m: Reported) -> ConfigManagerStatus:
             name: vs for name, vs in m.availability.to_json().items() if shadowed(name) is None
         },
         "failed": m.failures.by_model(),
-        "last_reload": m.last_reload,
+        "last_reload": _real_reload(m.last_reload),
     }
+
+
+def _real_reload(reload: ReloadReport | None) -> ReloadReport | None:
+    """The last reload with the real models only: a validation's shadow (``_validate.<m>``) is
+    no model name, and the master drops a report that names one (``master/beat.py``)."""
+    if reload is None:
+        return None
+    models = {m: vs for m, vs in reload["models"].items() if shadowed(m) is None}
+    return {**reload, "models": models}

@@ -20,6 +20,9 @@ the judge compares (``modelsync.judge.judge_sides``), with the best source there
    given when a gateway or the versions AVAILABLE tell it (and the new version's own requests
    are counted as that share's complement), else it is "unknown".
 
+Before the stage's nodes report any request at all, the source is "no figures" (an idle model
+writes no telemetry row, so nothing tells yet which source it will be), and the stage waits.
+
 A stage is "waiting", never passed, while its new side has too few requests ("waiting for
 traffic: 37 of 200 requests"), while a baseline that has some traffic has fewer than
 ``min_requests`` (compared with, not judged without: alone, the new side's error rates would
@@ -50,6 +53,7 @@ from modelsync.telemetry import (
 )
 
 VERSIONS, NODE_GROUPS = "versions", "node groups"
+NO_FIGURES = "no figures"  # the stage's nodes reported no request at all over the window
 Rows = Mapping[tuple[str, str], BeatModel]
 """(node, source) -> a model's figures merged over the window."""
 
@@ -132,6 +136,9 @@ def gather(
         )
     on = sorted(n for n in server if n in members)
     off = sorted(n for n in server if n not in members)
+    if not on:  # an idle model writes no row: nothing tells which source it will be
+        base = _merged(server[n].interval for n in off)
+        return Evidence(NO_FIGURES, Side(), _side(base), (), tuple(off), 0, share)
     new = _merged(server[n].interval for n in on)
     base = _merged(server[n].interval for n in off)
     requests = new.requests if new else 0

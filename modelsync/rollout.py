@@ -127,16 +127,14 @@ class RolloutSpec:
                 doc[key] = value
         return doc
 
+    def full_json(self) -> dict[str, Any]:
+        """Every key, the judge's too (None: derived from ``bake_s``); of ``RolloutSpec()``, what
+        leaving each out of a spec means."""
+        return {**self.to_json(), **{key: getattr(self, key) for key in _JUDGE_KEYS}}
+
     def effective_json(self) -> dict[str, Any]:
-        """Every setting as the judge applies it (defaults filled in, derived ones computed)."""
-        return {
-            **self.to_json(),
-            "max_client_error_increase": self.max_client_error_increase,
-            "confidence": self.confidence,
-            "warmup_s": self.warmup,
-            "max_wait_s": self.max_wait,
-            "on_insufficient": self.on_insufficient,
-        }
+        """Every setting as the judge applies it (derived ones computed)."""
+        return {**self.full_json(), "warmup_s": self.warmup, "max_wait_s": self.max_wait}
 
 
 def spec_schema() -> dict[str, Any]:

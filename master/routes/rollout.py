@@ -37,7 +37,8 @@ def rollout_json(model: str) -> dict[str, Any]:
         "spec": None if spec is None else spec.to_json(),
         "spec_effective": None if spec is None else spec.effective_json(),
         "spec_from": "model" if mp.rollout is not None else "defaults" if spec else None,
-        "spec_defaults": RolloutSpec().to_json(),  # what a field left out of a spec means
+        # what a field left out of a spec means (None: derived from bake_s, see spec_effective)
+        "spec_defaults": RolloutSpec().full_json(),
         "rejected": sorted(mp.rejected),
         "status": "idle" if rs is None else rs.status,
     }

@@ -340,4 +340,6 @@ def test_the_answer_carries_the_specs_defaults(api) -> None:  # type: ignore[no-
     from modelsync.rollout import RolloutSpec
 
     doc = api.call("GET", "/v1/models/m/rollout", READ)[1]
-    assert doc["spec"] is None and doc["spec_defaults"] == RolloutSpec().to_json()
+    assert doc["spec"] is None and doc["spec_defaults"] == RolloutSpec().full_json()
+    assert doc["spec_defaults"]["warmup_s"] is None  # derived from bake_s
+    assert doc["spec_defaults"]["on_insufficient"] == "pause"

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from master.rollout_judge import (
+    NO_FIGURES,
     NODE_GROUPS,
     VERSIONS,
     Rows,
@@ -121,6 +122,9 @@ def test_a_version_with_no_traffic_of_its_own_waits_whatever_the_node_serves() -
         ("n1", GATEWAY): BeatModel(iv(100), frozenset(), {OLD: iv(100)}),
     }
     assert judge_stage(SPEC, state(), gw_told, 1100.0).verdict == "waiting"
+    idle = judge_stage(SPEC, state(), {("n2", SERVER): server_row({OLD: iv(300)})}, 1100.0)
+    assert idle.verdict == "waiting" and idle.evidence is not None
+    assert idle.evidence.source == NO_FIGURES  # the canary reported nothing: no source yet
 
 
 def test_a_small_baseline_and_untimed_latency_wait_and_no_baseline_judges_alone() -> None:

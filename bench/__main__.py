@@ -26,6 +26,7 @@ BENCHMARKS = {
     "footprint": "bench.footprint",
     "gateway": "bench.gateway",
     "rollout": "bench.rollout",
+    "jobs": "bench.jobs",
 }
 
 GOALS: dict[str, list[tuple[str, str, float]]] = {
@@ -65,6 +66,7 @@ GOALS: dict[str, list[tuple[str, str, float]]] = {
         ("slow_rolled_back_on_latency", ">=", 1),
         ("unjudged_completions", "<=", 0),
     ],
+    "jobs": [("job_vs_gateway_per_core", ">=", 1.0), ("gateway_errors", "<=", 0)],
 }
 
 

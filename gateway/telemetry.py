@@ -9,7 +9,7 @@ when the request could not become the signature's tensors, else the code of the 
 latency of OK answers goes into a histogram in microseconds on TF Serving's buckets
 (``Exponential(10, 1.8, 33)``), so the master merges it with anything on that grid. A version is
 known for an answer from the gRPC response, for a failure from the version the request was built
-for (``gateway.tfs.Attempt``), for a REST pass-through only when its URL names one.
+for (``modelsync.tfs.Attempt``), for a REST pass-through only when its URL names one.
 
 The figures ride on the gateway's heartbeats in the config manager's format
 (``modelsync.telemetry.BeatModel``: the model's whole, and ``by_version``), kept in the

@@ -16,6 +16,7 @@ from master.routes import (
     cluster,
     console,
     health,
+    jobs,
     models,
     nodes,
     rollout,
@@ -49,6 +50,7 @@ def create_app(
         telemetry.bp,
         rollout.bp,
         scoring.bp,
+        jobs.bp,
         console.bp,
     ):
         app.register_blueprint(blueprint)

@@ -14,6 +14,7 @@ from master.catalog_writer import CatalogWriter
 from master.cluster import node_counts
 from master.db import Database
 from master.index import FleetIndex
+from master.jobs.service import Jobs
 from master.metrics import MasterMetrics
 from master.rollout import RolloutController
 from master.settings import MasterSettings
@@ -45,6 +46,7 @@ class MasterState:
         self.metrics.collect_fleet(self.node_counts)
         self.telemetry = TelemetryStore(self.db, settings.telemetry_retention_s).start()
         self.rollouts = RolloutController(self, settings.rollout_s)
+        self.jobs = Jobs(settings, self.db, self.store)
         self._stop = threading.Event()
         self._lock_fh: IO[str] | None = None
         self._policy_cache: tuple[float, Policy] | None = None
@@ -63,6 +65,7 @@ class MasterState:
         self._lock_fh = fh
         threading.Thread(target=self._loop, name="catalog", daemon=True).start()
         self.rollouts.start()
+        self.jobs.start(self._stop)
         return True
 
     @property

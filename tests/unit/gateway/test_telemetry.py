@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from gateway.app import Gateway, Request
-from gateway.convert import BadInput
 from gateway.errors import HTTP_TO_GRPC, GatewayError, grpc_code
 from gateway.settings import GatewaySettings
 from gateway.telemetry import MAX_VERSIONS, GatewayTelemetry
-from gateway.tfs import Answer, Attempt
+from modelsync.convert import BadInput
 from modelsync.judge import status_class
 from modelsync.settings import NodeSettings
 from modelsync.telemetry import BeatModel
 from modelsync.tensors import Signature, TensorSpec
+from modelsync.tfs import Answer, Attempt
 
 
 def test_http_statuses_land_in_the_status_class_of_the_grpc_code_they_stand_for() -> None:

@@ -57,10 +57,14 @@ GOALS: dict[str, list[tuple[str, str, float]]] = {
     ],
     "gateway": [("gateway_overhead_p50_ms", "<=", 1), ("errors", "<=", 0)],
     "rollout": [
+        ("false_rollbacks", "<=", 0),
         ("bad_nodes_max", "<=", 1),
         ("rollback_s", "<=", 30),
         ("failed_predicts_outside_canary", "<=", 0),
+        ("signature_break_rolled_back", ">=", 1),
         ("unvalidated_served", "<=", 0),
+        ("slow_rolled_back_on_latency", ">=", 1),
+        ("unjudged_completions", "<=", 0),
     ],
     "jobs": [("job_vs_gateway_per_core", ">=", 1.0), ("gateway_errors", "<=", 0)],
 }

@@ -45,7 +45,7 @@ from config_manager.serving import (
     VersionState,
 )
 from config_manager.settings import ConfigManagerSettings
-from config_manager.telemetry import Outbox, TelemetryReader
+from config_manager.telemetry import TelemetryReader
 from config_manager.tfs_client import GrpcServingClient
 from config_manager.validation import GrpcValidator, Validator
 from modelsync.events import EventLog
@@ -54,6 +54,7 @@ from modelsync.log import get_logger
 from modelsync.nodedaemon import serve
 from modelsync.policy import Policy
 from modelsync.reports import ConfigManagerStatus, ReloadReport
+from modelsync.telemetry import Outbox
 
 log = get_logger("config_manager")
 

@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from gateway.errors import MLFLOW_CODES, GatewayError
+from gateway.errors import MLFLOW_CODES, GatewayError, grpc_code
 from gateway.history import Exchange, History
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
+from gateway.telemetry import GatewayTelemetry
 from modelsync import convert, safejson
 from modelsync.convert import BadInput
 from modelsync.layout import NAME_PATTERN, VERSION_PATTERN, is_model_name, parse_version
@@ -37,7 +38,7 @@ from modelsync.log import get_logger
 from modelsync.policy import LABEL_PATTERN
 from modelsync.reports import HistorySummary
 from modelsync.tensors import Signature
-from modelsync.tfs import TFServingClient
+from modelsync.tfs import Attempt, TFServingClient
 
 log = get_logger("gateway")
 
@@ -78,6 +79,7 @@ class _Outcome:
     model: str = ""
     version: int | None = None
     error: str | None = None
+    code: str | None = None  # TF Serving's gRPC status code name, when it answered one
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -102,6 +104,7 @@ class Gateway:
         proxy: RestProxy,
         history: History | None = None,
         metrics: GatewayMetrics | None = None,
+        telemetry: GatewayTelemetry | None = None,
     ) -> None:
         self.settings = settings
         self.tfs = tfs
@@ -113,6 +116,7 @@ class Gateway:
             settings.capture_bytes,
         )
         self.metrics = metrics or GatewayMetrics()
+        self.telemetry = telemetry or GatewayTelemetry()  # per version, for the master
         self._bearer = f"Bearer {settings.token}".encode() if settings.token else None
         self._answered: set[str] = set()
         self._answered_lock = threading.Lock()
@@ -142,17 +146,19 @@ class Gateway:
             return resp
         if not conv:
             return self._own(req)
-        handler: Callable[[Request, float], _Outcome] = (
+        handler: Callable[[Request, float, Attempt], _Outcome] = (
             self._mlflow
             if conv == "mlflow"
             else self._kraken
             if conv == "kraken"
             else self._passthrough
         )
+        attempt = Attempt()
         try:
-            out = handler(req, started)
+            out = handler(req, started, attempt)
         except (BadInput, GatewayError) as exc:
-            out = _Outcome(self._error(conv, exc), error=str(exc))
+            code = exc.code if isinstance(exc, GatewayError) else "INVALID_ARGUMENT"
+            out = _Outcome(self._error(conv, exc), error=str(exc), code=code or None)
         except Exception as exc:  # a bug: a 500, logged with its traceback
             log.exception("request_failed", path=path, error=f"{type(exc).__name__}: {exc}")
             out = _Outcome(
@@ -166,6 +172,13 @@ class Gateway:
         model = out.model or self._model_of(conv, req)
         label = self._label(model, resp.status)
         self.metrics.observe(label, conv, resp.status, seconds)
+        if conv != "tfserving-rest" or req.method == "POST":  # inference, as TF Serving's
+            self.telemetry.record(
+                label,
+                out.version if out.version is not None else attempt.version,
+                out.code or grpc_code(resp.status),
+                seconds,
+            )
         self.history.record(
             Exchange(
                 model=model,
@@ -234,7 +247,7 @@ class Gateway:
         if ctype == "text/csv":
             raise GatewayError(415, "CSV bodies are not supported; send JSON")
 
-    def _mlflow(self, req: Request, _started: float) -> _Outcome:
+    def _mlflow(self, req: Request, _started: float, attempt: Attempt) -> _Outcome:
         m = MLFLOW_RE.match(req.path)
         if m is None:
             raise GatewayError(
@@ -256,11 +269,12 @@ class Gateway:
             return inputs
 
         query = parse_qs(req.query)
-        answer = self.tfs.predict(name, version, build, query.get("signature_name", [""])[0])
+        signature = query.get("signature_name", [""])[0]
+        answer = self.tfs.predict(name, version, build, signature, attempt)
         doc = convert.mlflow_predictions(answer.outputs, found[-1])
         return _Outcome(_json(doc), name, answer.version)
 
-    def _kraken(self, req: Request, started: float) -> _Outcome:
+    def _kraken(self, req: Request, started: float, attempt: Attempt) -> _Outcome:
         self._check_post(req)
         kr = convert.kraken_request(convert.parse_json(req.body))
         try:
@@ -269,15 +283,17 @@ class Gateway:
                 kr.version,
                 lambda sig: convert.kraken_inputs(kr.model_data, sig),
                 kr.signature,
+                attempt,
             )
         except (BadInput, GatewayError) as exc:
             status = exc.status if isinstance(exc, GatewayError) else 400
             message = exc.message if isinstance(exc, GatewayError) else str(exc)
+            code = exc.code if isinstance(exc, GatewayError) else "INVALID_ARGUMENT"
             resp = _json(
                 {"error": message, "metaData": {"modelId": kr.model, "modelVersion": kr.version}},
                 status,
             )
-            return _Outcome(resp, kr.model, None, message)
+            return _Outcome(resp, kr.model, None, message, code or None)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         doc = {
             "results": convert.kraken_results(answer.outputs),
@@ -289,7 +305,7 @@ class Gateway:
         }
         return _Outcome(_json(doc), kr.model, answer.version)
 
-    def _passthrough(self, req: Request, _started: float) -> _Outcome:
+    def _passthrough(self, req: Request, _started: float, attempt: Attempt) -> _Outcome:
         m = TFS_RE.match(req.path)
         if m is None:
             raise GatewayError(
@@ -302,6 +318,7 @@ class Gateway:
             raise GatewayError(405, f"{req.method} is not allowed here; use {want}")
         model = m.group("name")
         version = int(m.group("version")) if m.group("version") else None
+        attempt.version = version  # TF Serving's REST answer names no version
         if req.too_large:
             raise GatewayError(413, f"the body is larger than {self.settings.max_body_bytes} bytes")
         target = req.path  # exactly the path matched; TF Serving's REST API takes no query

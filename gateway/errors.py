@@ -10,6 +10,37 @@ from modelsync.tfs import ServingError as GatewayError
 
 __all__ = ["MLFLOW_CODES", "GatewayError"]
 
+# HTTP status of an answer -> the gRPC status code name it stands for, for the gateway's request
+# telemetry (gateway.telemetry): google.rpc.Code's own HTTP mapping (google/rpc/code.proto) read
+# backwards, so a REST answer lands in the same status class (modelsync.judge: client or server
+# error) as the gRPC answer it translates; any other 4xx is the caller's mistake
+# (INVALID_ARGUMENT), any other 5xx the server's (UNKNOWN)
+HTTP_TO_GRPC = {
+    200: "OK",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def grpc_code(http_status: int) -> str:
+    """The gRPC status code name an HTTP answer stands for (HTTP_TO_GRPC)."""
+    code = HTTP_TO_GRPC.get(http_status)
+    if code is not None:
+        return code
+    if 200 <= http_status < 300:
+        return "OK"
+    return "INVALID_ARGUMENT" if 400 <= http_status < 500 else "UNKNOWN"
+
+
 # HTTP status -> MLflow's error_code (mlflow/exceptions.py ERROR_CODE_TO_HTTP_STATUS; MLflow has
 # no code for 413, 415 or 502: those use BAD_REQUEST and INTERNAL_ERROR)
 MLFLOW_CODES = {

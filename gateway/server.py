@@ -69,7 +69,10 @@ def main(port: int | None = None) -> int:
         capture=settings.capture,
     )
     status = beat_status(settings, gateway, server.port)
-    start_heartbeats(settings.node, BeatSource("gateway", status, EventLog(log, 100), stop))
+    start_heartbeats(
+        settings.node,
+        BeatSource("gateway", status, EventLog(log, 100), stop, outbox=gateway.telemetry),
+    )
     wait_for_stop(stop)
     log.info("gateway_stopping")
     server.stop()

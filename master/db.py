@@ -78,6 +78,16 @@ MIGRATIONS: Sequence[str] = (
     CREATE INDEX jobs_created ON jobs(created_at);
     CREATE INDEX jobs_state ON jobs(state);
     """,
+    # 6: a series per source: a node's server, or its gateway (master/telemetry.py)
+    """
+    CREATE TABLE series_by_source (id INTEGER PRIMARY KEY, node_id TEXT NOT NULL,
+                                   model TEXT NOT NULL, source TEXT NOT NULL DEFAULT 'server',
+                                   UNIQUE (node_id, model, source));
+    INSERT INTO series_by_source (id, node_id, model) SELECT id, node_id, model FROM series;
+    DROP TABLE series;
+    ALTER TABLE series_by_source RENAME TO series;
+    CREATE INDEX series_model ON series(model);
+    """,
 )
 
 

@@ -219,7 +219,8 @@ def _rollout_paths() -> Paths:
     return {
         "/v1/models/{model}/rollout": {
             "get": op(
-                "The model's staged rollout: spec (and spec_defaults), state, canary vs baseline",
+                "The model's staged rollout: spec (spec_defaults, spec_effective), state, and "
+                "the judgement of the baking stage (source, window, requests per side, checks)",
                 READ,
                 params=[MODEL],
                 extra={"400": "bad input"},

@@ -1,24 +1,30 @@
 """One step of a staged rollout (pure: no I/O): from the policy, the bucket, the fleet's reports
-and the telemetry, the next rollout state of a model (or none: nothing to do).
+and the stage's judgement (``master.rollout_judge``), the next rollout state of a model (or
+none: nothing to do).
 
     complete -> (a newer version) validating (stage 0: the canary nodes)
     validating -> baking           once every live node of the stage has it AVAILABLE
-    baking -> validating (stage+1) after bake_s, healthy (or too few requests to judge)
+    baking -> validating (stage+1) after bake_s, judged healthy
+    baking (bake over, too few requests to judge) -> baking "waiting for traffic: 37 of 200
+                                   requests" (once), then after max_wait_s -> paused (or, with
+                                   "on_insufficient": "promote", the next stage)
     ... the last stage (every node) -> complete once all have it AVAILABLE
-    validating | baking | paused -> rolled_back   a breach: failures, error rate, p99 ratio
+    validating | baking | paused -> rolled_back   a breach: failures on a stage node, or the
+                                   judge (server errors, client errors, latency vs the baseline)
 A pin freezes every rollout of the model (the operator's escape hatch); a newer version during
-a rollout starts over from stage 0 with the same previous version.
+a rollout starts over from stage 0 with the same previous version; an operator's promote always
+moves on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from master.rollout_judge import StageJudgement
+from modelsync.judge import WAITING
 from modelsync.policy import ModelPolicy
-from modelsync.rollout import Health, RolloutSpec, RolloutState, Sample, judge, stage_nodes
-
-SampleFn = Callable[[int, float], Sample]  # (version, since) -> its figures since then
+from modelsync.rollout import RolloutSpec, RolloutState, stage_nodes
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class Step:
     state: RolloutState
     event: str  # rollout_started | rollout_baking | rollout_advanced | ...
     reject: int | None = None  # a version to add to the model's rejected list
-    health: Health | None = None
+    judgement: StageJudgement | None = None  # what the step was decided on, if judged
 
 
 def start(
@@ -52,7 +58,9 @@ def start(
     return state.moved(now, "validating", reason)
 
 
-def step(view: ModelFleet, sample: SampleFn, now: float) -> Step | None:
+def step(view: ModelFleet, judged: StageJudgement | None, now: float) -> Step | None:
+    """The next state of the model's rollout, or None. ``judged``: the judgement of the baking
+    stage (``master.rollout_judge.judge_stage``), None when there is none to read."""
     spec, mp, live, available = view.spec, view.policy, view.live, view.available
     candidates = sorted(set(view.complete) - mp.rejected)
     rs = mp.rollout_state
@@ -116,12 +124,11 @@ def step(view: ModelFleet, sample: SampleFn, now: float) -> Step | None:
     members = set(rs.nodes)
     failures = {n: why for n, why in view.failed.get(rs.version, {}).items() if n in members}
     if failures:
-        health = judge(spec, Sample(), Sample(), failures)
+        node, why = sorted(failures.items())[0]
         return Step(
-            rs.moved(now, "rolled_back", health.reason),
+            rs.moved(now, "rolled_back", f"failed on {len(failures)} node(s), e.g. {node}: {why}"),
             "rollout_rolled_back",
             reject=rs.version,
-            health=health,
         )
     if rs.status == "paused":
         return None
@@ -145,29 +152,66 @@ def step(view: ModelFleet, sample: SampleFn, now: float) -> Step | None:
             ),
             "rollout_baking",
         )
-    # baking: judge the new version against the previous one over the same minutes
-    since = rs.stage_started_at
-    health = judge(
-        spec, sample(rs.version, since), sample(rs.previous, since) if rs.previous else Sample()
-    )
-    if health.verdict == "breach":
+    return bake(view, rs, judged, now)
+
+
+def bake(
+    view: ModelFleet, rs: RolloutState, judged: StageJudgement | None, now: float
+) -> Step | None:
+    """A baking stage: a breach rolls back at once; after ``bake_s`` a healthy stage moves on
+    and one with too few requests holds (said once), then pauses (or promotes, if the spec
+    says so) ``max_wait_s`` after it began baking."""
+    spec = view.spec
+    fresh = judged is not None and (judged.version, judged.stage) == (rs.version, rs.stage)
+    if judged is None or not fresh:
+        return None  # nothing to decide on
+    baked = now - rs.stage_started_at
+    if judged.verdict == "breach":
         return Step(
-            rs.moved(now, "rolled_back", health.reason),
+            rs.moved(now, "rolled_back", f"{judged.reason} [{judged.basis()}]"),
             "rollout_rolled_back",
             reject=rs.version,
-            health=health,
+            judgement=judged,
         )
-    if now - since < spec.bake_s:
+    if baked < spec.bake_s:
         return None
-    return advance(view, rs, now, f"baked {now - since:.0f} s: {health.reason}", health)
+    if judged.verdict == "healthy":
+        reason = f"baked {baked:.0f} s, judged on {judged.basis()}: {judged.reason}"
+        return advance(view, rs, now, reason, judged)
+    # too few requests of the new version (or the window has not begun): never a silent pass
+    if baked >= spec.max_wait:
+        said = f"not judged after {baked:.0f} s: {judged.reason}"
+        if spec.on_insufficient == "promote":
+            return advance(view, rs, now, f"{said}; promoted (on_insufficient: promote)", judged)
+        return Step(
+            rs.moved(
+                now,
+                "paused",
+                f"{said} (max_wait_s {spec.max_wait:g}); promote or abort",
+                paused_status="baking",
+            ),
+            "rollout_paused",
+            judgement=judged,
+        )
+    if rs.reason.startswith(WAITING) or judged.verdict != "waiting":
+        return None  # said already (the live count is in the judgement), or still warming up
+    reason = (
+        f"{judged.reason} after the {spec.bake_s:g} s bake ({judged.basis()}); pauses at "
+        f"{spec.max_wait:g} s" + (" then promotes" if spec.on_insufficient == "promote" else "")
+    )
+    return Step(rs.moved(now, "baking", reason), "rollout_waiting", judgement=judged)
 
 
 def advance(
-    view: ModelFleet, rs: RolloutState, now: float, reason: str, health: Health | None = None
+    view: ModelFleet,
+    rs: RolloutState,
+    now: float,
+    reason: str,
+    judged: StageJudgement | None = None,
 ) -> Step:
     """The next stage (its nodes validate, then bake), or complete after the last."""
     if rs.stage >= view.spec.stages() - 1:
-        return Step(rs.moved(now, "complete", reason), "rollout_complete", health=health)
+        return Step(rs.moved(now, "complete", reason), "rollout_complete", judgement=judged)
     stage = rs.stage + 1
     nodes = stage_nodes(view.model, rs.version, view.spec, stage, view.live, rs.nodes)
     return Step(
@@ -180,7 +224,7 @@ def advance(
             stage_started_at=now,
         ),
         "rollout_advanced",
-        health=health,
+        judgement=judged,
     )
 
 

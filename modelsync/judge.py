@@ -17,8 +17,9 @@ Why these tests (the README's "How judgement works" says the same to operators):
   z-test on the difference does not; equal rates never breach, whatever the counts.
 * **Latency: Mann-Whitney U**, one-sided (the test Kayenta's NetflixACAJudge applies to latency
   metrics), on the two latency histograms' buckets taken as tied ranks — TF Serving's buckets
-  are shared by every node, so the comparison needs no raw samples — with the tie-corrected
-  normal approximation; **and an effect size**: the ratio of a tail quantile above
+  are shared by every node (a compacted heartbeat histogram is put back on the union of the two
+  sides' bounds first), so the comparison needs no raw samples — with the tie-corrected normal
+  approximation; **and an effect size**: the ratio of a tail quantile above
   ``max_p99_ratio``. The quantile is the highest the samples support: p99 needs
   ``10 / (1 - 0.99)`` = 1,000 samples on each side (about ten above it), else p95 (200), p90
   (100) or p50 (20). Both must hold: a significant but small shift, or a big ratio from a handful
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Literal
 
-from modelsync.telemetry import EMPTY_HISTOGRAM, Histogram, quantile
+from modelsync.telemetry import EMPTY_HISTOGRAM, Histogram, merge_buckets, quantile
 
 StatusClass = Literal["ok", "client", "server"]
 OK_STATUS = "OK"
@@ -52,6 +53,12 @@ CLIENT_CODES = frozenset(
 )
 TAIL_QUANTILES = (0.99, 0.95, 0.9, 0.5)
 SAMPLES_PER_TAIL = 10  # samples wanted above a quantile before it is compared
+WAITING = "waiting for traffic"  # how the reason of a side with too few requests begins
+
+
+def waiting_reason(requests: int, needed: int) -> str:
+    """ "waiting for traffic: 37 of 200 requests"."""
+    return f"{WAITING}: {requests} of {needed} requests"
 
 
 def status_class(code: str) -> StatusClass:
@@ -197,15 +204,25 @@ def _errors(cls: StatusClass, new: Side, base: Side, limits: Limits) -> Check:
     return Check(name, "breach" if bound > tolerance else "pass", text, figures)
 
 
+def common_grid(a: Histogram, b: Histogram) -> tuple[Histogram, Histogram]:
+    """Both histograms on the union of their bounds. A heartbeat's histograms are compacted
+    (empty buckets left out, each non-empty one kept with its lower edge), so two sides on TF
+    Serving's grid seldom list the same bounds; on the union every count stays in its bucket."""
+    if a.bounds == b.bounds:
+        return a, b
+    zero_a = Histogram(a.bounds, (0,) * len(a.bounds), 0.0)
+    zero_b = Histogram(b.bounds, (0,) * len(b.bounds), 0.0)
+    return merge_buckets([a, zero_b]), merge_buckets([b, zero_a])
+
+
 def _latency(new: Side, base: Side, limits: Limits) -> Check:
     n1, n0 = new.latency.count, base.latency.count
     q = supported_quantile(min(n1, n0))
     if q is None or min(n1, n0) < max(1, limits.min_requests):
         return Check("latency", "unjudged", f"{n1} vs {n0} timed requests")
-    if new.latency.bounds != base.latency.bounds:
-        return Check("latency", "unjudged", "the two sides' histograms have different buckets")
-    p_value = slower_p_value(new.latency.counts(), base.latency.counts())
-    q_new, q_base = quantile(q, new.latency), quantile(q, base.latency)
+    h_new, h_base = common_grid(new.latency, base.latency)
+    p_value = slower_p_value(h_new.counts(), h_base.counts())
+    q_new, q_base = quantile(q, h_new), quantile(q, h_base)
     ratio = (q_new / q_base) if q_new is not None and q_base else None
     label = f"p{round(q * 100)}"
     figures: dict[str, float | int | str | None] = {
@@ -233,9 +250,7 @@ def judge_sides(new: Side, base: Side, limits: Limits) -> Judgement:
     counts = (new.requests, base.requests)
     if new.requests < max(1, limits.min_requests):
         return Judgement(
-            "waiting",
-            f"waiting for traffic: {new.requests} of {limits.min_requests} requests",
-            requests=counts,
+            "waiting", waiting_reason(new.requests, limits.min_requests), requests=counts
         )
     checks = (
         _errors("server", new, base, limits),

@@ -69,6 +69,14 @@ class Answer:
     signature: Signature
 
 
+@dataclass
+class Attempt:
+    """The version a request was built for (None until known): a failure's version, for the
+    gateway's per-version telemetry."""
+
+    version: int | None = None
+
+
 class TFServingClient:
     def __init__(
         self, target: str, timeout_s: float = 30.0, latest_ttl_s: float = 2.0, cache_size: int = 256
@@ -209,12 +217,17 @@ class TFServingClient:
         version: int | None,
         build: Callable[[Signature], Inputs],
         signature: str = "",
+        attempt: Attempt | None = None,
     ) -> Answer:
         """Predict with the inputs ``build(signature)`` returns (it raises BadInput for bad
         input). Without a version, a request that does not fit the signature of the version
         believed latest (BadInput, or TF Serving's INVALID_ARGUMENT) is built and sent once more
-        if TF Serving's latest version is another one now: a rollover to a new signature."""
+        if TF Serving's latest version is another one now: a rollover to a new signature.
+        ``attempt`` notes the version the request was built for (and sent to, by name)."""
+        attempt = attempt if attempt is not None else Attempt()
+        attempt.version = version
         used, sigs = self.signatures(model, version)
+        attempt.version = used
         try:
             sig = self._pick(model, used, sigs, signature)
             resp = self._call(model, version, signature, build(sig))
@@ -228,9 +241,10 @@ class TFServingClient:
             fresh, sigs = self.signatures(model, None, refresh=True)
             if fresh == used:
                 raise
-            used, sig = fresh, self._pick(model, fresh, sigs, signature)
+            used = attempt.version = fresh
+            sig = self._pick(model, fresh, sigs, signature)
             resp = self._call(model, version, signature, build(sig))
-        answered = int(resp.model_spec.version.value)
+        answered = attempt.version = int(resp.model_spec.version.value)
         if version is None and answered != used:
             _v, sigs = self.signatures(model, answered)
             sig = sigs.get(signature or DEFAULT_SIGNATURE, sig)

@@ -23,7 +23,7 @@ from modelsync.tensors import as_proto_field, as_proto_tensor_content
 from tfserving.config import model_configs
 from tfserving.errors import ServingError
 from tfserving.manager import ModelManager
-from tfserving.metrics import ServerMetrics
+from tfserving.metrics import Answering, ServerMetrics
 from tfserving.servable import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
@@ -99,18 +99,24 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._encode = as_proto_tensor_content if tensor_content else as_proto_field
 
     def _observe(
-        self, api: str, name: str, fn: Callable[[], Any], context: grpc.ServicerContext
+        self,
+        api: str,
+        name: str,
+        fn: Callable[[Answering], Any],
+        context: grpc.ServicerContext,
     ) -> Any:
         """Run ``fn`` and record it as TF Serving's Predict/Classify/Regress do
-        (prediction_service_impl.cc): counted by status, latency (µs) when OK."""
+        (prediction_service_impl.cc): counted by status, latency (µs) when OK; and per version
+        (``fn`` notes the version it reached in its ``Answering``)."""
         started = time.perf_counter()
+        answering = Answering()
 
         def record(status: str) -> None:
             micros = int((time.perf_counter() - started) * 1_000_000)
-            self.metrics.request(api, "GRPC", name, status, micros)
+            self.metrics.request(api, "GRPC", name, status, micros, answering.version)
 
         try:
-            result = fn()
+            result = fn(answering)
         except ServingError as exc:
             record(exc.code)
             _abort(context, exc)
@@ -131,9 +137,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise  # unreachable: abort raises
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
-        def run() -> Any:
+        def run(answering: Answering) -> Any:
             name, version, label = _spec(request)
             with self.manager.acquire(name, version, label) as (chosen, servable):
+                answering.version = chosen
                 signature = predict_signature_name(servable, request.model_spec.signature_name)
                 inputs = {k: tensor_to_ndarray(t, k) for k, t in request.inputs.items()}
                 outputs = servable.run(signature, inputs, list(request.output_filter))
@@ -176,10 +183,11 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         build: Callable[[Any, Any], None],
         response: Any,
     ) -> Any:
-        def run() -> Any:
+        def run(answering: Answering) -> Any:
             name, version, label = _spec(request)
             examples = serialized_examples(request.input)
             with self.manager.acquire(name, version, label) as (chosen, servable):
+                answering.version = chosen
                 outputs = run_examples(
                     servable, request.model_spec.signature_name, method, examples
                 )

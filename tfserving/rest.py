@@ -22,7 +22,7 @@ from flask import Flask, Response, request
 from tfserving.config import MonitoringConfig
 from tfserving.errors import ServingError
 from tfserving.manager import ModelManager
-from tfserving.metrics import ServerMetrics
+from tfserving.metrics import Answering, ServerMetrics
 from tfserving.servable import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
@@ -239,15 +239,16 @@ class RestApi:
             },
         }
 
-    def predict(self, t: Target) -> dict[str, Any]:
+    def predict(self, t: Target, answering: Answering) -> dict[str, Any]:
         body = _body()
         sig_name = _signature_name(body)
-        with self.manager.acquire(t.name, t.version, t.label) as (_chosen, servable):
+        with self.manager.acquire(t.name, t.version, t.label) as (chosen, servable):
+            answering.version = chosen
             inputs, as_rows = _inputs(body, servable.signature(sig_name))
             outputs = servable.run(sig_name, inputs)
         return _outputs(outputs, len(next(iter(inputs.values()))) if as_rows else None)
 
-    def examples(self, verb: str, t: Target) -> dict[str, Any]:
+    def examples(self, verb: str, t: Target, answering: Answering) -> dict[str, Any]:
         """classify or regress ``tf.train.Example``s given as JSON objects."""
         body = _body()
         examples = body.get("examples")
@@ -256,7 +257,8 @@ class RestApi:
         context = body.get("context")
         serialized = [json_example(e, context).SerializeToString() for e in examples]
         method = CLASSIFY_METHOD if verb == "classify" else REGRESS_METHOD
-        with self.manager.acquire(t.name, t.version, t.label) as (_chosen, servable):
+        with self.manager.acquire(t.name, t.version, t.label) as (chosen, servable):
+            answering.version = chosen
             outputs = run_examples(servable, _signature_name(body), method, serialized)
         if verb == "classify":
             return {
@@ -264,32 +266,36 @@ class RestApi:
             }
         return {"result": regress_values(outputs)}
 
-    def dispatch(self, method: str, m: re.Match[str]) -> dict[str, Any] | None:
-        """The answer of a ``/v1/models/...`` request, None when no API has that shape."""
+    def dispatch(
+        self, method: str, m: re.Match[str], answering: Answering
+    ) -> dict[str, Any] | None:
+        """The answer of a ``/v1/models/...`` request, None when no API has that shape;
+        ``answering`` notes the version an inference request reached."""
         version = m.group("version")
         t = Target(m.group("name"), int(version) if version else None, m.group("label"))
         verb = m.group("verb")
         if method == "GET" and not verb:
             return self.metadata(t) if m.group("meta") else self.status(t)
         if method == "POST" and verb == "predict":
-            return self.predict(t)
+            return self.predict(t, answering)
         if method == "POST" and verb in ("classify", "regress"):
-            return self.examples(verb, t)
+            return self.examples(verb, t, answering)
         return None
 
     def models(self, rest: str) -> Response:
         started = time.perf_counter()
+        answering = Answering()
 
         def record(api: str, model: str, status: str) -> None:
             # as http_server.cc: every request counted, latency (µs) only when OK; API is the
             # URL's verb, "" for a GET; a malformed path counts as INVALID_ARGUMENT of model ""
             micros = int((time.perf_counter() - started) * 1_000_000)
-            self.metrics.request(api, "REST", model, status, micros)
+            self.metrics.request(api, "REST", model, status, micros, answering.version)
 
         m = _PATH_RE.match(rest)
         name, api = (m.group("name"), m.group("verb") or "") if m else ("", "")
         try:
-            doc = None if m is None else self.dispatch(request.method, m)
+            doc = None if m is None else self.dispatch(request.method, m, answering)
         except ServingError as exc:
             record(api, name, exc.code)
             return _error(exc)

@@ -11,6 +11,7 @@ from master import auth
 from master.api import ApiError, body, log, need, state
 from master.beat import BadBeat, ProblemLog, parse_beat
 from master.index import nodes_json
+from master.telemetry import TELEMETRY_SOURCES
 from master.telemetry import parse_beat as parse_telemetry
 from modelsync.telemetry import TelemetryError
 
@@ -36,6 +37,10 @@ def heartbeat() -> Response:
     problems = list(beat.problems)
     telemetry = []
     if beat.telemetry is not None:
+        if beat.role not in TELEMETRY_SOURCES:
+            raise ApiError(
+                400, f"'telemetry': only {sorted(TELEMETRY_SOURCES)} heartbeats carry it"
+            )
         try:
             telemetry = parse_telemetry(beat.telemetry)
         except TelemetryError as exc:
@@ -55,7 +60,7 @@ def heartbeat() -> Response:
     )
     s.metrics.heartbeats.labels(beat.role).inc()
     if telemetry:
-        s.telemetry.add(beat.node_id, telemetry, now)
+        s.telemetry.add(beat.node_id, telemetry, now, TELEMETRY_SOURCES[beat.role])
     if new:
         s.db.add_event("node", "node_registered", node_id=beat.node_id, detail={"role": beat.role})
         log.info("node_registered", node_id=beat.node_id, role=beat.role)

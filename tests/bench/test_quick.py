@@ -51,13 +51,16 @@ FIGURES = {
         "mlflow_c32_p99_ms",
     ],
     "rollout": [
+        "false_rollbacks",
         "rollout_complete_s",
         "rollout_minimum_s",
         "bad_nodes_max",
         "rollback_s",
         "failed_predicts_outside_canary",
+        "signature_break_rolled_back",
         "unvalidated_served",
-        "slow_rolled_back_on_p99",
+        "slow_rolled_back_on_latency",
+        "unjudged_completions",
     ],
     "footprint": [
         "puller_rss_MB",
@@ -110,3 +113,5 @@ def test_quick_benchmark_prints_its_figures(name: str) -> None:
         assert figures["unvalidated_served"] == 0
         assert figures["failed_predicts_outside_canary"] == 0
         assert figures["bad_nodes_max"] <= 1
+        assert figures["unjudged_completions"] == 0  # no silent pass
+        assert figures["signature_break_rolled_back"] is True

@@ -96,12 +96,14 @@ def test_compaction_keeps_the_figures(api, state) -> None:  # type: ignore[no-un
 
 def test_compaction_goes_minute_by_minute_over_gaps(state) -> None:  # type: ignore[no-untyped-def]
     from master.telemetry import NodeFigures
+    from modelsync.telemetry import BeatModel
 
     t0 = (time.time() // 60) * 60 - 86400  # a day ago, at a minute's start
     # three beats in each of minutes 0 and 1, one in minute 90 (a gap), for two nodes
     for offset in (0, 10, 20, 60, 70, 80, 90 * 60 + 5):
         for node in ("a", "b"):
-            state.telemetry.add(node, [NodeFigures("m", interval(10, 1, 2_000), (1,))], t0 + offset)
+            figures = BeatModel(interval(10, 1, 2_000), frozenset({1}))
+            state.telemetry.add(node, [NodeFigures("m", figures)], t0 + offset)
     merged, dropped = state.telemetry.compact(t0 + 3 * 3600)
     assert (merged, dropped) == (2 * (2 + 2 + 0), 0)
     rows = (

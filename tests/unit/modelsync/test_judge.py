@@ -182,3 +182,23 @@ def test_false_breaches_stay_near_the_confidence() -> None:
     zero = Limits(max_server_error_increase=0.0, max_client_error_increase=0.0, min_requests=200)
     assert false_breach_share(zero) < 0.025
     assert false_breach_share(Limits(min_requests=200)) < 0.005
+
+
+@given(
+    ok=st.integers(200, 3000),
+    bucket=st.integers(5, 20),
+    spread=st.integers(0, 4),
+    shift=st.integers(0, 4),
+)
+def test_compacted_heartbeat_histograms_judge_as_the_full_ones(
+    ok: int, bucket: int, spread: int, shift: int
+) -> None:
+    """A heartbeat's histograms are compacted (empty buckets left out): put back on a common
+    grid, the judgement is the one of the full histograms."""
+    new, base = side(ok, bucket=bucket + shift, spread=spread), side(ok * 2, bucket=bucket)
+    compact = (
+        Side(new.statuses, new.latency.compact()),
+        Side(base.statuses, base.latency.compact()),
+    )
+    full = judge_sides(new, base, Limits(min_requests=200))
+    assert judge_sides(*compact, Limits(min_requests=200)) == full

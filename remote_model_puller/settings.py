@@ -18,7 +18,7 @@ class PullerSettings:
     model_root: Path
     poll_s: float = 5.0
     download_workers: int = 8
-    max_concurrent_installs: int = 2
+    max_concurrent_installs: int = 4  # models installing at once
     max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES
     max_tar_members: int = DEFAULT_MAX_TAR_MEMBERS
     settle_s: float = 30.0
@@ -42,7 +42,7 @@ class PullerSettings:
             poll_s=env.number("MODELSYNC_POLL_S", 5.0, minimum=0.1),
             download_workers=env.integer("MODELSYNC_DOWNLOAD_WORKERS", 8, minimum=1, maximum=256),
             max_concurrent_installs=env.integer(
-                "MODELSYNC_MAX_CONCURRENT_INSTALLS", 2, minimum=1, maximum=64
+                "MODELSYNC_MAX_CONCURRENT_INSTALLS", 4, minimum=1, maximum=64
             ),
             max_tar_bytes=env.integer("MODELSYNC_MAX_TAR_BYTES", DEFAULT_MAX_TAR_BYTES, minimum=1),
             max_tar_members=env.integer(

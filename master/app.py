@@ -21,6 +21,7 @@ from master.routes import (
     rollout,
     scoring,
     telemetry,
+    watch,
 )
 from master.settings import MasterSettings
 from master.state import MasterState, Unavailable
@@ -28,7 +29,7 @@ from modelsync.store import RemoteStore, StoreError
 
 ROOT = Path(__file__).parent  # templates/ and static/
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-QUIET_ROUTES = {"/v1/nodes/heartbeat"}  # logged only when they fail
+QUIET_ROUTES = {"/v1/nodes/heartbeat", "/v1/watch"}  # logged only when they fail
 
 
 def create_app(
@@ -49,6 +50,7 @@ def create_app(
         telemetry.bp,
         rollout.bp,
         scoring.bp,
+        watch.bp,
         console.bp,
     ):
         app.register_blueprint(blueprint)

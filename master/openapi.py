@@ -16,7 +16,7 @@ from modelsync.policy import LABEL_PATTERN, MAX_KEEP_VERSIONS
 from modelsync.reports import MAX_EVENTS_PER_BEAT, ROLES
 from modelsync.rollout import spec_schema
 
-READ, ADMIN, NODE = "readToken", "adminToken", "nodeToken"
+READ, ADMIN, NODE, PUBLISH = "readToken", "adminToken", "nodeToken", "publishToken"
 
 
 def op(
@@ -316,9 +316,49 @@ def _cluster_paths() -> Paths:
     }
 
 
+def _watch_paths() -> Paths:
+    generation = {"type": "integer", "minimum": 0, "maximum": MAX_VERSION}
+    published = {
+        "type": "object",
+        "required": ["model", "version"],
+        "additionalProperties": False,
+        "properties": {
+            "model": {"type": "string", "pattern": json_pattern(NAME_PATTERN)},
+            "version": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+        },
+    }
+    return {
+        "/v1/watch": {
+            "get": op(
+                "Held until the catalog or the policy has a generation newer than the node saw "
+                "(or wait_s passed); the answer says look now, the bucket says what",
+                NODE,
+                params=[
+                    query("catalog", generation),
+                    query("policy", generation),
+                    query("wait_s", {"type": "number", "minimum": 0}),
+                ],
+                extra={
+                    "400": "bad input",
+                    "503": "no watch slot free, or the master stops: poll the bucket",
+                },
+            )
+        },
+        "/v1/catalog/versions": {
+            "post": op(
+                "A publisher wrote this version (its marker last): the catalog takes it now",
+                PUBLISH,
+                body=published,
+                extra={"400": "bad input", "503": "the bucket is down"},
+            )
+        },
+    }
+
+
 PARTS = (
     _health_paths,
     _node_paths,
+    _watch_paths,
     _model_paths,
     _telemetry_paths,
     _rollout_paths,
@@ -341,7 +381,12 @@ def openapi_document() -> dict[str, Any]:
             NODE: {
                 **bearer,
                 "description": "a node's own token (modelsync node-token NODE_ID): "
-                "that node's heartbeats only",
+                "that node's heartbeats and watch only",
+            },
+            PUBLISH: {
+                **bearer,
+                "description": "the publish token (the admin token also does): tell the "
+                "master that a version was published, nothing else",
             },
         },
         "schemas": {"Error": error},

@@ -21,6 +21,7 @@ class MasterSettings:
     admin_token: str
     node_secret: str  # per-node tokens derive from it (modelsync.nodeauth)
     read_token: str | None = None
+    publish_token: str | None = None  # publishers tell the master of a new version (only that)
     http_host: str = "0.0.0.0"
     http_port: int = 8000
     catalog_s: float = 10.0
@@ -45,12 +46,20 @@ class MasterSettings:
     docker_socket: str = "/var/run/docker.sock"  # the Swarm view reads it
     log_level: str = "info"
     run_background: bool = True
+    watch_max: int = 1000  # watches held at once (each a thread; 0: no watch, nodes poll)
+    watch_hold_s: float = 30.0  # a watch with nothing new is answered after this
+
+    @property
+    def gunicorn_threads(self) -> int:
+        """The API's threads plus one per watch slot: held watches never take the API's."""
+        return self.threads + self.watch_max
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> MasterSettings:
         env = env or Env()
         admin = env.secret("MODELSYNC_ADMIN_TOKEN")
         read = env.secret("MODELSYNC_READ_TOKEN")
+        publish = env.secret("MODELSYNC_PUBLISH_TOKEN")
         if not admin:
             raise SettingsError("MODELSYNC_ADMIN_TOKEN (or MODELSYNC_ADMIN_TOKEN_FILE) is required")
         if env.secret("MODELSYNC_NODE_TOKEN"):
@@ -60,9 +69,11 @@ class MasterSettings:
                 "(modelsync node-token NODE_ID)"
             )
         secret = node_secret(env)
-        tokens = [t for t in (admin, secret, read) if t]
+        tokens = [t for t in (admin, secret, read, publish) if t]
         if len(set(tokens)) != len(tokens):
-            raise SettingsError("the admin and read tokens and the node secret must all differ")
+            raise SettingsError(
+                "the admin, read and publish tokens and the node secret must all differ"
+            )
         if any(len(t) < 16 for t in tokens):
             raise SettingsError("tokens must be at least 16 characters long")
         session_key = env.secret("MODELSYNC_SESSION_KEY")
@@ -93,6 +104,7 @@ class MasterSettings:
             admin_token=admin,
             node_secret=secret,
             read_token=read,
+            publish_token=publish,
             http_host=env.text("MODELSYNC_HTTP_HOST", "0.0.0.0"),
             http_port=env.integer("MODELSYNC_HTTP_PORT", 8000, minimum=0, maximum=65535),
             catalog_s=catalog_s,
@@ -120,4 +132,6 @@ class MasterSettings:
             docker=docker,
             docker_socket=env.text("MODELSYNC_DOCKER_SOCKET", "/var/run/docker.sock"),
             log_level=env.log_level(),
+            watch_max=env.integer("MODELSYNC_WATCH_MAX", 1000, minimum=0, maximum=10_000),
+            watch_hold_s=env.number("MODELSYNC_WATCH_HOLD_S", 30.0, minimum=1, maximum=300),
         )

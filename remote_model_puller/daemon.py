@@ -29,6 +29,7 @@ from modelsync.log import get_logger
 from modelsync.nodedaemon import serve
 from modelsync.reports import PullerStatus
 from modelsync.store import GCSStore, RemoteStore, StoreError
+from modelsync.watch import WatchClient, start_watch
 from remote_model_puller.bucket_view import BucketView, RemoteState
 from remote_model_puller.installer import Installer
 from remote_model_puller.metrics import PullerMetrics
@@ -106,6 +107,7 @@ class Puller:
         self._last_ok_at: float | None = None
         self._wanted: dict[str, list[int]] = {}
         self._calls_seen: collections.Counter[str] = collections.Counter()
+        self.watch: WatchClient | None = None  # started by run()
 
     # --- one pass ------------------------------------------------------------------------------
     def tick(self, wait: bool = True) -> PollResult:
@@ -282,6 +284,14 @@ class Puller:
 
     # --- loop and HTTP -------------------------------------------------------------------------
     def run(self) -> None:
+        if self.settings.watch:
+            self.watch = start_watch(
+                self.settings.node,
+                lambda: self.view.seen,
+                self.sync_event.set,
+                self.events,
+                self.stop_event,
+            )
         while not self.stop_event.is_set():
             self.sync_event.clear()
             try:
@@ -302,6 +312,9 @@ class Puller:
             "role": "puller",
             "model_root": str(self.settings.model_root),
             "source": self.view.source,
+            "watch": None
+            if self.watch is None
+            else {"url": self.watch.url, "up": self.watch.up, "woken": self.watch.woken},
             "last_poll": None
             if last is None
             else {

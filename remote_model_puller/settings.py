@@ -26,6 +26,7 @@ class PullerSettings:
     backoff_max_s: float = 300.0
     poll_deadline_s: float = 30.0
     stale_after_s: float | None = None  # default: 10 polls
+    watch: bool = True  # hold a watch on the master (MODELSYNC_MASTER_URL): woken at once
 
     @property
     def stale_after(self) -> float:
@@ -52,6 +53,7 @@ class PullerSettings:
             catalog_max_age_s=env.number("MODELSYNC_CATALOG_MAX_AGE_S", 120.0, minimum=1),
             backoff_max_s=env.number("MODELSYNC_BACKOFF_MAX_S", 300.0, minimum=0.1),
             poll_deadline_s=env.number("MODELSYNC_POLL_DEADLINE_S", 30.0, minimum=0.5),
+            watch=env.flag("MODELSYNC_MASTER_WATCH", True),
             stale_after_s=(
                 env.number("MODELSYNC_STALE_AFTER_S", 0.0, minimum=1)
                 if env.raw("MODELSYNC_STALE_AFTER_S")

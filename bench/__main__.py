@@ -29,11 +29,16 @@ BENCHMARKS = {
 }
 
 GOALS: dict[str, list[tuple[str, str, float]]] = {
-    "propagation": [("overhead_p50_s", "<=", 1.5)],
+    "propagation": [
+        ("overhead_p50_s", "<=", 0.3),
+        ("overhead_p95_s", "<=", 0.6),
+        ("operator_action_s", "<=", 2.0),
+    ],
     "download": [
         ("ratio_vs_best_baseline", ">=", 1.0),
         ("puller_peak_rss_MB", "<=", 200),
         ("tarball_speedup", ">=", 1.5),
+        ("tarball_vs_peer_quoted", ">=", 2.0),
     ],
     "idle_poll": [("idle_poll_calls", "<=", 2), ("idle_poll_s", "<=", 0.2)],
     "master": [
@@ -42,6 +47,7 @@ GOALS: dict[str, list[tuple[str, str, float]]] = {
         ("cluster_view_p99_ms", "<=", 200),
         ("models_view_p99_ms", "<=", 200),
         ("metrics_view_p99_ms", "<=", 200),
+        ("watch_errors", "<=", 0),
     ],
     "scoring": [
         ("rollover_errors", "<=", 0),

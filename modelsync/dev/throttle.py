@@ -18,14 +18,16 @@ CHUNK = 16 * 1024
 
 
 class SharedRate:
-    """A link of ``bytes_per_s`` shared by every caller of ``take``."""
+    """A link of ``bytes_per_s`` shared by every caller of ``take`` (None: not limited)."""
 
-    def __init__(self, bytes_per_s: float) -> None:
+    def __init__(self, bytes_per_s: float | None) -> None:
         self.bytes_per_s = bytes_per_s
         self._lock = threading.Lock()
         self._next = time.monotonic()
 
     def take(self, n: int) -> None:
+        if self.bytes_per_s is None:
+            return
         with self._lock:
             now = time.monotonic()
             start = max(now, self._next)
@@ -35,7 +37,7 @@ class SharedRate:
 
 
 class ThrottledProxy:
-    def __init__(self, target_port: int, bytes_per_s: float) -> None:
+    def __init__(self, target_port: int, bytes_per_s: float | None) -> None:
         self.target_port = target_port
         self.rate = SharedRate(bytes_per_s)
         self._stop = threading.Event()

@@ -7,6 +7,7 @@ SQLite file's size."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import tempfile
 import threading
@@ -60,6 +61,8 @@ def telemetry_json(rng: random.Random, period: float) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     n_nodes = 100 if quick else 500
+    # MODELSYNC_BENCH_WATCH=0: the same run without the watches, to compare on a busy machine
+    n_watchers = n_nodes if os.environ.get("MODELSYNC_BENCH_WATCH", "1") != "0" else 0
     daemons = 2 * n_nodes  # each node beats twice: its puller and its config manager
     duration, period = 60.0, 5.0
     with tempfile.TemporaryDirectory() as tmp_s, GCSEmulator() as emu:
@@ -91,7 +94,7 @@ def run(quick: bool) -> dict[str, Any]:
         jobs = [(url, bodies, started, duration, period, k) for k in range(CLIENT_PROCESSES)]
         ctx = get_context("fork")
         with ProcessPoolExecutor(CLIENT_PROCESSES + 1, mp_context=ctx) as pool:
-            watching = pool.submit(_watchers, url, n_nodes, time.time() + duration + 5)
+            watching = pool.submit(_watchers, url, n_watchers, time.time() + duration + 25)
             writes: list[float] = []
             writer = threading.Thread(
                 target=_policy_writes, args=(url, time.time() + 5, duration, writes)
@@ -99,6 +102,7 @@ def run(quick: bool) -> dict[str, Any]:
             writer.start()
             parts = list(pool.map(_client, jobs, timeout=duration + 180))
             writer.join(timeout=120)
+            quiet = _quiet_phase(url, master.pid, writes)  # no heartbeats: the watch's own cost
             woken, watch_errors, answers = watching.result(timeout=240)
         lat = [x for part_lat, _ in parts for x in part_lat]
         errors = [e for _, part_errors in parts for e in part_errors]
@@ -153,13 +157,14 @@ def run(quick: bool) -> dict[str, Any]:
         "compaction_rows_merged": merged,
         "master_rss_MB": rss,
         "registered": cluster["nodes"]["total"],
-        "watchers": n_nodes,
-        "watch_answers": answers,
+        "watchers": n_watchers,
+        "watch_lines": answers,
         "watch_errors": len(watch_errors),
         "policy_writes": len(writes),
         "watch_wake_p50_ms": percentile(wake, 50) * 1000,
         "watch_wake_p99_ms": percentile(wake, 99) * 1000,
-        "watch_woken_share": len(wake) / max(1, len(writes) * n_nodes),
+        "watch_woken_share": len(wake) / max(1, len(writes) * n_watchers),
+        **quiet,
     }
     table(
         f"master: {n_nodes} simulated nodes ({daemons} daemons), a beat every {period:.0f} s "
@@ -181,6 +186,10 @@ def run(quick: bool) -> dict[str, Any]:
                 f"{figures['watch_wake_p50_ms']:.0f} / {figures['watch_wake_p99_ms']:.0f}",
             ),
             ("share of (write, watch) pairs woken", figures["watch_woken_share"]),
+            (
+                "master CPU ms per write told to every watch / per s of held watches",
+                f"{quiet['watch_write_cpu_ms']:.0f} / {quiet['watch_idle_cpu_ms_per_s']:.1f}",
+            ),
             ("heartbeat p99 ms in the master's handler (its own histogram)", server_p99),
             ("GET /v1/cluster p99 ms (20 calls)", figures["cluster_view_p99_ms"]),
             ("GET /v1/models p99 ms (20 calls)", figures["models_view_p99_ms"]),
@@ -216,9 +225,38 @@ def _policy_writes(url: str, first_at: float, duration: float, times: list[float
         assert r.status_code == 200, r.text[:200]
 
 
+def _quiet_phase(url: str, pid: int, times: list[float]) -> dict[str, float]:
+    """With the heartbeats over and the watches still held: the master's CPU per second of
+    held watches, and per policy write told to every watch (less the idle share)."""
+    from bench.common import tree_cpu_s
+
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    time.sleep(2)
+    c0, t0 = tree_cpu_s(pid), time.monotonic()
+    time.sleep(4)
+    idle = (tree_cpu_s(pid) - c0) / (time.monotonic() - t0)
+    bursts = []
+    for k in range(4):
+        c0, t0 = tree_cpu_s(pid), time.monotonic()
+        times.append(time.time())
+        if k % 2 == 0:
+            session.post(
+                f"{url}/v1/models/model00/pin", json={"version": 1}, headers=headers, timeout=30
+            )
+        else:
+            session.delete(f"{url}/v1/models/model00/pin", headers=headers, timeout=30)
+        time.sleep(2)
+        bursts.append(tree_cpu_s(pid) - c0 - idle * (time.monotonic() - t0))
+    return {
+        "watch_idle_cpu_ms_per_s": idle * 1000,
+        "watch_write_cpu_ms": sorted(bursts)[len(bursts) // 2] * 1000,
+    }
+
+
 def _watchers(url: str, n_nodes: int, until: float) -> tuple[list[float], list[str], int]:
-    """One process of ``n_nodes`` threads, each a node's watch held in a loop (bounded in
-    count and time): the wall times of answers that said "changed", the errors, the answers."""
+    """One process of ``n_nodes`` threads, each a node's watch held until ``until``: the wall
+    times of lines that told a change, the errors, the lines."""
     woken: list[float] = []
     errors: list[str] = []
     answers = [0]
@@ -227,30 +265,32 @@ def _watchers(url: str, n_nodes: int, until: float) -> tuple[list[float], list[s
     def watch(i: int) -> None:
         session = requests.Session()
         token = node_token(NODE, f"sim-{i:04d}")
-        seen: dict[str, str] = {}
-        for _ in range(1000):  # bounded
+        last: dict[str, Any] | None = None
+        for _ in range(100):  # bounded: reconnects
             if time.time() >= until:
                 break
             try:
-                r = session.get(
+                with session.get(
                     f"{url}/v1/watch",
-                    params={**seen, "wait_s": str(max(0.1, min(25.0, until - time.time())))},
                     headers={"Authorization": f"Bearer {token}"},
-                    timeout=40,
-                )
-                if r.status_code != 200:
-                    raise RuntimeError(f"HTTP {r.status_code}")
-                doc = r.json()
+                    stream=True,
+                    timeout=(10, 40),
+                ) as r:
+                    if r.status_code != 200:
+                        raise RuntimeError(f"HTTP {r.status_code}")
+                    for line in r.iter_lines(chunk_size=None):
+                        doc = json.loads(line)
+                        with lock:
+                            answers[0] += 1
+                            if last is not None and doc != last:
+                                woken.append(time.time())
+                        last = doc
+                        if time.time() >= until:
+                            break
             except Exception as exc:
                 with lock:
                     errors.append(str(exc)[:100])
                 time.sleep(1)
-                continue
-            with lock:
-                answers[0] += 1
-                if doc["changed"] and seen:
-                    woken.append(time.time())
-            seen = {k: str(doc[k]) for k in ("catalog", "policy") if doc[k] is not None}
 
     threads = [threading.Thread(target=watch, args=(i,)) for i in range(n_nodes)]
     for t in threads:
@@ -261,7 +301,7 @@ def _watchers(url: str, n_nodes: int, until: float) -> tuple[list[float], list[s
 
 
 def _wake_latencies(writes: list[float], woken: list[float]) -> list[float]:
-    """Each "changed" answer's delay after the write it answers (the latest before it)."""
+    """Each change line's delay after the write it tells of (the latest before it)."""
     out = []
     for t in woken:
         before = [w for w in writes if w <= t]

@@ -317,7 +317,24 @@ def _cluster_paths() -> Paths:
 
 
 def _watch_paths() -> Paths:
-    generation = {"type": "integer", "minimum": 0, "maximum": MAX_VERSION}
+    line = {
+        "type": "object",
+        "properties": {
+            "catalog": {"type": "integer", "nullable": True},
+            "policy": {"type": "integer", "nullable": True},
+        },
+    }
+    watch = op(
+        "A held stream of JSON lines {catalog, policy}: the generations the master knows, now, "
+        "at each change and every MODELSYNC_WATCH_KEEPALIVE_S (a line says look now; the "
+        "bucket says what)",
+        NODE,
+        extra={"503": "no watch slot free, or the master stops: poll the bucket"},
+    )
+    watch["responses"]["200"] = {
+        "description": "one JSON object a line, for as long as the node holds it",
+        "content": {"application/x-ndjson": {"schema": line}},
+    }
     published = {
         "type": "object",
         "required": ["model", "version"],
@@ -328,22 +345,7 @@ def _watch_paths() -> Paths:
         },
     }
     return {
-        "/v1/watch": {
-            "get": op(
-                "Held until the catalog or the policy has a generation newer than the node saw "
-                "(or wait_s passed); the answer says look now, the bucket says what",
-                NODE,
-                params=[
-                    query("catalog", generation),
-                    query("policy", generation),
-                    query("wait_s", {"type": "number", "minimum": 0}),
-                ],
-                extra={
-                    "400": "bad input",
-                    "503": "no watch slot free, or the master stops: poll the bucket",
-                },
-            )
-        },
+        "/v1/watch": {"get": watch},
         "/v1/catalog/versions": {
             "post": op(
                 "A publisher wrote this version (its marker last): the catalog takes it now",

@@ -66,16 +66,25 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
 
 class MasterWorker(ThreadWorker):  # type: ignore[misc]
-    """gthread, and on SIGTERM the held watches are answered at once (gunicorn would wait up
-    to ``graceful_timeout`` for them)."""
+    """gthread, and when the worker stops (SIGTERM, or its arbiter died) the held watches end
+    at once: gunicorn would wait up to ``graceful_timeout`` for them, and they never end."""
 
-    def handle_exit(self, sig: int, frame: Any) -> None:
+    def _close_watches(self) -> None:
         from master.api import STATE_KEY
 
         state = getattr(self.wsgi, "extensions", {}).get(STATE_KEY)
         if state is not None:
             state.watch.close()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._close_watches()
         super().handle_exit(sig, frame)
+
+    def is_parent_alive(self) -> bool:
+        alive: bool = super().is_parent_alive()
+        if not alive:
+            self._close_watches()
+        return alive
 
 
 def _worker_exited(_server: Any, worker: Any) -> None:

@@ -47,7 +47,7 @@ class MasterSettings:
     log_level: str = "info"
     run_background: bool = True
     watch_max: int = 1000  # watches held at once (each a thread; 0: no watch, nodes poll)
-    watch_hold_s: float = 30.0  # a watch with nothing new is answered after this
+    watch_keepalive_s: float = 15.0  # a held watch gets a line at least this often
 
     @property
     def gunicorn_threads(self) -> int:
@@ -133,5 +133,7 @@ class MasterSettings:
             docker_socket=env.text("MODELSYNC_DOCKER_SOCKET", "/var/run/docker.sock"),
             log_level=env.log_level(),
             watch_max=env.integer("MODELSYNC_WATCH_MAX", 1000, minimum=0, maximum=10_000),
-            watch_hold_s=env.number("MODELSYNC_WATCH_HOLD_S", 30.0, minimum=1, maximum=300),
+            watch_keepalive_s=env.number(
+                "MODELSYNC_WATCH_KEEPALIVE_S", 15.0, minimum=1, maximum=120
+            ),
         )

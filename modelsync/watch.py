@@ -1,7 +1,7 @@
-"""The watch, node side: a request held to the master (``GET /v1/watch``; node → master only)
-that is answered as soon as the catalog or the policy in the bucket has a generation newer than
-the one this node last saw. The answer only says "look now": the daemon then polls the bucket,
-which stays the source of truth.
+"""The watch, node side: a request held to the master (``GET /v1/watch``; node → master only),
+a stream of JSON lines ``{"catalog": G, "policy": G}`` — the generations the master knows, at
+once, at each change, and every keepalive. A line newer than what this node's last poll saw
+only says "look now": the daemon then polls the bucket, which stays the source of truth.
 
 With the master down (or refusing: every watch slot taken, an older master without the route)
 the watch waits and tries again, backing off up to ``MAX_BACKOFF_S``, while the daemon keeps
@@ -12,8 +12,8 @@ the node watches again. Each change of state is one event: ``watch_connected``,
 
 from __future__ import annotations
 
+import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,10 +23,11 @@ from modelsync.events import EventLog
 from modelsync.settings import NodeSettings
 
 WATCH_PATH = "/v1/watch"
-WAIT_S = 25.0  # how long the master may hold one watch (it holds at most MODELSYNC_WATCH_HOLD_S)
+# no line for this long (the master sends one every MODELSYNC_WATCH_KEEPALIVE_S, 15 s by default,
+# at most 120 s): the master is gone, even if the connection did not say so
+READ_TIMEOUT_S = 130.0
 MAX_BACKOFF_S = 5.0  # the master down: try again at most this far apart
-SETTLE_S = 3.0  # after "look now": wait this long at most for the daemon's poll to see it
-MIN_ROUND_S = 0.5  # an answer at once that the poll did not explain: no faster than this
+MIN_ROUND_S = 0.5  # first wait after a lost watch
 MAX_REFUSED_WAIT_S = 60.0  # the master said "come back later" (every watch slot taken)
 
 
@@ -97,8 +98,9 @@ class WatchClient:
         while not self.stop.is_set():
             try:
                 wait = self.once()
-                backoff = MIN_ROUND_S
             except Exception as exc:  # the master down or refusing: poll the bucket meanwhile
+                if self.up is True:  # it was held: the first failure since, not the next
+                    backoff = MIN_ROUND_S
                 self._lost(str(exc)[:300])
                 wait = backoff
                 if isinstance(exc, WatchRefused) and exc.retry_after_s is not None:
@@ -108,37 +110,34 @@ class WatchClient:
                 self.stop.wait(wait)
 
     def once(self) -> float:
-        """One watch: held by the master until something is newer than what the last poll saw.
-        Returns how long to wait before the next one; raises when the master did not answer
-        (or refused)."""
-        seen = self.seen()
+        """Hold one watch until it ends; raises when the master cannot be reached, refuses,
+        or stops (then the daemon's polls carry on alone until the next watch)."""
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        started = time.monotonic()
-        resp = self.session.get(
-            self.url,
-            params={**seen.params(), "wait_s": f"{WAIT_S:g}"},
-            headers=headers,
-            timeout=(5, WAIT_S + 15),
-        )
-        if resp.status_code != 200:
-            retry = resp.headers.get("Retry-After", "")
-            detail = f"HTTP {resp.status_code}: {resp.text[:200]}"
-            raise WatchRefused(detail, float(retry) if retry.isdigit() else None)
-        doc = resp.json()
-        if self.up is not True:
-            self.events.emit("watch_connected", url=self.url)
-        self.up = True
-        if not doc.get("changed"):
-            return 0.0
+        with self.session.get(
+            self.url, headers=headers, stream=True, timeout=(5, READ_TIMEOUT_S)
+        ) as resp:
+            if resp.status_code != 200:
+                retry = resp.headers.get("Retry-After", "")
+                detail = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                raise WatchRefused(detail, float(retry) if retry.isdigit() else None)
+            if self.up is not True:
+                self.events.emit("watch_connected", url=self.url)
+            self.up = True
+            # chunk_size None: each line as soon as it arrives, not once 512 bytes are in
+            for line in resp.iter_lines(chunk_size=None):  # type: ignore[call-overload]
+                if self.stop.is_set():
+                    return 0.0
+                if line:
+                    self.heard(parse_line(line))
+        raise ConnectionError("the master ended the watch (it stops)")
+
+    def heard(self, known: Generations) -> bool:
+        """A line from the master: poll now when it knows more than the last poll saw."""
+        if not newer(known, self.seen()):
+            return False
         self.woken += 1
         self.look_now()
-        # the next watch must carry what the poll saw, or it is answered at once again
-        deadline = time.monotonic() + SETTLE_S
-        while self.seen() == seen and time.monotonic() < deadline and not self.stop.is_set():
-            time.sleep(0.01)
-        if self.seen() == seen:
-            return max(0.0, MIN_ROUND_S - (time.monotonic() - started))
-        return 0.0
+        return True
 
     def _lost(self, error: str) -> None:
         if self.up is not False:
@@ -150,6 +149,21 @@ class WatchClient:
                 fallback="polling the bucket every poll_s until the master answers again",
             )
         self.up = False
+
+
+def parse_line(line: bytes) -> Generations:
+    """One line of the watch; ValueError when it is not ``{"catalog": int|null, "policy":
+    int|null}``."""
+    doc = json.loads(line)
+    if not isinstance(doc, dict):
+        raise ValueError(f"a watch line must be an object, got {line[:100]!r}")
+    out = []
+    for key in ("catalog", "policy"):
+        value = doc.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise ValueError(f"a watch line's {key} must be an integer, got {value!r}")
+        out.append(value)
+    return Generations(out[0], out[1])
 
 
 class WatchRefused(Exception):

@@ -167,7 +167,8 @@ def test_the_master_killed_nodes_poll_and_back_they_watch_again(
         wait_for(lambda: (status(node)["watch"] or {}).get("up"), 30, "watching")
         publish(store, model_factory(1.0), "demo", PublishOptions(version=1))
         until_served([client], 1, 60)
-        m.kill(signal.SIGKILL)  # no goodbye: the held watch just breaks
+        os.killpg(m.pid, signal.SIGKILL)  # arbiter and worker, no goodbye: the watch breaks
+        m.proc.wait(10)  # type: ignore[union-attr]
         wait_for(lambda: status(node)["watch"]["up"] is False, 30, "watch lost")
         assert any(e["event"] == "watch_lost" for e in status(node)["events"])
         publish(store, model_factory(2.0), "demo", PublishOptions(version=2))

@@ -5,6 +5,7 @@ do nothing else."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -85,75 +86,89 @@ def test_the_hub_wakes_waiters_bounds_slots_and_closes() -> None:
 
 
 # --- the route ---------------------------------------------------------------------------------
-def test_a_watch_is_answered_at_once_when_the_node_is_behind(
+class Stream:
+    """A held watch through the app's test client: lines as they come."""
+
+    def __init__(self, app: Flask, token: str = N1) -> None:
+        self.resp = app.test_client().get(
+            "/v1/watch", headers={"Authorization": f"Bearer {token}"}, buffered=False
+        )
+        self.status = self.resp.status_code
+        self._it = iter(self.resp.response)
+
+    def line(self) -> dict[str, Any]:
+        return json.loads(next(self._it))
+
+    def close(self) -> None:
+        self.resp.close()
+
+
+def test_a_watch_streams_what_the_master_knows_then_each_change(
     app: Flask, store: MemoryStore
 ) -> None:
     state = app.extensions[STATE_KEY]
-    state.policies.update(lambda p: p)  # a read: the master learns the policy's generation
-    state.refresh_catalog()
-    known = state.watch.known
-    assert known.catalog and known.policy == 0
-    code, doc = call(app, "GET", "/v1/watch?wait_s=5", N1)
-    assert code == 200 and doc == {"catalog": known.catalog, "policy": 0, "changed": True}
-    started = time.monotonic()
-    code, doc = call(app, "GET", f"/v1/watch?catalog={known.catalog}&policy=0&wait_s=0.2", N1)
-    assert code == 200 and doc["changed"] is False and time.monotonic() - started >= 0.2
-
-
-def test_a_policy_write_wakes_a_held_watch(app: Flask, store: MemoryStore) -> None:
-    state = app.extensions[STATE_KEY]
     add_version(store, "m", 1)
     state.refresh_catalog()
-    state.policies.read()
-    seen = state.watch.known
-    answers: list[tuple[int, Any, float]] = []
+    state.policies.read()  # the master learns the policy's generation (0: none yet)
+    known = state.watch.known
+    stream = Stream(app)
+    assert stream.status == 200 and stream.resp.mimetype == "application/x-ndjson"
+    assert stream.line() == {"catalog": known.catalog, "policy": 0}
+    lines: list[tuple[dict[str, Any], float]] = []
 
-    def hold() -> None:
+    def read() -> None:
         t = time.monotonic()
-        code, doc = call(
-            app, "GET", f"/v1/watch?catalog={seen.catalog}&policy={seen.policy}&wait_s=20", N1
-        )
-        answers.append((code, doc, time.monotonic() - t))
+        lines.append((stream.line(), time.monotonic() - t))
 
-    t = threading.Thread(target=hold)
-    t.start()
+    reader = threading.Thread(target=read)
+    reader.start()
     time.sleep(0.2)
     assert call(app, "POST", "/v1/models/m/pin", ADMIN, json={"version": 1})[0] == 200
-    t.join(10)
-    ((code, doc, seconds),) = answers
-    assert code == 200 and doc["changed"] and doc["policy"] > seen.policy
-    assert seconds < 5  # woken by the write, not by the 20 s hold
+    reader.join(10)
+    ((doc, seconds),) = lines
+    assert doc["catalog"] == known.catalog and doc["policy"] > 0
+    assert seconds < 5  # at the write, not at the keepalive (15 s)
+    assert state.watch.held == 1
+    stream.close()  # the node went away: its slot is free again
+    assert state.watch.held == 0
+
+
+def test_a_watch_gets_a_keepalive_line_with_nothing_new(tmp_path: Path) -> None:
+    app = master_app(tmp_path / "m.sqlite3", MemoryStore(), watch_keepalive_s=1)
+    try:
+        app.extensions[STATE_KEY].watch.learn(catalog=5, policy=6)
+        stream = Stream(app)
+        started = time.monotonic()
+        assert stream.line() == {"catalog": 5, "policy": 6}
+        assert stream.line() == {"catalog": 5, "policy": 6}  # the keepalive
+        assert 0.8 < time.monotonic() - started < 5
+        stream.close()
+    finally:
+        app.extensions[STATE_KEY].stop()
 
 
 def test_watches_past_the_slots_are_refused_at_once_and_the_api_answers(app: Flask) -> None:
     state = app.extensions[STATE_KEY]
     state.watch.learn(catalog=5, policy=5)
-    threads = [
-        threading.Thread(
-            target=call, args=(app, "GET", "/v1/watch?catalog=5&policy=5&wait_s=3", N1)
-        )
-        for _ in range(2)
-    ]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 5
-    while state.watch.held < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    code, doc = call(app, "GET", "/v1/watch?catalog=5&policy=5", N1)
+    streams = [Stream(app), Stream(app)]  # watch_max=2
+    for st in streams:
+        assert st.status == 200 and st.line() == {"catalog": 5, "policy": 5}
+    assert state.watch.held == 2
+    code, doc = call(app, "GET", "/v1/watch", N1)
     assert code == 503 and "MODELSYNC_WATCH_MAX" in doc["error"]
     assert call(app, "GET", "/v1/cluster", READ)[0] == 200  # the API is not starved
-    state.watch.close()  # the worker stops: held watches are answered at once
-    for t in threads:
-        t.join(5)
-        assert not t.is_alive()
+    state.watch.close()  # the worker stops: held watches end at once
+    for st in streams:
+        with pytest.raises(StopIteration):
+            st.line()
+        st.close()
+    assert state.watch.held == 0
 
 
 def test_only_a_node_token_watches(app: Flask) -> None:
     assert call(app, "GET", "/v1/watch", None)[0] == 401
     for token in (ADMIN, READ, PUBLISH):
         assert call(app, "GET", "/v1/watch", token)[0] == 403
-    assert call(app, "GET", "/v1/watch?catalog=x", N1)[0] == 400
-    assert call(app, "GET", "/v1/watch?wait_s=-1", N1)[0] == 400
 
 
 # --- a publisher's word ---------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 
 from modelsync.dev.procs import MasterSpec, start_master
+from modelsync.nodeauth import node_token
 from modelsync.settings import StoreSettings
 from modelsync.telemetry.prometheus import parse
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ADMIN, NODE = "admin-token-0123456789", "node-token-0123456789"
+ADMIN, NODE = "admin-token-0123456789", "node-secret-0123456789-0123456789"
 
 
 def get(url: str) -> tuple[int, bytes]:
@@ -33,7 +34,7 @@ def test_two_workers_share_one_view(store_settings: StoreSettings, tmp_path: Pat
         bucket=store_settings.bucket,
         emulator_host=store_settings.emulator_host or "",
         admin_token=ADMIN,
-        node_token=NODE,
+        node_secret=NODE,
         extra_env={"MODELSYNC_MASTER_WORKERS": "2", "MODELSYNC_MASTER_THREADS": "2"},
     )
     proc = start_master(tmp_path, spec)
@@ -46,7 +47,10 @@ def test_two_workers_share_one_view(store_settings: StoreSettings, tmp_path: Pat
         req = urllib.request.Request(
             url + "/v1/nodes/heartbeat",
             data=json.dumps(beat).encode(),
-            headers={"Authorization": f"Bearer {NODE}", "Content-Type": "application/json"},
+            headers={
+                "Authorization": f"Bearer {node_token(NODE, 'n1')}",
+                "Content-Type": "application/json",
+            },
         )
         with urllib.request.urlopen(req, timeout=30) as r:
             assert r.status == 200

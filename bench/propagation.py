@@ -28,7 +28,7 @@ from master.settings import MasterSettings
 from modelsync.client import PredictClient
 from modelsync.dev.emulator import GCSEmulator
 from modelsync.dev.procs import MasterSpec, Node, start_master
-from modelsync.dev.throttle import ThrottledProxy
+from modelsync.dev.throttle import LinkProxy
 from modelsync.local import LocalLayout
 from modelsync.notify import MasterTarget, tell_master
 from modelsync.publish import PublishOptions, publish
@@ -119,7 +119,7 @@ def run(quick: bool) -> dict[str, Any]:
         url: str = master.url  # type: ignore[attr-defined]
         target = MasterTarget(url, PUBLISH)
         port = int(emu.url.rsplit(":", 1)[1])
-        links = [ThrottledProxy(port, None) for _ in range(NODES)]  # unthrottled at first
+        links = [LinkProxy(port, None) for _ in range(NODES)]  # unthrottled at first
         nodes = [
             Node(
                 tmp / f"node{i}",
@@ -252,7 +252,7 @@ def _operator_actions(
     url: str,
     nodes: list[Node],
     clients: list[PredictClient],
-    links: list[ThrottledProxy],
+    links: list[LinkProxy],
     versions: int,
     big_bytes: int,
     actions: int,

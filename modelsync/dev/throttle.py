@@ -1,5 +1,7 @@
-"""A slow link on 127.0.0.1 for tests and benchmarks: a TCP forwarder whose connections share
-one rate, as the connections of a node share its link to the bucket.
+"""A link on 127.0.0.1 for tests and benchmarks: a TCP forwarder whose connections share one
+rate, as the connections of a node share its link to the bucket, and which can turn into a
+blackhole: while ``blackhole`` is set, new connections are accepted and never answered and open
+ones stop moving bytes (a network that drops everything, as a GCS outage looks to a client).
 
 Bytes from the target to the client (downloads) pass in chunks of at most ``CHUNK`` bytes, each
 given its own slot of the shared rate in the order they arrive, so a small answer (a metadata
@@ -36,10 +38,11 @@ class SharedRate:
             time.sleep(start - now)
 
 
-class ThrottledProxy:
-    def __init__(self, target_port: int, bytes_per_s: float | None) -> None:
+class LinkProxy:
+    def __init__(self, target_port: int, bytes_per_s: float | None = None) -> None:
         self.target_port = target_port
         self.rate = SharedRate(bytes_per_s)
+        self.blackhole = threading.Event()
         self._stop = threading.Event()
         self._server = socket.create_server(("127.0.0.1", 0))
         self._server.settimeout(0.2)
@@ -59,6 +62,10 @@ class ThrottledProxy:
             try:
                 client, _addr = self._server.accept()
             except (TimeoutError, OSError):
+                continue
+            if self.blackhole.is_set():
+                with self._lock:
+                    self._socks.append(client)  # held, never answered
                 continue
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
@@ -80,6 +87,8 @@ class ThrottledProxy:
                     continue
                 if not data:
                     break
+                while self.blackhole.is_set() and not self._stop.is_set():
+                    self._stop.wait(0.1)  # hold the bytes: nothing gets through
                 if throttled:
                     self.rate.take(len(data))
                     with self._lock:
@@ -104,7 +113,7 @@ class ThrottledProxy:
                 s.close()
         self._thread.join(5)
 
-    def __enter__(self) -> ThrottledProxy:
+    def __enter__(self) -> LinkProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -22,7 +22,7 @@ from helpers import wait_for
 
 from modelsync.client import PredictClient
 from modelsync.dev.procs import ManagedProcess, MasterSpec, Node, start_master
-from modelsync.dev.throttle import ThrottledProxy
+from modelsync.dev.throttle import LinkProxy
 from modelsync.notify import MasterTarget, tell_master
 from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
@@ -200,7 +200,7 @@ def test_a_pin_and_a_rollback_during_a_throttled_large_download_take_effect_at_o
     assert store_settings.emulator_host
     m = master(tmp_path / "master", store_settings, catalog_s=10)
     target = MasterTarget(m.url, PUBLISH)  # type: ignore[attr-defined]
-    link = ThrottledProxy(int(store_settings.emulator_host.rsplit(":", 1)[1]), 2_000_000)
+    link = LinkProxy(int(store_settings.emulator_host.rsplit(":", 1)[1]), 2_000_000)
     node = Node(
         tmp_path / "node",
         bucket=store_settings.bucket,

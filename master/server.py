@@ -72,7 +72,8 @@ class MasterWorker(ThreadWorker):  # type: ignore[misc]
     def _close_watches(self) -> None:
         from master.api import STATE_KEY
 
-        state = getattr(self.wsgi, "extensions", {}).get(STATE_KEY)
+        app = getattr(self, "wsgi", None)  # None while the worker boots
+        state = getattr(app, "extensions", {}).get(STATE_KEY)
         if state is not None:
             state.watch.close()
 

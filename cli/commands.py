@@ -16,9 +16,13 @@ from cli.common import (
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    import sys
+
+    from modelsync.notify import MasterTarget, NotifyError, tell_master
     from modelsync.publish import ProgressBar, PublishError, PublishOptions, publish
 
     settings = store_settings(args)
+    master = MasterTarget.from_env()  # a bad setting stops here, before anything is written
     store = reachable_store(settings)
     try:
         result = publish(
@@ -35,6 +39,15 @@ def cmd_publish(args: argparse.Namespace) -> int:
         )
     except PublishError as exc:
         raise CommandError(str(exc)) from None
+    if master is not None:  # the catalog takes it now (idempotent: told again when unchanged)
+        try:
+            tell_master(master, result.model, result.version)
+        except NotifyError as exc:
+            print(
+                f"warning: the master was not told ({exc}); nodes see the version at its "
+                "next catalog listing (MODELSYNC_CATALOG_S)",
+                file=sys.stderr,
+            )
     if result.unchanged:
         print(f"unchanged {result.uri}: the bucket already holds this content (nothing written)")
         return 0

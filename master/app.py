@@ -22,6 +22,7 @@ from master.routes import (
     rollout,
     scoring,
     telemetry,
+    watch,
 )
 from master.settings import MasterSettings
 from master.state import MasterState, Unavailable
@@ -29,7 +30,7 @@ from modelsync.store import RemoteStore, StoreError
 
 ROOT = Path(__file__).parent  # templates/ and static/
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-QUIET_ROUTES = {"/v1/nodes/heartbeat"}  # logged only when they fail
+QUIET_ROUTES = {"/v1/nodes/heartbeat", "/v1/watch"}  # logged only when they fail
 
 
 def create_app(
@@ -51,6 +52,7 @@ def create_app(
         rollout.bp,
         scoring.bp,
         jobs.bp,
+        watch.bp,
         console.bp,
     ):
         app.register_blueprint(blueprint)

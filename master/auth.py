@@ -1,7 +1,9 @@
 """Who may do what: bearer tokens for programs, a signed session cookie for people.
 
 - API clients send ``Authorization: Bearer <token>``: the read token (reads), the admin token
-  (reads and writes), or a node's own token (its heartbeats only; ``modelsync.nodeauth``).
+  (reads and writes), a node's own token (its heartbeats and its watch only;
+  ``modelsync.nodeauth``), or the publish token (telling the master a version was published,
+  nothing else; the admin token may do it too).
 - The console signs a person in once: a form posts a token, and the master answers with a
   session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS, expiring after
   ``MODELSYNC_SESSION_S``) signed with the session key — a random secret of its own
@@ -112,12 +114,13 @@ class Guard:
 
     # --- tokens ---------------------------------------------------------------------------------
     def token_kind(self, token: str | None) -> str | None:
-        """ "admin", "read", "node" (a valid node token) or None."""
+        """ "admin", "read", "publish", "node" (a valid node token) or None."""
         if not token:
             return None
         for kind, expected in (
             ("admin", self.settings.admin_token),
             ("read", self.settings.read_token),
+            ("publish", self.settings.publish_token),
         ):
             if expected and hmac.compare_digest(token.encode(), expected.encode()):
                 return kind
@@ -178,8 +181,8 @@ class Guard:
         return self.session_kind(), "session"
 
     def need(self, kind: str) -> str:
-        """The caller must be of ``kind``: node, admin, or read (read or admin). Returns how it
-        authenticated ("bearer" or "session")."""
+        """The caller must be of ``kind``: node, admin, read (read or admin) or publish
+        (publish or admin). Returns how it authenticated ("bearer" or "session")."""
         have, how = self.caller()
         if have is None:
             raise AuthError(
@@ -188,7 +191,7 @@ class Guard:
                 if how == "bearer"
                 else "missing bearer token (or sign in at /login)",
             )
-        ok = have == kind or (kind == "read" and have == "admin")
+        ok = have == kind or (kind in ("read", "publish") and have == "admin")
         if not ok:
             raise AuthError(403, f"this route needs the {kind} token")
         if how == "session" and request.method not in SAFE_METHODS:

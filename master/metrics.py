@@ -50,6 +50,11 @@ class MasterMetrics(DaemonMetrics):
             "route",
         )
         self.heartbeats = self.counter("heartbeats", "Heartbeats received.", "role")
+        self.watches = self.counter(
+            "watches",
+            "Watches answered: changed, nothing_new, refused (no slot), stopping.",
+            "outcome",
+        )
         self.catalog_refreshes = self.counter(
             "catalog_refreshes", "Catalog refreshes by outcome.", "outcome"
         )

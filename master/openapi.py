@@ -17,7 +17,7 @@ from modelsync.policy import LABEL_PATTERN, MAX_KEEP_VERSIONS
 from modelsync.reports import MAX_EVENTS_PER_BEAT, ROLES
 from modelsync.rollout import spec_schema
 
-READ, ADMIN, NODE = "readToken", "adminToken", "nodeToken"
+READ, ADMIN, NODE, PUBLISH = "readToken", "adminToken", "nodeToken", "publishToken"
 
 
 def op(
@@ -318,9 +318,51 @@ def _cluster_paths() -> Paths:
     }
 
 
+def _watch_paths() -> Paths:
+    line = {
+        "type": "object",
+        "properties": {
+            "catalog": {"type": "integer", "nullable": True},
+            "policy": {"type": "integer", "nullable": True},
+        },
+    }
+    watch = op(
+        "A held stream of JSON lines {catalog, policy}: the generations the master knows, now, "
+        "at each change and every MODELSYNC_WATCH_KEEPALIVE_S (a line says look now; the "
+        "bucket says what)",
+        NODE,
+        extra={"503": "no watch slot free, or the master stops: poll the bucket"},
+    )
+    watch["responses"]["200"] = {
+        "description": "one JSON object a line, for as long as the node holds it",
+        "content": {"application/x-ndjson": {"schema": line}},
+    }
+    published = {
+        "type": "object",
+        "required": ["model", "version"],
+        "additionalProperties": False,
+        "properties": {
+            "model": {"type": "string", "pattern": json_pattern(NAME_PATTERN)},
+            "version": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+        },
+    }
+    return {
+        "/v1/watch": {"get": watch},
+        "/v1/catalog/versions": {
+            "post": op(
+                "A publisher wrote this version (its marker last): the catalog takes it now",
+                PUBLISH,
+                body=published,
+                extra={"400": "bad input", "503": "the bucket is down"},
+            )
+        },
+    }
+
+
 PARTS = (
     _health_paths,
     _node_paths,
+    _watch_paths,
     _model_paths,
     _telemetry_paths,
     _rollout_paths,
@@ -344,7 +386,12 @@ def openapi_document() -> dict[str, Any]:
             NODE: {
                 **bearer,
                 "description": "a node's own token (modelsync node-token NODE_ID): "
-                "that node's heartbeats only",
+                "that node's heartbeats and watch only",
+            },
+            PUBLISH: {
+                **bearer,
+                "description": "the publish token (the admin token also does): tell the "
+                "master that a version was published, nothing else",
             },
         },
         "schemas": {"Error": error, "Job": job_schema()},

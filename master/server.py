@@ -2,6 +2,16 @@
 
 Background work (the catalog writer, retention) runs in exactly one worker: the first to take
 an exclusive lock next to the SQLite file.
+
+Why gthread with a thread per held watch (``master.watch``): a worker has
+``MODELSYNC_MASTER_THREADS`` threads for the API plus one per watch slot
+(``MODELSYNC_WATCH_MAX``), and a watch takes a slot or is refused at once, so held watches can
+never take the API's threads. An idle held watch costs a blocked thread (about 16 KB of memory
+each, measured: 1,000 of them add 16 MB) and no CPU; one change wakes them all in about 0.15 s.
+It keeps one port, one TLS proxy, one auth path and one OpenAPI document, and nothing is
+monkey-patched (gevent would turn every SQLite call and every view's CPU time into a pause of
+all connections). On SIGTERM the worker answers its held watches at once (503: the nodes poll),
+so a stop never waits for them.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import ThreadWorker
 
 from master.settings import MULTIPROC_ENV, MasterSettings
 from modelsync.log import configure_logging, get_logger
@@ -30,8 +41,10 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         for key, value in {
             "bind": f"{s.http_host}:{s.http_port}",
             "workers": s.workers,
-            "threads": s.threads,
-            "worker_class": "gthread",
+            "threads": s.gunicorn_threads,
+            # held watches are connections too: room for every slot besides the API's clients
+            "worker_connections": 1000 + s.watch_max,
+            "worker_class": "master.server.MasterWorker",
             "timeout": 60,
             "graceful_timeout": 20,
             "keepalive": 5,
@@ -50,6 +63,29 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
         configure_logging(self.settings.log_level, json_output=True)
         return create_app(self.settings)
+
+
+class MasterWorker(ThreadWorker):  # type: ignore[misc]
+    """gthread, and when the worker stops (SIGTERM, or its arbiter died) the held watches end
+    at once: gunicorn would wait up to ``graceful_timeout`` for them, and they never end."""
+
+    def _close_watches(self) -> None:
+        from master.api import STATE_KEY
+
+        app = getattr(self, "wsgi", None)  # None while the worker boots
+        state = getattr(app, "extensions", {}).get(STATE_KEY)
+        if state is not None:
+            state.watch.close()
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        self._close_watches()
+        super().handle_exit(sig, frame)
+
+    def is_parent_alive(self) -> bool:
+        alive: bool = super().is_parent_alive()
+        if not alive:
+            self._close_watches()
+        return alive
 
 
 def _worker_exited(_server: Any, worker: Any) -> None:

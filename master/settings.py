@@ -65,6 +65,7 @@ class MasterSettings:
     admin_token: str
     node_secret: str  # per-node tokens derive from it (modelsync.nodeauth)
     read_token: str | None = None
+    publish_token: str | None = None  # publishers tell the master of a new version (only that)
     http_host: str = "0.0.0.0"
     http_port: int = 8000
     catalog_s: float = 10.0
@@ -90,12 +91,20 @@ class MasterSettings:
     log_level: str = "info"
     run_background: bool = True
     jobs: JobsSettings = field(default_factory=JobsSettings)
+    watch_max: int = 1000  # watches held at once (each a thread; 0: no watch, nodes poll)
+    watch_keepalive_s: float = 15.0  # a held watch gets a line at least this often
+
+    @property
+    def gunicorn_threads(self) -> int:
+        """The API's threads plus one per watch slot: held watches never take the API's."""
+        return self.threads + self.watch_max
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> MasterSettings:
         env = env or Env()
         admin = env.secret("MODELSYNC_ADMIN_TOKEN")
         read = env.secret("MODELSYNC_READ_TOKEN")
+        publish = env.secret("MODELSYNC_PUBLISH_TOKEN")
         if not admin:
             raise SettingsError("MODELSYNC_ADMIN_TOKEN (or MODELSYNC_ADMIN_TOKEN_FILE) is required")
         if env.secret("MODELSYNC_NODE_TOKEN"):
@@ -105,9 +114,11 @@ class MasterSettings:
                 "(modelsync node-token NODE_ID)"
             )
         secret = node_secret(env)
-        tokens = [t for t in (admin, secret, read) if t]
+        tokens = [t for t in (admin, secret, read, publish) if t]
         if len(set(tokens)) != len(tokens):
-            raise SettingsError("the admin and read tokens and the node secret must all differ")
+            raise SettingsError(
+                "the admin, read and publish tokens and the node secret must all differ"
+            )
         if any(len(t) < 16 for t in tokens):
             raise SettingsError("tokens must be at least 16 characters long")
         session_key = env.secret("MODELSYNC_SESSION_KEY")
@@ -138,6 +149,7 @@ class MasterSettings:
             admin_token=admin,
             node_secret=secret,
             read_token=read,
+            publish_token=publish,
             http_host=env.text("MODELSYNC_HTTP_HOST", "0.0.0.0"),
             http_port=env.integer("MODELSYNC_HTTP_PORT", 8000, minimum=0, maximum=65535),
             catalog_s=catalog_s,
@@ -166,4 +178,8 @@ class MasterSettings:
             docker_socket=env.text("MODELSYNC_DOCKER_SOCKET", "/var/run/docker.sock"),
             log_level=env.log_level(),
             jobs=JobsSettings.from_env(env),
+            watch_max=env.integer("MODELSYNC_WATCH_MAX", 1000, minimum=0, maximum=10_000),
+            watch_keepalive_s=env.number(
+                "MODELSYNC_WATCH_KEEPALIVE_S", 15.0, minimum=1, maximum=120
+            ),
         )

@@ -4,6 +4,7 @@ bucket, the catalog writer, the policy store, the metrics and the background job
 from __future__ import annotations
 
 import fcntl
+import json
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from master.metrics import MasterMetrics
 from master.rollout import RolloutController
 from master.settings import MasterSettings
 from master.telemetry import TelemetryStore
+from master.watch import Generations, WatchHub
 from modelsync.catalog import Catalog
 from modelsync.layout import SettleTracker, incomplete_reason
 from modelsync.log import get_logger
@@ -26,6 +28,8 @@ from modelsync.policy import Policy, dump_policy, parse_policy
 from modelsync.store import GCSStore, RemoteStore, StoreError, list_bucket
 
 log = get_logger("master")
+WATCH_META = "watch_generations"
+WATCH_SYNC_S = 0.2
 
 
 class Unavailable(Exception):
@@ -37,9 +41,18 @@ class MasterState:
         self.settings = settings
         self.db = Database(settings.db_path)
         self.store: RemoteStore = store or GCSStore(settings.store)
-        self.writer = CatalogWriter(self.store, settings.store, settings.settle_s)
+        self.watch = WatchHub(settings.watch_max)
+        self.writer = CatalogWriter(
+            self.store,
+            settings.store,
+            settings.settle_s,
+            on_generation=lambda g: self.learn(Generations(catalog=g)),
+        )
         self.policies = policy_ops.PolicyStore(
-            self.store, settings.store.prefix, bucket=settings.store.bucket
+            self.store,
+            settings.store.prefix,
+            bucket=settings.store.bucket,
+            on_generation=lambda g: self.learn(Generations(policy=g)),
         )
         self.metrics = MasterMetrics()
         self.index = FleetIndex()
@@ -51,6 +64,28 @@ class MasterState:
         self._lock_fh: IO[str] | None = None
         self._policy_cache: tuple[float, Policy] | None = None
         self.policy_problem: str | None = None
+        if settings.workers > 1 and settings.watch_max > 0:
+            threading.Thread(target=self._follow_other_workers, name="watch", daemon=True).start()
+
+    # --- the watch ------------------------------------------------------------------------------
+    def learn(self, gens: Generations) -> None:
+        """A generation of the catalog or policy met here: wake the watches held in this
+        process, and (several workers) tell the others through SQLite."""
+        if self.watch.learn(gens.catalog, gens.policy) and self.settings.workers > 1:
+            known = self.watch.known
+            self.db.set_meta(WATCH_META, json.dumps([known.catalog, known.policy]))
+
+    def _follow_other_workers(self) -> None:
+        """With several workers, what another worker learned reaches this one's watches
+        within ``WATCH_SYNC_S`` (one read of a SQLite row)."""
+        while not self._stop.wait(WATCH_SYNC_S):
+            try:
+                raw = self.db.get_meta(WATCH_META)
+                if raw:
+                    catalog, policy = json.loads(raw)
+                    self.watch.learn(catalog, policy)
+            except Exception:  # the next round tries again
+                log.exception("watch_sync_failed")
 
     # --- background jobs (one process of the master runs them) ---------------------------------
     def start_background(self) -> bool:
@@ -105,6 +140,7 @@ class MasterState:
 
     def stop(self) -> None:
         self._stop.set()
+        self.watch.close()
         self.telemetry.stop()
         self.rollouts.stop()
 

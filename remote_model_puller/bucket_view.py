@@ -31,6 +31,7 @@ from modelsync.local import LocalLayout, LocalStateError
 from modelsync.policy import Policy, PolicyError, parse_policy
 from modelsync.settings import StoreSettings
 from modelsync.store import RemoteStore, list_bucket
+from modelsync.watch import Generations
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class BucketView:
         self._catalog: Catalog | None = None
         self._catalog_gen: int | None = None
         self._bad_policy_gen: int | None = None
+        self.seen = Generations()  # what the last poll saw (the watch tells the master)
 
     def _load_local_policy(self) -> tuple[Policy, int | None]:
         try:
@@ -106,6 +108,9 @@ class BucketView:
         cat_info = self.store.stat(catalog_object(self.settings.prefix))
         pol_info = self.store.stat(policy_object(self.settings.prefix))
         self._refresh_policy(pol_info, events)
+        seen = Generations(
+            cat_info.generation if cat_info else 0, pol_info.generation if pol_info else 0
+        )
         now = self.clock()
         fresh = False
         if cat_info is not None:
@@ -131,6 +136,7 @@ class BucketView:
             self.source = "catalog"
         state.events = events + state.events
         state.calls = sum(self.store.calls.values()) - before
+        self.seen = seen
         return state
 
     def _refresh_policy(self, info: ObjectInfo | None, events: list[Event]) -> None:

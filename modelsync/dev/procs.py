@@ -332,6 +332,7 @@ class MasterSpec:
     admin_token: str
     node_secret: str
     read_token: str | None = None
+    publish_token: str | None = None
     port: int = 0
     catalog_s: float = 1.0
     settle_s: float = 30.0
@@ -358,6 +359,8 @@ def start_master(
     }
     if spec.read_token:
         env["MODELSYNC_READ_TOKEN"] = spec.read_token
+    if spec.publish_token:
+        env["MODELSYNC_PUBLISH_TOKEN"] = spec.publish_token
     env.update(spec.extra_env)
     proc = ManagedProcess(
         name,

@@ -16,7 +16,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {
-    "propagation": ["propagation_p50_s", "propagation_p95_s", "overhead_p50_s"],
+    "propagation": [
+        "propagation_p50_s",
+        "propagation_p95_s",
+        "overhead_p50_s",
+        "overhead_p95_s",
+        "operator_action_s",
+    ],
     "download": [
         "puller_MBps",
         "sequential_MBps",
@@ -24,6 +30,8 @@ FIGURES = {
         "ratio_vs_best_baseline",
         "puller_peak_rss_MB",
         "tarball_speedup",
+        "tarball_install_s",
+        "tarball_install_zlib_s",
     ],
     "idle_poll": ["idle_poll_calls", "idle_poll_s", "fallback_poll_calls", "catalog_refresh_s"],
     "master": [

@@ -24,12 +24,19 @@ from modelsync.store import GCSStore
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ADMIN, READ, NODE = "admin-token-0123456789", "read-token-0123456789", "node-token-0123456789"
+PUBLISH = "publish-token-0123456789"
 N1 = node_token(NODE, "n1")  # node n1's own token (NODE is the master's node secret)
 
 
 class Api:
     def __init__(self, url: str) -> None:
         self.url = url
+
+    def opens(self, path: str, token: str) -> int:
+        """The status of a GET whose answer is a held stream (closed unread)."""
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return int(r.status)
 
     def call(
         self, method: str, path: str, token: str | None = None, body: Any = None
@@ -64,6 +71,7 @@ def master(store_settings: StoreSettings, tmp_path: Path):  # type: ignore[no-un
             admin_token=ADMIN,
             node_secret=NODE,
             read_token=READ,
+            publish_token=PUBLISH,
             catalog_s=0.5,
             # the route walk below sends dozens of wrong tokens on purpose (the limit has its test)
             extra_env={"MODELSYNC_AUTH_FAILURES": "100000"},
@@ -116,11 +124,16 @@ def test_every_route_is_documented_and_guarded(master) -> None:  # type: ignore[
                 continue
             assert api.call(method.upper(), concrete)[0] == 401, (method, path)
             assert api.call(method.upper(), concrete, token="not-a-token-at-all")[0] == 401
-            right = {"readToken": READ, "adminToken": ADMIN, "nodeToken": N1}[schemes[0]]
+            right = {
+                "readToken": READ,
+                "adminToken": ADMIN,
+                "nodeToken": N1,
+                "publishToken": PUBLISH,
+            }[schemes[0]]
             wrong = [
                 t
-                for t in (READ, ADMIN, N1)
-                if t != right and not (schemes[0] == "readToken" and t == ADMIN)
+                for t in (READ, ADMIN, N1, PUBLISH)
+                if t != right and not (schemes[0] in ("readToken", "publishToken") and t == ADMIN)
             ]
             for token in wrong:
                 assert api.call(method.upper(), concrete, token=token)[0] == 403, (
@@ -128,6 +141,9 @@ def test_every_route_is_documented_and_guarded(master) -> None:  # type: ignore[
                     path,
                     token,
                 )
+            if "application/x-ndjson" in op["responses"]["200"].get("content", {}):
+                assert api.opens(concrete, right) == 200, path  # a held stream: not read
+                continue
             assert api.call(method.upper(), concrete, token=right)[0] not in (401, 403)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -322,8 +323,28 @@ def _decode(value: Any) -> Any:
     return value
 
 
+# JSON has no NaN or infinities. TF Serving's REST API writes them as the bare tokens NaN,
+# Infinity and -Infinity (WriteDecimal in tensorflow_serving/util/json_tensor.cc), which strict
+# parsers (JavaScript's JSON.parse, Go, Java) refuse; the gateway's own answers carry the same
+# three words as JSON strings instead: valid JSON, nothing lost, and float("NaN"),
+# float("-Infinity"), Number("Infinity") read them back.
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _non_finite_as_text(values: Any) -> Any:
+    if isinstance(values, list):
+        return [_non_finite_as_text(v) for v in values]
+    if isinstance(values, float) and not math.isfinite(values):
+        return NON_FINITE[repr(values)]
+    return values
+
+
 def jsonable(arr: Array) -> Any:
-    return _decode(arr.tolist()) if arr.dtype.kind in "OS" else arr.tolist()
+    if arr.dtype.kind in "OS":
+        return _decode(arr.tolist())
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return _non_finite_as_text(arr.tolist())
+    return arr.tolist()
 
 
 def _per_row(outputs: Mapping[str, Array]) -> list[dict[str, Any]] | None:

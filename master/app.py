@@ -21,6 +21,7 @@ from master.routes import (
     rollout,
     scoring,
     telemetry,
+    upload,
 )
 from master.settings import MasterSettings
 from master.state import MasterState, Unavailable
@@ -49,6 +50,7 @@ def create_app(
         telemetry.bp,
         rollout.bp,
         scoring.bp,
+        upload.bp,
         console.bp,
     ):
         app.register_blueprint(blueprint)

@@ -10,15 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from master.docstore import Conflict as Conflict
+from master.docstore import DocStore
 from master.rollout_plan import ModelFleet, apply, operator_step
 from modelsync.catalog import policy_object
 from modelsync.policy import ModelPolicy, Policy, PolicyError, dump_policy, parse_policy, served_set
 from modelsync.rollout import RolloutSpec
-from modelsync.store import NotFound, PreconditionFailed, RemoteStore
-
-
-class Conflict(Exception):
-    pass
+from modelsync.store import RemoteStore
 
 
 class MalformedPolicy(Conflict):
@@ -30,51 +28,23 @@ class Unprocessable(Exception):
     pass
 
 
-class PolicyStore:
+class PolicyStore(DocStore[Policy]):
     def __init__(
         self, store: RemoteStore, prefix: str, attempts: int = 8, bucket: str = ""
     ) -> None:
-        self.store = store
-        self.name = policy_object(prefix)
-        self.uri = f"gs://{bucket}/{self.name}" if bucket else self.name
-        self.attempts = attempts
+        super().__init__(
+            store, policy_object(prefix), parse_policy, dump_policy, Policy, attempts, bucket
+        )
 
-    def read(self) -> tuple[Policy, int]:
-        """The policy and its generation (0: no policy object yet)."""
-        info = self.store.stat(self.name)
-        if info is None:
-            return Policy(), 0
+    def parse(self, body: bytes, generation: int) -> Policy:
         try:
-            body = self.store.read(self.name, generation=info.generation)
-        except NotFound:  # replaced between the stat and the read: read again
-            return self.read()
-        try:
-            return parse_policy(body), info.generation
+            return parse_policy(body)
         except PolicyError as exc:
             raise MalformedPolicy(
-                f"the policy {self.uri} (generation {info.generation}) is "
+                f"the policy {self.uri} (generation {generation}) is "
                 f"malformed: {exc}; fix or replace it before changing it "
                 "through the API"
             ) from None
-
-    def update(self, change: Callable[[Policy], Policy]) -> tuple[Policy, int, bool]:
-        """Apply ``change`` atomically. Returns (policy, generation, written?)."""
-        for _attempt in range(self.attempts):
-            policy, generation = self.read()
-            new = change(policy)
-            if new == policy:
-                return policy, generation, False
-            try:
-                info = self.store.write(
-                    self.name,
-                    dump_policy(new),
-                    if_generation_match=generation,
-                    content_type="application/json",
-                )
-            except PreconditionFailed:
-                continue  # someone else wrote first: apply the change to their version
-            return new, info.generation, True
-        raise Conflict(f"the policy changed concurrently {self.attempts} times; try again")
 
 
 def _model(policy: Policy, model: str) -> ModelPolicy:

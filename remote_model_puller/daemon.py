@@ -25,7 +25,7 @@ from modelsync.local import LocalLayout
 from modelsync.log import get_logger
 from modelsync.nodedaemon import serve
 from modelsync.reports import PullerStatus
-from modelsync.store import GCSStore, RemoteStore, StoreError
+from modelsync.store import GCSStore, RemoteStore, StoreError, require_bucket
 from remote_model_puller.bucket_view import BucketView, RemoteState
 from remote_model_puller.installer import Installer, InstallError
 from remote_model_puller.metrics import PullerMetrics
@@ -348,4 +348,7 @@ def main(port: int | None = None) -> int:
     settings = replace(settings, node=settings.node.with_port(port))
     store = settings.store
     where = {"model_root": str(settings.model_root), "bucket": store.bucket, "prefix": store.prefix}
+    unreachable = require_bucket(store)  # a missing bucket: one line, exit 2
+    if unreachable:  # transient: the poll loop keeps retrying
+        where["unreachable_at_start"] = unreachable
     return serve(settings.node, lambda: Puller(settings), log, **where, poll_s=settings.poll_s)

@@ -30,6 +30,7 @@ from remote_model_puller.bucket_view import BucketView, RemoteState
 from remote_model_puller.installer import Installer, InstallError
 from remote_model_puller.metrics import PullerMetrics
 from remote_model_puller.planner import Install, plan_sync
+from remote_model_puller.pollwatch import PollWatch
 from remote_model_puller.settings import PullerSettings
 
 log = get_logger("puller")
@@ -98,6 +99,9 @@ class Puller:
             stop=self.stop_event,
         )
         self.metrics = PullerMetrics()
+        self.poll_watch = PollWatch(
+            settings.poll_s, settings.poll_deadline_s, self.events, self.metrics
+        )
         self._failures: dict[tuple[str, int, str, int | None], _Failure] = {}
         self._seen_problems: set[str] = set()
         self._lock = threading.Lock()
@@ -109,6 +113,7 @@ class Puller:
     # --- one pass ------------------------------------------------------------------------------
     def tick(self) -> PollResult:
         started = time.monotonic()
+        self.poll_watch.begin()
         try:
             with self.store.deadline(self.settings.poll_deadline_s):
                 state = self.view.poll()
@@ -125,6 +130,8 @@ class Puller:
             )
             self._finish(result)
             return result
+        finally:
+            self.poll_watch.end()
         for event in state.events:
             self.events.add(event)
         for path, reason in state.skipped:
@@ -239,6 +246,7 @@ class Puller:
 
     # --- loop and HTTP -------------------------------------------------------------------------
     def run(self) -> None:
+        self.poll_watch.watch(self.stop_event)
         while not self.stop_event.is_set():
             self.sync_event.clear()
             try:

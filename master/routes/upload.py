@@ -32,6 +32,8 @@ from master.auth import actor
 from modelsync import __version__
 from modelsync.manifest import ManifestError, Publisher, check_notes, parse_tag
 from modelsync.publish import Published, PublishError, PublishOptions, PublishStore, publish
+from modelsync.settings import StoreSettings
+from modelsync.store import RemoteStore
 
 bp = Blueprint("upload", __name__)
 CHUNK_BYTES = 1 << 20
@@ -82,6 +84,16 @@ def receive(stream: IO[bytes], dest: Path, length: int) -> int:
     if done != length:
         raise ApiError(400, f"the body ended after {done} of {length} bytes")
     return done
+
+
+class Target:
+    """The master's store with the master's bucket, prefix and marker: what publishing needs."""
+
+    def __init__(self, store: RemoteStore, settings: StoreSettings) -> None:
+        self._store, self.settings = store, settings
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
 
 
 class Publishing:
@@ -173,7 +185,8 @@ def upload(model: str) -> Response | tuple[Response, int]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    job = Publishing(cast(PublishStore, s.store), tmp, model, options).start()
+    target = cast(PublishStore, Target(s.store, s.settings.store))
+    job = Publishing(target, tmp, model, options).start()
     if NDJSON in request.headers.get("Accept", ""):
         return Response(stream_with_context(job.lines(received)), mimetype=NDJSON)
     job.thread.join()

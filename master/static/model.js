@@ -107,7 +107,7 @@
   async function load(cluster) {
     const docP = window.ms.get(base);
     const nodesP = window.ms.get("/v1/nodes");
-    const [doc] = await Promise.all([docP, charts.load(), events.load(), rollout.load(nodesP),
+    const [doc] = await Promise.all([docP, charts.load(docP), events.load(), rollout.load(nodesP),
                                      scoring.load(docP, nodesP)]);
     const summary = (cluster && cluster.models && cluster.models[model]) || {};
     view = doc;

@@ -99,7 +99,15 @@ def logout() -> Response | tuple[str, int]:
 
 @bp.get("/")
 def models_page() -> Response | str:
-    return _page("models.html", page="models")
+    settings = state().settings
+    limit = settings.upload_max_bytes
+    return _page(
+        "models.html",
+        page="models",
+        bucket=settings.store.bucket,
+        prefix=settings.store.prefix,
+        upload_max=f"{limit / 2**30:g} GiB" if limit >= 2**30 else f"{limit / 2**20:g} MiB",
+    )
 
 
 @bp.get("/models/<model>")

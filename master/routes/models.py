@@ -187,6 +187,6 @@ def annotate(model: str, version: str) -> Response:
             "model": model,
             "version": v,
             **notes(cv.description, cv.tags, note).to_json(),
-            "generation": generation,
+            "annotations_generation": generation,
         }
     )

@@ -199,8 +199,13 @@
     on("#act-pin", () => {
       const v = Number($("#pin-version").value);
       if (!v) return result(false, "Choose a complete version to pin.");
-      act("Pinning v" + v, "Pin " + model + " to v" + v + "? Every node will serve only v" + v + ".",
-          "POST", base + "/pin", {version: v}, (d) => "Pinned " + model + " to v" + d.policy.pin);
+      // labels keep their versions serving beside a pin: say so rather than "only v" + v
+      const kept = Object.entries(view.policy.labels || {}).filter(([, t]) => t !== v)
+        .map(([name, t]) => "v" + t + " (label " + name + ")");
+      act("Pinning v" + v, "Pin " + model + " to v" + v + "? Every node will serve v" + v +
+          (kept.length ? " and, for its labels, " + kept.join(", ") : " only") + ".",
+          "POST", base + "/pin", {version: v}, (d) => "Pinned " + model + " to v" + d.policy.pin +
+          "; every node serves " + d.target_versions.map((t) => "v" + t).join(", "));
     });
     on("#act-unpin", () => act("Unpinning", "Unpin " + model + "? The newest versions are served again.",
                                "DELETE", base + "/pin", undefined, () => "Unpinned " + model));

@@ -35,6 +35,7 @@ from tests.browser.console_kit import (
     PREFIX,
     Cluster,
     action_result,
+    api,
     bucket_policy,
     click,
     column,
@@ -375,3 +376,22 @@ def cell(driver: Chrome, row: str, col: str) -> str:
 
 def result_text(driver: Chrome) -> str:
     return str(driver.find_element(By.ID, "models-result").text)
+
+
+def test_the_pin_confirmation_tells_the_truth_when_a_label_keeps_a_version(
+    browser: Chrome, cluster: Cluster
+) -> None:
+    assert api(cluster.url, "PUT", "/v1/models/demo/labels/stable", ADMIN, {"version": 2})[0] == 200
+    try:
+        sign_in(browser, cluster.url, ADMIN, "/models/demo")
+        harness.wait_for(browser, present('#pin-version option[value="1"]'))
+        harness.wait_for(browser, lambda d: "stable" in d.find_element(By.ID, "policy").text)
+        Select(browser.find_element(By.ID, "pin-version")).select_by_value("1")
+        browser.find_element(By.ID, "act-pin").click()
+        question = confirm(browser)
+        assert "v2 (label stable)" in question and "only" not in question, question
+        assert action_result(browser, "Pinned demo to v1") == "ok"
+        assert "every node serves v1, v2" in browser.find_element(By.ID, "action-result").text
+    finally:
+        api(cluster.url, "DELETE", "/v1/models/demo/pin", ADMIN)
+        api(cluster.url, "DELETE", "/v1/models/demo/labels/stable", ADMIN)

@@ -21,15 +21,6 @@
     if (total !== undefined) bar.value = total ? done / total : 0;
   }
 
-  function parseTags(text) {
-    const tags = [];
-    for (const item of text.split(",").map((t) => t.trim()).filter(Boolean)) {
-      if (item.indexOf("=") < 1) throw new Error("a tag is key=value: " + item);
-      tags.push(item);
-    }
-    return tags;
-  }
-
   function hint() {
     const name = $("#add-name").value.trim() || "NAME";
     const cli = $("#add-cli");
@@ -69,7 +60,7 @@
     const file = $("#add-file").files[0];
     let tags;
     try {
-      tags = parseTags($("#add-tags").value);
+      tags = window.ms.parseTags($("#add-tags").value).map(([k, v]) => k + "=" + v);
     } catch (exc) {
       return status(exc.message, "err");
     }

@@ -66,15 +66,6 @@
               p.user || "?", p.host ? el("span", {class: "muted"}, "@" + p.host) : null);
   }
   const tagsText = (tags) => Object.entries(tags || {}).map(([k, v]) => k + "=" + v).join(", ");
-  function parseTags(text) {
-    const tags = {};
-    for (const item of text.split(",").map((t) => t.trim()).filter(Boolean)) {
-      const at = item.indexOf("=");
-      if (at < 1) throw new Error("a tag is key=value: " + item);
-      tags[item.slice(0, at).trim()] = item.slice(at + 1).trim();
-    }
-    return tags;
-  }
   function notesCell(r) {
     if (editing && editing.v === r.v) return editor(r);
     const tags = Object.entries(r.tags || {});
@@ -102,7 +93,8 @@
     save.addEventListener("click", async () => {
       let body;
       try {
-        body = {description: editing.description.trim(), tags: parseTags(editing.tags)};
+        body = {description: editing.description.trim(),
+                tags: Object.fromEntries(window.ms.parseTags(editing.tags))};
       } catch (exc) {
         return result(false, exc.message);
       }

@@ -140,9 +140,11 @@ def upload_op() -> dict[str, Any]:
             "503": "the bucket is down",
         },
     )
+    # the bytes of a .tar.gz (any content type is read as such; the console sends
+    # application/gzip)
     out["requestBody"] = {
         "required": True,
-        "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
     }
     return out
 

@@ -110,5 +110,14 @@ def summary_doc(m: Reported) -> ConfigManagerStatus:
             name: vs for name, vs in m.availability.to_json().items() if shadowed(name) is None
         },
         "failed": m.failures.by_model(),
-        "last_reload": m.last_reload,
+        "last_reload": real_models(m.last_reload),
     }
+
+
+def real_models(reload: ReloadReport | None) -> ReloadReport | None:
+    """The last reload as the master sees it: the real models only (a validation's shadow name
+    is no model name, and the master drops what is not one)."""
+    if reload is None:
+        return None
+    models = {k: v for k, v in reload["models"].items() if shadowed(k) is None}
+    return {**reload, "models": models}

@@ -26,6 +26,7 @@ BENCHMARKS = {
     "footprint": "bench.footprint",
     "gateway": "bench.gateway",
     "rollout": "bench.rollout",
+    "jobs": "bench.jobs",
 }
 
 GOALS: dict[str, list[tuple[str, str, float]]] = {
@@ -61,6 +62,7 @@ GOALS: dict[str, list[tuple[str, str, float]]] = {
         ("failed_predicts_outside_canary", "<=", 0),
         ("unvalidated_served", "<=", 0),
     ],
+    "jobs": [("job_vs_gateway_per_core", ">=", 1.0), ("gateway_errors", "<=", 0)],
 }
 
 

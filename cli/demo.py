@@ -1,10 +1,11 @@
 """``make demo``: the whole system on one machine, everything on 127.0.0.1.
 
-Starts the GCS emulator and one serving node (compatible model server, config manager, puller,
-as processes), publishes the demo model v1 and prints a gRPC Predict answer from it, publishes
-v2 and prints the new answer once it is served, then v3, and shows the model directory after
-the pruning. It keeps running — publish more with ``modelsync publish`` from another shell —
-until Ctrl-C stops everything.
+Starts the GCS emulator, Redis (the jobs' broker), the master and one serving node (compatible
+model server, config manager, puller, gateway and a jobs worker, as processes), publishes the
+demo model v1 and prints a gRPC Predict answer from it, publishes v2 and prints the new answer
+once it is served, then v3, and shows the model directory after the pruning; then a small batch
+job through the worker, and the console's and the Jobs page's addresses. It keeps running —
+publish more with ``modelsync publish`` from another shell — until Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -110,10 +111,36 @@ def _light_load(port: int, stop: threading.Event, rps: float = 10.0) -> None:
     client.close()
 
 
+def _demo_job(url: str, token: str) -> str:
+    """A small batch job (rows inline) through the broker and the worker; its first lines."""
+    rows = [{"x": float(x)} for x in range(1, 1001)]
+    body = json.dumps({"model": "demo", "rows": rows}).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    req = urllib.request.Request(f"{url}/v1/jobs", data=body, headers=headers)  # noqa: S310
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - our own 127.0.0.1
+        job = json.loads(r.read())
+    read = urllib.request.Request(f"{url}/v1/jobs/{job['id']}", headers=headers)  # noqa: S310
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(read, timeout=10) as r:  # noqa: S310
+            doc = json.loads(r.read())
+        if doc["state"] == "done":
+            result = urllib.request.Request(f"{url}/v1/jobs/{job['id']}/result", headers=headers)  # noqa: S310
+            with urllib.request.urlopen(result, timeout=30) as r:  # noqa: S310
+                first = r.readline().decode().strip()
+            return (
+                f"job {job['id']}: {doc['rows']} rows in {doc['chunks']} chunk(s) scored at "
+                f"{doc['progress']['rows_per_s']} rows/s; first result line {first}"
+            )
+        time.sleep(0.2)
+    return f"job {job['id']} still running after 60 s (see the Jobs page)"
+
+
 def run_demo(
     workdir: str | Path | None = None, exit_after: float | None = None, keep: bool = False
 ) -> int:
     from modelsync.client import PredictClient
+    from modelsync.dev.brokers import RedisServer
     from modelsync.dev.procs import MasterSpec, Node, start_master
     from modelsync.publish import PublishOptions, publish
     from modelsync.store import GCSStore
@@ -131,12 +158,16 @@ def run_demo(
     master = None
     failed = 0
     try:
-        with GCSEmulator(log_path=str(workdir / "fake-gcs.log")) as emu:
+        with (
+            GCSEmulator(log_path=str(workdir / "fake-gcs.log")) as emu,
+            RedisServer(workdir / "redis") as redis,
+        ):
             os.environ["STORAGE_EMULATOR_HOST"] = emu.url
             settings = StoreSettings(bucket=DEMO_BUCKET, emulator_host=emu.url)
             store = GCSStore(settings)
             store.ensure_bucket()
             say(f"GCS emulator (fake-gcs-server): {emu.url}, bucket gs://{DEMO_BUCKET}")
+            say(f"Redis (the jobs' broker and result backend): {redis.url}")
             say("writing the demo SavedModels with TensorFlow ...")
             sources = _make_models(workdir)
             admin_token, node_secret = secrets.token_hex(16), secrets.token_hex(16)
@@ -150,12 +181,19 @@ def run_demo(
                     admin_token=admin_token,
                     node_secret=node_secret,
                     catalog_s=1.0,
-                    extra_env={"MODELSYNC_GATEWAY_PORT": str(gateway_port)},
+                    extra_env={
+                        "MODELSYNC_GATEWAY_PORT": str(gateway_port),
+                        "MODELSYNC_BROKER_URL": redis.url,
+                        "MODELSYNC_JOB_POLL_S": "1",
+                    },
                 ),
             )
             url = master.url  # type: ignore[attr-defined]
             say(f"  master             {url}  (pid {master.pid}, admin token: {admin_token})")
-            say("starting one serving node: model server, config manager, puller, gateway ...")
+            say(
+                "starting one serving node: model server, config manager, puller, gateway, "
+                "jobs worker ..."
+            )
             node = Node(
                 workdir / "node",
                 bucket=DEMO_BUCKET,
@@ -167,8 +205,10 @@ def run_demo(
                 gateway_port=gateway_port,
                 extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "2"},
             ).start()
+            worker = node.start_worker(redis.url)
             for what, where in node.listening().items():
                 say(f"  {what:18} {where}")
+            say(f"  {'jobs worker':18} http://127.0.0.1:{worker.port}/status")  # type: ignore[attr-defined]
             say(f"  logs in {node.workdir}")
             client = PredictClient(f"127.0.0.1:{node.grpc_port}")
             for version, (src, a, b) in sources.items():
@@ -206,9 +246,14 @@ def run_demo(
                     "sending a light Predict load (about 10 requests/s) so the console has "
                     "live figures"
                 )
+                say(f"batch {_demo_job(master.url, admin_token)}")  # type: ignore[attr-defined]
                 say(
                     f"console: open {master.url}/ and sign in with the admin token "  # type: ignore[attr-defined]
                     f"{admin_token}"
+                )
+                say(
+                    f"jobs: open {master.url}/jobs to submit a file or pasted rows, follow them "  # type: ignore[attr-defined]
+                    "and download the results"
                 )
                 say(f"try: curl -H 'Authorization: Bearer {admin_token}' {master.url}/v1/cluster")  # type: ignore[attr-defined]
                 say(

@@ -1,7 +1,7 @@
 """modelsync: keep a fleet of TensorFlow Serving nodes serving the right model versions.
 
 Run "modelsync COMMAND --help" for a command's options. The daemons (master, puller,
-config-manager, gateway, model-server) take their settings from MODELSYNC_* environment
+config-manager, gateway, worker, model-server) take their settings from MODELSYNC_* environment
 variables (see the README); --port overrides the HTTP port.
 """
 
@@ -34,6 +34,10 @@ DAEMONS: dict[str, tuple[str, str]] = {
     "gateway": (
         "the node's REST front door: MLflow, ML-Kraken and TF Serving REST (MODELSYNC_*)",
         "gateway.server:main",
+    ),
+    "worker": (
+        "the jobs worker: scores batch jobs' chunks through the node's TF Serving (MODELSYNC_*)",
+        "jobs.worker:main",
     ),
 }
 PASSTHROUGH: dict[str, tuple[str, str]] = {

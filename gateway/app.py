@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from gateway import convert
-from gateway.convert import BadInput
 from gateway.disabled import DisabledModels, disabled_message
 from gateway.errors import MLFLOW_CODES, GatewayError
 from gateway.history import Exchange, History
@@ -33,13 +31,14 @@ from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
-from gateway.tfs import TFServingClient
-from modelsync import safejson
+from modelsync import convert, safejson
+from modelsync.convert import BadInput
 from modelsync.layout import NAME_PATTERN, VERSION_PATTERN, is_model_name, parse_version
 from modelsync.log import get_logger
 from modelsync.policy import LABEL_PATTERN
 from modelsync.reports import HistorySummary
 from modelsync.tensors import Signature
+from modelsync.tfs import TFServingClient
 
 log = get_logger("gateway")
 

@@ -1,23 +1,14 @@
-"""What goes wrong past the caller's input: TF Serving's answers and the gateway's limits."""
+"""What goes wrong past the caller's input: TF Serving's answers and the gateway's limits.
+
+One error class for both, the serving client's (``modelsync.tfs.ServingError``: an HTTP status,
+a message and TF Serving's gRPC code when it said so); here it is the gateway's ``GatewayError``.
+"""
 
 from __future__ import annotations
 
-# gRPC status of TF Serving -> the HTTP status the gateway answers (TF Serving's own REST table
-# for the caller's mistakes; 502 for what TF Serving itself failed at, so that a 500 is always a
-# bug of the gateway)
-GRPC_TO_HTTP = {
-    "INVALID_ARGUMENT": 400,
-    "FAILED_PRECONDITION": 400,
-    "OUT_OF_RANGE": 400,
-    "NOT_FOUND": 404,
-    "UNAVAILABLE": 503,
-    "DEADLINE_EXCEEDED": 504,
-    "RESOURCE_EXHAUSTED": 429,
-    "UNIMPLEMENTED": 501,
-    "CANCELLED": 503,
-    "PERMISSION_DENIED": 403,
-    "UNAUTHENTICATED": 401,
-}
+from modelsync.tfs import ServingError as GatewayError
+
+__all__ = ["MLFLOW_CODES", "GatewayError"]
 
 # HTTP status -> MLflow's error_code (mlflow/exceptions.py ERROR_CODE_TO_HTTP_STATUS; MLflow has
 # no code for 413, 415 or 502: those use BAD_REQUEST and INTERNAL_ERROR)
@@ -36,20 +27,3 @@ MLFLOW_CODES = {
     503: "TEMPORARILY_UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-
-
-class GatewayError(Exception):
-    """An answer other than 200 with a message for the caller; ``code`` is TF Serving's gRPC
-    status name when TF Serving said so."""
-
-    def __init__(self, status: int, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-    @classmethod
-    def from_grpc(cls, code: str, details: str, target: str) -> GatewayError:
-        if code == "UNAVAILABLE" and ("connect" in details.lower() or not details):
-            return cls(503, f"TF Serving at {target} is unavailable: {details}", code)
-        return cls(GRPC_TO_HTTP.get(code, 502), details or code, code)

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from gateway.convert import MLFLOW_FORMATS, NUMERIC
 from modelsync import layout
+from modelsync.convert import MLFLOW_FORMATS, NUMERIC
 from modelsync.layout import json_pattern
 from modelsync.openapi import Paths, document, error_response, metrics_path, operation, param
 from modelsync.tensors import Signature, TensorSpec

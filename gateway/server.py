@@ -13,13 +13,13 @@ from gateway.app import Gateway
 from gateway.httpd import GatewayHTTPServer
 from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
-from gateway.tfs import TFServingClient
 from modelsync.events import EventLog
 from modelsync.heartbeat import BeatSource
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.log import configure_logging, get_logger
 from modelsync.nodedaemon import start_heartbeats
 from modelsync.reports import GatewayStatus
+from modelsync.tfs import TFServingClient
 
 log = get_logger("gateway")
 

@@ -6,19 +6,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from modelsync.settings import Env, NodeSettings, SettingsError
+from modelsync.settings import Env, NodeSettings, SettingsError, host_port
 
 DEFAULT_PORT = 8080
 MIN_TOKEN_CHARS = 16
-
-
-def host_port(env: Env, name: str, default: str) -> str:
-    """``host:port`` (an ``http://`` prefix and a trailing ``/`` are dropped)."""
-    value = env.text(name, default).removeprefix("http://").rstrip("/")
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or "/" in value or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"{name}: expected host:port, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True)

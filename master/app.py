@@ -16,6 +16,7 @@ from master.routes import (
     cluster,
     console,
     health,
+    jobs,
     models,
     nodes,
     rollout,
@@ -51,6 +52,7 @@ def create_app(
         rollout.bp,
         scoring.bp,
         upload.bp,
+        jobs.bp,
         console.bp,
     ):
         app.register_blueprint(blueprint)

@@ -66,6 +66,18 @@ MIGRATIONS: Sequence[str] = (
                                   PRIMARY KEY (model, minute, writer)) WITHOUT ROWID;
     CREATE INDEX telemetry_model_minute ON telemetry_model(minute);
     """,
+    # 5: batch scoring jobs (master/jobs/table.py)
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, state TEXT NOT NULL,
+        model TEXT NOT NULL, version INTEGER, label TEXT, format TEXT NOT NULL,
+        source TEXT NOT NULL, rows INTEGER NOT NULL DEFAULT 0, chunks INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, queued_at REAL,
+        finished_at REAL, expires_at REAL NOT NULL, progress TEXT NOT NULL DEFAULT '{}',
+        webhook_url TEXT, webhook TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX jobs_created ON jobs(created_at);
+    CREATE INDEX jobs_state ON jobs(state);
+    """,
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from master.openapi_jobs import job_schema, jobs_paths
 from master.routes.telemetry import DURATION_PATTERN
 from modelsync.layout import MAX_VERSION, NAME_PATTERN, VERSION_PATTERN, json_pattern
 from modelsync.manifest import MAX_DESCRIPTION_CHARS, MAX_TAG_VALUE_CHARS, MAX_TAGS
@@ -380,6 +381,7 @@ PARTS = (
     _rollout_paths,
     _scoring_paths,
     _cluster_paths,
+    jobs_paths,
 )
 
 
@@ -400,7 +402,7 @@ def openapi_document() -> dict[str, Any]:
                 "that node's heartbeats only",
             },
         },
-        "schemas": {"Error": error},
+        "schemas": {"Error": error, "Job": job_schema()},
     }
     return document(
         "modelsync master",

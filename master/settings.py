@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelsync.jobs.planner import ChunkLimits
+from modelsync.jobs.queue import BrokerSettings
+from modelsync.jobs.rows import MAX_ROW_BYTES
 from modelsync.settings import Env, SettingsError, StoreSettings, node_secret
 
 SESSION_SECURE = ("auto", "true", "false")
@@ -17,6 +20,47 @@ MIN_SESSION_KEY_CHARS = 32
 
 # client_python's multiprocess directory (``master.server`` sets it, ``master.metrics`` reads it)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@dataclass(frozen=True)
+class JobsSettings:
+    """Batch scoring jobs (``/v1/jobs``): off (503) without a broker."""
+
+    broker: BrokerSettings | None = None
+    ttl_s: float = 7 * 86400.0  # results (and everything of a job) kept this long after it ends
+    max_upload_bytes: int = 1 << 30
+    max_inline_bytes: int = 8 << 20
+    max_row_bytes: int = MAX_ROW_BYTES
+    chunk: ChunkLimits = field(default_factory=ChunkLimits)
+    webhook_secret: str | None = None
+    poll_s: float = 2.0  # the master's look at running jobs (progress, completion, webhooks)
+
+    @classmethod
+    def from_env(cls, env: Env) -> JobsSettings:
+        secret = env.secret("MODELSYNC_WEBHOOK_SECRET")
+        if secret is not None and len(secret) < 16:
+            raise SettingsError("MODELSYNC_WEBHOOK_SECRET: must be at least 16 characters long")
+        return cls(
+            broker=BrokerSettings.from_env(env),
+            ttl_s=env.number("MODELSYNC_JOB_TTL_S", 7 * 86400.0, minimum=60),
+            max_upload_bytes=env.integer(
+                "MODELSYNC_JOB_MAX_UPLOAD_BYTES", 1 << 30, minimum=1024, maximum=1 << 40
+            ),
+            max_inline_bytes=env.integer(
+                "MODELSYNC_JOB_MAX_INLINE_BYTES", 8 << 20, minimum=1024, maximum=256 << 20
+            ),
+            max_row_bytes=env.integer(
+                "MODELSYNC_JOB_MAX_ROW_BYTES", MAX_ROW_BYTES, minimum=64, maximum=64 << 20
+            ),
+            chunk=ChunkLimits(
+                max_rows=env.integer("MODELSYNC_JOB_CHUNK_ROWS", 5000, minimum=1, maximum=10**6),
+                max_bytes=env.integer(
+                    "MODELSYNC_JOB_CHUNK_BYTES", 4 << 20, minimum=1024, maximum=256 << 20
+                ),
+            ),
+            webhook_secret=secret,
+            poll_s=env.number("MODELSYNC_JOB_POLL_S", 2.0, minimum=0.1, maximum=600),
+        )
 
 
 @dataclass(frozen=True)
@@ -52,6 +96,7 @@ class MasterSettings:
     upload_max_bytes: int = 4 * GB  # a model uploaded through the master (0: no uploads)
     log_level: str = "info"
     run_background: bool = True
+    jobs: JobsSettings = field(default_factory=JobsSettings)
 
     def admins(self) -> dict[str, str]:
         """Every admin token by the name the audit log gives its holder."""
@@ -143,6 +188,7 @@ class MasterSettings:
             docker_socket=env.text("MODELSYNC_DOCKER_SOCKET", "/var/run/docker.sock"),
             upload_max_bytes=env.integer("MODELSYNC_UPLOAD_MAX_BYTES", 4 * GB, minimum=0),
             log_level=env.log_level(),
+            jobs=JobsSettings.from_env(env),
         )
 
 

@@ -15,6 +15,7 @@ from master.cluster import node_counts
 from master.db import Database
 from master.docstore import DocStore
 from master.index import FleetIndex
+from master.jobs.service import Jobs
 from master.metrics import MasterMetrics
 from master.rollout import RolloutController
 from master.settings import MasterSettings
@@ -63,6 +64,7 @@ class MasterState:
         self.metrics.collect_fleet(self.node_counts)
         self.telemetry = TelemetryStore(self.db, settings.telemetry_retention_s).start()
         self.rollouts = RolloutController(self, settings.rollout_s)
+        self.jobs = Jobs(settings, self.db, self.store)
         self._stop = threading.Event()
         self._wake = threading.Event()  # refresh the catalog now (a version was uploaded)
         self._lock_fh: IO[str] | None = None
@@ -82,6 +84,7 @@ class MasterState:
         self._lock_fh = fh
         threading.Thread(target=self._loop, name="catalog", daemon=True).start()
         self.rollouts.start()
+        self.jobs.start(self._stop)
         return True
 
     @property

@@ -164,6 +164,16 @@ def normalize_prefix(prefix: str, what: str = "prefix") -> str:
     return cleaned
 
 
+def host_port(env: Env, name: str, default: str) -> str:
+    """``host:port`` (an ``http://`` prefix and a trailing ``/`` are dropped): where TF Serving
+    answers, for the daemons that call it."""
+    value = env.text(name, default).removeprefix("http://").rstrip("/")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or "/" in value or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{name}: expected host:port, got {value!r}")
+    return value
+
+
 def http_port(env: Env, default: int) -> int:
     return env.integer("MODELSYNC_HTTP_PORT", default, minimum=0, maximum=65535)
 

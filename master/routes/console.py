@@ -18,7 +18,7 @@ from modelsync import __version__
 from modelsync.layout import is_model_name
 
 bp = Blueprint("console", __name__)
-PAGES = {"models": "/", "nodes": "/nodes", "events": "/events"}
+PAGES = {"models": "/", "nodes": "/nodes", "events": "/events", "jobs": "/jobs"}
 
 
 def _safe_next(target: str | None) -> str:
@@ -125,3 +125,8 @@ def nodes_page() -> Response | str:
 @bp.get("/events")
 def events_page() -> Response | str:
     return _page("events.html", page="events")
+
+
+@bp.get("/jobs")
+def jobs_page() -> Response | str:
+    return _page("jobs.html", page="jobs")

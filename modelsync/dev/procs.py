@@ -231,6 +231,7 @@ class Node:
         self.config_manager: ManagedProcess | None = None
         self.puller: ManagedProcess | None = None
         self.gateway: ManagedProcess | None = None
+        self.workers: list[ManagedProcess] = []
 
     @property
     def config_path(self) -> Path:
@@ -267,6 +268,26 @@ class Node:
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, proc)
         return proc
 
+    def start_worker(
+        self, broker_url: str, name: str | None = None, extra_env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        """A jobs worker beside this node's TF Serving (``modelsync worker``), scoring the
+        chunks it takes from ``broker_url``; returns once its /healthz answers."""
+        port = free_port()
+        name = name or f"{self.name}-worker-{len(self.workers) + 1}"
+        env = {**self.env, "MODELSYNC_BROKER_URL": broker_url, **(extra_env or {})}
+        env.pop("MODELSYNC_MASTER_URL", None)
+        proc = ManagedProcess(
+            name,
+            [sys.executable, "-m", "cli", "worker", "--port", str(port)],
+            self.workdir / f"{name}.log",
+            env=env,
+        ).start()
+        proc.port = port  # type: ignore[attr-defined]
+        self.workers.append(proc)
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, proc)
+        return proc
+
     def start(self) -> Node:
         self.start_model_server()
         self.config_manager = self._daemon("config-manager", self.cm_port)
@@ -286,7 +307,13 @@ class Node:
 
     def stop(self) -> dict[str, int | None]:
         codes = {}
-        for proc in (self.gateway, self.puller, self.config_manager, self.model_server):
+        for proc in (
+            *self.workers,
+            self.gateway,
+            self.puller,
+            self.config_manager,
+            self.model_server,
+        ):
             if proc is not None:
                 codes[proc.name] = proc.stop()
         return codes

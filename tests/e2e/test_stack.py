@@ -28,6 +28,7 @@ from modelsync.store import GCSStore
 
 pytestmark = pytest.mark.e2e
 STACK = "modelsync-e2e"
+SERVICES = ("master", "tfserving", "puller", "config_manager", "gateway", "broker", "worker")
 PREFIX = "modelsync_e2e"
 
 
@@ -52,6 +53,8 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
             "TFS_GRPC_PORT",
             "TFS_REST_PORT",
             "MODELSYNC_GATEWAY_PORT",
+            "MODELSYNC_BROKER_PORT",
+            "MODELSYNC_WORKER_PORT",
         )
     }
     tokens = {
@@ -61,6 +64,7 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         "gateway_token": "e2e-gateway-token-0123456789",
         "session_key": "e2e-session-key-0123456789abcdef0123456789abcdef",
         "gcs_credentials": "{}",
+        "broker_password": "e2e-broker-password-0123456789",
     }
     # this node's own token, a file on the node (Swarm names the node by its hostname)
     hostname = sh("docker", "info", "--format", "{{.Name}}").stdout.strip()
@@ -91,6 +95,7 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         "MODELSYNC_GATEWAY_HOST": "127.0.0.1",
         "MODELSYNC_GATEWAY_URL": f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}",
         "MODELSYNC_NODE_TOKEN_PATH": str(node_token_file),
+        "MODELSYNC_BROKER_URL": f"redis://127.0.0.1:{ports['MODELSYNC_BROKER_PORT']}/0",
         **{k: str(v) for k, v in ports.items()},
     }
     sh("docker", "stack", "deploy", "-c", "stack.yml", STACK, env=env)
@@ -104,7 +109,7 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         }
     finally:
         logs = {}
-        for svc in ("master", "tfserving", "puller", "config_manager", "gateway"):
+        for svc in SERVICES:
             logs[svc] = sh(
                 "docker", "service", "logs", "--tail", "40", f"{STACK}_{svc}", check=False
             ).stdout
@@ -247,13 +252,48 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
     client.close()
 
 
+@pytest.mark.timeout(400)
+def test_stack_scores_a_batch_job_through_the_broker_and_a_worker(stack) -> None:  # type: ignore[no-untyped-def]
+    """After the rolling updates (demo v4, y = 5x + 1): a job through the master, the stack's
+    broker (Redis with its password from the secret) and the worker on the node."""
+    ports, tokens = stack["ports"], stack["tokens"]
+    master = f"http://127.0.0.1:{ports['MODELSYNC_MASTER_PORT']}"
+    headers = {"Authorization": f"Bearer {tokens['admin_token']}"}
+
+    def call(method: str, path: str, body: object = None) -> tuple[int, bytes]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(master + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    names = wait_for(
+        lambda: json.loads(call("GET", "/v1/jobs")[1])["workers"]["names"], 180, "a worker"
+    )
+    assert len(names) == 1 and names[0].endswith("@" + stack["hostname"]), names
+    rows = [{"x": float(i)} for i in range(300)] + [{"x": "bad"}]
+    code, body = call("POST", "/v1/jobs", {"model": "demo", "version": 4, "rows": rows})
+    assert code == 201, body
+    job = json.loads(body)["id"]
+    done = wait_for(
+        lambda: (d := json.loads(call("GET", f"/v1/jobs/{job}")[1]))["state"] == "done" and d,
+        180,
+        "the job done",
+    )
+    assert done["progress"]["rows_done"] == 301 and done["progress"]["errors"] == 1
+    code, result = call("GET", f"/v1/jobs/{job}/result")
+    lines = [json.loads(line) for line in result.splitlines()]
+    assert code == 200 and [d["row"] for d in lines] == list(range(301))
+    assert lines[3] == {"row": 3, "version": 4, "outputs": {"y": 16.0}} and "error" in lines[300]
+
+
 def test_stack_removal_leaves_no_containers(stack) -> None:  # type: ignore[no-untyped-def]
     # the services are the ones stack.yml declares; the module fixture's teardown removes the
     # stack and fails unless every container of it is gone within two minutes
     services = sh("docker", "stack", "services", STACK, "--format", "{{.Name}}").stdout.split()
-    assert sorted(services) == sorted(
-        f"{STACK}_{s}" for s in ("master", "tfserving", "puller", "config_manager", "gateway")
-    )
+    assert sorted(services) == sorted(f"{STACK}_{s}" for s in SERVICES)
 
 
 @pytest.mark.timeout(300)  # a master start (60 s) and one wait (60 s)

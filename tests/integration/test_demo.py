@@ -55,6 +55,12 @@ def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         assert "['2', '3']" in text  # v1 pruned, v2 kept for rollback
         assert "AVAILABLE on 1/1 node(s), converged" in text  # the master's cluster view
         assert "console: open http://127.0.0.1:" in text and "sign in" in text
+        assert "/jobs to submit a file or pasted rows" in text  # the Jobs page
+        batch = next(x for x in lines if "[demo] batch job " in x)  # through Redis and a worker
+        assert "1000 rows in 1 chunk(s)" in batch
+        assert '{"row":0,"version":3,"outputs":{"y":5.0}}' in batch
+        redis_port = next(x for x in lines if "Redis (the jobs' broker" in x).rsplit(":", 1)[1]
+        redis_port = redis_port.split("/")[0]
         gateway = next(x for x in lines if "/model/demo/invocations" in x).rsplit(" ", 1)[1]
         req = urllib.request.Request(
             gateway, data=b'{"inputs": {"x": [1, 2]}}', method="POST"
@@ -74,6 +80,8 @@ def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> Non
 
         with pytest.raises(OSError):  # the model server is gone too
             socket.create_connection(("127.0.0.1", int(grpc_port)), timeout=2)
+        with pytest.raises(OSError):  # and Redis
+            socket.create_connection(("127.0.0.1", int(redis_port)), timeout=2)
     finally:
         kill_tree(proc)  # a failed test leaves none of the demo's processes behind
 

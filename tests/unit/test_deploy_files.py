@@ -26,18 +26,33 @@ def test_stack_file_validates_and_has_what_production_needs() -> None:
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load(res.stdout)
     services = cfg["services"]
-    assert set(services) == {"master", "tfserving", "puller", "config_manager", "gateway"}
-    for name in ("tfserving", "puller", "config_manager", "gateway"):
+    assert set(services) == {
+        "master",
+        "tfserving",
+        "puller",
+        "config_manager",
+        "gateway",
+        "broker",
+        "worker",
+    }
+    for name in ("tfserving", "puller", "config_manager", "gateway", "worker"):
         deploy = services[name]["deploy"]
         assert deploy["mode"] == "global"
         assert "node.labels.modelsync.serving == true" in deploy["placement"]["constraints"]
-        # the gateway only reads it (the saved policy: which models are disabled)
-        (models,) = [v for v in services[name]["volumes"] if v["source"] == "models"]
-        assert models["target"] == "/models"
-        assert bool(models.get("read_only")) == (name == "gateway")
+        if name != "worker":  # it reads nothing from disk: it calls TF Serving
+            # the gateway only reads it (the saved policy: which models are disabled)
+            (models,) = [v for v in services[name]["volumes"] if v["source"] == "models"]
+            assert models["target"] == "/models"
+            assert bool(models.get("read_only")) == (name == "gateway")
         assert deploy["update_config"]["parallelism"] == 1
         assert "rollback_config" in deploy
-    assert services["master"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    for name in ("master", "broker"):
+        assert services[name]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert "broker-data:/var/lib/modelsync/broker" in " ".join(
+        f"{v['source']}:{v['target']}" for v in services["broker"]["volumes"]
+    )
+    broker_urls = {services[n]["environment"]["MODELSYNC_BROKER_URL"] for n in ("master", "worker")}
+    assert broker_urls == {"redis://127.0.0.1:6379/0"}  # one broker for both, no password inline
     assert all(s["networks"] == {"hostnet": None} for s in services.values())
     assert all("healthcheck" in s for s in services.values())
     assert cfg["secrets"]["admin_token"]["external"] is True
@@ -89,6 +104,8 @@ def test_compose_file_validates() -> None:
         "puller",
         "config_manager",
         "gateway",
+        "broker",
+        "worker",
         "tests",
     }
     assert all(s.get("network_mode") == "host" for s in cfg["services"].values())

@@ -1,4 +1,5 @@
-"""gateway.convert: every request format, dtype, shape and error, over plain values."""
+"""modelsync.convert (shared by the gateway and the jobs worker): every request format, dtype,
+shape and error, over plain values."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.convert import (
+from modelsync.convert import (
     BadInput,
     kraken_inputs,
     kraken_request,

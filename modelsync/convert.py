@@ -214,6 +214,12 @@ def _records(rows: Any, sig: Signature, what: str) -> Inputs:
     return {name: to_array(rows, sig.inputs[name], name)}
 
 
+def records_inputs(rows: list[Any], sig: Signature) -> Inputs:
+    """Rows (objects of named inputs, or bare values of a single input: MLflow's
+    ``dataframe_records``, a job's rows) as the signature's arrays, one row each."""
+    return _records(rows, sig, "rows")
+
+
 def _split(doc: Any, sig: Signature) -> Inputs:
     if not isinstance(doc, dict):
         raise BadInput("dataframe_split: expected an object with 'columns' and 'data'")

@@ -15,6 +15,12 @@ rollout controller's reads of the policy every ``rollout_s``, the catalog writer
 ``catalog_s`` — and the hub wakes every waiter at once. GCS generations of one object only
 grow, so "newer" is a comparison, and a node that saw more than the master knows simply waits.
 
+A change wakes the held watches a batch at a time (``WAKE_BATCH`` every ``WAKE_PAUSE_S``),
+not all at once: each woken watch costs about a quarter of a millisecond of the interpreter, and
+500 of them runnable together held every heartbeat behind them for a seventh of a second
+(``bench master``: heartbeat p99 334 ms against 34 ms without watches). Paced, a heartbeat
+competes with one batch at most, and the last of 500 watches is told within half a second.
+
 Each held watch takes one of ``watch_max`` slots and a thread of the gunicorn worker; the
 worker has ``MODELSYNC_MASTER_THREADS`` more threads than slots, so held watches can never take
 the threads the API needs (``master.server``). With every slot taken a watch is refused at once
@@ -24,20 +30,30 @@ the threads the API needs (``master.server``). With every slot taken a watch is 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 from modelsync.watch import Generations, newer
 
 __all__ = ["Generations", "WatchHub", "newer"]
 
+WAKE_BATCH = 20  # held watches woken together after a change
+WAKE_PAUSE_S = 0.02  # between two batches
+
 
 class WatchHub:
-    def __init__(self, max_watchers: int) -> None:
+    def __init__(
+        self, max_watchers: int, batch: int = WAKE_BATCH, pause_s: float = WAKE_PAUSE_S
+    ) -> None:
         self.max_watchers = max_watchers
+        self.batch, self.pause_s = max(1, batch), pause_s
         self._cond = threading.Condition()
         self._known = Generations()
         self._held = 0
         self._closed = False
+        self._waiting: dict[int, Generations] = {}  # waiter -> what it saw
+        self._kick = threading.Event()  # the waker has watches to wake
+        self._waker: threading.Thread | None = None
         self.answered = 0  # watches answered because something changed (metrics)
 
     @property
@@ -51,14 +67,38 @@ class WatchHub:
             return self._held
 
     def learn(self, catalog: int | None = None, policy: int | None = None) -> bool:
-        """The master met these generations; wakes the waiters when one is newer."""
+        """The master met these generations; when one is newer, the first batch of waiters is
+        woken now and the waker thread wakes the rest, a batch at a time."""
         with self._cond:
             new = self._known.merged(Generations(catalog, policy))
             if new == self._known:
                 return False
             self._known = new
-            self._cond.notify_all()
+            self._cond.notify(self.batch)
+            if len(self._waiting) > self.batch:
+                if self._waker is None:
+                    self._waker = threading.Thread(target=self._wake, name="watch-waker")
+                    self._waker.daemon = True
+                    self._waker.start()
+                self._kick.set()
             return True
+
+    def _stale(self) -> int:
+        """Waiters that saw less than the master knows (under the lock)."""
+        return sum(1 for seen in self._waiting.values() if newer(self._known, seen))
+
+    def _wake(self) -> None:
+        while True:
+            self._kick.wait()
+            self._kick.clear()
+            while True:
+                time.sleep(self.pause_s)
+                with self._cond:
+                    if self._closed:
+                        return
+                    if not self._stale():
+                        break
+                    self._cond.notify(self.batch)
 
     def enter(self) -> bool:
         """Take a slot for one held watch (False: every slot is taken, or closing)."""
@@ -75,10 +115,15 @@ class WatchHub:
     def wait(self, seen: Generations, timeout_s: float) -> tuple[Generations, bool] | None:
         """Wait until something newer than ``seen`` is known, up to ``timeout_s``: (what the
         master knows, whether it is newer). None when the hub closes (the master stops)."""
+        me = threading.get_ident()
         with self._cond:
-            changed = self._cond.wait_for(
-                lambda: self._closed or newer(self._known, seen), timeout=timeout_s
-            )
+            self._waiting[me] = seen
+            try:
+                changed = self._cond.wait_for(
+                    lambda: self._closed or newer(self._known, seen), timeout=timeout_s
+                )
+            finally:
+                del self._waiting[me]
             if self._closed:
                 return None
             if changed:
@@ -102,3 +147,4 @@ class WatchHub:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._kick.set()  # the waker ends too

@@ -220,3 +220,32 @@ def test_the_publish_token_must_differ_and_be_long(tmp_path: Path) -> None:
             MasterSettings.from_env(Env({**base, "MODELSYNC_PUBLISH_TOKEN": bad}))
     with pytest.raises(SettingsError, match="MODELSYNC_WATCH_MAX"):
         MasterSettings.from_env(Env({**base, "MODELSYNC_WATCH_MAX": "-1"}))
+
+
+def test_a_change_reaches_every_waiter_a_batch_at_a_time() -> None:
+    """More waiters than a batch: the waker thread tells the rest; each is answered once, with
+    the new generations; a waiter that saw more than the master knows keeps waiting."""
+    hub = WatchHub(max_watchers=100, batch=7, pause_s=0.001)
+    got: list[Any] = []
+    lock = threading.Lock()
+
+    def waiter(seen: Generations) -> None:
+        answer = hub.wait(seen, 30)
+        with lock:
+            got.append(answer)
+
+    threads = [threading.Thread(target=waiter, args=(Generations(1, 1),)) for _ in range(60)]
+    ahead = threading.Thread(target=waiter, args=(Generations(9, 9),))
+    for t in [*threads, ahead]:
+        t.start()
+    wait_until = time.monotonic() + 30
+    while len(hub._waiting) < 61 and time.monotonic() < wait_until:
+        time.sleep(0.01)
+    assert hub.learn(catalog=2, policy=1)
+    for t in threads:
+        t.join(30)
+    assert got == [(Generations(2, 1), True)] * 60
+    assert ahead.is_alive()  # not newer than what it saw: still waiting
+    hub.close()
+    ahead.join(5)
+    assert got[-1] is None

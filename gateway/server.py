@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import threading
 
@@ -14,7 +15,7 @@ from gateway.httpd import GatewayHTTPServer
 from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
 from gateway.tfs import TFServingClient
-from modelsync.heartbeat import EventBuffer, HeartbeatSender
+from modelsync.heartbeat import EventBuffer, HeartbeatSender, local_address
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.log import configure_logging, get_logger
 
@@ -40,8 +41,10 @@ def start_heartbeats(
     if not settings.master_url:
         return None
     host = settings.http_host
-    if host in ("0.0.0.0", "::", ""):  # listening everywhere: the node's name reaches it
-        host = settings.node_id
+    if host in ("0.0.0.0", "::", ""):  # listening everywhere: the address the master sees
+        host = local_address(settings.master_url) or socket.gethostname()
+    if ":" in host:
+        host = f"[{host}]"
     url = settings.advertise_url or f"http://{host}:{port}"
 
     def status() -> dict[str, object]:

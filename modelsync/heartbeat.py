@@ -22,6 +22,24 @@ from modelsync.log import get_logger
 log = get_logger("heartbeat")
 
 
+def local_address(url: str) -> str | None:
+    """This machine's address on the route to ``url``'s host: where a peer that this node
+    reaches at ``url`` can reach it back (the kernel picks it; a UDP connect sends nothing).
+    None when there is no route or the host does not resolve."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname
+    if not host:
+        return None
+    try:
+        family, _type, _proto, _name, addr = socket.getaddrinfo(host, 9, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            return str(s.getsockname()[0])
+    except OSError:
+        return None
+
+
 class EventBuffer:
     """Events with sequence numbers, bounded; the heartbeat sends those after its cursor."""
 

@@ -22,7 +22,8 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI on this machine")
 def test_stack_file_validates_and_has_what_production_needs() -> None:
-    res = run(["docker", "stack", "config", "-c", "stack.yml"], {"MODELSYNC_BUCKET": "b"})
+    need = {"MODELSYNC_BUCKET": "b", "MODELSYNC_MASTER_URL": "http://198.18.0.11:8000"}
+    res = run(["docker", "stack", "config", "-c", "stack.yml"], need)
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load(res.stdout)
     services = cfg["services"]
@@ -37,13 +38,18 @@ def test_stack_file_validates_and_has_what_production_needs() -> None:
             )
         assert deploy["update_config"]["parallelism"] == 1
         assert "rollback_config" in deploy
+        env = services[name]["environment"]
+        if name != "tfserving":  # ids unique where hostnames repeat; the master off 127.0.0.1
+            assert env["MODELSYNC_NODE_ID"] == "{{.Node.ID}}"
+            assert env["MODELSYNC_MASTER_URL"] == "http://198.18.0.11:8000"
     assert services["master"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert all(s["networks"] == {"hostnet": None} for s in services.values())
     assert all("healthcheck" in s for s in services.values())
     assert cfg["secrets"]["admin_token"]["external"] is True
-    # without a bucket the stack refuses to render
-    res = run(["docker", "stack", "config", "-c", "stack.yml"], {"MODELSYNC_BUCKET": ""})
-    assert res.returncode != 0 and "MODELSYNC_BUCKET" in res.stderr
+    # without a bucket, or without the master's address for the nodes, it refuses to render
+    for missing in need:
+        res = run(["docker", "stack", "config", "-c", "stack.yml"], {**need, missing: ""})
+        assert res.returncode != 0 and missing in res.stderr
 
 
 def test_compose_file_validates() -> None:

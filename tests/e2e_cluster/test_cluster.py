@@ -33,7 +33,7 @@ OTHER = f"ranker-{RUN}"  # a second model: a joining node must serve both
 SPEC = {  # a staged rollout: one canary, then every node; judged on errors
     "canary_nodes": 1,
     "waves": [1.0],
-    "bake_s": 10,
+    "bake_s": 20,  # telemetry every 5 s: several intervals with the new version alone
     "min_requests": 20,
     "max_error_rate": 0.05,
     "max_p99_ratio": 50,  # two shared cores: latency is not what these tests judge

@@ -74,9 +74,10 @@ cluster-down:
 # `make cluster` (if not up), the tests of tests/e2e_cluster (a missing cluster fails them),
 # then `make cluster-down` and its check; KEEP_CLUSTER=1 leaves the cluster up.
 e2e-cluster: $(STAMP)
-	@t0=$$(date +%s); bash scripts/cluster.sh up; t1=$$(date +%s); \
-	  MODELSYNC_CLUSTER_REQUIRED=1 $(PY) -m pytest tests/e2e_cluster $(PYTEST_ARGS); rc=$$?; \
-	  t2=$$(date +%s); \
+	@t0=$$(date +%s); rc=0; bash scripts/cluster.sh up || rc=1; t1=$$(date +%s); \
+	  if [ $$rc = 0 ]; then \
+	    MODELSYNC_CLUSTER_REQUIRED=1 $(PY) -m pytest tests/e2e_cluster $(PYTEST_ARGS) || rc=1; \
+	  fi; t2=$$(date +%s); \
 	  if [ "$(KEEP_CLUSTER)" != 1 ]; then bash scripts/cluster.sh down || rc=1; fi; \
 	  echo "[cluster] e2e-cluster: up $$((t1 - t0)) s, tests $$((t2 - t1)) s," \
 	    "down $$(($$(date +%s) - t2)) s"; exit $$rc

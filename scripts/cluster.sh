@@ -95,7 +95,8 @@ net_host() {  # net_host NAMESPACE ADDRESS
     ip link add "$veth" type veth peer name eth0 netns "$ns"
     ip link set "$veth" master "$BRIDGE" up
   fi
-  ip -n "$ns" addr show dev eth0 | grep -q "inet $ip/" || ip -n "$ns" addr add "$ip/24" dev eth0
+  local have; have=$(ip -n "$ns" -4 -o addr show dev eth0)  # (grep -q in a pipe: SIGPIPE)
+  [[ $have == *"inet $ip/"* ]] || ip -n "$ns" addr add "$ip/24" dev eth0
   ip -n "$ns" link set lo up
   ip -n "$ns" link set eth0 up
 }
@@ -205,10 +206,10 @@ images_push() {
     "http://$REGISTRY/v2/${repo%:*}/manifests/${repo##*:}" 2>/dev/null | tr -d ' \n' | grep -o '"config":{[^}]*' \
     | grep -o 'sha256:[0-9a-f]*' || true)
   [ "$want" = "$have" ] && { log "registry has $IMAGE ($want)"; return 0; }
-  local had_cache=1
-  [ -e /var/lib/containers ] || had_cache=0
+  # skopeo's blob cache (which layers the registry has: a rebuilt image pushes only its new
+  # layers) lives in /var/lib/containers; when this made it, `down` removes it
+  [ -e /var/lib/containers ] || touch "$STATE/skopeo-cache.ours"
   skopeo copy -q --dest-tls-verify=false "docker-daemon:$BUILD_IMAGE" "docker://$IMAGE"
-  [ "$had_cache" = 1 ] || rm -rf /var/lib/containers  # skopeo's blob cache: ours, not kept
 }
 
 images_pull() {  # every other engine pulls from the registry, all at once (as a deploy would)
@@ -321,7 +322,6 @@ up() {
 
 host_add() {  # a new host ms-hN joins as a serving worker (what an operator does on day two)
   local n=$1
-  net_host "ms-h$n" "$(addr "$n")"
   engine_up "$n"
   engine_wait "$n"
   swarm_join "$n"
@@ -401,23 +401,27 @@ rmdir_cgroups() {  # the containers' cgroups (--cgroup-parent /modelsync-cluster
 }
 
 down() {
-  local t0=$SECONDS ns pids=()
+  local t0=$SECONDS ns left pids=()
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^ms-h[0-9]+$' || true); do
     engine_stop "$ns" & pids+=($!)
   done
   for p in "${pids[@]}"; do wait "$p" || true; done
+  log "engines stopped in $((SECONDS - t0)) s"
   for name in registry gcs; do
     [ -f "$STATE/$name.pid" ] && kill -TERM "$(cat "$STATE/$name.pid")" 2>/dev/null || true
   done
+  pids=()
   for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^ms-' || true); do
-    pids=$(ip netns pids "$ns" 2>/dev/null || true)
-    [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
-    host_clean "$ns"
+    left=$(ip netns pids "$ns" 2>/dev/null || true)
+    [ -z "$left" ] || kill -KILL $left 2>/dev/null || true
+    host_clean "$ns" & pids+=($!)
   done
+  for p in "${pids[@]}"; do wait "$p" || true; done
   local m
   for m in $(our_mounts); do umount -l "$m" || true; done
   rmdir_cgroups ""
   ip link del "$BRIDGE" 2>/dev/null || true
+  [ ! -f "$STATE/skopeo-cache.ours" ] || rm -rf /var/lib/containers
   rm -rf "${DATA:?}" "${STATE:?}"
   rm -f /run/ms-h[0-9]*.sock
   log "down in $((SECONDS - t0)) s"

@@ -215,14 +215,48 @@ def not_ready(cluster: Cluster) -> list[str]:
         alive = False
     if not alive:
         return ["master /healthz"]
+    missing = services_not_converged(cluster)
     swarm = {n["Hostname"]: n["ID"] for n in cluster.swarm_nodes()}
     nodes = cluster.nodes()
-    missing = []
     for w in cluster.workers:
         if not grpc_serving(w.grpc):
             missing.append(f"{w.name} model server")
         roles = nodes.get(swarm.get(w.name, "?"), {}).get("roles", {})
         missing += [f"{w.name} {r}" for r in ROLES if roles.get(r, {}).get("state") != "live"]
+    return missing
+
+
+def services_not_converged(cluster: Cluster) -> list[str]:
+    """The stack's services with fewer tasks running than desired, or in a rolling update."""
+    out = cluster.docker(
+        cluster.manager,
+        "service",
+        "ls",
+        "--filter",
+        f"label=com.docker.stack.namespace={cluster.stack}",
+        "--format",
+        "{{.Name}} {{.Replicas}}",
+    ).stdout.split("\n")
+    services = dict(line.split()[:2] for line in out if line.strip())
+    if not services:
+        return [f"stack {cluster.stack} not deployed"]
+    updates = cluster.docker(
+        cluster.manager,
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.Name}} {{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}",
+        *services,
+    ).stdout.splitlines()
+    missing = []
+    for name, replicas in sorted(services.items()):
+        running, _, desired = replicas.partition("/")
+        if running != desired:
+            missing.append(f"{name} {replicas}")
+    for line in updates:
+        name, _, state = line.partition(" ")
+        if state.strip() not in ("", "completed", "rollback_completed"):
+            missing.append(f"{name} {state.strip()}")
     return missing
 
 

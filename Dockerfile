@@ -1,5 +1,6 @@
-# One image for the master, the puller, the config manager and the compatible model server:
-# every service differs only in its `command:`.
+# One image for the master, the puller, the config manager, the gateway, the jobs worker, the
+# jobs' broker (Debian's redis-server) and the compatible model server: every service differs
+# only in its `command:`.
 #   bash scripts/wheelhouse.sh        # wheelhouse/deps: the dependencies; wheelhouse/app: modelsync
 #   docker build --network host --build-arg BASE_IMAGE=python:3.11-slim-bookworm -t modelsync .
 # BASE_IMAGE must provide python3 (3.11) with venv; scripts/base-image.sh makes one where no
@@ -20,15 +21,20 @@ RUN python3 -m venv /opt/modelsync \
 FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="modelsync" \
       org.opencontainers.image.description="Keep TF Serving fleets serving the right model versions"
+RUN apt-get update -q \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends redis-server \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=deps /opt/modelsync /opt/modelsync
+COPY jobs/broker.sh /usr/local/bin/modelsync-broker
 COPY tfserving/entrypoint.sh /usr/local/bin/modelsync-tfserving-entrypoint
 COPY tfserving/healthcheck.sh /usr/local/bin/modelsync-tfserving-healthcheck
 COPY tfserving/monitoring.config /etc/modelsync/monitoring.config
 RUN chmod 0755 /usr/local/bin/modelsync-tfserving-entrypoint /usr/local/bin/modelsync-tfserving-healthcheck \
+      /usr/local/bin/modelsync-broker \
  && (getent group modelsync || groupadd --system --gid 10001 modelsync) \
  && (id modelsync || useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/modelsync \
         --shell /usr/sbin/nologin modelsync) \
- && mkdir -p /var/lib/modelsync /models/.modelsync \
+ && mkdir -p /var/lib/modelsync/broker /models/.modelsync \
  && chown -R modelsync:modelsync /var/lib/modelsync /models
 COPY wheelhouse/app /wheelhouse
 RUN /opt/modelsync/bin/pip install --no-cache-dir --no-index --no-deps /wheelhouse/modelsync-*.whl \

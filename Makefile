@@ -5,8 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv browser test unit integration demo bench bench-quick bench-check e2e lint clean \
-        cluster cluster-down e2e-cluster
+.PHONY: help venv browser brokers test unit integration demo bench bench-quick bench-check e2e lint \
+        clean cluster cluster-down e2e-cluster
 
 help:
 	@echo "make demo         run modelsync on this machine (127.0.0.1), Ctrl-C stops it"
@@ -31,28 +31,35 @@ venv: $(STAMP)
 browser:
 	bash scripts/browser.sh
 
+# Debian's redis-server and rabbitmq-server for the jobs' tests and demo (installed if missing;
+# tests start servers of their own on free ports, never the system services).
+brokers:
+	bash scripts/redis.sh
+	bash scripts/rabbitmq.sh
+
 # pytest exits 5 when it collected nothing: that is not a failure of the suite.
-test: $(STAMP) browser
+test: $(STAMP) browser brokers
 	$(PY) -m pytest tests/unit tests/integration tests/browser $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: $(STAMP)
+integration: $(STAMP) brokers
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 demo: $(STAMP)
+	bash scripts/redis.sh
 	$(VENV)/bin/modelsync demo
 
-bench: $(STAMP)
+bench: $(STAMP) brokers
 	$(PY) -m bench all --update-readme
 
-bench-quick: $(STAMP)
+bench-quick: $(STAMP) brokers
 	$(PY) -m bench all --quick
 
 # Each benchmark with --quick must finish and end with its JSON figures (CI runs this).
-bench-check: $(STAMP)
+bench-check: $(STAMP) brokers
 	$(PY) -m pytest tests/bench $(PYTEST_ARGS)
 
 # Installs and starts a Docker Engine if needed, inits a one-node Swarm, builds the images.
@@ -85,7 +92,7 @@ e2e-cluster: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy modelsync tfserving remote_model_puller config_manager master cli gateway
+	$(VENV)/bin/mypy modelsync tfserving remote_model_puller config_manager master cli gateway jobs
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -26,6 +26,7 @@ BENCHMARKS = {
     "footprint": "bench.footprint",
     "gateway": "bench.gateway",
     "rollout": "bench.rollout",
+    "jobs": "bench.jobs",
     "cluster": "bench.cluster",
 }
 # not in ``all``: gateway runs inside scoring; cluster needs root and the multi-node Swarm of
@@ -33,11 +34,16 @@ BENCHMARKS = {
 NOT_IN_ALL = ("gateway", "cluster")
 
 GOALS: dict[str, list[tuple[str, str, float]]] = {
-    "propagation": [("overhead_p50_s", "<=", 1.5)],
+    "propagation": [
+        ("overhead_p50_s", "<=", 0.3),
+        ("overhead_p95_s", "<=", 0.6),
+        ("operator_action_s", "<=", 2.0),
+    ],
     "download": [
         ("ratio_vs_best_baseline", ">=", 1.0),
         ("puller_peak_rss_MB", "<=", 200),
         ("tarball_speedup", ">=", 1.5),
+        ("tarball_vs_peer_quoted", ">=", 2.0),
     ],
     "idle_poll": [("idle_poll_calls", "<=", 2), ("idle_poll_s", "<=", 0.2)],
     "master": [
@@ -46,6 +52,7 @@ GOALS: dict[str, list[tuple[str, str, float]]] = {
         ("cluster_view_p99_ms", "<=", 200),
         ("models_view_p99_ms", "<=", 200),
         ("metrics_view_p99_ms", "<=", 200),
+        ("watch_errors", "<=", 0),
     ],
     "scoring": [
         ("rollover_errors", "<=", 0),
@@ -60,11 +67,16 @@ GOALS: dict[str, list[tuple[str, str, float]]] = {
     ],
     "gateway": [("gateway_overhead_p50_ms", "<=", 1), ("errors", "<=", 0)],
     "rollout": [
+        ("false_rollbacks", "<=", 0),
         ("bad_nodes_max", "<=", 1),
         ("rollback_s", "<=", 30),
         ("failed_predicts_outside_canary", "<=", 0),
+        ("signature_break_rolled_back", ">=", 1),
         ("unvalidated_served", "<=", 0),
+        ("slow_rolled_back_on_latency", ">=", 1),
+        ("unjudged_completions", "<=", 0),
     ],
+    "jobs": [("job_vs_gateway_per_core", ">=", 1.0), ("gateway_errors", "<=", 0)],
     # one copy of the version per worker (3), plus TCP/IP headers and the nodes' polls
     "cluster": [("bucket_bytes_per_rollout_x_model", "<=", 3.3)],
 }
@@ -110,8 +122,19 @@ def record(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     quick = {f.get("quick") for f in results.values()}
     if any(f.get("quick") not in quick for f in old.values()):
         old = {}  # never mix --quick sizes with full ones
-    merged = {**old, **{n: {**f, "date": today} for n, f in results.items()}}
+    here = machine()
+    merged = {**old, **{n: {**f, "date": today, "machine": here} for n, f in results.items()}}
     return {n: merged[n] for n in BENCHMARKS if n in merged}
+
+
+def machines(results: dict[str, dict[str, Any]]) -> str:
+    """Where the recorded figures were measured: one machine, or each with its benchmarks."""
+    where: dict[str, list[str]] = {}
+    for name, figures in results.items():
+        where.setdefault(str(figures.get("machine") or machine()), []).append(name)
+    if len(where) == 1:
+        return next(iter(where))
+    return "; ".join(f"{m} ({', '.join(f'`{n}`' for n in names)})" for m, names in where.items())
 
 
 def update_readme(results: dict[str, dict[str, Any]], quick: bool) -> None:
@@ -119,7 +142,7 @@ def update_readme(results: dict[str, dict[str, Any]], quick: bool) -> None:
     dates = sorted({str(f.get("date", dt.date.today().isoformat())) for f in results.values()})
     when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} (see `date` per row)"
     lines = [
-        f"Measured {when} on {machine()}"
+        f"Measured {when} on {machines(results)}"
         f"{' (--quick sizes)' if quick else ''}, with `make bench`"
         f"{'' if len(dates) == 1 else ' and `python -m bench NAME --update-readme`'}.",
         "",

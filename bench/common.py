@@ -51,6 +51,22 @@ def tree_rss_mb(pid: int) -> float:
     return total
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its children."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for child in Path("/proc").iterdir():
+        if not child.name.isdigit():
+            continue
+        try:
+            stat = (child / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(child.name) == pid or int(stat[1]) == pid:
+            total += (int(stat[11]) + int(stat[12])) / tick
+    return total
+
+
 def machine() -> str:
     cpu = "?"
     try:

@@ -12,8 +12,15 @@ from typing import Any
 
 from bench.common import rss_mb, table, tree_rss_mb
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import ManagedProcess, Node, start_master, wait_grpc_ready, wait_http_ok
-from modelsync.publish import publish
+from modelsync.dev.procs import (
+    ManagedProcess,
+    MasterSpec,
+    Node,
+    start_master,
+    wait_grpc_ready,
+    wait_http_ok,
+)
+from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
@@ -44,14 +51,16 @@ def run(quick: bool) -> dict[str, Any]:
         store.ensure_bucket()
         src = make_linear_model(tmp / "src", 2.0, 1.0)
         for i in range(n_models):
-            publish(store, src, f"model{i:02d}", prefix="models", marker="_READY", version=1)
+            publish(store, src, f"model{i:02d}", PublishOptions(version=1))
         master = start_master(
             tmp / "master",
-            bucket="bench",
-            emulator_host=emu.url,
-            admin_token=ADMIN,
-            node_token=NODE,
-            catalog_s=2,
+            MasterSpec(
+                bucket="bench",
+                emulator_host=emu.url,
+                admin_token=ADMIN,
+                node_secret=NODE,
+                catalog_s=2,
+            ),
         )
         node = Node(
             tmp / "node",
@@ -59,7 +68,7 @@ def run(quick: bool) -> dict[str, Any]:
             emulator_host=emu.url,
             poll_s=2,
             master_url=master.url,
-            node_token=NODE,  # type: ignore[attr-defined]
+            node_secret=NODE,  # type: ignore[attr-defined]
             extra_env={"MODELSYNC_HEARTBEAT_S": "2"},
         )
         try:

@@ -1,10 +1,13 @@
 """master: simulated nodes heartbeating every 5 s with 50-model reports, the config managers'
-beats carrying request telemetry of 20 models, against the master under gunicorn; then the
-cluster, models and metrics views under that registry, and the SQLite file's size."""
+beats carrying request telemetry of 20 models, against the master under gunicorn — and every
+simulated node also holding a watch (``GET /v1/watch``), woken by a policy write every
+``WRITE_EVERY_S``; then the cluster, models and metrics views under that registry, and the
+SQLite file's size."""
 
 from __future__ import annotations
 
 import json
+import os
 import random
 import tempfile
 import threading
@@ -18,7 +21,8 @@ import requests
 
 from bench.common import percentile, table, tree_rss_mb
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import start_master
+from modelsync.dev.procs import MasterSpec, start_master
+from modelsync.nodeauth import node_token
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval
@@ -27,6 +31,7 @@ ADMIN, NODE = "bench-admin-token-0123456789", "bench-node-token-0123456789"
 MODELS = 50
 TELEMETRY_MODELS = 20
 CLIENT_PROCESSES, THREADS_PER_CLIENT = 4, 16
+WRITE_EVERY_S = 10.0  # a policy write (pin / unpin) wakes every watch
 
 
 def telemetry_json(rng: random.Random, period: float) -> dict[str, Any]:
@@ -56,6 +61,8 @@ def telemetry_json(rng: random.Random, period: float) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     n_nodes = 100 if quick else 500
+    # MODELSYNC_BENCH_WATCH=0: the same run without the watches, to compare on a busy machine
+    n_watchers = n_nodes if os.environ.get("MODELSYNC_BENCH_WATCH", "1") != "0" else 0
     daemons = 2 * n_nodes  # each node beats twice: its puller and its config manager
     duration, period = 60.0, 5.0
     with tempfile.TemporaryDirectory() as tmp_s, GCSEmulator() as emu:
@@ -68,11 +75,13 @@ def run(quick: bool) -> dict[str, Any]:
                 store.write(f"models/model{m:02d}/1/{f}", b"x")
         master = start_master(
             tmp,
-            bucket="bench",
-            emulator_host=emu.url,
-            admin_token=ADMIN,
-            node_token=NODE,
-            catalog_s=5,
+            MasterSpec(
+                bucket="bench",
+                emulator_host=emu.url,
+                admin_token=ADMIN,
+                node_secret=NODE,
+                catalog_s=5,
+            ),
         )
         url = master.url  # type: ignore[attr-defined]
         report = {f"model{m:02d}": [1] for m in range(MODELS)}
@@ -83,10 +92,21 @@ def run(quick: bool) -> dict[str, Any]:
         # of threads (one process of 64 threads measured its own GIL waits, not the master)
         started = time.monotonic() + 1.0
         jobs = [(url, bodies, started, duration, period, k) for k in range(CLIENT_PROCESSES)]
-        with ProcessPoolExecutor(CLIENT_PROCESSES, mp_context=get_context("fork")) as pool:
+        ctx = get_context("fork")
+        with ProcessPoolExecutor(CLIENT_PROCESSES + 1, mp_context=ctx) as pool:
+            watching = pool.submit(_watchers, url, n_watchers, time.time() + duration + 25)
+            writes: list[float] = []
+            writer = threading.Thread(
+                target=_policy_writes, args=(url, time.time() + 5, duration, writes)
+            )
+            writer.start()
             parts = list(pool.map(_client, jobs, timeout=duration + 180))
+            writer.join(timeout=120)
+            quiet = _quiet_phase(url, master.pid, writes)  # no heartbeats: the watch's own cost
+            woken, watch_errors, answers = watching.result(timeout=240)
         lat = [x for part_lat, _ in parts for x in part_lat]
         errors = [e for _, part_errors in parts for e in part_errors]
+        wake = _wake_latencies(writes, woken)
         session = requests.Session()
         paths = {
             "cluster": "cluster",
@@ -137,6 +157,14 @@ def run(quick: bool) -> dict[str, Any]:
         "compaction_rows_merged": merged,
         "master_rss_MB": rss,
         "registered": cluster["nodes"]["total"],
+        "watchers": n_watchers,
+        "watch_lines": answers,
+        "watch_errors": len(watch_errors),
+        "policy_writes": len(writes),
+        "watch_wake_p50_ms": percentile(wake, 50) * 1000,
+        "watch_wake_p99_ms": percentile(wake, 99) * 1000,
+        "watch_woken_share": len(wake) / max(1, len(writes) * n_watchers),
+        **quiet,
     }
     table(
         f"master: {n_nodes} simulated nodes ({daemons} daemons), a beat every {period:.0f} s "
@@ -149,6 +177,19 @@ def run(quick: bool) -> dict[str, Any]:
                 f"{figures['heartbeat_p50_ms']:.1f} / {figures['heartbeat_p99_ms']:.1f}",
             ),
             ("heartbeat errors", len(errors)),
+            (
+                "watches held (one per node), answers, errors",
+                f"{n_nodes}, {answers}, {len(watch_errors)}",
+            ),
+            (
+                f"policy writes ({len(writes)}) -> each watch answered: p50 / p99 ms",
+                f"{figures['watch_wake_p50_ms']:.0f} / {figures['watch_wake_p99_ms']:.0f}",
+            ),
+            ("share of (write, watch) pairs woken", figures["watch_woken_share"]),
+            (
+                "master CPU ms per write told to every watch / per s of held watches",
+                f"{quiet['watch_write_cpu_ms']:.0f} / {quiet['watch_idle_cpu_ms_per_s']:.1f}",
+            ),
             ("heartbeat p99 ms in the master's handler (its own histogram)", server_p99),
             ("GET /v1/cluster p99 ms (20 calls)", figures["cluster_view_p99_ms"]),
             ("GET /v1/models p99 ms (20 calls)", figures["models_view_p99_ms"]),
@@ -167,6 +208,108 @@ def run(quick: bool) -> dict[str, Any]:
     return figures
 
 
+def _policy_writes(url: str, first_at: float, duration: float, times: list[float]) -> None:
+    """Pin and unpin model00 every WRITE_EVERY_S while the heartbeats run and the watches are
+    held; ``times`` gets the wall time of each API call."""
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    for k in range(int(duration // WRITE_EVERY_S)):  # bounded
+        time.sleep(max(0.0, first_at + k * WRITE_EVERY_S - time.time()))
+        times.append(time.time())
+        if k % 2 == 0:
+            r = session.post(
+                f"{url}/v1/models/model00/pin", json={"version": 1}, headers=headers, timeout=30
+            )
+        else:
+            r = session.delete(f"{url}/v1/models/model00/pin", headers=headers, timeout=30)
+        assert r.status_code == 200, r.text[:200]
+
+
+def _quiet_phase(url: str, pid: int, times: list[float]) -> dict[str, float]:
+    """With the heartbeats over and the watches still held: the master's CPU per second of
+    held watches, and per policy write told to every watch (less the idle share)."""
+    from bench.common import tree_cpu_s
+
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    time.sleep(2)
+    c0, t0 = tree_cpu_s(pid), time.monotonic()
+    time.sleep(4)
+    idle = (tree_cpu_s(pid) - c0) / (time.monotonic() - t0)
+    bursts = []
+    for k in range(4):
+        c0, t0 = tree_cpu_s(pid), time.monotonic()
+        times.append(time.time())
+        if k % 2 == 0:
+            session.post(
+                f"{url}/v1/models/model00/pin", json={"version": 1}, headers=headers, timeout=30
+            )
+        else:
+            session.delete(f"{url}/v1/models/model00/pin", headers=headers, timeout=30)
+        time.sleep(2)
+        bursts.append(tree_cpu_s(pid) - c0 - idle * (time.monotonic() - t0))
+    return {
+        "watch_idle_cpu_ms_per_s": idle * 1000,
+        "watch_write_cpu_ms": sorted(bursts)[len(bursts) // 2] * 1000,
+    }
+
+
+def _watchers(url: str, n_nodes: int, until: float) -> tuple[list[float], list[str], int]:
+    """One process of ``n_nodes`` threads, each a node's watch held until ``until``: the wall
+    times of lines that told a change, the errors, the lines."""
+    woken: list[float] = []
+    errors: list[str] = []
+    answers = [0]
+    lock = threading.Lock()
+
+    def watch(i: int) -> None:
+        session = requests.Session()
+        token = node_token(NODE, f"sim-{i:04d}")
+        last: dict[str, Any] | None = None
+        for _ in range(100):  # bounded: reconnects
+            if time.time() >= until:
+                break
+            try:
+                with session.get(
+                    f"{url}/v1/watch",
+                    headers={"Authorization": f"Bearer {token}"},
+                    stream=True,
+                    timeout=(10, 40),
+                ) as r:
+                    if r.status_code != 200:
+                        raise RuntimeError(f"HTTP {r.status_code}")
+                    for line in r.iter_lines(chunk_size=None):
+                        doc = json.loads(line)
+                        with lock:
+                            answers[0] += 1
+                            if last is not None and doc != last:
+                                woken.append(time.time())
+                        last = doc
+                        if time.time() >= until:
+                            break
+            except Exception as exc:
+                with lock:
+                    errors.append(str(exc)[:100])
+                time.sleep(1)
+
+    threads = [threading.Thread(target=watch, args=(i,)) for i in range(n_nodes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=max(1.0, until - time.time()) + 60)
+    return woken, errors, answers[0]
+
+
+def _wake_latencies(writes: list[float], woken: list[float]) -> list[float]:
+    """Each change line's delay after the write it tells of (the latest before it)."""
+    out = []
+    for t in woken:
+        before = [w for w in writes if w <= t]
+        if before:
+            out.append(t - before[-1])
+    return out
+
+
 def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[float], list[str]]:
     """One client process: THREADS_PER_CLIENT threads beating for every CLIENT_PROCESSES-th
     daemon, each daemon every ``period`` from its slot; returns (latencies, errors)."""
@@ -180,6 +323,7 @@ def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[
         session = requests.Session()
         mine = [i for i in range(k, daemons, CLIENT_PROCESSES)][j::THREADS_PER_CLIENT]
         beats = {i: started + period * i / daemons for i in mine}  # spread evenly
+        tokens = {i: node_token(NODE, json.loads(bodies[i])["node_id"]) for i in mine}
         mine_lat: list[float] = []
         mine_errors: list[str] = []
         for _ in range(10_000):  # bounded
@@ -196,7 +340,10 @@ def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[
                     f"{url}/v1/nodes/heartbeat",
                     data=bodies[i],
                     timeout=10,
-                    headers={"Authorization": f"Bearer {NODE}", "Content-Type": "application/json"},
+                    headers={
+                        "Authorization": f"Bearer {tokens[i]}",
+                        "Content-Type": "application/json",
+                    },
                 )
                 if r.status_code != 200:
                     raise RuntimeError(f"HTTP {r.status_code}")

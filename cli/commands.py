@@ -1,4 +1,4 @@
-"""``modelsync publish``, ``list`` and ``healthcheck``."""
+"""``modelsync publish``, ``list``, ``healthcheck`` and ``node-token``."""
 
 from __future__ import annotations
 
@@ -16,26 +16,39 @@ from cli.common import (
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from modelsync.publish import ProgressBar, PublishError, publish
+    import sys
+
+    from modelsync.notify import MasterTarget, NotifyError, tell_master
+    from modelsync.publish import ProgressBar, PublishError, PublishOptions, publish
 
     settings = store_settings(args)
+    master = MasterTarget.from_env()  # a bad setting stops here, before anything is written
     store = reachable_store(settings)
     try:
         result = publish(
             store,
             args.path,
             args.model,
-            prefix=settings.prefix,
-            marker=settings.marker,
-            version=args.version,
-            overwrite=args.overwrite,
-            workers=args.workers,
-            progress=ProgressBar(f"{args.model}"),
-            warmup=args.warmup,
+            PublishOptions(
+                version=args.version,
+                overwrite=args.overwrite,
+                workers=args.workers,
+                progress=ProgressBar(f"{args.model}"),
+                warmup=args.warmup,
+            ),
         )
     except PublishError as exc:
         raise CommandError(str(exc)) from None
-    if getattr(result, "unchanged", False):
+    if master is not None:  # the catalog takes it now (idempotent: told again when unchanged)
+        try:
+            tell_master(master, result.model, result.version)
+        except NotifyError as exc:
+            print(
+                f"warning: the master was not told ({exc}); nodes see the version at its "
+                "next catalog listing (MODELSYNC_CATALOG_S)",
+                file=sys.stderr,
+            )
+    if result.unchanged:
         print(f"unchanged {result.uri}: the bucket already holds this content (nothing written)")
         return 0
     print(
@@ -46,7 +59,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from modelsync.layout import SettleTracker
+    from modelsync.layout import SettleTracker, incomplete_reason
     from modelsync.store import StoreError, list_bucket
 
     settings = store_settings(args)
@@ -54,17 +67,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         listing = list_bucket(reachable_store(settings), settings)
     except StoreError as exc:
         raise CommandError(str(exc)) from None
-    tracker = SettleTracker(settle_s=float("inf"))
+    tracker = SettleTracker.markers_only()
     print(f"gs://{settings.bucket}/{settings.prefix}")
     for model, versions in sorted(listing.models.items()):
         print(f"  {model}")
         for v, rv in sorted(versions.items()):
-            problem = rv.problem()
-            state = (
-                "complete"
-                if tracker.is_complete(rv, time.time())
-                else f"incomplete ({problem or 'no marker yet'})"
-            )
+            why_not = incomplete_reason(rv, tracker, time.time())
+            state = "complete" if why_not is None else f"incomplete ({why_not})"
             print(f"    {v:>6}  {len(rv.files):3} files {rv.bytes:>12} bytes  {state}")
     for s in listing.skipped:
         print(f"  skipped {s.path}: {s.reason}")
@@ -101,6 +110,22 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
             raise CommandError(f"{target}: {exc}") from None
     if not ok:
         raise CommandError(f"{target}: not healthy")
+    return 0
+
+
+def cmd_node_token(args: argparse.Namespace) -> int:
+    """Print each node's own token (MODELSYNC_NODE_TOKEN), made from the master's
+    MODELSYNC_NODE_SECRET (or MODELSYNC_NODE_SECRET_FILE)."""
+    from modelsync.layout import is_node_id
+    from modelsync.nodeauth import node_token
+    from modelsync.settings import Env, SettingsError, node_secret
+
+    secret = node_secret(Env())
+    for node_id in args.node_id:
+        if not is_node_id(node_id):
+            raise SettingsError(f"NODE_ID: {node_id!r} is not a node id (1-128 of [A-Za-z0-9_.-])")
+    for node_id in args.node_id:
+        print(node_token(secret, node_id))
     return 0
 
 
@@ -160,3 +185,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--timeout", type=float, default=3.0)
     p.set_defaults(func=cmd_healthcheck, json_logs=False)
+
+    p = sub.add_parser(
+        "node-token",
+        help="print a node's own heartbeat token (MODELSYNC_NODE_TOKEN) from MODELSYNC_NODE_SECRET",
+    )
+    p.add_argument("node_id", nargs="+", metavar="NODE_ID", help="the node's MODELSYNC_NODE_ID")
+    p.set_defaults(func=cmd_node_token, json_logs=False)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from cli.common import (
     CommandError,
@@ -51,7 +53,7 @@ def cmd_dev_smoke(args: argparse.Namespace) -> int:
 
     from modelsync.client import PredictClient
     from modelsync.dev.models import make_linear_model
-    from modelsync.publish import PublishError, next_version, publish
+    from modelsync.publish import PublishError, PublishOptions, next_version, publish
 
     settings = store_settings(args)
     store = reachable_store(settings)
@@ -64,14 +66,7 @@ def cmd_dev_smoke(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         make_linear_model(Path(tmp) / "m", a, 1.0)
         try:
-            publish(
-                store,
-                Path(tmp) / "m",
-                args.model,
-                prefix=settings.prefix,
-                marker=settings.marker,
-                version=version,
-            )
+            publish(store, Path(tmp) / "m", args.model, PublishOptions(version=version))
         except PublishError as exc:
             raise CommandError(str(exc)) from None
     print(f"smoke: published {args.model} v{version} (y = {a} * x + 1)", flush=True)
@@ -90,6 +85,8 @@ def cmd_dev_smoke(args: argparse.Namespace) -> int:
                 )
                 if args.gateway:
                     _gateway_check(args.gateway, args.model, version, a + 1.0)
+                if args.master:
+                    _job_check(args.master, args.model, version, a, args.timeout)
                 return 0
             last = f"serving v{served}"
         except Exception as exc:
@@ -127,6 +124,50 @@ def _gateway_check(url: str, model: str, version: int, want: float) -> None:
     )
 
 
+def _job_check(url: str, model: str, version: int, a: float, timeout_s: float) -> None:
+    """A batch job of two rows through the master, the broker and a worker
+    (MODELSYNC_ADMIN_TOKEN submits it); its result must be y = a*x + 1, from ``version``."""
+    import requests
+
+    from modelsync.settings import Env
+
+    token = Env().secret("MODELSYNC_ADMIN_TOKEN")
+    if not token:
+        raise CommandError("--master needs MODELSYNC_ADMIN_TOKEN (or _FILE) to submit a job")
+    headers = {"Authorization": f"Bearer {token}"}
+    base = url.rstrip("/")
+    body: dict[str, Any] = {"model": model, "version": version, "rows": [{"x": 1.0}, {"x": 2.0}]}
+    try:
+        resp = requests.post(f"{base}/v1/jobs", json=body, headers=headers, timeout=30)
+        if resp.status_code != 201:
+            raise CommandError(f"job submit: HTTP {resp.status_code} {resp.text[:300]}")
+        job = resp.json()["id"]
+        deadline = time.monotonic() + timeout_s
+        state = ""
+        while time.monotonic() < deadline:
+            state = requests.get(f"{base}/v1/jobs/{job}", headers=headers, timeout=30).json()[
+                "state"
+            ]
+            if state == "done":
+                break
+            time.sleep(0.5)
+        if state != "done":
+            raise CommandError(f"job {job} not done within {timeout_s} s (state {state})")
+        result = requests.get(f"{base}/v1/jobs/{job}/result", headers=headers, timeout=30)
+    except requests.RequestException as exc:
+        raise CommandError(f"master {url}: {exc}") from None
+    lines = [json.loads(line) for line in result.text.splitlines() if line.strip()]
+    want = [
+        {"row": i, "version": version, "outputs": {"y": a * x + 1.0}} for i, x in enumerate((1, 2))
+    ]
+    if lines != want:
+        raise CommandError(f"job {job}: result {lines} (expected {want})")
+    print(
+        f"smoke ok: job {job} through the broker and a worker: 2 rows scored by v{version}",
+        flush=True,
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dev = sub.add_parser("dev", help="development helpers")
     dsub = dev.add_subparsers(dest="dev_command", required=True, metavar="DEV_COMMAND")
@@ -139,6 +180,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--tfserving", default="127.0.0.1:8500", help="TF Serving gRPC host:port")
     p.add_argument(
         "--gateway", help="also ask the node's gateway (http://host:port) over REST, MLflow style"
+    )
+    p.add_argument(
+        "--master",
+        help="also submit a batch job there (http://host:port; MODELSYNC_ADMIN_TOKEN) and check "
+        "its result",
     )
     p.add_argument("--model", default="smoke")
     p.add_argument("--timeout", type=float, default=180.0)

@@ -1,22 +1,21 @@
 """modelsync: keep a fleet of TensorFlow Serving nodes serving the right model versions.
 
 Run "modelsync COMMAND --help" for a command's options. The daemons (master, puller,
-config-manager, gateway, model-server) take their settings from MODELSYNC_* environment
+config-manager, gateway, worker, model-server) take their settings from MODELSYNC_* environment
 variables (see the README); --port overrides the HTTP port.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable, Sequence
 
 from cli import commands, dev
 from cli.common import EXIT_USAGE, CommandError, Parser, tcp_port
 from modelsync import __version__
-from modelsync.log import configure_logging
-from modelsync.settings import SettingsError
+from modelsync.log import LEVELS, configure_logging
+from modelsync.settings import Env, SettingsError
 
 # name -> (help, "module:function"); each takes its own flags and settings
 DAEMONS: dict[str, tuple[str, str]] = {
@@ -36,6 +35,10 @@ DAEMONS: dict[str, tuple[str, str]] = {
         "the node's REST front door: MLflow, ML-Kraken and TF Serving REST (MODELSYNC_*)",
         "gateway.server:main",
     ),
+    "worker": (
+        "the jobs worker: scores batch jobs' chunks through the node's TF Serving (MODELSYNC_*)",
+        "jobs.worker:main",
+    ),
 }
 PASSTHROUGH: dict[str, tuple[str, str]] = {
     "model-server": (
@@ -50,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="modelsync", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"modelsync {__version__}")
-    parser.add_argument("--log-level", default=os.environ.get("MODELSYNC_LOG_LEVEL", "info"))
+    parser.add_argument(
+        "--log-level", choices=LEVELS, default=None, help="default: MODELSYNC_LOG_LEVEL or info"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.register(sub)
     dev.register(sub)
@@ -90,9 +95,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _load(PASSTHROUGH[argv[0]][1])(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level, json_output=getattr(args, "json_logs", True))
     prog = f"modelsync {args.command}"
     try:
+        level = args.log_level or Env().log_level()
+        configure_logging(level, json_output=getattr(args, "json_logs", True))
         return int(args.func(args) or 0)
     except SettingsError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)

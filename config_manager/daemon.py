@@ -12,8 +12,6 @@ config is pushed again as soon as it answers.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 import time
 from collections.abc import Mapping
@@ -24,12 +22,13 @@ from config_manager.availability import AvailabilityLog
 from config_manager.checks import shadowed
 from config_manager.gate import ValidationGate
 from config_manager.metrics import ConfigManagerMetrics
+from config_manager.observed import FailureBook, ServingView
 from config_manager.planner import (
     DEADLINE_EXCEEDED,
+    Observed,
     ReloadPlan,
     ReloadState,
     after_push,
-    available,
     failed_by_model,
     keep_failures,
     plan_reload,
@@ -46,16 +45,32 @@ from config_manager.serving import (
     VersionState,
 )
 from config_manager.settings import ConfigManagerSettings
-from config_manager.telemetry import Outbox, TelemetryReader
+from config_manager.telemetry import TelemetryReader
 from config_manager.tfs_client import GrpcServingClient
 from config_manager.validation import GrpcValidator, Validator
-from modelsync.heartbeat import EventBuffer
-from modelsync.local import LocalLayout, LocalStateError
-from modelsync.log import configure_logging, get_logger
+from modelsync.events import EventLog
+from modelsync.local import InstallRecord, LocalLayout, LocalStateError
+from modelsync.log import get_logger
 from modelsync.nodedaemon import serve
 from modelsync.policy import Policy
+from modelsync.reports import ConfigManagerStatus, ReloadReport
+from modelsync.telemetry import Outbox
 
 log = get_logger("config_manager")
+
+Inventory = Mapping[str, Mapping[int, InstallRecord | None]]
+States = dict[str, dict[int, VersionState]]
+
+
+def fingerprints(inventory: Inventory) -> dict[str, dict[int, str]]:
+    """The versions on disk that have an install record, with the record's fingerprint."""
+    return {
+        m: {v: r.fingerprint for v, r in vs.items() if r is not None} for m, vs in inventory.items()
+    }
+
+
+def sizes(inventory: Inventory) -> dict[tuple[str, int], int]:
+    return {(m, v): r.bytes for m, vs in inventory.items() for v, r in vs.items() if r is not None}
 
 
 class ConfigManager:
@@ -68,48 +83,41 @@ class ConfigManager:
         validator: Validator | None = None,
     ) -> None:
         self.settings = settings
-        self.layout = LocalLayout(settings.node.model_root)
+        self.layout = LocalLayout(settings.model_root)
         self.layout.ensure()
         self.client: ServingClient = client or GrpcServingClient(
             settings.tfserving, settings.tfs_timeout_s
         )
-        if validator is None and settings.validate:
+        if settings.validate and validator is None:
             validator = GrpcValidator(settings.tfserving, settings.load_timeout_s)
+        self.events = EventLog(log)
         self.gate = ValidationGate(
-            self.layout, validator if settings.validate else None, self.event
+            self.layout, validator if settings.validate else None, self.events
         )
         self.metrics = ConfigManagerMetrics()
-        self.events = EventBuffer(maxlen=1000)
         self.stop_event = threading.Event()
         self.sync_event = threading.Event()
-        self._lock = threading.Lock()
-        self._reload = ReloadState()
-        self._tfs_up: bool | None = None
-        self._states: dict[str, dict[int, VersionState]] = {}
-        self._last_reload: dict[str, Any] | None = None
-        self._last_tick: TickResult | None = None
-        self._last_tick_at: float | None = None
-        self._policy_problem: str | None = None
+        # what the passes remember: the planner's state, what TF Serving was seen doing, why
+        # versions are left out, and what the last pass and reload did (for the report)
+        self.reload_state = ReloadState()
+        self.serving = ServingView()
+        self.failures = FailureBook()
         self.availability = AvailabilityLog(self.layout)
+        self.last_tick: TickResult | None = None
+        self.last_reload: ReloadReport | None = None
+        self._sizes: dict[tuple[str, int], int] = {}
+        self._policy_problem: str | None = None
         self.outbox = Outbox()  # request telemetry, carried by the heartbeats
         self.telemetry = TelemetryReader(
             settings.tfserving_metrics_url,
             settings.telemetry_s or 1.0,
             self.outbox,
-            models=lambda: {m for m in self._reload.pushed if shadowed(m) is None},
-            available=lambda: available(self._states),
+            models=lambda: {m for m in self.reload_state.pushed if shadowed(m) is None},
+            available=self.serving.available,
             stop=self.stop_event,
         )
-        self._failure_reasons: dict[tuple[str, int], str] = {}
-        self._down_since: float | None = None
-        self._sizes: dict[tuple[str, int], int] = {}
-        self._last_downtime_s: float | None = None  # how long TF Serving was seen down
 
     # --- helpers -------------------------------------------------------------------------------
-    def event(self, name: str, level: str = "info", **fields: Any) -> None:
-        self.events.add({"event": name, "at": time.time(), **fields})
-        getattr(log, level)(name, **fields)
-
     def _policy(self) -> Policy:
         """The puller's last good copy of the policy (one reader of the bucket per node)."""
         try:
@@ -117,13 +125,14 @@ class ConfigManager:
         except LocalStateError as exc:
             if self._policy_problem != str(exc):
                 self._policy_problem = str(exc)
-                self.event("local_policy_unreadable", "error", error=str(exc))
+                self.events.emit("local_policy_unreadable", "error", error=str(exc))
             return Policy()
         self._policy_problem = None
         return Policy() if saved is None else saved.policy
 
-    def _read_states(self, names: set[str]) -> dict[str, dict[int, VersionState]] | None:
-        states: dict[str, dict[int, VersionState]] = {}
+    def _read_states(self, names: set[str]) -> States | None:
+        states: States = {}
+        target = self.settings.tfserving
         try:
             for name in sorted(names):
                 try:
@@ -131,65 +140,44 @@ class ConfigManager:
                 except ModelUnknown:
                     states[name] = {}
         except ServingUnavailable as exc:
-            if self._tfs_up is not False:
-                self._down_since = time.monotonic()
-                self.event(
-                    "tfserving_unavailable",
-                    "warning",
-                    target=self.settings.tfserving,
-                    error=str(exc),
-                )
-            self._tfs_up = False
+            if self.serving.unreachable(time.monotonic()):
+                self.events.emit("tfserving_unavailable", "warning", target=target, error=str(exc))
             self.metrics.tfs_up.set(0)
             return None
-        if self._tfs_up is False:
-            self._last_downtime_s = round(time.monotonic() - (self._down_since or 0.0), 1)
-            self.event(
-                "tfserving_back", target=self.settings.tfserving, down_s=self._last_downtime_s
-            )
-        self._tfs_up = True
+        down_s = self.serving.answered(states, time.monotonic())
+        if down_s is not None:
+            self.events.emit("tfserving_back", target=target, down_s=down_s)
         self.metrics.tfs_up.set(1)
-        self._states = states
         self.availability.update(states, time.time())
         return states
+
+    def _remember(self, state: ReloadState) -> None:
+        """The planner's memory moves on, and the book of failures with it."""
+        self.reload_state = state
+        self.failures.settle(state.failed, self.gate.reasons())
 
     def _plan(
         self,
         installed: dict[str, dict[int, str]],
-        states: dict[str, dict[int, VersionState]] | None,
+        states: States | None,
         policy: Policy,
         result: TickResult,
     ) -> ReloadPlan:
         validated, rejected = self.gate.verdicts()
+        now = time.monotonic()
+        seen = Observed(installed, states, now, validated, rejected, self._sizes)
+        plan = plan_reload(seen, policy, self.reload_state, self.settings.plan)
         cfg = self.settings
-        plan = plan_reload(
-            installed,
-            states,
-            policy,
-            self._reload,
-            cfg.tfs_root,
-            now=time.monotonic(),
-            load_timeout_s=cfg.load_timeout_s,
-            node_id=cfg.node.node_id,
-            validated=validated,
-            rejected=rejected,
-            sizes=self._sizes,
-            memory_limit_bytes=cfg.memory_limit_bytes,
-            memory_factor=cfg.memory_factor,
-        )
-        for model in plan.swapping - self._reload.swapping:
-            self.event(
-                "swap_unload_first",
-                "warning",
-                model=model,
-                limit_bytes=cfg.memory_limit_bytes,
-                factor=cfg.memory_factor,
+        limit, factor = cfg.memory_limit_bytes, cfg.memory_factor
+        for model in plan.swapping - self.reload_state.swapping:
+            self.events.emit(
+                "swap_unload_first", "warning", model=model, limit_bytes=limit, factor=factor
             )
         for model, s in plan.newly_failed:
-            self._failure_reasons[(model, s.version)] = s.error_message
+            self.failures.load_failed((model, s.version), s.error_message)
             self.metrics.load_failures.inc()
             result.failed.append((model, s.version))
-            self.event(
+            self.events.emit(
                 "version_load_failed",
                 "error",
                 model=model,
@@ -197,71 +185,57 @@ class ConfigManager:
                 error=s.error_message,
                 code=s.error_code,
             )
+        down_s = self.serving.take_downtime()
         if plan.restarted:
             # TF Serving no longer knows versions it was given: it restarted (or lost them)
             self.metrics.tfs_restarts.inc()
-            self.event(
-                "tfserving_restarted",
-                "warning",
-                target=self.settings.tfserving,
-                down_s=self._last_downtime_s,
-            )
-        self._last_downtime_s = None
-        self._reload = keep_failures(self._reload, plan)
-        self._failure_reasons = {
-            **{k: r for k, r in self._failure_reasons.items() if k in self._reload.failed},
-            **self.gate.reasons(),
-        }
+            self.events.emit("tfserving_restarted", "warning", target=cfg.tfserving, down_s=down_s)
+        self._remember(keep_failures(self.reload_state, plan))
         return plan
 
     # --- one pass ------------------------------------------------------------------------------
     def tick(self) -> TickResult:
-        started = time.monotonic()
-        result = TickResult()
+        started, result = time.monotonic(), TickResult()
         policy = self._policy()
         inventory = self.layout.inventory()
-        installed = {
-            m: {v: r.fingerprint for v, r in vs.items() if r is not None}
-            for m, vs in inventory.items()
-        }
-        self._sizes = {
-            (m, v): r.bytes for m, vs in inventory.items() for v, r in vs.items() if r is not None
-        }
-        states = self._read_states(set(installed) | set(self._reload.pushed))
+        installed, self._sizes = fingerprints(inventory), sizes(inventory)
+        states = self._read_states(set(installed) | set(self.reload_state.pushed))
         result.tfserving_up = states is not None
         plan = self._plan(installed, states, policy, result)
         self.layout.write_config(plan.text)
         if plan.push and self._push(plan, result) and plan.held_labels:
-            # a label waited for its version: now that the reload settled, move it
-            states = self._read_states(set(plan.staged) | set(self._reload.pushed))
-            if states is not None:
-                plan = self._plan(installed, states, policy, result)
-                self.layout.write_config(plan.text)
-                if plan.push:
-                    self._push(plan, result)
-        if plan.pending and self._tfs_up and self.gate.run(plan.pending, self._states, installed):
+            plan = self._move_held_labels(plan, installed, policy, result)
+        pending = plan.pending if self.serving.up else ()
+        if pending and self.gate.run(pending, self.serving.states, installed):
             self.sync_event.set()  # verdicts in: the next pass swaps the shadows for the real
-        if result.tfserving_up and self._tfs_up:
+        if result.tfserving_up and self.serving.up:
             if result.pushed:  # what TF Serving reports after the reload, not before it
                 states = self._read_states(set(installed) | set(plan.staged))
             if states is not None:
                 on_disk = {m: set(vs) for m, vs in inventory.items()}
-                self._prune(
-                    on_disk,
-                    {m: set(vs) for m, vs in installed.items()},
-                    plan.staged,
-                    policy,
-                    states,
-                    result,
-                )
-        result.seconds = round(time.monotonic() - started, 3)
-        with self._lock:
-            self._last_tick = result
-            self._last_tick_at = time.time()
-        self.metrics.available.set(sum(len(a) for a in available(self._states).values()))
+                self._prune(on_disk, installed, plan.staged, policy, states, result)
+        self.last_tick = result.finish(started)
+        self.metrics.available.set(sum(len(a) for a in self.serving.available().values()))
         if result.failed:
             self.sync_event.set()  # re-render at once without the failed versions
         return result
+
+    def _move_held_labels(
+        self,
+        plan: ReloadPlan,
+        installed: dict[str, dict[int, str]],
+        policy: Policy,
+        result: TickResult,
+    ) -> ReloadPlan:
+        """A label waited for its version: now that the reload settled, move it."""
+        states = self._read_states(set(plan.staged) | set(self.reload_state.pushed))
+        if states is None:
+            return plan
+        plan = self._plan(installed, states, policy, result)
+        self.layout.write_config(plan.text)
+        if plan.push:
+            self._push(plan, result)
+        return plan
 
     def _push(self, plan: ReloadPlan, result: TickResult) -> bool:
         """Reload TF Serving with ``plan``'s config and wait until it settles. False if TF
@@ -272,21 +246,19 @@ class ConfigManager:
         except ReloadTimeout as exc:  # taken, still loading a new model: wait on its state
             code, message = DEADLINE_EXCEEDED, str(exc)
         except ServingUnavailable as exc:
-            if self._tfs_up is not False:
-                self._down_since = time.monotonic()
-            self._tfs_up = False
+            self.serving.unreachable(time.monotonic())
             self.metrics.reloads.labels("unavailable").inc()
-            self.event("reload_failed", "warning", error=str(exc))
+            self.events.emit("reload_failed", "warning", error=str(exc))
             result.reload_errors.append(str(exc))
             return False
-        self._reload = after_push(self._reload, plan)
+        self._remember(after_push(self.reload_state, plan))
         result.pushed += 1
         if code != 0:
             # e.g. a new model whose only version failed to load: the config still applies;
             # the failure shows up in the version states below
             self.metrics.reloads.labels("error").inc()
             result.reload_errors.append(message)
-            self.event("reload_error", "warning", code=code, error=message)
+            self.events.emit("reload_error", "warning", code=code, error=message)
         settled = self._wait_settled(plan.staged)
         seconds = round(time.monotonic() - started, 3)
         self.metrics.reload_seconds.observe(seconds)
@@ -294,7 +266,7 @@ class ConfigManager:
             self.metrics.reloads.labels("ok").inc()
         result.settled = result.settled and settled
         versions = {m: list(dm.versions) for m, dm in plan.staged.items()}
-        self._last_reload = {
+        self.last_reload = {
             "at": time.time(),
             "code": code,
             "error": message,
@@ -302,7 +274,7 @@ class ConfigManager:
             "settled": settled,
             "models": versions,
         }
-        self.event(
+        self.events.emit(
             "config_reloaded",
             models=len(plan.staged),
             seconds=seconds,
@@ -329,46 +301,41 @@ class ConfigManager:
             ):
                 return True
             if self.layout.watch_signature() != start_sig:
-                self.event("reload_wait_interrupted", reason="new installs or policy")
+                self.events.emit("reload_wait_interrupted", reason="new installs or policy")
                 return False
             time.sleep(0.1)
         if not self.stop_event.is_set():
-            self.event("load_timeout", "warning", seconds=self.settings.load_timeout_s)
+            self.events.emit("load_timeout", "warning", seconds=self.settings.load_timeout_s)
         return False
 
     def _prune(
         self,
         on_disk: dict[str, set[int]],
-        installed: dict[str, set[int]],
+        installed: Mapping[str, Mapping[int, str]],
         staged: Mapping[str, DesiredModel],
         policy: Policy,
-        states: dict[str, dict[int, VersionState]],
+        states: States,
         result: TickResult,
     ) -> None:
         """``on_disk`` is the tick's own snapshot: a version the puller installs while the
         tick runs is not aspired yet, and must not be mistaken for a stale one."""
         state_names = {m: {v: s.state for v, s in vs.items()} for m, vs in states.items()}
         aspired = {m: set(dm.versions) for m, dm in staged.items()}
-        protected = policy_wanted(installed, policy, self.settings.node.node_id)
-        failed = failed_by_model(self._reload.failed)
+        recorded = {m: set(vs) for m, vs in installed.items()}
+        protected = policy_wanted(recorded, policy, self.settings.node.node_id)
+        failed = failed_by_model(self.reload_state.failed)
         for model, version in versions_to_prune(
             on_disk, aspired, state_names, failed, self.settings.keep_on_disk, protected
         ):
-            target = self.layout.version_dir(model, version)
-            trash = self.layout.new_incoming()
-            try:
-                os.rename(target, trash / "pruned")
-                self.layout.remove_record(model, version)
-                self.gate.forget(model, version)
-            finally:
-                shutil.rmtree(trash, ignore_errors=True)
-            self._reload = replace(
-                self._reload,
-                failed={k: fp for k, fp in self._reload.failed.items() if k != (model, version)},
-            )
+            self.layout.remove_version(model, version)
+            self.gate.forget(model, version)
+            failed_now = {
+                k: fp for k, fp in self.reload_state.failed.items() if k != (model, version)
+            }
+            self._remember(replace(self.reload_state, failed=failed_now))
             self.metrics.pruned.inc()
             result.pruned.append((model, version))
-            self.event(
+            self.events.emit(
                 "version_pruned",
                 model=model,
                 version=version,
@@ -383,14 +350,14 @@ class ConfigManager:
         last_tick = 0.0
         while not self.stop_event.is_set():
             sig = self.layout.watch_signature()
-            every = 1.0 if self._reload.swapping else self.settings.reconcile_s  # mid-swap
+            every = 1.0 if self.reload_state.swapping else self.settings.reconcile_s  # mid-swap
             due = time.monotonic() - last_tick >= every
             if sig != last_sig or due or self.sync_event.is_set():
                 self.sync_event.clear()
                 try:
                     self.tick()
                 except OSError as exc:
-                    self.event("tick_failed", "error", error=str(exc))
+                    self.events.emit("tick_failed", "error", error=str(exc))
                 last_sig, last_tick = sig, time.monotonic()
                 continue
             self.sync_event.wait(self.settings.watch_s)
@@ -398,15 +365,15 @@ class ConfigManager:
     def status(self) -> dict[str, Any]:
         return status_doc(self)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> ConfigManagerStatus:
         """What the master needs of this node (heartbeat status)."""
         return summary_doc(self)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Not ready before the first pass, and while a model swaps unload-first here (it is
         not served on this node meanwhile: the load balancer should drain it)."""
-        ok = self._last_tick_at is not None and self.layout.config_path.exists()
-        swapping = sorted(self._reload.swapping)
+        ok = self.last_tick is not None and self.layout.config_path.exists()
+        swapping = sorted(self.reload_state.swapping)
         reason = (
             f"swapping {', '.join(swapping)} unload-first (memory limit)"
             if swapping
@@ -414,7 +381,7 @@ class ConfigManager:
             if ok
             else "no pass yet"
         )
-        return ok and not swapping, {"tfserving_up": self._tfs_up, "reason": reason}
+        return ok and not swapping, {"tfserving_up": self.serving.up, "reason": reason}
 
     def close(self) -> None:
         self.stop_event.set()
@@ -425,21 +392,6 @@ class ConfigManager:
 
 def main(port: int | None = None) -> int:
     settings = ConfigManagerSettings.from_env()
-    if port is not None:
-        settings = replace(settings, node=replace(settings.node, http_port=port))
-    configure_logging(settings.node.log_level, json_output=True)
-    manager = ConfigManager(settings)
-    node = settings.node
-    return serve(
-        manager,
-        node,
-        manager.metrics.registry,
-        log,
-        lambda http_port: log.info(
-            "config_manager_started",
-            node_id=node.node_id,
-            model_root=str(node.model_root),
-            tfserving=settings.tfserving,
-            http=f"{node.http_host}:{http_port}",
-        ),
-    )
+    settings = replace(settings, node=settings.node.with_port(port))
+    where = {"model_root": str(settings.model_root), "tfserving": settings.tfserving}
+    return serve(settings.node, lambda: ConfigManager(settings), log, **where)

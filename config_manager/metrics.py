@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from modelsync.metrics import DaemonMetrics
+
+RELOAD_BUCKETS_S = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
-class ConfigManagerMetrics:
+class ConfigManagerMetrics(DaemonMetrics):
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.reloads = Counter(
-            "modelsync_config_manager_reloads", "Reloads by outcome.", ["outcome"], registry=r
+        super().__init__("config_manager")
+        self.reloads = self.counter("reloads", "Reloads by outcome.", "outcome")
+        self.reload_seconds = self.histogram(
+            "reload_seconds", "From reload request to every version settled.", RELOAD_BUCKETS_S
         )
-        self.reload_seconds = Histogram(
-            "modelsync_config_manager_reload_seconds",
-            "From reload request to every version settled.",
-            registry=r,
-            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        self.load_failures = self.counter("load_failures", "Versions that failed to load.")
+        self.pruned = self.counter("pruned_versions", "Versions removed from disk.")
+        self.tfs_up = self.gauge("tfserving_up", "1 when TF Serving answered at the last pass.")
+        self.tfs_restarts = self.counter(
+            "tfserving_restarts", "TF Serving restarts seen (it lost the pushed config)."
         )
-        self.load_failures = Counter(
-            "modelsync_config_manager_load_failures", "Versions that failed to load.", registry=r
-        )
-        self.pruned = Counter(
-            "modelsync_config_manager_pruned_versions", "Versions removed from disk.", registry=r
-        )
-        self.tfs_up = Gauge(
-            "modelsync_config_manager_tfserving_up",
-            "1 when TF Serving answered at the last pass.",
-            registry=r,
-        )
-        self.tfs_restarts = Counter(
-            "modelsync_config_manager_tfserving_restarts",
-            "TF Serving restarts seen (it lost the pushed config).",
-            registry=r,
-        )
-        self.available = Gauge(
-            "modelsync_config_manager_available_versions",
-            "Versions TF Serving reports AVAILABLE.",
-            registry=r,
-        )
+        self.available = self.gauge("available_versions", "Versions TF Serving reports AVAILABLE.")

@@ -1,8 +1,9 @@
 """When to reload TF Serving, and with what (pure: no I/O).
 
-``plan_reload`` is the config manager's decision of one pass, from plain values: the versions on
-disk (with their install fingerprints), what TF Serving reports, the policy, and what the last
-passes did (``ReloadState``). It
+``plan_reload`` is the config manager's decision of one pass, from plain values: what the pass
+found on the node (``Observed``: the versions on disk with their install fingerprints, what TF
+Serving reports, the validation verdicts), the policy, what the last passes did
+(``ReloadState``) and the node's own settings (``PlanSettings``). It
 
 - keeps the failure bookkeeping: a pushed version that TF Serving reports END with an error
   failed with its current content; it is left out until its content (fingerprint) changes;
@@ -79,78 +80,100 @@ def failed_by_model(failed: Mapping[Key, str]) -> dict[str, set[int]]:
     return out
 
 
-def plan_reload(
-    installed: Mapping[str, Mapping[int, str]],
-    states: States | None,
-    policy: Policy,
-    previous: ReloadState,
-    model_root: str,
-    *,
-    now: float = 0.0,
-    load_timeout_s: float = math.inf,
-    node_id: str | None = None,
-    validated: Mapping[Key, str] | None = None,
-    rejected: Mapping[Key, str] | None = None,
-    sizes: Mapping[Key, int] | None = None,
-    memory_limit_bytes: int | None = None,
-    memory_factor: float = 2.0,
-) -> ReloadPlan:
-    """``installed``: per model, each version on disk that has an install record, with the
-    record's fingerprint. ``states``: TF Serving's view per model, None if it did not answer.
-    ``validated``/``rejected``: the fingerprints that passed/failed validation (``validated``
-    None: no validation, every version counts as validated)."""
+@dataclass(frozen=True)
+class Observed:
+    """What one pass found on the node."""
+
+    # per model, each version on disk that has an install record, with the record's fingerprint
+    installed: Mapping[str, Mapping[int, str]]
+    states: States | None  # TF Serving's view per model; None: it did not answer
+    now: float = 0.0  # monotonic: the load clock of pushed versions
+    # the fingerprints that passed / failed validation; validated None: no validation (every
+    # version counts as validated)
+    validated: Mapping[Key, str] | None = None
+    rejected: Mapping[Key, str] = field(default_factory=dict)
+    sizes: Mapping[Key, int] = field(default_factory=dict)  # bytes on disk (memory-safe swaps)
+
+
+@dataclass(frozen=True)
+class PlanSettings:
+    """What every pass on this node plans with: where TF Serving finds the models, which node
+    this is (its served set under a staged rollout), and the node's limits."""
+
+    model_root: str  # as TF Serving sees it: the config's base paths
+    node_id: str | None = None
+    load_timeout_s: float = math.inf
+    memory_limit_bytes: int | None = None  # None: no memory-safe swaps
+    memory_factor: float = 2.0  # a loaded version's memory over its size on disk
+
+
+@dataclass(frozen=True)
+class _Failures:
+    failed: dict[Key, str]  # -> the fingerprint that failed
+    newly: tuple[tuple[str, VersionState], ...]
+    loading_since: dict[Key, float]
+
+
+def _book_failures(seen: Observed, previous: ReloadState, load_timeout_s: float) -> _Failures:
+    """A pushed version TF Serving reports END with an error, or still loading after
+    ``load_timeout_s``, failed with its current content; a version whose content changed since
+    it failed gets another chance."""
+    installed, states, now = seen.installed, seen.states, seen.now
 
     def current(key: Key, fp: str) -> bool:
         return installed.get(key[0], {}).get(key[1]) == fp
 
-    # a version whose content changed since it failed gets another chance
     failed = {k: fp for k, fp in previous.failed.items() if current(k, fp)}
-    failed.update({k: fp for k, fp in (rejected or {}).items() if current(k, fp)})
+    failed.update({k: fp for k, fp in seen.rejected.items() if current(k, fp)})
     newly: list[tuple[str, VersionState]] = []
-    loading = dict(previous.loading_since)
-    if states is not None:
-        loading = {}
-        for name, dm in sorted(previous.pushed.items()):
-            model = shadowed(name) or name
-            for v in dm.versions:
-                key = (model, v)
-                s = states.get(name, {}).get(v, VersionState(v, "UNKNOWN"))
-                fingerprint = installed.get(model, {}).get(v)
-                if fingerprint is None or key in failed:
-                    continue
-                if s.state == END and s.error_code != 0:
+    if states is None:
+        return _Failures(failed, (), dict(previous.loading_since))
+    loading: dict[Key, float] = {}
+    for name, dm in sorted(previous.pushed.items()):
+        model = shadowed(name) or name
+        for v in dm.versions:
+            key = (model, v)
+            s = states.get(name, {}).get(v, VersionState(v, "UNKNOWN"))
+            fingerprint = installed.get(model, {}).get(v)
+            if fingerprint is None or key in failed:
+                continue
+            if s.state == END and s.error_code != 0:
+                failed[key] = fingerprint
+                newly.append((model, s))
+            elif s.state in LOADING_STATES:
+                since = previous.loading_since.get((name, v), now)
+                if now - since > load_timeout_s:
                     failed[key] = fingerprint
-                    newly.append((model, s))
-                elif s.state in LOADING_STATES:
-                    since = previous.loading_since.get((name, v), now)
-                    if now - since > load_timeout_s:
-                        failed[key] = fingerprint
-                        newly.append(
-                            (
-                                model,
-                                VersionState(
-                                    v,
-                                    s.state,
-                                    DEADLINE_EXCEEDED,
-                                    f"still {s.state} {now - since:.0f} s after it was pushed "
-                                    f"(MODELSYNC_LOAD_TIMEOUT_S={load_timeout_s:g}); left out",
-                                ),
-                            )
-                        )
-                    else:
-                        loading[(name, v)] = since
+                    why = (
+                        f"still {s.state} {now - since:.0f} s after it was pushed "
+                        f"(MODELSYNC_LOAD_TIMEOUT_S={load_timeout_s:g}); left out"
+                    )
+                    newly.append((model, VersionState(v, s.state, DEADLINE_EXCEEDED, why)))
+                else:
+                    loading[(name, v)] = since
+    return _Failures(failed, tuple(newly), loading)
+
+
+def plan_reload(
+    seen: Observed, policy: Policy, previous: ReloadState, node: PlanSettings
+) -> ReloadPlan:
+    """The decision of one pass: what to serve, what to validate, whether to push."""
+    installed, states = seen.installed, seen.states
+    book = _book_failures(seen, previous, node.load_timeout_s)
+    loading = dict(book.loading_since)
     on_disk = {m: set(vs) for m, vs in installed.items()}
-    bad = failed_by_model(failed)
-    full = desired_models(on_disk, bad, policy, model_root, node_id)
+    bad = failed_by_model(book.failed)
+    full = desired_models(on_disk, bad, policy, node.model_root, node.node_id)
     pending: tuple[Key, ...] = ()
-    if validated is None:
+    if seen.validated is None:
         desired = full
     else:
+        validated = seen.validated
         ok = {
             m: {v for v in vs if validated.get((m, v)) == installed[m][v]}
             for m, vs in on_disk.items()
         }
-        desired = desired_models(ok, bad, policy, model_root, node_id)
+        desired = desired_models(ok, bad, policy, node.model_root, node.node_id)
         pending = tuple(
             (m, v)
             for m, dm in sorted(full.items())
@@ -161,9 +184,9 @@ def plan_reload(
         full,
         desired,
         available(states or {}),
-        sizes or {},
-        memory_limit_bytes if states is not None else None,
-        memory_factor,
+        seen.sizes,
+        node.memory_limit_bytes if states is not None else None,
+        node.memory_factor,
         previous.swapping,
     )
     staged, held = stage_labels(desired, available(states or {}))
@@ -181,7 +204,7 @@ def plan_reload(
         for model, dm in staged.items():
             for v in dm.versions:
                 if v not in avail.get(model, set()):
-                    loading.setdefault((model, v), now)
+                    loading.setdefault((model, v), seen.now)
     return ReloadPlan(
         desired,
         staged,
@@ -189,8 +212,8 @@ def plan_reload(
         push,
         restarted,
         held,
-        failed,
-        tuple(newly),
+        book.failed,
+        book.newly,
         loading,
         pending,
         swapping,

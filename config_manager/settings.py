@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from modelsync.settings import Env, NodeSettings
+from config_manager.planner import PlanSettings
+from modelsync.settings import Env, NodeSettings, model_root
 
 DEFAULT_PORT = 8002
 
@@ -12,6 +14,7 @@ DEFAULT_PORT = 8002
 @dataclass(frozen=True)
 class ConfigManagerSettings:
     node: NodeSettings
+    model_root: Path
     tfserving: str = "127.0.0.1:8500"
     tfserving_model_root: str | None = None
     reconcile_s: float = 30.0
@@ -30,6 +33,7 @@ class ConfigManagerSettings:
         env = env or Env()
         return cls(
             node=NodeSettings.from_env(env, default_port=DEFAULT_PORT),
+            model_root=model_root(env),
             tfserving=env.text("MODELSYNC_TFSERVING", "127.0.0.1:8500"),
             tfserving_model_root=env.opt_text("MODELSYNC_TFSERVING_MODEL_ROOT"),
             reconcile_s=env.number("MODELSYNC_RECONCILE_S", 30.0, minimum=0.1),
@@ -52,6 +56,13 @@ class ConfigManagerSettings:
         )
 
     @property
-    def tfs_root(self) -> str:
-        """The model root as TF Serving sees it (the base paths in the config)."""
-        return self.tfserving_model_root or str(self.node.model_root)
+    def plan(self) -> PlanSettings:
+        """What every pass plans with (``planner.plan_reload``): the model root as TF Serving
+        sees it (the base paths in the config), the node id and the node's limits."""
+        return PlanSettings(
+            self.tfserving_model_root or str(self.model_root),
+            self.node.node_id,
+            self.load_timeout_s,
+            self.memory_limit_bytes,
+            self.memory_factor,
+        )

@@ -3,7 +3,11 @@ code (gateway/httpd.py serves it), so it can be driven in-process.
 
     POST /model/<name>[/<version>]/invocations   MLflow / Databricks scoring
     POST /api/v1/run-model, POST /predict        ML-Kraken
-    *    /v1/models/...                          TF Serving REST, passed through unchanged
+    GET  /v1/models/<name>[/versions/<v>|/labels/<l>][/metadata]
+    POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict|classify|regress
+                                                 TF Serving REST, passed through unchanged
+                                                 (only these paths, by the name, version
+                                                 and label rules: no '..', no %-escapes)
     GET  /v1/history  /openapi.json              (token, when one is set)
     GET  /healthz  /readyz  /metrics             (never a token)
 """
@@ -20,29 +24,34 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from gateway import convert
-from gateway.convert import BadInput
-from gateway.errors import MLFLOW_CODES, GatewayError
-from gateway.history import History
+from gateway.errors import MLFLOW_CODES, GatewayError, grpc_code
+from gateway.history import Exchange, History
 from gateway.metrics import GatewayMetrics
 from gateway.openapi import openapi_document
 from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
-from gateway.tfs import TFServingClient
+from gateway.telemetry import GatewayTelemetry
+from modelsync import convert, safejson
+from modelsync.convert import BadInput
+from modelsync.layout import NAME_PATTERN, VERSION_PATTERN, is_model_name, parse_version
 from modelsync.log import get_logger
+from modelsync.policy import LABEL_PATTERN
+from modelsync.reports import HistorySummary
 from modelsync.tensors import Signature
+from modelsync.tfs import Attempt, TFServingClient
 
 log = get_logger("gateway")
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 MLFLOW_RE = re.compile(r"/model/(?P<name>[^/]+)(?:/(?P<version>[^/]+))?/invocations\Z")
+# TF Serving's REST API (model_servers/http_rest_api_handler.cc), by modelsync's own rules for a
+# name, a version and a label: nothing else is ever forwarded
 TFS_RE = re.compile(
-    r"/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[0-9]+)"
-    r"|/labels/[^/:]+)?(?P<meta>/metadata)?"
+    rf"/v1/models/(?P<name>{NAME_PATTERN})"
+    rf"(?:/versions/(?P<version>{VERSION_PATTERN})|/labels/{LABEL_PATTERN})?"
+    r"(?:(?P<meta>/metadata)|:(?P<verb>predict|classify|regress))?\Z"
 )
 KRAKEN_PATHS = ("/api/v1/run-model", "/predict")
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
-MAX_VERSION = 2**63 - 1
 MAX_MODELS = 1000
 
 
@@ -70,19 +79,21 @@ class _Outcome:
     model: str = ""
     version: int | None = None
     error: str | None = None
+    code: str | None = None  # TF Serving's gRPC status code name, when it answered one
 
 
 def _json(doc: Any, status: int = 200) -> Response:
-    return Response(status, json.dumps(doc, separators=(",", ":")).encode())
+    return Response(status, safejson.dumps(doc, separators=(",", ":")).encode())
 
 
 def _version(text: str | None) -> int | None:
-    """A path's version: decimal, no leading zero, 1..2**63-1; GatewayError 404 otherwise."""
+    """A path's version (``layout.parse_version``); GatewayError 404 otherwise."""
     if text is None:
         return None
-    if not text.isdigit() or text.startswith("0") or int(text) > MAX_VERSION:
+    version = parse_version(text)
+    if version is None:
         raise GatewayError(404, f"version {text!r} does not exist (versions are positive integers)")
-    return int(text)
+    return version
 
 
 class Gateway:
@@ -93,6 +104,7 @@ class Gateway:
         proxy: RestProxy,
         history: History | None = None,
         metrics: GatewayMetrics | None = None,
+        telemetry: GatewayTelemetry | None = None,
     ) -> None:
         self.settings = settings
         self.tfs = tfs
@@ -104,6 +116,7 @@ class Gateway:
             settings.capture_bytes,
         )
         self.metrics = metrics or GatewayMetrics()
+        self.telemetry = telemetry or GatewayTelemetry()  # per version, for the master
         self._bearer = f"Bearer {settings.token}".encode() if settings.token else None
         self._answered: set[str] = set()
         self._answered_lock = threading.Lock()
@@ -133,17 +146,19 @@ class Gateway:
             return resp
         if not conv:
             return self._own(req)
-        handler: Callable[[Request, float], _Outcome] = (
+        handler: Callable[[Request, float, Attempt], _Outcome] = (
             self._mlflow
             if conv == "mlflow"
             else self._kraken
             if conv == "kraken"
             else self._passthrough
         )
+        attempt = Attempt()
         try:
-            out = handler(req, started)
+            out = handler(req, started, attempt)
         except (BadInput, GatewayError) as exc:
-            out = _Outcome(self._error(conv, exc), error=str(exc))
+            code = exc.code if isinstance(exc, GatewayError) else "INVALID_ARGUMENT"
+            out = _Outcome(self._error(conv, exc), error=str(exc), code=code or None)
         except Exception as exc:  # a bug: a 500, logged with its traceback
             log.exception("request_failed", path=path, error=f"{type(exc).__name__}: {exc}")
             out = _Outcome(
@@ -157,15 +172,24 @@ class Gateway:
         model = out.model or self._model_of(conv, req)
         label = self._label(model, resp.status)
         self.metrics.observe(label, conv, resp.status, seconds)
+        if conv != "tfserving-rest" or req.method == "POST":  # inference, as TF Serving's
+            self.telemetry.record(
+                label,
+                out.version if out.version is not None else attempt.version,
+                out.code or grpc_code(resp.status),
+                seconds,
+            )
         self.history.record(
-            model=model,
-            version=out.version,
-            convention=conv,
-            latency_ms=seconds * 1000,
-            status=resp.status,
-            error=out.error,
-            request=req.body,
-            response=resp.body,
+            Exchange(
+                model=model,
+                version=out.version,
+                convention=conv,
+                latency_ms=seconds * 1000,
+                status=resp.status,
+                error=out.error,
+                request=req.body,
+                response=resp.body,
+            ),
             ring=label,
         )
         if resp.status >= 500:
@@ -223,7 +247,7 @@ class Gateway:
         if ctype == "text/csv":
             raise GatewayError(415, "CSV bodies are not supported; send JSON")
 
-    def _mlflow(self, req: Request, _started: float) -> _Outcome:
+    def _mlflow(self, req: Request, _started: float, attempt: Attempt) -> _Outcome:
         m = MLFLOW_RE.match(req.path)
         if m is None:
             raise GatewayError(
@@ -232,7 +256,7 @@ class Gateway:
                 "/model/<name>/<version>/invocations",
             )
         name = unquote(m.group("name"))
-        if not NAME_RE.match(name):
+        if not is_model_name(name):
             raise GatewayError(404, f"model {name!r} does not exist")
         version = _version(m.group("version"))
         self._check_post(req)
@@ -245,30 +269,31 @@ class Gateway:
             return inputs
 
         query = parse_qs(req.query)
-        answer = self.tfs.predict(name, version, build, query.get("signature_name", [""])[0])
+        signature = query.get("signature_name", [""])[0]
+        answer = self.tfs.predict(name, version, build, signature, attempt)
         doc = convert.mlflow_predictions(answer.outputs, found[-1])
         return _Outcome(_json(doc), name, answer.version)
 
-    def _kraken(self, req: Request, started: float) -> _Outcome:
+    def _kraken(self, req: Request, started: float, attempt: Attempt) -> _Outcome:
         self._check_post(req)
-        kr = convert.kraken_request(
-            convert.parse_json(req.body), lambda s: NAME_RE.match(s) is not None
-        )
+        kr = convert.kraken_request(convert.parse_json(req.body))
         try:
             answer = self.tfs.predict(
                 kr.model,
                 kr.version,
                 lambda sig: convert.kraken_inputs(kr.model_data, sig),
                 kr.signature,
+                attempt,
             )
         except (BadInput, GatewayError) as exc:
             status = exc.status if isinstance(exc, GatewayError) else 400
             message = exc.message if isinstance(exc, GatewayError) else str(exc)
+            code = exc.code if isinstance(exc, GatewayError) else "INVALID_ARGUMENT"
             resp = _json(
                 {"error": message, "metaData": {"modelId": kr.model, "modelVersion": kr.version}},
                 status,
             )
-            return _Outcome(resp, kr.model, None, message)
+            return _Outcome(resp, kr.model, None, message, code or None)
         latency_ms = round((time.perf_counter() - started) * 1000, 3)
         doc = {
             "results": convert.kraken_results(answer.outputs),
@@ -280,17 +305,27 @@ class Gateway:
         }
         return _Outcome(_json(doc), kr.model, answer.version)
 
-    def _passthrough(self, req: Request, _started: float) -> _Outcome:
+    def _passthrough(self, req: Request, _started: float, attempt: Attempt) -> _Outcome:
         m = TFS_RE.match(req.path)
-        model = unquote(m.group("name")) if m else ""
-        version = int(m.group("version")) if m and m.group("version") else None
+        if m is None:
+            raise GatewayError(
+                404,
+                "not a TF Serving REST path: /v1/models/<name>[/versions/<v>|/labels/<l>]"
+                "[/metadata|:predict|:classify|:regress]",
+            )
+        want = "POST" if m.group("verb") else "GET"
+        if req.method != want:
+            raise GatewayError(405, f"{req.method} is not allowed here; use {want}")
+        model = m.group("name")
+        version = int(m.group("version")) if m.group("version") else None
+        attempt.version = version  # TF Serving's REST answer names no version
         if req.too_large:
             raise GatewayError(413, f"the body is larger than {self.settings.max_body_bytes} bytes")
-        target = req.path + (f"?{req.query}" if req.query else "")
+        target = req.path  # exactly the path matched; TF Serving's REST API takes no query
         status, body, ctype = self.proxy.forward(
             req.method, target, req.body, req.headers.get("content-type")
         )
-        if status == 200 and version is None and m and m.group("meta") and req.method == "GET":
+        if status == 200 and version is None and m.group("meta"):
             try:
                 version = int(json.loads(body)["model_spec"]["version"])
             except (ValueError, KeyError, TypeError):
@@ -329,6 +364,6 @@ class Gateway:
             return _json({"error": "limit: expected an integer from 1 to 1000"}, 400)
         return _json({"entries": self.history.entries(model or None, int(limit_text))})
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> HistorySummary:
         """The request history's per-model summary (small, JSON-able: for a heartbeat)."""
         return self.history.summary()

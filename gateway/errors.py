@@ -1,23 +1,45 @@
-"""What goes wrong past the caller's input: TF Serving's answers and the gateway's limits."""
+"""What goes wrong past the caller's input: TF Serving's answers and the gateway's limits.
+
+One error class for both, the serving client's (``modelsync.tfs.ServingError``: an HTTP status,
+a message and TF Serving's gRPC code when it said so); here it is the gateway's ``GatewayError``.
+"""
 
 from __future__ import annotations
 
-# gRPC status of TF Serving -> the HTTP status the gateway answers (TF Serving's own REST table
-# for the caller's mistakes; 502 for what TF Serving itself failed at, so that a 500 is always a
-# bug of the gateway)
-GRPC_TO_HTTP = {
-    "INVALID_ARGUMENT": 400,
-    "FAILED_PRECONDITION": 400,
-    "OUT_OF_RANGE": 400,
-    "NOT_FOUND": 404,
-    "UNAVAILABLE": 503,
-    "DEADLINE_EXCEEDED": 504,
-    "RESOURCE_EXHAUSTED": 429,
-    "UNIMPLEMENTED": 501,
-    "CANCELLED": 503,
-    "PERMISSION_DENIED": 403,
-    "UNAUTHENTICATED": 401,
+from modelsync.tfs import ServingError as GatewayError
+
+__all__ = ["MLFLOW_CODES", "GatewayError"]
+
+# HTTP status of an answer -> the gRPC status code name it stands for, for the gateway's request
+# telemetry (gateway.telemetry): google.rpc.Code's own HTTP mapping (google/rpc/code.proto) read
+# backwards, so a REST answer lands in the same status class (modelsync.judge: client or server
+# error) as the gRPC answer it translates; any other 4xx is the caller's mistake
+# (INVALID_ARGUMENT), any other 5xx the server's (UNKNOWN)
+HTTP_TO_GRPC = {
+    200: "OK",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }
+
+
+def grpc_code(http_status: int) -> str:
+    """The gRPC status code name an HTTP answer stands for (HTTP_TO_GRPC)."""
+    code = HTTP_TO_GRPC.get(http_status)
+    if code is not None:
+        return code
+    if 200 <= http_status < 300:
+        return "OK"
+    return "INVALID_ARGUMENT" if 400 <= http_status < 500 else "UNKNOWN"
+
 
 # HTTP status -> MLflow's error_code (mlflow/exceptions.py ERROR_CODE_TO_HTTP_STATUS; MLflow has
 # no code for 413, 415 or 502: those use BAD_REQUEST and INTERNAL_ERROR)
@@ -36,20 +58,3 @@ MLFLOW_CODES = {
     503: "TEMPORARILY_UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-
-
-class GatewayError(Exception):
-    """An answer other than 200 with a message for the caller; ``code`` is TF Serving's gRPC
-    status name when TF Serving said so."""
-
-    def __init__(self, status: int, message: str, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-    @classmethod
-    def from_grpc(cls, code: str, details: str, target: str) -> GatewayError:
-        if code == "UNAVAILABLE" and ("connect" in details.lower() or not details):
-            return cls(503, f"TF Serving at {target} is unavailable: {details}", code)
-        return cls(GRPC_TO_HTTP.get(code, 502), details or code, code)

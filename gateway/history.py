@@ -1,7 +1,7 @@
 """Recent requests per model: a bounded, sampled ring, and a small summary for heartbeats.
 
     h = History(per_model=200, sample=1.0, capture=False)
-    h.record(model="ranker", version=3, convention="mlflow", latency_ms=1.2, status=200)
+    h.record(Exchange(model="ranker", version=3, convention="mlflow", latency_ms=1.2, status=200))
     h.entries("ranker", limit=50)   # newest first
     h.summary()                     # {"models": {"ranker": {"count", "errors", "p50_ms", ...}}}
 
@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelsync.reports import HistorySummary, ModelHistory
+
 CONVENTIONS = ("mlflow", "kraken", "tfserving-rest")
 MAX_ERROR_CHARS = 500
 SUMMARY_ERROR_CHARS = 200
@@ -35,6 +37,20 @@ def truncate(data: bytes | None, limit: int) -> str | None:
         data[:limit].decode("utf-8", errors="ignore")
         + f"...[truncated {len(data) - limit} of {len(data)} bytes]"
     )
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One request the gateway answered, as it hands it to the history."""
+
+    model: str
+    version: int | None
+    convention: str  # one of CONVENTIONS
+    latency_ms: float
+    status: int  # HTTP
+    error: str | None = None
+    request: bytes | None = None  # the bodies: kept only when capture is on
+    response: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -103,39 +119,27 @@ class History:
         self._lock = threading.Lock()
         self._rings: OrderedDict[str, _Ring] = OrderedDict()
 
-    def record(
-        self,
-        *,
-        model: str,
-        version: int | None,
-        convention: str,
-        latency_ms: float,
-        status: int,
-        error: str | None = None,
-        request: bytes | None = None,
-        response: bytes | None = None,
-        ring: str | None = None,
-    ) -> bool:
+    def record(self, x: Exchange, ring: str | None = None) -> bool:
         """Count the request; keep it in the ring of ``ring`` (default: the model) if sampled
         (always, if an error). Returns whether it was kept. The gateway files requests for
         names that never answered in the ring ``""``, so that they cannot push real models
         out."""
-        failed = status >= 400
+        failed = x.status >= 400
         keep = self.per_model > 0 and (failed or self.sample >= 1.0 or self._rng() < self.sample)
         entry = None
         if keep:
             entry = Entry(
                 self._clock(),
-                model,
-                version,
-                convention,
-                latency_ms,
-                status,
-                error[:MAX_ERROR_CHARS] if error else None,
-                truncate(request, self.capture_bytes) if self.capture else None,
-                truncate(response, self.capture_bytes) if self.capture else None,
+                x.model,
+                x.version,
+                x.convention,
+                x.latency_ms,
+                x.status,
+                x.error[:MAX_ERROR_CHARS] if x.error else None,
+                truncate(x.request, self.capture_bytes) if self.capture else None,
+                truncate(x.response, self.capture_bytes) if self.capture else None,
             )
-        key = model if ring is None else ring
+        key = x.model if ring is None else ring
         with self._lock:
             target = self._rings.get(key)
             if target is None:
@@ -146,7 +150,7 @@ class History:
                 self._rings.move_to_end(key)
             target.count += 1
             target.errors += failed
-            target.by_status[status] = target.by_status.get(status, 0) + 1
+            target.by_status[x.status] = target.by_status.get(x.status, 0) + 1
             if entry is not None:
                 target.entries.append(entry)
         return entry is not None
@@ -172,14 +176,14 @@ class History:
         with self._lock:
             return list(self._rings)
 
-    def summary(self, max_models: int = 50, last: int = 10) -> dict[str, Any]:
+    def summary(self, max_models: int = 50, last: int = 10) -> HistorySummary:
         """Per model (the ``max_models`` most recently used): count and errors since start,
         requests by status, p50/p99 latency of the ring, the last ``last`` entries without
         captured bodies. Small and JSON-able, for a heartbeat."""
         with self._lock:
             rings = list(self._rings.items())[-max_models:]
             snap = [(m, r.count, r.errors, dict(r.by_status), list(r.entries)) for m, r in rings]
-        models: dict[str, Any] = {}
+        models: dict[str, ModelHistory] = {}
         for model, count, errors, by_status, entries in reversed(snap):
             lat = [e.latency_ms for e in entries]
             tail = []

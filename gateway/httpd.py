@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from gateway.app import Gateway, Request, Response
+from modelsync.safejson import NOSNIFF
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _MAX_CHUNK_LINE = 1024
@@ -70,7 +71,7 @@ class GatewayHTTPServer:
                 text = self.headers.get("Content-Length")
                 if not text:
                     return b"", False
-                if not text.strip().isdigit():
+                if not (text.strip().isascii() and text.strip().isdigit()):
                     self.close_connection = True
                     self._send(Response(400, b'{"error":"malformed Content-Length"}'))
                     return None
@@ -102,6 +103,7 @@ class GatewayHTTPServer:
                     f"HTTP/1.1 {resp.status} {_REASONS.get(resp.status, '')}",
                     f"Content-Type: {resp.content_type}",
                     f"Content-Length: {len(resp.body)}",
+                    "{}: {}".format(*NOSNIFF),
                 ]
                 head += [f"{k}: {v}" for k, v in resp.headers.items()]
                 if self.close_connection:

@@ -4,27 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import generate_latest
+
+from modelsync.metrics import DaemonMetrics
 
 BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-class GatewayMetrics:
+class GatewayMetrics(DaemonMetrics):
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "modelsync_gateway_requests",
+        super().__init__("gateway")
+        self.requests = self.counter(
+            "requests",
             "Requests by model, convention and HTTP status (model is empty "
             "for names that never answered: the label set stays bounded).",
-            ["model", "convention", "status"],
-            registry=r,
+            "model",
+            "convention",
+            "status",
         )
-        self.latency = Histogram(
-            "modelsync_gateway_request_seconds",
+        self.latency = self.histogram(
+            "request_seconds",
             "From request read to answer ready, by model and convention.",
-            ["model", "convention"],
-            registry=r,
-            buckets=BUCKETS_S,
+            BUCKETS_S,
+            "model",
+            "convention",
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 

@@ -11,25 +11,22 @@ multi-input signature carry exactly 2 rows (inputs of different lengths are TF S
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from gateway.convert import MLFLOW_FORMATS, NUMERIC
-from modelsync import __version__
+from modelsync import layout
+from modelsync.convert import MLFLOW_FORMATS, NUMERIC
+from modelsync.layout import json_pattern
+from modelsync.openapi import Paths, document, error_response, metrics_path, operation, param
 from modelsync.tensors import Signature, TensorSpec
 
-NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+NAME_PATTERN = json_pattern(layout.NAME_PATTERN)
 MAX_ROWS = 5
-_ERR = {
-    "description": "error",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-}
-_MLFLOW_ERR = {
-    "description": "error",
-    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/MlflowError"}}},
-}
+Known = Mapping[str, tuple[int, Signature]]  # model -> (newest version seen, signature)
+Examples = Callable[[str], dict[str, Any]]  # a path parameter with the example filled in
+_MLFLOW_ERR = error_response("MlflowError")
 _ANY_JSON = {"description": "OK", "content": {"application/json": {"schema": {}}}}
 
 
@@ -193,7 +190,7 @@ def kraken_body(model: str | None, sig: Signature | None) -> dict[str, Any]:
         "modelId": {"type": "string", "pattern": NAME_PATTERN}
         if model is None
         else {"type": "string", "enum": [model]},
-        "modelVersion": {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        "modelVersion": {"type": "integer", "minimum": 1, "maximum": layout.MAX_VERSION},
         "signatureName": {"type": "string"},
     }
     data: dict[str, Any] = {} if sig is None else {"oneOf": [_columns(sig), _rows(sig)]}
@@ -210,44 +207,22 @@ def _op(
     mlflow: bool = False,
     body_example: Any = None,
 ) -> dict[str, Any]:
-    err = _MLFLOW_ERR if mlflow else _ERR
-    responses: dict[str, Any] = {"200": _ANY_JSON}
-    for code, text in {
-        **({"401": "no or a wrong token"} if secured else {}),
-        **(errors or {}),
-    }.items():
-        responses[code] = {**err, "description": text}
-    op: dict[str, Any] = {
-        "summary": summary,
-        "responses": responses,
-        "security": [{"bearerAuth": []}] if secured else [],
-    }
-    if body is not None:
-        media: dict[str, Any] = {"schema": body}
-        if body_example is not None:
-            media["example"] = body_example
-        op["requestBody"] = {"required": True, "content": {"application/json": media}}
-    if params:
-        op["parameters"] = params
-    return op
-
-
-def _param(
-    name: str,
-    schema: dict[str, Any],
-    where: str = "path",
-    required: bool = True,
-    example: Any = None,
-) -> dict[str, Any]:
-    out = {"name": name, "in": where, "required": required, "schema": schema}
-    if example is not None:
-        out["example"] = example
-    return out
+    codes = {**({"401": "no or a wrong token"} if secured else {}), **(errors or {})}
+    return operation(
+        summary,
+        "bearerAuth" if secured else None,
+        codes,
+        error=_MLFLOW_ERR if mlflow else None,
+        ok=_ANY_JSON,
+        body=body,
+        body_example=body_example,
+        params=params,
+    )
 
 
 NAME_SCHEMA = {"type": "string", "pattern": NAME_PATTERN}
-VERSION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
-SIGNATURE = _param("signature_name", {"type": "string", "maxLength": 64}, "query", False)
+VERSION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": layout.MAX_VERSION}
+SIGNATURE = param("signature_name", {"type": "string", "maxLength": 64}, "query", False)
 SCORING_ERRORS = {
     "400": "bad input (the message names the input)",
     "404": "unknown model or version",
@@ -256,44 +231,28 @@ SCORING_ERRORS = {
 }
 
 
-def openapi_document(known: Mapping[str, tuple[int, Signature]] | None = None) -> dict[str, Any]:
-    """``known``: model -> (its newest version seen, its serving signature)."""
-    known = known or {}
-    first = next(iter(known.items()), None)
-    model_ex, version_ex = (first[0], first[1][0]) if first else (None, None)
-    model_p = _param("name", NAME_SCHEMA, example=model_ex)
-    tfs_model = _param("model", NAME_SCHEMA, example=model_ex)
-    version_p = _param("version", VERSION_SCHEMA, example=version_ex)
-    paths: dict[str, Any] = {
+def _plumbing_paths() -> Paths:
+    limit = {"type": "integer", "minimum": 1, "maximum": 1000}
+    history = [
+        param("model", {"type": "string", "maxLength": 128}, "query", False),
+        param("limit", limit, "query", False),
+    ]
+    return {
         "/healthz": {"get": _op("The process is alive", secured=False)},
         "/readyz": {
             "get": _op("TF Serving answers gRPC", secured=False, errors={"503": "not ready"})
         },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "security": [],
-                "responses": {
-                    "200": {
-                        "description": "OK",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
+        **metrics_path(),
         "/openapi.json": {"get": _op("This document")},
         "/v1/history": {
-            "get": _op(
-                "Recent requests, newest first",
-                params=[
-                    _param("model", {"type": "string", "maxLength": 128}, "query", False),
-                    _param(
-                        "limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "query", False
-                    ),
-                ],
-                errors={"400": "bad limit"},
-            )
+            "get": _op("Recent requests, newest first", params=history, errors={"400": "bad limit"})
         },
+    }
+
+
+def _mlflow_paths(known: Known, example_of: Examples) -> Paths:
+    model_p, version_p = example_of("name"), example_of("version")
+    paths: Paths = {
         "/model/{name}/invocations": {
             "post": _op(
                 "MLflow scoring on the version TF Serving serves as latest",
@@ -313,7 +272,6 @@ def openapi_document(known: Mapping[str, tuple[int, Signature]] | None = None) -
             )
         },
     }
-    kraken_bodies = [kraken_body(None, None)]
     for model, (_version, sig) in known.items():
         paths[f"/model/{model}/invocations"] = {
             "post": _op(
@@ -324,53 +282,52 @@ def openapi_document(known: Mapping[str, tuple[int, Signature]] | None = None) -
                 body_example=example(sig),
             )
         }
-        kraken_bodies.append(kraken_body(model, sig))
-    for path in ("/api/v1/run-model", "/predict"):
-        paths[path] = {
-            "post": _op(
-                "ML-Kraken scoring",
-                body={"oneOf": kraken_bodies} if len(kraken_bodies) > 1 else kraken_bodies[0],
-                errors=SCORING_ERRORS,
-            )
-        }
-    for tail, verbs in (("", ("get",)), ("/metadata", ("get",))):
-        for prefix, params in (
-            ("/v1/models/{model}", [tfs_model]),
-            ("/v1/models/{model}/versions/{version}", [tfs_model, version_p]),
-        ):
+    return paths
+
+
+def _kraken_paths(known: Known) -> Paths:
+    bodies = [kraken_body(None, None)] + [kraken_body(m, sig) for m, (_v, sig) in known.items()]
+    body = {"oneOf": bodies} if len(bodies) > 1 else bodies[0]
+    return {
+        path: {"post": _op("ML-Kraken scoring", body=body, errors=SCORING_ERRORS)}
+        for path in ("/api/v1/run-model", "/predict")
+    }
+
+
+def _tfs_paths(example_of: Examples) -> Paths:
+    tfs_model, version_p = example_of("model"), example_of("version")
+    prefixes = (
+        ("/v1/models/{model}", [tfs_model]),
+        ("/v1/models/{model}/versions/{version}", [tfs_model, version_p]),
+    )
+    passed = "TF Serving REST, passed through"
+    paths: Paths = {}
+    for prefix, params in prefixes:
+        for tail in ("", "/metadata"):
             paths[prefix + tail] = {
-                v: _op(
-                    "TF Serving REST, passed through",
-                    params=params,
-                    errors={"404": "unknown model"},
-                )
-                for v in verbs
+                "get": _op(passed, params=params, errors={"404": "unknown model"})
             }
-    predict = {
-        "type": "object",
-        "properties": {
-            "signature_name": {"type": "string"},
-            "instances": {"type": "array"},
-            "inputs": {},
+    bodies = {
+        "predict": {
+            "type": "object",
+            "properties": {
+                "signature_name": {"type": "string"},
+                "instances": {"type": "array"},
+                "inputs": {},
+            },
+        },
+        "examples": {
+            "type": "object",
+            "properties": {
+                "signature_name": {"type": "string"},
+                "examples": {"type": "array", "items": {"type": "object"}},
+                "context": {"type": "object"},
+            },
         },
     }
     for verb in ("predict", "classify", "regress"):
-        body = (
-            predict
-            if verb == "predict"
-            else {
-                "type": "object",
-                "properties": {
-                    "signature_name": {"type": "string"},
-                    "examples": {"type": "array", "items": {"type": "object"}},
-                    "context": {"type": "object"},
-                },
-            }
-        )
-        for prefix, params in (
-            ("/v1/models/{model}", [tfs_model]),
-            ("/v1/models/{model}/versions/{version}", [tfs_model, version_p]),
-        ):
+        body = bodies["predict" if verb == "predict" else "examples"]
+        for prefix, params in prefixes:
             paths[f"{prefix}:{verb}"] = {
                 "post": _op(
                     f"TF Serving REST {verb}, passed through",
@@ -379,36 +336,51 @@ def openapi_document(known: Mapping[str, tuple[int, Signature]] | None = None) -
                     errors={"400": "bad input", "404": "unknown model"},
                 )
             }
-    return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "modelsync gateway",
-            "version": __version__,
-            "description": "REST front door of a serving node: MLflow and ML-Kraken "
-            "scoring translated to TF Serving gRPC Predict, and TF Serving "
-            "REST passed through. Every scoring answer carries the "
-            "version that answered in X-Model-Version.",
+    return paths
+
+
+def openapi_document(known: Known | None = None) -> dict[str, Any]:
+    """``known``: model -> (its newest version seen, its serving signature)."""
+    known = known or {}
+    first = next(iter(known.items()), None)
+    model_ex, version_ex = (first[0], first[1][0]) if first else (None, None)
+
+    def example_of(name: str) -> dict[str, Any]:
+        if name == "version":
+            return param(name, VERSION_SCHEMA, example=version_ex)
+        return param(name, NAME_SCHEMA, example=model_ex)
+
+    components = {
+        "securitySchemes": {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "MODELSYNC_GATEWAY_TOKEN; routes are open when it is unset",
+            }
         },
-        "components": {
-            "securitySchemes": {
-                "bearerAuth": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "MODELSYNC_GATEWAY_TOKEN; routes are open when it is unset",
-                }
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "string"}, "metaData": {"type": "object"}},
             },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {"error": {"type": "string"}, "metaData": {"type": "object"}},
-                },
-                "MlflowError": {
-                    "type": "object",
-                    "required": ["error_code", "message"],
-                    "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
-                },
+            "MlflowError": {
+                "type": "object",
+                "required": ["error_code", "message"],
+                "properties": {"error_code": {"type": "string"}, "message": {"type": "string"}},
             },
         },
-        "paths": paths,
     }
+    return document(
+        "modelsync gateway",
+        "REST front door of a serving node: MLflow and ML-Kraken scoring translated to TF "
+        "Serving gRPC Predict, and TF Serving REST passed through. Every scoring answer "
+        "carries the version that answered in X-Model-Version.",
+        components,
+        (
+            _plumbing_paths,
+            lambda: _mlflow_paths(known, example_of),
+            lambda: _kraken_paths(known),
+            lambda: _tfs_paths(example_of),
+        ),
+    )

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import socket
 import sys
-import threading
+from collections.abc import Callable
 
 from gateway.app import Gateway
 from gateway.httpd import GatewayHTTPServer
 from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
-from gateway.tfs import TFServingClient
-from modelsync.heartbeat import EventBuffer, HeartbeatSender, local_address
+from modelsync.events import EventLog
+from modelsync.heartbeat import BeatSource, local_address
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.log import configure_logging, get_logger
+from modelsync.nodedaemon import start_heartbeats
+from modelsync.reports import GatewayStatus
+from modelsync.settings import NodeSettings
+from modelsync.tfs import TFServingClient
 
 log = get_logger("gateway")
 
@@ -27,51 +31,44 @@ def build(settings: GatewaySettings) -> tuple[Gateway, GatewayHTTPServer]:
     tfs = TFServingClient(settings.tfserving, settings.timeout_s, settings.latest_ttl_s)
     proxy = RestProxy(settings.tfserving_rest, settings.timeout_s)
     gateway = Gateway(settings, tfs, proxy)
-    server = GatewayHTTPServer(
-        gateway, settings.http_host, settings.http_port, settings.max_body_bytes
-    )
+    node = settings.node
+    server = GatewayHTTPServer(gateway, node.http_host, node.http_port, settings.max_body_bytes)
     return gateway, server
 
 
-def start_heartbeats(
-    settings: GatewaySettings, gateway: Gateway, port: int, stop: threading.Event
-) -> HeartbeatSender | None:
-    """Tell the master (role ``gateway``) where this gateway listens and what it answered
-    lately (the request history's summary), so the console can show it and try a model."""
-    if not settings.master_url:
-        return None
-    host = settings.http_host
-    if host in ("0.0.0.0", "::", ""):  # listening everywhere: the address the master sees
-        host = local_address(settings.master_url) or socket.gethostname()
-    if ":" in host:
-        host = f"[{host}]"
-    url = settings.advertise_url or f"http://{host}:{port}"
+def advertised_host(node: NodeSettings) -> str:
+    """The host part of the URL the master reaches this gateway at: the listening address, or,
+    when it listens everywhere, this machine's address on its route to the master (a node name
+    such as a Swarm node ID need not resolve), else its hostname. IPv6 in brackets."""
+    host = node.http_host
+    if host in ("0.0.0.0", "::", ""):
+        host = (node.master_url and local_address(node.master_url)) or socket.gethostname()
+    return f"[{host}]" if ":" in host else host
 
-    def status() -> dict[str, object]:
+
+def beat_status(
+    settings: GatewaySettings, gateway: Gateway, port: int
+) -> Callable[[], GatewayStatus]:
+    """What the gateway's heartbeats (role ``gateway``) tell the master: where it listens and
+    what it answered lately (the request history's summary), so the console can show it and try
+    a model."""
+    url = settings.advertise_url or f"http://{advertised_host(settings.node)}:{port}"
+
+    def status() -> GatewayStatus:
         return {"url": url, "auth": settings.token is not None, **gateway.summary()}
 
-    return HeartbeatSender(
-        settings.master_url,
-        settings.node_token,
-        settings.node_id,
-        "gateway",
-        settings.heartbeat_s,
-        status,
-        EventBuffer(100),
-        lambda: None,
-        stop,
-    ).start()
+    return status
 
 
 def main(port: int | None = None) -> int:
     settings = GatewaySettings.from_env().with_port(port)
-    configure_logging(settings.log_level)
+    configure_logging(settings.node.log_level)
     stop = install_stop_handlers()
     gateway, server = build(settings)
     server.start()
     log.info(
         "gateway_started",
-        host=settings.http_host,
+        host=settings.node.http_host,
         port=server.port,
         tfserving=settings.tfserving,
         tfserving_rest=settings.tfserving_rest,
@@ -80,7 +77,11 @@ def main(port: int | None = None) -> int:
         sample=settings.history_sample,
         capture=settings.capture,
     )
-    start_heartbeats(settings, gateway, server.port, stop)
+    status = beat_status(settings, gateway, server.port)
+    start_heartbeats(
+        settings.node,
+        BeatSource("gateway", status, EventLog(log, 100), stop, outbox=gateway.telemetry),
+    )
     wait_for_stop(stop)
     log.info("gateway_stopping")
     server.stop()

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
 from dataclasses import dataclass
 
-from modelsync.settings import Env, SettingsError, http_port
+from modelsync.settings import Env, NodeSettings, SettingsError, host_port
 
 DEFAULT_PORT = 8080
 MIN_TOKEN_CHARS = 16
 
 
-def host_port(env: Env, name: str, default: str) -> str:
-    """``host:port`` (an ``http://`` prefix and a trailing ``/`` are dropped)."""
-    value = env.text(name, default).removeprefix("http://").rstrip("/")
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or "/" in value or not port.isdigit() or not 0 < int(port) < 65536:
-        raise SettingsError(f"{name}: expected host:port, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True)
 class GatewaySettings:
-    http_host: str = "127.0.0.1"
-    http_port: int = DEFAULT_PORT
+    node: NodeSettings  # which node, where the gateway listens, whom it tells (no model root)
     tfserving: str = "127.0.0.1:8500"
     tfserving_rest: str = "127.0.0.1:8501"
     token: str | None = None
@@ -35,11 +24,6 @@ class GatewaySettings:
     max_body_bytes: int = 16 * 2**20
     timeout_s: float = 30.0
     latest_ttl_s: float = 2.0
-    log_level: str = "info"
-    node_id: str = ""
-    master_url: str | None = None  # heartbeats (the request history summary) go there
-    node_token: str | None = None
-    heartbeat_s: float = 10.0
     advertise_url: str | None = None  # how the master reaches this gateway (try-it)
 
     @classmethod
@@ -50,14 +34,8 @@ class GatewaySettings:
             raise SettingsError(
                 f"MODELSYNC_GATEWAY_TOKEN: must be at least {MIN_TOKEN_CHARS} characters long"
             )
-        level = env.text("MODELSYNC_LOG_LEVEL", "info").lower()
-        if level not in ("debug", "info", "warning", "error", "critical"):
-            raise SettingsError(
-                f"MODELSYNC_LOG_LEVEL: expected debug, info, warning or error, got {level!r}"
-            )
         return cls(
-            http_host=env.text("MODELSYNC_HTTP_HOST", "127.0.0.1"),
-            http_port=http_port(env, DEFAULT_PORT),
+            node=NodeSettings.from_env(env, default_port=DEFAULT_PORT),
             tfserving=host_port(env, "MODELSYNC_TFSERVING", "127.0.0.1:8500"),
             tfserving_rest=host_port(env, "MODELSYNC_TFSERVING_REST", "127.0.0.1:8501"),
             token=token,
@@ -75,16 +53,11 @@ class GatewaySettings:
                 "MODELSYNC_GATEWAY_MAX_BODY_BYTES", 16 * 2**20, minimum=1, maximum=2**31
             ),
             timeout_s=env.number("MODELSYNC_GATEWAY_TIMEOUT_S", 30.0, minimum=0.01, maximum=3600),
-            node_id=env.text("MODELSYNC_NODE_ID", socket.gethostname()),
-            master_url=env.opt_text("MODELSYNC_MASTER_URL"),
-            node_token=env.secret("MODELSYNC_NODE_TOKEN"),
-            heartbeat_s=env.number("MODELSYNC_HEARTBEAT_S", 10.0, minimum=0.5),
             advertise_url=env.opt_text("MODELSYNC_GATEWAY_URL"),
             latest_ttl_s=env.number(
                 "MODELSYNC_GATEWAY_LATEST_TTL_S", 2.0, minimum=0.0, maximum=3600
             ),
-            log_level=level,
         )
 
     def with_port(self, port: int | None) -> GatewaySettings:
-        return self if port is None else dataclasses.replace(self, http_port=port)
+        return self if port is None else dataclasses.replace(self, node=self.node.with_port(port))

@@ -20,10 +20,11 @@ STATE_KEY = "modelsync.state"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def state() -> MasterState:
@@ -35,9 +36,13 @@ def need(kind: str) -> str:
     """The caller must be of ``kind`` (node, admin, or read): a bearer token, or a signed-in
     console session (whose writes carry its CSRF token). See ``master.auth``."""
     try:
-        return auth.need(state().settings, kind)
+        return auth.guard().need(kind)
     except auth.AuthError as exc:
-        raise ApiError(exc.status, exc.message) from None
+        raise ApiError(exc.status, exc.message, retry_after(exc)) from None
+
+
+def retry_after(exc: auth.AuthError) -> dict[str, str]:
+    return {"Retry-After": str(exc.retry_after_s)} if exc.retry_after_s else {}
 
 
 def body() -> dict[str, Any]:
@@ -111,5 +116,9 @@ def write_policy(
     )
 
 
-def json_error(status: int, message: str) -> tuple[Response, int]:
-    return jsonify({"error": message, "request_id": g.get("request_id")}), status
+def json_error(
+    status: int, message: str, headers: dict[str, str] | None = None
+) -> tuple[Response, int]:
+    resp = jsonify({"error": message, "request_id": g.get("request_id")})
+    resp.headers.update(headers or {})
+    return resp, status

@@ -10,17 +10,19 @@ from pathlib import Path
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from master import auth, policy_ops
+from master import policy_ops, security
 from master.api import STATE_KEY, ApiError, json_error, log
 from master.routes import (
     cluster,
     console,
     health,
+    jobs,
     models,
     nodes,
     rollout,
     scoring,
     telemetry,
+    watch,
 )
 from master.settings import MasterSettings
 from master.state import MasterState, Unavailable
@@ -28,7 +30,7 @@ from modelsync.store import RemoteStore, StoreError
 
 ROOT = Path(__file__).parent  # templates/ and static/
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-QUIET_ROUTES = {"/v1/nodes/heartbeat"}  # logged only when they fail
+QUIET_ROUTES = {"/v1/nodes/heartbeat", "/v1/watch"}  # logged only when they fail
 
 
 def create_app(
@@ -40,9 +42,7 @@ def create_app(
     app = Flask("modelsync-master", root_path=str(ROOT))
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     app.extensions[STATE_KEY] = state
-    console.configure(
-        app, settings.session_s, settings.session_secure, auth.session_secret(settings)
-    )
+    security.install(app, settings, state.db)
     for blueprint in (
         health.bp,
         nodes.bp,
@@ -51,6 +51,8 @@ def create_app(
         telemetry.bp,
         rollout.bp,
         scoring.bp,
+        jobs.bp,
+        watch.bp,
         console.bp,
     ):
         app.register_blueprint(blueprint)
@@ -79,7 +81,7 @@ def create_app(
             )
         return resp
 
-    app.register_error_handler(ApiError, lambda e: json_error(e.status, e.message))
+    app.register_error_handler(ApiError, lambda e: json_error(e.status, e.message, e.headers))
     app.register_error_handler(policy_ops.Conflict, lambda e: json_error(409, str(e)))
     app.register_error_handler(policy_ops.Unprocessable, lambda e: json_error(422, str(e)))
     app.register_error_handler(Unavailable, lambda e: json_error(503, str(e)))

@@ -1,63 +1,215 @@
 """Who may do what: bearer tokens for programs, a signed session cookie for people.
 
-- API clients send ``Authorization: Bearer <token>``: the node token (heartbeats), the read
-  token (reads) or the admin token (reads and writes).
+- API clients send ``Authorization: Bearer <token>``: the read token (reads), the admin token
+  (reads and writes), a node's own token (its heartbeats and its watch only;
+  ``modelsync.nodeauth``), or the publish token (telling the master a version was published,
+  nothing else; the admin token may do it too).
 - The console signs a person in once: a form posts a token, and the master answers with a
-  session cookie (HttpOnly, SameSite=Strict, signed with a key derived from the admin token,
-  expiring after ``MODELSYNC_SESSION_S``) that stands for the token's kind. A session holds a
-  hash of its token, so rotating a token ends the sessions made with it. Writes made with a
-  session cookie must carry the session's CSRF token in ``X-CSRF-Token`` (the console's pages
-  have it); a cross-site request can carry the cookie neither (SameSite) nor the header.
+  session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS, expiring after
+  ``MODELSYNC_SESSION_S``) signed with the session key — a random secret of its own
+  (``MODELSYNC_SESSION_KEY``, else one made once and kept in the master's SQLite file), never
+  derived from a token. The cookie holds the token's kind and a keyed fingerprint of it (an
+  HMAC under the session key: rotating a token ends its sessions, and the readable cookie gives
+  no offline guess at the token). Writes made with a session cookie must carry the session's
+  CSRF token in ``X-CSRF-Token`` (the console's pages have it); a cross-site request can carry
+  the cookie neither (SameSite) nor the header.
+- Wrong tokens are counted per client address: after ``MODELSYNC_AUTH_FAILURES`` within
+  ``MODELSYNC_AUTH_WINDOW_S`` (sign-in attempts and bearer tokens separately), every further
+  attempt from that address is answered 429 until the window has passed, right or wrong.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
+import math
 import secrets
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
 
-from flask import request, session
+from flask import current_app, request, session
 
+from master.db import Database
 from master.settings import MasterSettings
+from modelsync import nodeauth
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSRF_HEADER = "X-CSRF-Token"
+GUARD_KEY = "modelsync.guard"
+SESSION_KEY_META = "session_key"
+MAX_TRACKED_ADDRESSES = 10_000
 
 
 class AuthError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
-def session_secret(settings: MasterSettings) -> bytes:
-    """The cookie-signing key: derived from the admin token, so every worker and restart of
-    the master signs alike, and a new admin token ends every session."""
-    return hmac.new(
-        settings.admin_token.encode(), b"modelsync console session v1", hashlib.sha256
-    ).digest()
+def session_key(settings: MasterSettings, db: Database) -> bytes:
+    """The cookie-signing key: the setting, else a random key made once and kept in SQLite (so
+    every worker and restart signs alike). ``master.server`` calls this before the workers
+    fork, so they never race to make it."""
+    if settings.session_key:
+        return settings.session_key.encode()
+    stored = db.get_meta(SESSION_KEY_META)
+    if stored is None:
+        db.set_meta(SESSION_KEY_META, secrets.token_hex(32))
+        stored = db.get_meta(SESSION_KEY_META)
+    assert stored is not None
+    return stored.encode()
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()[:32]
+class FailureLimiter:
+    """Failures per client address in a sliding window; an address past ``limit`` is blocked
+    until its oldest counted failure leaves the window. Bounded memory."""
+
+    def __init__(
+        self, limit: int, window_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._fails: collections.OrderedDict[str, collections.deque[float]] = (
+            collections.OrderedDict()
+        )
+
+    def retry_after(self, address: str) -> float:
+        """Seconds until ``address`` may try again (0: now)."""
+        now = self._clock()
+        with self._lock:
+            times = self._fails.get(address)
+            if times is None:
+                return 0.0
+            while times and times[0] <= now - self.window_s:
+                times.popleft()
+            if not times:
+                del self._fails[address]
+                return 0.0
+            return times[0] + self.window_s - now if len(times) >= self.limit else 0.0
+
+    def failed(self, address: str) -> None:
+        now = self._clock()
+        with self._lock:
+            times = self._fails.setdefault(address, collections.deque(maxlen=self.limit))
+            times.append(now)
+            self._fails.move_to_end(address)
+            while len(self._fails) > MAX_TRACKED_ADDRESSES:
+                self._fails.popitem(last=False)
 
 
-def _matches(token: str | None, expected: str | None) -> bool:
-    return bool(token and expected and hmac.compare_digest(token.encode(), expected.encode()))
+class Guard:
+    """The master's checks of who calls, for one app (``current_app.extensions``)."""
+
+    def __init__(self, settings: MasterSettings, key: bytes) -> None:
+        self.settings = settings
+        self.key = key
+        self.logins = FailureLimiter(settings.auth_failures, settings.auth_window_s)
+        self.bearers = FailureLimiter(settings.auth_failures, settings.auth_window_s)
+
+    # --- tokens ---------------------------------------------------------------------------------
+    def token_kind(self, token: str | None) -> str | None:
+        """ "admin", "read", "publish", "node" (a valid node token) or None."""
+        if not token:
+            return None
+        for kind, expected in (
+            ("admin", self.settings.admin_token),
+            ("read", self.settings.read_token),
+            ("publish", self.settings.publish_token),
+        ):
+            if expected and hmac.compare_digest(token.encode(), expected.encode()):
+                return kind
+        if nodeauth.verified_node(self.settings.node_secret, token) is not None:
+            return "node"
+        return None
+
+    def node_id(self) -> str | None:
+        """The node the request's bearer token belongs to (None: no valid node token)."""
+        token = _bearer()
+        return None if token is None else nodeauth.verified_node(self.settings.node_secret, token)
+
+    def _fingerprint(self, kind: str, token: str) -> str:
+        mac = hmac.new(self.key, f"session {kind}\n{token}".encode(), hashlib.sha256)
+        return mac.hexdigest()[:32]
+
+    # --- people ---------------------------------------------------------------------------------
+    def sign_in(self, token: str) -> str | None:
+        """Open a session for a read or admin token; returns its kind (None: refused).
+        AuthError 429 while this address has failed too often."""
+        address = _address()
+        _check_limit(self.logins, address, "sign-in")
+        token = token.strip()
+        kind = self.token_kind(token)
+        if kind not in ("admin", "read"):
+            self.logins.failed(address)
+            return None
+        session.clear()
+        session.permanent = True
+        session.update(
+            {"kind": kind, "tok": self._fingerprint(kind, token), "csrf": secrets.token_urlsafe(24)}
+        )
+        return kind
+
+    def session_kind(self) -> str | None:
+        """The kind of the signed-in person, if the session's token is still current."""
+        kind, tok = session.get("kind"), session.get("tok")
+        expected = {"admin": self.settings.admin_token, "read": self.settings.read_token}.get(
+            str(kind)
+        )
+        if not expected or not isinstance(tok, str):
+            return None
+        if not hmac.compare_digest(tok, self._fingerprint(str(kind), expected)):
+            return None
+        return str(kind)
+
+    # --- every route ----------------------------------------------------------------------------
+    def caller(self) -> tuple[str | None, str]:
+        """(kind, how): the bearer token's kind, else the session's."""
+        token = _bearer()
+        if token is not None:
+            address = _address()
+            _check_limit(self.bearers, address, "bearer token")
+            kind = self.token_kind(token)
+            if kind is None:
+                self.bearers.failed(address)
+            return kind, "bearer"
+        return self.session_kind(), "session"
+
+    def need(self, kind: str) -> str:
+        """The caller must be of ``kind``: node, admin, read (read or admin) or publish
+        (publish or admin). Returns how it authenticated ("bearer" or "session")."""
+        have, how = self.caller()
+        if have is None:
+            raise AuthError(
+                401,
+                "invalid token"
+                if how == "bearer"
+                else "missing bearer token (or sign in at /login)",
+            )
+        ok = have == kind or (kind in ("read", "publish") and have == "admin")
+        if not ok:
+            raise AuthError(403, f"this route needs the {kind} token")
+        if how == "session" and request.method not in SAFE_METHODS:
+            sent = request.headers.get(CSRF_HEADER, "")
+            if not sent or not hmac.compare_digest(sent, csrf_token()):
+                raise AuthError(
+                    403, f"a write from the console needs its CSRF token in {CSRF_HEADER}"
+                )
+        return how
 
 
-def token_kind(settings: MasterSettings, token: str | None) -> str | None:
-    """ "admin", "read", "node" or None."""
-    for kind, expected in (
-        ("admin", settings.admin_token),
-        ("read", settings.read_token),
-        ("node", settings.node_token),
-    ):
-        if _matches(token, expected):
-            return kind
-    return None
+def _check_limit(limiter: FailureLimiter, address: str, what: str) -> None:
+    wait = limiter.retry_after(address)
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise AuthError(
+            429, f"too many wrong tokens ({what}) from this address: retry in {seconds} s", seconds
+        )
 
 
 def _bearer() -> str | None:
@@ -67,59 +219,14 @@ def _bearer() -> str | None:
     return None
 
 
-def sign_in(settings: MasterSettings, token: str) -> str | None:
-    """Open a session for a read or admin token; returns its kind (None: refused)."""
-    kind = token_kind(settings, token.strip())
-    if kind not in ("admin", "read"):
-        return None
-    session.clear()
-    session.permanent = True
-    session.update({"kind": kind, "tok": _digest(token.strip()), "csrf": secrets.token_urlsafe(24)})
-    return kind
+def _address() -> str:
+    return request.remote_addr or "unknown"
 
 
-def session_kind(settings: MasterSettings) -> str | None:
-    """The kind of the signed-in person, if the session's token is still current."""
-    kind, tok = session.get("kind"), session.get("tok")
-    expected = {"admin": settings.admin_token, "read": settings.read_token}.get(str(kind))
-    if not expected or not isinstance(tok, str) or not hmac.compare_digest(tok, _digest(expected)):
-        return None
-    return str(kind)
+def guard() -> Guard:
+    g: Guard = current_app.extensions[GUARD_KEY]
+    return g
 
 
 def csrf_token() -> str:
     return str(session.get("csrf", ""))
-
-
-def caller(settings: MasterSettings) -> tuple[str | None, str]:
-    """(kind, how): the bearer token's kind, else the session's."""
-    token = _bearer()
-    if token is not None:
-        return token_kind(settings, token), "bearer"
-    return session_kind(settings), "session"
-
-
-def need(settings: MasterSettings, kind: str) -> str:
-    """The caller must be of ``kind``: node, admin, or read (read or admin). Returns how it
-    authenticated ("bearer" or "session")."""
-    have, how = caller(settings)
-    if have is None:
-        raise AuthError(
-            401,
-            "invalid token"
-            if how == "bearer" and _bearer()
-            else "missing bearer token (or sign in at /login)",
-        )
-    ok = have == kind or (kind == "read" and have == "admin")
-    if not ok:
-        raise AuthError(403, f"this route needs the {kind} token")
-    if how == "session" and request.method not in SAFE_METHODS:
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not sent or not hmac.compare_digest(sent, csrf_token()):
-            raise AuthError(403, f"a write from the console needs its CSRF token in {CSRF_HEADER}")
-    return how
-
-
-def who(settings: MasterSettings) -> dict[str, Any]:
-    kind, how = caller(settings)
-    return {"kind": kind, "via": how}

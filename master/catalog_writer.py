@@ -10,10 +10,18 @@ its listed generation, and its parsed manifest cached by (object name, generatio
 marker is known from the listing's size and never read, and a state the catalog in place
 already records for the same marker generation and fingerprint is kept without a read (a
 restarted master reads no marker again). A steady-state refresh reads nothing but the listing.
+
+``refresh_version`` puts one version into the catalog at once (``modelsync publish`` tells the
+master after writing ``_READY``): one listing of that version, its marker read once, and the
+body rewritten with ``if_generation_match`` — without waiting for the next ``catalog_s`` and
+without listing the whole bucket. It keeps the catalog's ``listed_at``: only a whole listing
+says the catalog is fresh. ``on_generation`` hears every generation of the catalog the writer
+meets (the watch wakes the nodes with it).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +39,9 @@ from modelsync.layout import (
     BucketListing,
     ObjectInfo,
     SettleTracker,
+    marker_object,
     parse_listing,
+    prefix_dir,
     version_prefix,
 )
 from modelsync.log import get_logger
@@ -52,6 +62,19 @@ Parsed = Manifest | ManifestError | None
 log = get_logger("master")
 
 
+@dataclass(frozen=True)
+class VersionRefresh:
+    """What ``refresh_version`` did: the version's entry (None: not in the bucket), whether
+    the body was rewritten, and the catalog's generation after it."""
+
+    model: str
+    version: int
+    complete: bool
+    written: bool
+    generation: int | None
+    reason: str | None = None  # why the version is not complete
+
+
 @dataclass
 class RefreshResult:
     written: bool
@@ -69,8 +92,11 @@ class CatalogWriter:
         settings: StoreSettings,
         settle_s: float,
         clock: Callable[[], float] = time.time,
+        on_generation: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_generation = on_generation
+        self._lock = threading.RLock()  # the catalog loop and the publishers' notifications
         self.settings = settings
         self.name = catalog_object(settings.prefix)
         self.tracker = SettleTracker(settle_s)
@@ -84,39 +110,119 @@ class CatalogWriter:
     def reload(self) -> None:
         """Read the catalog in the bucket (for a process that does not write it), when its
         generation changed."""
-        info = self.store.stat(self.name)
-        if info is not None and info.generation != self.generation:
-            self.current = parse_catalog(self.store.read(info.name, generation=info.generation))
-            self.generation = info.generation
+        with self._lock:
+            info = self.store.stat(self.name)
+            if info is not None and info.generation != self.generation:
+                body = self.store.read(info.name, generation=info.generation)
+                self.current = parse_catalog(body)
+                self._seen(info.generation)
+
+    def _seen(self, generation: int | None) -> None:
+        self.generation = generation
+        if generation is not None and self.on_generation is not None:
+            self.on_generation(generation)
 
     def refresh(self) -> RefreshResult:
         """List the bucket and bring the catalog up to date. A StoreError is recorded in
         ``last_error`` and raised; the last catalog stays in place."""
-        try:
-            return self._refresh()
-        except StoreError as exc:
-            self.last_error = str(exc)
-            raise
+        with self._lock:
+            try:
+                return self._refresh()
+            except StoreError as exc:
+                self.last_error = str(exc)
+                raise
+
+    def refresh_version(self, model: str, version: int) -> VersionRefresh:
+        """Put ``model``/``version`` into the catalog now (see the module's docstring). With
+        no catalog in the bucket yet, this is a whole refresh."""
+        with self._lock:
+            for _attempt in range(4):
+                info = self.store.stat(self.name)
+                if info is None:
+                    self._refresh()
+                    return self._version_result(model, version, written=True)
+                if self.current is None or info.generation != self.generation:
+                    body = self.store.read(self.name, generation=info.generation)
+                    self.current = parse_catalog(body)
+                    self._seen(info.generation)
+                updated = self._with_version(self.current, model, version)
+                if updated.same_content(self.current):
+                    return self._version_result(model, version, written=False)
+                stamp = {LISTED_AT: (info.metadata or {}).get(LISTED_AT, f"{self.clock():.3f}")}
+                try:
+                    new = self.store.write(
+                        self.name,
+                        dump_catalog(updated),
+                        if_generation_match=info.generation,
+                        content_type="application/json",
+                        metadata=stamp,
+                    )
+                except PreconditionFailed:
+                    continue  # the catalog loop (or another master) wrote: apply it again
+                self.current = updated
+                self._seen(new.generation)
+                log.info(
+                    "catalog_version_written",
+                    model=model,
+                    version=version,
+                    generation=new.generation,
+                )
+                return self._version_result(model, version, written=True)
+            raise StoreError(f"{self.name}: changed concurrently 4 times; try again")
+
+    def _with_version(self, base: Catalog, model: str, version: int) -> Catalog:
+        prefix, marker = self.settings.prefix, self.settings.marker
+        objects = self.store.list_objects(version_prefix(prefix, model, version))
+        listing = parse_listing(objects, prefix, marker)
+        markers = [o for o in objects if o.name.endswith("/" + marker)]
+        states = self._manifest_states(listing, markers, prune=False)
+        one = build_catalog(listing, SettleTracker.markers_only(), self.clock(), prefix, states)
+        models = {m: dict(vs) for m, vs in base.models.items()}
+        entry = one.models.get(model, {}).get(version)
+        if entry is None:
+            models.get(model, {}).pop(version, None)
+        else:
+            models.setdefault(model, {})[version] = entry
+        return Catalog(
+            models={m: vs for m, vs in models.items() if vs},
+            skipped=base.skipped,
+            generated_at=self.clock(),
+            prefix=prefix,
+        )
+
+    def _version_result(self, model: str, version: int, written: bool) -> VersionRefresh:
+        entry = (self.current.models if self.current else {}).get(model, {}).get(version)
+        reason = None
+        if entry is None:
+            reason = "not in the bucket"
+        elif not entry.complete:
+            reason = entry.problem or "incomplete (no marker, or its manifest does not match)"
+        return VersionRefresh(
+            model,
+            version,
+            entry is not None and entry.complete,
+            written,
+            self.generation,
+            reason,
+        )
 
     def _refresh(self) -> RefreshResult:
         started = time.monotonic()
         before = sum(self.store.calls.values())
         prefix, marker = self.settings.prefix, self.settings.marker
-        objects = self.store.list_objects(prefix + "/" if prefix else "")
+        objects = self.store.list_objects(prefix_dir(prefix))
         listing = parse_listing(objects, prefix, marker)
         info = self.store.stat(self.name)
         if info is not None and (self.current is None or info.generation != self.generation):
             try:  # another writer (or our previous life) wrote it: compare with what is there
                 self.current = parse_catalog(self.store.read(self.name, generation=info.generation))
-                self.generation = info.generation
+                self._seen(info.generation)
             except Exception:  # unreadable (malformed, or the read failed): rewrite it
                 self.current, self.generation = None, info.generation
         markers = [o for o in objects if o.name.endswith("/" + marker)]
         states = self._manifest_states(listing, markers)
         now = self.clock()
-        catalog = build_catalog(
-            listing, self.tracker, now, prefix, states, published_times(markers, prefix)
-        )
+        catalog = build_catalog(listing, self.tracker, now, prefix, states)
         written = patched = False
         stamp = {LISTED_AT: f"{now:.3f}"}
         if info is not None and self.current is not None and catalog.same_content(self.current):
@@ -131,7 +237,8 @@ class CatalogWriter:
                     content_type="application/json",
                     metadata=stamp,
                 )
-                self.current, self.generation, written = catalog, new.generation, True
+                self.current, written = catalog, True
+                self._seen(new.generation)
                 log.info("catalog_written", models=len(catalog.models), generation=new.generation)
             except PreconditionFailed:
                 log.warning("catalog_write_raced")  # another master wrote; next round re-reads
@@ -148,11 +255,12 @@ class CatalogWriter:
         )
 
     def _manifest_states(
-        self, listing: BucketListing, markers: list[ObjectInfo]
+        self, listing: BucketListing, markers: list[ObjectInfo], prune: bool = True
     ) -> dict[tuple[str, int], tuple[ManifestState, str | None]]:
         """(model, version) -> its manifest state. A marker is read only when neither the
         cache (by name and generation) nor the catalog in place (same marker generation, same
-        fingerprint) knows it; the cache forgets markers no longer listed."""
+        fingerprint) knows it; with ``prune`` (a whole listing) the cache forgets markers no
+        longer listed."""
         sizes = {(o.name, o.generation): o.size for o in markers}
         known = self.current.models if self.current is not None else {}
         states: dict[tuple[str, int], tuple[ManifestState, str | None]] = {}
@@ -163,7 +271,7 @@ class CatalogWriter:
                 if rv.marker_generation is None:
                     continue
                 key = (
-                    version_prefix(self.settings.prefix, model, v) + self.settings.marker,
+                    marker_object(self.settings.prefix, model, v, self.settings.marker),
                     rv.marker_generation,
                 )
                 wanted[(model, v)] = key
@@ -202,20 +310,9 @@ class CatalogWriter:
                 for key, parsed, keep in pool.map(read, sorted(set(todo))):
                     if keep:
                         cache[key] = parsed
-        self._manifests = cache
+        self._manifests = cache if prune else {**self._manifests, **cache}
         for mv, key in wanted.items():
             if mv not in states:
                 rv = listing.models[mv[0]][mv[1]]
                 states[mv] = manifest_state(cache.get(key), rv.files)
         return states
-
-
-def published_times(markers: list[ObjectInfo], prefix: str) -> dict[tuple[str, int], float]:
-    """(model, version) -> when its marker was written: the version's publication time."""
-    base = prefix + "/" if prefix else ""
-    out: dict[tuple[str, int], float] = {}
-    for o in markers:
-        parts = o.name[len(base) :].split("/") if o.name.startswith(base) else []
-        if len(parts) == 3 and o.updated is not None and parts[1].isdigit():
-            out[(parts[0], int(parts[1]))] = round(o.updated, 3)  # as the catalog stores it
-    return out

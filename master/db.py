@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from master.liveness import is_live
+
 MIGRATIONS: Sequence[str] = (
     # 1: registry and events
     """
@@ -64,6 +66,28 @@ MIGRATIONS: Sequence[str] = (
                                   PRIMARY KEY (model, minute, writer)) WITHOUT ROWID;
     CREATE INDEX telemetry_model_minute ON telemetry_model(minute);
     """,
+    # 5: batch scoring jobs (master/jobs/table.py)
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY, idempotency_key TEXT UNIQUE, state TEXT NOT NULL,
+        model TEXT NOT NULL, version INTEGER, label TEXT, format TEXT NOT NULL,
+        source TEXT NOT NULL, rows INTEGER NOT NULL DEFAULT 0, chunks INTEGER NOT NULL DEFAULT 0,
+        bytes INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, queued_at REAL,
+        finished_at REAL, expires_at REAL NOT NULL, progress TEXT NOT NULL DEFAULT '{}',
+        webhook_url TEXT, webhook TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX jobs_created ON jobs(created_at);
+    CREATE INDEX jobs_state ON jobs(state);
+    """,
+    # 6: a series per source: a node's server, or its gateway (master/telemetry.py)
+    """
+    CREATE TABLE series_by_source (id INTEGER PRIMARY KEY, node_id TEXT NOT NULL,
+                                   model TEXT NOT NULL, source TEXT NOT NULL DEFAULT 'server',
+                                   UNIQUE (node_id, model, source));
+    INSERT INTO series_by_source (id, node_id, model) SELECT id, node_id, model FROM series;
+    DROP TABLE series;
+    ALTER TABLE series_by_source RENAME TO series;
+    CREATE INDEX series_model ON series(model);
+    """,
 )
 
 
@@ -81,7 +105,7 @@ class NodeRow:
     seq: int = 0
 
     def state(self, now: float) -> str:
-        return "stale" if now - self.last_seen > 3 * self.heartbeat_s else "live"
+        return "live" if is_live(self.last_seen, self.heartbeat_s, now) else "stale"
 
 
 class Database:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from master.db import Database, NodeRow
+from master.liveness import is_live, node_state
 from modelsync.reports import nested_of, versions_of
 
 PULLER, CONFIG_MANAGER = "puller", "config_manager"
@@ -29,7 +30,7 @@ class RoleState:
     heartbeat_s: float
 
     def live(self, now: float) -> bool:
-        return now - self.last_seen <= 3 * self.heartbeat_s
+        return is_live(self.last_seen, self.heartbeat_s, now)
 
 
 @dataclass
@@ -48,10 +49,7 @@ class Fleet:
         return {n for n, rs in self.roles.items() if role in rs and rs[role].live(self.now)}
 
     def node_state(self, node_id: str) -> str:
-        states = [rs.live(self.now) for rs in self.roles.get(node_id, {}).values()]
-        if states and all(states):
-            return "live"
-        return "degraded" if any(states) else "stale"
+        return node_state(rs.live(self.now) for rs in self.roles.get(node_id, {}).values())
 
 
 class FleetIndex:
@@ -164,12 +162,11 @@ def nodes_json(rows: list[NodeRow], now: float) -> list[dict[str, Any]]:
         by_node.setdefault(row.node_id, []).append(row)
     out = []
     for node_id, node_rows in sorted(by_node.items()):
-        states = [r.state(now) == "live" for r in node_rows]
         out.append(
             {
                 "node_id": node_id,
                 "hostname": next((r.hostname for r in node_rows if r.hostname), ""),
-                "state": "live" if all(states) else "degraded" if any(states) else "stale",
+                "state": node_state(r.state(now) == "live" for r in node_rows),
                 "last_seen": max(r.last_seen for r in node_rows),
                 "roles": {r.role: role_json(r, now) for r in node_rows},
             }

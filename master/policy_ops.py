@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from master.rollout_plan import apply, operator_step
+from master.rollout_plan import ModelFleet, apply, operator_step
 from modelsync.catalog import policy_object
 from modelsync.policy import ModelPolicy, Policy, PolicyError, dump_policy, parse_policy, served_set
 from modelsync.rollout import RolloutSpec
@@ -32,9 +32,16 @@ class Unprocessable(Exception):
 
 class PolicyStore:
     def __init__(
-        self, store: RemoteStore, prefix: str, attempts: int = 8, bucket: str = ""
+        self,
+        store: RemoteStore,
+        prefix: str,
+        attempts: int = 8,
+        bucket: str = "",
+        on_generation: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_generation`` hears every generation of the policy read or written (0: none)."""
         self.store = store
+        self.on_generation = on_generation
         self.name = policy_object(prefix)
         self.uri = f"gs://{bucket}/{self.name}" if bucket else self.name
         self.attempts = attempts
@@ -42,6 +49,7 @@ class PolicyStore:
     def read(self) -> tuple[Policy, int]:
         """The policy and its generation (0: no policy object yet)."""
         info = self.store.stat(self.name)
+        self._seen(0 if info is None else info.generation)
         if info is None:
             return Policy(), 0
         try:
@@ -56,6 +64,10 @@ class PolicyStore:
                 f"malformed: {exc}; fix or replace it before changing it "
                 "through the API"
             ) from None
+
+    def _seen(self, generation: int) -> None:
+        if self.on_generation is not None:
+            self.on_generation(generation)
 
     def update(self, change: Callable[[Policy], Policy]) -> tuple[Policy, int, bool]:
         """Apply ``change`` atomically. Returns (policy, generation, written?)."""
@@ -73,6 +85,7 @@ class PolicyStore:
                 )
             except PreconditionFailed:
                 continue  # someone else wrote first: apply the change to their version
+            self._seen(info.generation)
             return new, info.generation, True
         raise Conflict(f"the policy changed concurrently {self.attempts} times; try again")
 
@@ -186,7 +199,8 @@ def rollout_action(
         if mp.rollout_state is None or spec is None:
             raise Conflict(f"{model} has no staged rollout")
         try:
-            st = operator_step(action, mp.rollout_state, now, live, model, mp, spec)
+            view = ModelFleet(model, spec, mp, live=live)
+            st = operator_step(action, mp.rollout_state, view, now)
         except ValueError as exc:
             raise Conflict(str(exc)) from None
         return p.with_model(model, apply(mp, st))

@@ -2,44 +2,69 @@
 ``rollout_s`` and writes the new states into the policy (``if_generation_match``: a write that
 lost a race to another writer is planned again from what that writer wrote).
 
+For a baking stage it first reads the stage's window of telemetry (every node's server and
+gateway figures since ``warmup_s`` after the stage's nodes all served) and judges it
+(``rollout_judge.judge_stage``); the judgement is kept in SQLite (``meta``), so that the API of
+any master process shows what the controller last decided on, and goes into the audit entry of
+the step it led to.
+
 Only the master process that runs the background jobs drives rollouts; with the master down no
 state changes, so every node stays where it is.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from master.index import CONFIG_MANAGER
-from master.rollout_plan import Step, apply, step
-from master.telemetry import merged
+from master.db import Database
+from master.index import CONFIG_MANAGER, FleetIndex
+from master.policy_ops import PolicyStore
+from master.rollout_judge import StageJudgement, judge_stage, window_start
+from master.rollout_plan import ModelFleet, Step, apply, step
+from master.telemetry import TelemetryStore
+from modelsync.catalog import Catalog
 from modelsync.log import get_logger
 from modelsync.policy import Policy
-from modelsync.rollout import Sample
+from modelsync.rollout import RolloutSpec, RolloutState
 
 log = get_logger("master")
 
 
-def sampler(state: Any, model: str, now: float) -> Callable[[int, float], Sample]:
-    """A version's figures since a time, merged over the nodes where it was the only version
-    AVAILABLE (so canary and baseline come from different nodes over the same minutes)."""
+class RolloutInputs(Protocol):
+    """What the controller reads and writes (the master's ``MasterState``)."""
 
-    def sample(version: int, since: float) -> Sample:
-        figures = merged(state.telemetry.model_minutes(model, since, now + 1).values())
-        iv = figures.by_version.get(str(version))
-        if iv is None:
-            return Sample()
-        return Sample(iv.requests, iv.error_count, iv.p99_ms)
+    db: Database
+    index: FleetIndex
+    policies: PolicyStore
+    telemetry: TelemetryStore
 
-    return sample
+    def catalog(self) -> Catalog | None: ...
+    def policy_written(self, policy: Policy | None = None, generation: int = 0) -> None: ...
+
+
+JUDGEMENT_KEY = "rollout_judgement:"  # + model: the last judgement, in the meta table
+
+
+def judge(
+    telemetry: TelemetryStore, model: str, spec: RolloutSpec, rs: RolloutState, now: float
+) -> StageJudgement:
+    """The baking stage's judgement over its window (read from SQLite)."""
+    start = window_start(spec, rs)
+    rows = telemetry.window(model, start, now + 1) if now >= start else {}
+    return judge_stage(spec, rs, rows, now)
+
+
+def last_judgement(db: Database, model: str) -> dict[str, Any] | None:
+    """The controller's last judgement of the model's rollout (any master process)."""
+    text = db.get_meta(JUDGEMENT_KEY + model)
+    return None if not text else dict(json.loads(text))
 
 
 class RolloutController:
-    def __init__(self, state: Any, interval_s: float) -> None:
-        """``state``: the master's ``MasterState`` (catalog, policies, index, telemetry)."""
+    def __init__(self, state: RolloutInputs, interval_s: float) -> None:
         self.state = state
         self.interval_s = interval_s
         self._stop = threading.Event()
@@ -74,17 +99,14 @@ class RolloutController:
                 complete = catalog.complete_versions(model) if catalog else []
                 available = {v: set(ns) for v, ns in fleet.available.get(model, {}).items()}
                 failed = {v: dict(f) for v, f in fleet.failed.get(model, {}).items()}
-                nxt = step(
-                    model,
-                    spec,
-                    policy.for_model(model),
-                    complete,
-                    live,
-                    available,
-                    failed,
-                    sampler(s, model, now),
-                    now,
-                )
+                mp = policy.for_model(model)
+                view = ModelFleet(model, spec, mp, complete, live, available, failed)
+                rs = mp.rollout_state
+                judged = None
+                if rs is not None and rs.status == "baking" and mp.pin is None:
+                    judged = judge(s.telemetry, model, spec, rs, now)
+                    s.db.set_meta(JUDGEMENT_KEY + model, json.dumps(judged.to_json()))
+                nxt = step(view, judged, now)
                 if nxt is not None:
                     steps[model] = nxt
         return steps
@@ -123,6 +145,11 @@ class RolloutController:
         }
         if st.reject is not None:
             detail["rejected"] = st.reject
+        if st.judgement is not None:
+            detail["judgement"] = st.judgement.to_json()
         self.state.db.add_event("audit", st.event, model=model, detail=detail)
         level = "warning" if st.reject is not None else "info"
-        getattr(log, level)(st.event, model=model, **detail)
+        brief = {k: v for k, v in detail.items() if k != "judgement"}
+        if st.judgement is not None:
+            brief["basis"] = st.judgement.basis()
+        getattr(log, level)(st.event, model=model, **brief)

@@ -1,24 +1,45 @@
 """One step of a staged rollout (pure: no I/O): from the policy, the bucket, the fleet's reports
-and the telemetry, the next rollout state of a model (or none: nothing to do).
+and the stage's judgement (``master.rollout_judge``), the next rollout state of a model (or
+none: nothing to do).
 
     complete -> (a newer version) validating (stage 0: the canary nodes)
     validating -> baking           once every live node of the stage has it AVAILABLE
-    baking -> validating (stage+1) after bake_s, healthy (or too few requests to judge)
+    baking -> validating (stage+1) after bake_s, judged healthy
+    baking (bake over, too few requests to judge) -> baking "waiting for traffic: 37 of 200
+                                   requests" (once), then after max_wait_s -> paused (or, with
+                                   "on_insufficient": "promote", the next stage)
     ... the last stage (every node) -> complete once all have it AVAILABLE
-    validating | baking | paused -> rolled_back   a breach: failures, error rate, p99 ratio
+    validating | baking | paused -> rolled_back   a breach: failures on a stage node, or the
+                                   judge (server errors, client errors, latency vs the baseline)
 A pin freezes every rollout of the model (the operator's escape hatch); a newer version during
-a rollout starts over from stage 0 with the same previous version.
+a rollout starts over from stage 0 with the same previous version; an operator's promote always
+moves on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
+from master.rollout_judge import StageJudgement
+from modelsync.judge import WAITING
 from modelsync.policy import ModelPolicy
-from modelsync.rollout import Health, RolloutSpec, RolloutState, Sample, judge, stage_nodes
+from modelsync.rollout import RolloutSpec, RolloutState, stage_nodes
 
-SampleFn = Callable[[int, float], Sample]  # (version, since) -> its figures since then
+
+@dataclass(frozen=True)
+class ModelFleet:
+    """What one step of a model's rollout is decided on: its spec and policy, the bucket's
+    complete versions, and the fleet's reports (live nodes, where each version is AVAILABLE or
+    failed, and why)."""
+
+    model: str
+    spec: RolloutSpec
+    policy: ModelPolicy
+    complete: Sequence[int] = ()
+    live: Sequence[str] = ()
+    available: Mapping[int, set[str]] = field(default_factory=dict)
+    failed: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -26,35 +47,22 @@ class Step:
     state: RolloutState
     event: str  # rollout_started | rollout_baking | rollout_advanced | ...
     reject: int | None = None  # a version to add to the model's rejected list
-    health: Health | None = None
+    judgement: StageJudgement | None = None  # what the step was decided on, if judged
 
 
 def start(
-    model: str,
-    spec: RolloutSpec,
-    version: int,
-    previous: int | None,
-    live: Sequence[str],
-    now: float,
-    reason: str,
+    view: ModelFleet, version: int, previous: int | None, now: float, reason: str
 ) -> RolloutState:
-    nodes = stage_nodes(model, version, spec, 0, live)
+    nodes = stage_nodes(view.model, version, view.spec, 0, view.live)
     state = RolloutState(version, previous, "validating", 0, nodes, now, now)
     return state.moved(now, "validating", reason)
 
 
-def step(
-    model: str,
-    spec: RolloutSpec,
-    mp: ModelPolicy,
-    complete: Sequence[int],
-    live: Sequence[str],
-    available: Mapping[int, set[str]],
-    failed: Mapping[int, Mapping[str, str]],
-    sample: SampleFn,
-    now: float,
-) -> Step | None:
-    candidates = sorted(set(complete) - mp.rejected)
+def step(view: ModelFleet, judged: StageJudgement | None, now: float) -> Step | None:
+    """The next state of the model's rollout, or None. ``judged``: the judgement of the baking
+    stage (``master.rollout_judge.judge_stage``), None when there is none to read."""
+    spec, mp, live, available = view.spec, view.policy, view.live, view.available
+    candidates = sorted(set(view.complete) - mp.rejected)
     rs = mp.rollout_state
     if mp.pin is not None or not candidates or not live:
         return None  # pinned; nothing to roll out; or this master hears no node: hands off
@@ -69,11 +77,9 @@ def step(
             )
         return Step(
             start(
-                model,
-                spec,
+                view,
                 target,
                 base,
-                live,
                 now,
                 f"v{target} published; v{base} is the stable version",
             ),
@@ -95,11 +101,9 @@ def step(
         if target > stable:
             return Step(
                 start(
-                    model,
-                    spec,
+                    view,
                     target,
                     stable,
-                    live,
                     now,
                     f"v{target} published (stable: v{stable})",
                 ),
@@ -109,9 +113,7 @@ def step(
     # under way: validating, baking or paused
     if target > rs.version:
         return Step(
-            start(
-                model, spec, target, rs.previous, live, now, f"v{target} superseded v{rs.version}"
-            ),
+            start(view, target, rs.previous, now, f"v{target} superseded v{rs.version}"),
             "rollout_started",
         )
     if rs.version not in candidates:
@@ -120,14 +122,13 @@ def step(
             "rollout_rolled_back",
         )
     members = set(rs.nodes)
-    failures = {n: why for n, why in failed.get(rs.version, {}).items() if n in members}
+    failures = {n: why for n, why in view.failed.get(rs.version, {}).items() if n in members}
     if failures:
-        health = judge(spec, Sample(), Sample(), failures)
+        node, why = sorted(failures.items())[0]
         return Step(
-            rs.moved(now, "rolled_back", health.reason),
+            rs.moved(now, "rolled_back", f"failed on {len(failures)} node(s), e.g. {node}: {why}"),
             "rollout_rolled_back",
             reject=rs.version,
-            health=health,
         )
     if rs.status == "paused":
         return None
@@ -151,39 +152,68 @@ def step(
             ),
             "rollout_baking",
         )
-    # baking: judge the new version against the previous one over the same minutes
-    since = rs.stage_started_at
-    health = judge(
-        spec, sample(rs.version, since), sample(rs.previous, since) if rs.previous else Sample()
-    )
-    if health.verdict == "breach":
+    return bake(view, rs, judged, now)
+
+
+def bake(
+    view: ModelFleet, rs: RolloutState, judged: StageJudgement | None, now: float
+) -> Step | None:
+    """A baking stage: a breach rolls back at once; after ``bake_s`` a healthy stage moves on
+    and one with too few requests holds (said once), then pauses (or promotes, if the spec
+    says so) ``max_wait_s`` after it began baking."""
+    spec = view.spec
+    fresh = judged is not None and (judged.version, judged.stage) == (rs.version, rs.stage)
+    if judged is None or not fresh:
+        return None  # nothing to decide on
+    baked = now - rs.stage_started_at
+    if judged.verdict == "breach":
         return Step(
-            rs.moved(now, "rolled_back", health.reason),
+            rs.moved(now, "rolled_back", f"{judged.reason} [{judged.basis()}]"),
             "rollout_rolled_back",
             reject=rs.version,
-            health=health,
+            judgement=judged,
         )
-    if now - since < spec.bake_s:
+    if baked < spec.bake_s:
         return None
-    return advance(
-        model, spec, rs, live, now, f"baked {now - since:.0f} s: {health.reason}", health
+    if judged.verdict == "healthy":
+        reason = f"baked {baked:.0f} s, judged on {judged.basis()}: {judged.reason}"
+        return advance(view, rs, now, reason, judged)
+    # too few requests of the new version (or the window has not begun): never a silent pass
+    if baked >= spec.max_wait:
+        said = f"not judged after {baked:.0f} s: {judged.reason}"
+        if spec.on_insufficient == "promote":
+            return advance(view, rs, now, f"{said}; promoted (on_insufficient: promote)", judged)
+        return Step(
+            rs.moved(
+                now,
+                "paused",
+                f"{said} (max_wait_s {spec.max_wait:g}); promote or abort",
+                paused_status="baking",
+            ),
+            "rollout_paused",
+            judgement=judged,
+        )
+    if rs.reason.startswith(WAITING) or judged.verdict != "waiting":
+        return None  # said already (the live count is in the judgement), or still warming up
+    reason = (
+        f"{judged.reason} after the {spec.bake_s:g} s bake ({judged.basis()}); pauses at "
+        f"{spec.max_wait:g} s" + (" then promotes" if spec.on_insufficient == "promote" else "")
     )
+    return Step(rs.moved(now, "baking", reason), "rollout_waiting", judgement=judged)
 
 
 def advance(
-    model: str,
-    spec: RolloutSpec,
+    view: ModelFleet,
     rs: RolloutState,
-    live: Sequence[str],
     now: float,
     reason: str,
-    health: Health | None = None,
+    judged: StageJudgement | None = None,
 ) -> Step:
     """The next stage (its nodes validate, then bake), or complete after the last."""
-    if rs.stage >= spec.stages() - 1:
-        return Step(rs.moved(now, "complete", reason), "rollout_complete", health=health)
+    if rs.stage >= view.spec.stages() - 1:
+        return Step(rs.moved(now, "complete", reason), "rollout_complete", judgement=judged)
     stage = rs.stage + 1
-    nodes = stage_nodes(model, rs.version, spec, stage, live, rs.nodes)
+    nodes = stage_nodes(view.model, rs.version, view.spec, stage, view.live, rs.nodes)
     return Step(
         rs.moved(
             now,
@@ -194,7 +224,7 @@ def advance(
             stage_started_at=now,
         ),
         "rollout_advanced",
-        health=health,
+        judgement=judged,
     )
 
 
@@ -203,16 +233,9 @@ def apply(mp: ModelPolicy, st: Step) -> ModelPolicy:
     return replace(mp, rollout_state=st.state, rejected=frozenset(rejected))
 
 
-def operator_step(
-    action: str,
-    rs: RolloutState,
-    now: float,
-    live: list[str],
-    model: str,
-    mp: ModelPolicy,
-    spec: RolloutSpec,
-) -> Step:
+def operator_step(action: str, rs: RolloutState, view: ModelFleet, now: float) -> Step:
     """pause, resume, promote (skip the rest of the bake) or abort (roll back) a rollout."""
+    model = view.model
     if not rs.active:
         raise ValueError(f"{model} has no rollout under way (status {rs.status})")
     if action == "pause":
@@ -231,9 +254,7 @@ def operator_step(
             "rollout_resumed",
         )
     if action == "promote":
-        return advance(
-            model, spec, replace(rs, status="baking"), live, now, "promoted by an operator"
-        )
+        return advance(view, replace(rs, status="baking"), now, "promoted by an operator")
     if action == "abort":
         return Step(
             rs.moved(now, "rolled_back", "aborted by an operator"),

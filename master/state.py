@@ -4,63 +4,36 @@ bucket, the catalog writer, the policy store, the metrics and the background job
 from __future__ import annotations
 
 import fcntl
+import json
 import threading
 import time
 from pathlib import Path
 from typing import IO
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
 from master import policy_ops
 from master.catalog_writer import CatalogWriter
+from master.cluster import node_counts
 from master.db import Database
 from master.index import FleetIndex
+from master.jobs.service import Jobs
+from master.metrics import MasterMetrics
 from master.rollout import RolloutController
 from master.settings import MasterSettings
 from master.telemetry import TelemetryStore
+from master.watch import Generations, WatchHub
 from modelsync.catalog import Catalog
-from modelsync.layout import SettleTracker
+from modelsync.layout import SettleTracker, incomplete_reason
 from modelsync.log import get_logger
 from modelsync.policy import Policy, dump_policy, parse_policy
 from modelsync.store import GCSStore, RemoteStore, StoreError, list_bucket
 
 log = get_logger("master")
+WATCH_META = "watch_generations"
+WATCH_SYNC_S = 0.2
 
 
 class Unavailable(Exception):
     """The bucket could not be read or written; the message says what."""
-
-
-class MasterMetrics:
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "modelsync_master_requests", "HTTP requests.", ["method", "route", "status"], registry=r
-        )
-        self.latency = Histogram(
-            "modelsync_master_request_seconds",
-            "HTTP request latency.",
-            ["route"],
-            registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
-        )
-        self.heartbeats = Counter(
-            "modelsync_master_heartbeats", "Heartbeats received.", ["role"], registry=r
-        )
-        self.catalog_refreshes = Counter(
-            "modelsync_master_catalog_refreshes",
-            "Catalog refreshes by outcome.",
-            ["outcome"],
-            registry=r,
-        )
-        self.catalog_seconds = Gauge(
-            "modelsync_master_catalog_refresh_seconds",
-            "Duration of the last catalog refresh.",
-            registry=r,
-        )
-        self.nodes = Gauge(
-            "modelsync_master_nodes", "Registered nodes by state.", ["state"], registry=r
-        )
 
 
 class MasterState:
@@ -68,18 +41,51 @@ class MasterState:
         self.settings = settings
         self.db = Database(settings.db_path)
         self.store: RemoteStore = store or GCSStore(settings.store)
-        self.writer = CatalogWriter(self.store, settings.store, settings.settle_s)
+        self.watch = WatchHub(settings.watch_max)
+        self.writer = CatalogWriter(
+            self.store,
+            settings.store,
+            settings.settle_s,
+            on_generation=lambda g: self.learn(Generations(catalog=g)),
+        )
         self.policies = policy_ops.PolicyStore(
-            self.store, settings.store.prefix, bucket=settings.store.bucket
+            self.store,
+            settings.store.prefix,
+            bucket=settings.store.bucket,
+            on_generation=lambda g: self.learn(Generations(policy=g)),
         )
         self.metrics = MasterMetrics()
         self.index = FleetIndex()
+        self.metrics.collect_fleet(self.node_counts)
         self.telemetry = TelemetryStore(self.db, settings.telemetry_retention_s).start()
         self.rollouts = RolloutController(self, settings.rollout_s)
+        self.jobs = Jobs(settings, self.db, self.store)
         self._stop = threading.Event()
         self._lock_fh: IO[str] | None = None
         self._policy_cache: tuple[float, Policy] | None = None
         self.policy_problem: str | None = None
+        if settings.workers > 1 and settings.watch_max > 0:
+            threading.Thread(target=self._follow_other_workers, name="watch", daemon=True).start()
+
+    # --- the watch ------------------------------------------------------------------------------
+    def learn(self, gens: Generations) -> None:
+        """A generation of the catalog or policy met here: wake the watches held in this
+        process, and (several workers) tell the others through SQLite."""
+        if self.watch.learn(gens.catalog, gens.policy) and self.settings.workers > 1:
+            known = self.watch.known
+            self.db.set_meta(WATCH_META, json.dumps([known.catalog, known.policy]))
+
+    def _follow_other_workers(self) -> None:
+        """With several workers, what another worker learned reaches this one's watches
+        within ``WATCH_SYNC_S`` (one read of a SQLite row)."""
+        while not self._stop.wait(WATCH_SYNC_S):
+            try:
+                raw = self.db.get_meta(WATCH_META)
+                if raw:
+                    catalog, policy = json.loads(raw)
+                    self.watch.learn(catalog, policy)
+            except Exception:  # the next round tries again
+                log.exception("watch_sync_failed")
 
     # --- background jobs (one process of the master runs them) ---------------------------------
     def start_background(self) -> bool:
@@ -94,6 +100,7 @@ class MasterState:
         self._lock_fh = fh
         threading.Thread(target=self._loop, name="catalog", daemon=True).start()
         self.rollouts.start()
+        self.jobs.start(self._stop)
         return True
 
     @property
@@ -116,6 +123,11 @@ class MasterState:
                     log.exception("retention_failed")
             self._stop.wait(self.settings.catalog_s)
 
+    def node_counts(self, now: float) -> dict[str, int]:
+        """Nodes by state (the metrics' fleet collector reads it at scrape time)."""
+        with self.index.fleet(self.db, now) as fleet:
+            return node_counts(fleet)
+
     def refresh_catalog(self) -> None:
         try:
             result = self.writer.refresh()
@@ -128,6 +140,7 @@ class MasterState:
 
     def stop(self) -> None:
         self._stop.set()
+        self.watch.close()
         self.telemetry.stop()
         self.rollouts.stop()
 
@@ -186,11 +199,11 @@ class MasterState:
             raise Unavailable(f"the bucket cannot be listed: {exc}") from None
         catalog = self.writer.current
         known = set(catalog.complete_versions(model)) if catalog else set()
-        tracker = SettleTracker(float("inf"))  # without the catalog, trust only markers
+        tracker = SettleTracker.markers_only()  # what the catalog does not know yet: markers
         now = time.time()
         fresh = {
             v
             for v, rv in listing.models.get(model, {}).items()
-            if (v in known and rv.problem() is None) or tracker.is_complete(rv, now)
+            if (v in known and rv.problem() is None) or incomplete_reason(rv, tracker, now) is None
         }
         return sorted(fresh)

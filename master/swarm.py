@@ -13,17 +13,14 @@ from typing import Any
 
 from master.db import NodeRow
 
-SOCKET = "/var/run/docker.sock"
 
-
-def swarm_view(registry: Iterable[NodeRow], now: float) -> dict[str, Any] | None:
-    if not os.path.exists(os.environ.get("MODELSYNC_DOCKER_SOCKET", SOCKET)):
+def swarm_view(registry: Iterable[NodeRow], now: float, socket: str) -> dict[str, Any] | None:
+    """``socket``: the Docker Engine's unix socket (``MODELSYNC_DOCKER_SOCKET``)."""
+    if not os.path.exists(socket):
         return None
     import docker
 
-    client = docker.DockerClient(
-        base_url="unix://" + os.environ.get("MODELSYNC_DOCKER_SOCKET", SOCKET), timeout=5
-    )
+    client = docker.DockerClient(base_url="unix://" + socket, timeout=5)
     try:
         info = client.info()
         if info.get("Swarm", {}).get("LocalNodeState") != "active":

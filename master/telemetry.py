@@ -7,9 +7,15 @@ in microseconds, the versions AVAILABLE then). The master keeps
 - ``telemetry_node``: per node and model, one row per heartbeat (``res`` 0); after an hour the rows
   are merged into 1-minute rows (``res`` 60); dropped after the retention;
 - ``telemetry_model``: per model and minute, the figures merged over every node, whole and per
-  version (a node's figures count for a version when it was the only one AVAILABLE there: TF
-  Serving's metrics carry no version label), for the graphs, the cluster view and the rollout
-  health check: a read over an hour of a model is 60 rows, whatever the fleet's size.
+  version (exact where the node's server has modelsync's per-version extension; elsewhere a
+  node's figures count for a version when it was the only one AVAILABLE there: TF Serving's
+  metrics carry no version label), for the graphs and the cluster view: a read over an hour of
+  a model is 60 rows, whatever the fleet's size.
+
+Each series has a ``source``: ``server`` (the config manager's reading of its TF Serving: every
+request the node served) or ``gateway`` (what the node's gateway answered, per version: a share
+of the same requests, so it never goes into the model's totals). The rollout judge reads both,
+per node, over its window (:meth:`TelemetryStore.window`).
 
 Quantiles over nodes or time come from merged histogram buckets, never from averaging p99s.
 Rows are buffered and written in batches by a background thread (every ``flush_s``, and before a
@@ -31,13 +37,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from master.db import Database
-from modelsync.telemetry import ModelInterval, TelemetryError, merge_intervals
+from modelsync.layout import is_model_name
+from modelsync.telemetry import (
+    GATEWAY,
+    SERVER,
+    BeatModel,
+    ModelInterval,
+    TelemetryError,
+    merge_intervals,
+)
 
 MINUTE = 60
 MAX_MODELS_PER_BEAT = 500
 RAW_KEEP_S = 3600.0  # heartbeat resolution for this long, then 1-minute rows
 WRITE_CHUNK = 250  # telemetry rows per write transaction
 BEATS_FLUSH_S = 0.25  # how late liveness may reach SQLite (master.db.Database.flush_beats)
+# the roles whose heartbeats carry telemetry, and the source their series are filed under
+TELEMETRY_SOURCES = {"config_manager": SERVER, "gateway": GATEWAY}
 
 
 @dataclass
@@ -47,11 +63,12 @@ class Figures:
     whole: ModelInterval | None = None
     by_version: dict[str, ModelInterval] = field(default_factory=dict)
 
-    def add(self, iv: ModelInterval, version: str | None) -> None:
+    def add(self, iv: ModelInterval, versions: Mapping[str, ModelInterval]) -> None:
+        """A node's figures: the whole, and per version (``per_version``)."""
         self.whole = iv if self.whole is None else merge_intervals([self.whole, iv])
-        if version is not None:
+        for version, viv in versions.items():
             old = self.by_version.get(version)
-            self.by_version[version] = iv if old is None else merge_intervals([old, iv])
+            self.by_version[version] = viv if old is None else merge_intervals([old, viv])
 
     def merge(self, other: Figures) -> None:
         if other.whole is not None:
@@ -84,19 +101,26 @@ class Figures:
 @dataclass(frozen=True)
 class NodeFigures:
     model: str
-    interval: ModelInterval
-    versions: tuple[int, ...]
-    text: str = ""  # the row as stored; parse_beat keeps the validated JSON it received
-
-    def row_text(self) -> str:
-        return self.text or json.dumps(
-            {**self.interval.to_json(), "versions": list(self.versions)}, separators=(",", ":")
-        )
+    figures: BeatModel
+    text: str = ""  # the row as stored
 
     @property
-    def version(self) -> str | None:
-        """The version these figures belong to: the only one AVAILABLE, else none."""
-        return str(self.versions[0]) if len(self.versions) == 1 else None
+    def interval(self) -> ModelInterval:
+        return self.figures.interval
+
+    def row_text(self) -> str:
+        return self.text or json.dumps(self.figures.to_json(), separators=(",", ":"))
+
+    def per_version(self) -> dict[str, ModelInterval]:
+        return per_version(self.figures)
+
+
+def per_version(fig: BeatModel) -> dict[str, ModelInterval]:
+    """A server row's figures per version: the server's own (modelsync's extension) when it has
+    them; else all of them for the only version AVAILABLE, if there was one; else none."""
+    if fig.by_version is not None:
+        return {str(v): iv for v, iv in fig.by_version.items()}
+    return {str(next(iter(fig.versions))): fig.interval} if len(fig.versions) == 1 else {}
 
 
 def parse_beat(doc: Any) -> list[NodeFigures]:
@@ -108,25 +132,11 @@ def parse_beat(doc: Any) -> list[NodeFigures]:
         raise TelemetryError(f"'telemetry': at most {MAX_MODELS_PER_BEAT} models per beat")
     out = []
     for model, figures in models.items():
-        if not isinstance(figures, dict):
-            raise TelemetryError(f"telemetry.models.{model}: expected an object")
-        figures = dict(figures)
-        versions = figures.pop("versions", [])
-        if not isinstance(versions, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in versions
-        ):
-            raise TelemetryError(f"telemetry.models.{model}.versions: expected versions")
-        iv = ModelInterval.from_json(figures)
-        if iv.requests or iv.latency.count:
-            vs = tuple(sorted(set(versions)))
-            out.append(
-                NodeFigures(
-                    str(model),
-                    iv,
-                    vs,
-                    json.dumps({**figures, "versions": list(vs)}, separators=(",", ":")),
-                )
-            )
+        if not is_model_name(model):
+            raise TelemetryError(f"telemetry.models: {model[:80]!r} is not a model name")
+        fig = BeatModel.from_json(figures, f"telemetry.models.{model}")
+        if not fig.empty:
+            out.append(NodeFigures(str(model), fig))
     return out
 
 
@@ -138,7 +148,7 @@ class TelemetryStore:
         self.writer = secrets.token_hex(6)  # this process's rows of telemetry_model
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._node_rows: list[tuple[str, str, float, float, str]] = []
+        self._node_rows: list[tuple[str, str, str, float, float, str]] = []
         self._pending: dict[tuple[str, int], list[NodeFigures]] = {}
         self._minutes: dict[tuple[str, int], Figures] = {}  # the minutes this process fills
         self._stop = threading.Event()
@@ -168,13 +178,19 @@ class TelemetryStore:
                 continue
 
     # --- writes --------------------------------------------------------------------------------
-    def add(self, node_id: str, figures: Iterable[NodeFigures], now: float) -> None:
+    def add(
+        self, node_id: str, figures: Iterable[NodeFigures], now: float, source: str = SERVER
+    ) -> None:
+        """A heartbeat's figures: one row per model in the node's series of ``source``; a
+        server's figures also go into the model's minutes (a gateway's are a share of them)."""
+        figures = list(figures)
         minute = int(now // MINUTE) * MINUTE
-        rows = [(node_id, f.model, now, f.interval.seconds, f.row_text()) for f in figures]
+        rows = [(node_id, f.model, source, now, f.interval.seconds, f.row_text()) for f in figures]
         with self._lock:
             self._node_rows.extend(rows)
-            for f in figures:
-                self._pending.setdefault((f.model, minute), []).append(f)
+            if source == SERVER:
+                for f in figures:
+                    self._pending.setdefault((f.model, minute), []).append(f)
 
     def flush(self) -> None:
         with self._flush_lock:
@@ -187,8 +203,8 @@ class TelemetryStore:
             for key, items in pending.items():
                 by_version: dict[str, list[ModelInterval]] = {}
                 for f in items:
-                    if f.version is not None:
-                        by_version.setdefault(f.version, []).append(f.interval)
+                    for version, iv in f.per_version().items():
+                        by_version.setdefault(version, []).append(iv)
                 figures = self._minutes.setdefault(key, Figures())
                 figures.merge(
                     Figures(
@@ -202,7 +218,9 @@ class TelemetryStore:
             self._minutes = {k: f for k, f in self._minutes.items() if k[1] >= newest - MINUTE}
 
     def _write(
-        self, rows: list[tuple[str, str, float, float, str]], minutes: dict[tuple[str, int], str]
+        self,
+        rows: list[tuple[str, str, str, float, float, str]],
+        minutes: dict[tuple[str, int], str],
     ) -> None:
         """In transactions of at most WRITE_CHUNK rows, so a heartbeat never queues behind a
         whole second of the fleet's figures."""
@@ -210,12 +228,12 @@ class TelemetryStore:
             chunk = rows[i : i + WRITE_CHUNK]
             with self.db.write() as conn:
                 conn.executemany(
-                    "INSERT OR IGNORE INTO series (node_id, model) VALUES (?, ?)",
-                    {(n, m) for n, m, _t, _s, _f in chunk},
+                    "INSERT OR IGNORE INTO series (node_id, model, source) VALUES (?, ?, ?)",
+                    {(n, m, src) for n, m, src, _t, _s, _f in chunk},
                 )
                 conn.executemany(
                     "INSERT INTO telemetry_node (series, t, seconds, res, figures) VALUES ("
-                    "(SELECT id FROM series WHERE node_id=? AND model=?), ?, ?, 0, ?)",
+                    "(SELECT id FROM series WHERE node_id=? AND model=? AND source=?), ?, ?, 0, ?)",
                     chunk,
                 )
         if minutes:
@@ -245,26 +263,25 @@ class TelemetryStore:
             minute = cutoff if first is None else int(first // MINUTE) * MINUTE
             if minute >= cutoff:
                 break
-            groups: dict[int, list[tuple[float, dict[str, Any]]]] = {}
+            groups: dict[int, list[tuple[float, BeatModel]]] = {}
             for series, t, text in conn.execute(
                 "SELECT series, t, figures FROM telemetry_node WHERE res=0 AND t >= ? AND t < ?",
                 (minute, minute + MINUTE),
             ):
-                groups.setdefault(series, []).append((float(t), json.loads(text)))
+                groups.setdefault(series, []).append(
+                    (float(t), BeatModel.from_json(json.loads(text)))
+                )
             out = []
             for series, items in groups.items():
-                ivs = [
-                    ModelInterval.from_json({k: v for k, v in d.items() if k != "versions"})
-                    for _t, d in items
-                ]
-                versions = sorted({v for _t, d in items for v in d.get("versions", [])})
-                iv = merge_intervals(ivs)
+                fig = items[0][1]
+                for _t, more in items[1:]:
+                    fig = fig.merge(more)
                 out.append(
                     (
                         series,
-                        max(t for t, _d in items),
-                        iv.seconds,
-                        json.dumps({**iv.to_json(), "versions": versions}, separators=(",", ":")),
+                        max(t for t, _f in items),
+                        fig.interval.seconds,
+                        json.dumps(fig.to_json(), separators=(",", ":")),
                     )
                 )
                 merged += len(items) - 1
@@ -324,17 +341,33 @@ class TelemetryStore:
 
     def node_rows(
         self, model: str, node_id: str, since: float, until: float
-    ) -> list[tuple[float, ModelInterval, tuple[int, ...]]]:
+    ) -> list[tuple[float, BeatModel]]:
+        """The rows of a node's server series (the per-node graphs)."""
         self.flush()
         out = []
         for t, text in self.db.conn().execute(
             "SELECT t, figures FROM telemetry_node JOIN series ON series.id=series "
-            "WHERE node_id=? AND model=? AND t>=? AND t<? ORDER BY t",
-            (node_id, model, since, until),
+            "WHERE node_id=? AND model=? AND source=? AND t>=? AND t<? ORDER BY t",
+            (node_id, model, SERVER, since, until),
         ):
-            doc = json.loads(text)
-            versions = tuple(doc.pop("versions", []))
-            out.append((float(t), ModelInterval.from_json(doc), versions))
+            out.append((float(t), BeatModel.from_json(json.loads(text))))
+        return out
+
+    def window(self, model: str, since: float, until: float) -> dict[tuple[str, str], BeatModel]:
+        """Per (node, source), a model's figures merged over the rows that lie wholly within
+        ``[since, until)`` (a row covers the ``seconds`` before its time): the rollout judge's
+        window, so the minutes before it (a warmup) never leak in."""
+        self.flush()
+        out: dict[tuple[str, str], BeatModel] = {}
+        for node_id, source, text in self.db.conn().execute(
+            "SELECT node_id, source, figures FROM telemetry_node JOIN series ON series.id=series "
+            "WHERE model=? AND t>=? AND t<? AND t - seconds >= ? - 0.001",
+            (model, since, until, since),
+        ):
+            fig = BeatModel.from_json(json.loads(text))
+            key = (str(node_id), str(source))
+            old = out.get(key)
+            out[key] = fig if old is None else old.merge(fig)
         return out
 
 

@@ -28,6 +28,7 @@ from modelsync.layout import (
     RESERVED_DIR,
     BucketListing,
     SettleTracker,
+    incomplete_reason,
     is_model_name,
     join,
     parse_version,
@@ -84,26 +85,23 @@ def build_catalog(
     now: float,
     prefix: str,
     manifests: Mapping[tuple[str, int], tuple[ManifestState, str | None]] | None = None,
-    published: Mapping[tuple[str, int], float] | None = None,
 ) -> Catalog:
     """``manifests``: (model, version) -> its manifest state and problem
-    (``modelsync.manifest.manifest_state``); absent: none. ``published``: (model, version) ->
-    when its marker was written."""
+    (``modelsync.manifest.manifest_state``); absent: none."""
     models: dict[str, dict[int, CatalogVersion]] = {}
     for model, versions in sorted(listing.models.items()):
         models[model] = {}
         for v, rv in sorted(versions.items()):
             state, problem = (manifests or {}).get((model, v), ("none", None))
             models[model][v] = CatalogVersion(
-                # a listing its own manifest disowns is not a version anyone may serve
-                complete=tracker.is_complete(rv, now) and state != "mismatch",
+                complete=incomplete_reason(rv, tracker, now, state) is None,
                 bytes=rv.bytes,
                 objects=len(rv.files),
                 fingerprint=rv.fingerprint,
                 manifest=state,
                 problem=problem,
                 marker=rv.marker_generation,
-                published_at=(published or {}).get((model, v)),
+                published_at=rv.marker_updated,
             )
     tracker.forget_missing(listing)
     return Catalog(

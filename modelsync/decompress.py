@@ -5,18 +5,42 @@ end-of-stream marker is an error (``tarfile`` would take it for the end of the a
 accept the truncated tarball), and each decompression step yields at most ``chunk_bytes`` (a
 small, highly compressed input cannot blow up in memory). Concatenated members and zero padding
 after the last are accepted, as ``gzip`` accepts them.
+
+gzip is inflated by the fastest zlib-compatible module installed (the one pass of a tarball
+install is bound by inflate): ``isal``'s igzip, then ``zlib-ng``, then the standard library's
+``zlib``, which is always there. They share zlib's API and its gzip checks (CRC and length).
 """
 
 from __future__ import annotations
 
 import bz2
+import importlib
 import lzma
 import zlib
+from types import ModuleType
 from typing import Any, Protocol
 
 GZIP, BZIP2, XZ, PLAIN = "gzip", "bzip2", "xz", "plain"
 _MAGIC = ((b"\x1f\x8b", GZIP), (b"BZh", BZIP2), (b"\xfd7zXZ\x00", XZ))
-_ERRORS = (zlib.error, OSError, EOFError, lzma.LZMAError, ValueError)
+# zlib-compatible inflaters, fastest first; the standard library's is the fallback
+INFLATERS = ("isal.isal_zlib", "zlib_ng.zlib_ng", "zlib")
+
+
+def fastest_inflater(names: tuple[str, ...] = INFLATERS) -> ModuleType:
+    """The first of ``names`` that imports (``zlib`` always does)."""
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    return zlib
+
+
+INFLATER = fastest_inflater()
+
+
+def _errors(inflater: ModuleType) -> tuple[type[BaseException], ...]:
+    return (inflater.error, zlib.error, OSError, EOFError, lzma.LZMAError, ValueError)
 
 
 class DecompressError(ValueError):
@@ -28,8 +52,12 @@ class Readable(Protocol):
 
 
 class Decompressed:
-    def __init__(self, raw: Readable, chunk_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self, raw: Readable, chunk_bytes: int = 1 << 20, inflater: ModuleType | None = None
+    ) -> None:
         self._raw = raw
+        self._zlib = inflater or INFLATER
+        self._errors = _errors(self._zlib)
         self._chunk = chunk_bytes
         head = b""
         while len(head) < 6 and (more := raw.read(chunk_bytes)):
@@ -42,7 +70,8 @@ class Decompressed:
 
     def _new(self) -> Any:
         if self.kind == GZIP:
-            return zlib.decompressobj(16 + zlib.MAX_WBITS)  # checks the gzip CRC and length
+            # checks the gzip CRC and length
+            return self._zlib.decompressobj(16 + self._zlib.MAX_WBITS)
         return bz2.BZ2Decompressor() if self.kind == BZIP2 else lzma.LZMADecompressor()
 
     def read(self, n: int = -1, /) -> bytes:
@@ -91,7 +120,7 @@ class Decompressed:
         data = self._read_raw() if wants_input else b""
         try:
             out = d.decompress(data, self._chunk)
-        except _ERRORS as exc:
+        except self._errors as exc:
             raise DecompressError(f"corrupt {self.kind} data: {exc}") from None
         if zlib_like:
             self._in = d.unused_data if d.eof else d.unconsumed_tail

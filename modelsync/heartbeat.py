@@ -2,22 +2,27 @@
 
 Every ``heartbeat_s`` the daemon POSTs ``/v1/nodes/heartbeat`` with its node token, a status
 summary and the events since the last beat that got through. The answer may ask for a sync now.
-The master being down changes nothing on the node: the events wait in a bounded buffer and the
-daemon keeps working.
+The master being down changes nothing on the node: the events wait in the daemon's bounded
+:class:`~modelsync.events.EventLog` and the daemon keeps working.
 """
 
 from __future__ import annotations
 
-import collections
 import socket
 import threading
+import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
 
 import requests
 
 from modelsync import __version__
+from modelsync.events import EventLog
 from modelsync.log import get_logger
+from modelsync.reports import Heartbeat, NodeStatus
+from modelsync.settings import NodeSettings
 
 log = get_logger("heartbeat")
 
@@ -26,8 +31,6 @@ def local_address(url: str) -> str | None:
     """This machine's address on the route to ``url``'s host: where a peer that this node
     reaches at ``url`` can reach it back (the kernel picks it; a UDP connect sends nothing).
     None when there is no route or the host does not resolve."""
-    from urllib.parse import urlsplit
-
     host = urlsplit(url).hostname
     if not host:
         return None
@@ -40,35 +43,6 @@ def local_address(url: str) -> str | None:
         return None
 
 
-class EventBuffer:
-    """Events with sequence numbers, bounded; the heartbeat sends those after its cursor."""
-
-    def __init__(self, maxlen: int = 1000) -> None:
-        self._items: collections.deque[tuple[int, dict[str, Any]]] = collections.deque(
-            maxlen=maxlen
-        )
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    def add(self, event: dict[str, Any]) -> None:
-        with self._lock:
-            self._seq += 1
-            self._items.append((self._seq, event))
-
-    def since(self, seq: int, limit: int = 500) -> tuple[int, list[dict[str, Any]]]:
-        with self._lock:
-            items = [(s, e) for s, e in self._items if s > seq][:limit]
-        return (items[-1][0] if items else seq), [e for _s, e in items]
-
-    def recent(self, n: int = 50) -> list[dict[str, Any]]:
-        with self._lock:
-            return [e for _s, e in list(self._items)[-n:]]
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        with self._lock:
-            return iter([e for _s, e in self._items])
-
-
 class Outbox(Protocol):
     """More to carry on a beat (e.g. request telemetry): ``take()`` gives it (or None),
     ``settle(ok)`` says whether the master got it (if not, it goes out with the next beat)."""
@@ -77,30 +51,30 @@ class Outbox(Protocol):
     def settle(self, ok: bool) -> None: ...
 
 
+def _nothing() -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class BeatSource:
+    """The daemon's side of its heartbeats: who it is, what it reports, what it has to say, when
+    it stops, and what to do when the master asks for a sync now."""
+
+    role: str  # one of modelsync.reports.ROLES
+    status: Callable[[], NodeStatus]
+    events: EventLog
+    stop: threading.Event
+    on_sync: Callable[[], None] = _nothing
+    outbox: Outbox | None = None
+
+
 class HeartbeatSender:
-    def __init__(
-        self,
-        master_url: str,
-        token: str | None,
-        node_id: str,
-        role: str,
-        heartbeat_s: float,
-        status: Callable[[], dict[str, Any]],
-        events: EventBuffer,
-        on_sync: Callable[[], None],
-        stop: threading.Event,
-        outbox: Outbox | None = None,
-    ) -> None:
-        self.url = master_url.rstrip("/") + "/v1/nodes/heartbeat"
-        self.token = token
-        self.node_id = node_id
-        self.role = role
-        self.heartbeat_s = heartbeat_s
-        self.status = status
-        self.events = events
-        self.on_sync = on_sync
-        self.stop = stop
-        self.outbox = outbox
+    def __init__(self, settings: NodeSettings, source: BeatSource) -> None:
+        if settings.master_url is None:
+            raise ValueError("heartbeats need a master_url")
+        self.url = settings.master_url.rstrip("/") + "/v1/nodes/heartbeat"
+        self.settings = settings
+        self.source = source
         self.session = requests.Session()
         self.cursor = 0
         self.ok: bool | None = None
@@ -112,48 +86,50 @@ class HeartbeatSender:
         return self
 
     def beat(self) -> bool:
-        import time
-
-        upto, events = self.events.since(self.cursor)
-        doc: dict[str, Any] = {
-            "node_id": self.node_id,
-            "role": self.role,
+        source, settings = self.source, self.settings
+        upto, events = source.events.since(self.cursor)
+        doc: Heartbeat = {
+            "node_id": settings.node_id,
+            "role": source.role,
             "hostname": socket.gethostname(),
             "version": __version__,
-            "heartbeat_s": self.heartbeat_s,
-            "status": self.status(),
-            "events": events,
+            "heartbeat_s": settings.heartbeat_s,
+            "status": source.status(),
+            "events": [e.to_json() for e in events],
         }
-        extra = self.outbox.take() if self.outbox is not None else None
+        extra = source.outbox.take() if source.outbox is not None else None
         if extra is not None:
             doc["telemetry"] = extra
-        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        token = settings.node_token
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            resp = self.session.post(self.url, json=doc, headers=headers, timeout=5)
+            # requests types its ``json`` as plain JSON values, which a TypedDict is not
+            body = cast(dict[str, Any], doc)
+            resp = self.session.post(self.url, json=body, headers=headers, timeout=5)
             if resp.status_code != 200:
                 raise requests.RequestException(f"HTTP {resp.status_code}: {resp.text[:200]}")
             answer = resp.json()
         except (requests.RequestException, ValueError) as exc:
-            if self.outbox is not None:
-                self.outbox.settle(False)
+            if source.outbox is not None:
+                source.outbox.settle(False)
             if self.ok is not False:
                 log.warning("master_unreachable", url=self.url, error=str(exc))
             self.ok = False
             return False
-        if self.outbox is not None:
-            self.outbox.settle(True)
+        if source.outbox is not None:
+            source.outbox.settle(True)
         if self.ok is False:
             log.info("master_reachable_again", url=self.url)
         self.ok, self.cursor, self.last_ok_at = True, upto, time.time()
         if answer.get("sync"):
             log.info("sync_requested_by_master")
-            self.on_sync()
+            source.on_sync()
         return True
 
     def _run(self) -> None:
-        while not self.stop.is_set():
+        while not self.source.stop.is_set():
             try:
                 self.beat()
             except Exception:  # never let the heartbeat take the daemon down
                 log.exception("heartbeat_failed")
-            self.stop.wait(self.heartbeat_s)
+            self.source.stop.wait(self.settings.heartbeat_s)

@@ -8,13 +8,14 @@ as text (Prometheus), anything else as JSON.
 from __future__ import annotations
 
 import errno
-import json
 import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from modelsync import safejson
+from modelsync.safejson import NOSNIFF
 from modelsync.settings import SettingsError
 
 Handler = Callable[[bytes], tuple[int, Any]]
@@ -60,8 +61,14 @@ class DaemonHTTPServer:
             def _handle(self, method: str) -> None:
                 path = self.path.split("?", 1)[0]
                 handler = server_self.routes.get((method, path))
-                length = int(self.headers.get("Content-Length") or 0)
+                text = (self.headers.get("Content-Length") or "0").strip()
+                if not (text.isascii() and text.isdigit()):  # no sign, no junk: -1 is refused
+                    self.close_connection = True
+                    self._send(400, {"error": "malformed Content-Length"})
+                    return
+                length = int(text)
                 if length > MAX_BODY_BYTES:
+                    self.close_connection = True  # the body is left unread
                     self._send(413, {"error": "request body too large"})
                     return
                 body = self.rfile.read(length) if length else b""
@@ -82,10 +89,11 @@ class DaemonHTTPServer:
                 if isinstance(doc, bytes):
                     data, ctype = doc, "text/plain; version=0.0.4; charset=utf-8"
                 else:
-                    data = json.dumps(doc, default=str, indent=1).encode()
+                    data = safejson.dumps(doc, default=str, indent=1).encode()
                     ctype = "application/json"
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
+                self.send_header(*NOSNIFF)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -10,12 +10,18 @@ Anything else under the prefix is skipped with a reason, never an exception.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
-MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-VERSION_RE = re.compile(r"[1-9][0-9]{0,18}\Z")
+# The one home of the name rules: the regexes below and every OpenAPI ``pattern`` come from
+# these (``json_pattern``). A node id follows the model-name rule too (safe in a path and a URL).
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+VERSION_PATTERN = r"[1-9][0-9]{0,18}"
+MODEL_NAME_RE = re.compile(NAME_PATTERN + r"\Z")
+VERSION_RE = re.compile(VERSION_PATTERN + r"\Z")
 MAX_VERSION = 2**63 - 1
 RESERVED_DIR = "_modelsync"
 TARBALL_NAME = "model.tar.gz"
@@ -24,8 +30,22 @@ _SHARD_RE = re.compile(r"variables/variables\.data-(\d{5})-of-(\d{5})\Z")
 VARIABLES_INDEX = "variables/variables.index"
 
 
+def json_pattern(pattern: str) -> str:
+    """A rule's pattern as JSON Schema (OpenAPI) writes it: anchored at both ends."""
+    return f"^{pattern}$"
+
+
 def is_model_name(name: str) -> bool:
     return bool(MODEL_NAME_RE.match(name))
+
+
+def is_version(value: object) -> bool:
+    """A version as a number: an int (not a bool) from 1 to ``MAX_VERSION``."""
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_VERSION
+
+
+def is_node_id(node_id: object) -> TypeGuard[str]:
+    return isinstance(node_id, str) and MODEL_NAME_RE.match(node_id) is not None
 
 
 def parse_version(text: str) -> int | None:
@@ -74,6 +94,7 @@ class RemoteVersion:
     version: int
     files: tuple[RemoteFile, ...]
     marker_generation: int | None = None
+    marker_updated: float | None = None  # when the marker was written: the publication time
 
     @property
     def has_marker(self) -> bool:
@@ -152,15 +173,26 @@ def join(prefix: str, *parts: str) -> str:
     return "/".join(p for p in (prefix, *parts) if p)
 
 
+def prefix_dir(prefix: str, *parts: str) -> str:
+    """The listing prefix of ``PREFIX/parts...``: with a trailing ``/``, or ``""`` for the
+    bucket root."""
+    path = join(prefix, *parts)
+    return path + "/" if path else ""
+
+
 def version_prefix(prefix: str, model: str, version: int) -> str:
-    return join(prefix, model, str(version)) + "/"
+    return prefix_dir(prefix, model, str(version))
+
+
+def marker_object(prefix: str, model: str, version: int, marker: str) -> str:
+    return version_prefix(prefix, model, version) + marker
 
 
 def parse_listing(objects: Iterable[ObjectInfo], prefix: str, marker: str) -> BucketListing:
     """Group a listing of ``PREFIX/`` into models and versions; never raises on bad names."""
-    base = prefix + "/" if prefix else ""
+    base = prefix_dir(prefix)
     files: dict[tuple[str, int], list[RemoteFile]] = {}
-    markers: dict[tuple[str, int], int] = {}
+    markers: dict[tuple[str, int], ObjectInfo] = {}
     skipped: dict[str, str] = {}
     for obj in objects:
         if not obj.name.startswith(base):
@@ -191,7 +223,7 @@ def parse_listing(objects: Iterable[ObjectInfo], prefix: str, marker: str) -> Bu
             continue
         key = (model, version)
         if rest == marker:
-            markers[key] = obj.generation
+            markers[key] = obj
             continue
         files.setdefault(key, []).append(
             RemoteFile(
@@ -201,30 +233,31 @@ def parse_listing(objects: Iterable[ObjectInfo], prefix: str, marker: str) -> Bu
     listing = BucketListing(skipped=[Skipped(p, r) for p, r in sorted(skipped.items())])
     for key in sorted(set(files) | set(markers)):
         model, version = key
+        mark = markers.get(key)
         listing.models.setdefault(model, {})[version] = RemoteVersion(
             model=model,
             version=version,
             files=tuple(sorted(files.get(key, []), key=lambda f: f.path)),
-            marker_generation=markers.get(key),
+            marker_generation=None if mark is None else mark.generation,
+            marker_updated=None if mark is None or mark.updated is None else round(mark.updated, 3),
         )
     return listing
 
 
 class SettleTracker:
-    """Decides completeness for versions without a marker: whole and unchanged for settle_s.
-
-    The caller passes the clock, so the rules stay pure and testable.
-    """
+    """Remembers when each unmarked version's listing last changed (``settled``: unchanged for
+    ``settle_s``). The caller passes the clock, so the rules stay pure and testable."""
 
     def __init__(self, settle_s: float) -> None:
         self.settle_s = settle_s
         self._seen: dict[tuple[str, int], tuple[str, float]] = {}
 
-    def is_complete(self, rv: RemoteVersion, now: float) -> bool:
-        if rv.problem() is not None:
-            return False
-        if rv.has_marker:
-            return True
+    @classmethod
+    def markers_only(cls) -> SettleTracker:
+        """A tracker under which only a marker makes a version complete."""
+        return cls(math.inf)
+
+    def settled(self, rv: RemoteVersion, now: float) -> bool:
         key = (rv.model, rv.version)
         fp = rv.fingerprint
         seen = self._seen.get(key)
@@ -239,13 +272,34 @@ class SettleTracker:
                 del self._seen[key]
 
 
+def incomplete_reason(
+    rv: RemoteVersion, tracker: SettleTracker, now: float, manifest: str = "none"
+) -> str | None:
+    """The one rule of "is this version complete?": None when it is, else why not.
+
+    Complete = the listing makes a whole SavedModel (or one tarball), its manifest (the
+    marker's body, ``manifest`` as ``modelsync.manifest.manifest_state`` gives it; "none" when
+    unread) does not disown it, and it has its marker — or, for publishers that write none, its
+    listing has not changed for the tracker's ``settle_s``."""
+    problem = rv.problem()
+    if problem is not None:
+        return problem
+    if manifest == "mismatch":
+        return "its files do not match its manifest"
+    if rv.has_marker or tracker.settled(rv, now):
+        return None
+    if math.isinf(tracker.settle_s):
+        return "no marker yet"
+    return f"no marker; waiting for its listing to stay unchanged for {tracker.settle_s:g} s"
+
+
 def complete_versions(
     listing: BucketListing, tracker: SettleTracker, now: float
 ) -> dict[str, dict[int, RemoteVersion]]:
-    """Models -> their complete versions, by the rules of the design."""
+    """Models -> their complete versions (``incomplete_reason``)."""
     out: dict[str, dict[int, RemoteVersion]] = {}
     for model, versions in listing.models.items():
-        done = {v: rv for v, rv in versions.items() if tracker.is_complete(rv, now)}
+        done = {v: rv for v, rv in versions.items() if incomplete_reason(rv, tracker, now) is None}
         if done:
             out[model] = done
     tracker.forget_missing(listing)

@@ -2,9 +2,13 @@
 
     MODEL_ROOT/<model>/<version>/…                           one version (TF Serving base_path:
                                                              MODEL_ROOT/<model>)
-    MODEL_ROOT/.modelsync/incoming/<random>/                 downloads in progress; swept at start
+    MODEL_ROOT/.modelsync/incoming/<random>/                 downloads in progress, and versions
+                                                             being removed; swept at start
     MODEL_ROOT/.modelsync/installed/<model>/<version>.json   install records
+    MODEL_ROOT/.modelsync/validated/<model>/<version>.json   validation records (the config
+                                                             manager's verdict per content)
     MODEL_ROOT/.modelsync/policy.json, catalog.json          last good policy and catalog
+    MODEL_ROOT/.modelsync/available.json                     since when each version is AVAILABLE
     MODEL_ROOT/.modelsync/models.config                      the TF Serving model config
 
 Every path under ``MODEL_ROOT/.modelsync/`` and every read or write of the files there goes
@@ -198,6 +202,17 @@ class LocalLayout:
 
     def remove_record(self, model: str, version: int) -> None:
         self.record_path(model, version).unlink(missing_ok=True)
+
+    def remove_version(self, model: str, version: int) -> None:
+        """Take a version off the disk atomically: one rename moves its directory out of
+        ``MODEL_ROOT/<model>/`` into ``incoming/`` (TF Serving never sees a half-deleted
+        version), then its install record and its files go."""
+        trash = self.new_incoming()
+        try:
+            os.rename(self.version_dir(model, version), trash / "removed")
+            self.remove_record(model, version)
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)
 
     def versions_on_disk(self) -> dict[str, list[int]]:
         out: dict[str, list[int]] = {}

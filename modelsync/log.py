@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 _ROOT = "modelsync"
+LEVELS = ("debug", "info", "warning", "error", "critical")  # MODELSYNC_LOG_LEVEL's values
 
 
 class JsonFormatter(logging.Formatter):
@@ -83,7 +84,10 @@ def get_logger(component: str) -> EventLogger:
 
 
 def configure_logging(level: str = "info", json_output: bool = True) -> None:
-    """Route the ``modelsync`` loggers to stdout (JSON) or stderr (text). Idempotent."""
+    """Route the ``modelsync`` loggers to stdout (JSON) or stderr (text). Idempotent.
+    ``level`` is one of ``LEVELS`` (``Env.log_level`` checks it where a person sets it)."""
+    if level.lower() not in LEVELS:
+        raise ValueError(f"log level: expected one of {', '.join(LEVELS)}, got {level!r}")
     root = logging.getLogger(_ROOT)
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -1,5 +1,5 @@
-"""What the two node daemons (puller, config manager) share: their HTTP routes, heartbeats and
-the process lifecycle (signal handlers that only set flags, clean stop on SIGTERM)."""
+"""What the node daemons share: their HTTP routes, heartbeats (the gateway's too) and the process
+lifecycle (signal handlers that only set flags, clean stop on SIGTERM)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from modelsync.heartbeat import EventBuffer, HeartbeatSender
+from modelsync.events import EventLog
+from modelsync.heartbeat import BeatSource, HeartbeatSender, Outbox
 from modelsync.httpd import DaemonHTTPServer, Handler
 from modelsync.lifecycle import install_stop_handlers
-from modelsync.log import EventLogger
+from modelsync.log import EventLogger, configure_logging
+from modelsync.metrics import DaemonMetrics
+from modelsync.reports import NodeStatus
 from modelsync.settings import NodeSettings
 
 
@@ -20,11 +23,16 @@ class NodeDaemon(Protocol):
     role: str
     stop_event: threading.Event
     sync_event: threading.Event
-    events: EventBuffer
+    events: EventLog
+
+    @property
+    def outbox(self) -> Outbox | None: ...  # more to carry on a beat (request telemetry)
+    @property
+    def metrics(self) -> DaemonMetrics: ...
 
     def ready(self) -> tuple[bool, dict[str, Any]]: ...
     def status(self) -> dict[str, Any]: ...
-    def summary(self) -> dict[str, Any]: ...
+    def summary(self) -> NodeStatus: ...
     def run(self) -> None: ...
     def close(self) -> None: ...
 
@@ -56,37 +64,39 @@ def node_routes(daemon: NodeDaemon, registry: CollectorRegistry) -> dict[tuple[s
     }
 
 
-def start_heartbeats(daemon: NodeDaemon, settings: NodeSettings) -> HeartbeatSender | None:
+def start_heartbeats(settings: NodeSettings, source: BeatSource) -> HeartbeatSender | None:
+    """Beat to ``settings.master_url`` until ``source.stop``; None when no master is set."""
     if not settings.master_url:
         return None
-    return HeartbeatSender(
-        settings.master_url,
-        settings.node_token,
-        settings.node_id,
-        daemon.role,
-        settings.heartbeat_s,
-        daemon.summary,
-        daemon.events,
-        daemon.sync_event.set,
-        daemon.stop_event,
-        outbox=getattr(daemon, "outbox", None),
-    ).start()
+    return HeartbeatSender(settings, source).start()
 
 
 def serve(
-    daemon: NodeDaemon,
-    settings: NodeSettings,
-    registry: CollectorRegistry,
-    log: EventLogger,
-    started: Callable[[int], None],
+    settings: NodeSettings, build: Callable[[], NodeDaemon], log: EventLogger, **started: Any
 ) -> int:
-    """Run a node daemon until SIGTERM/SIGINT: HTTP server, heartbeats, the tick loop."""
-    server = DaemonHTTPServer(
-        settings.http_host, settings.http_port, node_routes(daemon, registry)
-    ).start()
+    """Run a node daemon until SIGTERM/SIGINT: JSON logs at ``settings.log_level``, the daemon
+    (``build``: logging is set up before it says anything), its HTTP server, heartbeats and
+    tick loop. ``started``: more fields for the ``<role>_started`` log line."""
+    configure_logging(settings.log_level, json_output=True)
+    daemon = build()
+    routes = node_routes(daemon, daemon.metrics.registry)
+    server = DaemonHTTPServer(settings.http_host, settings.http_port, routes).start()
     install_stop_handlers(daemon.stop_event, daemon.sync_event)
-    started(server.port)
-    start_heartbeats(daemon, settings)
+    log.info(
+        f"{daemon.role}_started",
+        node_id=settings.node_id,
+        http=f"{settings.http_host}:{server.port}",
+        **started,
+    )
+    source = BeatSource(
+        daemon.role,
+        daemon.summary,
+        daemon.events,
+        daemon.stop_event,
+        daemon.sync_event.set,
+        daemon.outbox,
+    )
+    start_heartbeats(settings, source)
     try:
         daemon.run()
     finally:

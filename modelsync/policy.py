@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from modelsync.layout import MAX_VERSION, model_name_problem
+from modelsync.layout import is_version, model_name_problem
 from modelsync.rollout import (
     RolloutError,
     RolloutSpec,
@@ -30,7 +30,8 @@ from modelsync.rollout import (
 )
 
 SCHEMA = 1
-LABEL_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}\Z")
+LABEL_PATTERN = r"[A-Za-z][A-Za-z0-9_.-]{0,63}"
+LABEL_RE = re.compile(LABEL_PATTERN + r"\Z")
 MAX_KEEP_VERSIONS = 1000
 MAX_REJECTED = 1000
 _MODEL_KEYS = {"keep_versions", "pin", "labels", "disabled", "rollout", "rollout_state", "rejected"}
@@ -120,7 +121,7 @@ def _is_int(value: object) -> bool:
 
 
 def check_version(value: object, where: str) -> int:
-    if not _is_int(value) or not 1 <= value <= MAX_VERSION:  # type: ignore[operator]
+    if not is_version(value):
         raise PolicyError(f"{where}: expected a positive integer version, got {value!r}")
     return value  # type: ignore[return-value]
 

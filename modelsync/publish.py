@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
@@ -33,9 +33,12 @@ from modelsync.layout import (
     SAVED_MODEL_FILES,
     TARBALL_NAME,
     ObjectInfo,
+    is_version,
+    marker_object,
     model_name_problem,
     parse_listing,
     parse_version,
+    prefix_dir,
     version_prefix,
 )
 from modelsync.local import file_crc32c_b64
@@ -77,7 +80,7 @@ class Published:
 
 
 def next_version(store: GCSStore, prefix: str, model: str) -> int:
-    base = f"{prefix}/{model}/" if prefix else f"{model}/"
+    base = prefix_dir(prefix, model)
     versions = []
     for p in store.list_prefixes(base):
         v = parse_version(p[len(base) :].rstrip("/"))
@@ -169,20 +172,15 @@ def local_manifest(files: list[tuple[str, Path]], workers: int) -> Manifest:
 
 
 def _same_content(
-    store: GCSStore,
-    existing: list[ObjectInfo],
-    manifest: Manifest,
-    prefix: str,
-    marker: str,
-    model: str,
-    version: int,
+    store: GCSStore, existing: list[ObjectInfo], manifest: Manifest, model: str, version: int
 ) -> bool:
     """The version in the bucket is whole, its marker's manifest lists exactly ``manifest``'s
     files, and its objects match them."""
+    prefix, marker = store.settings.prefix, store.settings.marker
     rv = parse_listing(existing, prefix, marker).version(model, version)
     if rv is None or rv.marker_generation is None:
         return False
-    name = version_prefix(prefix, model, version) + marker
+    name = marker_object(prefix, model, version, marker)
     try:
         old = parse_manifest(store.read(name, generation=rv.marker_generation))
     except (ManifestError, StoreError):
@@ -190,136 +188,148 @@ def _same_content(
     return old is not None and old.same_files(manifest) and manifest.mismatch(rv.files) is None
 
 
+@dataclass(frozen=True)
+class PublishOptions:
+    """How to publish: ``version`` None takes the next one; ``warmup`` is a JSONL file of
+    REST-form requests, written into the published version as
+    ``assets.extra/tf_serving_warmup_requests`` (a staged copy of the directory is published;
+    the source is left as it is)."""
+
+    version: int | None = None
+    overwrite: bool = False
+    workers: int = 8
+    max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES
+    warmup: str | os.PathLike[str] | None = None
+    progress: Callable[[int, int], None] | None = None
+
+
+class _Upload:
+    """One publication's files, checked against its manifest as they land."""
+
+    def __init__(
+        self, store: GCSStore, base: str, manifest: Manifest, options: PublishOptions
+    ) -> None:
+        self.store, self.base, self.options = store, base, options
+        self.expected = {f.path: f for f in manifest.files}
+        self.total_bytes = sum(f.size for f in manifest.files)
+        self.done_bytes = 0
+        self._lock = threading.Lock()
+
+    def put(self, item: tuple[str, Path]) -> None:
+        rel, local = item
+        info = self.store.upload(self.base + rel, str(local), if_generation_match=0)
+        want = self.expected[rel]
+        if (info.size, info.crc32c) != (want.size, want.crc32c):
+            raise PublishError(
+                f"{local} changed while it was published (stored "
+                f"{info.size} bytes, crc32c {info.crc32c}; the manifest "
+                f"says {want.size}, {want.crc32c}); the version has no "
+                "marker: publish it again"
+            )
+        with self._lock:
+            self.done_bytes += want.size
+            if self.options.progress:
+                self.options.progress(self.done_bytes, self.total_bytes)
+
+
 def publish(
     store: GCSStore,
     path: str | os.PathLike[str],
     model: str,
-    *,
-    prefix: str,
-    marker: str,
-    version: int | None = None,
-    overwrite: bool = False,
-    workers: int = 8,
-    max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES,
-    progress: Callable[[int, int], None] | None = None,
-    warmup: str | os.PathLike[str] | None = None,
+    options: PublishOptions = PublishOptions(),
 ) -> Published:
-    """``warmup``: a JSONL file of REST-form requests, written into the published version as
-    ``assets.extra/tf_serving_warmup_requests`` (a staged copy of the directory is published;
-    the source is left as it is)."""
+    """Publish ``path`` as a new version of ``model`` under the store's prefix and marker."""
     started = time.monotonic()
     problem = model_name_problem(model)
     if problem:
         raise PublishError(problem)
-    if version is not None and not 1 <= version < 2**63:
-        raise PublishError(f"bad version {version}: want a positive 64-bit integer")
-    if warmup is not None:
+    if options.version is not None and not is_version(options.version):
+        raise PublishError(f"bad version {options.version}: want a positive 64-bit integer")
+    if options.warmup is not None:
         with tempfile.TemporaryDirectory(prefix="modelsync-publish-") as tmp:
-            staged = stage_warmup(Path(path), Path(warmup), Path(tmp), model, max_tar_bytes)
-            return publish(
-                store,
-                staged,
-                model,
-                prefix=prefix,
-                marker=marker,
-                version=version,
-                overwrite=overwrite,
-                workers=workers,
-                max_tar_bytes=max_tar_bytes,
-                progress=progress,
+            staged = stage_warmup(
+                Path(path), Path(options.warmup), Path(tmp), model, options.max_tar_bytes
             )
-    files = plan_files(Path(path), max_tar_bytes)
+            return publish(store, staged, model, replace(options, warmup=None))
+    marker = store.settings.marker
+    files = plan_files(Path(path), options.max_tar_bytes)
     if any(rel == marker for rel, _ in files):
         raise PublishError(f"{path}: holds a file named like the marker {marker!r}")
     try:
-        manifest = local_manifest(files, workers)
+        manifest = local_manifest(files, options.workers)
     except (OSError, ManifestError) as exc:
         raise PublishError(f"{path}: {exc}") from None
-    expected = {f.path: f for f in manifest.files}
-    total_bytes = sum(f.size for f in manifest.files)
+
+    def published(version: int, unchanged: bool = False) -> Published:
+        base = version_prefix(store.settings.prefix, model, version)
+        return Published(
+            model=model,
+            version=version,
+            files=len(files),
+            bytes=sum(f.size for f in manifest.files),
+            seconds=time.monotonic() - started,
+            uri=f"gs://{store.settings.bucket}/{base}",
+            unchanged=unchanged,
+        )
+
     try:
+        version = options.version
         if version is None:
-            version = next_version(store, prefix, model)
+            version = next_version(store, store.settings.prefix, model)
             # publishing again what the newest version holds is a no-op (CI retries, hooks)
             latest = version - 1
-            latest_objects = (
-                store.list_objects(version_prefix(prefix, model, latest)) if latest >= 1 else []
-            )
-            if latest_objects and _same_content(
-                store, latest_objects, manifest, prefix, marker, model, latest
+            if latest >= 1 and _same_content(
+                store,
+                store.list_objects(version_prefix(store.settings.prefix, model, latest)),
+                manifest,
+                model,
+                latest,
             ):
-                return Published(
-                    model=model,
-                    version=latest,
-                    files=len(files),
-                    bytes=total_bytes,
-                    seconds=time.monotonic() - started,
-                    uri=f"gs://{store.settings.bucket}/{version_prefix(prefix, model, latest)}",
-                    unchanged=True,
-                )
-        base = version_prefix(prefix, model, version)
-        existing = store.list_objects(base)
-        if existing and not overwrite:
-            raise PublishError(
-                f"gs://{store.settings.bucket}/{base} already exists "
-                f"({len(existing)} objects); use --overwrite to replace it"
-            )
-        if existing and _same_content(store, existing, manifest, prefix, marker, model, version):
-            return Published(
-                model=model,
-                version=version,
-                files=len(files),
-                bytes=total_bytes,
-                seconds=time.monotonic() - started,
-                uri=f"gs://{store.settings.bucket}/{base}",
-                unchanged=True,
-            )
-        if existing:
-            # Marker first, so no reader trusts the old version while it is replaced.
-            for obj in sorted(existing, key=lambda o: not o.name.endswith("/" + marker)):
-                store.delete(obj.name)
-        done_bytes = 0
-        lock = threading.Lock()
-
-        def put(item: tuple[str, Path]) -> None:
-            nonlocal done_bytes
-            rel, local = item
-            info = store.upload(base + rel, str(local), if_generation_match=0)
-            want = expected[rel]
-            if (info.size, info.crc32c) != (want.size, want.crc32c):
-                raise PublishError(
-                    f"{local} changed while it was published (stored "
-                    f"{info.size} bytes, crc32c {info.crc32c}; the manifest "
-                    f"says {want.size}, {want.crc32c}); the version has no "
-                    "marker: publish it again"
-                )
-            with lock:
-                done_bytes += want.size
-                if progress:
-                    progress(done_bytes, total_bytes)
-
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            list(pool.map(put, files))
-        store.write(
-            base + marker,
-            dump_manifest(manifest),
-            if_generation_match=0,
-            content_type="application/json",
-        )
+                return published(latest, unchanged=True)
+        if _write_version(store, model, version, files, manifest, options):
+            return published(version, unchanged=True)
     except PreconditionFailed as exc:
         raise PublishError(
             f"version {version} of {model} was written concurrently by someone else: {exc}"
         ) from None
     except StoreError as exc:
         raise PublishError(f"upload failed: {exc}") from None
-    return Published(
-        model=model,
-        version=version,
-        files=len(files),
-        bytes=total_bytes,
-        seconds=time.monotonic() - started,
-        uri=f"gs://{store.settings.bucket}/{base}",
+    return published(version)
+
+
+def _write_version(
+    store: GCSStore,
+    model: str,
+    version: int,
+    files: list[tuple[str, Path]],
+    manifest: Manifest,
+    options: PublishOptions,
+) -> bool:
+    """Upload the files, then the marker (last). True when the bucket already held exactly
+    this content (nothing written)."""
+    base = version_prefix(store.settings.prefix, model, version)
+    marker = store.settings.marker
+    existing = store.list_objects(base)
+    if existing and not options.overwrite:
+        raise PublishError(
+            f"gs://{store.settings.bucket}/{base} already exists "
+            f"({len(existing)} objects); use --overwrite to replace it"
+        )
+    if existing and _same_content(store, existing, manifest, model, version):
+        return True
+    # Marker first, so no reader trusts the old version while it is replaced.
+    for obj in sorted(existing, key=lambda o: not o.name.endswith("/" + marker)):
+        store.delete(obj.name)
+    upload = _Upload(store, base, manifest, options)
+    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+        list(pool.map(upload.put, files))
+    store.write(
+        base + marker,
+        dump_manifest(manifest),
+        if_generation_match=0,
+        content_type="application/json",
     )
+    return False
 
 
 class ProgressBar:

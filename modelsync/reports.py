@@ -1,32 +1,94 @@
-"""What node daemons report in their heartbeats' ``status`` (the node → master contract).
+"""What node daemons send in their heartbeats (the node → master contract): each daemon's
+``summary()`` returns its ``status`` type, the heartbeat sender builds the :class:`Heartbeat`.
 
-The master treats every field as untrusted input: ``master/index.py`` reads these with
-validation, and a malformed field counts as absent.
+The master treats every field as untrusted input: ``master/beat.py`` checks every report as it
+arrives, and ``master/index.py`` reads these again with the same rules (a malformed field counts
+as absent).
 """
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
+
+from modelsync.layout import is_model_name, is_version, parse_version
+
+ROLES = ("puller", "config_manager", "gateway")  # who sends heartbeats
+MAX_EVENTS_PER_BEAT = 1000
 
 
-class PullerStatus(TypedDict, total=False):
+class PullerStatus(TypedDict):
+    """``remote_model_puller.daemon.Puller.summary()``."""
+
     installed: dict[str, list[int]]  # model -> versions on disk
     wanted: dict[str, list[int]]  # model -> versions the policy selects
     source: str  # "catalog" | "listing" | "none"
-    last_poll_ok: bool | None
+    disk_free_bytes: int | None  # None: the disk could not be asked
+    last_poll_ok: bool | None  # None: no poll yet
     last_ok_at: float | None
     failures: list[str]  # "model/version: kind"
-    disk_free_bytes: int
 
 
-class ConfigManagerStatus(TypedDict, total=False):
+class ReloadReport(TypedDict):
+    """The config manager's last reload of TF Serving."""
+
+    at: float
+    code: int  # TF Serving's status code (0: ok)
+    error: str
+    seconds: float
+    settled: bool  # every version AVAILABLE or END within the load timeout
+    models: dict[str, list[int]]  # model -> the versions pushed
+
+
+class ConfigManagerStatus(TypedDict):
+    """``config_manager.daemon.ConfigManager.summary()``: the real models only (no shadows)."""
+
     available: dict[str, list[int]]  # model -> versions TF Serving reports AVAILABLE
-    available_since: dict[str, dict[str, float]]  # model -> version -> when (node clock)
     states: dict[str, dict[str, str]]  # model -> version -> TF Serving state
-    tfserving_up: bool | None
+    tfserving_up: bool | None  # None: not asked yet
+    available_since: dict[str, dict[str, float]]  # model -> version -> when (node clock)
     failed: dict[str, dict[str, str]]  # model -> version -> why it is left out
-    last_reload: dict[str, Any] | None
-    telemetry: dict[str, Any]  # model -> interval figures (modelsync.telemetry)
+    last_reload: ReloadReport | None
+
+
+class ModelHistory(TypedDict):
+    """What the gateway answered lately for one model (``gateway.history``)."""
+
+    count: int  # requests since start, sampled or not
+    errors: int
+    by_status: dict[str, int]  # HTTP status -> requests
+    ring: int  # entries kept
+    p50_ms: float | None  # over the ring
+    p99_ms: float | None
+    last: list[dict[str, Any]]  # the newest entries, without captured bodies
+
+
+class HistorySummary(TypedDict):
+    models: dict[str, ModelHistory]
+    sample: float
+    per_model: int
+
+
+class GatewayStatus(HistorySummary):
+    """The gateway's heartbeat status: where the master reaches it (try-it) and its history."""
+
+    url: str
+    auth: bool  # a token is required
+
+
+NodeStatus = PullerStatus | ConfigManagerStatus | GatewayStatus
+
+
+class Heartbeat(TypedDict):
+    """The body of ``POST /v1/nodes/heartbeat``."""
+
+    node_id: str
+    role: str  # one of ROLES
+    hostname: str
+    version: str  # modelsync's
+    heartbeat_s: float
+    status: NodeStatus
+    events: list[dict[str, Any]]  # ``modelsync.events.Event.to_json()``, oldest first
+    telemetry: NotRequired[dict[str, Any]]  # request telemetry (config manager), when there is
 
 
 def versions_of(status: Any, key: str) -> dict[str, set[int]]:
@@ -36,9 +98,9 @@ def versions_of(status: Any, key: str) -> dict[str, set[int]]:
         return {}
     out: dict[str, set[int]] = {}
     for model, versions in raw.items():
-        if not isinstance(model, str) or not isinstance(versions, list):
+        if not isinstance(model, str) or not is_model_name(model) or not isinstance(versions, list):
             continue
-        vs = {v for v in versions if isinstance(v, int) and not isinstance(v, bool) and v > 0}
+        vs = {v for v in versions if is_version(v)}
         if vs:
             out[model] = vs
     return out
@@ -51,13 +113,10 @@ def nested_of(status: Any, key: str) -> dict[str, dict[int, Any]]:
         return {}
     out: dict[str, dict[int, Any]] = {}
     for model, versions in raw.items():
-        if not isinstance(model, str) or not isinstance(versions, dict):
+        if not isinstance(model, str) or not is_model_name(model) or not isinstance(versions, dict):
             continue
         for v, value in versions.items():
-            try:
-                version = int(v)
-            except (TypeError, ValueError):
-                continue
-            if version > 0:
+            version = parse_version(v) if isinstance(v, str) else None
+            if version is not None:
                 out.setdefault(model, {})[version] = value
     return out

@@ -6,6 +6,14 @@ A model (or ``defaults``) may carry a rollout spec::
     "rollout": {"canary_nodes": 1, "waves": [0.25, 1.0], "bake_s": 300,
                 "max_error_rate": 0.01, "max_p99_ratio": 1.5, "min_requests": 200}
 
+and, for the judge (``modelsync.judge``; each has a default, so old specs parse as they are):
+``max_client_error_increase`` (0.05), ``confidence`` (0.99), ``warmup_s`` (a tenth of ``bake_s``,
+at most 30 s), ``max_wait_s`` (4 x ``bake_s``) and ``on_insufficient`` ("pause" or "promote").
+The old limits keep their names with a relative meaning: ``max_error_rate`` is the tolerated
+increase of the server-error rate over the baseline (and the server-error rate itself when there
+is no baseline traffic), ``max_p99_ratio`` the tolerated ratio of a tail quantile (p99 when the
+samples support it, else p95, p90 or p50), ``min_requests`` the floor of the new side's requests.
+
 The master drives a rollout by writing its state into the policy (``rollout_state``): the new
 version, the previous one, the stage (0 = canary, then one per wave), the nodes now on the new
 version, the status and why. Nodes decide alone from the policy (``policy.served_set`` with the
@@ -22,10 +30,39 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from modelsync.judge import Limits
+
 ACTIVE = ("validating", "baking", "paused")  # a rollout is under way: nodes are split
 STATUSES = (*ACTIVE, "complete", "rolled_back")
 MAX_HISTORY = 30
-_SPEC_KEYS = {"canary_nodes", "waves", "bake_s", "max_error_rate", "max_p99_ratio", "min_requests"}
+MAX_WAVES = 10
+# The one home of the spec's bounds: ``parse_spec`` checks them, ``spec_schema`` publishes them.
+# name -> (lowest, highest, whole numbers only)
+SPEC_BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "canary_nodes": (1, 10_000, True),
+    "bake_s": (0, 7 * 86400, False),
+    "max_error_rate": (0, 1, False),
+    "max_p99_ratio": (1, 1000, False),
+    "min_requests": (0, 10**9, True),
+    "max_client_error_increase": (0, 1, False),
+    "confidence": (0.5, 0.9999, False),
+    "warmup_s": (0, 86400, False),
+    "max_wait_s": (0, 30 * 86400, False),
+}
+# name -> the values it may take (the one home of the spec's choices, as SPEC_BOUNDS)
+SPEC_CHOICES: dict[str, tuple[str, ...]] = {"on_insufficient": ("pause", "promote")}
+_SPEC_KEYS = {*SPEC_BOUNDS, *SPEC_CHOICES, "waves"}
+# keys a node of an older modelsync does not know: written into the policy only when set, so a
+# spec that leaves them at their defaults stays readable by every node during an upgrade
+_JUDGE_KEYS = (
+    "max_client_error_increase",
+    "confidence",
+    "warmup_s",
+    "max_wait_s",
+    "on_insufficient",
+)
+MAX_WARMUP_S = 30.0  # the default warmup: a tenth of the bake, at most this
+WAIT_BAKES = 4  # the default max_wait_s: this many bakes
 
 
 class RolloutError(ValueError):
@@ -40,13 +77,42 @@ class RolloutSpec:
     max_error_rate: float = 0.01
     max_p99_ratio: float = 1.5
     min_requests: int = 200
+    max_client_error_increase: float = 0.05
+    confidence: float = 0.99
+    warmup_s: float | None = None  # None: a tenth of bake_s, at most MAX_WARMUP_S
+    max_wait_s: float | None = None  # None: WAIT_BAKES x bake_s
+    on_insufficient: str = "pause"  # one of SPEC_CHOICES["on_insufficient"]
 
     def stages(self) -> int:
         """The canary stage and one per wave."""
         return 1 + len(self.waves)
 
+    @property
+    def warmup(self) -> float:
+        """Seconds after a stage's nodes all serve the new version that are not judged: the
+        first requests after a load are slow on any server (lazy initialisation, allocator
+        growth, caches), and they are not the steady state a bake is about."""
+        return min(MAX_WARMUP_S, self.bake_s / 10) if self.warmup_s is None else self.warmup_s
+
+    @property
+    def max_wait(self) -> float:
+        """Seconds after a stage began baking by which it must have been judged."""
+        return WAIT_BAKES * self.bake_s if self.max_wait_s is None else self.max_wait_s
+
+    def limits(self) -> Limits:
+        """What the judge allows (``modelsync.judge.judge_sides``)."""
+        return Limits(
+            max_server_error_increase=self.max_error_rate,
+            max_client_error_increase=self.max_client_error_increase,
+            max_latency_ratio=self.max_p99_ratio,
+            min_requests=self.min_requests,
+            confidence=self.confidence,
+        )
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The spec as written in the policy: the judge's keys only when they are set (see
+        ``_JUDGE_KEYS``)."""
+        doc: dict[str, Any] = {
             "canary_nodes": self.canary_nodes,
             "waves": list(self.waves),
             "bake_s": self.bake_s,
@@ -54,11 +120,42 @@ class RolloutSpec:
             "max_p99_ratio": self.max_p99_ratio,
             "min_requests": self.min_requests,
         }
+        default = RolloutSpec()
+        for key in _JUDGE_KEYS:
+            value = getattr(self, key)
+            if value is not None and value != getattr(default, key):
+                doc[key] = value
+        return doc
+
+    def full_json(self) -> dict[str, Any]:
+        """Every key, the judge's too (None: derived from ``bake_s``); of ``RolloutSpec()``, what
+        leaving each out of a spec means."""
+        return {**self.to_json(), **{key: getattr(self, key) for key in _JUDGE_KEYS}}
+
+    def effective_json(self) -> dict[str, Any]:
+        """Every setting as the judge applies it (derived ones computed)."""
+        return {**self.full_json(), "warmup_s": self.warmup, "max_wait_s": self.max_wait}
 
 
-def _number(
-    doc: Mapping[str, Any], key: str, where: str, lo: float, hi: float, integer: bool = False
-) -> Any:
+def spec_schema() -> dict[str, Any]:
+    """The rollout spec as JSON Schema (the API's document), from the same bounds."""
+    props: dict[str, Any] = {
+        key: {"type": "integer" if integer else "number", "minimum": lo, "maximum": hi}
+        for key, (lo, hi, integer) in SPEC_BOUNDS.items()
+    }
+    for key, choices in SPEC_CHOICES.items():
+        props[key] = {"type": "string", "enum": list(choices)}
+    props["waves"] = {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": MAX_WAVES,
+        "items": {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1},
+    }
+    return {"type": "object", "additionalProperties": False, "properties": props}
+
+
+def _number(doc: Mapping[str, Any], key: str, where: str) -> Any:
+    lo, hi, integer = SPEC_BOUNDS[key]
     value = doc[key]
     ok = (
         isinstance(value, int | float)
@@ -80,24 +177,38 @@ def parse_spec(doc: object, where: str = "rollout") -> RolloutSpec:
             f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_SPEC_KEYS)}"
         )
     full = {**RolloutSpec().to_json(), **doc}
+    for key, choices in SPEC_CHOICES.items():
+        if key in doc and doc[key] not in choices:
+            raise RolloutError(f"{where}.{key}: expected one of {list(choices)}, got {doc[key]!r}")
     waves = full["waves"]
     if (
         not isinstance(waves, list)
-        or not 1 <= len(waves) <= 10
+        or not 1 <= len(waves) <= MAX_WAVES
         or not all(
             isinstance(w, int | float) and not isinstance(w, bool) and 0 < w <= 1 for w in waves
         )
     ):
-        raise RolloutError(f"{where}.waves: expected 1-10 fractions in (0, 1]")
+        raise RolloutError(f"{where}.waves: expected 1-{MAX_WAVES} fractions in (0, 1]")
     if any(b < a for a, b in itertools.pairwise(waves)) or waves[-1] != 1:
         raise RolloutError(f"{where}.waves: must not decrease and must end at 1.0, got {waves}")
     return RolloutSpec(
-        canary_nodes=_number(full, "canary_nodes", where, 1, 10_000, integer=True),
+        canary_nodes=_number(full, "canary_nodes", where),
         waves=tuple(float(w) for w in waves),
-        bake_s=float(_number(full, "bake_s", where, 0, 7 * 86400)),
-        max_error_rate=float(_number(full, "max_error_rate", where, 0, 1)),
-        max_p99_ratio=float(_number(full, "max_p99_ratio", where, 1, 1000)),
-        min_requests=_number(full, "min_requests", where, 0, 10**9, integer=True),
+        bake_s=float(_number(full, "bake_s", where)),
+        max_error_rate=float(_number(full, "max_error_rate", where)),
+        max_p99_ratio=float(_number(full, "max_p99_ratio", where)),
+        min_requests=_number(full, "min_requests", where),
+        max_client_error_increase=float(
+            _number(full, "max_client_error_increase", where)
+            if "max_client_error_increase" in full
+            else RolloutSpec.max_client_error_increase
+        ),
+        confidence=float(
+            _number(full, "confidence", where) if "confidence" in full else RolloutSpec.confidence
+        ),
+        warmup_s=float(_number(full, "warmup_s", where)) if "warmup_s" in full else None,
+        max_wait_s=float(_number(full, "max_wait_s", where)) if "max_wait_s" in full else None,
+        on_insufficient=str(full.get("on_insufficient", RolloutSpec.on_insufficient)),
     )
 
 
@@ -251,63 +362,3 @@ def stage_nodes(
         if node not in chosen:
             chosen.append(node)
     return tuple(chosen)
-
-
-# --- the health decision ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Sample:
-    """One version's figures over the bake window: requests, errors, p99 in ms."""
-
-    requests: int = 0
-    errors: int = 0
-    p99_ms: float | None = None
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.requests if self.requests else None
-
-
-@dataclass(frozen=True)
-class Health:
-    verdict: str  # "healthy" | "breach" | "unknown" (too few requests to judge)
-    reason: str
-
-
-def judge(
-    spec: RolloutSpec, new: Sample, baseline: Sample, failures: Mapping[str, str] | None = None
-) -> Health:
-    """The new version against the baseline over the same minutes. A validation or load
-    failure on a node of the stage, an error rate above ``max_error_rate`` or a p99 above
-    ``max_p99_ratio`` times the baseline's (each with at least ``min_requests`` requests) is
-    a breach."""
-    if failures:
-        node, why = sorted(failures.items())[0]
-        return Health("breach", f"failed on {len(failures)} node(s), e.g. {node}: {why}")
-    if new.requests < max(1, spec.min_requests):
-        return Health(
-            "unknown", f"{new.requests} requests so far; {spec.min_requests} needed to judge"
-        )
-    rate = new.error_rate or 0.0
-    if rate > spec.max_error_rate:
-        return Health(
-            "breach",
-            f"error rate {rate:.2%} over {new.requests} requests > "
-            f"max_error_rate {spec.max_error_rate:.2%}",
-        )
-    if (
-        new.p99_ms is not None
-        and baseline.p99_ms
-        and baseline.p99_ms > 0
-        and baseline.requests >= max(1, spec.min_requests)
-    ):
-        ratio = new.p99_ms / baseline.p99_ms
-        if ratio > spec.max_p99_ratio:
-            return Health(
-                "breach",
-                f"p99 {new.p99_ms:.1f} ms is {ratio:.2f}x the previous "
-                f"version's {baseline.p99_ms:.1f} ms > max_p99_ratio "
-                f"{spec.max_p99_ratio:g}",
-            )
-    return Health(
-        "healthy", f"error rate {rate:.2%}, p99 {new.p99_ms} ms over {new.requests} requests"
-    )

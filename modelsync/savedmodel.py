@@ -26,6 +26,7 @@ from modelsync.layout import SAVED_MODEL_FILES, structure_problem
 from modelsync.tensors import Signature, signatures
 
 DEFAULT_MAX_TAR_BYTES = 20 * 2**30
+DEFAULT_MAX_TAR_MEMBERS = 100_000  # files and directories: an inode bomb stops here
 _CHUNK = 1 << 20
 _INTERNAL_SIGNATURE = "__saved_model_"  # __saved_model_init_op: every TF2 SavedModel has one
 _READ_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, DecompressError)
@@ -176,13 +177,20 @@ Source = str | os.PathLike[str] | Readable
 
 
 def _scan(
-    source: Source, max_bytes: int, dest: Path | None, capture: tuple[str, ...] = ()
+    source: Source,
+    max_bytes: int,
+    dest: Path | None,
+    capture: tuple[str, ...] = (),
+    max_members: int = DEFAULT_MAX_TAR_MEMBERS,
 ) -> tuple[list[str], dict[str, bytes]]:
     """One streaming pass over a tarball (a path, or a stream to read to its end): check every
     member, and extract it into ``dest`` (each file fsync'd) when given; keep the bytes of the
     members named in ``capture``. Read errors and unsafe members are TarballError; write
-    errors (a full disk) are the OSError they are; the stream's own errors pass through."""
+    errors (a full disk) are the OSError they are; the stream's own errors pass through. More
+    than ``max_members`` members (of any kind, empty ones too) is a TarballError before the
+    one too many is written."""
     total = 0
+    members = 0
     files: list[str] = []
     seen: set[str] = set()
     dirs: set[str] = set()
@@ -205,6 +213,9 @@ def _scan(
         except _READ_ERRORS as exc:
             raise TarballError(f"unreadable tarball: {exc}") from None
         for m in _members(tar):
+            members += 1
+            if members > max_members:
+                raise TarballError(f"tarball has more than {max_members} members")
             problem = _member_problem(m)
             if problem:
                 raise TarballError(f"unsafe tarball member: {problem}")
@@ -261,16 +272,22 @@ def _scan(
 
 
 def check_tarball(
-    path: Source, max_bytes: int = DEFAULT_MAX_TAR_BYTES, *, check_proto: bool = False
+    path: Source,
+    max_bytes: int = DEFAULT_MAX_TAR_BYTES,
+    *,
+    check_proto: bool = False,
+    max_members: int = DEFAULT_MAX_TAR_MEMBERS,
 ) -> list[str]:
     """Validate every member in one streaming pass; return the regular files' normalized names.
 
     Rejects absolute paths, '..', symlinks, hardlinks, devices and fifos, more than
-    ``max_bytes`` of content, duplicate names, and content that is not a whole SavedModel at
-    the root. With ``check_proto``, its ``saved_model.pb(txt)`` must also parse and have a
-    signature (``saved_model_proto_problem``).
+    ``max_bytes`` of content or ``max_members`` members, duplicate names, and content that is
+    not a whole SavedModel at the root. With ``check_proto``, its ``saved_model.pb(txt)`` must
+    also parse and have a signature (``saved_model_proto_problem``).
     """
-    files, captured = _scan(path, max_bytes, None, SAVED_MODEL_FILES if check_proto else ())
+    files, captured = _scan(
+        path, max_bytes, None, SAVED_MODEL_FILES if check_proto else (), max_members
+    )
     if check_proto:
         name = _saved_model_file(set(captured))
         problem = (
@@ -284,7 +301,11 @@ def check_tarball(
 
 
 def extract_tarball(
-    path: Source, dest: str | os.PathLike[str], max_bytes: int = DEFAULT_MAX_TAR_BYTES
+    path: Source,
+    dest: str | os.PathLike[str],
+    max_bytes: int = DEFAULT_MAX_TAR_BYTES,
+    *,
+    max_members: int = DEFAULT_MAX_TAR_MEMBERS,
 ) -> list[str]:
     """Check and extract in one streaming pass (``path`` may be a stream, e.g. a download):
     regular files and directories only, into ``dest`` (must exist). Only members already
@@ -293,7 +314,7 @@ def extract_tarball(
     out = Path(dest)
     before = set(os.listdir(out))
     try:
-        files, _ = _scan(path, max_bytes, out)
+        files, _ = _scan(path, max_bytes, out, max_members=max_members)
     except BaseException:
         for name in set(os.listdir(out)) - before:
             target = out / name

@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from modelsync.log import LEVELS
+from modelsync.nodeauth import MIN_SECRET_CHARS, SECRET_SETTING, token_problem
 
 DEFAULT_PREFIX = "models"
 DEFAULT_MARKER = "_READY"
@@ -43,6 +46,15 @@ class Env:
 
     def opt_text(self, name: str) -> str | None:
         return self.raw(name)
+
+    def log_level(self) -> str:
+        """``MODELSYNC_LOG_LEVEL``, the one setting every command shares."""
+        level = self.text("MODELSYNC_LOG_LEVEL", "info").lower()
+        if level not in LEVELS:
+            raise SettingsError(
+                f"MODELSYNC_LOG_LEVEL: expected one of {', '.join(LEVELS)}, got {level!r}"
+            )
+        return level
 
     def integer(
         self, name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
@@ -152,33 +164,67 @@ def normalize_prefix(prefix: str, what: str = "prefix") -> str:
     return cleaned
 
 
+def host_port(env: Env, name: str, default: str) -> str:
+    """``host:port`` (an ``http://`` prefix and a trailing ``/`` are dropped): where TF Serving
+    answers, for the daemons that call it."""
+    value = env.text(name, default).removeprefix("http://").rstrip("/")
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or "/" in value or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{name}: expected host:port, got {value!r}")
+    return value
+
+
 def http_port(env: Env, default: int) -> int:
     return env.integer("MODELSYNC_HTTP_PORT", default, minimum=0, maximum=65535)
 
 
+def model_root(env: Env) -> Path:
+    """``MODELSYNC_MODEL_ROOT``: the node's model root, shared by the puller, the config manager
+    and TF Serving (the gateway has none: it only talks to TF Serving)."""
+    return Path(env.text("MODELSYNC_MODEL_ROOT", required=True))
+
+
+def node_secret(env: Env) -> str:
+    """The cluster's node secret (``MODELSYNC_NODE_SECRET`` or ``…_FILE``; the master's, and
+    ``modelsync node-token``'s): every node's own token derives from it."""
+    secret = env.secret(SECRET_SETTING)
+    if not secret:
+        raise SettingsError(f"{SECRET_SETTING} (or {SECRET_SETTING}_FILE) is required")
+    if len(secret) < MIN_SECRET_CHARS:
+        raise SettingsError(f"{SECRET_SETTING}: at least {MIN_SECRET_CHARS} characters")
+    return secret
+
+
 @dataclass(frozen=True)
 class NodeSettings:
-    """What every node daemon (puller, config manager) is: which node, where its disk is, where
-    it listens and whom it tells. Nested in each daemon's own settings."""
+    """What every node daemon (puller, config manager, gateway) is: which node, where it listens
+    and whom it tells (heartbeats). Nested in each daemon's own settings; the two with a disk
+    add their ``model_root`` (:func:`model_root`)."""
 
     node_id: str
-    model_root: Path
     http_port: int
     http_host: str = "127.0.0.1"
-    master_url: str | None = None
+    master_url: str | None = None  # None: no heartbeats
     node_token: str | None = None
     heartbeat_s: float = 10.0
     log_level: str = "info"
 
     @classmethod
     def from_env(cls, env: Env, *, default_port: int) -> NodeSettings:
+        node_id = env.text("MODELSYNC_NODE_ID", socket.gethostname())
+        node_token = env.secret("MODELSYNC_NODE_TOKEN")
+        if problem := token_problem(node_token, node_id):
+            raise SettingsError(problem)
         return cls(
-            node_id=env.text("MODELSYNC_NODE_ID", socket.gethostname()),
-            model_root=Path(env.text("MODELSYNC_MODEL_ROOT", required=True)),
+            node_id=node_id,
             http_port=http_port(env, default_port),
             http_host=env.text("MODELSYNC_HTTP_HOST", "127.0.0.1"),
             master_url=env.opt_text("MODELSYNC_MASTER_URL"),
-            node_token=env.secret("MODELSYNC_NODE_TOKEN"),
+            node_token=node_token,
             heartbeat_s=env.number("MODELSYNC_HEARTBEAT_S", 10.0, minimum=0.5),
-            log_level=env.text("MODELSYNC_LOG_LEVEL", "info"),
+            log_level=env.log_level(),
         )
+
+    def with_port(self, port: int | None) -> NodeSettings:
+        """``--port`` over ``MODELSYNC_HTTP_PORT`` (None: as it is)."""
+        return self if port is None else replace(self, http_port=port)

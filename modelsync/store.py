@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Protocol
 
 from modelsync.checksums import Crc32cWriter, crc32c_b64
 from modelsync.gcs_http import rfc3339, unreachable_reason, widen_pool
-from modelsync.layout import BucketListing, ObjectInfo, join, parse_listing, version_prefix
+from modelsync.layout import BucketListing, ObjectInfo, parse_listing, prefix_dir, version_prefix
 from modelsync.local import file_crc32c_b64
 from modelsync.settings import SettingsError, StoreSettings
 
@@ -85,11 +85,7 @@ def list_bucket(
     if version is not None and model is not None:
         base = version_prefix(settings.prefix, model, version)
     else:
-        base = (
-            join(settings.prefix, *([model] if model else [])) + "/"
-            if (settings.prefix or model)
-            else ""
-        )
+        base = prefix_dir(settings.prefix, *([model] if model else []))
     return parse_listing(store.list_objects(base), settings.prefix, settings.marker)
 
 

@@ -5,7 +5,9 @@ size; a body is downloaded only when its generation changed. When the catalog is
 unreadable or older than ``catalog_max_age_s`` (the master is down), the node lists the bucket
 itself (fields projected) and applies the completeness rules, until the catalog is fresh again.
 The last good policy and catalog are kept on local disk: a malformed policy in the bucket is an
-event and the last good copy stays in force.
+event and the last good copy stays in force. The view logs nothing itself: what it notices it
+returns as typed events (:class:`modelsync.events.Event`, each with its level), and the puller
+records and logs them once.
 """
 
 from __future__ import annotations
@@ -23,14 +25,13 @@ from modelsync.catalog import (
     parse_catalog,
     policy_object,
 )
+from modelsync.events import Event
 from modelsync.layout import ObjectInfo, RemoteVersion, SettleTracker, complete_versions
 from modelsync.local import LocalLayout, LocalStateError
-from modelsync.log import get_logger
 from modelsync.policy import Policy, PolicyError, parse_policy
 from modelsync.settings import StoreSettings
 from modelsync.store import RemoteStore, list_bucket
-
-log = get_logger("remote")
+from modelsync.watch import Generations
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,8 @@ class RemoteState:
     source: str  # "catalog" | "listing"
     versions: dict[str, dict[int, VersionRef]]
     policy: Policy
-    policy_generation: int | None
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    events: list[dict[str, object]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     calls: int = 0
 
 
@@ -80,26 +80,37 @@ class BucketView:
         self.clock = clock
         self.tracker = SettleTracker(settle_s)
         self.source = "none"
+        self._events: list[Event] = []  # noticed outside a poll (at start): take_events()
         self._policy, self._policy_gen = self._load_local_policy()
         self._catalog: Catalog | None = None
         self._catalog_gen: int | None = None
         self._bad_policy_gen: int | None = None
+        self.seen = Generations()  # what the last poll saw (the watch tells the master)
 
     def _load_local_policy(self) -> tuple[Policy, int | None]:
         try:
             saved = self.layout.read_policy()
         except LocalStateError as exc:
-            log.warning("local_policy_unreadable", error=str(exc))
+            self._events.append(Event.of("local_policy_unreadable", "warning", error=str(exc)))
             saved = None
         return (Policy(), None) if saved is None else (saved.policy, saved.generation)
+
+    def take_events(self) -> list[Event]:
+        """What the view noticed outside a poll (at start: an unreadable local copy of the
+        policy), once."""
+        events, self._events = self._events, []
+        return events
 
     # --- polling --------------------------------------------------------------------------------
     def poll(self) -> RemoteState:
         before = sum(self.store.calls.values())
-        events: list[dict[str, object]] = []
+        events: list[Event] = []
         cat_info = self.store.stat(catalog_object(self.settings.prefix))
         pol_info = self.store.stat(policy_object(self.settings.prefix))
         self._refresh_policy(pol_info, events)
+        seen = Generations(
+            cat_info.generation if cat_info else 0, pol_info.generation if pol_info else 0
+        )
         now = self.clock()
         fresh = False
         if cat_info is not None:
@@ -111,31 +122,27 @@ class BucketView:
         if state is None:
             if self.source != "listing":
                 events.append(
-                    {
-                        "event": "catalog_fallback",
-                        "reason": "missing" if cat_info is None else "stale or unreadable",
-                    }
-                )
-                log.warning(
-                    "catalog_fallback",
-                    catalog=catalog_object(self.settings.prefix),
-                    present=cat_info is not None,
+                    Event.of(
+                        "catalog_fallback",
+                        "warning",
+                        reason="missing" if cat_info is None else "stale or unreadable",
+                    )
                 )
             self.source = "listing"
             state = self._from_listing(now)
         elif self.source != "catalog":
             if self.source == "listing":
-                events.append({"event": "catalog_fresh_again"})
-                log.info("catalog_fresh_again")
+                events.append(Event.of("catalog_fresh_again"))
             self.source = "catalog"
         state.events = events + state.events
         state.calls = sum(self.store.calls.values()) - before
+        self.seen = seen
         return state
 
-    def _refresh_policy(self, info: ObjectInfo | None, events: list[dict[str, object]]) -> None:
+    def _refresh_policy(self, info: ObjectInfo | None, events: list[Event]) -> None:
         if info is None:
             if self._policy_gen is not None:
-                events.append({"event": "policy_deleted"})
+                events.append(Event.of("policy_deleted"))
             if self._policy_gen is not None or self._policy != Policy():
                 self._policy, self._policy_gen = Policy(), None
                 self.layout.write_policy(self._policy, None)
@@ -148,23 +155,20 @@ class BucketView:
         except PolicyError as exc:
             self._bad_policy_gen = info.generation
             events.append(
-                {"event": "policy_malformed", "generation": info.generation, "error": str(exc)}
+                Event.of("policy_malformed", "error", generation=info.generation, error=str(exc))
             )
-            log.error("policy_malformed", generation=info.generation, error=str(exc))
             return
         self._policy, self._policy_gen = policy, info.generation
         self.layout.write_policy(policy, info.generation)
-        events.append({"event": "policy_changed", "generation": info.generation})
-        log.info("policy_changed", generation=info.generation)
+        events.append(Event.of("policy_changed", generation=info.generation))
 
-    def _from_catalog(self, generation: int, events: list[dict[str, object]]) -> RemoteState | None:
+    def _from_catalog(self, generation: int, events: list[Event]) -> RemoteState | None:
         if generation != self._catalog_gen or self._catalog is None:
             body = self.store.read(catalog_object(self.settings.prefix), generation=generation)
             try:
                 self._catalog = parse_catalog(body)
             except CatalogError as exc:
-                events.append({"event": "catalog_malformed", "error": str(exc)})
-                log.error("catalog_malformed", error=str(exc))
+                events.append(Event.of("catalog_malformed", "error", error=str(exc)))
                 self._catalog = None
                 return None
             self._catalog_gen = generation
@@ -181,7 +185,6 @@ class BucketView:
             "catalog",
             {m: vs for m, vs in versions.items() if vs},
             self._policy,
-            self._policy_gen,
             list(self._catalog.skipped),
         )
 
@@ -200,6 +203,5 @@ class BucketView:
             "listing",
             versions,
             self._policy,
-            self._policy_gen,
             [(s.path, s.reason) for s in listing.skipped],
         )

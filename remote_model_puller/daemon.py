@@ -1,9 +1,12 @@
 """``modelsync puller``: mirror the versions this node should serve to local disk.
 
 A loop of ``tick()`` calls, one reconcile pass each, every ``poll_s`` seconds or at once on
-``POST /sync``: poll the bucket view (catalog + policy: two metadata reads when idle), plan, and
-install what is missing — several versions at once within ``max_concurrent_installs``, their files
-in parallel within ``download_workers``. Failures are events and back off with jitter; the loop
+``POST /sync`` or a word from the master's watch: poll the bucket view (catalog + policy: two
+metadata reads when idle), plan, and hand each model what to install — a queue and a worker per
+model (``workers``), several models at once within ``max_concurrent_installs``, each version's
+files in parallel within ``download_workers``. The loop never waits for an install, so a policy
+change is read (and written for the config manager) whatever is downloading, and an install
+the new policy no longer wants is cancelled. Failures are events and back off with jitter; the loop
 never dies of the project's own errors. SIGTERM abandons a download cleanly and exits 0.
 """
 
@@ -20,17 +23,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-from modelsync.heartbeat import EventBuffer
-from modelsync.local import LocalLayout
-from modelsync.log import configure_logging, get_logger
+from modelsync.events import EventLog
+from modelsync.local import InstallRecord, LocalLayout
+from modelsync.log import get_logger
 from modelsync.nodedaemon import serve
+from modelsync.reports import PullerStatus
 from modelsync.store import GCSStore, RemoteStore, StoreError
+from modelsync.watch import WatchClient, start_watch
 from remote_model_puller.bucket_view import BucketView, RemoteState
-from remote_model_puller.installer import Installer, InstallError
-from remote_model_puller.planner import Install, plan_sync
+from remote_model_puller.installer import Installer
+from remote_model_puller.metrics import PullerMetrics
+from remote_model_puller.planner import plan_sync
 from remote_model_puller.settings import PullerSettings
+from remote_model_puller.workers import InstallTask, ModelOp, ModelWorkers, Outcome
 
 log = get_logger("puller")
 # failures that no retry can mend: the event each is, retried only on a content change
@@ -56,54 +61,16 @@ class PollResult:
     error: str = ""
 
 
-class PullerMetrics:
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry()
-        self.polls = Counter("modelsync_puller_polls", "Polls by outcome.", ["outcome"], registry=r)
-        self.poll_calls = Gauge(
-            "modelsync_puller_poll_storage_calls",
-            "Storage calls made by the last poll.",
-            registry=r,
-        )
-        self.storage_calls = Counter(
-            "modelsync_puller_storage_calls", "Storage calls by kind.", ["kind"], registry=r
-        )
-        self.installs = Counter(
-            "modelsync_puller_installs", "Installs by outcome.", ["outcome"], registry=r
-        )
-        self.install_bytes = Counter(
-            "modelsync_puller_install_bytes", "Bytes installed.", registry=r
-        )
-        self.install_seconds = Histogram(
-            "modelsync_puller_install_seconds",
-            "Seconds per install.",
-            registry=r,
-            buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
-        )
-        self.versions = Gauge(
-            "modelsync_puller_versions_installed", "Versions on local disk.", registry=r
-        )
-        self.last_poll = Gauge(
-            "modelsync_puller_last_poll_timestamp_seconds",
-            "Time of the last successful poll.",
-            registry=r,
-        )
-        self.catalog_source = Gauge(
-            "modelsync_puller_catalog_in_use",
-            "1 while the catalog is used, 0 while listing the bucket.",
-            registry=r,
-        )
-
-
 class Puller:
     role = "puller"
+    outbox = None  # nothing to carry on a beat but the status and the events
 
     def __init__(self, settings: PullerSettings, store: RemoteStore | None = None) -> None:
         self.settings = settings
         self.store: RemoteStore = store or GCSStore(
             settings.store, pool_size=max(10, settings.download_workers + 4)
         )
-        self.layout = LocalLayout(settings.node.model_root)
+        self.layout = LocalLayout(settings.model_root)
         self.layout.ensure()
         swept = self.layout.sweep_incoming()
         if swept:
@@ -115,24 +82,24 @@ class Puller:
             catalog_max_age_s=settings.catalog_max_age_s,
             settle_s=settings.settle_s,
         )
+        self.events = EventLog(log)
+        for event in self.view.take_events():
+            self.events.add(event)
         self.stop_event = threading.Event()
         self.sync_event = threading.Event()
-        self.file_pool = ThreadPoolExecutor(
-            settings.download_workers, thread_name_prefix="download"
-        )
-        self.version_pool = ThreadPoolExecutor(
-            settings.max_concurrent_installs, thread_name_prefix="install"
-        )
         self.installer = Installer(
             self.store,
             settings.store,
             self.layout,
-            self.file_pool,
+            None,  # each install brings its own file pool (ModelWorkers)
             max_tar_bytes=settings.max_tar_bytes,
+            max_tar_members=settings.max_tar_members,
             stop=self.stop_event,
         )
+        self.workers = ModelWorkers(
+            self._install, self._done, self._installed, settings.max_concurrent_installs
+        )
         self.metrics = PullerMetrics()
-        self.events = EventBuffer(maxlen=1000)
         self._failures: dict[tuple[str, int, str, int | None], _Failure] = {}
         self._seen_problems: set[str] = set()
         self._lock = threading.Lock()
@@ -140,14 +107,13 @@ class Puller:
         self._last_ok_at: float | None = None
         self._wanted: dict[str, list[int]] = {}
         self._calls_seen: collections.Counter[str] = collections.Counter()
-
-    # --- events --------------------------------------------------------------------------------
-    def event(self, name: str, level: str = "info", **fields: Any) -> None:
-        self.events.add({"event": name, "at": time.time(), **fields})
-        getattr(log, level)(name, **fields)
+        self.watch: WatchClient | None = None  # started by run()
 
     # --- one pass ------------------------------------------------------------------------------
-    def tick(self) -> PollResult:
+    def tick(self, wait: bool = True) -> PollResult:
+        """One pass: poll, plan, hand out the installs. The daemon's loop does not wait for
+        them (``wait=False``: a policy change is read and acted on whatever is downloading);
+        a test or a one-shot caller waits, and gets their outcomes in the result."""
         started = time.monotonic()
         try:
             with self.store.deadline(self.settings.poll_deadline_s):
@@ -156,7 +122,7 @@ class Puller:
             seconds = round(time.monotonic() - started, 3)
             result = PollResult(ok=False, error=str(exc), seconds=seconds)
             self.metrics.polls.labels("error").inc()
-            self.event(
+            self.events.emit(
                 "poll_failed",
                 "warning",
                 error=str(exc),
@@ -165,12 +131,12 @@ class Puller:
             )
             self._finish(result)
             return result
-        for e in state.events:
-            self.event(str(e.pop("event")), "warning" if "malformed" in str(e) else "info", **e)
+        for event in state.events:
+            self.events.add(event)
         for path, reason in state.skipped:
             self._once(f"skipped:{path}", "object_skipped", path=path, reason=reason)
         result = PollResult(ok=True, source=state.source, calls=state.calls)
-        self._sync(state, result)
+        self._sync(state, result, wait)
         result.seconds = round(time.monotonic() - started, 3)
         self.metrics.polls.labels("ok").inc()
         self.metrics.poll_calls.set(state.calls)
@@ -183,9 +149,11 @@ class Puller:
     def _once(self, key: str, name: str, **fields: Any) -> None:
         if key not in self._seen_problems:
             self._seen_problems.add(key)
-            self.event(name, "warning", **fields)
+            self.events.emit(name, "warning", **fields)
 
-    def _sync(self, state: RemoteState, result: PollResult) -> None:
+    def _sync(self, state: RemoteState, result: PollResult, wait: bool) -> None:
+        """Plan, and hand each model its op (``remote_model_puller.workers``); with ``wait``,
+        also wait for the installs this pass started (one-shot use and tests)."""
         inventory = self.layout.inventory()
         local = {
             m: {v: (r.fingerprint if r else None) for v, r in vs.items()}
@@ -199,73 +167,110 @@ class Puller:
         for problem in plan.problems:
             self._once(f"problem:{problem}", "policy_target_missing", detail=problem)
         now = time.monotonic()
-        due = []
+        tasks: dict[str, list[InstallTask]] = {}
         for item in plan.installs:
             ref = state.versions[item.model][item.version]
-            fail = self._failures.get(ref.failure_key)
+            with self._lock:
+                fail = self._failures.get(ref.failure_key)
             if fail is None or fail.next_at <= now:
-                due.append((item, ref))
-        futures = {}
-        for item, ref in due:
-            if item.reason == "changed":
-                self.event(
-                    "version_changed_remotely",
-                    "warning",
-                    model=item.model,
-                    version=item.version,
-                    fingerprint=item.fingerprint,
+                task = InstallTask(
+                    item.model,
+                    item.version,
+                    item.fingerprint,
+                    item.reason,
+                    ref.failure_key,
+                    ref.listing,
                 )
-            fut = self.version_pool.submit(
-                self.installer.install, item.model, item.version, item.fingerprint, ref.listing
-            )
-            futures[item] = (ref.failure_key, fut)
-        for item, (key, fut) in futures.items():
-            self._collect(item, key, fut, result)
+                tasks.setdefault(item.model, []).append(task)
+        futures = [
+            self.workers.offer(ModelOp(m, plan.wanted.get(m, frozenset()), tuple(tasks.get(m, ()))))
+            for m in sorted(set(plan.wanted) | self.workers.models())
+        ]
+        if wait:
+            for fut in futures:
+                for outcome in fut.result():
+                    if outcome.record is not None:
+                        result.installed.append((outcome.task.model, outcome.task.version))
+                    elif outcome.error is not None and outcome.error.kind != "stopped":
+                        t = outcome.task
+                        result.failed.append((t.model, t.version, outcome.error.kind))
         self.metrics.versions.set(sum(len(vs) for vs in self.layout.versions_on_disk().values()))
 
-    def _collect(
-        self, item: Install, key: tuple[str, int, str, int | None], fut: Any, result: PollResult
-    ) -> None:
-        try:
-            record = fut.result()
-        except InstallError as exc:
+    def _install(self, task: InstallTask, cancel: threading.Event) -> InstallRecord:
+        """One install, in its model's worker thread, with a file pool of its own."""
+        if task.reason == "changed":
+            self.events.emit(
+                "version_changed_remotely",
+                "warning",
+                model=task.model,
+                version=task.version,
+                fingerprint=task.fingerprint,
+            )
+        workers = self.settings.download_workers
+        with ThreadPoolExecutor(workers, thread_name_prefix=f"download-{task.model}") as pool:
+            installer = self.installer.for_install(cancel, pool)
+            return installer.install(task.model, task.version, task.fingerprint, task.listing)
+
+    def _installed(self, task: InstallTask) -> bool:
+        record = self.layout.read_record(task.model, task.version)
+        return record is not None and record.fingerprint == task.fingerprint
+
+    def _done(self, outcome: Outcome) -> None:
+        """Every install's outcome, in its model's worker thread: failures back off, events."""
+        task = outcome.task
+        if outcome.cancelled:
+            self.metrics.installs.labels("cancelled").inc()
+            self.events.emit(
+                "install_cancelled",
+                model=task.model,
+                version=task.version,
+                reason="the policy no longer wants it, or its content changed",
+            )
+            return
+        exc = outcome.error
+        if exc is not None:
             if exc.kind == "stopped":
                 return
-            fail = self._failures.get(key)
-            count = fail.count + 1 if fail else 1
-            if exc.kind in PERMANENT:  # retried only when the version's content changes
-                delay = math.inf
-            else:
-                delay = min(self.settings.backoff_max_s, 2.0 ** min(count, 16)) * random.uniform(
-                    0.5, 1.0
+            with self._lock:
+                fail = self._failures.get(task.failure_key)
+                count = fail.count + 1 if fail else 1
+                if exc.kind in PERMANENT:  # retried only when the version's content changes
+                    delay = math.inf
+                else:
+                    delay = min(self.settings.backoff_max_s, 2.0 ** min(count, 16))
+                    delay *= random.uniform(0.5, 1.0)
+                self._failures[task.failure_key] = _Failure(
+                    count, time.monotonic() + delay, exc.kind, str(exc)
                 )
-            self._failures[key] = _Failure(count, time.monotonic() + delay, exc.kind, str(exc))
             self.metrics.installs.labels(exc.kind).inc()
-            result.failed.append((item.model, item.version, exc.kind))
-            self.event(
+            self.events.emit(
                 PERMANENT.get(exc.kind, "install_failed"),
                 "error" if exc.kind != "changed" else "warning",
-                model=item.model,
-                version=item.version,
+                model=task.model,
+                version=task.version,
                 kind=exc.kind,
                 error=str(exc),
                 attempt=count,
                 retry_in_s=None if delay == math.inf else round(delay, 1),
             )
             return
-        self._failures.pop(key, None)
+        record = outcome.record
+        if record is None:  # already on disk with this content
+            return
+        with self._lock:
+            self._failures.pop(task.failure_key, None)
         self.metrics.installs.labels("ok").inc()
         self.metrics.install_bytes.inc(record.bytes)
         self.metrics.install_seconds.observe(record.seconds)
-        result.installed.append((item.model, item.version))
-        self.event(
+        self.metrics.versions.set(sum(len(vs) for vs in self.layout.versions_on_disk().values()))
+        self.events.emit(
             "version_installed",
-            model=item.model,
-            version=item.version,
+            model=task.model,
+            version=task.version,
             bytes=record.bytes,
             seconds=record.seconds,
             files=len(record.files),
-            reason=item.reason,
+            reason=task.reason,
         )
 
     def _finish(self, result: PollResult) -> None:
@@ -279,12 +284,20 @@ class Puller:
 
     # --- loop and HTTP -------------------------------------------------------------------------
     def run(self) -> None:
+        if self.settings.watch:
+            self.watch = start_watch(
+                self.settings.node,
+                lambda: self.view.seen,
+                self.sync_event.set,
+                self.events,
+                self.stop_event,
+            )
         while not self.stop_event.is_set():
             self.sync_event.clear()
             try:
-                self.tick()
+                self.tick(wait=False)
             except OSError as exc:  # the local disk failed us: an event, then try again
-                self.event("tick_failed", "error", error=str(exc))
+                self.events.emit("tick_failed", "error", error=str(exc))
             self.sync_event.wait(self.settings.poll_s)
             if self.stop_event.is_set():
                 break
@@ -293,12 +306,15 @@ class Puller:
         inventory = self.layout.inventory()
         with self._lock:
             last = self._last
-        events = self.events.recent(50)
+        events = [e.to_json() for e in self.events.recent(50)]
         return {
             "node_id": self.settings.node.node_id,
             "role": "puller",
-            "model_root": str(self.settings.node.model_root),
+            "model_root": str(self.settings.model_root),
             "source": self.view.source,
+            "watch": None
+            if self.watch is None
+            else {"url": self.watch.url, "up": self.watch.up, "woken": self.watch.woken},
             "last_poll": None
             if last is None
             else {
@@ -312,6 +328,7 @@ class Puller:
             },
             "last_ok_at": self._last_ok_at,
             "wanted": self._wanted,
+            "installing": [f"{t.model}/{t.version}" for t in self.workers.running()],
             "installed": {
                 m: {
                     str(v): None
@@ -332,7 +349,7 @@ class Puller:
             "events": events,
         }
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> PullerStatus:
         """What the master needs of this node (heartbeat status)."""
         with self._lock:
             last = self._last
@@ -378,30 +395,13 @@ class Puller:
     def close(self) -> None:
         self.stop_event.set()
         self.sync_event.set()
-        self.version_pool.shutdown(wait=True, cancel_futures=True)
-        self.file_pool.shutdown(wait=True, cancel_futures=True)
+        self.workers.stop()
         self.layout.sweep_incoming()
 
 
 def main(port: int | None = None) -> int:
     settings = PullerSettings.from_env()
-    if port is not None:
-        settings = replace(settings, node=replace(settings.node, http_port=port))
-    configure_logging(settings.node.log_level, json_output=True)
-    puller = Puller(settings)
-    node = settings.node
-    return serve(
-        puller,
-        node,
-        puller.metrics.registry,
-        log,
-        lambda http_port: log.info(
-            "puller_started",
-            node_id=node.node_id,
-            model_root=str(node.model_root),
-            bucket=settings.store.bucket,
-            prefix=settings.store.prefix,
-            http=f"{node.http_host}:{http_port}",
-            poll_s=settings.poll_s,
-        ),
-    )
+    settings = replace(settings, node=settings.node.with_port(port))
+    store = settings.store
+    where = {"model_root": str(settings.model_root), "bucket": store.bucket, "prefix": store.prefix}
+    return serve(settings.node, lambda: Puller(settings), log, **where, poll_s=settings.poll_s)

@@ -14,6 +14,7 @@ nothing partial is ever visible.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import random
@@ -35,7 +36,12 @@ from modelsync.local import (
 )
 from modelsync.log import get_logger
 from modelsync.manifest import ManifestError, parse_manifest
-from modelsync.savedmodel import TarballError, extract_tarball, local_savedmodel_problem
+from modelsync.savedmodel import (
+    DEFAULT_MAX_TAR_MEMBERS,
+    TarballError,
+    extract_tarball,
+    local_savedmodel_problem,
+)
 from modelsync.settings import StoreSettings
 from modelsync.store import ChecksumMismatch, NotFound, RemoteStore, StoreError, list_bucket
 from remote_model_puller.pipe import ChunkPipe, PipeAbandoned, PipeStopped
@@ -63,9 +69,10 @@ class Installer:
         store: RemoteStore,
         settings: StoreSettings,
         layout: LocalLayout,
-        pool: ThreadPoolExecutor,
+        pool: ThreadPoolExecutor | None,
         *,
         max_tar_bytes: int,
+        max_tar_members: int = DEFAULT_MAX_TAR_MEMBERS,
         stop: threading.Event | None = None,
     ) -> None:
         self.store = store
@@ -73,7 +80,15 @@ class Installer:
         self.layout = layout
         self.pool = pool
         self.max_tar_bytes = max_tar_bytes
+        self.max_tar_members = max_tar_members
         self.stop = stop or threading.Event()
+
+    def for_install(self, stop: threading.Event, pool: ThreadPoolExecutor) -> Installer:
+        """This installer for one install: ``stop`` cancels it (between chunks; its work
+        directory is removed), ``pool`` downloads its files."""
+        one = copy.copy(self)
+        one.stop, one.pool = stop, pool
+        return one
 
     def list_version(self, model: str, version: int) -> RemoteVersion:
         rv = list_bucket(self.store, self.settings, model, version).version(model, version)
@@ -84,6 +99,11 @@ class Installer:
     def install(
         self, model: str, version: int, fingerprint: str, listing: RemoteVersion | None = None
     ) -> InstallRecord:
+        if self.pool is None:  # no pool given: one for this install
+            with ThreadPoolExecutor(8, thread_name_prefix="download") as pool:
+                return self.for_install(self.stop, pool).install(
+                    model, version, fingerprint, listing
+                )
         started = time.monotonic()
         rv = listing or self.list_version(model, version)
         if rv.fingerprint != fingerprint:
@@ -158,6 +178,7 @@ class Installer:
 
     def _download_all(self, rv: RemoteVersion, dest: Path) -> int:
         failed = threading.Event()
+        assert self.pool is not None
         futures: list[Future[int]] = [
             self.pool.submit(self._download_one, rv, f, dest, failed) for f in rv.files
         ]
@@ -222,10 +243,11 @@ class Installer:
         while True:
             attempts += 1
             pipe = ChunkPipe(self.stop)
+            assert self.pool is not None
             fut = self.pool.submit(self._produce, name, f, pipe)
             error: BaseException | None = None
             try:
-                extract_tarball(pipe, dest, self.max_tar_bytes)
+                extract_tarball(pipe, dest, self.max_tar_bytes, max_members=self.max_tar_members)
                 pipe.drain()  # trailing blocks: the whole object passes the checksum
             except BaseException as exc:  # decided below, once the download has ended
                 error = exc

@@ -12,6 +12,11 @@ rm -f wheelhouse/*.whl wheelhouse/deps/modelsync-*.whl wheelhouse/app/modelsync-
 "$py" -m pip wheel --quiet --disable-pip-version-check --wheel-dir wheelhouse/deps . 2>&1 \
   | grep -v "is neither a file nor a directory" >&2 || true
 mv wheelhouse/deps/modelsync-*.whl wheelhouse/app/
+# what the image's Python (bookworm's 3.11.2) needs that this one's resolution leaves out:
+# redis-py wants async-timeout below Python 3.11.3 (pip in the image resolves it from here)
+"$py" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+  --dest wheelhouse/deps "async-timeout>=4.0.3" 2>&1 | grep -v "is neither a file nor a directory" >&2 || true
+ls wheelhouse/app/modelsync-*.whl wheelhouse/deps/async_timeout-*.whl >/dev/null
 # modelsync's runtime requirements (not its extras), rewritten only when they change
 "$py" - wheelhouse/app/modelsync-*.whl <<'EOF' >wheelhouse/deps/requirements.txt.new
 import sys, zipfile

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from modelsync.dev.throttle import LinkProxy
+
 T = TypeVar("T")
 
 
@@ -48,73 +50,8 @@ def write_corrupt_version(store: Any, src: Any, model: str, version: int) -> Non
     store.write(f"models/{model}/{version}/_READY", b"")
 
 
-class Proxy:
-    """A TCP forwarder on 127.0.0.1 that can turn into a blackhole: while ``blackhole`` is
-    set, new connections are accepted and never answered, and open ones stop moving bytes
-    (a network that drops everything, as a GCS outage looks to a client)."""
-
-    def __init__(self, target_port: int) -> None:
-        import socket
-        import threading
-
-        self.target_port = target_port
-        self.blackhole = threading.Event()
-        self._stop = threading.Event()
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self._server.settimeout(0.2)
-        self.port = self._server.getsockname()[1]
-        self._held: list[socket.socket] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def _accept(self) -> None:
-        import socket
-        import threading
-
-        while not self._stop.is_set():
-            try:
-                client, _addr = self._server.accept()
-            except (TimeoutError, OSError):
-                continue
-            if self.blackhole.is_set():
-                self._held.append(client)
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    def _pipe(self, src: object, dst: object) -> None:
-        import socket
-
-        assert isinstance(src, socket.socket) and isinstance(dst, socket.socket)
-        src.settimeout(0.2)
-        try:
-            while not self._stop.is_set():
-                try:
-                    data = src.recv(65536)
-                except TimeoutError:
-                    continue
-                if not data:
-                    break
-                while self.blackhole.is_set() and not self._stop.is_set():
-                    self._stop.wait(0.1)  # hold the bytes: nothing gets through
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-        for s in self._held:
-            s.close()
+# A TCP forwarder on 127.0.0.1 that can turn into a blackhole (``proxy.blackhole.set()``)
+Proxy = LinkProxy
 
 
 def descendants(pid: int) -> list[int]:

@@ -13,7 +13,8 @@ from remote_model_puller.settings import PullerSettings
 def make_puller(store_settings: StoreSettings, root: Path, **overrides) -> Puller:  # type: ignore[no-untyped-def]
     settings = PullerSettings(
         store=store_settings,
-        node=NodeSettings(node_id="node-a", model_root=root, http_port=0),
+        node=NodeSettings(node_id="node-a", http_port=0),
+        model_root=root,
         settle_s=overrides.pop("settle_s", 0.5),
         catalog_max_age_s=overrides.pop("catalog_max_age_s", 60),
         **overrides,
@@ -27,4 +28,4 @@ def same_tree(a: Path, b: Path) -> bool:
 
 
 def events(puller: Puller, name: str) -> list[dict]:
-    return [e for e in puller.events if e["event"] == name]
+    return [e.to_json() for e in puller.events if e.name == name]

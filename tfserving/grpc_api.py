@@ -19,16 +19,17 @@ from tensorflow_serving.apis import (
 )
 
 from modelsync.log import get_logger
+from modelsync.tensors import as_proto_field, as_proto_tensor_content
 from tfserving.config import model_configs
 from tfserving.errors import ServingError
 from tfserving.manager import ModelManager
-from tfserving.metrics import ServerMetrics
+from tfserving.metrics import Answering, ServerMetrics
 from tfserving.servable import (
     CLASSIFY_METHOD,
     DEFAULT_SIGNATURE,
     REGRESS_METHOD,
     classify_rows,
-    ndarray_to_tensor,
+    predict_signature_name,
     regress_values,
     run_examples,
     serialized_examples,
@@ -58,11 +59,27 @@ _ERROR_CODES = {
 }
 
 
-def _spec(model_spec: Any) -> tuple[str, int | None, str | None]:
+def _spec(request: Any) -> tuple[str, int | None, str | None]:
+    """(name, version, label) of a request's ModelSpec; none is INVALID_ARGUMENT "Missing
+    ModelSpec", as every TF Serving API answers (predict_impl.cc, get_model_status_impl.cc)."""
+    if not request.HasField("model_spec"):
+        raise ServingError("INVALID_ARGUMENT", "Missing ModelSpec")
+    model_spec = request.model_spec
     which = model_spec.WhichOneof("version_choice")
     version = model_spec.version.value if which == "version" else None
     label = model_spec.version_label if which == "version_label" else None
     return model_spec.name, version, label
+
+
+def _answer_spec(spec: Any, name: str, version: int, signature_name: str | None) -> None:
+    """The answer's ModelSpec, as TF Serving's ``MakeModelSpec``
+    (tensorflow_serving/servables/tensorflow/util.cc): the requested name, the version that
+    answered (also for a name-only or labelled request; never the label), and the signature
+    name when the API has one, ``serving_default`` for an empty one."""
+    spec.name = name
+    spec.version.value = version
+    if signature_name is not None:
+        spec.signature_name = signature_name or DEFAULT_SIGNATURE
 
 
 def _abort(context: grpc.ServicerContext, exc: ServingError) -> None:
@@ -70,23 +87,36 @@ def _abort(context: grpc.ServicerContext, exc: ServingError) -> None:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ModelManager, metrics: ServerMetrics) -> None:
+    """``tensor_content``: answer Predict with every output packed in ``tensor_content``
+    (``--enable_serialization_as_tensor_content``); by default each value is in its typed field,
+    as TF Serving answers (``kAsProtoField``, server_core.h; predict_util.cc)."""
+
+    def __init__(
+        self, manager: ModelManager, metrics: ServerMetrics, tensor_content: bool = False
+    ) -> None:
         self.manager = manager
         self.metrics = metrics
+        self._encode = as_proto_tensor_content if tensor_content else as_proto_field
 
     def _observe(
-        self, api: str, name: str, fn: Callable[[], Any], context: grpc.ServicerContext
+        self,
+        api: str,
+        name: str,
+        fn: Callable[[Answering], Any],
+        context: grpc.ServicerContext,
     ) -> Any:
         """Run ``fn`` and record it as TF Serving's Predict/Classify/Regress do
-        (prediction_service_impl.cc): counted by status, latency (µs) when OK."""
+        (prediction_service_impl.cc): counted by status, latency (µs) when OK; and per version
+        (``fn`` notes the version it reached in its ``Answering``)."""
         started = time.perf_counter()
+        answering = Answering()
 
         def record(status: str) -> None:
             micros = int((time.perf_counter() - started) * 1_000_000)
-            self.metrics.request(api, "GRPC", name, status, micros)
+            self.metrics.request(api, "GRPC", name, status, micros, answering.version)
 
         try:
-            result = fn()
+            result = fn(answering)
         except ServingError as exc:
             record(exc.code)
             _abort(context, exc)
@@ -107,28 +137,24 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             raise  # unreachable: abort raises
 
     def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
-        name, version, label = _spec(request.model_spec)
-
-        def run() -> Any:
+        def run(answering: Answering) -> Any:
+            name, version, label = _spec(request)
             with self.manager.acquire(name, version, label) as (chosen, servable):
-                inputs = {k: tensor_to_ndarray(t) for k, t in request.inputs.items()}
-                outputs = servable.run(
-                    request.model_spec.signature_name, inputs, list(request.output_filter)
-                )
+                answering.version = chosen
+                signature = predict_signature_name(servable, request.model_spec.signature_name)
+                inputs = {k: tensor_to_ndarray(t, k) for k, t in request.inputs.items()}
+                outputs = servable.run(signature, inputs, list(request.output_filter))
             resp = predict_pb2.PredictResponse()
-            resp.model_spec.name = name
-            resp.model_spec.version.value = chosen
-            resp.model_spec.signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            _answer_spec(resp.model_spec, name, chosen, signature)
             for key, arr in outputs.items():
-                resp.outputs[key].CopyFrom(ndarray_to_tensor(arr))
+                self._encode(resp.outputs[key], arr)
             return resp
 
-        return self._observe("Predict", name, run, context)
+        return self._observe("Predict", request.model_spec.name, run, context)
 
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:
-        name, version, label = _spec(request.model_spec)
-
         def run() -> Any:
+            name, version, label = _spec(request)
             if not request.metadata_field:
                 raise ServingError(
                     "INVALID_ARGUMENT",
@@ -142,8 +168,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
                 for key, sig in servable.meta_graph.signature_def.items():
                     sdm.signature_def[key].CopyFrom(sig)
             resp = get_model_metadata_pb2.GetModelMetadataResponse()
-            resp.model_spec.name = name
-            resp.model_spec.version.value = chosen
+            _answer_spec(resp.model_spec, name, chosen, None)  # get_model_metadata_impl.cc
             resp.metadata["signature_def"].Pack(sdm)
             return resp
 
@@ -158,23 +183,21 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         build: Callable[[Any, Any], None],
         response: Any,
     ) -> Any:
-        name, version, label = _spec(request.model_spec)
-
-        def run() -> Any:
+        def run(answering: Answering) -> Any:
+            name, version, label = _spec(request)
             examples = serialized_examples(request.input)
             with self.manager.acquire(name, version, label) as (chosen, servable):
+                answering.version = chosen
                 outputs = run_examples(
                     servable, request.model_spec.signature_name, method, examples
                 )
-            response.model_spec.name = name
-            response.model_spec.version.value = chosen
-            response.model_spec.signature_name = (
-                request.model_spec.signature_name or DEFAULT_SIGNATURE
-            )
+            _answer_spec(
+                response.model_spec, name, chosen, request.model_spec.signature_name
+            )  # classifier.cc / regressor.cc RunClassify / RunRegress
             build(response.result, outputs)
             return response
 
-        return self._observe(api, name, run, context)
+        return self._observe(api, request.model_spec.name, run, context)
 
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:
         def build(result: Any, outputs: dict[str, Any]) -> None:
@@ -221,9 +244,9 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         self.reload_wait_s = reload_wait_s
 
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:
-        name, version, label = _spec(request.model_spec)
         try:
-            statuses = self.manager.status(name, version, label)
+            name, version, _label = _spec(request)  # a label is not looked at, as TF Serving
+            statuses = self.manager.status(name, version)
         except ServingError as exc:
             _abort(context, exc)
         resp = get_model_status_pb2.GetModelStatusResponse()

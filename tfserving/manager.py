@@ -322,24 +322,18 @@ class ModelManager:
         """Hold one AVAILABLE version of ``name`` for the duration of a request."""
         with self._cv:
             entry = self._models.get(name)
-            if not name:
-                raise ServingError("INVALID_ARGUMENT", "ModelSpec has no name specified.")
-            if entry is None or not entry.in_config:
-                raise ServingError(
-                    "NOT_FOUND",
-                    f"Servable not found for request: {_request_text(name, version, label)}",
-                )
-            available = [v.version for v in entry.versions.values() if v.state == State.AVAILABLE]
-            chosen, code = resolve_version(version, label, available, entry.labels)
-            if chosen is None:
-                if code == "INVALID_ARGUMENT":
-                    raise ServingError(code, f"Unrecognized servable version label: {label}")
-                if code == "UNAVAILABLE":
-                    raise ServingError(code, f"Model {name} has no version available yet")
-                raise ServingError(
-                    code, f"Servable not found for request: {_request_text(name, version, label)}"
-                )
-            ve = entry.versions[chosen]
+            live = entry if entry is not None and entry.in_config else None
+            available = (
+                [v.version for v in live.versions.values() if v.state == State.AVAILABLE]
+                if live
+                else []
+            )
+            found = resolve_version(name, version, label, available, live.labels if live else {})
+            if found.version is None:
+                raise ServingError(found.code, found.message)
+            chosen = found.version
+            assert live is not None
+            ve = live.versions[chosen]
             ve.refs += 1
             servable = ve.servable
         try:
@@ -350,28 +344,21 @@ class ModelManager:
                 if ve.refs == 0:
                     self._cv.notify_all()
 
-    def status(
-        self, name: str, version: int | None = None, label: str | None = None
-    ) -> list[VersionStatus]:
+    def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
+        """Every version the manager has seen, END ones included (after an unload, and for a
+        model no longer in the config), highest version first; or only ``version``. As
+        ``GetModelStatusImpl`` (model_servers/get_model_status_impl.cc) answers from the
+        ``ServableStateMonitor``, whose version map is ordered by ``std::greater``."""
         with self._cv:
-            if not name:
-                raise ServingError("INVALID_ARGUMENT", "Missing model name in request.")
             entry = self._models.get(name)
-            if entry is None or not entry.versions:
+            seen = entry.versions if entry is not None else {}
+            if version is not None and version not in seen:
+                raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+            if not seen:
                 raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
-            if label:
-                if label not in entry.labels:
-                    raise ServingError(
-                        "INVALID_ARGUMENT", f"Unrecognized servable version label: {label}"
-                    )
-                version = entry.labels[label]
-            versions = sorted(entry.versions.values(), key=lambda v: -v.version)
+            versions = sorted(seen.values(), key=lambda v: -v.version)
             if version is not None:
-                versions = [v for v in versions if v.version == version]
-                if not versions:
-                    raise ServingError(
-                        "NOT_FOUND", f"Could not find version {version} of model {name}"
-                    )
+                versions = [seen[version]]
             return [
                 VersionStatus(
                     v.version,
@@ -391,11 +378,3 @@ class ModelManager:
         self._kick()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._unload_pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _request_text(name: str, version: int | None, label: str | None) -> str:
-    if version is not None:
-        return f"Specific({name}, {version})"
-    if label:
-        return f"Label({name}, {label})"
-    return f"Latest({name})"

@@ -16,6 +16,14 @@ The official metrics (read in github.com/tensorflow/serving; details in modelsyn
   its file to the end or to a read error (``tfserving/warmup.py``); with it the counter
   ``:tensorflow:serving:model_warmup_records_read{model_path,status}`` (records read).
 
+modelsync's per-version extension (``modelsync.telemetry.versions``, documented there), in the same
+format after the official metrics, which it leaves exactly as they are:
+
+* ``:modelsync:serving:request_count{model_name,version,status}`` — counter, the inference
+  requests (Predict/Classify/Regress over gRPC and REST) that reached a version;
+* ``:modelsync:serving:request_latency{model_name,version}`` — histogram in microseconds, the
+  official buckets, OK requests only.
+
 prometheus_client cannot write these (its counters gain ``_total``), so they are rendered here in
 the format of ``tensorflow_serving/util/prometheus_exporter.cc``: ``# TYPE`` lines and no HELP,
 metrics sorted by TensorFlow name, series sorted by label values, ``NAME{labels} <int>``,
@@ -31,10 +39,16 @@ import bisect
 import re
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from modelsync.telemetry import LATENCY_BOUNDS_US
+from modelsync.telemetry import (
+    INFERENCE_APIS,
+    LATENCY_BOUNDS_US,
+    VERSION_REQUEST_COUNT,
+    VERSION_REQUEST_LATENCY,
+)
 from tfserving.manager import ModelManager
 from tfserving.policy import State
 
@@ -130,6 +144,14 @@ class OfficialSampler(_Metric):
         return out
 
 
+@dataclass
+class Answering:
+    """The version a request reached, set by the handler once it is chosen (None until then),
+    for the per-version extension."""
+
+    version: int | None = None
+
+
 class ServerMetrics:
     def __init__(self, manager_ref: list[ModelManager] | None = None) -> None:
         self._request_count = OfficialCounter(
@@ -155,6 +177,13 @@ class ServerMetrics:
             ],
             key=lambda m: m.tf_name,
         )
+        # modelsync's extension: the same figures per version (names from modelsync.telemetry)
+        self._version_count = OfficialCounter(
+            VERSION_REQUEST_COUNT, ["model_name", "version", "status"]
+        )
+        self._version_latency = OfficialSampler(
+            VERSION_REQUEST_LATENCY, ["model_name", "version"], LATENCY_BOUNDS_US
+        )
         self.registry = CollectorRegistry()
         self._versions = Gauge(
             "modelsync_model_server_versions",
@@ -178,13 +207,27 @@ class ServerMetrics:
         for manager in self._manager_ref:  # versions warm up inside their load
             manager.set_warmup_recorder(self.warmup)
 
-    def request(self, api: str, entrypoint: str, model: str, status: str, latency_us: int) -> None:
+    def request(
+        self,
+        api: str,
+        entrypoint: str,
+        model: str,
+        status: str,
+        latency_us: int,
+        version: int | None = None,
+    ) -> None:
         """One request, as TF Serving records it: always counted by (model, status code name);
         its latency only when OK. ``api``: ``Predict``/``Classify``/``Regress`` over gRPC, the
-        REST verb (``predict``, ...) or ``""`` for a REST GET; ``entrypoint``: GRPC or REST."""
+        REST verb (``predict``, ...) or ``""`` for a REST GET; ``entrypoint``: GRPC or REST.
+        ``version``: the version that answered (None: none was chosen), for the extension,
+        which counts inference requests only."""
         self._request_count.inc((model, status))
         if status == "OK":
             self._request_latency.add((model, api, entrypoint), max(0, latency_us))
+        if version is not None and api.casefold() in INFERENCE_APIS:
+            self._version_count.inc((model, str(version), status))
+            if status == "OK":
+                self._version_latency.add((model, str(version)), max(0, latency_us))
 
     def warmup_latency(self, model_path: str, status: str, latency_us: int) -> None:
         """One warmup run of a version directory (``model_path``, the export dir), as
@@ -198,7 +241,9 @@ class ServerMetrics:
         self._warmup_records.inc((model_path, status), records)
 
     def render_official(self) -> str:
-        lines = [line for metric in self._official for line in metric.lines()]
+        """The official metrics, then modelsync's per-version extension."""
+        metrics = [*self._official, self._version_count, self._version_latency]
+        lines = [line for metric in metrics for line in metric.lines()]
         return "\n".join(lines) + "\n"
 
     def _update_gauges(self) -> None:

@@ -98,25 +98,45 @@ def next_actions(versions: Iterable[Snapshot], max_loads: int = 1) -> list[Actio
     return actions
 
 
+@dataclass(frozen=True)
+class Resolution:
+    """The AVAILABLE version that answers a request, or TF Serving's error: ``code`` is ""
+    when ``version`` is set, else the gRPC status name with ``message``."""
+
+    version: int | None
+    code: str = ""
+    message: str = ""
+
+
 def resolve_version(
+    name: str,
     requested_version: int | None,
     label: str | None,
     available: Iterable[int],
     labels: Mapping[str, int],
-) -> tuple[int | None, str]:
-    """Pick the version a request asks for among the AVAILABLE ones.
-
-    Returns ``(version, "")`` or ``(None, code)`` where code is NOT_FOUND, INVALID_ARGUMENT or
-    UNAVAILABLE (the gRPC status TF Serving answers with).
-    """
-    avail = set(available)
-    if requested_version is not None:
-        return (requested_version, "") if requested_version in avail else (None, "NOT_FOUND")
+) -> Resolution:
+    """Pick the version a request asks for among the AVAILABLE ones, as TF Serving does:
+    ``ServerCore::ServableRequestFromModelSpec`` and ``GetModelVersionForLabel``
+    (model_servers/server_core.cc) turn the ModelSpec into ``Latest(name)`` or
+    ``Specific(name, version)`` — an unknown label, of a known model or not, is
+    INVALID_ARGUMENT — and the manager's handle lookup (core/basic_manager.cc) answers NOT_FOUND
+    "Servable not found for request: ..." when no AVAILABLE version matches, also while a model
+    has none loaded yet. ``available``/``labels`` are empty for a model not in the config."""
+    if not name:
+        return Resolution(None, "INVALID_ARGUMENT", "ModelSpec has no name specified.")
     if label:
-        target = labels.get(label)
-        if target is None:
-            return None, "INVALID_ARGUMENT"
-        return (target, "") if target in avail else (None, "NOT_FOUND")
-    if not avail:
-        return None, "UNAVAILABLE"
-    return max(avail), ""
+        if label not in labels:
+            return Resolution(
+                None, "INVALID_ARGUMENT", f"Unrecognized servable version label: {label}"
+            )
+        requested_version = labels[label]
+    avail = set(available)
+    if requested_version is None:
+        if avail:
+            return Resolution(max(avail))
+        request = f"Latest({name})"
+    elif requested_version in avail:
+        return Resolution(requested_version)
+    else:
+        request = f"Specific({name}, {requested_version})"
+    return Resolution(None, "NOT_FOUND", f"Servable not found for request: {request}")

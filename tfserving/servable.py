@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import threading
@@ -77,6 +78,8 @@ class Servable:
             )
 
     def signature(self, name: str) -> Signature:
+        """The signature a REST predict names: an unknown one is INVALID_ARGUMENT, as
+        ``HttpRestApiHandler::GetInfoMap`` (http_rest_api_handler.cc) answers."""
         sig = self.signatures.get(name or DEFAULT_SIGNATURE)
         if sig is None:
             raise ServingError(
@@ -210,15 +213,38 @@ def load_error_code(exc: BaseException) -> str:
     return "UNKNOWN"
 
 
-def tensor_to_ndarray(proto: Any) -> np.ndarray:
-    try:
+def predict_signature_name(servable: Any, name: str) -> str:
+    """The signature a gRPC Predict names (empty: ``serving_default``); one not in the
+    MetaGraph is FAILED_PRECONDITION, as ``RunPredict`` (tensorflow_serving/servables/
+    tensorflow/predict_util.cc) answers."""
+    key = name or DEFAULT_SIGNATURE
+    if key not in servable.meta_graph.signature_def:
+        raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{key}" not found.')
+    return key
+
+
+def examples_signature_name(servable: Any, name: str) -> str:
+    """The signature a Classify or Regress names (gRPC or REST); one not in the MetaGraph is
+    INVALID_ARGUMENT, as ``GetClassificationSignatureDef`` (classifier.cc) and
+    ``GetRegressionSignatureDef`` (regressor.cc) answer."""
+    key = name or DEFAULT_SIGNATURE
+    if key not in servable.meta_graph.signature_def:
+        raise ServingError("INVALID_ARGUMENT", f"No signature was found with the name: {key}")
+    return key
+
+
+def tensor_to_ndarray(proto: Any, alias: str) -> np.ndarray:
+    """A request's input tensor as TF Serving reads it, with TensorFlow's ``Tensor::FromProto``:
+    typed fields (fewer values than elements repeat the last one, more are cut) or
+    ``tensor_content``, strings included; one it cannot read is INVALID_ARGUMENT "tensor parsing
+    error: <alias>", as ``saved_model::GetInputValues`` (tensorflow/cc/saved_model/util.cc)."""
+    with contextlib.suppress(Exception):  # fast, but refuses some that FromProto reads
         return tf.make_ndarray(proto)
-    except Exception as exc:  # malformed TensorProto
-        raise ServingError("INVALID_ARGUMENT", f"malformed input tensor: {_one_line(exc)}") from exc
-
-
-def ndarray_to_tensor(arr: np.ndarray) -> Any:
-    return tf.make_tensor_proto(arr)
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+        return tf.io.parse_tensor(proto.SerializeToString(), dtype).numpy()
+    except Exception as exc:
+        raise ServingError("INVALID_ARGUMENT", f"tensor parsing error: {alias}") from exc
 
 
 def serialized_examples(input_proto: Any) -> list[bytes]:
@@ -249,7 +275,7 @@ def run_examples(
     servable: Servable, signature_name: str, method: str, examples: list[bytes]
 ) -> dict[str, np.ndarray]:
     """Run a classify or regress signature on serialized tf.Examples."""
-    sig = servable.signature(signature_name)
+    sig = servable.signature(examples_signature_name(servable, signature_name))
     if sig.method_name != method:
         kind = "classification" if method == CLASSIFY_METHOD else "regression"
         raise ServingError(

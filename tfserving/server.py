@@ -19,6 +19,7 @@ from typing import Any
 
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.log import configure_logging, get_logger
+from modelsync.settings import Env, SettingsError
 
 log = get_logger("model_server")
 
@@ -101,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         bool,
         False,
         "allow labels onto versions that are not AVAILABLE",
+    )
+    # as main.cc / server.cc: Predict answers each value in its typed field (kAsProtoField)
+    # unless this packs them into tensor_content (kAsProtoContent)
+    flag(
+        "enable_serialization_as_tensor_content",
+        bool,
+        False,
+        "answer Predict with outputs in tensor_content instead of typed fields",
     )
     flag("grpc_max_threads", int, 0, "gRPC worker threads; 0 = 4 x cores")
     flag("saved_model_tags", str, "serve", "comma-separated MetaGraph tags")
@@ -190,7 +199,10 @@ class ModelServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self.manager, metrics), self.grpc_server
+            PredictionService(
+                self.manager, metrics, tensor_content=a.enable_serialization_as_tensor_content
+            ),
+            self.grpc_server,
         )
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelService(self.manager), self.grpc_server
@@ -298,7 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"TensorFlow ModelServer: modelsync-compatible {__version__}")
         return 0
-    configure_logging(os.environ.get("MODELSYNC_LOG_LEVEL", "info"), json_output=True)
+    try:
+        level = Env().log_level()
+    except SettingsError as exc:
+        print(f"tensorflow_model_server: error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(level, json_output=True)
     stop = install_stop_handlers()
     from tfserving.errors import ServingError
 

@@ -44,6 +44,8 @@ from tfserving.servable import (
     REGRESS_METHOD,
     Servable,
     classify_rows,
+    examples_signature_name,
+    predict_signature_name,
     regress_values,
     run_examples,
     serialized_examples,
@@ -133,17 +135,13 @@ def _signature_name(model_spec: Any) -> str:
 
 
 def _run_predict(servable: Servable, request: Any) -> None:
-    name = _signature_name(request.model_spec)
-    if name not in servable.meta_graph.signature_def:
-        raise ServingError("FAILED_PRECONDITION", f'Serving signature key "{name}" not found.')
-    inputs = {k: tensor_to_ndarray(t) for k, t in request.inputs.items()}
+    name = predict_signature_name(servable, request.model_spec.signature_name)
+    inputs = {k: tensor_to_ndarray(t, k) for k, t in request.inputs.items()}
     servable.run(name, inputs, list(request.output_filter) or None)
 
 
 def _run_examples(servable: Servable, request: Any, method: str) -> None:
-    name = _signature_name(request.model_spec)
-    if name not in servable.meta_graph.signature_def:
-        raise ServingError("INVALID_ARGUMENT", f"No signature was found with the name: {name}")
+    name = examples_signature_name(servable, request.model_spec.signature_name)
     outputs = run_examples(servable, name, method, serialized_examples(request.input))
     if method == CLASSIFY_METHOD:
         classify_rows(outputs)

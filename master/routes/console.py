@@ -7,7 +7,6 @@ cookie. A read token gets a read-only console: no write buttons, and the API ref
 
 from __future__ import annotations
 
-from datetime import timedelta
 from urllib.parse import urlparse
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
@@ -19,7 +18,7 @@ from modelsync import __version__
 from modelsync.layout import is_model_name
 
 bp = Blueprint("console", __name__)
-PAGES = {"models": "/", "nodes": "/nodes", "events": "/events"}
+PAGES = {"models": "/", "nodes": "/nodes", "events": "/events", "jobs": "/jobs"}
 
 
 def _safe_next(target: str | None) -> str:
@@ -33,8 +32,7 @@ def _safe_next(target: str | None) -> str:
 
 
 def _page(template: str, **context: object) -> Response | str:
-    settings = state().settings
-    kind = auth.session_kind(settings)
+    kind = auth.guard().session_kind()
     if kind is None:
         return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
     return render_template(
@@ -49,11 +47,21 @@ def login() -> str:
     )
 
 
+def _error_page(status: int, message: str) -> tuple[str, int]:
+    """An HTML error (the message autoescaped, as every template value)."""
+    return render_template(
+        "error.html", status=status, message=message, version=__version__
+    ), status
+
+
 @bp.post("/login")
-def login_post() -> Response | tuple[str, int]:
-    settings = state().settings
+def login_post() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]:
     target = _safe_next(request.form.get("next"))
-    kind = auth.sign_in(settings, request.form.get("token", ""))
+    try:
+        kind = auth.guard().sign_in(request.form.get("token", ""))
+    except auth.AuthError as exc:
+        page = render_template("login.html", next=target, version=__version__, error=exc.message)
+        return page, exc.status, {"Retry-After": str(exc.retry_after_s or 1)}
     if kind is None:
         return render_template(
             "login.html",
@@ -71,10 +79,11 @@ def login_post() -> Response | tuple[str, int]:
 def logout() -> Response | tuple[str, int]:
     """Sign out (the form carries the session's CSRF token, so no other site can do it)."""
     if auth.csrf_token() and request.form.get("csrf") != auth.csrf_token():
-        return (
+        return _error_page(
+            403,
             "This sign-out form is out of date (the session changed): reload the page "
-            "and sign out again."
-        ), 403
+            "and sign out again.",
+        )
     session.clear()
     return redirect(url_for("console.login"), code=303)
 
@@ -87,7 +96,7 @@ def models_page() -> Response | str:
 @bp.get("/models/<model>")
 def model_page(model: str) -> Response | str | tuple[str, int]:
     if not is_model_name(model):
-        return f"bad model name {model!r}", 404
+        return _error_page(404, f"No model can be named {model!r}.")
     return _page("model.html", page="model", model=model)
 
 
@@ -101,16 +110,6 @@ def events_page() -> Response | str:
     return _page("events.html", page="events")
 
 
-def configure(app: object, session_s: float, secure: bool, secret: bytes) -> None:
-    """The session cookie's settings on the Flask app."""
-    from flask import Flask
-
-    assert isinstance(app, Flask)
-    app.secret_key = secret
-    app.config.update(
-        SESSION_COOKIE_NAME="modelsync_session",
-        SESSION_COOKIE_HTTPONLY=True,
-        SESSION_COOKIE_SAMESITE="Strict",
-        SESSION_COOKIE_SECURE=secure,
-        PERMANENT_SESSION_LIFETIME=timedelta(seconds=session_s),
-    )
+@bp.get("/jobs")
+def jobs_page() -> Response | str:
+    return _page("jobs.html", page="jobs")

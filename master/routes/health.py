@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, Response, jsonify
-from prometheus_client import generate_latest
 
 from master.api import state
-from master.cluster import node_counts
 from master.openapi import openapi_document
 from modelsync import __version__
 
@@ -40,12 +36,7 @@ def readyz() -> tuple[Response, int]:
 
 @bp.get("/metrics")
 def metrics() -> Response:
-    s = state()
-    with s.index.fleet(s.db, time.time()) as fleet:
-        for k, v in node_counts(fleet).items():
-            if k != "total":
-                s.metrics.nodes.labels(k).set(v)
-    return Response(generate_latest(s.metrics.registry), mimetype="text/plain; version=0.0.4")
+    return Response(state().metrics.exposition(), mimetype="text/plain; version=0.0.4")
 
 
 @bp.get("/v1/openapi.json")

@@ -1,72 +1,87 @@
-"""Node heartbeats (node token) and the registry (read token)."""
+"""Node heartbeats (each node with its own token) and the registry (read token)."""
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
+from master import auth
 from master.api import ApiError, body, log, need, state
+from master.beat import BadBeat, ProblemLog, parse_beat
 from master.index import nodes_json
-from master.telemetry import parse_beat
+from master.telemetry import TELEMETRY_SOURCES
+from master.telemetry import parse_beat as parse_telemetry
 from modelsync.telemetry import TelemetryError
 
 bp = Blueprint("nodes", __name__)
-NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
-ROLES = ("puller", "config_manager", "gateway")
-MAX_EVENTS_PER_BEAT = 1000
+PROBLEMS_KEY = "modelsync.report_problems"
 
 
 @bp.post("/v1/nodes/heartbeat")
 def heartbeat() -> Response:
+    """A node daemon's report. Its token must be its own node's (``modelsync.nodeauth``);
+    every name and number in it is checked (``master.beat``), what fails is dropped and
+    recorded as one ``report_dropped`` event."""
     need("node")
     s = state()
-    doc = body()
-    node_id, role = doc.get("node_id"), doc.get("role")
-    if not isinstance(node_id, str) or not NODE_ID_RE.match(node_id):
-        raise ApiError(400, "'node_id' must be 1-128 of [A-Za-z0-9_.-]")
-    if role not in ROLES:
-        raise ApiError(400, f"'role' must be one of {list(ROLES)}")
-    status = doc.get("status") or {}
-    events = doc.get("events") or []
-    if not isinstance(status, dict) or not isinstance(events, list):
-        raise ApiError(400, "'status' must be an object and 'events' a list")
-    if len(events) > MAX_EVENTS_PER_BEAT:
-        raise ApiError(400, f"at most {MAX_EVENTS_PER_BEAT} events per heartbeat")
-    if not all(isinstance(e, dict) for e in events):
-        raise ApiError(400, "every event must be an object")
+    now = time.time()
+    try:
+        beat = parse_beat(body(), now)
+    except BadBeat as exc:
+        raise ApiError(400, str(exc)) from None
+    owner = auth.guard().node_id()
+    if owner != beat.node_id:
+        raise ApiError(403, f"this token is node {owner!r}'s: it cannot report for another node")
+    problems = list(beat.problems)
     telemetry = []
-    if doc.get("telemetry") is not None:
+    if beat.telemetry is not None:
+        if beat.role not in TELEMETRY_SOURCES:
+            raise ApiError(
+                400, f"'telemetry': only {sorted(TELEMETRY_SOURCES)} heartbeats carry it"
+            )
         try:
-            telemetry = parse_beat(doc["telemetry"])
+            telemetry = parse_telemetry(beat.telemetry)
         except TelemetryError as exc:
             raise ApiError(400, f"'telemetry': {exc}") from None
-    hb = doc.get("heartbeat_s", 10)
-    heartbeat_s = float(hb) if isinstance(hb, int | float) and 0.5 <= hb <= 3600 else 10.0
-    now = time.time()
+    status = beat.status
+    if beat.role == "gateway":  # where try-it may reach this gateway: seen here, not reported
+        status = {**status, "address": request.remote_addr or ""}
     new, sync_seen = s.db.heartbeat(
-        node_id,
-        role,
-        str(doc.get("hostname") or "")[:255],
-        str(doc.get("version") or "")[:64],
-        heartbeat_s,
+        beat.node_id,
+        beat.role,
+        beat.hostname,
+        beat.version,
+        beat.heartbeat_s,
         status,
-        events,
+        beat.events,
         now,
     )
-    s.metrics.heartbeats.labels(role).inc()
+    s.metrics.heartbeats.labels(beat.role).inc()
     if telemetry:
-        s.telemetry.add(node_id, telemetry, now)
+        s.telemetry.add(beat.node_id, telemetry, now, TELEMETRY_SOURCES[beat.role])
     if new:
-        s.db.add_event("node", "node_registered", node_id=node_id, detail={"role": role})
-        log.info("node_registered", node_id=node_id, role=role)
+        s.db.add_event("node", "node_registered", node_id=beat.node_id, detail={"role": beat.role})
+        log.info("node_registered", node_id=beat.node_id, role=beat.role)
+    if problems and _problem_log().fresh(beat.node_id, beat.role, beat.problems, now):
+        s.db.add_event(
+            "node",
+            "report_dropped",
+            node_id=beat.node_id,
+            detail={"role": beat.role, "dropped": problems},
+        )
+        log.warning("report_dropped", node_id=beat.node_id, role=beat.role, dropped=problems)
     requested = float(s.db.get_meta("sync_requested_at", "0") or 0)
     sync = requested > sync_seen
     if sync:
-        s.db.ack_sync(node_id, role, now)
+        s.db.ack_sync(beat.node_id, beat.role, now)
     return jsonify({"ok": True, "sync": sync, "server_time": now})
+
+
+def _problem_log() -> ProblemLog:
+    log_: ProblemLog = current_app.extensions.setdefault(PROBLEMS_KEY, ProblemLog())
+    return log_
 
 
 @bp.get("/v1/nodes")
@@ -93,7 +108,7 @@ def swarm_view() -> Any:
     from master.swarm import swarm_view as view
 
     try:
-        return view(s.db.nodes(), time.time())
+        return view(s.db.nodes(), time.time(), s.settings.docker_socket)
     except Exception as exc:  # the Docker socket is optional
         if s.settings.docker == "on":
             return {"error": str(exc)}

@@ -11,9 +11,9 @@ from flask import Blueprint, Response, jsonify
 from master import policy_ops
 from master.api import ApiError, body, check_model, need, state, write_policy
 from master.index import CONFIG_MANAGER
-from master.rollout import sampler
+from master.rollout import last_judgement
 from modelsync.policy import check_version
-from modelsync.rollout import RolloutError, parse_spec
+from modelsync.rollout import RolloutError, RolloutSpec, parse_spec
 
 bp = Blueprint("rollout", __name__)
 ACTIONS = ("pause", "resume", "promote", "abort")
@@ -35,7 +35,10 @@ def rollout_json(model: str) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "model": model,
         "spec": None if spec is None else spec.to_json(),
+        "spec_effective": None if spec is None else spec.effective_json(),
         "spec_from": "model" if mp.rollout is not None else "defaults" if spec else None,
+        # what a field left out of a spec means (None: derived from bake_s, see spec_effective)
+        "spec_defaults": RolloutSpec().full_json(),
         "rejected": sorted(mp.rejected),
         "status": "idle" if rs is None else rs.status,
     }
@@ -47,14 +50,24 @@ def rollout_json(model: str) -> dict[str, Any]:
     doc["bake_remaining_s"] = None
     if rs.status == "baking" and spec is not None:
         doc["bake_remaining_s"] = max(0.0, round(spec.bake_s - (now - rs.stage_started_at), 1))
-    if rs.active:  # the new version against the previous one since the stage began
-        sample = sampler(s, model, now)
+    judged = last_judgement(s.db, model) if rs.active else None
+    if judged is not None and (judged.get("version"), judged.get("stage")) != (
+        rs.version,
+        rs.stage,
+    ):
+        judged = None  # an earlier stage's
+    doc["judgement"] = judged  # the controller's last, of this stage: what it is decided on
+    doc["waiting"] = bool(judged and rs.status == "baking" and judged["verdict"] == "waiting")
+    if judged is not None and judged.get("new") is not None:
         doc["figures"] = {
-            name: {"version": v, **vars(sample(v, rs.stage_started_at))}
+            name: {"version": v, **judged[name], "errors": _errors(judged[name])}
             for name, v in (("new", rs.version), ("baseline", rs.previous))
-            if v is not None
         }
     return doc
+
+
+def _errors(side: dict[str, Any]) -> int:
+    return int(side.get("client_errors", 0)) + int(side.get("server_errors", 0))
 
 
 @bp.get("/v1/models/<model>/rollout")

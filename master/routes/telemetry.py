@@ -10,10 +10,11 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from master.api import ApiError, check_model, need, state
-from master.telemetry import MINUTE, Figures, by_version_json, figures_json, merged
+from master.telemetry import MINUTE, Figures, by_version_json, figures_json, merged, per_version
 
 bp = Blueprint("telemetry", __name__)
-DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)([smhd])\Z")
+DURATION_PATTERN = r"(\d+(?:\.\d+)?)([smhd])"  # 15m, 1h, 7d (the OpenAPI pattern is built on it)
+DURATION_RE = re.compile(DURATION_PATTERN + r"\Z")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_POINTS = 1000
 
@@ -79,10 +80,8 @@ def model_metrics(model: str) -> Response:
     buckets: dict[float, Figures] = {}
     if node:
         step = step_arg(args.get("step"), until - since, 1)
-        for t, iv, versions in s.telemetry.node_rows(model, node, since, until):
-            buckets.setdefault(t // step * step, Figures()).add(
-                iv, str(versions[0]) if len(versions) == 1 else None
-            )
+        for t, fig in s.telemetry.node_rows(model, node, since, until):
+            buckets.setdefault(t // step * step, Figures()).add(fig.interval, per_version(fig))
     else:
         step = step_arg(args.get("step"), until - since, MINUTE)
         for minute, f in s.telemetry.model_minutes(model, since, until).items():

@@ -60,6 +60,7 @@ window.ms = (function () {
     return node;
   }
   const badge = (text, cls, title) => el("span", {class: "badge " + (cls || ""), title}, text);
+  const dash = () => el("span", {class: "muted"}, DASH);
   const ver = (v) => el("span", {class: "v"}, "v" + v);
   const join = (nodes, sep) => nodes.flatMap((n, i) => (i ? [sep === undefined ? " " : sep, n] : [n]));
 
@@ -146,8 +147,9 @@ window.ms = (function () {
         const cluster = await refreshBanner();
         await load(cluster);
         setPageProblem(null);
-        window.ms.data.ticks = (window.ms.data.ticks || 0) + 1;  // (tests wait on it)
-        label.textContent = "updated at " + hms(new Date());
+        const now = new Date();
+        label.textContent = "updated at " + hms(now);
+        label.dataset.at = String(now.getTime());
         label.className = "muted";
       } catch (exc) {
         setPageProblem(exc.message);
@@ -172,6 +174,32 @@ window.ms = (function () {
     tick();
     schedule();
     return {now: tick, get paused() { return paused; }};
+  }
+
+  /** An admin's actions with one result box (`boxSel`): `act(what, question, method, path, body,
+   * done)` asks first, sends, shows `done(answer)` (and the policy generation written) or why it
+   * failed, then `after()` (the page's refresh). */
+  function actions(boxSel, after) {
+    function result(ok, text, pending) {
+      const box = $(boxSel);
+      box.hidden = false;
+      box.className = "result " + (ok ? "ok" : "err");
+      box.dataset.state = pending ? "pending" : ok ? "ok" : "err";
+      box.textContent = text;
+    }
+    async function act(what, question, method, path, body, done) {
+      if (!window.confirm(question)) return;
+      result(true, what + "\u2026", true);
+      try {
+        const doc = await request(method, path, body);
+        result(true, done(doc) + (doc && doc.generation ? " (policy generation " + doc.generation +
+          (doc.changed === false ? ", unchanged" : "") + ")" : ""));
+      } catch (exc) {
+        result(false, what + " failed: " + exc.message + (exc.status ? " (HTTP " + exc.status + ")" : ""));
+      }
+      await after();
+    }
+    return {result, act};
   }
 
   /** A table whose columns sort on a header click; `hidden` columns keep their cells hidden.
@@ -252,7 +280,7 @@ window.ms = (function () {
     return svg;
   }
 
-  return {csrf, kind, admin: kind === "admin", DASH, $, ApiError, request, get, el, badge, ver,
-          join, hms, when, ago, timeCell, bytes, num, pct, msec, refreshBanner, setPageProblem,
-          autoRefresh, table, sparkline, data: {}};
+  return {csrf, kind, admin: kind === "admin", DASH, $, ApiError, request, get, el, badge, dash,
+          ver, join, hms, when, ago, timeCell, bytes, num, pct, msec, refreshBanner, setPageProblem,
+          autoRefresh, actions, table, sparkline, data: {}};
 })();

@@ -3,10 +3,9 @@
 "use strict";
 
 (function () {
-  const {el, $, badge, ver, join, timeCell, bytes, num, pct, msec, DASH} = window.ms;
+  const {el, $, badge, dash, ver, join, timeCell, bytes, num, pct, msec} = window.ms;
   const model = document.body.dataset.model;
   const base = "/v1/models/" + encodeURIComponent(model);
-  const dash = () => el("span", {class: "muted"}, DASH);
   const charts = window.ms.metricsCharts(model);
   const events = window.ms.eventLog({model});
   window.ms.fillNodeList("ev-nodes");
@@ -124,27 +123,7 @@
   const refresh = window.ms.autoRefresh(load, 5000);
 
   // --- actions (admin only: the buttons exist only then) -----------------------------------------
-  function result(ok, text, pending) {
-    const box = $("#action-result");
-    box.hidden = false;
-    box.className = "result " + (ok ? "ok" : "err");
-    box.dataset.state = pending ? "pending" : ok ? "ok" : "err";
-    box.textContent = text;
-  }
-  async function act(what, question, method, path, body, done) {
-    if (!window.confirm(question)) return;
-    result(true, what + "\u2026", true);
-    try {
-      const doc = await window.ms.request(method, path, body);
-      result(true, done(doc) + (doc && doc.generation ? " (policy generation " + doc.generation +
-        (doc.changed === false ? ", unchanged" : "") + ")" : ""));
-      window.ms.data.lastAction = {ok: true, doc};
-    } catch (exc) {
-      result(false, what + " failed: " + exc.message + (exc.status ? " (HTTP " + exc.status + ")" : ""));
-      window.ms.data.lastAction = {ok: false, status: exc.status, error: exc.message};
-    }
-    await refresh.now();
-  }
+  const {result, act} = window.ms.actions("#action-result", () => refresh.now());
   function removeLabel(name) {
     act("Removing label " + name, "Remove the label \u201c" + name + "\u201d of " + model + "?", "DELETE",
         base + "/labels/" + encodeURIComponent(name), undefined, () => "Label " + name + " removed");

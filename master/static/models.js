@@ -3,9 +3,8 @@
 "use strict";
 
 (function () {
-  const {el, $, badge, ver, join, timeCell, num, pct, msec, DASH} = window.ms;
+  const {el, $, badge, dash, ver, join, timeCell, num, pct, msec} = window.ms;
   const HIDDEN_KEY = "modelsync.console.models.hidden-columns";
-  const dash = () => el("span", {class: "muted"}, DASH);
   let spark = {minutes: [], models: {}};
   const serving = (m) => m.serving_versions || [];  // AVAILABLE on a live serving node now
 

@@ -3,8 +3,7 @@
 "use strict";
 
 (function () {
-  const {el, $, badge, ver, join, timeCell, bytes, DASH} = window.ms;
-  const dash = () => el("span", {class: "muted"}, DASH);
+  const {el, $, badge, dash, ver, join, timeCell, bytes, DASH} = window.ms;
   const ROLES = {puller: "puller", config_manager: "config manager"};
   const status = (n, role) => (n.roles[role] && n.roles[role].status) || {};
 

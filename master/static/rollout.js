@@ -1,14 +1,15 @@
 /* modelsync console: a model's staged rollout (GET /v1/models/<m>/rollout): the stages as a
  * progress bar, how many live serving nodes are on the new version, the status and why, the
- * bake countdown (ticking every second), the new version against the baseline, the history,
- * the rejected versions, and (admin only: the controls exist only then) pause / resume /
- * promote / abort, clearing a rejection and the spec form, each confirmed first. */
+ * bake countdown (ticking every second), what the stage is judged on (the controller's last
+ * judgement: its source, window, requests per side, "waiting for traffic" when it is, the new
+ * version against the baseline by status class and latency, each check), the history, the
+ * rejected versions, and (admin only: the controls exist only then) pause / resume / promote /
+ * abort, clearing a rejection and the spec form, each confirmed first. */
 "use strict";
 
 window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
-  const {el, $, badge, ver, timeCell, num, pct, msec, DASH} = window.ms;
+  const {el, $, badge, dash, ver, timeCell, num, pct, msec, DASH} = window.ms;
   const base = "/v1/models/" + encodeURIComponent(model);
-  const dash = () => el("span", {class: "muted"}, DASH);
   const STATUS = {idle: "", validating: "info", baking: "info", paused: "warn", complete: "ok",
                   rolled_back: "bad"};
   const WHAT = {
@@ -18,6 +19,13 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
     paused: "paused by an operator: nothing moves until it is resumed",
     complete: "every node serves the new version",
     rolled_back: "rolled back: every node is back on the previous version"};
+  const VERDICT = {healthy: "ok", breach: "bad", waiting: "warn", "warming up": "info"};
+  const CHECK = {pass: "ok", breach: "bad", unjudged: ""};
+  const SOURCE = {  // what each source is (master/rollout_judge.py)
+    versions: "per-version figures of the nodes' servers",
+    gateway: "per-version figures of the nodes' gateways",
+    "node groups": "the stage's nodes against the other nodes (model-level figures)",
+    "no figures": "the stage's nodes have reported no request yet"};
   let doc = null;
   let bakeEnd = null;  // Date.now() / 1000 when the bake ends (from bake_remaining_s)
 
@@ -62,8 +70,10 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
     const gone = members.filter((n) => !liveIds.includes(n));  // kept in the stage, not live now
     const on = r.status === "complete" ? live : members.length - gone.length;
     const fill = live ? Math.min(100, (100 * on) / live) : 0;
+    const fillBar = el("div", {class: "fill"});
+    fillBar.style.width = fill.toFixed(1) + "%";  // CSSOM: the CSP allows no style attribute
     $("#rollout-nodes").replaceChildren(el("div", {class: "nodes-line"},
-      el("div", {class: "nodebar"}, el("div", {class: "fill", style: "width: " + fill.toFixed(1) + "%"})),
+      el("div", {class: "nodebar"}, fillBar),
       el("span", {id: "rollout-nodes-text", dataset: {on: String(on), live: String(live)}},
          r.version ? on + " of " + live + " live serving node" + (live === 1 ? "" : "s") + " on v" + r.version
            : live + " live serving node" + (live === 1 ? "" : "s")),
@@ -72,29 +82,70 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
       gone.length ? el("span", {class: "warn-text small"}, " and " + gone.join(", ") + " not live") : null));
   }
 
-  function renderFigures(r) {
+  function renderJudgement(r) {
     const box = $("#rollout-figures");
-    const f = r.figures;
-    box.hidden = !f;
-    if (!f) return box.replaceChildren();
-    const spec = r.spec || {};
-    const sides = [["new", "new (stage " + r.stage + ")"], ["baseline", "baseline"]];
-    const head = el("tr", {}, el("th", {}, "since the stage began"), sides.map(([k, label]) =>
-      el("th", {class: "num", dataset: {side: k}}, label, f[k] ? [" ", ver(f[k].version)] : null)));
-    const ratio = f.new && f.baseline && f.new.p99_ms && f.baseline.p99_ms ? f.new.p99_ms / f.baseline.p99_ms : null;
-    const row = (label, key, value, bad) => el("tr", {dataset: {row: key}}, el("th", {}, label),
-      sides.map(([k]) => el("td", {class: "num" + (k === "new" && bad ? " bad-text" : ""), dataset: {side: k}},
-                            f[k] ? value(f[k]) : DASH)));
-    box.replaceChildren(el("table", {class: "compare"}, el("thead", {}, head), el("tbody", {},
-      row("Requests", "requests", (x) => num(x.requests, 0), false),
-      row("Errors", "errors", (x) => num(x.errors, 0), false),
-      row("Error rate", "error_rate", (x) => pct(rate(x)), rate(f.new) > spec.max_error_rate),
-      row("p99", "p99", (x) => msec(x.p99_ms), ratio !== null && ratio > spec.max_p99_ratio))),
-    el("p", {class: "muted small"}, "limits: error rate \u2264 " + pct(spec.max_error_rate) +
-       ", p99 \u2264 " + num(spec.max_p99_ratio) + "\u00d7 the baseline's" +
-       (ratio !== null ? " (now " + num(ratio) + "\u00d7)" : "") + ", judged from " +
-       num(spec.min_requests, 0) + " requests of the new version" +
-       (f.new && f.new.requests < spec.min_requests ? " (" + num(f.new.requests, 0) + " so far)" : "")));
+    const j = r.judgement;
+    const active = ["validating", "baking", "paused"].includes(r.status);
+    box.hidden = !active;
+    if (!active) return box.replaceChildren();
+    if (!j) {
+      box.dataset.verdict = "";
+      return box.replaceChildren(el("p", {id: "rollout-judged", class: "muted"}, r.status === "validating"
+        ? "Not judged yet: the stage's nodes are loading the new version."
+        : "Not judged yet: the controller judges the stage at its next round."));
+    }
+    box.dataset.verdict = j.verdict;
+    const limits = r.spec_effective || {};
+    const seconds = j.window ? j.window.seconds : 0;
+    const head = el("p", {id: "rollout-judged", dataset: {verdict: j.verdict, source: j.source || ""}},
+      badge(j.verdict, VERDICT[j.verdict] || ""), " Stage " + j.stage + " judged on ",
+      j.source ? el("strong", {id: "rollout-source", title: SOURCE[j.source] || ""}, j.source) : "nothing yet",
+      j.source ? el("span", {class: "muted"}, " (" + SOURCE[j.source] + ")") : null,
+      " · window ", el("span", {id: "rollout-window"}, num(seconds, 0) + " s"),
+      " since ", timeCell(j.window.start, true), " · ",
+      el("span", {id: "rollout-counts", dataset: {new: String(j.requests.new), needed: String(j.requests.needed),
+                                                   baseline: String(j.requests.baseline)}},
+         "v" + j.version + ": " + num(j.requests.new, 0) + " requests (" + num(j.requests.needed, 0) +
+         " needed) against " + num(j.requests.baseline, 0) + " of the baseline"));
+    const waiting = j.verdict === "waiting" || j.verdict === "warming up";
+    const hold = waiting ? el("p", {id: "rollout-waiting", class: "waiting", dataset: {verdict: j.verdict}},
+      j.reason, r.waiting && limits.max_wait_s !== undefined
+        ? el("span", {class: "small"}, " · the stage holds; " + (limits.on_insufficient === "promote"
+          ? "promoted" : "paused") + " " + num(limits.max_wait_s, 0) + " s after it began baking unless judged")
+        : null) : null;
+    const share = j.source === "node groups" ? el("p", {id: "rollout-dilution", class: "small"},
+      "Share of the stage's requests that were for other versions: ",
+      el("strong", {}, j.other_share === null ? "unknown" : pct(j.other_share)),
+      j.other_share === null ? " (nothing tells versions apart on these nodes: the comparison is diluted by " +
+        "whatever else they serve)" : "") : null;
+    const sides = [["new", "new", j.version, j.nodes.new], ["baseline", "baseline", j.previous, j.nodes.baseline]];
+    const cell = (side, value, bad) => el("td", {class: "num" + (bad ? " bad-text" : ""), dataset: {side}}, value);
+    const checkOf = (name) => (j.checks || []).find((c) => c.name === name);
+    const breach = (name) => { const c = checkOf(name); return !!c && c.verdict === "breach"; };
+    const row = (label, key, value, check) => el("tr", {dataset: {row: key}}, el("th", {}, label),
+      sides.map(([k]) => cell(k, j[k] ? value(j[k]) : DASH, k === "new" && check && breach(check))));
+    const rate = (n, r2) => num(n, 0) + " · " + pct(r2);
+    const table = j.new ? el("table", {class: "compare"}, el("thead", {}, el("tr", {},
+      el("th", {}, "over the window"), sides.map(([k, label, v, nodes]) => el("th", {class: "num", dataset: {side: k},
+        title: nodes && nodes.length ? "nodes: " + nodes.join(", ") : null}, label, v ? [" ", ver(v)] : null,
+        el("span", {class: "muted small"}, " · " + (nodes ? nodes.length : 0) + " node" +
+          (nodes && nodes.length === 1 ? "" : "s")))))),
+      el("tbody", {},
+        row("Requests", "requests", (x) => num(x.requests, 0)),
+        row("Server errors", "server_errors", (x) => rate(x.server_errors, x.server_error_rate), "server_errors"),
+        row("Client errors", "client_errors", (x) => rate(x.client_errors, x.client_error_rate), "client_errors"),
+        row("p50", "p50", (x) => msec(x.p50_ms), "latency"),
+        row("p99", "p99", (x) => msec(x.p99_ms), "latency"))) : null;
+    const checks = (j.checks || []).length ? el("ul", {id: "rollout-checks", class: "checks"}, j.checks.map((c) =>
+      el("li", {dataset: {check: c.name, verdict: c.verdict}}, badge(c.verdict, CHECK[c.verdict] || ""), " ",
+         el("strong", {}, c.name.replace("_", " ")), " ", el("span", {class: "muted"}, c.detail)))) : null;
+    const tolerances = el("p", {id: "rollout-limits", class: "muted small"},
+      "against the baseline, by status class: server errors may rise " + pct(limits.max_error_rate) +
+      ", client errors " + pct(limits.max_client_error_increase) + " (Newcombe's bound at " +
+      pct(limits.confidence) + "); latency may be " + num(limits.max_p99_ratio) + "× at the tail quantile " +
+      "the samples support (and Mann–Whitney significant); judged from " + num(limits.min_requests, 0) +
+      " requests a side, " + num(limits.warmup_s, 1) + " s after the stage's nodes all served it");
+    box.replaceChildren(...[head, hold, share, table, checks, tolerances].filter(Boolean));
   }
 
   function renderHistory(r) {
@@ -119,11 +170,16 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
 
   function specText(spec, from) {
     if (!spec) return "none: a new version goes to every node at once";
+    const derived = (v, what) => (v === null || v === undefined ? what : num(v, 1) + " s");
     return (from === "defaults" ? "from the defaults: " : "") + "canary " + spec.canary_nodes +
       (spec.canary_nodes === 1 ? " node" : " nodes") + ", waves " +
       spec.waves.map((w) => Math.round(w * 100) + " %").join(", ") + ", bake " + num(spec.bake_s, 1) + " s" +
-      ", max error rate " + pct(spec.max_error_rate) + ", max p99 ratio " + num(spec.max_p99_ratio) +
-      ", min requests " + num(spec.min_requests, 0);
+      ", warmup " + derived(spec.warmup_s, "bake/10 ≤ 30 s") +
+      ", server errors +" + pct(spec.max_error_rate) +
+      (spec.max_client_error_increase !== undefined ? ", client errors +" + pct(spec.max_client_error_increase) : "") +
+      ", latency ×" + num(spec.max_p99_ratio) + ", min requests " + num(spec.min_requests, 0) +
+      ", max wait " + derived(spec.max_wait_s, "4 × bake") +
+      (spec.on_insufficient ? " then " + spec.on_insufficient : "");
   }
 
   function tick() {
@@ -156,7 +212,7 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
     status.dataset.status = r.status;
     $("#rollout-versions").replaceChildren(...(r.version ? [ver(r.version),
       r.previous ? el("span", {class: "muted"}, " after ", ver(r.previous)) : ""] : []));
-    $("#rollout-spec").textContent = specText(r.spec, r.spec_from);
+    $("#rollout-spec").textContent = specText(r.spec_effective || r.spec, r.spec_from);
     const orphan = r.status !== "idle" && !r.spec;  // a state left behind (a hand-edited policy)
     $("#rollout-what").textContent = orphan ? "no rollout spec: this state (" +
       r.status.replace("_", " ") + ") steers no node, every node serves the target at once; " +
@@ -167,7 +223,7 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
       r.stage_started_at ? [" \u00b7 this stage since ", timeCell(r.stage_started_at, true)] : null)] : []));
     $("#rollout").classList.toggle("idle", r.status === "idle");
     renderStages(r, live);
-    renderFigures(r);
+    renderJudgement(r);
     renderHistory(r);
     renderRejected(r);
     tick();
@@ -183,26 +239,7 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
   }
 
   // --- admin: the operator's hands ---------------------------------------------------------------
-  function result(ok, text, pending) {
-    const box = $("#rollout-result");
-    box.hidden = false;
-    box.className = "result " + (ok ? "ok" : "err");
-    box.dataset.state = pending ? "pending" : ok ? "ok" : "err";
-    box.textContent = text;
-  }
-  async function act(what, question, method, path, body, done) {
-    if (!window.confirm(question)) return;
-    result(true, what + "\u2026", true);
-    try {
-      const answer = await window.ms.request(method, path, body);
-      result(true, done(answer) + (answer && answer.generation ? " (policy generation " + answer.generation + ")" : ""));
-      window.ms.data.lastRolloutAction = {ok: true, doc: answer};
-    } catch (exc) {
-      result(false, what + " failed: " + exc.message + (exc.status ? " (HTTP " + exc.status + ")" : ""));
-      window.ms.data.lastRolloutAction = {ok: false, status: exc.status, error: exc.message};
-    }
-    await refreshPage();
-  }
+  const {result, act} = window.ms.actions("#rollout-result", refreshPage);
   function unreject(v) {
     act("Clearing v" + v, "Clear the rejection of " + model + " v" + v + "? It may be served again " +
         "(a staged rollout of it starts over).", "DELETE", base + "/rejected/" + v, undefined,
@@ -229,19 +266,36 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
     const form = $("#rollout-spec-form");
     if (form.dataset.edited || form.contains(document.activeElement)) return;
     const spec = r.spec || {};
+    const defaults = r.spec_defaults || {};
     const put = (id, v) => { $(id).value = v === undefined || v === null ? "" : String(v); };
+    const DERIVED = {warmup_s: "bake/10", max_wait_s: "4×bake"};  // None in spec_defaults
+    for (const [id, key] of FORM) {  // an empty field means the API's default: shown as such
+      const d = defaults[key];
+      $(id).placeholder = d === undefined ? "" : d === null ? DERIVED[key] || "" : Array.isArray(d) ? d.join(", ")
+        : String(d);
+    }
     put("#ro-canary", spec.canary_nodes);
     put("#ro-waves", spec.waves ? spec.waves.join(", ") : "");
     put("#ro-bake", spec.bake_s);
     put("#ro-max-error", spec.max_error_rate);
     put("#ro-max-p99", spec.max_p99_ratio);
     put("#ro-min-requests", spec.min_requests);
+    put("#ro-max-client", spec.max_client_error_increase);
+    put("#ro-warmup", spec.warmup_s);
+    put("#ro-max-wait", spec.max_wait_s);
+    put("#ro-on-insufficient", spec.on_insufficient);
   }
+  const FORM = [["#ro-canary", "canary_nodes"], ["#ro-waves", "waves"], ["#ro-bake", "bake_s"],
+                ["#ro-max-error", "max_error_rate"], ["#ro-max-p99", "max_p99_ratio"],
+                ["#ro-min-requests", "min_requests"], ["#ro-max-client", "max_client_error_increase"],
+                ["#ro-warmup", "warmup_s"], ["#ro-max-wait", "max_wait_s"]];
   function specFromForm() {
     const spec = {};
     const fields = [["canary_nodes", "#ro-canary", true], ["bake_s", "#ro-bake", false],
                     ["max_error_rate", "#ro-max-error", false], ["max_p99_ratio", "#ro-max-p99", false],
-                    ["min_requests", "#ro-min-requests", true]];
+                    ["min_requests", "#ro-min-requests", true],
+                    ["max_client_error_increase", "#ro-max-client", false], ["warmup_s", "#ro-warmup", false],
+                    ["max_wait_s", "#ro-max-wait", false]];
     for (const [key, id, integer] of fields) {
       const text = $(id).value.trim();
       if (text === "") continue;  // the API's default
@@ -251,6 +305,8 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
       }
       spec[key] = x;
     }
+    const insufficient = $("#ro-on-insufficient").value;
+    if (insufficient !== "") spec.on_insufficient = insufficient;
     const waves = $("#ro-waves").value.trim();
     if (waves !== "") {
       spec.waves = waves.split(",").map((w) => w.trim()).filter(Boolean).map((w) => {
@@ -281,7 +337,7 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
         return result(false, "Not sent: " + exc.message);
       }
       act("Setting the rollout spec", "Set the staged rollout spec of " + model + "?\n" +
-          specText({...window.ms.rolloutDefaults, ...spec}, "model"), "PUT", base + "/rollout", spec,
+          specText({...(doc ? doc.spec_defaults : {}), ...spec}, "model"), "PUT", base + "/rollout", spec,
       () => { delete form.dataset.edited; return "Rollout spec of " + model + " set"; });
     });
     $("#ro-spec-remove").addEventListener("click", () => act("Removing the rollout spec",
@@ -292,6 +348,3 @@ window.ms.rolloutPanel = function rolloutPanel(model, refreshPage) {
   return {load, get doc() { return doc; }};
 };
 
-// the API's defaults for the fields a spec leaves out (modelsync.rollout.RolloutSpec)
-window.ms.rolloutDefaults = {canary_nodes: 1, waves: [0.25, 1.0], bake_s: 300, max_error_rate: 0.01,
-                             max_p99_ratio: 1.5, min_requests: 200};

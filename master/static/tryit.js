@@ -5,9 +5,8 @@
 "use strict";
 
 window.ms.scoringPanels = function scoringPanels(model) {
-  const {el, $, badge, ver, timeCell, num, msec, DASH} = window.ms;
+  const {el, $, badge, dash, ver, timeCell, num, msec, DASH} = window.ms;
   const base = "/v1/models/" + encodeURIComponent(model);
-  const dash = () => el("span", {class: "muted"}, DASH);
   const signatures = {};  // version -> Promise of its signature document (asked once each)
   let shownFor = null;  // the version whose signature is shown
   let newest = null;  // the newest version serving now ("current" answers with it, normally)

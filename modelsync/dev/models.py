@@ -25,7 +25,11 @@ def make_linear_model(
     shards: int = 1,
     pad_bytes: int = 0,
     seed: int = 0,
+    input_name: str = "x",
 ) -> Path:
+    """``y = a*x + b`` (``serving_default``; and ``double``, which adds ``y2 = 2y``), float32
+    [None]. ``input_name``: the input's name in both signatures (another name than ``x`` is a
+    signature break for the clients of a model that had ``x``)."""
     _quiet_tf()
     import numpy as np
     import tensorflow as tf
@@ -49,11 +53,11 @@ def make_linear_model(
                 for i in range(n_pad)
             ]
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name=input_name)])
         def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"y": self.a * x + self.b}
 
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name="x")])
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32, name=input_name)])
         def double(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
             y = self.a * x + self.b
             return {"y": y, "y2": 2.0 * y}

@@ -7,10 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelsync.dev.emulator import free_port
+from modelsync.nodeauth import node_token
 
 # TF Serving's Prometheus endpoint, as the stack enables it (tfserving/monitoring.config)
 MONITORING_CONFIG = Path(__file__).resolve().parents[2] / "tfserving" / "monitoring.config"
@@ -188,11 +190,14 @@ class Node:
         prefix: str = "models",
         poll_s: float = 1.0,
         master_url: str | None = None,
-        node_token: str | None = None,
+        node_secret: str | None = None,
         extra_env: dict[str, str] | None = None,
         model_server_flags: Sequence[str] = (),
         gateway: bool = False,
+        gateway_port: int = 0,
     ) -> None:
+        """``node_secret``: the master's MODELSYNC_NODE_SECRET; the node's daemons get their
+        own node's token made from it. ``gateway_port``: 0 picks a free one."""
         self.workdir = Path(workdir)
         self.name = name
         self.model_root = self.workdir / "models"
@@ -200,7 +205,7 @@ class Node:
         self.rest_port = free_port()
         self.puller_port = free_port()
         self.cm_port = free_port()
-        self.gateway_port = free_port() if gateway else None
+        self.gateway_port = (gateway_port or free_port()) if gateway else None
         self.model_server_flags = list(model_server_flags)
         self.env = {
             "MODELSYNC_BUCKET": bucket,
@@ -219,13 +224,14 @@ class Node:
         }
         if master_url:
             self.env["MODELSYNC_MASTER_URL"] = master_url
-        if node_token:
-            self.env["MODELSYNC_NODE_TOKEN"] = node_token
+        if node_secret:
+            self.env["MODELSYNC_NODE_TOKEN"] = node_token(node_secret, name)
         self.env.update(extra_env or {})
         self.model_server: ManagedProcess | None = None
         self.config_manager: ManagedProcess | None = None
         self.puller: ManagedProcess | None = None
         self.gateway: ManagedProcess | None = None
+        self.workers: list[ManagedProcess] = []
 
     @property
     def config_path(self) -> Path:
@@ -262,6 +268,26 @@ class Node:
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, proc)
         return proc
 
+    def start_worker(
+        self, broker_url: str, name: str | None = None, extra_env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        """A jobs worker beside this node's TF Serving (``modelsync worker``), scoring the
+        chunks it takes from ``broker_url``; returns once its /healthz answers."""
+        port = free_port()
+        name = name or f"{self.name}-worker-{len(self.workers) + 1}"
+        env = {**self.env, "MODELSYNC_BROKER_URL": broker_url, **(extra_env or {})}
+        env.pop("MODELSYNC_MASTER_URL", None)
+        proc = ManagedProcess(
+            name,
+            [sys.executable, "-m", "cli", "worker", "--port", str(port)],
+            self.workdir / f"{name}.log",
+            env=env,
+        ).start()
+        proc.port = port  # type: ignore[attr-defined]
+        self.workers.append(proc)
+        wait_http_ok(f"http://127.0.0.1:{port}/healthz", 60, proc)
+        return proc
+
     def start(self) -> Node:
         self.start_model_server()
         self.config_manager = self._daemon("config-manager", self.cm_port)
@@ -276,7 +302,13 @@ class Node:
 
     def stop(self) -> dict[str, int | None]:
         codes = {}
-        for proc in (self.gateway, self.puller, self.config_manager, self.model_server):
+        for proc in (
+            *self.workers,
+            self.gateway,
+            self.puller,
+            self.config_manager,
+            self.model_server,
+        ):
             if proc is not None:
                 codes[proc.name] = proc.stop()
         return codes
@@ -291,38 +323,45 @@ class Node:
         }
 
 
+@dataclass(frozen=True)
+class MasterSpec:
+    """What a master started by ``start_master`` is given (its environment)."""
+
+    bucket: str
+    emulator_host: str
+    admin_token: str
+    node_secret: str
+    read_token: str | None = None
+    publish_token: str | None = None
+    port: int = 0
+    catalog_s: float = 1.0
+    settle_s: float = 30.0
+    db_path: str | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
 def start_master(
-    workdir: str | os.PathLike[str],
-    *,
-    bucket: str,
-    emulator_host: str,
-    admin_token: str,
-    node_token: str,
-    read_token: str | None = None,
-    port: int = 0,
-    catalog_s: float = 1.0,
-    settle_s: float = 30.0,
-    db_path: str | None = None,
-    extra_env: dict[str, str] | None = None,
-    name: str = "master",
+    workdir: str | os.PathLike[str], spec: MasterSpec, name: str = "master"
 ) -> ManagedProcess:
     """The master under gunicorn on 127.0.0.1; returns once /healthz answers.
     ``proc.port`` and ``proc.url`` tell where."""
-    port = port or free_port()
+    port = spec.port or free_port()
     env = {
-        "MODELSYNC_BUCKET": bucket,
-        "STORAGE_EMULATOR_HOST": emulator_host,
-        "MODELSYNC_ADMIN_TOKEN": admin_token,
-        "MODELSYNC_NODE_TOKEN": node_token,
-        "MODELSYNC_DB": db_path or str(Path(workdir) / "master.sqlite3"),
+        "MODELSYNC_BUCKET": spec.bucket,
+        "STORAGE_EMULATOR_HOST": spec.emulator_host,
+        "MODELSYNC_ADMIN_TOKEN": spec.admin_token,
+        "MODELSYNC_NODE_SECRET": spec.node_secret,
+        "MODELSYNC_DB": spec.db_path or str(Path(workdir) / "master.sqlite3"),
         "MODELSYNC_HTTP_HOST": "127.0.0.1",
-        "MODELSYNC_CATALOG_S": str(catalog_s),
-        "MODELSYNC_SETTLE_S": str(settle_s),
+        "MODELSYNC_CATALOG_S": str(spec.catalog_s),
+        "MODELSYNC_SETTLE_S": str(spec.settle_s),
         "MODELSYNC_DOCKER": "off",
     }
-    if read_token:
-        env["MODELSYNC_READ_TOKEN"] = read_token
-    env.update(extra_env or {})
+    if spec.read_token:
+        env["MODELSYNC_READ_TOKEN"] = spec.read_token
+    if spec.publish_token:
+        env["MODELSYNC_PUBLISH_TOKEN"] = spec.publish_token
+    env.update(spec.extra_env)
     proc = ManagedProcess(
         name,
         [sys.executable, "-m", "cli", "master", "--port", str(port)],

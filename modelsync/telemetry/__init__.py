@@ -16,6 +16,9 @@ and in TensorFlow's monitoring library that it links) in its docstring:
   who records what, and one scrape per model.
 * :mod:`~modelsync.telemetry.intervals` — two scrapes' difference (counter resets) and the
   heartbeat JSON.
+* :mod:`~modelsync.telemetry.versions` — modelsync's per-version extension metrics (the
+  compatible server's ``:modelsync:serving:*``) and their intervals.
+* :mod:`~modelsync.telemetry.beat` — one model's figures on a heartbeat, and the outbox.
 * :mod:`~modelsync.telemetry.errors` — :class:`TelemetryError` and the checks of numbers.
 
 Everything public is re-exported here: ``from modelsync.telemetry import X``.
@@ -23,6 +26,7 @@ Everything public is re-exported here: ``from modelsync.telemetry import X``.
 
 from __future__ import annotations
 
+from modelsync.telemetry.beat import GATEWAY, SERVER, BeatModel, Outbox, Pending
 from modelsync.telemetry.errors import MAX_COUNT, TelemetryError
 from modelsync.telemetry.histogram import (
     EMPTY_HISTOGRAM,
@@ -51,29 +55,46 @@ from modelsync.telemetry.snapshots import (
     exponential_bounds,
     snapshot,
 )
+from modelsync.telemetry.versions import (
+    MAX_VERSIONS,
+    VERSION_REQUEST_COUNT,
+    VERSION_REQUEST_LATENCY,
+    VersionSnapshots,
+    version_intervals,
+    version_snapshots,
+)
 
 __all__ = [
     "EMPTY_HISTOGRAM",
+    "GATEWAY",
     "INF",
     "INFERENCE_APIS",
     "LATENCY_BOUNDS_US",
     "MAX_BUCKETS",
     "MAX_COUNT",
     "MAX_ERROR_CODES",
+    "MAX_VERSIONS",
     "MODEL_WARMUP_LATENCY",
     "OK",
     "REQUEST_COUNT",
     "REQUEST_LATENCY",
     "RUNTIME_LATENCY",
+    "SERVER",
     "STATUS_RE",
+    "VERSION_REQUEST_COUNT",
+    "VERSION_REQUEST_LATENCY",
+    "BeatModel",
     "Exposition",
     "Histogram",
     "ModelInterval",
     "ModelSnapshot",
+    "Outbox",
+    "Pending",
     "Sample",
     "SeriesKey",
     "Snapshot",
     "TelemetryError",
+    "VersionSnapshots",
     "exponential_bounds",
     "interval",
     "merge_buckets",
@@ -83,4 +104,6 @@ __all__ = [
     "quantile",
     "quantile_ms",
     "snapshot",
+    "version_intervals",
+    "version_snapshots",
 ]

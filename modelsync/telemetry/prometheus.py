@@ -3,7 +3,9 @@
 :func:`parse` reads any text page (TF Serving's, prometheus_client's) into :class:`Sample` lines
 and the ``# TYPE``/``# HELP`` comments; malformed lines are skipped and counted, never fatal.
 Values and ``le`` bounds follow Go's ``ParseFloat`` syntax (``+Inf``, ``NaN``, ``1e3``), as
-Prometheus reads them.
+Prometheus reads them. Why not ``prometheus_client.parser``: it raises on the first malformed
+line and so loses the whole page (tried: one bad sample line, ``ValueError``), where a node's
+telemetry must keep every good line of a page another program wrote.
 
 The text format of the official server (``tensorflow_serving/util/prometheus_exporter.cc``,
 read in github.com/tensorflow/serving): metric names are the TensorFlow names with every

@@ -16,7 +16,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = {
-    "propagation": ["propagation_p50_s", "propagation_p95_s", "overhead_p50_s"],
+    "propagation": [
+        "propagation_p50_s",
+        "propagation_p95_s",
+        "overhead_p50_s",
+        "overhead_p95_s",
+        "operator_action_s",
+    ],
     "download": [
         "puller_MBps",
         "sequential_MBps",
@@ -24,6 +30,8 @@ FIGURES = {
         "ratio_vs_best_baseline",
         "puller_peak_rss_MB",
         "tarball_speedup",
+        "tarball_install_s",
+        "tarball_install_zlib_s",
     ],
     "idle_poll": ["idle_poll_calls", "idle_poll_s", "fallback_poll_calls", "catalog_refresh_s"],
     "master": [
@@ -51,13 +59,16 @@ FIGURES = {
         "mlflow_c32_p99_ms",
     ],
     "rollout": [
+        "false_rollbacks",
         "rollout_complete_s",
         "rollout_minimum_s",
         "bad_nodes_max",
         "rollback_s",
         "failed_predicts_outside_canary",
+        "signature_break_rolled_back",
         "unvalidated_served",
-        "slow_rolled_back_on_p99",
+        "slow_rolled_back_on_latency",
+        "unjudged_completions",
     ],
     "footprint": [
         "puller_rss_MB",
@@ -66,6 +77,17 @@ FIGURES = {
         "puller_ready_s",
         "config_manager_ready_s",
         "master_ready_s",
+    ],
+    "jobs": [
+        "job_1w_rows_per_s",
+        "job_2w_rows_per_s",
+        "gateway_c8_rows_per_s",
+        "job_vs_gateway_per_core",
+        "first_result_p50_ms",
+        "worker_peak_rss_MB",
+        "broker_overhead_ms_per_chunk",
+        "broker_publish_ms",
+        "gateway_errors",
     ],
     "cluster": [
         "publish_to_all_p50_s",
@@ -106,9 +128,13 @@ def test_quick_benchmark_prints_its_figures(name: str) -> None:
         assert figures["gateway_errors"] == 0
     if name == "master":
         assert figures["heartbeat_errors"] == 0
+    if name == "jobs":  # every row scored (the benchmark asserts it) and the baseline clean
+        assert figures["gateway_errors"] == 0
     if name == "rollout":  # counts, not timings: what the gate and the rollback guarantee
         assert figures["unvalidated_served"] == 0
         assert figures["failed_predicts_outside_canary"] == 0
         assert figures["bad_nodes_max"] <= 1
+        assert figures["unjudged_completions"] == 0  # no silent pass
+        assert figures["signature_break_rolled_back"] is True
     if name == "cluster":  # one copy of each version per worker, not one per request
         assert figures["bucket_bytes_per_rollout_x_model"] < figures["workers"] + 1

@@ -26,7 +26,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from modelsync.catalog import policy_object
 from modelsync.client import PredictClient
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import ManagedProcess, Node, start_master
+from modelsync.dev.procs import ManagedProcess, MasterSpec, Node, start_master
 from modelsync.policy import Policy, parse_policy
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
@@ -140,12 +140,14 @@ def running_cluster(
     store.ensure_bucket()
     master = start_master(
         workdir,
-        bucket=bucket,
-        emulator_host=gcs.url,
-        admin_token=ADMIN,
-        node_token=NODE,
-        read_token=READ,
-        catalog_s=0.5,
+        MasterSpec(
+            bucket=bucket,
+            emulator_host=gcs.url,
+            admin_token=ADMIN,
+            node_secret=NODE,
+            read_token=READ,
+            catalog_s=0.5,
+        ),
     )
     url: str = master.url  # type: ignore[attr-defined]
     node = Node(
@@ -155,15 +157,15 @@ def running_cluster(
         name="node-1",
         poll_s=0.5,
         master_url=url,
-        node_token=NODE,
+        node_secret=NODE,
         extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"},
     )
     load = None
     try:
         node.start()
         for a in (2.0, 3.0):  # demo v1 and v2: v2 is served (keep_versions 1)
-            publish(store, model_factory(a), "demo", prefix=PREFIX, marker=MARKER)
-        publish(store, model_factory(5.0), "other", prefix=PREFIX, marker=MARKER)
+            publish(store, model_factory(a), "demo")
+        publish(store, model_factory(5.0), "other")
         wait_for(
             lambda: serving(url, "demo", 2) and serving(url, "other", 1),
             120,
@@ -210,11 +212,17 @@ def wait_js(driver: Chrome, script: str) -> Any:
 
 
 def refreshed(driver: Chrome) -> None:
-    """Pause and resume the auto-refresh (which refreshes at once); wait until that is done."""
-    ticks = driver.execute_script("return window.ms.data.ticks || 0")
+    """Pause and resume the auto-refresh (which refreshes at once); wait until that is done
+    (the "updated at" label carries the time of the last refresh in ``data-at``)."""
+    before = updated_at(driver)
     for _ in range(2):
         driver.find_element(By.ID, "pause").click()
-    harness.wait_for(driver, lambda d: d.execute_script("return window.ms.data.ticks") > ticks)
+    harness.wait_for(driver, lambda d: updated_at(d) != before)
+
+
+def updated_at(driver: Chrome) -> str | None:
+    value = driver.find_element(By.ID, "updated").get_attribute("data-at")
+    return None if value is None else str(value)
 
 
 def model_rows(driver: Chrome, visible_only: bool = True) -> list[str]:

@@ -18,6 +18,7 @@ from selenium.webdriver.support.ui import Select
 
 from modelsync.catalog import policy_object
 from modelsync.dev.emulator import GCSEmulator
+from modelsync.nodeauth import node_token
 from modelsync.policy import Policy, dump_policy
 from tests.browser import harness
 from tests.browser.console_kit import (
@@ -284,30 +285,69 @@ def test_events_page_filters_and_expands(browser: Chrome, cluster: Cluster) -> N
 def test_untrusted_text_stays_text_and_stale_nodes_stand_out(
     browser: Chrome, cluster: Cluster
 ) -> None:
-    """A node's report and events are shown as text (never parsed as HTML); a node that
-    stops sending heartbeats is marked stale (class, color and the word)."""
+    """A node's report and events are checked at the master and shown as text (never parsed
+    as HTML): a markup hostname and model name are dropped (one report_dropped event says so,
+    as text), an event's markup detail is shown as text; a node that stops sending
+    heartbeats is marked stale (class, color and the word)."""
     html = '<img src=x onerror="window.pwned=1">'
     beat = {
         "node_id": "node-9",
         "role": "puller",
         "hostname": "<b>bold</b>",
         "heartbeat_s": 0.5,
-        "status": {"installed": {"demo": [2]}, "disk_free_bytes": 1234, "last_poll_ok": False},
+        "status": {
+            "installed": {"demo": [2], html: [1]},
+            "disk_free_bytes": 1234,
+            "last_poll_ok": False,
+        },
         "events": [{"event": "download_failed", "error": html}],
     }
-    assert api(cluster.url, "POST", "/v1/nodes/heartbeat", NODE, beat)[0] == 200
+    token = node_token(NODE, "node-9")
+    assert api(cluster.url, "POST", "/v1/nodes/heartbeat", token, beat)[0] == 200
     sign_in(browser, cluster.url, READ, "/events")
     harness.wait_for(browser, lambda d: html in d.find_element(By.ID, "events").text)
+    harness.wait_for(browser, lambda d: "report_dropped" in d.find_element(By.ID, "events").text)
     click(browser, "#events tr.event[data-id] button.expand")
     harness.wait_for(browser, present("#events tr.detail pre"))
     browser.get(cluster.url + "/nodes")
     row = harness.wait_for(browser, present('#nodes tr.stale[data-node="node-9"]'))[0]
-    assert "stale" in row.text and "<b>bold</b>" in row.text and "missing" in row.text
+    assert "stale" in row.text and "missing" in row.text
+    assert "bold" not in row.text and "img" not in row.text  # dropped at the master
     color = row.find_element(By.CSS_SELECTOR, ".state-stale").value_of_css_property("color")
     assert color != browser.find_element(By.TAG_NAME, "body").value_of_css_property("color")
     assert js(browser, "return window.pwned") is None
     assert browser.find_elements(By.CSS_SELECTOR, "main img, main b") == []
+    assert [m["model"] for m in cluster.get("/v1/models")["models"] if "<" in m["model"]] == []
     harness.screenshot(browser, "console-nodes-stale")
+
+
+def test_xss_probes_are_text_under_a_strict_policy(browser: Chrome, cluster: Cluster) -> None:
+    """A markup model name in the path (signed in or not) is answered escaped, with the
+    security headers; the console's pages run under a CSP that allows no inline script, and
+    an injected inline script does not run."""
+    probe = "/models/%3Cimg%20src=x%20onerror=window.pwned=1%3E"
+    browser.get(cluster.url + probe)  # not signed in: the 404 page, escaped
+    harness.wait_for(browser, lambda d: d.find_element(By.ID, "error-message"))
+    assert "<img src=x onerror=window.pwned=1>" in browser.find_element(By.ID, "error-message").text
+    assert browser.find_elements(By.CSS_SELECTOR, "main img") == []
+    assert js(browser, "return window.pwned") is None
+    sign_in(browser, cluster.url, ADMIN)
+    browser.get(cluster.url + probe)
+    harness.wait_for(browser, lambda d: d.find_element(By.ID, "error-message"))
+    assert js(browser, "return window.pwned") is None
+    browser.get(cluster.url + "/")
+    harness.wait_for(browser, rendered)
+    harness.js_errors(browser)  # empty the log
+    # an inline script, as an injection would add it: the CSP refuses to run it
+    js(
+        browser,
+        "const s = document.createElement('script');"
+        "s.textContent = 'window.inline = 1'; document.body.append(s);",
+    )
+    harness.wait_for(
+        browser, lambda d: any("Content Security Policy" in e for e in harness.js_errors(d))
+    )
+    assert js(browser, "return window.inline") is None
 
 
 PAGES = (  # path, name, what shows that its data is there

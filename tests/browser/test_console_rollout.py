@@ -1,12 +1,14 @@
 """A model's page in a real headless Chromium, against a real cluster on 127.0.0.1 (GCS emulator,
 the master under gunicorn, one node with its gateway): "Try it" through the node's gateway,
-the recent requests the gateways report, a staged rollout driven from the panel (pause,
+the recent requests the gateways report, a staged rollout driven from the panel (what its stage
+is judged on: "waiting for traffic", then the new version against the label's baseline; pause,
 resume, abort, clearing the rejection, the spec form), the read-only view, no JS errors."""
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import time
@@ -23,17 +25,16 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
-from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import Node, start_master
+from modelsync.client import PredictClient
+from modelsync.dev.emulator import GCSEmulator, free_port
+from modelsync.dev.procs import MasterSpec, Node, start_master
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 from tests.browser import harness
 from tests.browser.console_kit import (
     ADMIN,
-    MARKER,
     NODE,
-    PREFIX,
     READ,
     api,
     click,
@@ -60,6 +61,7 @@ class GatewayCluster:
     store: GCSStore
     gateway_url: str
     model_factory: Callable[..., Path]
+    grpc_port: int
 
     def get(self, path: str, token: str = READ) -> Any:
         code, doc = api(self.url, "GET", path, token)
@@ -81,6 +83,21 @@ class GatewayCluster:
         )
         with urllib.request.urlopen(req, timeout=30) as r:
             return json.loads(r.read())
+
+    def predict(self, n: int, labelled: float, bad: float) -> None:
+        """``n`` gRPC Predicts straight to the node: ``labelled`` of them name the label
+        ``stable``, ``bad`` have a wrong input (the client's mistake, INVALID_ARGUMENT)."""
+        client, rng = PredictClient(f"127.0.0.1:{self.grpc_port}"), random.Random(n)
+        try:
+            for _ in range(n):
+                name = "nope" if rng.random() < bad else "x"
+                label = "stable" if rng.random() < labelled else None
+                try:
+                    client.predict("demo", {name: [rng.random()]}, label=label, timeout_s=10)
+                except Exception as exc:  # the bad ones, on purpose
+                    assert name == "nope", exc
+        finally:
+            client.close()
 
     def gateway_history(self) -> int:
         with urllib.request.urlopen(self.gateway_url + "/v1/history?model=demo", timeout=30) as r:
@@ -105,19 +122,38 @@ def cluster(
         StoreSettings(bucket=bucket, emulator_host=gcs.url, timeout_s=10, retry_deadline_s=10)
     )
     store.ensure_bucket()
-    where: dict[str, Any] = {"bucket": bucket, "emulator_host": gcs.url, "node_token": NODE}
-    master = start_master(workdir, admin_token=ADMIN, read_token=READ, catalog_s=0.5, **where)
+    where: dict[str, Any] = {"bucket": bucket, "emulator_host": gcs.url, "node_secret": NODE}
+    gateway_port = free_port()  # where the master's try-it reaches the node's gateway
+    master = start_master(
+        workdir,
+        MasterSpec(
+            admin_token=ADMIN,
+            read_token=READ,
+            catalog_s=0.5,
+            extra_env={"MODELSYNC_GATEWAY_PORT": str(gateway_port)},
+            **where,
+        ),
+    )
     url: str = master.url  # type: ignore[attr-defined]
     beats = {"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"}
-    opts: dict[str, Any] = {"name": "node-1", "poll_s": 0.5, "gateway": True, "extra_env": beats}
+    opts: dict[str, Any] = {
+        "name": "node-1",
+        "poll_s": 0.5,
+        "gateway": True,
+        "gateway_port": gateway_port,
+        "extra_env": beats,
+    }
     node = Node(workdir / "node", master_url=url, **opts, **where)
     try:
         node.start()
         assert node.gateway_url is not None
-        publish(store, model_factory(2.0), "demo", prefix=PREFIX, marker=MARKER)  # y = 2x + 1
+        publish(store, model_factory(2.0), "demo")  # y = 2x + 1
         wait_for(lambda: serving(url, "demo", 1), 120, "demo v1 AVAILABLE on node-1")
         wait_for(lambda: gateway_live(url), 60, "node-1's gateway live at the master")
-        yield GatewayCluster(url, store, node.gateway_url, model_factory)
+        # the real gateway's, puller's and config manager's reports pass the master's checks
+        events = api(url, "GET", "/v1/events?node=node-1&limit=1000")[1]["events"]
+        assert not [e for e in events if e["event"] == "report_dropped"], events
+        yield GatewayCluster(url, store, node.gateway_url, model_factory, node.grpc_port)
     finally:
         node.stop()
         master.stop()
@@ -211,6 +247,9 @@ def test_recent_requests_list_what_the_gateways_answered(
         browser, lambda d: int(attr(d, per_node, "data-count") or 0) > count, timeout_s=30
     )
     no_js_errors(browser)
+    # the gateway's report with its recent requests passed the master's checks whole
+    events = api(cluster.url, "GET", "/v1/events?node=node-1&limit=1000")[1]["events"]
+    assert not [e for e in events if e["event"] == "report_dropped"], events
 
 
 def test_read_token_may_try_but_has_no_rollout_controls(
@@ -257,10 +296,13 @@ def shows_status(status: str) -> Callable[[Chrome], bool]:
 
 
 def test_staged_rollout_from_the_panel(browser: Chrome, cluster: GatewayCluster) -> None:
-    spec = {"canary_nodes": 1, "waves": [1.0], "bake_s": 3600, "min_requests": 1000000}
+    # the label `stable` keeps v1 beside the new version on the node: the baseline's traffic
+    assert api(cluster.url, "PUT", "/v1/models/demo/labels/stable", ADMIN, {"version": 1})[0] == 200
+    spec = {"canary_nodes": 1, "waves": [1.0], "bake_s": 3600, "min_requests": 100}
+    spec |= {"warmup_s": 0, "max_p99_ratio": 5}  # a loaded test machine: latency is not the point
     assert api(cluster.url, "PUT", "/v1/models/demo/rollout", ADMIN, spec)[0] == 200
     rollout_status(cluster, "complete")  # v1 adopted as the stable version
-    publish(cluster.store, cluster.model_factory(3.0), "demo", prefix=PREFIX, marker=MARKER)
+    publish(cluster.store, cluster.model_factory(3.0), "demo")
     sign_in(browser, cluster.url, ADMIN, "/models/demo")
     # with one node the canary is the whole fleet: validating, then baking on node-1
     harness.wait_for(browser, shows_status("baking"), timeout_s=120)
@@ -287,13 +329,47 @@ def test_staged_rollout_from_the_panel(browser: Chrome, cluster: GatewayCluster)
         lambda d: int(attr(d, "#rollout-countdown", "data-remaining") or 0) <= left - 2,
         timeout_s=10,
     )
-    # canary against baseline, side by side
+    # no request of v2 yet: the stage waits for traffic, and says so
+    harness.wait_for(browser, present("#rollout-waiting"), timeout_s=30)
+    waiting = text(browser, "#rollout-waiting")
+    assert waiting.startswith("waiting for traffic: 0 of 100 requests"), waiting
+    assert "the stage holds; paused 14,400 s after it began baking" in waiting
+    assert attr(browser, "#rollout-judged", "data-verdict") == "waiting"
+    assert text(browser, "#rollout-source") == "no figures"  # not one request yet
+    assert not re.search(r"null|undefined|\[object|NaN", text(browser, "#rollout-figures"))
+    js(browser, "document.querySelector('#rollout').scrollIntoView()")
+    harness.screenshot(browser, "console-rollout-waiting")
+    # traffic: name-only requests reach v2, the label's reach v1; 8 % are the clients' mistakes
+    cluster.predict(400, labelled=0.4, bad=0.08)
+    harness.wait_for(
+        browser, lambda d: attr(d, "#rollout-judged", "data-verdict") == "healthy", timeout_s=60
+    )
+    assert not browser.find_elements(By.ID, "rollout-waiting")
+    assert text(browser, "#rollout-source") == "versions"  # the server's per-version figures
+    counts = browser.find_element(By.ID, "rollout-counts")
+    assert int(counts.get_attribute("data-new") or 0) >= 100
+    assert int(counts.get_attribute("data-baseline") or 0) >= 100
+    assert "requests (100 needed) against" in counts.text and counts.text.startswith("v2: ")
+    # the new version against the baseline, side by side, by status class and latency
     figures = browser.find_element(By.ID, "rollout-figures")
     assert figures.is_displayed()
-    assert "Requests" in figures.text and "Error rate" in figures.text and "p99" in figures.text
+    for row in ("Requests", "Server errors", "Client errors", "p50", "p99"):
+        assert row in figures.text, row
     assert "v2" in text(browser, '#rollout-figures th[data-side="new"]')
     assert "v1" in text(browser, '#rollout-figures th[data-side="baseline"]')
+    client = text(browser, '#rollout-figures tr[data-row="client_errors"] td[data-side="new"]')
+    assert "%" in client and not client.startswith("0 ")  # the mistakes show on both sides
+    checks = browser.find_elements(By.CSS_SELECTOR, "#rollout-checks li")
+    assert [c.get_attribute("data-check") for c in checks] == [
+        "server_errors",
+        "client_errors",
+        "latency",
+    ]
+    assert {c.get_attribute("data-verdict") for c in checks} <= {"pass"}
+    assert "Newcombe" in text(browser, "#rollout-limits")
+    assert not re.search(r"null|undefined|\[object|NaN", text(browser, "#rollout"))
     browser.set_window_size(1400, 1500)
+    js(browser, "document.querySelector('#rollout').scrollIntoView()")
     shot = harness.screenshot(browser, "console-rollout")
     browser.set_window_size(1400, 900)
     if os.environ.get("MODELSYNC_UPDATE_DOCS"):
@@ -327,16 +403,27 @@ def test_staged_rollout_from_the_panel(browser: Chrome, cluster: GatewayCluster)
     wait_for(lambda: cluster.rollout()["rejected"] == [], 30, "v2 no longer rejected")
     harness.wait_for(browser, lambda d: not d.find_elements(By.CSS_SELECTOR, ".act-unreject"))
 
-    # the spec form: set another spec, then remove it
+    # the spec form: its empty fields show the API's defaults (spec_defaults, one home)
+    defaults = cluster.rollout()["spec_defaults"]
+    assert float(attr(browser, "#ro-bake", "placeholder") or "nan") == defaults["bake_s"]
+    waves = str(attr(browser, "#ro-waves", "placeholder")).split(",")
+    assert [float(w) for w in waves] == defaults["waves"]
+    assert attr(browser, "#ro-warmup", "placeholder") == "bake/10"  # derived from the bake
+    assert attr(browser, "#ro-max-client", "placeholder") == "0.05"
+    # set another spec, then remove it
     form = {"ro-canary": "1", "ro-waves": "0.5, 1", "ro-bake": "60"}
     form |= {"ro-max-error": "0.05", "ro-max-p99": "2", "ro-min-requests": "10"}
+    form |= {"ro-max-client": "0.1", "ro-warmup": "5", "ro-max-wait": "600"}
     for field, value in form.items():  # select all, type over it (the field keeps the focus)
         browser.find_element(By.ID, field).send_keys(Keys.CONTROL, "a", Keys.NULL, value)
+    Select(browser.find_element(By.ID, "ro-on-insufficient")).select_by_value("promote")
     assert press(browser, "ro-spec-save", "set") == "ok"
     got = cluster.rollout()
     assert got["spec_from"] == "model"
     want = {"canary_nodes": 1, "waves": [0.5, 1.0], "bake_s": 60.0, "max_error_rate": 0.05}
-    assert got["spec"] == want | {"max_p99_ratio": 2.0, "min_requests": 10}
+    want |= {"max_client_error_increase": 0.1, "warmup_s": 5.0, "max_wait_s": 600.0}
+    want |= {"max_p99_ratio": 2.0, "min_requests": 10, "on_insufficient": "promote"}
+    assert got["spec"] == want
     harness.wait_for(browser, lambda d: "waves 50 %, 100 %" in text(d, "#rollout-spec"))
     assert press(browser, "ro-spec-remove", "removed") == "ok"
     got = cluster.rollout()

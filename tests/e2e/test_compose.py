@@ -32,6 +32,8 @@ def test_compose_up_run_tests_down(images: str) -> None:
                 "TFS_GRPC_PORT",
                 "TFS_REST_PORT",
                 "MODELSYNC_GATEWAY_PORT",
+                "MODELSYNC_BROKER_PORT",
+                "MODELSYNC_WORKER_PORT",
             )
         },
     }
@@ -42,6 +44,7 @@ def test_compose_up_run_tests_down(images: str) -> None:
         res = sh(*compose, "run", "--rm", "tests", timeout=300, env=env)
         assert "smoke ok" in res.stdout, res.stdout + res.stderr
         assert "gateway" in res.stdout and "/invocations answers" in res.stdout, res.stdout
+        assert "through the broker and a worker: 2 rows scored" in res.stdout, res.stdout
         # a second run publishes the next version: the stack follows again
         res = sh(*compose, "run", "--rm", "tests", timeout=300, env=env)
         assert "smoke ok" in res.stdout and "smoke v2" in res.stdout, res.stdout

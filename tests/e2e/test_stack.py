@@ -12,6 +12,7 @@ import json
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,12 +21,14 @@ from e2e_helpers import sh, wait_for  # type: ignore[import-not-found]
 
 from modelsync.client import PredictClient
 from modelsync.dev.emulator import GCSEmulator, free_port
-from modelsync.publish import publish
+from modelsync.nodeauth import node_token
+from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
 pytestmark = pytest.mark.e2e
 STACK = "modelsync-e2e"
+SERVICES = ("master", "tfserving", "puller", "config_manager", "gateway", "broker", "worker")
 PREFIX = "modelsync_e2e"
 
 
@@ -50,14 +53,24 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
             "TFS_GRPC_PORT",
             "TFS_REST_PORT",
             "MODELSYNC_GATEWAY_PORT",
+            "MODELSYNC_BROKER_PORT",
+            "MODELSYNC_WORKER_PORT",
         )
     }
     tokens = {
         "admin_token": "e2e-admin-token-0123456789",
         "read_token": "e2e-read-token-0123456789",
-        "node_token": "e2e-node-token-0123456789",
+        "node_secret": "e2e-node-secret-0123456789",
+        "gateway_token": "e2e-gateway-token-0123456789",
+        "session_key": "e2e-session-key-0123456789abcdef0123456789abcdef",
         "gcs_credentials": "{}",
+        "broker_password": "e2e-broker-password-0123456789",
     }
+    # this node's own token, a file on the node (Swarm names the node by its hostname)
+    hostname = sh("docker", "info", "--format", "{{.Name}}").stdout.strip()
+    node_token_file = work / "node_token"
+    node_token_file.write_text(node_token(tokens["node_secret"], hostname))
+    node_token_file.chmod(0o444)  # the image's user reads it
     sh("docker", "stack", "rm", STACK, check=False)
     wait_for(lambda: not stack_containers(), 120, "leftovers of an earlier run removed")
     for name, value in tokens.items():
@@ -81,14 +94,22 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         "TFS_MEMORY": "4G",
         "MODELSYNC_GATEWAY_HOST": "127.0.0.1",
         "MODELSYNC_GATEWAY_URL": f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}",
+        "MODELSYNC_NODE_TOKEN_PATH": str(node_token_file),
+        "MODELSYNC_BROKER_URL": f"redis://127.0.0.1:{ports['MODELSYNC_BROKER_PORT']}/0",
         **{k: str(v) for k, v in ports.items()},
     }
     sh("docker", "stack", "deploy", "-c", "stack.yml", STACK, env=env)
     try:
-        yield {"ports": ports, "tokens": tokens, "store": GCSStore(settings), "emu": emu}
+        yield {
+            "ports": ports,
+            "tokens": tokens,
+            "store": GCSStore(settings),
+            "emu": emu,
+            "hostname": hostname,
+        }
     finally:
         logs = {}
-        for svc in ("master", "tfserving", "puller", "config_manager", "gateway"):
+        for svc in SERVICES:
             logs[svc] = sh(
                 "docker", "service", "logs", "--tail", "40", f"{STACK}_{svc}", check=False
             ).stdout
@@ -126,16 +147,16 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
             return json.loads(r.read())
 
     wait_for(lambda: get(f"{master}/healthz")["status"] == "alive", 300, "master up")
-    publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY", version=1)
+    publish(store, model_factory(2.0), "demo", PublishOptions(version=1))
 
     def served() -> tuple[int, list[float]]:
         version, out = client.predict("demo", {"x": [1.0, 2.0]}, timeout_s=5)
         return version, out["y"].tolist()
 
     assert wait_for(lambda: served() == (1, [3.0, 5.0]), 300, "v1 served by the stack")
-    publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY", version=2)
+    publish(store, model_factory(3.0), "demo", PublishOptions(version=2))
     assert wait_for(lambda: served() == (2, [4.0, 7.0]), 120, "switch to v2")
-    publish(store, model_factory(4.0), "demo", prefix="models", marker="_READY", version=3)
+    publish(store, model_factory(4.0), "demo", PublishOptions(version=3))
     assert wait_for(lambda: served() == (3, [5.0, 9.0]), 120, "switch to v3")
     puller_status = f"http://127.0.0.1:{ports['MODELSYNC_PULLER_PORT']}/status"
     wait_for(
@@ -150,20 +171,43 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
         60,
         "converged in the master's view",
     )
-    # the gateway, MLflow style: /model/<name>/invocations answers from the served version
+    # the gateway, MLflow style: /model/<name>/invocations answers from the served version,
+    # with the stack's gateway token only
     gateway = f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}"
 
-    def invocations() -> tuple[str | None, list[float]]:
+    def invocations(token: str | None) -> tuple[str | None, list[float]]:
         req = urllib.request.Request(
             f"{gateway}/model/demo/invocations",
             method="POST",
             data=json.dumps({"inputs": {"x": [1.0, 2.0]}}).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json"}
+            | ({"Authorization": f"Bearer {token}"} if token else {}),
         )
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.headers.get("X-Model-Version"), json.loads(r.read())["predictions"]
 
-    assert wait_for(lambda: invocations() == ("3", [5.0, 9.0]), 120, "the gateway answers")
+    gateway_token = stack["tokens"]["gateway_token"]
+    assert wait_for(
+        lambda: invocations(gateway_token) == ("3", [5.0, 9.0]), 120, "the gateway answers"
+    )
+    for token in (None, "not-the-gateway-token"):  # no scoring without the token
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            invocations(token)
+        assert refused.value.code == 401
+    # the node's daemons proved their node with its own token: the master lists that node
+    nodes = get(f"{master}/v1/nodes", admin)["nodes"]
+    assert [n["node_id"] for n in nodes] == [stack["hostname"]]
+    assert set(nodes[0]["roles"]) == {"puller", "config_manager", "gateway"}
+    # try-it through the master reaches the node's gateway (its address, the gateway port)
+    req = urllib.request.Request(
+        f"{master}/v1/models/demo/try",
+        method="POST",
+        data=json.dumps({"node": stack["hostname"], "body": {"inputs": {"x": [1.0]}}}).encode(),
+        headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        tried = json.loads(r.read())
+    assert tried["status"] == 200 and tried["answer"] == {"predictions": [5.0]}, tried
 
     errors: list[str] = []
     ok = [0]
@@ -203,18 +247,53 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
     assert errors == [], errors[:5]
     assert ok[0] > 100
     # after the restarts the node still follows the bucket
-    publish(store, model_factory(5.0), "demo", prefix="models", marker="_READY", version=4)
+    publish(store, model_factory(5.0), "demo", PublishOptions(version=4))
     assert wait_for(lambda: served() == (4, [6.0, 11.0]), 180, "v4 after rolling updates")
     client.close()
+
+
+@pytest.mark.timeout(400)
+def test_stack_scores_a_batch_job_through_the_broker_and_a_worker(stack) -> None:  # type: ignore[no-untyped-def]
+    """After the rolling updates (demo v4, y = 5x + 1): a job through the master, the stack's
+    broker (Redis with its password from the secret) and the worker on the node."""
+    ports, tokens = stack["ports"], stack["tokens"]
+    master = f"http://127.0.0.1:{ports['MODELSYNC_MASTER_PORT']}"
+    headers = {"Authorization": f"Bearer {tokens['admin_token']}"}
+
+    def call(method: str, path: str, body: object = None) -> tuple[int, bytes]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(master + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    names = wait_for(
+        lambda: json.loads(call("GET", "/v1/jobs")[1])["workers"]["names"], 180, "a worker"
+    )
+    assert len(names) == 1 and names[0].endswith("@" + stack["hostname"]), names
+    rows = [{"x": float(i)} for i in range(300)] + [{"x": "bad"}]
+    code, body = call("POST", "/v1/jobs", {"model": "demo", "version": 4, "rows": rows})
+    assert code == 201, body
+    job = json.loads(body)["id"]
+    done = wait_for(
+        lambda: (d := json.loads(call("GET", f"/v1/jobs/{job}")[1]))["state"] == "done" and d,
+        180,
+        "the job done",
+    )
+    assert done["progress"]["rows_done"] == 301 and done["progress"]["errors"] == 1
+    code, result = call("GET", f"/v1/jobs/{job}/result")
+    lines = [json.loads(line) for line in result.splitlines()]
+    assert code == 200 and [d["row"] for d in lines] == list(range(301))
+    assert lines[3] == {"row": 3, "version": 4, "outputs": {"y": 16.0}} and "error" in lines[300]
 
 
 def test_stack_removal_leaves_no_containers(stack) -> None:  # type: ignore[no-untyped-def]
     # the services are the ones stack.yml declares; the module fixture's teardown removes the
     # stack and fails unless every container of it is gone within two minutes
     services = sh("docker", "stack", "services", STACK, "--format", "{{.Name}}").stdout.split()
-    assert sorted(services) == sorted(
-        f"{STACK}_{s}" for s in ("master", "tfserving", "puller", "config_manager", "gateway")
-    )
+    assert sorted(services) == sorted(f"{STACK}_{s}" for s in SERVICES)
 
 
 @pytest.mark.timeout(300)  # a master start (60 s) and one wait (60 s)
@@ -223,17 +302,19 @@ def test_swarm_view_flags_nodes_without_live_daemons(stack, tmp_path: Path) -> N
     modelsync services, and flags a TF Serving node whose puller and config manager send it no
     heartbeats (this second master, on the host, receives none: the stack's nodes beat to
     their own master)."""
-    from modelsync.dev.procs import start_master
+    from modelsync.dev.procs import MasterSpec, start_master
 
     emu = stack["emu"]
     admin, node = "swarm-admin-token-0123456789", "swarm-node-token-0123456789"
     proc = start_master(
         tmp_path,
-        bucket="e2e",
-        emulator_host=emu.url,
-        admin_token=admin,
-        node_token=node,
-        extra_env={"MODELSYNC_DOCKER": "on"},
+        MasterSpec(
+            bucket="e2e",
+            emulator_host=emu.url,
+            admin_token=admin,
+            node_secret=node,
+            extra_env={"MODELSYNC_DOCKER": "on"},
+        ),
     )
     try:
 

@@ -10,9 +10,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import kill_tree
+from helpers import kill_tree, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,7 +44,23 @@ def start(args: list[str]) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.timeout(480)  # the demo run (360 s) plus its stop (60 s)
+def rollout_of(master: str, token: str) -> dict[str, Any]:
+    req = urllib.request.Request(
+        f"{master}/v1/models/demo/rollout", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return dict(json.loads(r.read()))
+
+
+def judged_healthy(master: str, token: str) -> dict[str, Any] | None:
+    """The demo's rollout of v4 once a judgement of it is healthy (never rolled back)."""
+    r = rollout_of(master, token)
+    assert r["status"] != "rolled_back", r["reason"]
+    j = r.get("judgement")
+    return r if j and j["version"] == 4 and j["verdict"] == "healthy" else None
+
+
+@pytest.mark.timeout(600)  # the demo run (360 s), its rollout judged (120 s), its stop (60 s)
 def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     proc = start(["demo", "--workdir", str(tmp_path)])
     try:
@@ -55,13 +72,33 @@ def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> Non
         assert "['2', '3']" in text  # v1 pruned, v2 kept for rollback
         assert "AVAILABLE on 1/1 node(s), converged" in text  # the master's cluster view
         assert "console: open http://127.0.0.1:" in text and "sign in" in text
+        assert "/jobs to submit a file or pasted rows" in text  # the Jobs page
+        batch = next(x for x in lines if "[demo] batch job " in x)  # through Redis and a worker
+        assert "1000 rows in 1 chunk(s)" in batch
+        assert '{"row":0,"version":3,"outputs":{"y":5.0}}' in batch
+        redis_port = next(x for x in lines if "Redis (the jobs' broker" in x).rsplit(":", 1)[1]
+        redis_port = redis_port.split("/")[0]
         gateway = next(x for x in lines if "/model/demo/invocations" in x).rsplit(" ", 1)[1]
         req = urllib.request.Request(
             gateway, data=b'{"inputs": {"x": [1, 2]}}', method="POST"
         )  # curl -d: a form content type
-        with urllib.request.urlopen(req, timeout=10) as r:
-            assert r.headers["X-Model-Version"] == "3"
-            assert json.loads(r.read()) == {"predictions": [5.0, 9.0]}
+        with urllib.request.urlopen(req, timeout=10) as r:  # v3, or v4 if its canary is up
+            answers = {"3": [5.0, 9.0], "4": [6.0, 11.0]}
+            assert json.loads(r.read()) == {"predictions": answers[r.headers["X-Model-Version"]]}
+        # v4 rolls out under the load's 2 % bad requests: judged per version against v3 (the
+        # label's traffic), the same client errors on both sides, never rolled back
+        assert "published v4" in text and "staged rollout" in text
+        master, token = next(
+            (x.split()[2], x.rsplit(" ", 1)[1].rstrip(")")) for x in lines if "admin token:" in x
+        )
+        try:
+            r = wait_for(lambda: judged_healthy(master, token), 180, "v4 judged healthy")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; rollout: {rollout_of(master, token)}") from None
+        j = r["judgement"]
+        assert j["source"] == "versions" and j["requests"]["new"] >= 100, j
+        assert j["requests"]["baseline"] > 0 and j["baseline"]["client_errors"] >= 0
+        assert [c["name"] for c in j["checks"]] == ["server_errors", "client_errors", "latency"]
         url = next(x for x in lines if "GCS emulator" in x).split(": ")[1].split(",")[0]
         with urllib.request.urlopen(f"{url}/storage/v1/b/modelsync-demo/o", timeout=5) as r:
             assert b"models/demo/3/saved_model.pb" in r.read()
@@ -74,6 +111,8 @@ def test_demo_serves_both_predictions_and_stops_on_ctrl_c(tmp_path: Path) -> Non
 
         with pytest.raises(OSError):  # the model server is gone too
             socket.create_connection(("127.0.0.1", int(grpc_port)), timeout=2)
+        with pytest.raises(OSError):  # and Redis
+            socket.create_connection(("127.0.0.1", int(redis_port)), timeout=2)
     finally:
         kill_tree(proc)  # a failed test leaves none of the demo's processes behind
 

@@ -16,7 +16,7 @@ from modelsync.catalog import policy_object
 from modelsync.client import PredictClient
 from modelsync.dev.procs import Node
 from modelsync.policy import ModelPolicy, Policy, dump_policy
-from modelsync.publish import publish
+from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
@@ -58,7 +58,7 @@ def test_gcs_blackhole_is_reported_and_turns_the_node_unready_while_it_serves(
     try:
         node.start()
         client = PredictClient(f"127.0.0.1:{node.grpc_port}")
-        publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY")
+        publish(store, model_factory(2.0), "demo")
         wait_for(lambda: served(client) == 1, 60, "v1 served")
         ready = f"http://127.0.0.1:{node.puller_port}/readyz"
         assert get(ready)[0] == 200
@@ -84,7 +84,7 @@ def test_gcs_blackhole_is_reported_and_turns_the_node_unready_while_it_serves(
         assert 'modelsync_puller_polls_total{outcome="error"}' in metrics
         proxy.blackhole.clear()
         wait_for(lambda: get(ready)[0] == 200, 60, "ready again once GCS answers")
-        publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY")
+        publish(store, model_factory(3.0), "demo")
         wait_for(lambda: served(client) == 2, 60, "v2 served after the outage")
     finally:
         if client is not None:
@@ -116,7 +116,7 @@ def test_version_stuck_loading_never_holds_back_newer_ones(
     try:
         node.start()
         client = PredictClient(f"127.0.0.1:{node.grpc_port}")
-        publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY", version=1)
+        publish(store, model_factory(2.0), "demo", PublishOptions(version=1))
         wait_for(lambda: served(client) == 1, 60, "v1 served")
         status = f"http://127.0.0.1:{node.cm_port}/status"
         write_corrupt_version(store, model_factory(9.0), "demo", 2)
@@ -128,7 +128,7 @@ def test_version_stuck_loading_never_holds_back_newer_ones(
             60,
             "v2 stuck in LOADING (being validated)",
         )
-        publish(store, model_factory(4.0), "demo", prefix="models", marker="_READY", version=3)
+        publish(store, model_factory(4.0), "demo", PublishOptions(version=3))
         # v3 is served well before TF Serving would give up on v2 (hundreds of seconds)
         wait_for(lambda: served(client) == 3, 45, "v3 served while v2 is stuck")
         failed = wait_for(
@@ -174,11 +174,11 @@ def test_a_swap_past_the_memory_limit_goes_unload_first_and_drains_the_node(
     try:
         node.start()
         client = PredictClient(f"127.0.0.1:{node.grpc_port}")
-        publish(store, src, "demo", prefix="models", marker="_READY", version=1)
+        publish(store, src, "demo", PublishOptions(version=1))
         wait_for(lambda: served(client) == 1, 60, "v1 served")
         ready = f"http://127.0.0.1:{node.cm_port}/readyz"
         assert get(ready)[0] == 200
-        publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY", version=2)
+        publish(store, model_factory(3.0), "demo", PublishOptions(version=2))
         _code, doc = wait_for(lambda: (r := get(ready))[0] == 503 and r, 60, "drained")
         assert "unload-first" in doc["reason"]
         wait_for(lambda: served(client) == 2, 90, "v2 served")

@@ -27,7 +27,7 @@ NO_GCP = {
 }
 TOKENS = {
     "MODELSYNC_ADMIN_TOKEN": "admin-token-0123456789",
-    "MODELSYNC_NODE_TOKEN": "node-token-0123456789",
+    "MODELSYNC_NODE_SECRET": "node-secret-0123456789",
 }
 
 
@@ -143,3 +143,35 @@ def test_publish_errors_name_the_command(tmp_path: Path, store_settings) -> None
     )
     line = one_line(err)
     assert code == 1 and line.startswith("modelsync publish: error:")
+
+
+@pytest.mark.parametrize(
+    ("env", "setting"),
+    [
+        ({"MODELSYNC_NODE_TOKEN": "node-token-0123456789"}, "MODELSYNC_NODE_TOKEN"),
+        ({"MODELSYNC_SESSION_SECURE": "sometimes"}, "MODELSYNC_SESSION_SECURE"),
+        ({"MODELSYNC_SESSION_KEY": "short"}, "MODELSYNC_SESSION_KEY"),
+        ({"MODELSYNC_GATEWAY_PORT": "99999"}, "MODELSYNC_GATEWAY_PORT"),
+    ],
+)
+def test_a_bad_security_setting_of_the_master_is_one_line(
+    env: dict[str, str], setting: str, tmp_path: Path
+) -> None:
+    code, err, seconds = run(["master"], {"MODELSYNC_BUCKET": "b", **TOKENS, **env}, tmp_path)
+    line = one_line(err)
+    assert code == 2 and seconds < BOUND_S
+    assert line.startswith("modelsync master: error:") and setting in line
+
+
+def test_a_node_with_another_nodes_token_is_one_line(tmp_path: Path) -> None:
+    from modelsync.nodeauth import node_token
+
+    env = {
+        "MODELSYNC_BUCKET": "b",
+        "MODELSYNC_MODEL_ROOT": str(tmp_path / "r"),
+        "MODELSYNC_NODE_ID": "n1",
+        "MODELSYNC_NODE_TOKEN": node_token("node-secret-0123456789", "n2"),
+    }
+    code, err, seconds = run(["config-manager"], env, tmp_path)
+    line = one_line(err)
+    assert code == 2 and seconds < BOUND_S and "token of node 'n2'" in line

@@ -27,7 +27,7 @@ from modelsync.layout import parse_listing
 from modelsync.local import LocalLayout
 from modelsync.manifest import Publisher, build_manifest, dump_manifest, parse_manifest
 from modelsync.policy import Policy
-from modelsync.publish import PublishError, publish
+from modelsync.publish import PublishError, PublishOptions, publish
 from modelsync.savedmodel import local_files
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -62,7 +62,7 @@ def junk_model(tmp_path: Path, pb: bytes = b"junk!") -> Path:
 def test_cli_refuses_a_junk_saved_model_and_writes_nothing(
     store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
 ) -> None:
-    publish(store, model_factory(2.0), "ranker", prefix="models", marker="_READY")
+    publish(store, model_factory(2.0), "ranker")
     before = snapshot(store)
     src = model_factory(2.0)
     tar_path = tmp_path / "junk.tar.gz"
@@ -95,7 +95,7 @@ def test_a_model_without_signatures_is_refused(
     shutil.copytree(model_factory(2.0), d)
     (d / "saved_model.pb").write_bytes(sm.SerializeToString())
     with pytest.raises(PublishError, match="has no signature"):
-        publish(store, d, "m", prefix="models", marker="_READY")
+        publish(store, d, "m")
     assert snapshot(store) == []
 
 
@@ -103,7 +103,7 @@ def test_the_marker_is_a_manifest_of_every_file(
     store: GCSStore, model_factory, tmp_path: Path
 ) -> None:
     src = model_factory(2.0, shards=2)
-    publish(store, src, "m", prefix="models", marker="_READY")
+    publish(store, src, "m")
     manifest = parse_manifest(store.read("models/m/1/_READY"))
     assert manifest is not None
     assert [f.path for f in manifest.files] == local_files(src)  # sorted, marker excluded
@@ -120,7 +120,7 @@ def test_the_marker_is_a_manifest_of_every_file(
     with tarfile.open(tar_path, "w:gz") as tar:
         for rel in local_files(src):
             tar.add(src / rel, arcname=rel)
-    publish(store, tar_path, "t", prefix="models", marker="_READY", version=3)
+    publish(store, tar_path, "t", PublishOptions(version=3))
     tm = parse_manifest(store.read("models/t/3/_READY"))
     assert tm is not None and [(f.path, f.size) for f in tm.files] == [
         ("model.tar.gz", tar_path.stat().st_size)
@@ -131,7 +131,7 @@ def test_a_file_overwritten_after_the_marker_is_not_installed(
     store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
 ) -> None:
     src = model_factory(2.0, shards=2)
-    publish(store, src, "m", prefix="models", marker="_READY")
+    publish(store, src, "m")
     root = tmp_path / "root"
     puller = make_puller(store_settings, root)
     try:
@@ -154,7 +154,7 @@ def test_a_file_overwritten_after_the_marker_is_not_installed(
         assert wait_for(lambda: puller.tick().installed, 30, "re-signed m/1") == [("m", 1)]
         assert (root / "m" / "1" / SHARD).read_bytes() == b"other bytes"
         # a newer version tampered with before any node installed it
-        publish(store, model_factory(3.0, shards=2), "m", prefix="models", marker="_READY")
+        publish(store, model_factory(3.0, shards=2), "m")
         store.write(f"models/m/2/{SHARD}", b"x" * 10)
         store.write("models/m/2/assets/extra.txt", b"not in the manifest")
         rv = puller.installer.list_version("m", 2)
@@ -187,7 +187,7 @@ def test_markers_without_a_manifest_keep_todays_rules(
         record = LocalLayout(root).read_record("m", 1)
         assert record is not None and not record.manifest_verified
         # no manifest: a listing that disagrees with the bytes is still caught by the CRC32C
-        publish(store, model_factory(3.0), "m", prefix="models", marker="_READY", version=2)
+        publish(store, model_factory(3.0), "m", PublishOptions(version=2))
         store.write("models/m/2/_READY", b"")
         rv = puller.installer.list_version("m", 2)
         bad = tuple(
@@ -215,7 +215,7 @@ def test_a_tarball_version_streams_into_place(
     with tarfile.open(tar_path, "w:gz") as tar:
         for rel in local_files(src):
             tar.add(src / rel, arcname=rel)
-    publish(store, tar_path, "t", prefix="models", marker="_READY")
+    publish(store, tar_path, "t")
     root = tmp_path / "root"
     puller = make_puller(store_settings, root)
     try:
@@ -232,8 +232,8 @@ def test_a_tarball_version_streams_into_place(
 def test_catalog_shows_the_manifest_state_reading_each_marker_once(
     store: GCSStore, store_settings: StoreSettings, model_factory
 ) -> None:
-    publish(store, model_factory(2.0, shards=2), "m", prefix="models", marker="_READY")
-    publish(store, model_factory(3.0, shards=2), "m", prefix="models", marker="_READY")
+    publish(store, model_factory(2.0, shards=2), "m")
+    publish(store, model_factory(3.0, shards=2), "m")
     src = model_factory(4.0)
     for rel in local_files(src):
         store.upload(f"models/m/3/{rel}", str(src / rel))
@@ -270,15 +270,11 @@ def test_catalog_shows_the_manifest_state_reading_each_marker_once(
 def test_overwrite_writes_a_fresh_manifest_and_identical_content_is_a_no_op(
     store: GCSStore, model_factory
 ) -> None:
-    publish(store, model_factory(2.0), "m", prefix="models", marker="_READY", version=1)
+    publish(store, model_factory(2.0), "m", PublishOptions(version=1))
     before = snapshot(store)
-    same = publish(
-        store, model_factory(2.0), "m", prefix="models", marker="_READY", version=1, overwrite=True
-    )
+    same = publish(store, model_factory(2.0), "m", PublishOptions(version=1, overwrite=True))
     assert same.unchanged and snapshot(store) == before  # nothing rewritten
-    new = publish(
-        store, model_factory(5.0), "m", prefix="models", marker="_READY", version=1, overwrite=True
-    )
+    new = publish(store, model_factory(5.0), "m", PublishOptions(version=1, overwrite=True))
     assert not new.unchanged
     manifest = parse_manifest(store.read("models/m/1/_READY"))
     rv = parse_listing(store.list_objects("models/"), "models", "_READY").version("m", 1)

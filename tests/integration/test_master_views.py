@@ -14,7 +14,7 @@ import pytest
 from helpers import wait_for
 
 from modelsync.catalog import policy_object
-from modelsync.dev.procs import Node, start_master
+from modelsync.dev.procs import MasterSpec, Node, start_master
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -47,12 +47,14 @@ def call(
 def master(store_settings: StoreSettings, tmp_path: Path):  # type: ignore[no-untyped-def]
     proc = start_master(
         tmp_path,
-        bucket=store_settings.bucket,
-        emulator_host=store_settings.emulator_host or "",
-        admin_token=ADMIN,
-        node_token=NODE,
-        read_token=READ,
-        catalog_s=0.5,
+        MasterSpec(
+            bucket=store_settings.bucket,
+            emulator_host=store_settings.emulator_host or "",
+            admin_token=ADMIN,
+            node_secret=NODE,
+            read_token=READ,
+            catalog_s=0.5,
+        ),
     )
     yield proc
     assert proc.stop() == 0, proc.log_tail()
@@ -64,7 +66,7 @@ def complete(url: str, model: str, versions: list[int]) -> bool:
 
 
 def test_json_body_whatever_the_content_type(master, store: GCSStore, model_factory) -> None:  # type: ignore[no-untyped-def]
-    publish(store, model_factory(2.0), "ranker", prefix="models", marker="_READY")
+    publish(store, model_factory(2.0), "ranker")
     wait_for(lambda: complete(master.url, "ranker", [1]), 30, "v1 in the catalog")
     # what `curl -d '{"version": 1}'` sends: a form content type
     code, doc = call(
@@ -98,12 +100,12 @@ def test_one_node_per_node_id_and_converged_since_from_reports(
         name="node-1",
         poll_s=0.5,
         master_url=master.url,
-        node_token=NODE,
+        node_secret=NODE,
         extra_env={"MODELSYNC_HEARTBEAT_S": "0.5"},
     ).start()
     try:
         published_at = time.time()
-        publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY")
+        publish(store, model_factory(2.0), "demo")
 
         def converged() -> dict[str, Any] | None:
             doc = call(master.url, "GET", "/v1/cluster", READ)[1]
@@ -135,7 +137,7 @@ def test_malformed_policy_keeps_reads_and_refuses_writes(
     model_factory,
 ) -> None:
     for a in (2.0, 3.0):
-        publish(store, model_factory(a), "demo", prefix="models", marker="_READY")
+        publish(store, model_factory(a), "demo")
     wait_for(lambda: complete(master.url, "demo", [1, 2]), 30, "v1, v2 in the catalog")
     assert call(master.url, "POST", "/v1/models/demo/pin", ADMIN, b'{"version": 1}')[0] == 200
     store.write(policy_object("models"), b'{"schema": 1, "models": {"demo": {"pinn": 2}}}')

@@ -107,7 +107,7 @@ def test_predict_and_version_lifecycle(server_env, model_factory) -> None:  # ty
     for kwargs, status in [
         (dict(model="nope"), grpc.StatusCode.NOT_FOUND),
         (dict(model="demo", version=9), grpc.StatusCode.NOT_FOUND),
-        (dict(model="demo", signature="nope"), grpc.StatusCode.INVALID_ARGUMENT),
+        (dict(model="demo", signature="nope"), grpc.StatusCode.FAILED_PRECONDITION),
         (dict(model="demo", output_filter=("zz",)), grpc.StatusCode.INVALID_ARGUMENT),
     ]:
         with pytest.raises(grpc.RpcError) as info:
@@ -147,9 +147,10 @@ def test_corrupt_model_fails_alone(server_env, model_factory, tmp_path: Path) ->
     state, err_code, err_msg = client.status("broken")[1]
     assert state == STATE.END and err_code != 0 and err_msg
     assert client.predict("demo", [1.0])[0] == 1  # the other model is unaffected
-    with pytest.raises(grpc.RpcError) as info:
+    with pytest.raises(grpc.RpcError) as info:  # no version loaded: TF Serving's NOT_FOUND
         client.predict("broken", [1.0])
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert info.value.details() == "Servable not found for request: Latest(broken)"
 
 
 def test_metadata_grpc_and_rest(server_env) -> None:  # type: ignore[no-untyped-def]
@@ -214,8 +215,14 @@ def test_rest_api(server_env) -> None:  # type: ignore[no-untyped-def]
     assert status == 404 and "nope" in doc["error"]
     status, doc = client.http("POST", "/v1/models/demo:predict", {"nothing": 1})
     assert status == 400 and "instances" in doc["error"]
-    status, doc = client.http("GET", "/v1/models/demo/labels/none")
-    assert status == 400
+    for bad in ([None, None], 3):  # found by schemathesis through the gateway: was a 500
+        body = {"signature_name": bad, "instances": [1.0]}
+        status, doc = client.http("POST", "/v1/models/demo:predict", body)
+        assert status == 400 and "signature_name" in doc["error"]
+    # GetModelStatus does not look at a label (get_model_status_impl.cc): every version
+    assert client.http("GET", "/v1/models/demo/labels/none") == client.http(
+        "GET", "/v1/models/demo"
+    )
     # a path under /v1/ that is no API: 400 "Malformed request", as the official server
     for method, path in (
         ("POST", "/v1/models/demo:explode"),

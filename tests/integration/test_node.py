@@ -23,7 +23,7 @@ from modelsync.catalog import policy_object
 from modelsync.dev.procs import Node
 from modelsync.local import LocalLayout
 from modelsync.policy import ModelPolicy, Policy, dump_policy
-from modelsync.publish import publish
+from modelsync.publish import PublishOptions, publish
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
@@ -104,12 +104,12 @@ def test_node_follows_the_bucket(
     layout = LocalLayout(node.model_root)
     try:
         # v1: y = 2x + 1
-        publish(store, model_factory(2.0), "demo", prefix="models", marker="_READY", version=1)
+        publish(store, model_factory(2.0), "demo", PublishOptions(version=1))
         assert wait_for(lambda: predict_y(node.grpc_port) == (1, 3.0), 60, "v1 served")
 
         with Traffic(node.grpc_port) as traffic:
             # v2 replaces v1; v1 stays on disk as the rollback copy
-            publish(store, model_factory(3.0), "demo", prefix="models", marker="_READY", version=2)
+            publish(store, model_factory(3.0), "demo", PublishOptions(version=2))
             wait_for(lambda: predict_y(node.grpc_port) == (2, 4.0), 60, "v2 served")
             served_at = time.time()
             wait_for(
@@ -131,7 +131,7 @@ def test_node_follows_the_bucket(
             assert "version_load_failed" in events
 
             # v4 is served; v1 is pruned only once TF Serving reports it END; v2 is kept
-            publish(store, model_factory(5.0), "demo", prefix="models", marker="_READY", version=4)
+            publish(store, model_factory(5.0), "demo", PublishOptions(version=4))
             wait_for(lambda: predict_y(node.grpc_port) == (4, 6.0), 60, "v4 served")
             wait_for(lambda: 1 not in layout.versions_on_disk()["demo"], 30, "v1 pruned")
             on_disk = layout.versions_on_disk()["demo"]

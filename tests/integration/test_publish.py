@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from modelsync.layout import SettleTracker, complete_versions, parse_listing
-from modelsync.publish import PublishError, publish
+from modelsync.publish import PublishError, PublishOptions, publish
 from modelsync.savedmodel import local_files
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
@@ -26,7 +26,7 @@ def snapshot(store: GCSStore) -> list[tuple[str, int]]:
 
 def test_publish_and_read_back_byte_identical(store: GCSStore, model_factory) -> None:
     src = model_factory(2.0, shards=3)
-    result = publish(store, src, "ranker", prefix="models", marker="_READY")
+    result = publish(store, src, "ranker")
     assert result.version == 1 and result.files == len(local_files(src))
     for rel in local_files(src):
         assert store.read(f"models/ranker/1/{rel}") == (src / rel).read_bytes()
@@ -40,9 +40,7 @@ def test_publish_and_read_back_byte_identical(store: GCSStore, model_factory) ->
     assert newest.name.endswith("/_READY")
     assert complete_versions(listing, SettleTracker(3600), now=0)["ranker"].keys() == {1}
     # without --version: the next free one
-    assert (
-        publish(store, model_factory(3.0), "ranker", prefix="models", marker="_READY").version == 2
-    )
+    assert publish(store, model_factory(3.0), "ranker").version == 2
 
 
 def test_publish_tarball(store: GCSStore, model_factory, tmp_path: Path) -> None:
@@ -51,13 +49,13 @@ def test_publish_tarball(store: GCSStore, model_factory, tmp_path: Path) -> None
     with tarfile.open(tar_path, "w:gz") as tar:
         for rel in local_files(src):
             tar.add(src / rel, arcname=rel)
-    result = publish(store, tar_path, "tarred", prefix="models", marker="_READY", version=7)
+    result = publish(store, tar_path, "tarred", PublishOptions(version=7))
     assert result.version == 7
     assert store.read("models/tarred/7/model.tar.gz") == tar_path.read_bytes()
 
 
 def test_refusals_leave_bucket_unchanged(store: GCSStore, model_factory, tmp_path: Path) -> None:
-    publish(store, model_factory(2.0), "ranker", prefix="models", marker="_READY", version=1)
+    publish(store, model_factory(2.0), "ranker", PublishOptions(version=1))
     before = snapshot(store)
     not_sm = tmp_path / "notsm"
     not_sm.mkdir()
@@ -71,22 +69,23 @@ def test_refusals_leave_bucket_unchanged(store: GCSStore, model_factory, tmp_pat
         (dict(path=not_sm, model="ranker"), "not a SavedModel"),
         (dict(path=model_factory(2.0), model="bad name"), "bad model name"),
         (dict(path=model_factory(2.0), model="_modelsync"), "reserved"),
-        (dict(path=model_factory(2.0), model="ranker", version=1), "already exists"),
+        (
+            dict(path=model_factory(2.0), model="ranker", options=PublishOptions(version=1)),
+            "already exists",
+        ),
         (dict(path=evil, model="ranker"), "unsafe tarball"),
         (dict(path=tmp_path / "missing", model="ranker"), "no such file"),
     ]
     for kwargs, reason in cases:
         with pytest.raises(PublishError, match=reason):
-            publish(store, prefix="models", marker="_READY", **kwargs)  # type: ignore[arg-type]
+            publish(store, **kwargs)  # type: ignore[arg-type]
         assert snapshot(store) == before
 
 
 def test_overwrite_replaces_a_version(store: GCSStore, model_factory) -> None:
-    publish(store, model_factory(2.0), "m", prefix="models", marker="_READY", version=1)
+    publish(store, model_factory(2.0), "m", PublishOptions(version=1))
     old = {o.name: o.generation for o in store.list_objects("models/m/1/")}
-    publish(
-        store, model_factory(5.0), "m", prefix="models", marker="_READY", version=1, overwrite=True
-    )
+    publish(store, model_factory(5.0), "m", PublishOptions(version=1, overwrite=True))
     new = {o.name: o.generation for o in store.list_objects("models/m/1/")}
     assert set(new) >= {n for n in old if not n.endswith("fingerprint.pb")}
     assert all(new[n] != old[n] for n in new if n in old)

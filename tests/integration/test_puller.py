@@ -35,7 +35,7 @@ def test_v1_then_v2_installed_byte_identical(
     try:
         assert puller.tick().ok  # empty bucket: nothing to do
         assert LocalLayout(root).versions_on_disk() == {}
-        publish(store, model_factory(2.0, shards=3), "ranker", prefix="models", marker="_READY")
+        publish(store, model_factory(2.0, shards=3), "ranker")
         result = puller.tick()
         assert result.installed == [("ranker", 1)] and result.source == "listing"
         assert same_tree(model_factory(2.0, shards=3), root / "ranker" / "1")
@@ -43,7 +43,7 @@ def test_v1_then_v2_installed_byte_identical(
         assert record is not None and record.bytes == sum(
             (root / "ranker" / "1" / f).stat().st_size for f in local_files(root / "ranker" / "1")
         )
-        publish(store, model_factory(3.0), "ranker", prefix="models", marker="_READY")
+        publish(store, model_factory(3.0), "ranker")
         assert puller.tick().installed == [("ranker", 2)]
         assert same_tree(model_factory(3.0), root / "ranker" / "2")
         assert (root / "ranker" / "1").is_dir()  # the puller never deletes: v1 stays
@@ -76,7 +76,7 @@ def test_unmarked_upload_in_progress_waits_until_whole_and_settled(
 def test_object_replaced_or_corrupt_after_listing_is_rejected(
     store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
 ) -> None:
-    publish(store, model_factory(2.0, shards=2), "m", prefix="models", marker="_READY")
+    publish(store, model_factory(2.0, shards=2), "m")
     root = tmp_path / "root"
     puller = make_puller(store_settings, root)
     try:
@@ -136,7 +136,7 @@ def test_tarballs_good_installed_malicious_rejected_bad_names_skipped(
     store.write("models/evil/1/_READY", b"{}")
     store.write("models/bad name/1/saved_model.pb", b"x")
     store.write("models/bad name/1/_READY", b"x")
-    publish(store, src, "good", prefix="models", marker="_READY")
+    publish(store, src, "good")
     root = tmp_path / "root"
     puller = make_puller(store_settings, root)
     try:
@@ -158,7 +158,7 @@ def test_policy_pin_and_malformed_policy(
     store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
 ) -> None:
     for a in (2.0, 3.0, 4.0):
-        publish(store, model_factory(a), "m", prefix="models", marker="_READY")
+        publish(store, model_factory(a), "m")
     root = tmp_path / "root"
     puller = make_puller(store_settings, root)
     try:
@@ -184,7 +184,7 @@ def test_gcs_down_keeps_what_is_installed(model_factory, tmp_path: Path) -> None
         )
         store = GCSStore(settings)
         store.ensure_bucket()
-        publish(store, model_factory(2.0), "m", prefix="models", marker="_READY")
+        publish(store, model_factory(2.0), "m")
         puller = make_puller(settings, tmp_path / "root")
         try:
             assert puller.tick().installed == [("m", 1)]

@@ -26,7 +26,7 @@ def test_sigkill_mid_download_leaves_nothing_partial(
     store: GCSStore, store_settings: StoreSettings, model_factory, tmp_path: Path
 ) -> None:
     src = model_factory(2.0, shards=16, pad_bytes=160 * 2**20)
-    publish(store, src, "big", prefix="models", marker="_READY")
+    publish(store, src, "big")
     root = tmp_path / "root"
     env = {
         "MODELSYNC_BUCKET": store_settings.bucket,
@@ -87,14 +87,8 @@ def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
 def test_full_disk_is_an_event_not_a_partial_version(
     store: GCSStore, store_settings: StoreSettings, model_factory, small_disk: Path
 ) -> None:
-    publish(
-        store,
-        model_factory(2.0, shards=2, pad_bytes=6 * 2**20),
-        "big",
-        prefix="models",
-        marker="_READY",
-    )
-    publish(store, model_factory(3.0), "small", prefix="models", marker="_READY")
+    publish(store, model_factory(2.0, shards=2, pad_bytes=6 * 2**20), "big")
+    publish(store, model_factory(3.0), "small")
     # one install at a time, so the small model is not caught by the big one filling the disk
     puller = make_puller(store_settings, small_disk, max_concurrent_installs=1)
     try:
@@ -154,7 +148,7 @@ def test_daemon_http_endpoints(
         status = json.loads(get("/status")[1])
         assert status["node_id"] == "node-http" and status["installed"] == {}
         # publish, then ask for a sync now (the poll interval is an hour)
-        publish(store, model_factory(2.0), "m", prefix="models", marker="_READY")
+        publish(store, model_factory(2.0), "m")
         req = urllib.request.Request(f"http://127.0.0.1:{port}/sync", method="POST", data=b"")
         with urllib.request.urlopen(req, timeout=5) as r:
             assert r.status == 202

@@ -1,5 +1,6 @@
 """The compatible model server's Prometheus page, read through modelsync.telemetry: the official
-TF Serving metric names, labels, units, buckets and text format, with exact counts."""
+TF Serving metric names, labels, units, buckets and text format, with exact counts; and
+modelsync's per-version extension beside them, exact per version."""
 
 from __future__ import annotations
 
@@ -30,10 +31,13 @@ from modelsync.telemetry import (
     LATENCY_BOUNDS_US,
     REQUEST_COUNT,
     REQUEST_LATENCY,
+    VERSION_REQUEST_COUNT,
     Snapshot,
     interval,
     parse,
     snapshot,
+    version_intervals,
+    version_snapshots,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -210,3 +214,25 @@ def test_telemetry_counts_are_exact(server: Server) -> None:
     again = wait_for(lambda: scraped_with(server, 2 * expected_total), 30, "the second round")
     second = interval(after, again, 1.0)["demo"]
     assert second.statuses == demo.statuses and second.latency.count == demo.latency.count
+
+
+def test_the_extension_counts_each_version_exactly(server: Server) -> None:
+    """Inference requests that reached version 1, by status, and their latency; requests that
+    reached no version (an unknown model) and REST GETs are only in the official counter."""
+    before = version_snapshots(parse(server.scrape()))[0]
+    send_traffic(server)
+
+    def with_extension() -> str | None:
+        text = server.scrape()
+        return text if f'{VERSION_REQUEST_COUNT}{{model_name="demo"' in text else None
+
+    page = wait_for(with_extension, 30, "the extension's series")
+    after, ignored = version_snapshots(parse(page))
+    assert ignored == 0
+    per = version_intervals(before, after, 1.0)
+    assert per is not None and set(per) == {"demo"} and set(per["demo"]) == {1}
+    v1 = per["demo"][1]
+    assert v1.statuses == {"OK": GOOD_GRPC + GOOD_REST, "INVALID_ARGUMENT": BAD_GRPC + BAD_REST}
+    assert v1.latency.count == GOOD_GRPC + GOOD_REST
+    official = snapshot(page).models["demo"]
+    assert sum(official.requests.values()) == v1.requests + 1  # + the REST status GET

@@ -139,9 +139,9 @@ def test_bad_request_fails_the_load(env: Env) -> None:
         "request and no default value provided. Inputs expected to be in the "
         "request {z}, or default input alias set:"
     )
-    with pytest.raises(grpc.RpcError) as info:
+    with pytest.raises(grpc.RpcError) as info:  # no version loaded: NOT_FOUND, as TF Serving
         env.client.predict("badreq", [1.0])
-    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert f'model_path="{path}"' not in env.metrics()  # a failed request records nothing
 
 

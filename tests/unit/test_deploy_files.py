@@ -22,17 +22,29 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI on this machine")
 def test_stack_file_validates_and_has_what_production_needs() -> None:
-    need = {"MODELSYNC_BUCKET": "b", "MODELSYNC_MASTER_URL": "http://198.18.0.11:8000"}
+    need = {
+        "MODELSYNC_BUCKET": "b",
+        "MODELSYNC_MASTER_URL": "http://198.18.0.11:8000",
+        "MODELSYNC_BROKER_URL": "redis://198.18.0.11:6379/0",
+    }
     res = run(["docker", "stack", "config", "-c", "stack.yml"], need)
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load(res.stdout)
     services = cfg["services"]
-    assert set(services) == {"master", "tfserving", "puller", "config_manager", "gateway"}
-    for name in ("tfserving", "puller", "config_manager", "gateway"):
+    assert set(services) == {
+        "master",
+        "tfserving",
+        "puller",
+        "config_manager",
+        "gateway",
+        "broker",
+        "worker",
+    }
+    for name in ("tfserving", "puller", "config_manager", "gateway", "worker"):
         deploy = services[name]["deploy"]
         assert deploy["mode"] == "global"
         assert "node.labels.modelsync.serving == true" in deploy["placement"]["constraints"]
-        if name != "gateway":  # it reads nothing from disk: it calls TF Serving
+        if name not in ("gateway", "worker"):  # they read nothing from disk: they call TF Serving
             assert "models:/models" in " ".join(
                 f"{v['source']}:{v['target']}" for v in services[name]["volumes"]
             )
@@ -41,12 +53,38 @@ def test_stack_file_validates_and_has_what_production_needs() -> None:
         env = services[name]["environment"]
         if name != "tfserving":  # ids unique where hostnames repeat; the master off 127.0.0.1
             assert env["MODELSYNC_NODE_ID"] == "{{.Node.ID}}"
-            assert env["MODELSYNC_MASTER_URL"] == "http://198.18.0.11:8000"
-    assert services["master"]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+        if name in ("puller", "config_manager", "gateway"):
+            assert env["MODELSYNC_MASTER_URL"] == need["MODELSYNC_MASTER_URL"]
+    for name in ("master", "broker"):
+        assert services[name]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
+    assert "broker-data:/var/lib/modelsync/broker" in " ".join(
+        f"{v['source']}:{v['target']}" for v in services["broker"]["volumes"]
+    )
+    broker_urls = {services[n]["environment"]["MODELSYNC_BROKER_URL"] for n in ("master", "worker")}
+    assert broker_urls == {need["MODELSYNC_BROKER_URL"]}  # one broker for both, no password inline
+    # the master's Swarm view: the manager's Docker socket, read with its group
+    assert "/var/run/docker.sock" in [v["target"] for v in services["master"]["volumes"]]
+    assert services["master"]["user"] == "10001:10001"
     assert all(s["networks"] == {"hostnet": None} for s in services.values())
     assert all("healthcheck" in s for s in services.values())
     assert cfg["secrets"]["admin_token"]["external"] is True
-    # without a bucket, or without the master's address for the nodes, it refuses to render
+    # issue #25: the cluster's node secret only on the master; each node's own token a file on
+    # the node; scoring behind the gateway token; the session key a secret of its own
+    env = {k: services[k]["environment"] for k in services}
+    assert env["master"]["MODELSYNC_NODE_SECRET_FILE"] == "/run/secrets/node_secret"
+    assert env["master"]["MODELSYNC_SESSION_KEY_FILE"] == "/run/secrets/session_key"
+    assert env["gateway"]["MODELSYNC_GATEWAY_TOKEN_FILE"] == "/run/secrets/gateway_token"
+    assert env["master"]["MODELSYNC_GATEWAY_TOKEN_FILE"] == "/run/secrets/gateway_token"
+    for name in ("puller", "config_manager", "gateway"):
+        assert env[name]["MODELSYNC_NODE_TOKEN_FILE"] == "/run/modelsync/node_token"
+        mounts = [v for v in services[name]["volumes"] if v["type"] == "bind"]
+        assert [(m["target"], m.get("read_only")) for m in mounts] == [
+            ("/run/modelsync/node_token", True)
+        ]
+        assert "node_secret" not in [s["source"] for s in services[name].get("secrets", [])]
+    assert {"node_secret", "gateway_token", "session_key"} <= set(cfg["secrets"])
+    # without a bucket, the master's address for the nodes or the broker's for the workers, it
+    # refuses to render (127.0.0.1 is only right on the one node that runs them)
     for missing in need:
         res = run(["docker", "stack", "config", "-c", "stack.yml"], {**need, missing: ""})
         assert res.returncode != 0 and missing in res.stderr
@@ -80,6 +118,8 @@ def test_compose_file_validates() -> None:
         "puller",
         "config_manager",
         "gateway",
+        "broker",
+        "worker",
         "tests",
     }
     assert all(s.get("network_mode") == "host" for s in cfg["services"].values())

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DAEMONS = ("master", "remote_model_puller", "config_manager", "tfserving", "gateway")
+DAEMONS = ("master", "remote_model_puller", "config_manager", "tfserving", "gateway", "jobs")
 PACKAGES = ("modelsync", "cli", *DAEMONS)
 
 

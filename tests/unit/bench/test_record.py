@@ -41,7 +41,7 @@ def test_the_table_shows_each_benchmark_date_when_they_differ(
     monkeypatch.setattr(bench_main, "README", readme)
     bench_main.update_readme(
         {
-            "propagation": {"overhead_p50_s": 1.3, "date": "2026-11-01"},
+            "propagation": {"overhead_p50_s": 0.25, "overhead_p95_s": 0.7, "date": "2026-11-01"},
             "master": {"heartbeat_p99_ms": 35.0, "heartbeat_errors": 0, "date": "2026-12-02"},
         },
         quick=False,
@@ -51,4 +51,5 @@ def test_the_table_shows_each_benchmark_date_when_they_differ(
     assert "Measured 2026-11-01 to 2026-12-02" in text
     assert "| master | `date` | 2026-12-02 |  |" in text
     assert "| master | `heartbeat_p99_ms` | 35 | <= 50 (met) |" in text
-    assert "| propagation | `overhead_p50_s` | 1.3 | <= 1.5 (met) |" in text
+    assert "| propagation | `overhead_p50_s` | 0.25 | <= 0.3 (met) |" in text
+    assert "| propagation | `overhead_p95_s` | 0.7 | <= 0.6 (MISSED) |" in text

@@ -5,12 +5,13 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from config_manager.planner import ReloadState, after_push, plan_reload
+from config_manager.planner import Observed, PlanSettings, ReloadState, after_push, plan_reload
 from config_manager.serving import VersionState
 from modelsync.policy import ModelPolicy, Policy
 
 MODELS = ["a", "b"]
 STATES = ["LOADING", "AVAILABLE", "END", "UNLOADING"]
+NODE = PlanSettings("/m")
 
 installed_st = st.dictionaries(
     st.sampled_from(MODELS),
@@ -52,11 +53,11 @@ def test_plan_reload_invariants(installed, raw_states, policy, failed, pushed_be
     states = to_states(raw_states)
     previous = ReloadState(failed=failed)
     if pushed_before:
-        first = plan_reload(installed, to_states({}), policy, previous, "/m")
+        first = plan_reload(Observed(installed, to_states({})), policy, previous, NODE)
         previous = after_push(previous, first)
-    plan = plan_reload(installed, states, policy, previous, "/m")
+    plan = plan_reload(Observed(installed, states), policy, previous, NODE)
     # deterministic
-    assert plan == plan_reload(installed, states, policy, previous, "/m")
+    assert plan == plan_reload(Observed(installed, states), policy, previous, NODE)
     # nothing is pushed while TF Serving does not answer
     if states is None:
         assert not plan.push and not plan.restarted
@@ -92,30 +93,27 @@ def test_settled_plan_is_a_fixed_point(installed, policy) -> None:  # type: igno
             m: {v: VersionState(v, "AVAILABLE") for v in dm.versions}
             for m, dm in state.pushed.items()
         }
-        plan = plan_reload(installed, served, policy, state, "/m")
+        plan = plan_reload(Observed(installed, served), policy, state, NODE)
         if plan.push:
             pushes += 1
             state = after_push(state, plan)
     assert pushes <= 2
-    final = plan_reload(
-        installed,
-        {
-            m: {v: VersionState(v, "AVAILABLE") for v in dm.versions}
-            for m, dm in state.pushed.items()
-        },
-        policy,
-        state,
-        "/m",
-    )
+    served = {
+        m: {v: VersionState(v, "AVAILABLE") for v in dm.versions} for m, dm in state.pushed.items()
+    }
+    final = plan_reload(Observed(installed, served), policy, state, NODE)
     assert not final.push and not final.held_labels
 
 
 def test_restart_is_detected_only_after_a_push() -> None:
     installed = {"a": {1: "f1"}}
-    fresh = plan_reload(installed, {}, Policy(), ReloadState(), "/m")
+    fresh = plan_reload(Observed(installed, {}), Policy(), ReloadState(), NODE)
     assert fresh.push and not fresh.restarted
     state = after_push(ReloadState(), fresh)
-    lost = plan_reload(installed, {}, Policy(), state, "/m")  # TF Serving forgot everything
+    # TF Serving forgot everything
+    lost = plan_reload(Observed(installed, {}), Policy(), state, NODE)
     assert lost.push and lost.restarted and lost.text == fresh.text
-    kept = plan_reload(installed, {"a": {1: VersionState(1, "AVAILABLE")}}, Policy(), state, "/m")
+    kept = plan_reload(
+        Observed(installed, {"a": {1: VersionState(1, "AVAILABLE")}}), Policy(), state, NODE
+    )
     assert not kept.push and not kept.restarted

@@ -31,14 +31,18 @@ def install(
 def node(tmp_path: Path) -> tuple[ConfigManager, FakeServing, LocalLayout]:
     fake = FakeServing()
     settings = ConfigManagerSettings(
-        node=NodeSettings("n1", tmp_path, 0), load_timeout_s=5, keep_on_disk=0, validate=False
+        node=NodeSettings("n1", 0),
+        model_root=tmp_path,
+        load_timeout_s=5,
+        keep_on_disk=0,
+        validate=False,
     )
     manager = ConfigManager(settings, client=fake)
     return manager, fake, manager.layout
 
 
 def events(manager: ConfigManager, name: str) -> list[dict]:
-    return [e for e in manager.events if e["event"] == name]
+    return [e.to_json() for e in manager.events if e.name == name]
 
 
 def test_first_pass_serves_what_is_installed(node) -> None:  # type: ignore[no-untyped-def]
@@ -126,7 +130,7 @@ def test_prunes_what_tfserving_reports_end(node) -> None:  # type: ignore[no-unt
 def test_stuck_version_never_holds_back_the_versions_behind_it(tmp_path: Path) -> None:
     fake = FakeServing()
     settings = ConfigManagerSettings(
-        node=NodeSettings("n1", tmp_path, 0), load_timeout_s=0.5, validate=False
+        node=NodeSettings("n1", 0), model_root=tmp_path, load_timeout_s=0.5, validate=False
     )
     manager = ConfigManager(settings, client=fake)
     layout = manager.layout
@@ -188,7 +192,9 @@ class FakeValidator:
 
 def test_no_request_reaches_a_version_before_it_passes_validation(tmp_path: Path) -> None:
     fake, validator = FakeServing(), FakeValidator({("m", 3): "output 'y' has 1 non-finite"})
-    settings = ConfigManagerSettings(node=NodeSettings("n1", tmp_path, 0), load_timeout_s=5)
+    settings = ConfigManagerSettings(
+        node=NodeSettings("n1", 0), model_root=tmp_path, load_timeout_s=5
+    )
     manager = ConfigManager(settings, client=fake, validator=validator)
     layout = manager.layout
     install(layout, "m", 1)
@@ -224,7 +230,8 @@ def test_no_request_reaches_a_version_before_it_passes_validation(tmp_path: Path
 def test_a_swap_past_the_memory_limit_unloads_first_and_is_not_ready(tmp_path: Path) -> None:
     fake = FakeServing()
     settings = ConfigManagerSettings(
-        node=NodeSettings("n1", tmp_path, 0),
+        node=NodeSettings("n1", 0),
+        model_root=tmp_path,
         load_timeout_s=5,
         validate=False,
         memory_limit_bytes=300,

@@ -12,7 +12,7 @@ from modelsync.settings import Env, SettingsError
 
 def test_defaults() -> None:
     s = GatewaySettings.from_env(Env({}))
-    assert (s.http_host, s.http_port, s.tfserving, s.tfserving_rest) == (
+    assert (s.node.http_host, s.node.http_port, s.tfserving, s.tfserving_rest) == (
         "127.0.0.1",
         8080,
         "127.0.0.1:8500",
@@ -25,8 +25,8 @@ def test_defaults() -> None:
         False,
         4096,
     )
-    assert (s.max_body_bytes, s.timeout_s, s.log_level) == (16 * 2**20, 30.0, "info")
-    assert s.with_port(9).http_port == 9 and s.with_port(None) is s
+    assert (s.max_body_bytes, s.timeout_s, s.node.log_level) == (16 * 2**20, 30.0, "info")
+    assert s.with_port(9).node.http_port == 9 and s.with_port(None) is s
 
 
 def test_values_and_the_token_file(tmp_path: Path) -> None:
@@ -50,7 +50,7 @@ def test_values_and_the_token_file(tmp_path: Path) -> None:
             }
         )
     )
-    assert (s.http_host, s.http_port, s.tfserving, s.tfserving_rest) == (
+    assert (s.node.http_host, s.node.http_port, s.tfserving, s.tfserving_rest) == (
         "0.0.0.0",
         9000,
         "tfs:9500",
@@ -63,7 +63,7 @@ def test_values_and_the_token_file(tmp_path: Path) -> None:
         True,
         100,
     )
-    assert (s.max_body_bytes, s.timeout_s, s.log_level) == (1024, 2.5, "debug")
+    assert (s.max_body_bytes, s.timeout_s, s.node.log_level) == (1024, 2.5, "debug")
 
 
 @pytest.mark.parametrize(

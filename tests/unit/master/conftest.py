@@ -9,15 +9,12 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from master_kit import ADMIN, master_app
 
 from master.api import STATE_KEY
-from master.app import create_app
-from master.settings import MasterSettings
 from master.state import MasterState
 from modelsync.dev.memstore import MemoryStore
-from modelsync.settings import StoreSettings
 
-ADMIN, READ, NODE = "admin-token-0123456789", "read-token-0123456789", "node-token-0123456789"
 SM = ("saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001")
 
 
@@ -53,16 +50,7 @@ def memstore() -> MemoryStore:
 
 @pytest.fixture
 def app(memstore: MemoryStore, tmp_path: Path) -> Iterator[Flask]:
-    settings = MasterSettings(
-        store=StoreSettings(bucket="b"),
-        db_path=tmp_path / "m.sqlite3",
-        admin_token=ADMIN,
-        node_token=NODE,
-        read_token=READ,
-        docker="off",
-        run_background=False,
-    )
-    app = create_app(settings, store=memstore)
+    app = master_app(tmp_path / "m.sqlite3", memstore)
     yield app
     app.extensions[STATE_KEY].stop()
 

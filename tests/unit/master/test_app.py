@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from modelsync.catalog import policy_object
+from modelsync.nodeauth import node_token
 from modelsync.policy import parse_policy
 
 ADMIN, READ, NODE = "admin-token-0123456789", "read-token-0123456789", "node-token-0123456789"
@@ -12,7 +13,10 @@ ADMIN, READ, NODE = "admin-token-0123456789", "read-token-0123456789", "node-tok
 
 def beat(api, node_id: str, role: str, status: dict) -> None:  # type: ignore[no-untyped-def]
     code, doc = api.call(
-        "POST", "/v1/nodes/heartbeat", NODE, {"node_id": node_id, "role": role, "status": status}
+        "POST",
+        "/v1/nodes/heartbeat",
+        node_token(NODE, node_id),
+        {"node_id": node_id, "role": role, "status": status},
     )
     assert code == 200, doc
 
@@ -20,7 +24,7 @@ def beat(api, node_id: str, role: str, status: dict) -> None:  # type: ignore[no
 def test_auth_rules(api) -> None:  # type: ignore[no-untyped-def]
     assert api.call("GET", "/v1/models", None)[0] == 401
     assert api.call("GET", "/v1/models", "not-a-token-at-all-xx")[0] == 401
-    assert api.call("GET", "/v1/models", NODE)[0] == 403
+    assert api.call("GET", "/v1/models", node_token(NODE, "n"))[0] == 403
     assert api.call("GET", "/v1/models", READ)[0] == 200
     assert api.call("POST", "/v1/sync", READ)[0] == 403
     assert (
@@ -133,8 +137,9 @@ def test_cluster_converges_on_heartbeats(api, memstore, state, add_version) -> N
 def test_sync_request_reaches_each_daemon_once(api) -> None:  # type: ignore[no-untyped-def]
     beat(api, "n1", "puller", {})
     assert api.call("POST", "/v1/sync")[0] == 200
-    first = api.call("POST", "/v1/nodes/heartbeat", NODE, {"node_id": "n1", "role": "puller"})
-    again = api.call("POST", "/v1/nodes/heartbeat", NODE, {"node_id": "n1", "role": "puller"})
+    n1 = node_token(NODE, "n1")
+    first = api.call("POST", "/v1/nodes/heartbeat", n1, {"node_id": "n1", "role": "puller"})
+    again = api.call("POST", "/v1/nodes/heartbeat", n1, {"node_id": "n1", "role": "puller"})
     assert first[1]["sync"] is True and again[1]["sync"] is False
 
 
@@ -143,7 +148,9 @@ def test_bad_input_is_a_clear_4xx(api) -> None:  # type: ignore[no-untyped-def]
     assert code == 400 and "JSON" in doc["error"]
     assert api.call("GET", "/v1/models/bad name!", READ)[0] in (400, 404)
     assert api.call("GET", "/v1/events?limit=0", READ)[0] == 400
-    code, doc = api.call("POST", "/v1/nodes/heartbeat", NODE, {"node_id": "-x", "role": "p"})
+    code, doc = api.call(
+        "POST", "/v1/nodes/heartbeat", node_token(NODE, "n"), {"node_id": "-x", "role": "p"}
+    )
     assert code == 400
 
 

@@ -61,10 +61,9 @@ def test_a_node_is_matched_by_its_id_not_by_a_shared_hostname(
 
     sock = tmp_path / "docker.sock"
     sock.touch()
-    monkeypatch.setenv("MODELSYNC_DOCKER_SOCKET", str(sock))
     monkeypatch.setattr(docker, "DockerClient", FakeClient)
     # only id-a's daemons beat; id-b has the same hostname and is silent
-    view = swarm_view([beat("id-a", "puller"), beat("id-a", "config_manager")], NOW)
+    view = swarm_view([beat("id-a", "puller"), beat("id-a", "config_manager")], NOW, str(sock))
     assert view is not None and view["swarm"] is True
     assert {n["id"] for n in view["nodes"]} == {"id-a", "id-b"}
     flagged = {(p["node"], p["problem"]) for p in view["problems"]}
@@ -74,5 +73,5 @@ def test_a_node_is_matched_by_its_id_not_by_a_shared_hostname(
     }
     assert len(view["problems"]) == 2  # for id-b only
     # daemons that beat under their hostname (MODELSYNC_NODE_ID unset) still match by name
-    view = swarm_view([beat("vm", "puller"), beat("vm", "config_manager")], NOW)
+    view = swarm_view([beat("vm", "puller"), beat("vm", "config_manager")], NOW, str(sock))
     assert view is not None and view["problems"] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from modelsync.nodeauth import node_token
 from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval, quantile_ms
 
 READ, NODE = "read-token-0123456789", "node-token-0123456789"
@@ -30,7 +31,7 @@ def beat(api, node: str, figures: dict[str, tuple[ModelInterval, list[int]]]) ->
             "models": {m: {**iv.to_json(), "versions": vs} for m, (iv, vs) in figures.items()},
         },
     }
-    return api.call("POST", "/v1/nodes/heartbeat", NODE, doc)
+    return api.call("POST", "/v1/nodes/heartbeat", node_token(NODE, node), doc)
 
 
 def test_series_merge_nodes_and_versions(api) -> None:  # type: ignore[no-untyped-def]
@@ -69,7 +70,7 @@ def test_bad_telemetry_and_arguments_are_400(api) -> None:  # type: ignore[no-un
     code, doc = api.call(
         "POST",
         "/v1/nodes/heartbeat",
-        NODE,
+        node_token(NODE, "a"),
         {"node_id": "a", "role": "config_manager", "telemetry": {"models": {"m": {"x": 1}}}},
     )
     assert code == 400 and "telemetry" in doc["error"]
@@ -95,12 +96,14 @@ def test_compaction_keeps_the_figures(api, state) -> None:  # type: ignore[no-un
 
 def test_compaction_goes_minute_by_minute_over_gaps(state) -> None:  # type: ignore[no-untyped-def]
     from master.telemetry import NodeFigures
+    from modelsync.telemetry import BeatModel
 
     t0 = (time.time() // 60) * 60 - 86400  # a day ago, at a minute's start
     # three beats in each of minutes 0 and 1, one in minute 90 (a gap), for two nodes
     for offset in (0, 10, 20, 60, 70, 80, 90 * 60 + 5):
         for node in ("a", "b"):
-            state.telemetry.add(node, [NodeFigures("m", interval(10, 1, 2_000), (1,))], t0 + offset)
+            figures = BeatModel(interval(10, 1, 2_000), frozenset({1}))
+            state.telemetry.add(node, [NodeFigures("m", figures)], t0 + offset)
     merged, dropped = state.telemetry.compact(t0 + 3 * 3600)
     assert (merged, dropped) == (2 * (2 + 2 + 0), 0)
     rows = (

@@ -1,4 +1,5 @@
-"""Staged rollouts, pure: stage membership, the health decision, the served set per node."""
+"""Staged rollouts, pure: stage membership, the spec (old specs still parse; the judge's keys),
+the served set per node."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modelsync.judge import Limits
 from modelsync.policy import ModelPolicy, Policy, dump_policy, fetch_set, parse_policy, served_set
 from modelsync.rollout import (
+    SPEC_BOUNDS,
+    SPEC_CHOICES,
     RolloutError,
     RolloutSpec,
     RolloutState,
-    Sample,
-    judge,
     parse_spec,
+    spec_schema,
     stage_nodes,
     stage_size,
 )
@@ -57,31 +60,85 @@ def test_stages_keep_nodes_that_went_away_and_spread_rollouts() -> None:
     assert len(canaries) > 3  # not always the same node
 
 
-def test_judge() -> None:
-    spec = RolloutSpec(max_error_rate=0.01, max_p99_ratio=1.5, min_requests=100)
-    base = Sample(1000, 0, 10.0)
-    assert judge(spec, Sample(50, 40, 10.0), base).verdict == "unknown"  # too few to judge
-    bad = judge(spec, Sample(200, 40, 10.0), base)
-    assert bad.verdict == "breach" and "error rate 20.00%" in bad.reason
-    slow = judge(spec, Sample(200, 0, 50.0), base)
-    assert slow.verdict == "breach" and "5.00x" in slow.reason
-    assert judge(spec, Sample(200, 1, 12.0), base).verdict == "healthy"
-    assert judge(spec, Sample(200, 0, 50.0), Sample(10, 0, 10.0)).verdict == "healthy"
-    failed = judge(spec, Sample(), base, {"n3": "NaN in output y"})
-    assert failed.verdict == "breach" and "n3: NaN" in failed.reason
+OLD_SPEC = {
+    "canary_nodes": 1,
+    "waves": [0.25, 1.0],
+    "bake_s": 300,
+    "max_error_rate": 0.01,
+    "max_p99_ratio": 1.5,
+    "min_requests": 200,
+}
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.integers(0, 10_000), st.integers(0, 10_000), st.floats(0.1, 1000), st.floats(0.1, 1000))
-def test_judge_is_monotone_in_errors(requests, errors, p99, base_p99) -> None:  # type: ignore[no-untyped-def]
-    errors = min(errors, requests)
-    spec = RolloutSpec(min_requests=50)
-    verdict = judge(spec, Sample(requests, errors, p99), Sample(1000, 0, base_p99)).verdict
-    more = judge(
-        spec, Sample(requests, min(requests, errors + 10), p99), Sample(1000, 0, base_p99)
-    ).verdict
-    if verdict == "breach":
-        assert more == "breach"
+def test_an_old_spec_parses_and_writes_back_unchanged() -> None:
+    """A spec of before the judge's keys: same values, and written as it was, so that a node
+    of an older modelsync still reads the policy."""
+    spec = parse_spec(OLD_SPEC)
+    assert spec.to_json() == {**OLD_SPEC, "bake_s": 300.0}
+    assert parse_spec(spec.to_json()) == spec
+
+
+def test_the_old_limits_map_onto_the_judge() -> None:
+    spec = parse_spec({**OLD_SPEC, "max_error_rate": 0.02, "max_p99_ratio": 3, "min_requests": 50})
+    assert spec.limits() == Limits(
+        max_server_error_increase=0.02,
+        max_client_error_increase=0.05,
+        max_latency_ratio=3.0,
+        min_requests=50,
+        confidence=0.99,
+    )
+
+
+def test_the_judge_keys_parse_and_are_written_only_when_set() -> None:
+    doc = {
+        "bake_s": 60,
+        "max_client_error_increase": 0.1,
+        "confidence": 0.95,
+        "warmup_s": 5,
+        "max_wait_s": 600,
+        "on_insufficient": "promote",
+    }
+    spec = parse_spec(doc)
+    assert (spec.warmup, spec.max_wait, spec.on_insufficient) == (5.0, 600.0, "promote")
+    assert spec.limits().confidence == 0.95 and spec.limits().max_client_error_increase == 0.1
+    assert {k: spec.to_json()[k] for k in doc} == {**doc, "bake_s": 60.0}
+    assert parse_spec(spec.to_json()) == spec
+    effective = spec.effective_json()
+    assert effective["warmup_s"] == 5.0 and effective["on_insufficient"] == "promote"
+
+
+@given(st.floats(0, 7 * 86400))
+def test_warmup_and_wait_derive_from_the_bake(bake: float) -> None:
+    spec = RolloutSpec(bake_s=bake)
+    assert spec.warmup == min(30.0, bake / 10) and spec.max_wait == 4 * bake
+    assert spec.warmup <= spec.bake_s
+    assert "warmup_s" not in spec.to_json() and "max_wait_s" not in spec.to_json()
+    assert spec.effective_json()["max_wait_s"] == 4 * bake
+
+
+def test_the_schema_has_every_key_with_its_bounds() -> None:
+    props = spec_schema()["properties"]
+    assert set(props) == {*SPEC_BOUNDS, *SPEC_CHOICES, "waves"}
+    assert props["warmup_s"]["minimum"] == 0 and props["confidence"]["maximum"] == 0.9999
+    assert props["on_insufficient"] == {"type": "string", "enum": ["pause", "promote"]}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"on_insufficient": "ignore"},
+        {"confidence": 0.2},
+        {"confidence": 1},
+        {"warmup_s": -1},
+        {"max_wait_s": "long"},
+        {"max_client_error_increase": 2},
+        {"warmup_s": None},
+    ],
+)
+def test_bad_judge_keys_are_refused(bad: dict) -> None:  # type: ignore[type-arg]
+    with pytest.raises(RolloutError) as exc:
+        parse_spec(bad)
+    assert next(iter(bad)) in str(exc.value)
 
 
 def state(status: str, nodes: tuple[str, ...] = ("a",)) -> RolloutState:

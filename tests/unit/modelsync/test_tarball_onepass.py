@@ -271,3 +271,20 @@ def test_a_compression_bomb_stays_bounded(tmp_path: Path) -> None:
     assert int(res.stdout) < 120  # MB: decompressed in bounded steps, never all at once
     with pytest.raises(TarballError, match="exceeds"):
         check_tarball(tar_path, max_bytes=128 << 20)
+
+
+def test_a_member_cap_stops_an_inode_bomb_before_it_lands(tmp_path: Path) -> None:
+    """Empty files and directories weigh no bytes: the cap counts members, and extraction
+    stops at the one too many, with nothing of the tarball left behind."""
+    bomb = good() + [entry(f"assets/e{i}", b"") for i in range(40)]
+    bomb += [entry(f"assets/d{i}", b"", tarfile.DIRTYPE) for i in range(40)]
+    path = tmp_path / "bomb.tar.gz"
+    path.write_bytes(tar_bytes(bomb))
+    with pytest.raises(TarballError, match="more than 50 members"):
+        check_tarball(path, max_members=50)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(TarballError, match="more than 50 members"):
+        extract_tarball(path, dest, max_members=50)
+    assert list(dest.iterdir()) == []
+    assert len(check_tarball(path, max_members=len(bomb))) == len(GOOD) + 40  # at the cap: fine

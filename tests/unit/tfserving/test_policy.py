@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from tfserving.policy import (
     Action,
+    Resolution,
     Snapshot,
     State,
     VersionPolicy,
@@ -93,10 +94,27 @@ def test_never_unloads_the_last_available_while_aspired_is_pending(
         assert (a.kind == "unload") == (not snap.aspired)
 
 
-def test_resolve_version() -> None:
-    assert resolve_version(None, None, [1, 3], {}) == (3, "")
-    assert resolve_version(1, None, [1, 3], {}) == (1, "")
-    assert resolve_version(2, None, [1, 3], {}) == (None, "NOT_FOUND")
-    assert resolve_version(None, "stable", [1, 3], {"stable": 1}) == (1, "")
-    assert resolve_version(None, "nope", [1, 3], {"stable": 1}) == (None, "INVALID_ARGUMENT")
-    assert resolve_version(None, None, [], {}) == (None, "UNAVAILABLE")
+def test_resolve_version_as_tf_serving() -> None:
+    """server_core.cc ServableRequestFromModelSpec / GetModelVersionForLabel, basic_manager.cc
+    GetUntypedServableHandle, manager.h ServableRequest::DebugString."""
+    assert resolve_version("m", None, None, [1, 3], {}) == Resolution(3)
+    assert resolve_version("m", 1, None, [1, 3], {}) == Resolution(1)
+    assert resolve_version("m", None, "stable", [1, 3], {"stable": 1}) == Resolution(1)
+    not_found = "Servable not found for request: "
+    assert resolve_version("m", 2, None, [1, 3], {}) == Resolution(
+        None, "NOT_FOUND", not_found + "Specific(m, 2)"
+    )
+    # no version loaded yet (or none left): NOT_FOUND for the latest, not UNAVAILABLE
+    assert resolve_version("m", None, None, [], {}) == Resolution(
+        None, "NOT_FOUND", not_found + "Latest(m)"
+    )
+    # a label is resolved first, then looked up as a specific version
+    assert resolve_version("m", None, "canary", [1], {"canary": 3}) == Resolution(
+        None, "NOT_FOUND", not_found + "Specific(m, 3)"
+    )
+    unknown_label = Resolution(None, "INVALID_ARGUMENT", "Unrecognized servable version label: x")
+    assert resolve_version("m", None, "x", [1, 3], {"stable": 1}) == unknown_label
+    assert resolve_version("nope", None, "x", [], {}) == unknown_label  # unknown model too
+    assert resolve_version("", None, None, [1], {}) == Resolution(
+        None, "INVALID_ARGUMENT", "ModelSpec has no name specified."
+    )

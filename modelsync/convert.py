@@ -14,12 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from modelsync.layout import is_model_name, is_version
 from modelsync.tensors import Array, Signature, TensorSpec
 
 Inputs = dict[str, Array]
@@ -212,6 +213,12 @@ def _records(rows: Any, sig: Signature, what: str) -> Inputs:
     return {name: to_array(rows, sig.inputs[name], name)}
 
 
+def records_inputs(rows: list[Any], sig: Signature) -> Inputs:
+    """Rows (objects of named inputs, or bare values of a single input: MLflow's
+    ``dataframe_records``, a job's rows) as the signature's arrays, one row each."""
+    return _records(rows, sig, "rows")
+
+
 def _split(doc: Any, sig: Signature) -> Inputs:
     if not isinstance(doc, dict):
         raise BadInput("dataframe_split: expected an object with 'columns' and 'data'")
@@ -277,21 +284,19 @@ class KrakenRequest:
     signature: str = ""
 
 
-def kraken_request(body: Any, name_ok: Callable[[str], bool]) -> KrakenRequest:
+def kraken_request(body: Any) -> KrakenRequest:
     """``{"modelData": ..., "metaData": {"modelId": "m", "modelVersion": 3}}`` (and, a gateway
-    extension, ``"signatureName"``); ``name_ok`` says whether a model id is well formed."""
+    extension, ``"signatureName"``)."""
     if not isinstance(body, dict):
         raise BadInput("the body must be a JSON object with 'modelData' and 'metaData'")
     meta = body.get("metaData")
     if not isinstance(meta, dict):
         raise BadInput("'metaData' must be an object with 'modelId'")
     model = meta.get("modelId")
-    if not isinstance(model, str) or not name_ok(model):
+    if not isinstance(model, str) or not is_model_name(model):
         raise BadInput("'metaData.modelId' must be a model name")
     version = meta.get("modelVersion")
-    if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or not 0 < version < 2**63
-    ):
+    if version is not None and not is_version(version):
         raise BadInput("'metaData.modelVersion' must be a positive integer or absent")
     signature = meta.get("signatureName", "")
     if not isinstance(signature, str):

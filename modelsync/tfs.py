@@ -1,5 +1,6 @@
 """The node's TF Serving over gRPC: Predict, GetModelMetadata (cached) and a readiness probe,
-on one long-lived channel and the TensorFlow-free protos of :mod:`modelsync.protos`.
+on one long-lived channel and the TensorFlow-free protos of :mod:`modelsync.protos`. Used by
+the gateway (REST in) and the jobs worker (chunks of rows in).
 
 Signatures are cached per (model, version) — a version's signature does not change — and, for
 requests that name no version, the version TF Serving serves as latest is remembered for
@@ -18,13 +19,47 @@ from typing import Any
 
 import grpc
 
-from gateway.convert import BadInput, Inputs
-from gateway.errors import GatewayError
+from modelsync.convert import BadInput, Inputs
 from modelsync.protos import serving_protos
 from modelsync.tensors import Array, Signature, TensorError, fill, read, signatures
 
 DEFAULT_SIGNATURE = "serving_default"
 _SERVICE = "/tensorflow.serving.PredictionService/"
+
+# gRPC status of TF Serving -> the HTTP status a caller is answered (TF Serving's own REST table
+# for the caller's mistakes; 502 for what TF Serving itself failed at, so that a 500 is always a
+# bug of ours)
+GRPC_TO_HTTP = {
+    "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,
+    "OUT_OF_RANGE": 400,
+    "NOT_FOUND": 404,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+    "RESOURCE_EXHAUSTED": 429,
+    "UNIMPLEMENTED": 501,
+    "CANCELLED": 503,
+    "PERMISSION_DENIED": 403,
+    "UNAUTHENTICATED": 401,
+}
+
+
+class ServingError(Exception):
+    """An answer other than success, with a message for the caller and the HTTP status it
+    stands for; ``code`` is TF Serving's gRPC status name when TF Serving said so (the gateway
+    raises it for its own limits too, as ``gateway.errors.ServingError``)."""
+
+    def __init__(self, status: int, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+    @classmethod
+    def from_grpc(cls, code: str, details: str, target: str) -> ServingError:
+        if code == "UNAVAILABLE" and ("connect" in details.lower() or not details):
+            return cls(503, f"TF Serving at {target} is unavailable: {details}", code)
+        return cls(GRPC_TO_HTTP.get(code, 502), details or code, code)
 
 
 @dataclass(frozen=True)
@@ -32,6 +67,14 @@ class Answer:
     version: int
     outputs: dict[str, Array]
     signature: Signature
+
+
+@dataclass
+class Attempt:
+    """The version a request was built for (None until known): a failure's version, for the
+    gateway's per-version telemetry."""
+
+    version: int | None = None
 
 
 class TFServingClient:
@@ -82,7 +125,7 @@ class TFServingClient:
         except grpc.RpcError as exc:
             code = exc.code().name if hasattr(exc, "code") and exc.code() else "UNKNOWN"
             details = exc.details() if hasattr(exc, "details") else str(exc)
-            raise GatewayError.from_grpc(code, details or "", self.target) from exc
+            raise ServingError.from_grpc(code, details or "", self.target) from exc
 
     def _fetch(self, model: str, version: int | None) -> tuple[int, dict[str, Signature]]:
         req = self._meta_req()
@@ -95,7 +138,7 @@ class TFServingClient:
         if "signature_def" not in resp.metadata or not resp.metadata["signature_def"].Unpack(
             sig_map
         ):
-            raise GatewayError(502, f"TF Serving answered no signature_def for {model!r}")
+            raise ServingError(502, f"TF Serving answered no signature_def for {model!r}")
         answered = int(resp.model_spec.version.value)
         sigs = signatures(sig_map)
         with self._lock:
@@ -174,28 +217,34 @@ class TFServingClient:
         version: int | None,
         build: Callable[[Signature], Inputs],
         signature: str = "",
+        attempt: Attempt | None = None,
     ) -> Answer:
         """Predict with the inputs ``build(signature)`` returns (it raises BadInput for bad
         input). Without a version, a request that does not fit the signature of the version
         believed latest (BadInput, or TF Serving's INVALID_ARGUMENT) is built and sent once more
-        if TF Serving's latest version is another one now: a rollover to a new signature."""
+        if TF Serving's latest version is another one now: a rollover to a new signature.
+        ``attempt`` notes the version the request was built for (and sent to, by name)."""
+        attempt = attempt if attempt is not None else Attempt()
+        attempt.version = version
         used, sigs = self.signatures(model, version)
+        attempt.version = used
         try:
             sig = self._pick(model, used, sigs, signature)
             resp = self._call(model, version, signature, build(sig))
-        except (BadInput, GatewayError) as exc:
+        except (BadInput, ServingError) as exc:
             # the input did not fit the signature of the version believed latest: if another
             # version is latest now (a rollover), try once more with its signature
             if version is not None or (
-                isinstance(exc, GatewayError) and exc.code != "INVALID_ARGUMENT"
+                isinstance(exc, ServingError) and exc.code != "INVALID_ARGUMENT"
             ):
                 raise
             fresh, sigs = self.signatures(model, None, refresh=True)
             if fresh == used:
                 raise
-            used, sig = fresh, self._pick(model, fresh, sigs, signature)
+            used = attempt.version = fresh
+            sig = self._pick(model, fresh, sigs, signature)
             resp = self._call(model, version, signature, build(sig))
-        answered = int(resp.model_spec.version.value)
+        answered = attempt.version = int(resp.model_spec.version.value)
         if version is None and answered != used:
             _v, sigs = self.signatures(model, answered)
             sig = sigs.get(signature or DEFAULT_SIGNATURE, sig)
@@ -203,7 +252,7 @@ class TFServingClient:
         try:
             outputs = {k: read(v) for k, v in sorted(resp.outputs.items())}
         except TensorError as exc:
-            raise GatewayError(501, str(exc)) from exc
+            raise ServingError(501, str(exc)) from exc
         return Answer(answered, outputs, sig)
 
     def ready(self, timeout_s: float = 2.0) -> tuple[bool, str]:

@@ -1,4 +1,5 @@
-"""gateway.convert: every request format, dtype, shape and error, over plain values."""
+"""modelsync.convert (shared by the gateway and the jobs worker): every request format, dtype,
+shape and error, over plain values."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.convert import (
+from modelsync.convert import (
     BadInput,
     kraken_inputs,
     kraken_request,
@@ -200,20 +201,16 @@ def test_parse_json() -> None:
 # --- ML-Kraken ------------------------------------------------------------------------------
 
 
-def ok(name: str) -> bool:
-    return name.isidentifier()
-
-
 def test_kraken_request_and_inputs() -> None:
     kr = kraken_request(
-        {"modelData": {"x": [1], "n": [2]}, "metaData": {"modelId": "two", "modelVersion": 3}}, ok
+        {"modelData": {"x": [1], "n": [2]}, "metaData": {"modelId": "two", "modelVersion": 3}}
     )
     assert (kr.model, kr.version, kr.signature) == ("two", 3, "")
     want = {"x": np.array([1.0], dtype=np.float32), "n": np.array([2])}
     same(kraken_inputs(kr.model_data, TWO), want)
     same(kraken_inputs([{"x": 1, "n": 2}], TWO), want)
     same(kraken_inputs([1.0, 2.0], ONE), {"x": np.array([1.0, 2.0], dtype=np.float32)})
-    assert kraken_request({"modelData": 1, "metaData": {"modelId": "a"}}, ok).version is None
+    assert kraken_request({"modelData": 1, "metaData": {"modelId": "a"}}).version is None
 
 
 @pytest.mark.parametrize(
@@ -232,7 +229,7 @@ def test_kraken_request_and_inputs() -> None:
 )
 def test_bad_kraken_bodies(body: Any, message: str) -> None:
     with pytest.raises(BadInput, match=message):
-        kraken_request(body, ok)
+        kraken_request(body)
 
 
 def test_kraken_model_data_errors() -> None:

@@ -13,14 +13,21 @@ from cli.common import (
     reachable_store,
     store_settings,
 )
+from modelsync.settings import SettingsError
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     import sys
 
+    from modelsync.manifest import ManifestError, check_notes, parse_tag
     from modelsync.notify import MasterTarget, NotifyError, tell_master
     from modelsync.publish import ProgressBar, PublishError, PublishOptions, publish
 
+    try:
+        tags = dict(parse_tag(t) for t in args.tag)
+        description, tags = check_notes(args.description, tags, "--description/--tag")
+    except ManifestError as exc:
+        raise SettingsError(str(exc)) from None
     settings = store_settings(args)
     master = MasterTarget.from_env()  # a bad setting stops here, before anything is written
     store = reachable_store(settings)
@@ -35,6 +42,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
                 workers=args.workers,
                 progress=ProgressBar(f"{args.model}"),
                 warmup=args.warmup,
+                description=description,
+                tags=tags,
             ),
         )
     except PublishError as exc:
@@ -59,12 +68,18 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    """Every model and version in the bucket: complete or why not, who published it, its
+    description and tags (from the catalog when it knows the marker, else the marker itself;
+    the operators' edits from the annotations)."""
     from modelsync.layout import SettleTracker, incomplete_reason
+    from modelsync.registry import read_registry
     from modelsync.store import StoreError, list_bucket
 
     settings = store_settings(args)
+    store = reachable_store(settings)
     try:
-        listing = list_bucket(reachable_store(settings), settings)
+        listing = list_bucket(store, settings)
+        registry = read_registry(store, settings, listing)
     except StoreError as exc:
         raise CommandError(str(exc)) from None
     tracker = SettleTracker.markers_only()
@@ -75,6 +90,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             why_not = incomplete_reason(rv, tracker, time.time())
             state = "complete" if why_not is None else f"incomplete ({why_not})"
             print(f"    {v:>6}  {len(rv.files):3} files {rv.bytes:>12} bytes  {state}")
+            entry = registry.get((model, v))
+            if entry is not None:
+                for line in entry.lines():
+                    print(f"            {line}")
     for s in listing.skipped:
         print(f"  skipped {s.path}: {s.reason}")
     return 0
@@ -142,6 +161,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--version", type=positive_int, help="default: the next free version")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")
     p.add_argument("--workers", type=positive_int, default=8)
+    p.add_argument("--description", default="", help="what this version is (in its manifest)")
+    p.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a tag of this version (in its manifest); repeat for more",
+    )
     p.add_argument(
         "--warmup",
         metavar="FILE.jsonl",

@@ -18,8 +18,6 @@ import contextlib
 import json
 import os
 import secrets
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from modelsync.dev.emulator import GCSEmulator, free_port
+from modelsync.dev.procs import ManagedProcess
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.settings import StoreSettings
 
@@ -79,6 +78,22 @@ def _admin(url: str, token: str, method: str, path: str, body: Any) -> Any:
         return json.loads(r.read())
 
 
+def _watch(
+    stop: threading.Event, procs: list[ManagedProcess], exit_after: float | None
+) -> ManagedProcess | None:
+    """Wait for Ctrl-C (or ``exit_after``); the first of ``procs`` found dead, if one dies."""
+    deadline = None if exit_after is None else time.monotonic() + exit_after
+    while not stop.is_set():
+        for proc in procs:
+            if not proc.alive():
+                return proc
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return None
+        wait_for_stop(stop, timeout_s=0.5 if left is None else min(0.5, left))
+    return None
+
+
 def _served_by(client: Any, version: int) -> tuple[int, Any] | None:
     """One Predict; its answer if ``version`` served it."""
     answer = client.predict("demo", {"x": [1.0, 2.0]})
@@ -88,24 +103,14 @@ def _served_by(client: Any, version: int) -> tuple[int, Any] | None:
 def _make_models(workdir: Path) -> dict[int, tuple[Path, float, float]]:
     """The demo SavedModels, written by TensorFlow in a child process whose start-up noise
     (absl, CUDA probes) goes to a log file instead of between the demo's lines."""
+    from modelsync.dev.models import write_linear_models_quietly
+
     sources = {
         v: (workdir / "src" / f"demo-{v}", a, b) for v, a, b in (*DEMO_VERSIONS, ROLLOUT_VERSION)
     }
-    todo = [(str(p), a, b) for p, a, b in sources.values() if not p.exists()]
+    todo = [{"out": str(p), "a": a, "b": b} for p, a, b in sources.values() if not p.exists()]
     if todo:
-        script = (
-            "import sys, json; from modelsync.dev.models import make_linear_model\n"
-            "for out, a, b in json.loads(sys.argv[1]): make_linear_model(out, a, b)"
-        )
-        with open(workdir / "make-models.log", "wb") as log_fh:
-            subprocess.run(
-                [sys.executable, "-c", script, json.dumps(todo)],
-                check=True,
-                stdout=log_fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""},
-            )
+        write_linear_models_quietly(todo, workdir / "make-models.log")
     return sources
 
 
@@ -175,6 +180,7 @@ def run_demo(
     workdir.mkdir(parents=True, exist_ok=True)
     node: Node | None = None
     master = None
+    failed = 0
     try:
         with (
             GCSEmulator(log_path=str(workdir / "fake-gcs.log")) as emu,
@@ -206,7 +212,8 @@ def run_demo(
                     },
                 ),
             )
-            say(f"  master             {master.url}  (admin token: {admin_token})")  # type: ignore[attr-defined]
+            url = master.url  # type: ignore[attr-defined]
+            say(f"  master             {url}  (pid {master.pid}, admin token: {admin_token})")
             say(
                 "starting one serving node: model server, config manager, puller, gateway, "
                 "jobs worker ..."
@@ -258,7 +265,6 @@ def run_demo(
                 view = _wait(lambda: _cluster(master.url, admin_token), 30, stop)  # type: ignore[attr-defined]
                 if view:
                     say(f"master GET /v1/cluster: demo {view}")
-                url: str = master.url  # type: ignore[attr-defined]
                 _admin(url, admin_token, "PUT", "/v1/models/demo/labels/stable", {"version": 3})
                 _admin(url, admin_token, "PUT", "/v1/models/demo/rollout", DEMO_ROLLOUT)
                 threading.Thread(
@@ -299,7 +305,14 @@ def run_demo(
                     "per version against v3, whose traffic the label 'stable' keeps"
                 )
                 say("running; press Ctrl-C to stop")
-                wait_for_stop(stop, timeout_s=exit_after)
+                dead = _watch(stop, [master, *node.processes()], exit_after)
+                if dead is not None:
+                    code = dead.proc.poll() if dead.proc else None
+                    say(
+                        f"the {dead.name} (pid {dead.pid}) has exited with code {code}: the demo "
+                        f"cannot go on without it; its log: {dead.log_path}"
+                    )
+                    failed = 1
             client.close()
             say("stopping")
             node.stop()
@@ -313,7 +326,7 @@ def run_demo(
         if tmp is not None:
             tmp.cleanup()
     say(f"stopped; logs and models kept in {workdir}" if tmp is None else "stopped")
-    return 0
+    return failed
 
 
 if __name__ == "__main__":

@@ -35,13 +35,14 @@ def cmd_dev_gcs(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_make_model(args: argparse.Namespace) -> int:
-    from modelsync.dev.models import make_linear_model
+    """Write a demo SavedModel (TensorFlow runs in a child process: no start-up noise)."""
+    from modelsync.dev.models import ModelWriteError, write_linear_models_quietly
 
+    out = Path(args.out).resolve()
+    call = {"out": str(out), "a": args.a, "b": args.b, "shards": args.shards}
     try:
-        out = make_linear_model(
-            args.out, args.a, args.b, shards=args.shards, pad_bytes=int(args.pad_mb * 2**20)
-        )
-    except FileExistsError as exc:
+        write_linear_models_quietly([{**call, "pad_bytes": int(args.pad_mb * 2**20)}])
+    except ModelWriteError as exc:
         raise CommandError(str(exc)) from None
     print(f"wrote SavedModel y = {args.a} * x + {args.b} to {out}")
     return 0

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from gateway.disabled import DisabledModels, disabled_message
 from gateway.errors import MLFLOW_CODES, GatewayError, grpc_code
 from gateway.history import Exchange, History
 from gateway.metrics import GatewayMetrics
@@ -83,7 +84,8 @@ class _Outcome:
 
 
 def _json(doc: Any, status: int = 200) -> Response:
-    return Response(status, safejson.dumps(doc, separators=(",", ":")).encode())
+    """Strict JSON: a non-finite float is a bug here (``convert.jsonable`` writes them as text)."""
+    return Response(status, safejson.dumps(doc, separators=(",", ":"), allow_nan=False).encode())
 
 
 def _version(text: str | None) -> int | None:
@@ -118,6 +120,7 @@ class Gateway:
         self.metrics = metrics or GatewayMetrics()
         self.telemetry = telemetry or GatewayTelemetry()  # per version, for the master
         self._bearer = f"Bearer {settings.token}".encode() if settings.token else None
+        self.disabled = DisabledModels(settings.model_root)
         self._answered: set[str] = set()
         self._answered_lock = threading.Lock()
 
@@ -157,6 +160,7 @@ class Gateway:
         try:
             out = handler(req, started, attempt)
         except (BadInput, GatewayError) as exc:
+            exc = self._explained(exc, self._model_of(conv, req))
             code = exc.code if isinstance(exc, GatewayError) else "INVALID_ARGUMENT"
             out = _Outcome(self._error(conv, exc), error=str(exc), code=code or None)
         except Exception as exc:  # a bug: a 500, logged with its traceback
@@ -226,6 +230,12 @@ class Gateway:
         )
         return unquote(m.group("name")) if m else ""
 
+    def _explained(self, exc: BadInput | GatewayError, model: str) -> BadInput | GatewayError:
+        """TF Serving's NOT_FOUND for a model the node's policy disables: say so."""
+        if isinstance(exc, GatewayError) and exc.status == 404 and self.disabled.disabled(model):
+            return GatewayError(404, disabled_message(model), exc.code)
+        return exc
+
     def _error(self, conv: str, exc: BadInput | GatewayError) -> Response:
         status = exc.status if isinstance(exc, GatewayError) else 400
         message = exc.message if isinstance(exc, GatewayError) else str(exc)
@@ -286,6 +296,7 @@ class Gateway:
                 attempt,
             )
         except (BadInput, GatewayError) as exc:
+            exc = self._explained(exc, kr.model)
             status = exc.status if isinstance(exc, GatewayError) else 400
             message = exc.message if isinstance(exc, GatewayError) else str(exc)
             code = exc.code if isinstance(exc, GatewayError) else "INVALID_ARGUMENT"

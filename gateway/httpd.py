@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from gateway.app import Gateway, Request, Response
+from modelsync.httpd import bind_problem
 from modelsync.safejson import NOSNIFF
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -124,7 +125,10 @@ class GatewayHTTPServer:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.httpd = _Server((host, port), Handler)
+        try:
+            self.httpd = _Server((host, port), Handler)
+        except OSError as exc:  # port in use, no such address: one line and exit 2
+            raise bind_problem(exc, host, port) from None
         self.port = int(self.httpd.server_address[1])
         self._thread = threading.Thread(
             target=self.httpd.serve_forever, name="gateway-http", daemon=True

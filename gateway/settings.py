@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from modelsync.settings import Env, NodeSettings, SettingsError, host_port
 
@@ -25,6 +26,7 @@ class GatewaySettings:
     timeout_s: float = 30.0
     latest_ttl_s: float = 2.0
     advertise_url: str | None = None  # how the master reaches this gateway (try-it)
+    model_root: Path | None = None  # the node's (read-only): its saved policy names disabled models
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> GatewaySettings:
@@ -54,6 +56,7 @@ class GatewaySettings:
             ),
             timeout_s=env.number("MODELSYNC_GATEWAY_TIMEOUT_S", 30.0, minimum=0.01, maximum=3600),
             advertise_url=env.opt_text("MODELSYNC_GATEWAY_URL"),
+            model_root=Path(root) if (root := env.opt_text("MODELSYNC_MODEL_ROOT")) else None,
             latest_ttl_s=env.number(
                 "MODELSYNC_GATEWAY_LATEST_TTL_S", 2.0, minimum=0.0, maximum=3600
             ),

@@ -13,7 +13,7 @@ from master import auth
 from master.state import MasterState
 from modelsync.layout import model_name_problem
 from modelsync.log import get_logger
-from modelsync.policy import Policy, PolicyError, check_version
+from modelsync.policy import Policy, PolicyError, check_version, served_set
 
 log = get_logger("master")
 STATE_KEY = "modelsync.state"
@@ -82,25 +82,37 @@ def check_model(model: str) -> None:
 
 
 def audit(event: str, model: str | None, **detail: Any) -> None:
+    """An audit entry: what, by whom (the caller's name, ``master.auth``), from where."""
+    who = auth.actor()
     state().db.add_event(
         "audit",
         event,
         model=model,
-        detail={**detail, "request_id": g.get("request_id"), "remote": request.remote_addr},
+        detail={
+            **detail,
+            "actor": who,
+            "request_id": g.get("request_id"),
+            "remote": request.remote_addr,
+        },
     )
-    log.info(event, model=model, request_id=g.get("request_id"), **detail)
+    log.info(event, model=model, actor=who, request_id=g.get("request_id"), **detail)
 
 
 def write_policy(
     model: str, event: str, change: Callable[[Policy], Policy], **detail: Any
 ) -> Response:
     """Apply ``change`` to the policy in the bucket (if_generation_match), audit it, and answer
-    with the model's policy."""
+    with the model's policy as stored — its rollout spec too — and the versions it now makes
+    every node serve (``target_versions``: a pin and the labels' targets, so an answer never
+    claims "only v41" while a label keeps v40 serving)."""
     s = state()
     policy, generation, written = s.policies.update(change)
     s.policy_written(policy, generation)
     audit(event, model, generation=generation, changed=written, **detail)
     mp = policy.for_model(model)
+    catalog = s.writer.current
+    served = served_set(model, catalog.complete_versions(model) if catalog else [], policy)
+    spec = policy.rollout_spec(model)
     return jsonify(
         {
             "model": model,
@@ -109,7 +121,10 @@ def write_policy(
                 "pin": mp.pin,
                 "labels": dict(mp.labels),
                 "disabled": mp.disabled,
+                "rollout": None if mp.rollout is None else mp.rollout.to_json(),
             },
+            "rollout_spec": None if spec is None else spec.to_json(),  # the model's or defaults'
+            "target_versions": sorted(served.versions),
             "generation": generation,
             "changed": written,
         }

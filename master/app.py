@@ -22,6 +22,7 @@ from master.routes import (
     rollout,
     scoring,
     telemetry,
+    upload,
     watch,
 )
 from master.settings import MasterSettings
@@ -51,6 +52,7 @@ def create_app(
         telemetry.bp,
         rollout.bp,
         scoring.bp,
+        upload.bp,
         jobs.bp,
         watch.bp,
         console.bp,

@@ -1,9 +1,14 @@
 """Who may do what: bearer tokens for programs, a signed session cookie for people.
 
-- API clients send ``Authorization: Bearer <token>``: the read token (reads), the admin token
+- API clients send ``Authorization: Bearer <token>``: the read token (reads), an admin token
   (reads and writes), a node's own token (its heartbeats and its watch only;
   ``modelsync.nodeauth``), or the publish token (telling the master a version was published,
-  nothing else; the admin token may do it too).
+  nothing else; an admin token may do it too).
+- Every admin token has a name (``MODELSYNC_ADMIN_TOKENS``: one per person; the single
+  ``MODELSYNC_ADMIN_TOKEN`` is named "admin"): the caller's name is the ``actor`` of every audit
+  entry its request writes (``flask.g.actor``; "read" for the read token, "publish" for the
+  publish token, ``node:<id>`` for a node). A token is compared with every admin token, each in
+  constant time.
 - The console signs a person in once: a form posts a token, and the master answers with a
   session cookie (HttpOnly, SameSite=Strict, Secure over HTTPS, expiring after
   ``MODELSYNC_SESSION_S``) signed with the session key — a random secret of its own
@@ -29,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from flask import current_app, request, session
+from flask import current_app, g, request, session
 
 from master.db import Database
 from master.settings import MasterSettings
@@ -40,6 +45,9 @@ CSRF_HEADER = "X-CSRF-Token"
 GUARD_KEY = "modelsync.guard"
 SESSION_KEY_META = "session_key"
 MAX_TRACKED_ADDRESSES = 10_000
+
+
+READ_ACTOR = "read"
 
 
 class AuthError(Exception):
@@ -113,28 +121,46 @@ class Guard:
         self.bearers = FailureLimiter(settings.auth_failures, settings.auth_window_s)
 
     # --- tokens ---------------------------------------------------------------------------------
-    def token_kind(self, token: str | None) -> str | None:
-        """ "admin", "read", "publish", "node" (a valid node token) or None."""
+    def identify(self, token: str | None) -> tuple[str, str] | None:
+        """(kind, actor) of a token: ("admin", its holder's name), ("read", "read"),
+        ("publish", "publish"), ("node", "node:<id>"), or None. Compared with every admin token
+        (each in constant time, none skipped), so the time taken does not tell which one
+        matched."""
         if not token:
             return None
-        for kind, expected in (
-            ("admin", self.settings.admin_token),
-            ("read", self.settings.read_token),
-            ("publish", self.settings.publish_token),
+        found: tuple[str, str] | None = None
+        given = token.encode()
+        for name, expected in self.settings.admins().items():
+            if hmac.compare_digest(given, expected.encode()) and found is None:
+                found = ("admin", name)
+        for kind, actor, other in (
+            ("read", READ_ACTOR, self.settings.read_token),
+            ("publish", "publish", self.settings.publish_token),
         ):
-            if expected and hmac.compare_digest(token.encode(), expected.encode()):
-                return kind
-        if nodeauth.verified_node(self.settings.node_secret, token) is not None:
-            return "node"
-        return None
+            if other and hmac.compare_digest(given, other.encode()) and found is None:
+                found = (kind, actor)
+        if found is not None:
+            return found
+        node = nodeauth.verified_node(self.settings.node_secret, token)
+        return None if node is None else ("node", f"node:{node}")
+
+    def token_kind(self, token: str | None) -> str | None:
+        """ "admin", "read", "publish", "node" (a valid node token) or None."""
+        who = self.identify(token)
+        return None if who is None else who[0]
+
+    def _token_of(self, kind: str, actor: str) -> str | None:
+        if kind == "admin":
+            return self.settings.admins().get(actor)
+        return self.settings.read_token if kind == "read" else None
 
     def node_id(self) -> str | None:
         """The node the request's bearer token belongs to (None: no valid node token)."""
         token = _bearer()
         return None if token is None else nodeauth.verified_node(self.settings.node_secret, token)
 
-    def _fingerprint(self, kind: str, token: str) -> str:
-        mac = hmac.new(self.key, f"session {kind}\n{token}".encode(), hashlib.sha256)
+    def _fingerprint(self, kind: str, actor: str, token: str) -> str:
+        mac = hmac.new(self.key, f"session {kind}\n{actor}\n{token}".encode(), hashlib.sha256)
         return mac.hexdigest()[:32]
 
     # --- people ---------------------------------------------------------------------------------
@@ -144,46 +170,57 @@ class Guard:
         address = _address()
         _check_limit(self.logins, address, "sign-in")
         token = token.strip()
-        kind = self.token_kind(token)
-        if kind not in ("admin", "read"):
+        who = self.identify(token)
+        if who is None or who[0] not in ("admin", "read"):
             self.logins.failed(address)
             return None
+        kind, actor = who
         session.clear()
         session.permanent = True
         session.update(
-            {"kind": kind, "tok": self._fingerprint(kind, token), "csrf": secrets.token_urlsafe(24)}
+            {
+                "kind": kind,
+                "who": actor,
+                "tok": self._fingerprint(kind, actor, token),
+                "csrf": secrets.token_urlsafe(24),
+            }
         )
+        g.actor = actor
         return kind
 
+    def session_identity(self) -> tuple[str, str] | None:
+        """(kind, actor) of the signed-in person, if the session's token is still current."""
+        kind, actor, tok = session.get("kind"), session.get("who"), session.get("tok")
+        if not isinstance(kind, str) or not isinstance(actor, str) or not isinstance(tok, str):
+            return None
+        expected = self._token_of(kind, actor)
+        if not expected or not hmac.compare_digest(tok, self._fingerprint(kind, actor, expected)):
+            return None
+        return kind, actor
+
     def session_kind(self) -> str | None:
-        """The kind of the signed-in person, if the session's token is still current."""
-        kind, tok = session.get("kind"), session.get("tok")
-        expected = {"admin": self.settings.admin_token, "read": self.settings.read_token}.get(
-            str(kind)
-        )
-        if not expected or not isinstance(tok, str):
-            return None
-        if not hmac.compare_digest(tok, self._fingerprint(str(kind), expected)):
-            return None
-        return str(kind)
+        who = self.session_identity()
+        return None if who is None else who[0]
 
     # --- every route ----------------------------------------------------------------------------
-    def caller(self) -> tuple[str | None, str]:
-        """(kind, how): the bearer token's kind, else the session's."""
+    def caller(self) -> tuple[tuple[str, str] | None, str]:
+        """((kind, actor), how): the bearer token's, else the session's."""
         token = _bearer()
         if token is not None:
             address = _address()
             _check_limit(self.bearers, address, "bearer token")
-            kind = self.token_kind(token)
-            if kind is None:
+            who = self.identify(token)
+            if who is None:
                 self.bearers.failed(address)
-            return kind, "bearer"
-        return self.session_kind(), "session"
+            return who, "bearer"
+        return self.session_identity(), "session"
 
     def need(self, kind: str) -> str:
         """The caller must be of ``kind``: node, admin, read (read or admin) or publish
-        (publish or admin). Returns how it authenticated ("bearer" or "session")."""
-        have, how = self.caller()
+        (publish or admin). Returns how it authenticated ("bearer" or "session"); ``g.actor``
+        is who."""
+        who, how = self.caller()
+        have = None if who is None else who[0]
         if have is None:
             raise AuthError(
                 401,
@@ -200,6 +237,8 @@ class Guard:
                 raise AuthError(
                     403, f"a write from the console needs its CSRF token in {CSRF_HEADER}"
                 )
+        assert who is not None
+        g.actor = who[1]
         return how
 
 
@@ -230,3 +269,9 @@ def guard() -> Guard:
 
 def csrf_token() -> str:
     return str(session.get("csrf", ""))
+
+
+def actor() -> str | None:
+    """Who made the current request (set by ``Guard.need`` or a sign-in)."""
+    who = g.get("actor")
+    return str(who) if who else None

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from modelsync.catalog import (
     LISTED_AT,
     Catalog,
+    CatalogVersion,
+    MarkerInfo,
     build_catalog,
     catalog_object,
     dump_catalog,
@@ -49,7 +51,6 @@ from modelsync.manifest import (
     MAX_MARKER_BYTES,
     Manifest,
     ManifestError,
-    ManifestState,
     manifest_state,
     parse_manifest,
 )
@@ -93,6 +94,7 @@ class CatalogWriter:
         settle_s: float,
         clock: Callable[[], float] = time.time,
         on_generation: Callable[[int], None] | None = None,
+        on_mismatch: Callable[[str, int, CatalogVersion], None] | None = None,
     ) -> None:
         self.store = store
         self.on_generation = on_generation
@@ -101,6 +103,7 @@ class CatalogWriter:
         self.name = catalog_object(settings.prefix)
         self.tracker = SettleTracker(settle_s)
         self.clock = clock
+        self.on_mismatch = on_mismatch
         self.current: Catalog | None = None
         self.generation: int | None = None
         self.last_ok_at: float | None = None
@@ -223,6 +226,7 @@ class CatalogWriter:
         states = self._manifest_states(listing, markers)
         now = self.clock()
         catalog = build_catalog(listing, self.tracker, now, prefix, states)
+        self._report_mismatches(catalog, self.current)
         written = patched = False
         stamp = {LISTED_AT: f"{now:.3f}"}
         if info is not None and self.current is not None and catalog.same_content(self.current):
@@ -254,16 +258,32 @@ class CatalogWriter:
             sum(self.store.calls.values()) - before,
         )
 
+    def _report_mismatches(self, catalog: Catalog, before: Catalog | None) -> None:
+        """Every version that is newly ``mismatch`` — or whose content changed while it stays
+        one — is reported once (the catalog in place remembers, across restarts too)."""
+        if self.on_mismatch is None:
+            return
+        for model, versions in catalog.models.items():
+            for v, cv in versions.items():
+                prev = before.models.get(model, {}).get(v) if before is not None else None
+                seen = prev is not None and (prev.manifest, prev.fingerprint, prev.marker) == (
+                    "mismatch",
+                    cv.fingerprint,
+                    cv.marker,
+                )
+                if cv.manifest == "mismatch" and not seen:
+                    self.on_mismatch(model, v, cv)
+
     def _manifest_states(
         self, listing: BucketListing, markers: list[ObjectInfo], prune: bool = True
-    ) -> dict[tuple[str, int], tuple[ManifestState, str | None]]:
-        """(model, version) -> its manifest state. A marker is read only when neither the
-        cache (by name and generation) nor the catalog in place (same marker generation, same
-        fingerprint) knows it; with ``prune`` (a whole listing) the cache forgets markers no
-        longer listed."""
+    ) -> dict[tuple[str, int], MarkerInfo]:
+        """(model, version) -> its manifest state (and manifest). A marker is read only when
+        neither the cache (by name and generation) nor the catalog in place (same marker
+        generation, same fingerprint) knows it; with ``prune`` (a whole listing) the cache
+        forgets markers no longer listed."""
         sizes = {(o.name, o.generation): o.size for o in markers}
         known = self.current.models if self.current is not None else {}
-        states: dict[tuple[str, int], tuple[ManifestState, str | None]] = {}
+        states: dict[tuple[str, int], MarkerInfo] = {}
         wanted: dict[tuple[str, int], tuple[str, int]] = {}
         todo: list[tuple[str, int]] = []
         for model, versions in listing.models.items():
@@ -280,8 +300,10 @@ class CatalogWriter:
                     key not in self._manifests
                     and prev is not None
                     and (prev.marker, prev.fingerprint) == (key[1], rv.fingerprint)
+                    # a catalog from before publishers were carried: read such a marker once
+                    and (prev.manifest == "none" or prev.publisher is not None)
                 ):
-                    states[(model, v)] = (prev.manifest, prev.problem)  # still holds
+                    states[(model, v)] = MarkerInfo.of(prev)  # still holds
                 elif key not in self._manifests:
                     todo.append(key)
         cache = {key: self._manifests[key] for key in wanted.values() if key in self._manifests}
@@ -314,5 +336,8 @@ class CatalogWriter:
         for mv, key in wanted.items():
             if mv not in states:
                 rv = listing.models[mv[0]][mv[1]]
-                states[mv] = manifest_state(cache.get(key), rv.files)
+                parsed = cache.get(key)
+                state, problem = manifest_state(parsed, rv.files)
+                manifest = parsed if isinstance(parsed, Manifest) else None
+                states[mv] = MarkerInfo(state, problem, manifest)
         return states

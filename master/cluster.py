@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from master.index import CONFIG_MANAGER, PULLER, Fleet
-from modelsync.catalog import Catalog
+from modelsync.annotations import Annotations, notes
+from modelsync.catalog import Catalog, CatalogVersion
 from modelsync.policy import Policy, ServedSet, served_set
 
 
@@ -90,13 +91,45 @@ def model_summary(
         },
         # what live nodes serve now (during a change: old and new)
         "serving_versions": sorted(v for v, ns in available.items() if ns & serving),
+        "rollout": rollout_json(model, policy),
         "versions_in_bucket": sorted(catalog.models.get(model, {})) if catalog else [],
     }
 
 
-def model_view(model: str, catalog: Catalog | None, policy: Policy, fleet: Fleet) -> dict[str, Any]:
-    """One model in full: every version, and per version the nodes with it on disk,
-    AVAILABLE, or failed (with why)."""
+def rollout_json(model: str, policy: Policy) -> dict[str, Any] | None:
+    """The model's staged rollout in short (the tables' badge), or None."""
+    rs = policy.for_model(model).rollout_state
+    if rs is None:
+        return None
+    return {
+        "status": rs.status,
+        "version": rs.version,
+        "previous": rs.previous,
+        "stage": rs.stage,
+        "reason": rs.reason,
+    }
+
+
+def registry_json(
+    model: str, v: int, cv: CatalogVersion | None, annotations: Annotations | None
+) -> dict[str, Any]:
+    """Who published a version (its manifest), and its description and tags (the manifest's,
+    or the operators' edits from the annotations in the bucket)."""
+    publisher = cv.publisher if cv is not None else None
+    note = annotations.get(model, v) if annotations is not None else None
+    about = notes(cv.description if cv else "", cv.tags if cv else {}, note)
+    return {"publisher": vars(publisher) if publisher is not None else None, **about.to_json()}
+
+
+def model_view(
+    model: str,
+    catalog: Catalog | None,
+    policy: Policy,
+    fleet: Fleet,
+    annotations: Annotations | None = None,
+) -> dict[str, Any]:
+    """One model in full: every version (who published it, its description and tags), and per
+    version the nodes with it on disk, AVAILABLE, or failed (with why)."""
     view = model_summary(model, catalog, policy, fleet)
     pullers, serving = fleet.live(PULLER), fleet.live(CONFIG_MANAGER)
     on_disk = {v: ns & pullers for v, ns in fleet.on_disk.get(model, {}).items()}
@@ -122,6 +155,7 @@ def model_view(model: str, catalog: Catalog | None, policy: Policy, fleet: Fleet
             "on_disk": sorted(on_disk.get(v, set())),
             "available": sorted(available.get(v, set())),
             "failed": dict(sorted(failed.get(v, {}).items())),
+            **registry_json(model, v, in_bucket.get(v), annotations),
         }
         for v in versions
     }

@@ -363,18 +363,24 @@ class Database:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC LIMIT ?"
         args.append(limit)
-        return [
-            {
-                "id": r[0],
-                "at": r[1],
-                "kind": r[2],
-                "node_id": r[3],
-                "model": r[4],
-                "event": r[5],
-                "detail": json.loads(r[6]),
-            }
-            for r in self.conn().execute(sql, args)
-        ]
+        out = []
+        for r in self.conn().execute(sql, args):
+            detail = json.loads(r[6])
+            actor = detail.get("actor") if isinstance(detail, dict) else None
+            out.append(
+                {
+                    "id": r[0],
+                    "at": r[1],
+                    "kind": r[2],
+                    "node_id": r[3],
+                    "model": r[4],
+                    "event": r[5],
+                    # who: an audit entry's actor, a node event's node, the master itself
+                    "actor": actor or (f"node:{r[3]}" if r[3] else "master"),
+                    "detail": detail,
+                }
+            )
+        return out
 
     def trim_events(self, max_rows: int, older_than: float) -> int:
         with self.write() as conn:

@@ -12,6 +12,7 @@ from typing import Any
 from master.openapi_jobs import job_schema, jobs_paths
 from master.routes.telemetry import DURATION_PATTERN
 from modelsync.layout import MAX_VERSION, NAME_PATTERN, VERSION_PATTERN, json_pattern
+from modelsync.manifest import MAX_DESCRIPTION_CHARS, MAX_TAG_VALUE_CHARS, MAX_TAGS
 from modelsync.openapi import Paths, document, metrics_path, operation, param
 from modelsync.policy import LABEL_PATTERN, MAX_KEEP_VERSIONS
 from modelsync.reports import MAX_EVENTS_PER_BEAT, ROLES
@@ -119,7 +120,50 @@ def _node_paths() -> Paths:
     }
 
 
+def upload_op() -> dict[str, Any]:
+    """A SavedModel .tar.gz as the body, the options in the query string."""
+    out = op(
+        "Publish a SavedModel .tar.gz as a new version (the checks of modelsync publish)",
+        ADMIN,
+        params=[
+            MODEL,
+            query("version", {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}),
+            query("overwrite", {"type": "boolean"}),
+            query("description", {"type": "string", "maxLength": MAX_DESCRIPTION_CHARS}),
+            query("tag", {"type": "array", "items": {"type": "string"}, "maxItems": MAX_TAGS}),
+        ],
+        extra={
+            "201": "published",
+            "400": "not a SavedModel tarball, or bad options",
+            "409": "the version exists",
+            "411": "no Content-Length",
+            "413": "larger than MODELSYNC_UPLOAD_MAX_BYTES",
+            "503": "the bucket is down",
+        },
+    )
+    # the bytes of a .tar.gz (any content type is read as such; the console sends
+    # application/gzip)
+    out["requestBody"] = {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+    return out
+
+
 def _model_paths() -> Paths:
+    notes_body = {
+        "type": "object",
+        "additionalProperties": False,
+        "minProperties": 1,
+        "properties": {
+            "description": {"type": "string", "maxLength": MAX_DESCRIPTION_CHARS},
+            "tags": {
+                "type": "object",
+                "maxProperties": MAX_TAGS,
+                "additionalProperties": {"type": "string", "maxLength": MAX_TAG_VALUE_CHARS},
+            },
+        },
+    }
     policy_body = {
         "type": "object",
         "additionalProperties": False,
@@ -174,6 +218,18 @@ def _model_paths() -> Paths:
                 params=[MODEL],
                 body=policy_body,
                 extra=WRITE_ERRORS,
+            )
+        },
+        "/v1/models/{model}/versions": {
+            "post": upload_op(),
+        },
+        "/v1/models/{model}/versions/{version}": {
+            "patch": op(
+                "Edit a version's description and/or tags (kept in the bucket's annotations)",
+                ADMIN,
+                params=[MODEL, VERSION],
+                body=notes_body,
+                extra={**WRITE_ERRORS, "404": "no such version in the bucket"},
             )
         },
         "/v1/models/{model}/rejected/{version}": {
@@ -295,7 +351,7 @@ def _cluster_paths() -> Paths:
     events = [
         query("model", {"type": "string"}),
         query("node", {"type": "string"}),
-        query("kind", {"type": "string", "enum": ["node", "audit"]}),
+        query("kind", {"type": "string", "enum": ["node", "audit", "master"]}),
         query("since", TIME),
         query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
     ]

@@ -10,15 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from master.docstore import Conflict as Conflict
+from master.docstore import DocStore
 from master.rollout_plan import ModelFleet, apply, operator_step
 from modelsync.catalog import policy_object
 from modelsync.policy import ModelPolicy, Policy, PolicyError, dump_policy, parse_policy, served_set
 from modelsync.rollout import RolloutSpec
-from modelsync.store import NotFound, PreconditionFailed, RemoteStore
-
-
-class Conflict(Exception):
-    pass
+from modelsync.store import RemoteStore
 
 
 class MalformedPolicy(Conflict):
@@ -30,7 +28,7 @@ class Unprocessable(Exception):
     pass
 
 
-class PolicyStore:
+class PolicyStore(DocStore[Policy]):
     def __init__(
         self,
         store: RemoteStore,
@@ -40,54 +38,26 @@ class PolicyStore:
         on_generation: Callable[[int], None] | None = None,
     ) -> None:
         """``on_generation`` hears every generation of the policy read or written (0: none)."""
-        self.store = store
-        self.on_generation = on_generation
-        self.name = policy_object(prefix)
-        self.uri = f"gs://{bucket}/{self.name}" if bucket else self.name
-        self.attempts = attempts
+        super().__init__(
+            store,
+            policy_object(prefix),
+            parse_policy,
+            dump_policy,
+            Policy,
+            attempts,
+            bucket,
+            on_generation=on_generation,
+        )
 
-    def read(self) -> tuple[Policy, int]:
-        """The policy and its generation (0: no policy object yet)."""
-        info = self.store.stat(self.name)
-        self._seen(0 if info is None else info.generation)
-        if info is None:
-            return Policy(), 0
+    def parse(self, body: bytes, generation: int) -> Policy:
         try:
-            body = self.store.read(self.name, generation=info.generation)
-        except NotFound:  # replaced between the stat and the read: read again
-            return self.read()
-        try:
-            return parse_policy(body), info.generation
+            return parse_policy(body)
         except PolicyError as exc:
             raise MalformedPolicy(
-                f"the policy {self.uri} (generation {info.generation}) is "
+                f"the policy {self.uri} (generation {generation}) is "
                 f"malformed: {exc}; fix or replace it before changing it "
                 "through the API"
             ) from None
-
-    def _seen(self, generation: int) -> None:
-        if self.on_generation is not None:
-            self.on_generation(generation)
-
-    def update(self, change: Callable[[Policy], Policy]) -> tuple[Policy, int, bool]:
-        """Apply ``change`` atomically. Returns (policy, generation, written?)."""
-        for _attempt in range(self.attempts):
-            policy, generation = self.read()
-            new = change(policy)
-            if new == policy:
-                return policy, generation, False
-            try:
-                info = self.store.write(
-                    self.name,
-                    dump_policy(new),
-                    if_generation_match=generation,
-                    content_type="application/json",
-                )
-            except PreconditionFailed:
-                continue  # someone else wrote first: apply the change to their version
-            self._seen(info.generation)
-            return new, info.generation, True
-        raise Conflict(f"the policy changed concurrently {self.attempts} times; try again")
 
 
 def _model(policy: Policy, model: str) -> ModelPolicy:

@@ -114,8 +114,12 @@ def main(port: int | None = None) -> int:
     from master.auth import session_key
     from master.db import Database
     from modelsync.httpd import check_bindable
+    from modelsync.store import require_bucket
 
     check_bindable(settings.http_host, settings.http_port)
+    unreachable = require_bucket(settings.store)  # a missing bucket: one line, exit 2
+    if unreachable:  # transient: the catalog writer keeps retrying
+        log.warning("bucket_unreachable_at_start", error=unreachable)
     # create or migrate the schema, and make the session key, once, before the workers fork
     session_key(settings, Database(settings.db_path))
     _metrics_dir()

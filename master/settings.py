@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +13,9 @@ from modelsync.jobs.rows import MAX_ROW_BYTES
 from modelsync.settings import Env, SettingsError, StoreSettings, node_secret
 
 SESSION_SECURE = ("auto", "true", "false")
+ADMIN_NAME = "admin"  # the name of MODELSYNC_ADMIN_TOKEN in the audit log
+ACTOR_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}\Z")
+KB, MB, GB = 1 << 10, 1 << 20, 1 << 30
 MIN_SESSION_KEY_CHARS = 32
 
 # client_python's multiprocess directory (``master.server`` sets it, ``master.metrics`` reads it)
@@ -62,8 +67,9 @@ class JobsSettings:
 class MasterSettings:
     store: StoreSettings
     db_path: Path
-    admin_token: str
+    admin_token: str  # "" when only named tokens are given
     node_secret: str  # per-node tokens derive from it (modelsync.nodeauth)
+    admin_tokens: Mapping[str, str] = field(default_factory=dict)  # person -> token
     read_token: str | None = None
     publish_token: str | None = None  # publishers tell the master of a new version (only that)
     http_host: str = "0.0.0.0"
@@ -88,6 +94,7 @@ class MasterSettings:
     auth_window_s: float = 60.0
     docker: str = "auto"  # auto | on | off
     docker_socket: str = "/var/run/docker.sock"  # the Swarm view reads it
+    upload_max_bytes: int = 4 * GB  # a model uploaded through the master (0: no uploads)
     log_level: str = "info"
     run_background: bool = True
     jobs: JobsSettings = field(default_factory=JobsSettings)
@@ -99,14 +106,26 @@ class MasterSettings:
         """The API's threads plus one per watch slot: held watches never take the API's."""
         return self.threads + self.watch_max
 
+    def admins(self) -> dict[str, str]:
+        """Every admin token by the name the audit log gives its holder."""
+        named = {ADMIN_NAME: self.admin_token} if self.admin_token else {}
+        return {**named, **self.admin_tokens}
+
     @classmethod
     def from_env(cls, env: Env | None = None) -> MasterSettings:
         env = env or Env()
         admin = env.secret("MODELSYNC_ADMIN_TOKEN")
         read = env.secret("MODELSYNC_READ_TOKEN")
+        named = admin_tokens(env.secret("MODELSYNC_ADMIN_TOKENS"))
         publish = env.secret("MODELSYNC_PUBLISH_TOKEN")
-        if not admin:
-            raise SettingsError("MODELSYNC_ADMIN_TOKEN (or MODELSYNC_ADMIN_TOKEN_FILE) is required")
+        if not admin and not named:
+            raise SettingsError(
+                "MODELSYNC_ADMIN_TOKEN or MODELSYNC_ADMIN_TOKENS (or their _FILE) is required"
+            )
+        if admin and ADMIN_NAME in named:
+            raise SettingsError(
+                f"MODELSYNC_ADMIN_TOKENS: the name {ADMIN_NAME!r} is MODELSYNC_ADMIN_TOKEN's"
+            )
         if env.secret("MODELSYNC_NODE_TOKEN"):
             raise SettingsError(
                 "MODELSYNC_NODE_TOKEN: the master takes no shared node token; set "
@@ -114,10 +133,10 @@ class MasterSettings:
                 "(modelsync node-token NODE_ID)"
             )
         secret = node_secret(env)
-        tokens = [t for t in (admin, secret, read, publish) if t]
+        tokens = [t for t in (admin, secret, read, publish, *named.values()) if t]
         if len(set(tokens)) != len(tokens):
             raise SettingsError(
-                "the admin, read and publish tokens and the node secret must all differ"
+                "the admin tokens, the read and publish tokens and the node secret must all differ"
             )
         if any(len(t) < 16 for t in tokens):
             raise SettingsError("tokens must be at least 16 characters long")
@@ -146,7 +165,8 @@ class MasterSettings:
         return cls(
             store=StoreSettings.from_env(env),
             db_path=Path(env.text("MODELSYNC_DB", "/var/lib/modelsync/master.sqlite3")),
-            admin_token=admin,
+            admin_token=admin or "",
+            admin_tokens=named,
             node_secret=secret,
             read_token=read,
             publish_token=publish,
@@ -176,6 +196,7 @@ class MasterSettings:
             auth_window_s=env.number("MODELSYNC_AUTH_WINDOW_S", 60.0, minimum=1, maximum=86400),
             docker=docker,
             docker_socket=env.text("MODELSYNC_DOCKER_SOCKET", "/var/run/docker.sock"),
+            upload_max_bytes=env.integer("MODELSYNC_UPLOAD_MAX_BYTES", 4 * GB, minimum=0),
             log_level=env.log_level(),
             jobs=JobsSettings.from_env(env),
             watch_max=env.integer("MODELSYNC_WATCH_MAX", 1000, minimum=0, maximum=10_000),
@@ -183,3 +204,24 @@ class MasterSettings:
                 "MODELSYNC_WATCH_KEEPALIVE_S", 15.0, minimum=1, maximum=120
             ),
         )
+
+
+def admin_tokens(text: str | None) -> dict[str, str]:
+    """``MODELSYNC_ADMIN_TOKENS``: ``name:token`` pairs, separated by commas or newlines (a file
+    with one person a line, ``MODELSYNC_ADMIN_TOKENS_FILE``; ``#`` starts a comment line)."""
+    out: dict[str, str] = {}
+    for i, raw in enumerate(re.split(r"[,\n]", text or "")):
+        item = raw.strip()
+        if not item or item.startswith("#"):
+            continue
+        name, sep, token = item.partition(":")
+        name, token = name.strip(), token.strip()
+        if not sep or not ACTOR_RE.match(name) or not token:
+            raise SettingsError(  # never echo the entry: it may be a token
+                f"MODELSYNC_ADMIN_TOKENS: entry {i + 1} is not name:token (a name is 1-64 of "
+                "[A-Za-z0-9_.@-])"
+            )
+        if name in out:
+            raise SettingsError(f"MODELSYNC_ADMIN_TOKENS: {name!r} is named twice")
+        out[name] = token
+    return out

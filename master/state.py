@@ -14,6 +14,7 @@ from master import policy_ops
 from master.catalog_writer import CatalogWriter
 from master.cluster import node_counts
 from master.db import Database
+from master.docstore import DocStore
 from master.index import FleetIndex
 from master.jobs.service import Jobs
 from master.metrics import MasterMetrics
@@ -21,7 +22,13 @@ from master.rollout import RolloutController
 from master.settings import MasterSettings
 from master.telemetry import TelemetryStore
 from master.watch import Generations, WatchHub
-from modelsync.catalog import Catalog
+from modelsync.annotations import (
+    AnnotationError,
+    Annotations,
+    dump_annotations,
+    parse_annotations,
+)
+from modelsync.catalog import Catalog, CatalogVersion, annotations_object
 from modelsync.layout import SettleTracker, incomplete_reason
 from modelsync.log import get_logger
 from modelsync.policy import Policy, dump_policy, parse_policy
@@ -47,7 +54,17 @@ class MasterState:
             settings.store,
             settings.settle_s,
             on_generation=lambda g: self.learn(Generations(catalog=g)),
+            on_mismatch=self._mismatch,
         )
+        self.annotations = DocStore(
+            self.store,
+            annotations_object(settings.store.prefix),
+            parse_annotations,
+            dump_annotations,
+            Annotations,
+            bucket=settings.store.bucket,
+        )
+        self._notes_cache: tuple[float, Annotations] | None = None
         self.policies = policy_ops.PolicyStore(
             self.store,
             settings.store.prefix,
@@ -61,6 +78,7 @@ class MasterState:
         self.rollouts = RolloutController(self, settings.rollout_s)
         self.jobs = Jobs(settings, self.db, self.store)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # refresh the catalog now (a version was uploaded)
         self._lock_fh: IO[str] | None = None
         self._policy_cache: tuple[float, Policy] | None = None
         self.policy_problem: str | None = None
@@ -121,7 +139,8 @@ class MasterState:
                     self.telemetry.compact(time.time())
                 except Exception:
                     log.exception("retention_failed")
-            self._stop.wait(self.settings.catalog_s)
+            self._wake.wait(self.settings.catalog_s)
+            self._wake.clear()
 
     def node_counts(self, now: float) -> dict[str, int]:
         """Nodes by state (the metrics' fleet collector reads it at scrape time)."""
@@ -138,9 +157,26 @@ class MasterState:
         self.metrics.catalog_refreshes.labels("ok").inc()
         self.metrics.catalog_seconds.set(result.seconds)
 
+    def _mismatch(self, model: str, version: int, cv: CatalogVersion) -> None:
+        """A version's files no longer match its manifest: no node will install it, so the
+        master says so, once per version and content (``CatalogWriter``)."""
+        self.db.add_event(
+            "master",
+            "manifest_mismatch",
+            model=model,
+            detail={"version": version, "problem": cv.problem, "fingerprint": cv.fingerprint},
+        )
+        log.warning("manifest_mismatch", model=model, version=version, problem=cv.problem)
+
+    def catalog_changed(self) -> None:
+        """Something was published through the master: list the bucket now (in the process
+        that writes the catalog; the others read it from the bucket)."""
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
         self.watch.close()
+        self._wake.set()
         self.telemetry.stop()
         self.rollouts.stop()
 
@@ -172,6 +208,25 @@ class MasterState:
             raise Unavailable(f"the policy cannot be read: {exc}") from None
         self._policy_cache = (time.monotonic(), policy)
         return policy
+
+    def notes(self, max_age_s: float = 2.0) -> Annotations:
+        """The operators' edits of versions' descriptions and tags, from the bucket (cached for
+        ``max_age_s``; an unreadable object reads as none, with a warning)."""
+        cached = self._notes_cache
+        if cached is not None and time.monotonic() - cached[0] < max_age_s:
+            return cached[1]
+        try:
+            doc, _generation = self.annotations.read()
+        except AnnotationError as exc:
+            log.warning("annotations_malformed", error=str(exc))
+            doc = Annotations()
+        except StoreError as exc:
+            raise Unavailable(f"the annotations cannot be read: {exc}") from None
+        self._notes_cache = (time.monotonic(), doc)
+        return doc
+
+    def notes_written(self) -> None:
+        self._notes_cache = None
 
     def problems(self) -> list[str]:
         """What every read should tell besides its answer."""

@@ -15,6 +15,8 @@ refresh without rewriting the body, so a node's idle poll is one metadata read.
 manifest is malformed) or ``none`` (no marker, or a marker without a manifest; also what a
 catalog written before manifests means). ``marker`` is the marker's generation (absent: none),
 so a restarted catalog writer knows which states still hold without reading the markers again.
+A manifest's ``publisher``, ``description`` and ``tags`` are carried along (informational, for
+the master's views and ``modelsync list``: nodes do not read them).
 """
 
 from __future__ import annotations
@@ -33,11 +35,20 @@ from modelsync.layout import (
     join,
     parse_version,
 )
-from modelsync.manifest import ManifestState
+from modelsync.manifest import (
+    Manifest,
+    ManifestError,
+    ManifestState,
+    Publisher,
+    check_notes,
+)
+
+PUBLISHER = ("user", "host", "tool")
 
 SCHEMA = 1
 CATALOG_NAME = "catalog.json"
 POLICY_NAME = "policy.json"
+ANNOTATIONS_NAME = "annotations.json"
 LISTED_AT = "listed_at"
 
 
@@ -53,6 +64,10 @@ def policy_object(prefix: str) -> str:
     return join(prefix, RESERVED_DIR, POLICY_NAME)
 
 
+def annotations_object(prefix: str) -> str:
+    return join(prefix, RESERVED_DIR, ANNOTATIONS_NAME)
+
+
 @dataclass(frozen=True)
 class CatalogVersion:
     complete: bool
@@ -63,6 +78,26 @@ class CatalogVersion:
     problem: str | None = None
     marker: int | None = None  # the marker's generation
     published_at: float | None = None  # when the marker was written (the version published)
+    publisher: Publisher | None = None  # who published it, from its manifest
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MarkerInfo:
+    """What the catalog writer learned from a version's marker."""
+
+    state: ManifestState = "none"
+    problem: str | None = None
+    manifest: Manifest | None = None
+
+    @classmethod
+    def of(cls, version: CatalogVersion) -> MarkerInfo:
+        """What a catalog entry already records (publisher and notes as a manifest)."""
+        manifest = None
+        if version.publisher is not None:
+            manifest = Manifest((), version.publisher, 0.0, version.description, version.tags)
+        return cls(version.manifest, version.problem, manifest)
 
 
 @dataclass(frozen=True)
@@ -84,24 +119,28 @@ def build_catalog(
     tracker: SettleTracker,
     now: float,
     prefix: str,
-    manifests: Mapping[tuple[str, int], tuple[ManifestState, str | None]] | None = None,
+    manifests: Mapping[tuple[str, int], MarkerInfo] | None = None,
 ) -> Catalog:
     """``manifests``: (model, version) -> its manifest state and problem
-    (``modelsync.manifest.manifest_state``); absent: none."""
+    (``modelsync.manifest.manifest_state``) and the manifest read; absent: none."""
     models: dict[str, dict[int, CatalogVersion]] = {}
     for model, versions in sorted(listing.models.items()):
         models[model] = {}
         for v, rv in sorted(versions.items()):
-            state, problem = (manifests or {}).get((model, v), ("none", None))
+            info = (manifests or {}).get((model, v), MarkerInfo())
+            m = info.manifest
             models[model][v] = CatalogVersion(
-                complete=incomplete_reason(rv, tracker, now, state) is None,
+                complete=incomplete_reason(rv, tracker, now, info.state) is None,
                 bytes=rv.bytes,
                 objects=len(rv.files),
                 fingerprint=rv.fingerprint,
-                manifest=state,
-                problem=problem,
+                manifest=info.state,
+                problem=info.problem,
                 marker=rv.marker_generation,
                 published_at=rv.marker_updated,
+                publisher=m.publisher if m is not None else None,
+                description=m.description if m is not None else "",
+                tags=dict(m.tags) if m is not None else {},
             )
     tracker.forget_missing(listing)
     return Catalog(
@@ -126,6 +165,12 @@ def _version_doc(cv: CatalogVersion) -> dict[str, object]:
         doc["marker"] = cv.marker
     if cv.published_at is not None:
         doc["published_at"] = round(cv.published_at, 3)
+    if cv.publisher is not None:
+        doc["publisher"] = vars(cv.publisher)
+    if cv.description:
+        doc["description"] = cv.description
+    if cv.tags:
+        doc["tags"] = dict(cv.tags)
     return doc
 
 
@@ -180,6 +225,13 @@ def parse_catalog(data: bytes) -> Catalog:
                 else None
             )
             try:
+                publisher = _publisher(entry.get("publisher"))
+                description, tags = check_notes(
+                    entry.get("description", ""), entry.get("tags", {}), "catalog"
+                )
+            except ManifestError:  # informational: a bad one reads as none
+                publisher, description, tags = None, "", {}
+            try:
                 parsed[v] = CatalogVersion(
                     complete=bool(entry["complete"]),
                     bytes=int(entry["bytes"]),
@@ -189,6 +241,9 @@ def parse_catalog(data: bytes) -> Catalog:
                     problem=problem,
                     marker=marker,
                     published_at=published_at,
+                    publisher=publisher,
+                    description=description,
+                    tags=tags,
                 )
             except (KeyError, TypeError, ValueError):
                 raise CatalogError(f"catalog: bad version entry {model}/{vtext}") from None
@@ -204,6 +259,14 @@ def parse_catalog(data: bytes) -> Catalog:
         generated_at=float(doc.get("generated_at") or 0.0),
         prefix=str(doc.get("prefix") or ""),
     )
+
+
+def _publisher(raw: object) -> Publisher | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k, ""), str) for k in PUBLISHER):
+        raise ManifestError("catalog: bad publisher")
+    return Publisher(*(str(raw.get(k, "")) for k in PUBLISHER))
 
 
 def listed_at(metadata: Mapping[str, str] | None) -> float | None:

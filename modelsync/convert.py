@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -328,8 +329,32 @@ def _decode(value: Any) -> Any:
     return value
 
 
+# JSON has no NaN or infinities. TF Serving's REST API writes them as the bare tokens NaN,
+# Infinity and -Infinity (WriteDecimal in tensorflow_serving/util/json_tensor.cc), which strict
+# parsers (JavaScript's JSON.parse, Go, Java) refuse; the gateway's answers (MLflow, ML-Kraken:
+# ``answer_values``) carry the same three words as JSON strings instead: valid JSON, nothing
+# lost, and float("NaN"), float("-Infinity"), Number("Infinity") read them back. ``jsonable``
+# keeps them floats (a job's row with one is that row's error: ``jobs.scoring``).
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _non_finite_as_text(values: Any) -> Any:
+    if isinstance(values, list):
+        return [_non_finite_as_text(v) for v in values]
+    if isinstance(values, float) and not math.isfinite(values):
+        return NON_FINITE[repr(values)]
+    return values
+
+
 def jsonable(arr: Array) -> Any:
     return _decode(arr.tolist()) if arr.dtype.kind in "OS" else arr.tolist()
+
+
+def answer_values(arr: Array) -> Any:
+    """``jsonable``, with non-finite floats as TF Serving's words (valid JSON)."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        return _non_finite_as_text(arr.tolist())
+    return jsonable(arr)
 
 
 def _per_row(outputs: Mapping[str, Array]) -> list[dict[str, Any]] | None:
@@ -337,13 +362,13 @@ def _per_row(outputs: Mapping[str, Array]) -> list[dict[str, Any]] | None:
     rows = {a.shape[0] if a.ndim else -1 for a in outputs.values()}
     if len(rows) != 1 or -1 in rows:
         return None
-    cols = {k: jsonable(v) for k, v in outputs.items()}
+    cols = {k: answer_values(v) for k, v in outputs.items()}
     return [{k: cols[k][i] for k in cols} for i in range(rows.pop())]
 
 
 def _mlflow_column(arr: Array) -> Any:
     # MLflow's TensorFlow flavour flattens [n, 1] outputs to [n] (mlflow/tensorflow _TF2Wrapper)
-    return jsonable(arr.reshape(-1) if arr.ndim == 2 and arr.shape[1] == 1 else arr)
+    return answer_values(arr.reshape(-1) if arr.ndim == 2 and arr.shape[1] == 1 else arr)
 
 
 def mlflow_predictions(outputs: Mapping[str, Array], fmt: str) -> dict[str, Any]:
@@ -367,6 +392,6 @@ def kraken_results(outputs: Mapping[str, Array]) -> Any:
     """ML-Kraken's ``results``: one output -> its per-row values; several -> per-row objects
     (or an object of per-output values when their row counts differ)."""
     if len(outputs) == 1:
-        return jsonable(next(iter(outputs.values())))
+        return answer_values(next(iter(outputs.values())))
     rows = _per_row(outputs)
-    return rows if rows is not None else {k: jsonable(v) for k, v in outputs.items()}
+    return rows if rows is not None else {k: answer_values(v) for k, v in outputs.items()}

@@ -6,11 +6,15 @@
     {"schema": 1,
      "files": [{"path": "saved_model.pb", "size": 1234, "crc32c": "AAAAAA=="}, ...],
      "publisher": {"user": "ana", "host": "build-7", "tool": "modelsync 0.1.0"},
-     "published_at": 1795300000.0}
+     "published_at": 1795300000.0,
+     "description": "ranker trained on March data", "tags": {"dataset": "2026-03"}}
 
 ``files`` is every file of the version except the marker, sorted by path, with its size and
-CRC32C (base64, as GCS reports it). A version whose marker carries a manifest is installed only
-when the bucket's listing matches it file for file. A marker without one keeps the rules that
+CRC32C (base64, as GCS reports it). ``description`` and ``tags`` (optional; at most
+``MAX_DESCRIPTION_CHARS`` and ``MAX_TAGS`` tags, by ``check_notes``) say what the version is, as
+a registry's would; the master's annotations (``modelsync.annotations``) may edit them later.
+A version whose marker carries a manifest is installed only when the bucket's listing matches
+it file for file. A marker without one keeps the rules that
 were there before manifests: an empty marker, or any body that does not start with ``{``
 (third-party publishers write empty markers, or a word or a timestamp), or a JSON object
 without ``schema`` (what ``modelsync publish`` wrote before manifests; ``{}``). A body that
@@ -23,8 +27,9 @@ import base64
 import binascii
 import json
 import math
+import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,6 +38,10 @@ from modelsync.layout import RemoteFile
 SCHEMA = 1
 MAX_MARKER_BYTES = 64 * 2**20  # a bigger marker is not read: it is not a manifest
 SHOWN_DIFFERENCES = 3
+MAX_DESCRIPTION_CHARS = 2000
+MAX_TAGS = 32
+MAX_TAG_KEY_CHARS, MAX_TAG_VALUE_CHARS = 64, 256
+TAG_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}\Z")
 ManifestState = Literal["verified", "mismatch", "none"]
 
 
@@ -59,6 +68,8 @@ class Manifest:
     files: tuple[ManifestFile, ...]
     publisher: Publisher = field(default_factory=Publisher)
     published_at: float = 0.0
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "files", tuple(sorted(self.files, key=lambda f: f.path)))
@@ -112,18 +123,59 @@ def dump_manifest(manifest: Manifest) -> bytes:
         },
         "published_at": manifest.published_at,
     }
+    if manifest.description:
+        doc["description"] = manifest.description
+    if manifest.tags:
+        doc["tags"] = dict(manifest.tags)
     return json.dumps(doc, indent=1, sort_keys=True).encode()
 
 
 def build_manifest(
-    files: Iterable[tuple[str, int, str]], publisher: Publisher, published_at: float
+    files: Iterable[tuple[str, int, str]],
+    publisher: Publisher,
+    published_at: float,
+    description: str = "",
+    tags: Mapping[str, str] | None = None,
 ) -> Manifest:
     """From (relative path, size, crc32c) triples; checked as a parsed manifest would be."""
     entries = tuple(ManifestFile(p, s, c) for p, s, c in files)
     for i, f in enumerate(entries):
         _check_file(i, f)
     _check_unique(entries)
-    return Manifest(entries, publisher, published_at)
+    description, checked = check_notes(description, dict(tags or {}), "manifest")
+    return Manifest(entries, publisher, published_at, description, checked)
+
+
+def check_notes(description: Any, tags: Any, what: str) -> tuple[str, dict[str, str]]:
+    """A version's description and tags, checked (one rule for the manifest, the API and the
+    CLI): a string of at most MAX_DESCRIPTION_CHARS; at most MAX_TAGS tags, keys by TAG_KEY_RE,
+    values strings of at most MAX_TAG_VALUE_CHARS. ManifestError names what is wrong."""
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
+        raise ManifestError(
+            f"{what}: 'description' must be a string of at most {MAX_DESCRIPTION_CHARS} characters"
+        )
+    if not isinstance(tags, dict) or len(tags) > MAX_TAGS:
+        raise ManifestError(f"{what}: 'tags' must be an object of at most {MAX_TAGS} tags")
+    for key, value in tags.items():
+        if not isinstance(key, str) or not TAG_KEY_RE.match(key):
+            raise ManifestError(
+                f"{what}: tag {key!r}: a key is 1-{MAX_TAG_KEY_CHARS} of [A-Za-z0-9_.:/-], "
+                "starting with a letter or digit"
+            )
+        if not isinstance(value, str) or len(value) > MAX_TAG_VALUE_CHARS:
+            raise ManifestError(
+                f"{what}: tag {key!r}: the value must be a string of at most "
+                f"{MAX_TAG_VALUE_CHARS} characters"
+            )
+    return description.strip(), dict(sorted(tags.items()))
+
+
+def parse_tag(text: str) -> tuple[str, str]:
+    """``k=v`` (``--tag``) as a pair; ManifestError when there is no ``=``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ManifestError(f"tag {text!r}: expected KEY=VALUE")
+    return key.strip(), value.strip()
 
 
 def parse_manifest(data: bytes) -> Manifest | None:
@@ -146,8 +198,13 @@ def parse_manifest(data: bytes) -> Manifest | None:
         raise ManifestError("manifest: 'files' must be a non-empty list")
     files = tuple(_parse_file(i, entry) for i, entry in enumerate(raw))
     _check_unique(files)
+    description, tags = check_notes(doc.get("description", ""), doc.get("tags", {}), "manifest")
     return Manifest(
-        files, _parse_publisher(doc.get("publisher")), _parse_time(doc.get("published_at"))
+        files,
+        _parse_publisher(doc.get("publisher")),
+        _parse_time(doc.get("published_at")),
+        description,
+        tags,
     )
 
 

@@ -22,11 +22,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from modelsync import __version__
 from modelsync.layout import (
@@ -60,12 +60,26 @@ from modelsync.savedmodel import (
     local_savedmodel_problem,
     saved_model_signatures,
 )
-from modelsync.store import GCSStore, PreconditionFailed, StoreError
+from modelsync.settings import StoreSettings
+from modelsync.store import PreconditionFailed, RemoteStore, StoreError
 from modelsync.warmup import WARMUP_FILE, WarmupError, warmup_file_bytes
 
 
 class PublishError(Exception):
-    """Publishing was refused or failed; the message is one line for the user."""
+    """Publishing was refused or failed; the message is one line for the user. ``kind``:
+    "refused" (bad input: not a SavedModel, an unsafe tarball, a bad name), "exists" (the
+    version is there already, or was written concurrently) or "failed" (the store)."""
+
+    def __init__(self, message: str, kind: str = "refused") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class PublishStore(RemoteStore, Protocol):
+    """What publishing needs of a store: its calls, and where it publishes (bucket, prefix,
+    marker)."""
+
+    settings: StoreSettings
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,7 @@ class Published:
     unchanged: bool = False  # the version already held exactly this content: nothing written
 
 
-def next_version(store: GCSStore, prefix: str, model: str) -> int:
+def next_version(store: PublishStore, prefix: str, model: str) -> int:
     base = prefix_dir(prefix, model)
     versions = []
     for p in store.list_prefixes(base):
@@ -159,8 +173,12 @@ def publisher() -> Publisher:
     return Publisher(user=user, host=socket.gethostname(), tool=f"modelsync {__version__}")
 
 
-def local_manifest(files: list[tuple[str, Path]], workers: int) -> Manifest:
-    """The manifest of the local files (their CRC32Cs computed in parallel)."""
+def local_manifest(
+    files: list[tuple[str, Path]], workers: int, options: PublishOptions | None = None
+) -> Manifest:
+    """The manifest of the local files (their CRC32Cs computed in parallel), with who publishes
+    and the options' description and tags."""
+    options = options or PublishOptions(workers=workers)
 
     def entry(item: tuple[str, Path]) -> tuple[str, int, str]:
         rel, local = item
@@ -168,11 +186,17 @@ def local_manifest(files: list[tuple[str, Path]], workers: int) -> Manifest:
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         entries = list(pool.map(entry, files))
-    return build_manifest(entries, publisher(), time.time())
+    return build_manifest(
+        entries,
+        options.publisher or publisher(),
+        time.time(),
+        options.description,
+        options.tags,
+    )
 
 
 def _same_content(
-    store: GCSStore, existing: list[ObjectInfo], manifest: Manifest, model: str, version: int
+    store: PublishStore, existing: list[ObjectInfo], manifest: Manifest, model: str, version: int
 ) -> bool:
     """The version in the bucket is whole, its marker's manifest lists exactly ``manifest``'s
     files, and its objects match them."""
@@ -193,7 +217,9 @@ class PublishOptions:
     """How to publish: ``version`` None takes the next one; ``warmup`` is a JSONL file of
     REST-form requests, written into the published version as
     ``assets.extra/tf_serving_warmup_requests`` (a staged copy of the directory is published;
-    the source is left as it is)."""
+    the source is left as it is). ``description`` and ``tags`` go into the manifest;
+    ``publisher`` (default: this user, host and tool) says who publishes — the master names
+    the admin who uploaded."""
 
     version: int | None = None
     overwrite: bool = False
@@ -201,13 +227,16 @@ class PublishOptions:
     max_tar_bytes: int = DEFAULT_MAX_TAR_BYTES
     warmup: str | os.PathLike[str] | None = None
     progress: Callable[[int, int], None] | None = None
+    description: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+    publisher: Publisher | None = None
 
 
 class _Upload:
     """One publication's files, checked against its manifest as they land."""
 
     def __init__(
-        self, store: GCSStore, base: str, manifest: Manifest, options: PublishOptions
+        self, store: PublishStore, base: str, manifest: Manifest, options: PublishOptions
     ) -> None:
         self.store, self.base, self.options = store, base, options
         self.expected = {f.path: f for f in manifest.files}
@@ -233,7 +262,7 @@ class _Upload:
 
 
 def publish(
-    store: GCSStore,
+    store: PublishStore,
     path: str | os.PathLike[str],
     model: str,
     options: PublishOptions = PublishOptions(),
@@ -256,7 +285,7 @@ def publish(
     if any(rel == marker for rel, _ in files):
         raise PublishError(f"{path}: holds a file named like the marker {marker!r}")
     try:
-        manifest = local_manifest(files, options.workers)
+        manifest = local_manifest(files, options.workers, options)
     except (OSError, ManifestError) as exc:
         raise PublishError(f"{path}: {exc}") from None
 
@@ -290,15 +319,16 @@ def publish(
             return published(version, unchanged=True)
     except PreconditionFailed as exc:
         raise PublishError(
-            f"version {version} of {model} was written concurrently by someone else: {exc}"
+            f"version {version} of {model} was written concurrently by someone else: {exc}",
+            "exists",
         ) from None
     except StoreError as exc:
-        raise PublishError(f"upload failed: {exc}") from None
+        raise PublishError(f"upload failed: {exc}", "failed") from None
     return published(version)
 
 
 def _write_version(
-    store: GCSStore,
+    store: PublishStore,
     model: str,
     version: int,
     files: list[tuple[str, Path]],
@@ -313,7 +343,8 @@ def _write_version(
     if existing and not options.overwrite:
         raise PublishError(
             f"gs://{store.settings.bucket}/{base} already exists "
-            f"({len(existing)} objects); use --overwrite to replace it"
+            f"({len(existing)} objects); use --overwrite to replace it",
+            "exists",
         )
     if existing and _same_content(store, existing, manifest, model, version):
         return True

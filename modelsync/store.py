@@ -32,6 +32,10 @@ class NotFound(StoreError):
     pass
 
 
+class BucketNotFound(NotFound):
+    """The bucket itself does not exist (a setting is wrong: no retry mends it)."""
+
+
 class PreconditionFailed(StoreError):
     """An ``if_generation_match`` condition did not hold: someone else wrote first."""
 
@@ -87,6 +91,19 @@ def list_bucket(
     else:
         base = prefix_dir(settings.prefix, *([model] if model else []))
     return parse_listing(store.list_objects(base), settings.prefix, settings.marker)
+
+
+def require_bucket(settings: StoreSettings, timeout_s: float = 10.0) -> str | None:
+    """A daemon's check at start: SettingsError when the bucket does not exist (a 404: a wrong
+    setting, which no retry mends); when the store cannot be reached now (transient), why — the
+    daemon starts and its loop keeps retrying; None when the bucket answered."""
+    try:
+        GCSStore(settings).check_reachable(min(timeout_s, settings.timeout_s))
+    except BucketNotFound as exc:
+        raise SettingsError(f"MODELSYNC_BUCKET: {exc}") from None
+    except StoreError as exc:
+        return str(exc)
+    return None
 
 
 class GCSStore:
@@ -194,7 +211,7 @@ class GCSStore:
         try:
             self.client.get_bucket(self.settings.bucket, timeout=(timeout_s, timeout_s), retry=None)
         except self._gexc.NotFound:
-            raise StoreError(
+            raise BucketNotFound(
                 f"gs://{self.settings.bucket}: no such bucket at {self.endpoint}"
             ) from None
         except self._gexc.Forbidden:

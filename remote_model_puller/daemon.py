@@ -28,12 +28,13 @@ from modelsync.local import InstallRecord, LocalLayout
 from modelsync.log import get_logger
 from modelsync.nodedaemon import serve
 from modelsync.reports import PullerStatus
-from modelsync.store import GCSStore, RemoteStore, StoreError
+from modelsync.store import GCSStore, RemoteStore, StoreError, require_bucket
 from modelsync.watch import WatchClient, start_watch
 from remote_model_puller.bucket_view import BucketView, RemoteState
 from remote_model_puller.installer import Installer
 from remote_model_puller.metrics import PullerMetrics
 from remote_model_puller.planner import plan_sync
+from remote_model_puller.pollwatch import PollWatch
 from remote_model_puller.settings import PullerSettings
 from remote_model_puller.workers import InstallTask, ModelOp, ModelWorkers, Outcome
 
@@ -100,6 +101,9 @@ class Puller:
             self._install, self._done, self._installed, settings.max_concurrent_installs
         )
         self.metrics = PullerMetrics()
+        self.poll_watch = PollWatch(
+            settings.poll_s, settings.poll_deadline_s, self.events, self.metrics
+        )
         self._failures: dict[tuple[str, int, str, int | None], _Failure] = {}
         self._seen_problems: set[str] = set()
         self._lock = threading.Lock()
@@ -115,6 +119,7 @@ class Puller:
         them (``wait=False``: a policy change is read and acted on whatever is downloading);
         a test or a one-shot caller waits, and gets their outcomes in the result."""
         started = time.monotonic()
+        self.poll_watch.begin()
         try:
             with self.store.deadline(self.settings.poll_deadline_s):
                 state = self.view.poll()
@@ -131,6 +136,8 @@ class Puller:
             )
             self._finish(result)
             return result
+        finally:
+            self.poll_watch.end()
         for event in state.events:
             self.events.add(event)
         for path, reason in state.skipped:
@@ -292,6 +299,7 @@ class Puller:
                 self.events,
                 self.stop_event,
             )
+        self.poll_watch.watch(self.stop_event)
         while not self.stop_event.is_set():
             self.sync_event.clear()
             try:
@@ -404,4 +412,7 @@ def main(port: int | None = None) -> int:
     settings = replace(settings, node=settings.node.with_port(port))
     store = settings.store
     where = {"model_root": str(settings.model_root), "bucket": store.bucket, "prefix": store.prefix}
+    unreachable = require_bucket(store)  # a missing bucket: one line, exit 2
+    if unreachable:  # transient: the poll loop keeps retrying
+        where["unreachable_at_start"] = unreachable
     return serve(settings.node, lambda: Puller(settings), log, **where, poll_s=settings.poll_s)

@@ -32,11 +32,18 @@ def _safe_next(target: str | None) -> str:
 
 
 def _page(template: str, **context: object) -> Response | str:
-    kind = auth.guard().session_kind()
-    if kind is None:
+    who = auth.guard().session_identity()
+    if who is None:
         return redirect(url_for("console.login", next=request.full_path.rstrip("?")))
+    kind, actor = who
     return render_template(
-        template, kind=kind, csrf=auth.csrf_token(), version=__version__, pages=PAGES, **context
+        template,
+        kind=kind,
+        actor=actor,
+        csrf=auth.csrf_token(),
+        version=__version__,
+        pages=PAGES,
+        **context,
     )
 
 
@@ -70,7 +77,9 @@ def login_post() -> Response | tuple[str, int] | tuple[str, int, dict[str, str]]
             error="That is not a read or admin token.",
         ), 401
     state().db.add_event(
-        "audit", "console_signed_in", detail={"kind": kind, "remote": request.remote_addr}
+        "audit",
+        "console_signed_in",
+        detail={"kind": kind, "actor": auth.actor(), "remote": request.remote_addr},
     )
     return redirect(target, code=303)
 
@@ -90,7 +99,15 @@ def logout() -> Response | tuple[str, int]:
 
 @bp.get("/")
 def models_page() -> Response | str:
-    return _page("models.html", page="models")
+    settings = state().settings
+    limit = settings.upload_max_bytes
+    return _page(
+        "models.html",
+        page="models",
+        bucket=settings.store.bucket,
+        prefix=settings.store.prefix,
+        upload_max=f"{limit / 2**30:g} GiB" if limit >= 2**30 else f"{limit / 2**20:g} MiB",
+    )
 
 
 @bp.get("/models/<model>")

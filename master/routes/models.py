@@ -12,6 +12,7 @@ from flask import Blueprint, Response, jsonify
 from master import policy_ops
 from master.api import (
     ApiError,
+    audit,
     body,
     check_model,
     need,
@@ -20,10 +21,14 @@ from master.api import (
     version_arg,
     write_policy,
 )
+from master.auth import actor
 from master.cluster import all_models, model_summary, model_view
 from master.index import Fleet
 from master.telemetry import MINUTE, last_minute
+from modelsync.annotations import Annotation, notes
 from modelsync.catalog import Catalog
+from modelsync.layout import parse_version
+from modelsync.manifest import ManifestError, check_notes
 from modelsync.policy import Policy, check_keep_versions, check_label
 
 bp = Blueprint("models", __name__)
@@ -58,7 +63,7 @@ def model(model: str) -> Response:
     with view_inputs() as (catalog, policy, fleet):
         if model not in all_models(catalog, policy, fleet):
             raise ApiError(404, f"no model {model!r} in the bucket, the policy or any node")
-        view = model_view(model, catalog, policy, fleet)
+        view = model_view(model, catalog, policy, fleet, state().notes())
     view["problems"] = state().problems() + view["problems"]
     view["last_minute"] = (
         state().telemetry.last_minute(time.time()).get(model, last_minute(None, MINUTE))
@@ -66,12 +71,24 @@ def model(model: str) -> Response:
     return jsonify(view)
 
 
+def complete_versions(model: str) -> list[int]:
+    """The model's complete versions; 404 for a model nothing knows (not a 422: there is no
+    such model to change, whatever the version)."""
+    complete = state().complete_versions(model)
+    if not complete:
+        with view_inputs() as (catalog, policy, fleet):
+            known = model in all_models(catalog, policy, fleet)
+        if not known:
+            raise ApiError(404, f"no model {model!r} in the bucket, the policy or any node")
+    return complete
+
+
 @bp.post("/v1/models/<model>/pin")
 def pin(model: str) -> Response:
     need("admin")
     check_model(model)
     version = version_arg(body())
-    change = policy_ops.pin(model, version, state().complete_versions(model))
+    change = policy_ops.pin(model, version, complete_versions(model))
     return write_policy(model, "model_pinned", change, version=version)
 
 
@@ -87,7 +104,7 @@ def rollback(model: str) -> Response:
     need("admin")
     check_model(model)
     return write_policy(
-        model, "model_rolled_back", policy_ops.rollback(model, state().complete_versions(model))
+        model, "model_rolled_back", policy_ops.rollback(model, complete_versions(model))
     )
 
 
@@ -97,7 +114,7 @@ def put_label(model: str, label: str) -> Response:
     check_model(model)
     policy_value(check_label, label, "label")
     version = version_arg(body())
-    change = policy_ops.set_label(model, label, version, state().complete_versions(model))
+    change = policy_ops.set_label(model, label, version, complete_versions(model))
     return write_policy(model, "label_set", change, label=label, version=version)
 
 
@@ -132,4 +149,44 @@ def put_policy(model: str) -> Response:
         policy_ops.set_model_policy(model, keep, disabled),
         keep_versions=None if keep is policy_ops.UNSET else keep,
         disabled=disabled,
+    )
+
+
+@bp.patch("/v1/models/<model>/versions/<version>")
+def annotate(model: str, version: str) -> Response:
+    """Edit a version's description and/or tags: kept in the bucket's annotations object
+    (``modelsync.annotations``), written with if_generation_match, audited with its actor."""
+    need("admin")
+    check_model(model)
+    v = parse_version(version)
+    if v is None:
+        raise ApiError(404, f"version {version!r} does not exist (versions are positive integers)")
+    doc = body()
+    unknown = set(doc) - {"description", "tags"}
+    if unknown or not doc:
+        raise ApiError(400, f"give description and/or tags (unknown fields: {sorted(unknown)})")
+    s = state()
+    with view_inputs() as (catalog, _policy, _fleet):
+        cv = catalog.models.get(model, {}).get(v) if catalog else None
+    if cv is None:
+        raise ApiError(404, f"{model} has no version {v} in the bucket")
+    before = s.notes(max_age_s=0).get(model, v)
+    current = notes(cv.description, cv.tags, before)
+    try:
+        description, tags = check_notes(
+            doc.get("description", current.description), doc.get("tags", current.tags), "body"
+        )
+    except ManifestError as exc:
+        raise ApiError(400, str(exc)) from None
+    note = Annotation(description, tags, actor() or "", time.time())
+    _doc, generation, _written = s.annotations.update(lambda a: a.with_version(model, v, note))
+    s.notes_written()
+    audit("version_annotated", model, version=v, description=description, tags=tags)
+    return jsonify(
+        {
+            "model": model,
+            "version": v,
+            **notes(cv.description, cv.tags, note).to_json(),
+            "annotations_generation": generation,
+        }
     )

@@ -124,6 +124,10 @@ def sparklines() -> Response:
         {
             "minutes": minutes,
             "step": MINUTE,
+            # the last minute is under way until now + its rest: a table leaves it out (or
+            # draws it as partial) instead of showing a dip that is not there
+            "now": now,
+            "partial": minutes[-1] if minutes and minutes[-1] + MINUTE > now else None,
             "models": {m: [per.get(t, 0) for t in minutes] for m, per in rows.items()},
         }
     )

@@ -1,5 +1,7 @@
 /* modelsync console: a model's request telemetry as two uPlot charts (latency p50/p99, and
- * requests and errors per second), over 15 min, 1 h, 24 h or 7 d; per version when two serve. */
+ * requests and errors per second), over 15 min, 1 h, 24 h or 7 d; per version when two serve.
+ * Times on the axis are 24-hour, like the rest of the console; the legends name the versions
+ * serving now; the charts follow their box's width (a phone, a resized window). */
 "use strict";
 
 window.ms.metricsCharts = function metricsCharts(model) {
@@ -10,6 +12,7 @@ window.ms.metricsCharts = function metricsCharts(model) {
   let since = "15m";
   let charts = {latency: null, rate: null};
   let layout = "";
+  let serving = [];  // the versions serving now (the model's view): named in the legends
 
   function seriesOf(doc) {
     const step = doc.step;
@@ -18,15 +21,16 @@ window.ms.metricsCharts = function metricsCharts(model) {
       .sort((a, b) => Number(a) - Number(b));
     const perVersion = versions.length >= 2;  // one version: the whole is that version
     const byV = (p, v, f) => (p.by_version && p.by_version[v] ? f(p.by_version[v]) : null);
+    const now = serving.length ? " (" + serving.map((v) => "v" + v).join(", ") + ")" : "";
     const latency = [
-      {label: "p50", color: COLORS[0], data: pts.map((p) => p.p50_ms)},
-      {label: "p99", color: COLORS[1], data: pts.map((p) => p.p99_ms)}];
+      {label: "p50" + now, color: COLORS[0], data: pts.map((p) => p.p50_ms)},
+      {label: "p99" + now, color: COLORS[1], data: pts.map((p) => p.p99_ms)}];
     // per second over the time a point covers: the last one (this minute) is not over yet
     const span = (p) => Math.min(step, (doc.until || p.t + step) - p.t);
     const perS = (p, n) => (span(p) >= 10 ? n / span(p) : null);
     const rate = [
-      {label: "requests/s", color: COLORS[0], data: pts.map((p) => perS(p, p.requests))},
-      {label: "errors/s", color: ERR, scale: "err", fill: "rgba(201, 42, 42, 0.08)",
+      {label: "requests/s" + now, color: COLORS[0], data: pts.map((p) => perS(p, p.requests))},
+      {label: "errors/s" + now, color: ERR, scale: "err", fill: "rgba(201, 42, 42, 0.08)",
        data: pts.map((p) => perS(p, p.errors))}];
     if (perVersion) {
       versions.forEach((v, i) => {
@@ -36,14 +40,32 @@ window.ms.metricsCharts = function metricsCharts(model) {
                    data: pts.map((p) => byV(p, v, (f) => perS(p, f.requests)))});
       });
     }
-    return {t: pts.map((p) => p.t), latency, rate, key: since + "|" + versions.join(",") + "|" + perVersion};
+    return {t: pts.map((p) => p.t), latency, rate,
+            key: since + "|" + versions.join(",") + "|" + perVersion + "|" + serving.join(",")};
   }
 
   const showPoints = (u, si) => u.data[si].filter((v) => v !== null && v !== undefined).length <= 60;
   const axis = {stroke: "#667085", grid: {stroke: "#eef1f4", width: 1}, ticks: {stroke: "#dfe3e8", width: 1}};
 
+  /** The time axis in 24-hour clock: HH:MM (with seconds under a minute's steps, the date
+   * where a day starts or for steps of days). */
+  function timeTicks(u, splits, axisIdx, space, incr) {
+    const pad = (n) => String(n).padStart(2, "0");
+    const span = splits.length ? splits[splits.length - 1] - splits[0] : 0;
+    return splits.map((t, i) => {
+      const d = new Date(t * 1000);
+      const day = pad(d.getMonth() + 1) + "-" + pad(d.getDate());
+      if (incr >= 86400) return day;
+      let hm = pad(d.getHours()) + ":" + pad(d.getMinutes());
+      if (incr < 60) hm += ":" + pad(d.getSeconds());
+      const dayStarts = d.getHours() === 0 && d.getMinutes() === 0;
+      return span > 86400 && (i === 0 || dayStarts) ? day + " " + hm : hm;
+    });
+  }
+
   function options(width, series, fmt, errAxis) {
-    const axes = [{...axis}, {...axis, size: 58, values: (u, vals) => vals.map((v) => fmt(v))}];
+    const axes = [{...axis, values: timeTicks},
+                  {...axis, size: 58, values: (u, vals) => vals.map((v) => fmt(v))}];
     const scales = {x: {time: true}, y: {range: (u, min, max) => [0, max > 0 ? max * 1.15 : 1]}};
     if (errAxis) {
       scales.err = {range: (u, min, max) => [0, max > 0 ? max * 1.15 : 1]};
@@ -62,7 +84,7 @@ window.ms.metricsCharts = function metricsCharts(model) {
     };
   }
 
-  const widthOf = (box) => Math.max(240, box.clientWidth);
+  const widthOf = (box) => Math.max(160, box.clientWidth);
   function draw(doc) {
     const s = seriesOf(doc);
     const boxes = {latency: $("#chart-latency"), rate: $("#chart-rate")};
@@ -93,9 +115,12 @@ window.ms.metricsCharts = function metricsCharts(model) {
     $("#metrics-total").textContent = parts.join(" \u00b7 ");
   }
 
-  async function load() {
-    const doc = await window.ms.get("/v1/models/" + encodeURIComponent(model) +
-                                    "/metrics?since=" + encodeURIComponent(since));
+  /** `view`: the model's view (a promise of it), for the versions serving now. */
+  async function load(view) {
+    const [doc, v] = await Promise.all([
+      window.ms.get("/v1/models/" + encodeURIComponent(model) + "/metrics?since=" +
+                    encodeURIComponent(since)), view]);
+    if (v) serving = v.serving_versions || [];
     window.ms.data.metrics = doc;
     summary(doc);
     draw(doc);
@@ -108,13 +133,19 @@ window.ms.metricsCharts = function metricsCharts(model) {
       load().catch((exc) => window.ms.setPageProblem(exc.message));
     });
   }
-  let resizeTimer = null;
-  window.addEventListener("resize", () => {
-    clearTimeout(resizeTimer);
-    resizeTimer = setTimeout(() => {
-      if (charts.latency) charts.latency.setSize({width: widthOf($("#chart-latency")), height: 210});
-      if (charts.rate) charts.rate.setSize({width: widthOf($("#chart-rate")), height: 210});
-    }, 150);
-  });
+  // the charts follow their box: a window resized, a phone turned, the layout reflowed
+  let resizeFrame = null;
+  function fit() {
+    cancelAnimationFrame(resizeFrame);
+    resizeFrame = requestAnimationFrame(() => {
+      for (const [key, id] of [["latency", "#chart-latency"], ["rate", "#chart-rate"]]) {
+        const c = charts[key];
+        const width = widthOf($(id));
+        if (c && Math.abs(c.width - width) > 1) c.setSize({width, height: 210});
+      }
+    });
+  }
+  window.addEventListener("resize", fit);
+  if (window.ResizeObserver) new ResizeObserver(fit).observe($(".charts"));
   return {load, get since() { return since; }};
 };

@@ -255,6 +255,16 @@ window.ms = (function () {
     };
   }
 
+  /** "key=value, key=value" (a version's tags, as typed) as [[key, value], ...]; an Error
+   * naming the first item without "=". */
+  function parseTags(text) {
+    return text.split(",").map((t) => t.trim()).filter(Boolean).map((item) => {
+      const at = item.indexOf("=");
+      if (at < 1) throw new Error("a tag is key=value: " + item);
+      return [item.slice(0, at).trim(), item.slice(at + 1).trim()];
+    });
+  }
+
   /** A tiny SVG line of values (requests per minute); no library needed for a sparkline. */
   function sparkline(values, width, height) {
     const NS = "http://www.w3.org/2000/svg";
@@ -282,5 +292,5 @@ window.ms = (function () {
 
   return {csrf, kind, admin: kind === "admin", DASH, $, ApiError, request, get, el, badge, dash,
           ver, join, hms, when, ago, timeCell, bytes, num, pct, msec, refreshBanner, setPageProblem,
-          autoRefresh, actions, table, sparkline, data: {}};
+          autoRefresh, actions, table, sparkline, parseTags, data: {}};
 })();

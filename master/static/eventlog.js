@@ -24,7 +24,7 @@ window.ms.eventLog = function eventLog(opts) {
     return q.toString();
   }
 
-  const QUIET = new Set(["request_id", "remote"]);
+  const QUIET = new Set(["request_id", "remote", "actor"]);
   function summary(detail) {
     const parts = [];
     for (const [k, v] of Object.entries(detail || {})) {
@@ -54,19 +54,22 @@ window.ms.eventLog = function eventLog(opts) {
         el("td", {}, e.node_id || el("span", {class: "muted"}, "\u2014")),
         el("td", {}, e.model ? el("a", {href: "/models/" + encodeURIComponent(e.model)}, e.model)
           : el("span", {class: "muted"}, "\u2014")),
+        el("td", {class: "actor"}, e.kind === "audit" ? el("strong", {}, e.actor || "\u2014")
+          : el("span", {class: "muted"}, e.actor || "\u2014")),
         el("td", {class: "mono" + (BAD.test(e.event) ? " bad-text" : "")}, e.event),
         el("td", {class: "wrap muted small"}, summary(e.detail))));
       if (open) {
         const full = {id: e.id, at: window.ms.when(e.at) + " (" + e.at + ")", kind: e.kind,
-                      node: e.node_id, model: e.model, event: e.event, detail: e.detail};
+                      actor: e.actor, node: e.node_id, model: e.model, event: e.event,
+                      detail: e.detail};
         rows.push(el("tr", {class: "detail"}, el("td", {}),
-                     el("td", {colspan: 6}, el("pre", {}, JSON.stringify(full, null, 2)))));
+                     el("td", {colspan: 7}, el("pre", {}, JSON.stringify(full, null, 2)))));
       }
     }
     if (!rows.length) {
-      rows.push(el("tr", {}, el("td", {class: "empty", colspan: 7}, "No events match.")));
+      rows.push(el("tr", {}, el("td", {class: "empty", colspan: 8}, "No events match.")));
     }
-    const head = el("tr", {}, ["", "time", "kind", "node", "model", "event", "details"]
+    const head = el("tr", {}, ["", "time", "kind", "node", "model", "by", "event", "details"]
       .map((h) => el("th", {}, h)));
     tableEl.replaceChildren(el("thead", {}, head), el("tbody", {}, rows));
     if (countEl) {

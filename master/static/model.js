@@ -56,6 +56,58 @@
     return nodes.length ? join(nodes.map((n) => el("span", {class: "badge " + cls}, n))) : dash();
   }
   const MANIFEST = {verified: "ok", mismatch: "bad", none: ""};
+
+  // --- who published a version, its description and tags (editable by an admin) ---------------
+  let editing = null;  // {v, description, tags}: the version whose notes are being edited
+  function publisherCell(r) {
+    const p = r.publisher;
+    if (!p) return dash();
+    return el("span", {class: "publisher", title: p.tool ? "with " + p.tool : null},
+              p.user || "?", p.host ? el("span", {class: "muted"}, "@" + p.host) : null);
+  }
+  const tagsText = (tags) => Object.entries(tags || {}).map(([k, v]) => k + "=" + v).join(", ");
+  function notesCell(r) {
+    if (editing && editing.v === r.v) return editor(r);
+    const tags = Object.entries(r.tags || {});
+    const parts = [
+      r.description ? el("span", {class: "desc"}, r.description) : null,
+      tags.length ? el("span", {class: "tags"}, tags.map(([k, v]) => badge(k + "=" + v, "tag"))) : null,
+      r.edited_by ? el("span", {class: "muted small"}, "edited by " + r.edited_by + " ",
+                       timeCell(r.edited_at)) : null,
+    ].filter(Boolean);
+    const edit = window.ms.admin && r.in_bucket
+      ? el("button", {type: "button", class: "link edit-notes", dataset: {version: r.v},
+                      onclick: () => { editing = {v: r.v, description: r.description || "",
+                                                  tags: tagsText(r.tags)}; renderVersions(); }},
+           "edit") : null;
+    return el("div", {class: "notes"}, parts.length ? parts : dash(), edit ? [" ", edit] : null);
+  }
+  function editor(r) {
+    const desc = el("textarea", {rows: 2, class: "note-description", "aria-label": "description",
+                                 placeholder: "what this version is"}, editing.description);
+    desc.addEventListener("input", () => { editing.description = desc.value; });
+    const tags = el("input", {type: "text", class: "note-tags", value: editing.tags,
+                              "aria-label": "tags", placeholder: "key=value, key=value"});
+    tags.addEventListener("input", () => { editing.tags = tags.value; });
+    const save = el("button", {type: "button", class: "primary save-notes"}, "Save");
+    save.addEventListener("click", async () => {
+      let body;
+      try {
+        body = {description: editing.description.trim(),
+                tags: Object.fromEntries(window.ms.parseTags(editing.tags))};
+      } catch (exc) {
+        return result(false, exc.message);
+      }
+      editing = null;
+      await act("Saving the notes of v" + r.v, "Save the description and tags of " + model +
+                " v" + r.v + "? They are kept in the bucket's annotations.", "PATCH",
+                base + "/versions/" + r.v, body, (d) => "v" + d.version + " notes saved by " +
+                d.edited_by);
+    });
+    const cancel = el("button", {type: "button"}, "Cancel");
+    cancel.addEventListener("click", () => { editing = null; renderVersions(); });
+    return el("div", {class: "note-editor"}, desc, tags, el("div", {class: "toolbar"}, cancel, save));
+  }
   const columns = [
     {key: "version", label: "Version", sort: (r) => Number(r.v), cell: (r) => [ver(r.v),
       Object.entries(view.policy.labels).filter(([, t]) => String(t) === r.v)
@@ -71,6 +123,9 @@
      cell: (r) => (r.bytes === null || r.bytes === undefined ? dash() : bytes(r.bytes))},
     {key: "published", label: "Published", sort: (r) => r.published_at,
      cell: (r) => (r.published_at ? timeCell(r.published_at) : dash())},
+    {key: "publisher", label: "By", sort: (r) => (r.publisher ? r.publisher.user : null),
+     cell: publisherCell},
+    {key: "notes", label: "Description, tags", cls: "wrap", cell: notesCell},
     {key: "on_disk", label: "On disk", cell: (r) => nodeList(r.on_disk, "")},
     {key: "available", label: "AVAILABLE", cell: (r) => nodeList(r.available, "ok")},
     {key: "failed", label: "Failed", cls: "wrap", cell: (r) => {
@@ -107,7 +162,7 @@
   async function load(cluster) {
     const docP = window.ms.get(base);
     const nodesP = window.ms.get("/v1/nodes");
-    const [doc] = await Promise.all([docP, charts.load(), events.load(), rollout.load(nodesP),
+    const [doc] = await Promise.all([docP, charts.load(docP), events.load(), rollout.load(nodesP),
                                      scoring.load(docP, nodesP)]);
     const summary = (cluster && cluster.models && cluster.models[model]) || {};
     view = doc;
@@ -118,8 +173,11 @@
     const probs = (summary.problems || doc.problems || []).filter((p) => !(cluster && cluster.problems || []).includes(p));
     $("#model-problems").hidden = !probs.length;
     $("#model-problems").replaceChildren(...probs.map((p) => el("li", {}, p)));
-    table.rows = Object.entries(doc.versions).map(([v, r]) => ({v, ...r}));
+    versionRows = Object.entries(doc.versions).map(([v, r]) => ({v, ...r}));
+    if (!editing) renderVersions();  // an open editor keeps what is typed over refreshes
   }
+  let versionRows = [];
+  function renderVersions() { table.rows = versionRows; }
   const refresh = window.ms.autoRefresh(load, 5000);
 
   // --- actions (admin only: the buttons exist only then) -----------------------------------------
@@ -133,8 +191,13 @@
     on("#act-pin", () => {
       const v = Number($("#pin-version").value);
       if (!v) return result(false, "Choose a complete version to pin.");
-      act("Pinning v" + v, "Pin " + model + " to v" + v + "? Every node will serve only v" + v + ".",
-          "POST", base + "/pin", {version: v}, (d) => "Pinned " + model + " to v" + d.policy.pin);
+      // labels keep their versions serving beside a pin: say so rather than "only v" + v
+      const kept = Object.entries(view.policy.labels || {}).filter(([, t]) => t !== v)
+        .map(([name, t]) => "v" + t + " (label " + name + ")");
+      act("Pinning v" + v, "Pin " + model + " to v" + v + "? Every node will serve v" + v +
+          (kept.length ? " and, for its labels, " + kept.join(", ") : " only") + ".",
+          "POST", base + "/pin", {version: v}, (d) => "Pinned " + model + " to v" + d.policy.pin +
+          "; every node serves " + d.target_versions.map((t) => "v" + t).join(", "));
     });
     on("#act-unpin", () => act("Unpinning", "Unpin " + model + "? The newest versions are served again.",
                                "DELETE", base + "/pin", undefined, () => "Unpinned " + model));

@@ -51,12 +51,69 @@
     if (!m.converged_since) return badge("converged", "ok");
     return timeCell(m.converged_since, true);
   }
-  function trendCell(m) {
+  /** Requests per minute over the complete minutes: the minute under way is left out, so the
+   * line never ends in a dip that is only the minute not being over yet. */
+  function completeMinutes(m) {
     const values = spark.models[m.model] || spark.minutes.map(() => 0);
+    return spark.partial === null || spark.partial === undefined ? values
+      : values.filter((v, i) => spark.minutes[i] !== spark.partial);
+  }
+  function trendCell(m) {
+    const values = completeMinutes(m);
     const total = sum(values);
-    return el("span", {class: "trend", title: total + " requests in 15 min, at most " +
-                       maxOr(values, 0) + " per minute", dataset: {total: String(total)}},
+    return el("span", {class: "trend", title: total + " requests in the last " + values.length +
+                       " complete minutes, at most " + maxOr(values, 0) + " per minute",
+                       dataset: {total: String(total), points: String(values.length)}},
               window.ms.sparkline(values, 120, 24));
+  }
+
+  // a staged rollout that needs an eye on it: waiting for validation, baking, paused, rolled back
+  const ROLLOUT = {
+    validating: ["waiting", "warn", "waiting for the stage's nodes to validate v"],
+    baking: ["baking", "info", "baking v"],
+    paused: ["paused", "warn", "paused by an operator: v"],
+    rolled_back: ["rolled back", "bad", "rolled back (and rejected): v"],
+  };
+  function rolloutBadge(m) {
+    const ro = m.rollout;
+    const known = ro && ROLLOUT[ro.status];
+    if (!known) return null;
+    return badge(known[0] + " v" + ro.version, "rollout " + known[1],
+                 known[2] + ro.version + (ro.reason ? " \u2014 " + ro.reason : ""));
+  }
+  function stateCell(m) {
+    return [m.policy.disabled ? badge("disabled", "bad") : badge("enabled", "ok"), rolloutBadge(m)];
+  }
+
+  async function copyText(text, button) {
+    try {
+      await navigator.clipboard.writeText(text);
+    } catch (exc) {  // no clipboard API (a page not served over HTTPS): select and copy
+      const area = el("textarea", {class: "copy-buffer", readonly: true}, text);
+      document.body.append(area);
+      area.select();
+      document.execCommand("copy");
+      area.remove();
+    }
+    button.textContent = "copied";
+    button.dataset.copied = text;
+    setTimeout(() => { button.textContent = "copy id"; }, 1500);
+  }
+  function actionsCell(m) {
+    const copy = el("button", {type: "button", class: "copy-id", title: "copy \u201c" + m.model +
+                               "\u201d to the clipboard", dataset: {model: m.model}}, "copy id");
+    copy.addEventListener("click", () => copyText(m.model, copy));
+    if (!window.ms.admin) return el("span", {class: "row-actions"}, copy);
+    const stop = !m.policy.disabled;
+    const toggle = el("button", {type: "button", class: "toggle-serving" + (stop ? " danger" : ""),
+                                 dataset: {model: m.model}}, stop ? "stop" : "start");
+    toggle.addEventListener("click", () => act(
+      stop ? "Stopping " + m.model : "Starting " + m.model,
+      stop ? "Stop " + m.model + "? Every node stops serving it (the policy's disabled)."
+        : "Start " + m.model + "? Every node serves it again.",
+      "PUT", "/v1/models/" + encodeURIComponent(m.model) + "/policy", {disabled: stop},
+      (d) => m.model + (d.policy.disabled ? " stopped: no node serves it" : " started")));
+    return el("span", {class: "row-actions"}, toggle, copy);
   }
 
   const columns = [
@@ -70,8 +127,8 @@
      cell: labelsCell},
     {key: "pin", label: "Pin", sort: (m) => m.policy.pin,
      cell: (m) => (m.policy.pin ? badge("pinned v" + m.policy.pin, "info") : dash())},
-    {key: "state", label: "State", sort: (m) => (m.policy.disabled ? 1 : 0),
-     cell: (m) => (m.policy.disabled ? badge("disabled", "bad") : badge("enabled", "ok"))},
+    {key: "state", label: "State", sort: (m) => (m.policy.disabled ? 1 : 0) +
+       (m.rollout && ROLLOUT[m.rollout.status] ? 0.5 : 0), cell: stateCell},
     {key: "converged", label: "Converged since", sort: (m) => m.converged_since,
      cell: convergedCell},
     {key: "rps", label: "req/s", num: true, sort: (m) => m.last_minute.rps,
@@ -81,10 +138,12 @@
                      pct(m.last_minute.error_rate))},
     {key: "p99", label: "p99", num: true, sort: (m) => m.last_minute.p99_ms,
      cell: (m) => msec(m.last_minute.p99_ms)},
-    {key: "trend", label: "Requests, 15 min", sort: (m) => sum(spark.models[m.model] || []),
+    {key: "trend", label: "Requests, 15 min", sort: (m) => sum(completeMinutes(m)),
      cell: trendCell},
+    {key: "actions", label: "", cell: actionsCell},
   ];
 
+  const {act} = window.ms.actions("#models-result", () => refresh.now());
   const table = window.ms.table($("#models"), columns, {
     sort: {key: "model", dir: 1},
     empty: "No model in the bucket, the policy or on any node yet.",
@@ -102,7 +161,7 @@
     }
   }
   let hidden = new Set(loadHidden());
-  $("#columns-menu").replaceChildren(...columns.filter((c) => c.key !== "model").map((c) =>
+  $("#columns-menu").replaceChildren(...columns.filter((c) => c.key !== "model" && c.label).map((c) =>
     el("label", {}, el("input", {type: "checkbox", checked: !hidden.has(c.key),
                                  dataset: {col: c.key}, onchange: (ev) => {
                                    if (ev.target.checked) hidden.delete(c.key); else hidden.add(c.key);
@@ -122,5 +181,5 @@
       (models.models.length === 1 ? " model" : " models");
     table.rows = models.models;
   }
-  window.ms.autoRefresh(load, 5000);
+  const refresh = window.ms.autoRefresh(load, 5000);
 })();

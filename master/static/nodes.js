@@ -1,22 +1,38 @@
-/* modelsync console: the Nodes page. One row per node id, its daemons (puller, config
- * manager) as roles: liveness, what is on disk and AVAILABLE, disk, TF Serving, last sync. */
+/* modelsync console: the Nodes page. One row per node id, every daemon it reports as a role
+ * (puller, config manager, gateway, and any other): liveness, what is on disk and AVAILABLE,
+ * disk, TF Serving, last sync. */
 "use strict";
 
 (function () {
   const {el, $, badge, dash, ver, join, timeCell, bytes, DASH} = window.ms;
-  const ROLES = {puller: "puller", config_manager: "config manager"};
+  const ROLES = {puller: "puller", config_manager: "config manager", gateway: "gateway"};
+  const EXPECTED = ["puller", "config_manager"];  // every serving node runs these two
+  const roleName = (role) => ROLES[role] || role.replace(/_/g, " ");
   const status = (n, role) => (n.roles[role] && n.roles[role].status) || {};
 
   function stateBadge(state) {
     return badge(state, "state-" + state, state === "live" ? "every daemon sends heartbeats"
       : state === "degraded" ? "one of its daemons sends no heartbeats" : "no heartbeats");
   }
-  function roleCell(n, role) {
+  function roleLine(n, role) {
     const r = n.roles[role];
-    if (!r) return badge("missing", "bad", "no " + ROLES[role] + " ever reported from this node");
-    return [stateBadge(r.state), " ", el("span", {class: "muted small"}, "seen "),
-            timeCell(r.last_seen), el("span", {class: "muted small"}, " \u00b7 v" + (r.version || "?"))];
+    const name = el("span", {class: "role-name"}, roleName(role));
+    if (!r) {
+      return el("div", {class: "role-line", dataset: {role}}, name, " ",
+                badge("missing", "bad", "no " + roleName(role) + " ever reported from this node"));
+    }
+    const url = role === "gateway" && r.status && r.status.url ? r.status.url : null;
+    return el("div", {class: "role-line", dataset: {role}}, name, " ", stateBadge(r.state), " ",
+              el("span", {class: "muted small"}, "seen "), timeCell(r.last_seen),
+              el("span", {class: "muted small"}, " \u00b7 v" + (r.version || "?")),
+              url ? el("span", {class: "muted small"}, " \u00b7 " + url) : null);
   }
+  function rolesOf(n) {
+    const order = (r) => (r in ROLES ? Object.keys(ROLES).indexOf(r) : 99);
+    return [...new Set([...EXPECTED, ...Object.keys(n.roles)])]
+      .sort((a, b) => order(a) - order(b) || a.localeCompare(b));
+  }
+  const rolesCell = (n) => rolesOf(n).map((role) => roleLine(n, role));
   function versionsCell(per) {
     const models = Object.keys(per || {}).sort();
     if (!models.length) return dash();
@@ -55,10 +71,7 @@
       n.hostname && n.hostname !== n.node_id ? el("div", {class: "muted small"}, n.hostname) : null]},
     {key: "state", label: "State", sort: (n) => ["live", "degraded", "stale"].indexOf(n.state),
      cell: (n) => stateBadge(n.state)},
-    {key: "puller", label: "Puller", sort: (n) => (n.roles.puller || {}).last_seen,
-     cell: (n) => roleCell(n, "puller")},
-    {key: "config_manager", label: "Config manager",
-     sort: (n) => (n.roles.config_manager || {}).last_seen, cell: (n) => roleCell(n, "config_manager")},
+    {key: "roles", label: "Daemons", sort: (n) => Object.keys(n.roles).length, cell: rolesCell},
     {key: "installed", label: "On disk", cell: (n) => versionsCell(status(n, "puller").installed)},
     {key: "available", label: "AVAILABLE", cell: (n) => versionsCell(status(n, "config_manager").available)},
     {key: "disk", label: "Disk free", num: true, sort: (n) => status(n, "puller").disk_free_bytes,

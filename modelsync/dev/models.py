@@ -298,3 +298,46 @@ def make_slow_model(
     module.iterations.assign(max(1, round(factor_ms / 1000.0 / per_iteration_s)))
     tf.saved_model.save(module, str(out_path), signatures={"serving_default": module.serve})
     return out_path
+
+
+class ModelWriteError(RuntimeError):
+    """Writing a demo model in the child process failed; the message is one line."""
+
+
+QUIET_SCRIPT = (
+    "import json, sys\n"
+    "from modelsync.dev.models import make_linear_model\n"
+    "for kwargs in json.loads(sys.argv[1]):\n"
+    "    try:\n"
+    "        make_linear_model(**kwargs)\n"
+    "    except FileExistsError as exc:\n"
+    "        print('modelsync-error:', exc, file=sys.stderr); sys.exit(3)\n"
+)
+
+
+def write_linear_models_quietly(
+    calls: list[dict[str, object]], log_path: str | os.PathLike[str] | None = None
+) -> None:
+    """``make_linear_model(**kwargs)`` for each of ``calls``, in a child process: TensorFlow's
+    start-up noise (absl, oneDNN, CUDA probes, written to the process's stderr before any log
+    level applies) goes to ``log_path`` (or is dropped) instead of between a command's lines.
+    ModelWriteError with the reason when the child fails."""
+    import json
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(
+        [sys.executable, "-c", QUIET_SCRIPT, json.dumps(calls)],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        check=False,
+    )
+    if log_path is not None:
+        Path(log_path).write_bytes(done.stdout + done.stderr)
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
+        ours = [x for x in lines if x.startswith("modelsync-error:")]
+        why = ours[-1].removeprefix("modelsync-error:").strip() if ours else lines[-1]
+        raise ModelWriteError(why)

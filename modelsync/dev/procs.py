@@ -300,6 +300,11 @@ class Node:
     def gateway_url(self) -> str | None:
         return None if self.gateway_port is None else f"http://127.0.0.1:{self.gateway_port}"
 
+    def processes(self) -> list[ManagedProcess]:
+        """The node's processes started so far."""
+        procs = (self.model_server, self.config_manager, self.puller, self.gateway)
+        return [p for p in procs if p is not None]
+
     def stop(self) -> dict[str, int | None]:
         codes = {}
         for proc in (

@@ -131,8 +131,9 @@ def serving(url: str, model: str, version: int, node: str = "node-1") -> bool:
 
 @contextmanager
 def running_cluster(
-    workdir: Path, gcs: GCSEmulator, model_factory: Any, bucket: str
+    workdir: Path, gcs: GCSEmulator, model_factory: Any, bucket: str, gateway: bool = False
 ) -> Iterator[Cluster]:
+    """``gateway``: the node runs its gateway too (a third role on the nodes page)."""
     settings = StoreSettings(
         bucket=bucket, emulator_host=gcs.url, timeout_s=10, retry_deadline_s=10
     )
@@ -159,6 +160,7 @@ def running_cluster(
         master_url=url,
         node_secret=NODE,
         extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"},
+        gateway=gateway,
     )
     load = None
     try:

@@ -129,3 +129,18 @@ def test_dev_gcs_serves_until_sigterm() -> None:
         assert proc.wait(timeout=30) == 0
     finally:
         kill_tree(proc)  # a failed test leaves none of the demo's processes behind
+
+
+@pytest.mark.timeout(480)
+def test_the_demo_says_so_when_its_master_dies(tmp_path: Path) -> None:
+    proc = start(["demo", "--workdir", str(tmp_path)])
+    try:
+        lines = read_until(proc, "running; press Ctrl-C", timeout_s=300)
+        master = next(x for x in lines if "  master  " in x)
+        pid = int(master.split("(pid ")[1].split(",")[0])
+        os.kill(pid, signal.SIGKILL)  # the demo's own child, started by this test's demo
+        said = read_until(proc, "has exited", timeout_s=30)[-1]
+        assert f"the master (pid {pid}) has exited" in said and "master.log" in said
+        assert proc.wait(timeout=60) == 1
+    finally:
+        kill_tree(proc)

@@ -44,10 +44,11 @@ def test_stack_file_validates_and_has_what_production_needs() -> None:
         deploy = services[name]["deploy"]
         assert deploy["mode"] == "global"
         assert "node.labels.modelsync.serving == true" in deploy["placement"]["constraints"]
-        if name not in ("gateway", "worker"):  # they read nothing from disk: they call TF Serving
-            assert "models:/models" in " ".join(
-                f"{v['source']}:{v['target']}" for v in services[name]["volumes"]
-            )
+        if name != "worker":  # it reads nothing from disk: it calls TF Serving
+            # the gateway only reads it (the saved policy: which models are disabled)
+            (models,) = [v for v in services[name]["volumes"] if v["source"] == "models"]
+            assert models["target"] == "/models"
+            assert bool(models.get("read_only")) == (name == "gateway")
         assert deploy["update_config"]["parallelism"] == 1
         assert "rollback_config" in deploy
         env = services[name]["environment"]

@@ -351,3 +351,42 @@ def test_signatures_are_read_once_and_never_past_the_cap(
     doc = raw(app, "/v1/models/m/versions/2/signature").get_json()
     assert doc["signatures"] is None and "4096 bytes" in doc["reason"]
     assert memstore.calls["read"] == reads  # not read at all
+
+
+ANA, BOB = "ana-token-0123456789abc", "bob-token-0123456789abc"
+
+
+def test_rotating_one_persons_token_ends_only_their_sessions(tmp_path: Path) -> None:
+    people = {"ana": ANA, "bob": BOB}
+    first = make_app(tmp_path, "p", admin_tokens=people)
+    cookies = {}
+    for name, token in people.items():
+        client = first.test_client()
+        assert client.post("/login", data={"token": token}).status_code == 303
+        page = client.get("/")
+        assert page.status_code == 200 and f'id="actor">{name}<' in page.get_data(as_text=True)
+        cookies[name] = client.get_cookie("modelsync_session").value
+    first.extensions[STATE_KEY].stop()
+    rotated = make_app(tmp_path, "p", admin_tokens={"ana": "ana-token-rotated-0123", "bob": BOB})
+    try:
+        for name, code in (("ana", 302), ("bob", 200)):
+            client = rotated.test_client()
+            client.set_cookie("modelsync_session", cookies[name])
+            assert client.get("/").status_code == code, name
+    finally:
+        rotated.extensions[STATE_KEY].stop()
+
+
+def test_a_persons_token_is_theirs_in_the_audit_log_and_a_wrong_one_counts(
+    tmp_path: Path,
+) -> None:
+    app = make_app(tmp_path, "q", admin_tokens={"ana": ANA}, auth_failures=2)
+    try:
+        assert raw(app, "/v1/sync", ANA, method="POST").status_code == 200
+        (entry,) = raw(app, "/v1/events?kind=audit", ADMIN).get_json()["events"]
+        assert entry["actor"] == "ana" and entry["detail"]["actor"] == "ana"
+        for _ in range(2):
+            assert raw(app, "/v1/sync", ANA + "x", method="POST").status_code == 401
+        assert raw(app, "/v1/sync", ANA, method="POST").status_code == 429  # the same limits
+    finally:
+        app.extensions[STATE_KEY].stop()

@@ -108,3 +108,49 @@ def test_node_token_command_prints_each_nodes_token(
     monkeypatch.delenv("MODELSYNC_NODE_SECRET")
     assert main(["node-token", "n1"]) == 2
     assert "MODELSYNC_NODE_SECRET" in capsys.readouterr().err
+
+
+def test_named_admin_tokens_from_pairs_or_a_file(tmp_path: Path) -> None:
+    env = {k: v for k, v in BASE.items() if k != "MODELSYNC_ADMIN_TOKEN"}
+    s = MasterSettings.from_env(
+        Env({**env, "MODELSYNC_ADMIN_TOKENS": "ana:ana-token-0123456789, bob:bob-token-0123456789"})
+    )
+    assert s.admins() == {"ana": "ana-token-0123456789", "bob": "bob-token-0123456789"}
+    people = tmp_path / "admins"
+    people.write_text(
+        "# one person a line\nana:ana-token-0123456789\n\ncy.d@x:cy-token-012345678\n"
+    )
+    s = MasterSettings.from_env(Env({**BASE, "MODELSYNC_ADMIN_TOKENS_FILE": str(people)}))
+    assert s.admins() == {
+        "admin": BASE["MODELSYNC_ADMIN_TOKEN"],  # MODELSYNC_ADMIN_TOKEN keeps working
+        "ana": "ana-token-0123456789",
+        "cy.d@x": "cy-token-012345678",
+    }
+    assert s.upload_max_bytes == 4 << 30
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"MODELSYNC_ADMIN_TOKENS": "just-a-token-0123456789"}, "entry 1 is not name:token"),
+        ({"MODELSYNC_ADMIN_TOKENS": "a b:tok-0123456789abcdef"}, "entry 1 is not name:token"),
+        ({"MODELSYNC_ADMIN_TOKENS": "a:x-0123456789abcdef,a:y-0123456789abcdef"}, "named twice"),
+        ({"MODELSYNC_ADMIN_TOKENS": "admin:x-0123456789abcdef"}, "MODELSYNC_ADMIN_TOKEN's"),
+        ({"MODELSYNC_ADMIN_TOKENS": "ana:short"}, "at least 16"),
+        ({"MODELSYNC_ADMIN_TOKENS": "ana:" + BASE["MODELSYNC_NODE_SECRET"]}, "must all differ"),
+        ({"MODELSYNC_UPLOAD_MAX_BYTES": "-1"}, "MODELSYNC_UPLOAD_MAX_BYTES"),
+    ],
+)
+def test_bad_named_tokens_are_one_line_and_never_echo_a_token(
+    extra: dict[str, str], message: str
+) -> None:
+    with pytest.raises(SettingsError) as err:
+        MasterSettings.from_env(Env({**BASE, **extra}))
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert "just-a-token" not in str(err.value) and "0123456789abcdef" not in str(err.value)
+
+
+def test_without_any_admin_token_the_master_does_not_start() -> None:
+    env = {k: v for k, v in BASE.items() if k != "MODELSYNC_ADMIN_TOKEN"}
+    with pytest.raises(SettingsError, match="MODELSYNC_ADMIN_TOKENS"):
+        MasterSettings.from_env(Env(env))

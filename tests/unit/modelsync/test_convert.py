@@ -343,3 +343,23 @@ def test_any_json_value_is_accepted_or_a_bad_input(value: Any) -> None:
     for fmt in ("dataframe_split", "dataframe_records", "instances", "inputs"):
         with contextlib.suppress(BadInput):
             mlflow_inputs({fmt: value}, TWO)
+
+
+def test_non_finite_outputs_are_valid_json_as_tf_servings_words() -> None:
+    """TF Serving's REST writes NaN and infinities as the bare tokens NaN, Infinity, -Infinity
+    (util/json_tensor.cc), which strict parsers refuse: the gateway answers the same words as
+    JSON strings, so its answers always parse and lose nothing."""
+    y = np.array([1.5, np.nan, np.inf, -np.inf], dtype=np.float32)
+    for doc in (
+        mlflow_predictions({"y": y}, "inputs"),
+        {"results": kraken_results({"y": y, "z": y * 2})},
+    ):
+        text = json.dumps(doc, allow_nan=False)
+
+        def refuse(name: str) -> None:
+            raise AssertionError(f"a bare {name}")
+
+        parsed = json.loads(text, parse_constant=refuse)
+        flat = parsed.get("predictions") or [row["y"] for row in parsed["results"]]
+        assert flat == [1.5, "NaN", "Infinity", "-Infinity"]
+        assert [float(v) for v in flat[2:]] == [np.inf, -np.inf]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelsync.catalog import build_catalog, dump_catalog, parse_catalog
+from modelsync.catalog import MarkerInfo, build_catalog, dump_catalog, parse_catalog
 from modelsync.checksums import crc32c_b64
 from modelsync.layout import ObjectInfo, RemoteFile, SettleTracker, parse_listing
 from modelsync.manifest import (
@@ -178,7 +178,7 @@ def test_catalog_carries_the_manifest_state_and_reads_older_catalogs() -> None:
     objects[0] = ObjectInfo("models/m/1/saved_model.pb", 1, 11, CRC)  # v1 differs
     listing = parse_listing(objects, "models", "_READY")
     states = {
-        (m, v): manifest_state(p, rv.files)
+        (m, v): MarkerInfo(*manifest_state(p, rv.files), p)
         for (m, v), p in {("m", 1): manifest(), ("m", 2): manifest(), ("m", 3): None}.items()
         if (rv := listing.version(m, v)) is not None
     }

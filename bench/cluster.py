@@ -20,7 +20,7 @@ from typing import Any
 from bench.common import percentile, table
 from config_manager.tfs_client import GrpcServingClient
 from modelsync.dev.cluster import SCRIPT, Cluster, Host, wait_ready
-from modelsync.publish import publish
+from modelsync.publish import PublishOptions, publish
 
 JOIN_HOST = 5
 
@@ -62,7 +62,7 @@ def propagation(
             src = make_linear_model(tmp / f"v{v}", float(v), 1.0, shards=2, pad_bytes=5 * 2**20)
             size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
             before = cluster.gcs_bytes_sent()
-            publish(store, src, model, prefix="models", marker="_READY", version=v)
+            publish(store, src, model, PublishOptions(version=v))
             t0 = time.monotonic()  # publish() returns right after the marker write
             deadline = t0 + 180
             done: dict[str, float] = {}

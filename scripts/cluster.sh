@@ -2,7 +2,8 @@
 # A real multi-node Docker Swarm on this machine (Linux only, as root; Debian's packages):
 # test hosts are network namespaces on a bridge of our own, each with its own Docker Engine and
 # hostname; a GCS emulator host; Debian's docker-registry on the manager's host, which every
-# engine pulls the project's images from; one Swarm; `docker stack deploy -c stack.yml`.
+# engine pulls the project's images from; one Swarm; the stack's secrets and each serving
+# host's own node token file; `docker stack deploy -c stack.yml`.
 #
 #   bash scripts/cluster.sh up          # idempotent: builds, creates and deploys what is missing
 #   bash scripts/cluster.sh down        # removes everything up made; then `check-clean`
@@ -24,9 +25,15 @@ BRIDGE=ms-br0
 HOSTS=${CLUSTER_HOSTS:-4}              # ms-h1 (manager) .. ms-hN (workers)
 STATE=/run/modelsync-cluster           # pid files, cluster.env (tokens: mode 600)
 DATA=/var/lib/modelsync-cluster        # engines' data roots, registry storage, logs
+# Each serving host's own node token, "a file on that node" (stack.yml): the hosts share this
+# machine's filesystem, so each has its own directory, named by its Swarm node ID, and the
+# stack's bind mount finds it through Swarm's template ({{.Node.ID}}, expanded on the node).
+NODE_TOKENS=$DATA/node-tokens
+NODE_TOKEN_PATH="$NODE_TOKENS/{{.Node.ID}}/node_token"
 STACK=modelsync
 BUCKET=cluster
 REGISTRY=$NET.11:5000
+BROKER_URL=redis://$NET.11:6379/0      # the jobs' broker: on the manager, as every worker reaches it
 GCS_NS=ms-gcs
 GCS_URL=http://$NET.20:4443
 BUILD_IMAGE=${CLUSTER_BUILD_IMAGE:-modelsync-cluster:dev}  # tag on the machine's own engine
@@ -168,7 +175,7 @@ engine_wait() { wait_until 90 "ms-h$1's engine" dk "$1" info; }
 
 swarm_state() { dk "$1" info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null || echo down; }
 
-swarm_join() {  # swarm_join N: ms-hN joins as a worker, labelled as a serving node
+swarm_join() {  # swarm_join N: ms-hN joins as a worker, gets its node token, then the label
   local n=$1
   if [ "$(swarm_state "$n")" != active ]; then
     local token
@@ -178,7 +185,20 @@ swarm_join() {  # swarm_join N: ms-hN joins as a worker, labelled as a serving n
   fi
   wait_until 60 "ms-h$n Ready in the Swarm" \
     sh -c "docker -H $(sock 1) node ls --format '{{.Hostname}} {{.Status}}' | grep -qx 'ms-h$n Ready'"
+  node_token_file "$n"  # before the label: the serving tasks mount it as they start
   dk 1 node update --label-add modelsync.serving=true "ms-h$n" >/dev/null
+}
+
+node_token_file() {  # node_token_file N: ms-hN's own token, from the master's node secret
+  local n=$1 id dir
+  tokens
+  id=$(dk "$n" info --format '{{.Swarm.NodeID}}')
+  [ -n "$id" ] || die "ms-h$n has no Swarm node ID"
+  dir="$NODE_TOKENS/$id"
+  mkdir -p "$dir"
+  # as on a real node: root's, readable by the image's group (10001) only
+  MODELSYNC_NODE_SECRET="$NODE_SECRET" "$(dirname "$PY")/modelsync" node-token "$id" \
+    | install -m 0440 -o root -g 10001 /dev/stdin "$dir/node_token"
 }
 
 swarm_up() {
@@ -220,27 +240,30 @@ images_pull() {  # every other engine pulls from the registry, all at once (as a
 
 # ---- the stack -------------------------------------------------------------------------------
 
-tokens() {
-  if [ ! -s "$STATE/tokens.env" ]; then
-    umask 077
-    {
-      echo "ADMIN_TOKEN=$(openssl rand -hex 24)"
-      echo "READ_TOKEN=$(openssl rand -hex 24)"
-      echo "NODE_TOKEN=$(openssl rand -hex 24)"
-    } >"$STATE/tokens.env"
-  fi
+SECRETS=(admin_token read_token node_secret gateway_token session_key broker_password)
+
+tokens() {  # random values of the stack's secrets, made once (any missing one is added)
+  mkdir -p "$STATE"
+  touch "$STATE/tokens.env"
+  chmod 600 "$STATE/tokens.env"
+  local name var
+  for name in "${SECRETS[@]}"; do
+    var=${name^^}
+    # shellcheck disable=SC1091
+    . "$STATE/tokens.env"
+    # the session key signs cookies: at least 32 characters; the rest at least 16
+    [ -n "${!var:-}" ] || echo "$var=$(openssl rand -hex "$([ "$name" = session_key ] && echo 32 || echo 24)")" \
+      >>"$STATE/tokens.env"
+  done
   # shellcheck disable=SC1091
   . "$STATE/tokens.env"
 }
 
 secrets_up() {
   tokens
-  local name value
-  for name in admin_token read_token node_token gcs_credentials; do
-    case $name in
-      admin_token) value=$ADMIN_TOKEN ;; read_token) value=$READ_TOKEN ;;
-      node_token) value=$NODE_TOKEN ;; gcs_credentials) value='{}' ;;  # the emulator: anonymous
-    esac
+  local name value var
+  for name in "${SECRETS[@]}" gcs_credentials; do
+    if [ "$name" = gcs_credentials ]; then value='{}'; else var=${name^^}; value=${!var}; fi
     dk 1 secret inspect "${STACK}_$name" >/dev/null 2>&1 \
       || printf '%s' "$value" | dk 1 secret create "${STACK}_$name" - >/dev/null
   done
@@ -249,7 +272,8 @@ secrets_up() {
 deploy() {
   # the unmodified stack.yml; what differs from a one-node Swarm is only in these variables
   env MODELSYNC_BUCKET="$BUCKET" STORAGE_EMULATOR_HOST="$GCS_URL" \
-    MODELSYNC_MASTER_URL="http://$(addr 1):8000" \
+    MODELSYNC_MASTER_URL="http://$(addr 1):8000" MODELSYNC_BROKER_URL="$BROKER_URL" \
+    MODELSYNC_NODE_TOKEN_PATH="$NODE_TOKEN_PATH" \
     MODELSYNC_DOCKER_SOCKET=/run/ms-h1.sock MODELSYNC_DOCKER_GID="$(stat -c %g /run/ms-h1.sock)" \
     MODELSYNC_IMAGE="$IMAGE" TFSERVING_IMAGE="$IMAGE" TFS_MEMORY=2G \
     MODELSYNC_POLL_S=2 MODELSYNC_CATALOG_S=2 MODELSYNC_HEARTBEAT_S=3 \
@@ -273,9 +297,12 @@ GCS_VETH=$GCS_NS-v
 MASTER_URL=http://$(addr 1):8000
 REGISTRY=$REGISTRY
 IMAGE=$IMAGE
+BROKER_URL=$BROKER_URL
+NODE_TOKENS=$NODE_TOKENS
 ADMIN_TOKEN=$ADMIN_TOKEN
 READ_TOKEN=$READ_TOKEN
-NODE_TOKEN=$NODE_TOKEN
+GATEWAY_TOKEN=$GATEWAY_TOKEN
+NODE_SECRET=$NODE_SECRET
 EOF
 }
 
@@ -285,11 +312,12 @@ summary() {
   local n
   log "cluster up: Swarm of $HOSTS engines, stack '$STACK' (stack.yml), bucket gs://$BUCKET"
   for n in $(seq 1 "$HOSTS"); do
-    log "  ms-h$n  $(addr "$n")  $([ "$n" = 1 ] && echo 'manager: master, registry' || echo 'worker: TF Serving :8500/:8501, gateway :8080')"
+    log "  ms-h$n  $(addr "$n")  $([ "$n" = 1 ] && echo 'manager: master, jobs broker, registry' || echo 'worker: TF Serving :8500/:8501, gateway :8080, jobs worker')"
   done
   log "  $GCS_NS $NET.20  GCS emulator $GCS_URL"
-  log "console:  http://$(addr 1):8000/  (admin token: . $STATE/tokens.env; echo \$ADMIN_TOKEN)"
-  log "gateway:  curl -X POST -d '{\"inputs\": {\"x\": [1.0]}}' http://$(addr 2):8080/model/MODEL/invocations"
+  log "tokens:   . $STATE/tokens.env   (\$ADMIN_TOKEN for the console, \$GATEWAY_TOKEN for scoring)"
+  log "console:  http://$(addr 1):8000/"
+  log "gateway:  curl -H \"Authorization: Bearer \$GATEWAY_TOKEN\" -d '{\"inputs\": {\"x\": [1.0]}}' http://$(addr 2):8080/model/MODEL/invocations"
   log "docker:   docker -H $(sock 1) node ls   (ms-hN: $(sock N))"
   log "timings:  ${TIMINGS[*]}"
 }
@@ -329,8 +357,12 @@ host_add() {  # a new host ms-hN joins as a serving worker (what an operator doe
 }
 
 host_remove() {
-  local n=$1
-  if dk "$n" info >/dev/null 2>&1; then dk "$n" swarm leave --force >/dev/null 2>&1 || true; fi
+  local n=$1 id
+  if dk "$n" info >/dev/null 2>&1; then
+    id=$(dk "$n" info --format '{{.Swarm.NodeID}}')
+    [ -z "$id" ] || rm -rf "${NODE_TOKENS:?}/$id"
+    dk "$n" swarm leave --force >/dev/null 2>&1 || true
+  fi
   engine_stop "ms-h$n"
   host_clean "ms-h$n"
   if dk 1 node inspect "ms-h$n" >/dev/null 2>&1; then

@@ -75,9 +75,12 @@ class Cluster:
     master_url: str
     registry: str
     image: str
+    broker_url: str
+    node_tokens: Path  # each serving host's token file: node_tokens / SWARM_NODE_ID / node_token
     admin_token: str
     read_token: str
-    node_token: str
+    gateway_token: str
+    node_secret: str
 
     @classmethod
     def load(cls, state: Path = STATE) -> Cluster | None:
@@ -103,9 +106,12 @@ class Cluster:
             master_url=env["MASTER_URL"],
             registry=env["REGISTRY"],
             image=env["IMAGE"],
+            broker_url=env["BROKER_URL"],
+            node_tokens=Path(env["NODE_TOKENS"]),
             admin_token=env["ADMIN_TOKEN"],
             read_token=env["READ_TOKEN"],
-            node_token=env["NODE_TOKEN"],
+            gateway_token=env["GATEWAY_TOKEN"],
+            node_secret=env["NODE_SECRET"],
         )
 
     def reload(self) -> Cluster:
@@ -138,6 +144,11 @@ class Cluster:
         """``docker node ls`` on the manager: ID, Hostname, Status, Availability."""
         out = self.docker(self.manager, "node", "ls", "--format", "{{json .}}").stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def node_token_file(self, node_id: str) -> Path:
+        """Where the serving host with Swarm node id ``node_id`` keeps its own token (what
+        stack.yml mounts into its puller, config manager and gateway)."""
+        return self.node_tokens / node_id / "node_token"
 
     # ---- the master's API ---------------------------------------------------------------
 
@@ -174,7 +185,9 @@ class Cluster:
         from modelsync.settings import StoreSettings
         from modelsync.store import GCSStore
 
-        return GCSStore(StoreSettings(bucket=self.bucket, emulator_host=self.gcs_url))
+        return GCSStore(
+            StoreSettings(bucket=self.bucket, prefix=self.prefix, emulator_host=self.gcs_url)
+        )
 
     def gcs_bytes_sent(self) -> int:
         """Bytes the GCS emulator's host has sent on its link (what the bucket served, plus
@@ -284,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no cluster: {STATE}/cluster.env is missing (make cluster)", file=sys.stderr)
         return 1
     if args.command == "show":
-        print(json.dumps(asdict(cluster), indent=1))
+        print(json.dumps(asdict(cluster), indent=1, default=str))
         return 0
     started = time.monotonic()
     try:

@@ -3,14 +3,17 @@ network namespace with its own Docker Engine; a registry; a GCS emulator host), 
 cluster while a search-like client sends name-only Predicts to every worker throughout.
 
 The tests run in file order and build on each other (one model, its versions one after the
-other): publish -> every worker serves; a bad version stays on the canary; a worker's engine
-killed mid-rollout; a new host joins; the master cut off from a worker; a rolling
-`docker service update --image`. Each step is bounded; each figure measured is printed.
+other): publish -> every worker serves, each node speaking with its own token and each gateway
+scoring with the gateway token; a batch job scored by the workers through the broker on the
+manager; a bad version stays on the canary; a worker's engine killed mid-rollout; a new host
+joins; the master cut off from a worker; a rolling `docker service update --image`. Each step
+is bounded; each figure measured is printed.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import subprocess
 import time
@@ -19,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from search import Answer, SearchLoad, outages
 
 from modelsync.client import PredictClient
 from modelsync.dev.cluster import Cluster, Host
-from modelsync.publish import publish
+from modelsync.nodeauth import node_token
+from modelsync.publish import PublishOptions, publish
 
 pytestmark = pytest.mark.cluster
 
@@ -82,7 +87,7 @@ class Fleet:
             make_linear_model(src, a, 1.0)
         if model == MODEL:
             self.versions[version] = a
-        publish(self.store, src, model, prefix="models", marker="_READY", version=version)
+        publish(self.store, src, model, PublishOptions(version=version))
 
     def swarm_ids(self) -> dict[str, str]:
         """Hostname -> Swarm node id (what the daemons heartbeat as: {{.Node.ID}})."""
@@ -175,7 +180,84 @@ def test_publish_every_worker_serves_and_the_views_agree(fleet: Fleet) -> None:
         assert by_id[node_id]["labels"].get("modelsync.serving") == "true"
         assert {"tfserving", "puller", "config_manager", "gateway"} <= set(by_id[node_id]["tasks"])
     assert by_id[swarm[c.manager.name]]["tasks"].get("master") == ["running"]
+    assert by_id[swarm[c.manager.name]]["tasks"].get("broker") == ["running"]
     assert seen["problems"] == [], seen["problems"]
+
+
+@pytest.mark.timeout(300)
+def test_each_node_speaks_with_its_own_token_and_each_gateway_wants_the_gateway_token(
+    fleet: Fleet,
+) -> None:
+    c = fleet.cluster
+    swarm = fleet.swarm_ids()
+    ids = [swarm[w.name] for w in c.workers]
+    # each serving host's token is a file of its own, made for its Swarm node id, readable by
+    # the image's group only (the stack mounts it into the host's three node services)
+    for node_id in ids:
+        f = c.node_token_file(node_id)
+        assert f.read_text().strip() == node_token(c.node_secret, node_id)
+        st = f.stat()
+        assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o440, 0, 10001), f
+    # one host's token speaks for that host only: a report for another node is refused
+    stolen = c.node_token_file(ids[0]).read_text().strip()
+    r = requests.post(
+        c.master_url + "/v1/nodes/heartbeat",
+        json={"node_id": ids[1], "role": "puller"},
+        headers={"Authorization": f"Bearer {stolen}"},
+        timeout=10,
+    )
+    assert r.status_code == 403, r.text
+    # scoring through every worker's gateway needs the gateway token; the node that answered
+    # serves v1 (y = 2x + 1)
+    for w in c.workers:
+        url = f"{w.gateway}/model/{MODEL}/invocations"
+        body = {"inputs": {"x": [1.0, 2.0]}}
+        for token in (None, c.admin_token):  # the master's tokens are not the gateway's
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            assert requests.post(url, json=body, headers=headers, timeout=10).status_code == 401
+        r = requests.post(
+            url, json=body, headers={"Authorization": f"Bearer {c.gateway_token}"}, timeout=30
+        )
+        assert r.status_code == 200, (w.name, r.text[:300])
+        assert r.headers.get("X-Model-Version") == "1"
+        assert r.json()["predictions"] == pytest.approx([5.0, 9.0])
+    say("node tokens: one file per host, each refused for another node; gateways: token only")
+
+
+@pytest.mark.timeout(600)
+def test_a_batch_job_is_scored_by_the_workers_through_the_broker_on_the_manager(
+    fleet: Fleet,
+) -> None:
+    """Every worker host's jobs worker reaches the broker on the manager (MODELSYNC_BROKER_URL:
+    no 127.0.0.1 there), and a job submitted to the master is done, every row scored."""
+    c = fleet.cluster
+    swarm = fleet.swarm_ids()
+    want = {swarm[w.name] for w in c.workers}
+
+    def workers() -> set[str]:
+        names = c.api("/v1/jobs")["workers"]["names"] or []
+        return {n.rpartition("@")[2] for n in names}
+
+    wait(lambda: want <= workers(), 180, "a jobs worker on every worker host, at the broker")
+    t0 = time.monotonic()
+    rows = [{"x": float(i)} for i in range(500)] + [{"x": "bad"}]
+    job = c.api("/v1/jobs", "POST", {"model": MODEL, "version": 1, "rows": rows})["id"]
+    done = wait(
+        lambda: (d := c.api(f"/v1/jobs/{job}"))["state"] == "done" and d, 300, "the job done"
+    )
+    assert done["progress"]["rows_done"] == 501 and done["progress"]["errors"] == 1, done
+    r = requests.get(
+        f"{c.master_url}/v1/jobs/{job}/result",
+        headers={"Authorization": f"Bearer {c.admin_token}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text[:300]
+    lines = [json.loads(line) for line in r.text.splitlines()]
+    assert [d["row"] for d in lines] == list(range(501))
+    assert lines[3] == {"row": 3, "version": 1, "outputs": {"y": pytest.approx(7.0)}}
+    assert "error" in lines[500]
+    took = time.monotonic() - t0
+    say(f"a 501-row job through the broker on {c.manager.name}: done in {took:.1f} s")
 
 
 @pytest.mark.timeout(600)

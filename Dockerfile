@@ -6,7 +6,7 @@
 # BASE_IMAGE must provide python3 (3.11) with venv; scripts/base-image.sh makes one where no
 # registry can be reached.
 # The venv is two layers: the dependencies (TensorFlow: 1.8 GB), rebuilt only when they change,
-# then modelsync itself (under 1 MB): a new modelsync is a small push and a small pull per node.
+# then modelsync itself (about 4 MB): a new modelsync is a small push and a small pull per node.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS deps

@@ -15,7 +15,7 @@ from master.docstore import DocStore
 from master.rollout_plan import ModelFleet, apply, operator_step
 from modelsync.catalog import policy_object
 from modelsync.policy import ModelPolicy, Policy, PolicyError, dump_policy, parse_policy, served_set
-from modelsync.rollout import RolloutSpec
+from modelsync.rollout import RolloutSpec, RolloutState
 from modelsync.store import RemoteStore
 
 
@@ -135,14 +135,27 @@ def set_model_policy(
     return change
 
 
-def set_rollout(model: str, spec: RolloutSpec | None) -> Callable[[Policy], Policy]:
+def set_rollout(
+    model: str, spec: RolloutSpec | None, stable: int | None = None, now: float = 0.0
+) -> Callable[[Policy], Policy]:
     """The model's own rollout spec (None: back to the defaults' or all nodes at once; with no
-    spec left, the state of a rollout under way goes too, so every node moves to the target)."""
+    spec left, the state of a rollout under way goes too, so every node moves to the target).
+
+    A spec set on a model with no rollout state adopts ``stable`` (the version every live node
+    serves, ``RolloutController.served_stable``) in the same write, unless pinned: a version
+    published right after the spec is then held back until the controller stages it. Left to the
+    controller's next pass, a pushed publish could reach every node first and be adopted
+    unjudged."""
 
     def change(p: Policy) -> Policy:
         mp = replace(_model(p, model), rollout=spec)
         if spec is None and p.default_rollout is None:
             mp = replace(mp, rollout_state=None)
+        adopt = stable is not None and stable not in mp.rejected and mp.pin is None
+        if spec is not None and mp.rollout_state is None and adopt and stable is not None:
+            held = RolloutState(stable, None, "complete", 0, (), now, now)
+            reason = "adopted as the stable version when the spec was set"
+            mp = replace(mp, rollout_state=held.moved(now, "complete", reason))
         return p.with_model(model, mp)
 
     return change

@@ -23,7 +23,7 @@ from master.db import Database
 from master.index import CONFIG_MANAGER, FleetIndex
 from master.policy_ops import PolicyStore
 from master.rollout_judge import StageJudgement, judge_stage, window_start
-from master.rollout_plan import ModelFleet, Step, apply, step
+from master.rollout_plan import ModelFleet, Step, apply, served_everywhere, step
 from master.telemetry import TelemetryStore
 from modelsync.catalog import Catalog
 from modelsync.log import get_logger
@@ -85,6 +85,16 @@ class RolloutController:
             except Exception as exc:  # the bucket or SQLite down: try again next round
                 self.last_error = str(exc)[:300]
                 log.warning("rollout_tick_failed", error=self.last_error)
+
+    def served_stable(self, model: str, now: float) -> int | None:
+        """The newest complete version of ``model`` every live node serves now: what a spec
+        set now adopts as stable (``rollout_plan.served_everywhere``)."""
+        catalog = self.state.catalog()
+        complete = catalog.complete_versions(model) if catalog else []
+        with self.state.index.fleet(self.state.db, now) as fleet:
+            live = sorted(fleet.live(CONFIG_MANAGER))
+            available = {v: set(ns) for v, ns in fleet.available.get(model, {}).items()}
+        return served_everywhere(complete, live, available)
 
     def plan(self, policy: Policy, now: float) -> dict[str, Step]:
         s = self.state

@@ -18,7 +18,7 @@ moves on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from master.rollout_judge import StageJudgement
@@ -58,6 +58,15 @@ def start(
     return state.moved(now, "validating", reason)
 
 
+def served_everywhere(
+    candidates: Iterable[int], live: Sequence[str], available: Mapping[int, set[str]]
+) -> int | None:
+    """The newest of ``candidates`` AVAILABLE on every live node: the version a rollout adopts
+    as stable (None: no node is live, or no version is on all of them)."""
+    served = [v for v in sorted(candidates) if live and set(live) <= available.get(v, set())]
+    return served[-1] if served else None
+
+
 def step(view: ModelFleet, judged: StageJudgement | None, now: float) -> Step | None:
     """The next state of the model's rollout, or None. ``judged``: the judgement of the baking
     stage (``master.rollout_judge.judge_stage``), None when there is none to read."""
@@ -68,8 +77,7 @@ def step(view: ModelFleet, judged: StageJudgement | None, now: float) -> Step | 
         return None  # pinned; nothing to roll out; or this master hears no node: hands off
     target = candidates[-1]
     if rs is None:  # adopt what the fleet serves as the stable version
-        served = [v for v in candidates if live and set(live) <= available.get(v, set())]
-        base = served[-1] if served else None
+        base = served_everywhere(candidates, live, available)
         if base is None or base == target:  # nothing served yet: nothing to protect
             st = RolloutState(target, None, "complete", 0, (), now, now)
             return Step(

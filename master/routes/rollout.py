@@ -85,9 +85,9 @@ def put_rollout(model: str) -> Response:
         spec = parse_spec(body())
     except RolloutError as exc:
         raise ApiError(400, str(exc)) from None
-    return write_policy(
-        model, "rollout_spec_set", policy_ops.set_rollout(model, spec), spec=spec.to_json()
-    )
+    now = time.time()
+    change = policy_ops.set_rollout(model, spec, state().rollouts.served_stable(model, now), now)
+    return write_policy(model, "rollout_spec_set", change, spec=spec.to_json())
 
 
 @bp.delete("/v1/models/<model>/rollout")

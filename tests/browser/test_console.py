@@ -14,6 +14,7 @@ import pytest
 from helpers import wait_for
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from modelsync.catalog import policy_object
@@ -174,7 +175,9 @@ def test_pin_and_unpin_from_the_ui_change_the_bucket_policy(
 
     # an error of the API is shown on the page, and changes nothing
     keep = browser.find_element(By.ID, "keep-versions")
-    keep.clear()
+    # typed over, not cleared: WebDriver's clear() blurs the field, and a refresh landing
+    # between clear and typing refills it (the page leaves only a focused or edited field alone)
+    keep.send_keys(Keys.CONTROL, "a")
     keep.send_keys("0")
     browser.find_element(By.ID, "act-keep").click()
     confirm(browser)

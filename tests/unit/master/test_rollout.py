@@ -343,3 +343,37 @@ def test_the_answer_carries_the_specs_defaults(api) -> None:  # type: ignore[no-
     assert doc["spec"] is None and doc["spec_defaults"] == RolloutSpec().full_json()
     assert doc["spec_defaults"]["warmup_s"] is None  # derived from bake_s
     assert doc["spec_defaults"]["on_insufficient"] == "pause"
+
+
+def test_a_spec_holds_back_a_version_published_before_the_controller_looks(  # type: ignore[no-untyped-def]
+    api, state, memstore, add_version
+) -> None:
+    """Push brings a publish to every node within a second; the controller looks every
+    rollout_s. The spec adopts what the fleet serves when it is set, so a version published
+    right after it stays off every node until the controller stages it (found by the demo)."""
+    add_version("m", 1)
+    state.refresh_catalog()
+    for n in NODES:
+        beat(api, n, [1])
+    code, doc = api.call("PUT", "/v1/models/m/rollout", ADMIN, {"canary_nodes": 1, "bake_s": 60})
+    assert code == 200, doc
+    held = policy(memstore).for_model("m").rollout_state
+    assert (held.version, held.status) == (1, "complete")
+    assert "when the spec was set" in held.history[-1]["reason"]
+    add_version("m", 2)
+    state.refresh_catalog()  # published; no controller pass yet
+    assert all(served_set("m", [1, 2], policy(memstore), n).versions == {1} for n in NODES)
+    state.rollouts.tick(time.time())
+    r = rollout(api)
+    assert (r["status"], r["version"], r["previous"]) == ("validating", 2, 1)
+    assert len(r["nodes_on_version"]) == 1
+
+
+def test_a_spec_set_before_anything_is_served_adopts_nothing(  # type: ignore[no-untyped-def]
+    api, state, memstore, add_version
+) -> None:
+    add_version("m", 1)
+    state.refresh_catalog()  # in the bucket, on no node yet: nothing to protect
+    code, doc = api.call("PUT", "/v1/models/m/rollout", ADMIN, {"canary_nodes": 1})
+    assert code == 200, doc
+    assert policy(memstore).for_model("m").rollout_state is None

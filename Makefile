@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv browser brokers test unit integration demo bench bench-quick bench-check e2e lint clean
+.PHONY: help venv browser brokers test unit integration demo bench bench-quick bench-check e2e lint \
+        clean cluster cluster-down e2e-cluster
 
 help:
 	@echo "make demo         run modelsync on this machine (127.0.0.1), Ctrl-C stops it"
@@ -13,6 +14,9 @@ help:
 	@echo "make unit         unit tests only"
 	@echo "make bench        run every benchmark and rewrite the README table"
 	@echo "make e2e          build the images and test the stack on a real Docker Swarm"
+	@echo "make cluster      a multi-node Swarm on this machine (Linux, root), the stack deployed"
+	@echo "make e2e-cluster  make cluster, the cluster tests, then make cluster-down"
+	@echo "make cluster-down remove the cluster; fails if anything of it is left"
 	@echo "make lint         ruff (check and format) + mypy"
 
 # The virtual environment, (re)installed when pyproject.toml changes.
@@ -64,6 +68,26 @@ e2e: $(STAMP)
 	bash scripts/swarm-init.sh
 	$(PY) -m pytest tests/e2e $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no e2e tests collected"; rc=0; fi; exit $$rc
+
+# A real multi-node Swarm on this machine (Linux only, as root; Debian's packages): test hosts
+# as network namespaces, one Docker Engine each, a registry, stack.yml deployed. Idempotent.
+cluster: $(STAMP)
+	bash scripts/cluster.sh up
+
+# Removes everything `make cluster` made, then checks that nothing is left (exit 1 if so).
+cluster-down:
+	bash scripts/cluster.sh down
+
+# `make cluster` (if not up), the tests of tests/e2e_cluster (a missing cluster fails them),
+# then `make cluster-down` and its check; KEEP_CLUSTER=1 leaves the cluster up.
+e2e-cluster: $(STAMP)
+	@t0=$$(date +%s); rc=0; bash scripts/cluster.sh up || rc=1; t1=$$(date +%s); \
+	  if [ $$rc = 0 ]; then \
+	    MODELSYNC_CLUSTER_REQUIRED=1 $(PY) -m pytest tests/e2e_cluster $(PYTEST_ARGS) || rc=1; \
+	  fi; t2=$$(date +%s); \
+	  if [ "$(KEEP_CLUSTER)" != 1 ]; then bash scripts/cluster.sh down || rc=1; fi; \
+	  echo "[cluster] e2e-cluster: up $$((t1 - t0)) s, tests $$((t2 - t1)) s," \
+	    "down $$(($$(date +%s) - t2)) s"; exit $$rc
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

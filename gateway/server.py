@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from collections.abc import Callable
 
@@ -14,11 +15,12 @@ from gateway.httpd import GatewayHTTPServer
 from gateway.rest_proxy import RestProxy
 from gateway.settings import GatewaySettings
 from modelsync.events import EventLog
-from modelsync.heartbeat import BeatSource
+from modelsync.heartbeat import BeatSource, local_address
 from modelsync.lifecycle import install_stop_handlers, wait_for_stop
 from modelsync.log import configure_logging, get_logger
 from modelsync.nodedaemon import start_heartbeats
 from modelsync.reports import GatewayStatus
+from modelsync.settings import NodeSettings
 from modelsync.tfs import TFServingClient
 
 log = get_logger("gateway")
@@ -34,16 +36,23 @@ def build(settings: GatewaySettings) -> tuple[Gateway, GatewayHTTPServer]:
     return gateway, server
 
 
+def advertised_host(node: NodeSettings) -> str:
+    """The host part of the URL the master reaches this gateway at: the listening address, or,
+    when it listens everywhere, this machine's address on its route to the master (a node name
+    such as a Swarm node ID need not resolve), else its hostname. IPv6 in brackets."""
+    host = node.http_host
+    if host in ("0.0.0.0", "::", ""):
+        host = (node.master_url and local_address(node.master_url)) or socket.gethostname()
+    return f"[{host}]" if ":" in host else host
+
+
 def beat_status(
     settings: GatewaySettings, gateway: Gateway, port: int
 ) -> Callable[[], GatewayStatus]:
     """What the gateway's heartbeats (role ``gateway``) tell the master: where it listens and
     what it answered lately (the request history's summary), so the console can show it and try
     a model."""
-    host = settings.node.http_host
-    if host in ("0.0.0.0", "::", ""):  # listening everywhere: the node's name reaches it
-        host = settings.node.node_id
-    url = settings.advertise_url or f"http://{host}:{port}"
+    url = settings.advertise_url or f"http://{advertised_host(settings.node)}:{port}"
 
     def status() -> GatewayStatus:
         return {"url": url, "auth": settings.token is not None, **gateway.summary()}

@@ -43,7 +43,9 @@ def swarm_view(registry: Iterable[NodeRow], now: float, socket: str) -> dict[str
                 if node_id in nodes:
                     st = task.get("Status", {}).get("State")
                     nodes[node_id]["tasks"].setdefault(role, []).append(st)
-        live = {(n.hostname, n.role) for n in registry if n.state(now) == "live"}
+        # stack.yml's daemons beat under their Swarm node's id ({{.Node.ID}}: unique, where
+        # hostnames may repeat); a daemon started with its hostname as id is matched by name
+        live = {(r.node_id, r.role) for r in registry if r.state(now) == "live"}
         problems = []
         for n in nodes.values():
             running = {r for r, states in n["tasks"].items() if "running" in states}
@@ -56,7 +58,7 @@ def swarm_view(registry: Iterable[NodeRow], now: float, socket: str) -> dict[str
                                 "problem": f"runs TF Serving without a running {role} task",
                             }
                         )
-                    elif (n["hostname"], role) not in live:
+                    elif not live & {(n["id"], role), (n["hostname"], role)}:
                         problems.append(
                             {
                                 "node": n["hostname"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -20,9 +21,10 @@ from_tensor = read  # a TensorProto as an array
 
 
 class PredictClient:
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, options: Sequence[tuple[str, Any]] = ()) -> None:
+        """``options``: gRPC channel arguments (e.g. ``grpc.max_reconnect_backoff_ms``)."""
         self.protos = serving_protos()
-        self.channel = grpc.insecure_channel(target)
+        self.channel = grpc.insecure_channel(target, options=list(options))
         self._predict = self.channel.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
             request_serializer=lambda m: m.SerializeToString(),

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
+from urllib.parse import urlsplit
 
 import requests
 
@@ -24,6 +25,22 @@ from modelsync.reports import Heartbeat, NodeStatus
 from modelsync.settings import NodeSettings
 
 log = get_logger("heartbeat")
+
+
+def local_address(url: str) -> str | None:
+    """This machine's address on the route to ``url``'s host: where a peer that this node
+    reaches at ``url`` can reach it back (the kernel picks it; a UDP connect sends nothing).
+    None when there is no route or the host does not resolve."""
+    host = urlsplit(url).hostname
+    if not host:
+        return None
+    try:
+        family, _type, _proto, _name, addr = socket.getaddrinfo(host, 9, type=socket.SOCK_DGRAM)[0]
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.connect(addr)
+            return str(s.getsockname()[0])
+    except OSError:
+        return None
 
 
 class Outbox(Protocol):

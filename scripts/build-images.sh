@@ -8,6 +8,9 @@ bash scripts/docker-engine.sh
 base="${BASE_IMAGE:-$(bash scripts/base-image.sh)}"
 bash scripts/wheelhouse.sh
 echo "[build] $image on $base" >&2
+# the dependencies' stage, tagged so that the prune below keeps it as the next build's cache
+docker build --network host --quiet --rm --force-rm --build-arg "BASE_IMAGE=$base" \
+  --target deps -t modelsync-deps:cache . >/dev/null
 docker build --network host --quiet --rm --force-rm --build-arg "BASE_IMAGE=$base" -t "$image" . >&2
 if [ "${TFS:-0}" = 1 ]; then
   docker build --network host --quiet --rm --force-rm -t "${TFSERVING_IMAGE:-modelsync-tfserving:dev}" \

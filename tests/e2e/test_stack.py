@@ -66,10 +66,12 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         "gcs_credentials": "{}",
         "broker_password": "e2e-broker-password-0123456789",
     }
-    # this node's own token, a file on the node (Swarm names the node by its hostname)
+    # this node's own token, a file on the node, for the id its daemons beat under: its Swarm
+    # node ID (stack.yml's {{.Node.ID}})
     hostname = sh("docker", "info", "--format", "{{.Name}}").stdout.strip()
+    node_id = sh("docker", "info", "--format", "{{.Swarm.NodeID}}").stdout.strip()
     node_token_file = work / "node_token"
-    node_token_file.write_text(node_token(tokens["node_secret"], hostname))
+    node_token_file.write_text(node_token(tokens["node_secret"], node_id))
     node_token_file.chmod(0o444)  # the image's user reads it
     sh("docker", "stack", "rm", STACK, check=False)
     wait_for(lambda: not stack_containers(), 120, "leftovers of an earlier run removed")
@@ -106,6 +108,7 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
             "store": GCSStore(settings),
             "emu": emu,
             "hostname": hostname,
+            "node_id": node_id,
         }
     finally:
         logs = {}
@@ -196,13 +199,13 @@ def test_stack_serves_switches_prunes_and_survives_rolling_updates(
         assert refused.value.code == 401
     # the node's daemons proved their node with its own token: the master lists that node
     nodes = get(f"{master}/v1/nodes", admin)["nodes"]
-    assert [n["node_id"] for n in nodes] == [stack["hostname"]]
+    assert [(n["node_id"], n["hostname"]) for n in nodes] == [(stack["node_id"], stack["hostname"])]
     assert set(nodes[0]["roles"]) == {"puller", "config_manager", "gateway"}
     # try-it through the master reaches the node's gateway (its address, the gateway port)
     req = urllib.request.Request(
         f"{master}/v1/models/demo/try",
         method="POST",
-        data=json.dumps({"node": stack["hostname"], "body": {"inputs": {"x": [1.0]}}}).encode(),
+        data=json.dumps({"node": stack["node_id"], "body": {"inputs": {"x": [1.0]}}}).encode(),
         headers={"Authorization": f"Bearer {admin}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=30) as r:
@@ -272,7 +275,7 @@ def test_stack_scores_a_batch_job_through_the_broker_and_a_worker(stack) -> None
     names = wait_for(
         lambda: json.loads(call("GET", "/v1/jobs")[1])["workers"]["names"], 180, "a worker"
     )
-    assert len(names) == 1 and names[0].endswith("@" + stack["hostname"]), names
+    assert len(names) == 1 and names[0].endswith("@" + stack["node_id"]), names
     rows = [{"x": float(i)} for i in range(300)] + [{"x": "bad"}]
     code, body = call("POST", "/v1/jobs", {"model": "demo", "version": 4, "rows": rows})
     assert code == 201, body

@@ -22,7 +22,12 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker CLI on this machine")
 def test_stack_file_validates_and_has_what_production_needs() -> None:
-    res = run(["docker", "stack", "config", "-c", "stack.yml"], {"MODELSYNC_BUCKET": "b"})
+    need = {
+        "MODELSYNC_BUCKET": "b",
+        "MODELSYNC_MASTER_URL": "http://198.18.0.11:8000",
+        "MODELSYNC_BROKER_URL": "redis://198.18.0.11:6379/0",
+    }
+    res = run(["docker", "stack", "config", "-c", "stack.yml"], need)
     assert res.returncode == 0, res.stderr
     cfg = yaml.safe_load(res.stdout)
     services = cfg["services"]
@@ -46,13 +51,21 @@ def test_stack_file_validates_and_has_what_production_needs() -> None:
             assert bool(models.get("read_only")) == (name == "gateway")
         assert deploy["update_config"]["parallelism"] == 1
         assert "rollback_config" in deploy
+        env = services[name]["environment"]
+        if name != "tfserving":  # ids unique where hostnames repeat; the master off 127.0.0.1
+            assert env["MODELSYNC_NODE_ID"] == "{{.Node.ID}}"
+        if name in ("puller", "config_manager", "gateway"):
+            assert env["MODELSYNC_MASTER_URL"] == need["MODELSYNC_MASTER_URL"]
     for name in ("master", "broker"):
         assert services[name]["deploy"]["placement"]["constraints"] == ["node.role == manager"]
     assert "broker-data:/var/lib/modelsync/broker" in " ".join(
         f"{v['source']}:{v['target']}" for v in services["broker"]["volumes"]
     )
     broker_urls = {services[n]["environment"]["MODELSYNC_BROKER_URL"] for n in ("master", "worker")}
-    assert broker_urls == {"redis://127.0.0.1:6379/0"}  # one broker for both, no password inline
+    assert broker_urls == {need["MODELSYNC_BROKER_URL"]}  # one broker for both, no password inline
+    # the master's Swarm view: the manager's Docker socket, read with its group
+    assert "/var/run/docker.sock" in [v["target"] for v in services["master"]["volumes"]]
+    assert services["master"]["user"] == "10001:10001"
     assert all(s["networks"] == {"hostnet": None} for s in services.values())
     assert all("healthcheck" in s for s in services.values())
     assert cfg["secrets"]["admin_token"]["external"] is True
@@ -71,9 +84,11 @@ def test_stack_file_validates_and_has_what_production_needs() -> None:
         ]
         assert "node_secret" not in [s["source"] for s in services[name].get("secrets", [])]
     assert {"node_secret", "gateway_token", "session_key"} <= set(cfg["secrets"])
-    # without a bucket the stack refuses to render
-    res = run(["docker", "stack", "config", "-c", "stack.yml"], {"MODELSYNC_BUCKET": ""})
-    assert res.returncode != 0 and "MODELSYNC_BUCKET" in res.stderr
+    # without a bucket, the master's address for the nodes or the broker's for the workers, it
+    # refuses to render (127.0.0.1 is only right on the one node that runs them)
+    for missing in need:
+        res = run(["docker", "stack", "config", "-c", "stack.yml"], {**need, missing: ""})
+        assert res.returncode != 0 and missing in res.stderr
 
 
 def test_compose_file_validates() -> None:

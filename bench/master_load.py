@@ -326,6 +326,7 @@ def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[
         tokens = {i: node_token(NODE, json.loads(bodies[i])["node_id"]) for i in mine}
         mine_lat: list[float] = []
         mine_errors: list[str] = []
+        sent: dict[int, int] = {}
         for _ in range(10_000):  # bounded
             if not beats:
                 break
@@ -334,11 +335,12 @@ def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[
             if due > started + duration:
                 break
             time.sleep(max(0.0, due - time.monotonic()))
+            sent[i] = sent.get(i, 0) + 1  # each batch a new number: none is a repeat
             t = time.perf_counter()
             try:
                 r = session.post(
                     f"{url}/v1/nodes/heartbeat",
-                    data=bodies[i],
+                    data=bodies[i].replace('"seq": -1', f'"seq": {sent[i]}', 1),
                     timeout=10,
                     headers={
                         "Authorization": f"Bearer {tokens[i]}",
@@ -375,8 +377,9 @@ def _body(i: int, period: float, report: dict[str, list[int]], samples: list[str
             "status": {"installed" if role == "puller" else "available": report},
         }
     )
-    if role == "config_manager":  # with request telemetry of 20 models
-        body = body[:-1] + ', "telemetry": ' + samples[i % len(samples)] + "}"
+    if role == "config_manager":  # with request telemetry of 20 models, numbered as nodes do
+        numbered = samples[i % len(samples)][:-1] + f', "boot": "{i:06x}", "seq": -1}}'
+        body = body[:-1] + ', "telemetry": ' + numbered + "}"
     return body
 
 

@@ -177,8 +177,8 @@ def parse_beat(doc: Any) -> list[NodeFigures]:
         if not is_model_name(model):
             raise TelemetryError(f"telemetry.models: {model[:80]!r} is not a model name")
         fig = BeatModel.from_json(figures, f"telemetry.models.{model}")
-        if not fig.empty:
-            out.append(NodeFigures(str(model), fig))
+        if not fig.empty:  # checked: unknown keys refused, so the row is the sender's own text
+            out.append(NodeFigures(str(model), fig, json.dumps(figures, separators=(",", ":"))))
     return out
 
 

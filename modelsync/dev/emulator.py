@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -44,8 +46,41 @@ def emulator_binary() -> Path:
     return path
 
 
+_GIVEN: set[int] = set()
+_GIVEN_LOCK = threading.Lock()
+PORTS_BELOW_EPHEMERAL = 12_000  # how many ports under the kernel's ephemeral range to pick from
+
+
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port nothing listens on, for a server started a little later.
+
+    Picked at random *below* the kernel's ephemeral range, so an outgoing connection (which
+    takes its local port from that range) can never take it between now and the server's
+    bind, and never the same one twice in this process: a port handed out but not bound yet
+    (a node's gateway, started after its daemons) is not handed out again. The old way, the
+    OS's choice of a free ephemeral port, had both races."""
+    floor = _ephemeral_floor()
+    low = max(1024, floor - PORTS_BELOW_EPHEMERAL)
+    for _ in range(500):  # bounded: a port taken is skipped
+        port = random.randint(low, floor - 1)
+        with _GIVEN_LOCK:
+            if port in _GIVEN:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _GIVEN.add(port)
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded machine
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

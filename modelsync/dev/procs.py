@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
 import subprocess
@@ -22,8 +24,24 @@ class ProcessError(RuntimeError):
     pass
 
 
+_RUNNING: set[ManagedProcess] = set()
+
+
+def _kill_leftovers() -> None:
+    """At exit, whatever was started and not stopped (a test cut short by its timeout, a
+    demo interrupted) goes with its whole process group: nothing outlives the run."""
+    for proc in list(_RUNNING):
+        if proc.proc is not None and proc.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(proc.proc.pid, signal.SIGKILL)
+
+
+atexit.register(_kill_leftovers)
+
+
 class ManagedProcess:
-    """A child process with its log in a file; ``stop()`` sends SIGTERM, then SIGKILL."""
+    """A child process with its log in a file; ``stop()`` sends SIGTERM, then SIGKILL. What is
+    still running when this interpreter exits is killed, with its process group."""
 
     def __init__(
         self,
@@ -49,6 +67,7 @@ class ManagedProcess:
                 env=self.env,
                 start_new_session=True,
             )
+        _RUNNING.add(self)
         return self
 
     @property
@@ -75,6 +94,7 @@ class ManagedProcess:
     def stop(self, timeout_s: float = 15.0) -> int | None:
         if self.proc is None:
             return None
+        _RUNNING.discard(self)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

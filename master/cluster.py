@@ -9,6 +9,7 @@ target version AVAILABLE, and it has been since the last of them became AVAILABL
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from master.index import CONFIG_MANAGER, PULLER, Fleet
@@ -93,7 +94,14 @@ def model_summary(
         "serving_versions": sorted(v for v, ns in available.items() if ns & serving),
         "rollout": rollout_json(model, policy),
         "versions_in_bucket": sorted(catalog.models.get(model, {})) if catalog else [],
+        # "container" when any of its versions is a container image (master.containers)
+        "kind": _kind(catalog.models.get(model, {}) if catalog else {}),
     }
+
+
+def _kind(versions: Mapping[int, CatalogVersion]) -> str | None:
+    """The model's kind: its newest version's (None: no version in the bucket)."""
+    return versions[max(versions)].kind if versions else None
 
 
 def rollout_json(model: str, policy: Policy) -> dict[str, Any] | None:
@@ -148,6 +156,7 @@ def model_view(
         str(v): {
             "in_bucket": v in in_bucket,
             "complete": bool(v in in_bucket and in_bucket[v].complete),
+            "kind": in_bucket[v].kind if v in in_bucket else None,
             "bytes": in_bucket[v].bytes if v in in_bucket else None,
             "target": v in targets,
             "manifest": in_bucket[v].manifest if v in in_bucket else None,

@@ -71,12 +71,20 @@ def main(port: int | None = None) -> int:
     status = beat_status(settings, gateway, server.port)
     start_heartbeats(
         settings.node,
-        BeatSource("gateway", status, EventLog(log, 100), stop, outbox=gateway.telemetry),
+        BeatSource(
+            "gateway",
+            status,
+            EventLog(log, 100),
+            stop,
+            outbox=gateway.telemetry,
+            on_answer=gateway.containers.update,  # where this node's container models listen
+        ),
     )
     wait_for_stop(stop)
     log.info("gateway_stopping")
     server.stop()
     gateway.proxy.close()
+    gateway.containers.close()
     gateway.tfs.close()
     log.info("gateway_stopped")
     return 0

@@ -13,6 +13,7 @@ from typing import IO
 from master import policy_ops
 from master.catalog_writer import CatalogWriter
 from master.cluster import node_counts
+from master.containers.service import Containers
 from master.db import Database
 from master.docstore import DocStore
 from master.index import FleetIndex
@@ -77,6 +78,7 @@ class MasterState:
         self.telemetry = TelemetryStore(self.db, settings.telemetry_retention_s).start()
         self.rollouts = RolloutController(self, settings.rollout_s)
         self.jobs = Jobs(settings, self.db, self.store)
+        self.containers = Containers(settings, self.db, self.store, self._container_inputs)
         self._stop = threading.Event()
         self._wake = threading.Event()  # refresh the catalog now (a version was uploaded)
         self._lock_fh: IO[str] | None = None
@@ -119,6 +121,7 @@ class MasterState:
         threading.Thread(target=self._loop, name="catalog", daemon=True).start()
         self.rollouts.start()
         self.jobs.start(self._stop)
+        self.containers.start(self._stop)
         return True
 
     @property
@@ -172,6 +175,10 @@ class MasterState:
         """Something was published through the master: list the bucket now (in the process
         that writes the catalog; the others read it from the bucket)."""
         self._wake.set()
+        self.containers.wake()
+
+    def _container_inputs(self) -> tuple[Catalog | None, Policy]:
+        return self.writer.current, self.policy()
 
     def stop(self) -> None:
         self._stop.set()

@@ -5,8 +5,9 @@
 should run — one per model version, everywhere the fleet should have it:
 
 - its name is ``service_name(model, version)`` (deterministic, within Swarm's 63 characters)
-  and its labels say what it is (``com.modelsync.role=container``, model, version, host port,
-  and ``com.modelsync.spec``, a hash of everything else, so a changed spec is an update);
+  and its labels say what it is (``com.modelsync.role=container``, the owning master's
+  ``com.modelsync.owner``, model, version, host port, and ``com.modelsync.spec``, a hash of
+  everything else, so a changed spec is an update);
 - it runs on the serving nodes (``node.labels.modelsync.serving == true``), at most one task
   per node, ``replicas`` = the number of serving nodes, or 0 while an operator has the model
   stopped (the policy's ``disabled``: its versions stay, scaled to 0, and start again as they
@@ -42,6 +43,9 @@ ROLE = "container"
 MODEL_LABEL = "com.modelsync.model"
 VERSION_LABEL = "com.modelsync.version"
 PORT_LABEL = "com.modelsync.port"
+# which master's: the name prefix (MODELSYNC_CONTAINER_PREFIX). A master lists, changes and
+# removes only its own services, so two clusters (or test runs) can share one Swarm.
+OWNER_LABEL = "com.modelsync.owner"
 SPEC_LABEL = "com.modelsync.spec"
 SERVING_CONSTRAINT = "node.labels.modelsync.serving == true"
 OUTSIDE = "\x00"  # a node id no node has: a node outside a staged rollout's stage
@@ -90,6 +94,7 @@ class ServiceSpec:
     health_timeout_s: float = 5.0
     health_retries: int = 3
     health_start_s: float = 60.0
+    owner: str = "modelsync"  # the master's name prefix
 
     @property
     def spec_hash(self) -> str:
@@ -116,6 +121,7 @@ class ServiceSpec:
     def labels(self) -> dict[str, str]:
         return {
             ROLE_LABEL: ROLE,
+            OWNER_LABEL: self.owner,
             MODEL_LABEL: self.model,
             VERSION_LABEL: str(self.version),
             PORT_LABEL: str(self.host_port),
@@ -241,6 +247,7 @@ def _spec(
         health_timeout_s=settings.health_timeout_s,
         health_retries=settings.health_retries,
         health_start_s=settings.health_start_s,
+        owner=settings.name_prefix,
     )
 
 

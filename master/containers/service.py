@@ -57,7 +57,7 @@ class Containers:
             mode, sock = self.settings.docker, self.settings.docker_socket
             if mode == "off" or (mode == "auto" and not os.path.exists(sock)):
                 return False
-            self.swarm = DockerSwarm(sock)
+            self.swarm = DockerSwarm(sock, self.settings.containers.name_prefix)
         self.reconciler = ContainerReconciler(
             self.store,
             self.settings.store,

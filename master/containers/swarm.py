@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from master.containers.plan import ROLE, ROLE_LABEL, ServiceSpec, ServiceState
+from master.containers.plan import OWNER_LABEL, ROLE, ROLE_LABEL, ServiceSpec, ServiceState
 
 NS = 1_000_000_000
 SERVING_LABEL = "modelsync.serving"
@@ -70,9 +70,12 @@ def _service_kwargs(spec: ServiceSpec) -> dict[str, Any]:
 
 
 class DockerSwarm:
-    def __init__(self, socket: str, timeout_s: float = 30.0) -> None:
+    """``owner``: the master's name prefix; only services labelled with it are listed."""
+
+    def __init__(self, socket: str, owner: str, timeout_s: float = 30.0) -> None:
         import docker
 
+        self.owner = owner
         self._client = docker.DockerClient(base_url="unix://" + socket, timeout=int(timeout_s))
 
     def close(self) -> None:
@@ -91,7 +94,7 @@ class DockerSwarm:
         found = self._call(
             "list services",
             self._client.services.list,
-            filters={"label": f"{ROLE_LABEL}={ROLE}"},
+            filters={"label": [f"{ROLE_LABEL}={ROLE}", f"{OWNER_LABEL}={self.owner}"]},
         )
         out = []
         for service in found:

@@ -128,7 +128,7 @@ def test_errors_have_the_shape_of_a_tf_models(setup: Setup) -> None:
     assert "not served on this node (it serves [1, 2])" in missing.doc["message"]
     failed = setup.http.post("/model/churn/invocations", {"instances": [["boom"]]})
     assert failed.status == 502 and failed.doc["error_code"] == "INTERNAL_ERROR"
-    assert "failed (HTTP 500): the model failed: boom" in failed.doc["message"]
+    assert "failed (HTTP 500): the model failed: RuntimeError: boom" in failed.doc["message"]
     xml = setup.http.post(
         "/model/churn/invocations", raw=b"<a/>", headers={"Content-Type": "application/xml"}
     )

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from master.containers.plan import (
     MAX_SERVICE_NAME,
+    OWNER_LABEL,
     PORT_LABEL,
     ROLE_LABEL,
     SERVING_CONSTRAINT,
@@ -78,6 +79,12 @@ def test_newest_keep_versions_run_on_every_serving_node() -> None:
     assert spec.container_port == 8080 and spec.cpus == 0.5 and dict(spec.env) == {"A": "1"}
     assert spec.healthcheck[0] == "CMD-SHELL" and "127.0.0.1:8080/ping" in spec.healthcheck[1]
     assert spec.labels[ROLE_LABEL] == "container" and spec.labels[PORT_LABEL] == "18001"
+    assert spec.labels[OWNER_LABEL] == "modelsync"
+    other = desired_services(
+        cat, Policy(), descriptors(cat), 1, settings=ContainerSettings(name_prefix="blue")
+    )
+    assert other.services[0].labels[OWNER_LABEL] == "blue"
+    assert other.services[0].name == "blue-churn-v3"
 
 
 def test_pins_labels_rejected_and_savedmodels() -> None:

@@ -1,0 +1,82 @@
+"""The container serving contract's HTTP side, standard library only (any model can use it):
+
+GET  /ping          200 {"status": "ready", ...} once ``ready()`` says so, else 503
+POST /invocations   the body and its media type go to ``predict``; its answer is the JSON
+                    reply; ``BadInput`` is a 400 {"error": "..."}, a body over
+                    MAX_BODY_BYTES a 413, anything else the model raises a 500
+
+serve(predict, port=8080, about={...})
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+MAX_BODY_BYTES = 16 * 2**20
+Predict = Callable[[bytes, str], Any]  # (body, media type) -> the JSON answer
+
+
+class BadInput(ValueError):
+    """The request cannot be scored: a 400 with this message."""
+
+
+def handler(
+    predict: Predict, ready: Callable[[], bool], about: dict[str, Any]
+) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, doc: Any) -> None:
+            data = json.dumps(doc).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.path != "/ping":
+                self._send(404, {"error": f"no route {self.path}"})
+            elif ready():
+                self._send(200, {"status": "ready", **about})
+            else:
+                self._send(503, {"status": "loading"})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                self.close_connection = True
+                self._send(413, {"error": f"the body is larger than {MAX_BODY_BYTES} bytes"})
+                return
+            body = self.rfile.read(length)
+            if self.path != "/invocations":
+                self._send(404, {"error": f"no route {self.path}"})
+                return
+            ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            try:
+                self._send(200, predict(body, ctype))
+            except BadInput as exc:
+                self._send(400, {"error": str(exc)})
+            except Exception as exc:  # the model failed: the caller gets a 500 that says so
+                self._send(500, {"error": f"the model failed: {type(exc).__name__}: {exc}"})
+
+    return Handler
+
+
+def serve(
+    predict: Predict,
+    port: int = 8080,
+    host: str = "0.0.0.0",
+    ready: Callable[[], bool] = lambda: True,
+    about: dict[str, Any] | None = None,
+) -> None:
+    server = ThreadingHTTPServer((host, port), handler(predict, ready, about or {}))
+    server.daemon_threads = True
+    print(json.dumps({"event": "serving", "port": port, **(about or {})}), flush=True)
+    server.serve_forever()

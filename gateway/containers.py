@@ -9,12 +9,20 @@ the last routes it learned (the services do not change without the master either
 A request for a model the routes know goes to ``POST http://127.0.0.1:<host port>/invocations``
 (the serving contract: JSON or CSV in, predictions out) instead of TF Serving; the answer
 comes back as it is, and an error in the same shape as a TF model's.
+
+Validation before traffic, on the node: a checker thread asks each route's ``GET /ping`` (every
+``ping_s`` until it answers 200, then every ``recheck_s``), and a request without a version goes
+to the newest version whose ``/ping`` answered 200 — never to one that is not ready (an image
+that never turns ready is never routed to; the master rolls it back). A request naming a
+version goes to it, ready or not.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +42,13 @@ class ContainerRoute:
     versions: Mapping[int, int]  # version -> host port
     latest: int
     labels: Mapping[str, int] = field(default_factory=dict)
+
+
+Target = tuple[str, int, int]  # (model, version, host port)
+
+
+def _targets(routes: Mapping[str, ContainerRoute]) -> set[Target]:
+    return {(m, v, p) for m, r in routes.items() for v, p in r.versions.items()}
 
 
 def parse_routes(doc: Any) -> dict[str, ContainerRoute]:
@@ -68,14 +83,28 @@ def parse_routes(doc: Any) -> dict[str, ContainerRoute]:
 
 
 class ContainerRoutes:
-    """What this node's container models are, and the connections to them."""
+    """What this node's container models are, whether each answers ``/ping``, and the
+    connections to them."""
 
-    def __init__(self, timeout_s: float = 30.0, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        timeout_s: float = 30.0,
+        host: str = "127.0.0.1",
+        ping_s: float = 1.0,
+        recheck_s: float = 10.0,
+    ) -> None:
         self.timeout_s = timeout_s
         self.host = host
+        self.ping_s, self.recheck_s = ping_s, recheck_s
         self._routes: dict[str, ContainerRoute] = {}
         self._proxies: dict[int, RestProxy] = {}
+        # (model, version, host port) -> (/ping answered 200, when): by all three, so a port
+        # another version had before is not taken as ready for this one
+        self._ready: dict[Target, tuple[bool, float]] = {}
         self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._checker: threading.Thread | None = None
 
     def update(self, answer: Mapping[str, Any]) -> None:
         """From a heartbeat answer; one without ``containers`` (an older master) changes nothing."""
@@ -95,6 +124,62 @@ class ContainerRoutes:
             ports = {p for r in routes.values() for p in r.versions.values()}
             for port in [p for p in self._proxies if p not in ports]:
                 self._proxies.pop(port).close()
+            targets = _targets(routes)
+            self._ready = {t: r for t, r in self._ready.items() if t in targets}
+            if ports and self._checker is None:
+                self._checker = threading.Thread(
+                    target=self._check_loop, name="container-ping", daemon=True
+                )
+                self._checker.start()
+        self._wake.set()
+
+    # --- readiness ------------------------------------------------------------------------
+    def ping(self, port: int) -> bool:
+        """``GET /ping`` answered 200 (within a short deadline)."""
+        conn = http.client.HTTPConnection(self.host, port, timeout=min(self.timeout_s, 2.0))
+        try:
+            conn.request("GET", "/ping")
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status == 200
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
+
+    def check(self) -> None:
+        """One round: ping every route that is due (not ready: every ``ping_s``; ready: every
+        ``recheck_s``)."""
+        now = time.monotonic()
+        with self._lock:
+            due = [
+                t
+                for t in sorted(_targets(self._routes))
+                if t not in self._ready
+                or now - self._ready[t][1] >= (self.recheck_s if self._ready[t][0] else self.ping_s)
+            ]
+        for target in due:
+            ok = self.ping(target[2])
+            with self._lock:
+                before = self._ready.get(target)
+                self._ready[target] = (ok, time.monotonic())
+            if before is None or before[0] != ok:
+                model, version, port = target
+                event = "container_ready" if ok else "container_not_ready"
+                log.info(event, model=model, version=version, port=port)
+
+    def _check_loop(self) -> None:
+        while not self._stop.is_set():
+            self.check()
+            self._wake.wait(self.ping_s)
+            self._wake.clear()
+
+    def ready(self, model: str, version: int) -> bool:
+        """The version's ``/ping`` on this node answered 200 at its last check."""
+        route = self._routes.get(model)
+        port = route.versions.get(version) if route is not None else None
+        state = self._ready.get((model, version, port)) if port is not None else None
+        return state is not None and state[0]
 
     def known(self) -> list[str]:
         return sorted(self._routes)
@@ -106,7 +191,16 @@ class ContainerRoutes:
         if route is None:
             return None
         if version is None:
-            return route.latest, route.versions[route.latest]
+            newest_first = sorted(route.versions, reverse=True)
+            ready = [v for v in newest_first if v <= route.latest and self.ready(model, v)]
+            if not ready:
+                raise GatewayError(
+                    503,
+                    f"container model {model!r} has no version ready on this node yet "
+                    f"(GET /ping of {sorted(route.versions)} has not answered 200)",
+                    "UNAVAILABLE",
+                )
+            return ready[0], route.versions[ready[0]]
         port = route.versions.get(version)
         if port is None:
             raise GatewayError(
@@ -154,6 +248,8 @@ class ContainerRoutes:
         )
 
     def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
         with self._lock:
             proxies, self._proxies = list(self._proxies.values()), {}
         for proxy in proxies:

@@ -233,6 +233,8 @@ def container_settings(env: Env) -> ContainerSettings:
         health_start_s=env.number(
             "MODELSYNC_CONTAINER_HEALTH_START_S", 60.0, minimum=0, maximum=3600
         ),
+        ready_s=env.number("MODELSYNC_CONTAINER_READY_S", 300.0, minimum=1, maximum=86400),
+        cooling_s=env.number("MODELSYNC_CONTAINER_COOLING_S", 120.0, minimum=0, maximum=86400),
     )
 
 

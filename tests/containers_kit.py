@@ -65,15 +65,35 @@ def push_manifest(address: str, repo: str, tag: str, salt: str = "") -> str:
 
 
 def start_contract_server(
-    workdir: Path, name: str = "contract", version: str = "1", fail_ping: bool = False
+    workdir: Path,
+    name: str = "contract",
+    version: str = "1",
+    never_ready: bool = False,
+    port: int | None = None,
 ) -> tuple[ManagedProcess, int]:
-    """The serving contract's test server (tests/fixtures/contract_server.py) as a process on a
-    free 127.0.0.1 port, ready (unless ``fail_ping``: it never turns ready)."""
-    port = free_port()
+    """The serving contract's test server (tests/fixtures/contract_server.py) as a process on
+    127.0.0.1 (a free port unless given), ready — or, ``never_ready``, listening with a /ping
+    that never answers 200."""
+    port = port or free_port()
     args = [sys.executable, str(CONTRACT_SERVER), "--port", str(port), "--version", version]
-    if fail_ping:
+    if never_ready:
         args.append("--never-ready")
     proc = ManagedProcess(name, args, workdir / f"{name}.log").start()
-    if not fail_ping:
+    if never_ready:
+        wait_for_listening(port, proc)
+    else:
         wait_http_ok(f"http://127.0.0.1:{port}/ping", 30, proc)
     return proc, port
+
+
+def wait_for_listening(port: int, proc: ManagedProcess, timeout_s: float = 30.0) -> None:
+    import socket
+
+    from helpers import wait_for
+
+    def listening() -> bool:
+        assert proc.alive(), proc.log_tail()
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_for(listening, timeout_s, f"{proc.name} listening")

@@ -81,7 +81,8 @@ class FakeServing:
 class FakeSwarm:
     """A ``master.containers.swarm.SwarmServices`` that keeps services as Swarm would (by name;
     a second create of a name, or a second service on a host port, is refused), with
-    ``refuse`` naming services whose create or update fails."""
+    ``refuse`` naming services whose create or update fails and ``unready`` those whose tasks
+    never pass ``/ping`` (every other task runs at once)."""
 
     def __init__(self, serving_nodes: int = 1) -> None:
         from master.containers.plan import ServiceSpec
@@ -89,13 +90,22 @@ class FakeSwarm:
         self.specs: dict[str, ServiceSpec] = {}
         self.nodes = serving_nodes
         self.refuse: set[str] = set()
+        self.unready: set[str] = set()  # services whose tasks never pass /ping
         self.calls: list[str] = []
 
     def services(self) -> list[Any]:
         from master.containers.plan import ServiceState
 
         return [
-            ServiceState(s.name, s.model, s.version, s.host_port, s.spec_hash, s.replicas)
+            ServiceState(
+                s.name,
+                s.model,
+                s.version,
+                s.host_port,
+                s.spec_hash,
+                s.replicas,
+                0 if s.name in self.unready else s.replicas,
+            )
             for s in self.specs.values()
         ]
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -72,6 +73,8 @@ class ContainerSettings:
     health_timeout_s: float = 5.0
     health_retries: int = 3
     health_start_s: float = 60.0
+    ready_s: float = 300.0  # a version whose tasks do not all pass /ping by then is rolled back
+    cooling_s: float = 120.0  # a removed service's host port is not handed out again before
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,8 @@ class ServiceSpec:
 
 @dataclass(frozen=True)
 class ServiceState:
-    """A container service as Swarm has it (from its labels and its replicas)."""
+    """A container service as Swarm has it (from its labels, its replicas, and how many of
+    its tasks run: with a healthcheck, Swarm counts a task running once ``/ping`` passed)."""
 
     name: str
     model: str
@@ -139,10 +143,16 @@ class ServiceState:
     host_port: int
     spec_hash: str
     replicas: int
+    running: int = 0
+
+    @property
+    def ready(self) -> bool:
+        """Every task it should have runs."""
+        return self.replicas > 0 and self.running >= self.replicas
 
     @classmethod
     def from_labels(
-        cls, name: str, labels: Mapping[str, str], replicas: int
+        cls, name: str, labels: Mapping[str, str], replicas: int, running: int = 0
     ) -> ServiceState | None:
         """None for a service whose labels are not ours or are damaged (left alone)."""
         try:
@@ -153,6 +163,7 @@ class ServiceState:
                 int(labels[PORT_LABEL]),
                 labels[SPEC_LABEL],
                 replicas,
+                running,
             )
         except (KeyError, ValueError):
             return None
@@ -222,6 +233,44 @@ def running_versions(model: str, complete: Iterable[int], policy: Policy) -> fro
     return frozenset().union(*(fetch_set(model, complete, policy, n) for n in nodes))
 
 
+def held_versions(
+    model: str, wanted: frozenset[int], policy: Policy, existing: Iterable[ServiceState]
+) -> frozenset[int]:
+    """Validation before traffic: while a version the policy wants is not ready everywhere
+    (no service yet, or its tasks have not passed ``/ping``), the versions of the model that
+    are ready keep running; they go once every wanted version is ready."""
+    mine = {s.version: s for s in existing if s.model == model}
+    if policy.for_model(model).disabled or all(v in mine and mine[v].ready for v in wanted):
+        return frozenset()
+    ready = frozenset(v for v, s in mine.items() if s.ready)
+    if ready:
+        return ready
+    # none ready yet (a version replaced while it was still starting): keep the newest that
+    # runs, so a broken successor never leaves the model with nothing to fall back on
+    starting = [v for v, s in mine.items() if s.replicas > 0 and v not in wanted]
+    return frozenset(sorted(starting)[-1:])
+
+
+def to_roll_back(
+    existing: Iterable[ServiceState],
+    unready_since: Mapping[tuple[str, int], float],
+    now: float,
+    ready_s: float,
+) -> list[tuple[str, int]]:
+    """Versions whose tasks have not all passed ``/ping`` for ``ready_s`` while another version
+    of the model is ready to fall back on (its service held by ``held_versions``)."""
+    existing = list(existing)
+    fallback = {s.model for s in existing if s.ready}
+    return sorted(
+        (s.model, s.version)
+        for s in existing
+        if s.replicas > 0
+        and not s.ready
+        and s.model in fallback
+        and now - unready_since.get((s.model, s.version), now) >= ready_s
+    )
+
+
 def _spec(
     model: str,
     version: int,
@@ -258,15 +307,19 @@ def desired_services(
     serving_nodes: int,
     existing: Iterable[ServiceState] = (),
     settings: ContainerSettings = ContainerSettings(),
+    cooling: frozenset[int] = frozenset(),
 ) -> ServicePlan:
     """The services Swarm should run. ``descriptors``: (model, version) -> its descriptor, or
     why it could not be read (that version is left out, and said so). ``existing``: what Swarm
-    runs now (a version keeps its host port)."""
+    runs now (a version keeps its host port). ``cooling``: host ports of services removed
+    lately, not handed out yet (the old container may still answer there while it stops)."""
+    existing = list(existing)
     held = {(s.model, s.version): s.host_port for s in existing}
     problems: list[str] = []
     wanted: list[tuple[str, int, Descriptor, int]] = []
     for model, versions in sorted(container_versions(catalog).items()):
         run = running_versions(model, versions, policy)
+        run |= held_versions(model, run, policy, existing) & set(versions)  # still in the bucket
         replicas = 0 if policy.for_model(model).disabled else serving_nodes
         for version in sorted(run):
             descriptor = descriptors.get((model, version))
@@ -277,13 +330,12 @@ def desired_services(
                 continue
             wanted.append((model, version, descriptor, replicas))
     keys = {(m, v) for m, v, _, _ in wanted}
-    taken = {port for key, port in held.items() if key in keys}
-    free = (p for p in range(settings.port_base, settings.port_base + settings.port_count))
+    taken = {port for key, port in held.items() if key in keys} | set(cooling)
     specs: list[ServiceSpec] = []
     for model, version, descriptor, replicas in wanted:
         port = held.get((model, version))
         if port is None:
-            port = next((p for p in free if p not in taken), None)
+            port = _free_port(model, version, taken, settings)
             if port is None:
                 problems.append(
                     f"{model}/{version}: not run: no free host port in "
@@ -293,6 +345,19 @@ def desired_services(
             taken.add(port)
         specs.append(_spec(model, version, descriptor, port, replicas, settings))
     return ServicePlan(tuple(specs), tuple(problems))
+
+
+def _free_port(
+    model: str, version: int, taken: set[int], settings: ContainerSettings
+) -> int | None:
+    """A free host port for a new service: from a place of the range that depends on the model
+    and version (then the next free one), so a freed port is seldom handed straight on."""
+    start = zlib.crc32(f"{model}/{version}".encode()) % settings.port_count
+    for i in range(settings.port_count):
+        port = settings.port_base + (start + i) % settings.port_count
+        if port not in taken:
+            return port
+    return None
 
 
 def diff_services(plan: ServicePlan, existing: Iterable[ServiceState]) -> list[Op]:
@@ -319,19 +384,22 @@ def diff_services(plan: ServicePlan, existing: Iterable[ServiceState]) -> list[O
 def node_routes(
     running: Mapping[tuple[str, int], int], catalog: Catalog, policy: Policy, node_id: str | None
 ) -> dict[str, dict[str, object]]:
-    """Model -> ``{"versions": {"<v>": host port}, "latest": v, "labels": {…}}``: the
-    container versions ``node_id`` serves (its served set under a staged rollout) that run
-    (``running``: (model, version) -> host port, services with replicas), as JSON for the
-    gateway's heartbeat answer. A stopped model has none."""
+    """Model -> ``{"versions": {"<v>": host port}, "latest": v, "labels": {…}}`` for a node's
+    gateway (its heartbeat answer): every version of the model that runs (``running``:
+    (model, version) -> host port, services with replicas), and as ``latest`` the newest the
+    node serves (its served set, under a staged rollout) that runs. The gateway sends a request
+    without a version to the newest ready version up to ``latest``: a version held while its
+    successor is not ready yet (``held_versions``) answers meanwhile. A stopped model has none."""
     out: dict[str, dict[str, object]] = {}
     for model, versions in container_versions(catalog).items():
         served = served_set(model, versions, policy, node_id)
-        routed = {v: running[(model, v)] for v in sorted(served.versions) if (model, v) in running}
-        if not routed:
+        routed = {v: p for (m, v), p in sorted(running.items()) if m == model}
+        if not routed or policy.for_model(model).disabled:
             continue
+        latest = max((v for v in served.versions if v in routed), default=max(routed))
         out[model] = {
             "versions": {str(v): p for v, p in routed.items()},
-            "latest": max(routed),
+            "latest": latest,
             "labels": {k: v for k, v in served.labels.items() if v in routed},
         }
     return out

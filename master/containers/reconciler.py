@@ -22,11 +22,13 @@ from master.containers.plan import (
     Op,
     Remove,
     ServicePlan,
+    ServiceState,
     Update,
     container_versions,
     desired_services,
     diff_services,
     running_versions,
+    to_roll_back,
 )
 from master.containers.swarm import SwarmError, SwarmServices
 from modelsync.catalog import Catalog
@@ -39,6 +41,7 @@ from modelsync.store import RemoteStore, StoreError
 
 log = get_logger("master")
 EventSink = Callable[[str, str, dict[str, object]], None]  # (event, model, detail)
+RejectSink = Callable[[str, int, str], None]  # (model, version, why): reject it in the policy
 
 
 @dataclass
@@ -47,6 +50,7 @@ class TickResult:
     failed: list[str] = field(default_factory=list)
     problems: tuple[str, ...] = ()
     plan: ServicePlan | None = None
+    rolled_back: list[tuple[str, int]] = field(default_factory=list)
 
 
 class ContainerReconciler:
@@ -57,12 +61,18 @@ class ContainerReconciler:
         swarm: SwarmServices,
         settings: ContainerSettings | None = None,
         on_event: EventSink | None = None,
+        on_reject: RejectSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.store_settings = store_settings
         self.swarm = swarm
         self.settings = settings or ContainerSettings()
         self.on_event = on_event
+        self.on_reject = on_reject
+        self.clock = clock
+        self._unready_since: dict[tuple[str, int], float] = {}
+        self._freed: dict[int, float] = {}  # host port -> when its service was removed
         self._descriptors: dict[tuple[str, int], tuple[str, Descriptor | str]] = {}
         self._lock = threading.Lock()
         self._reported: set[str] = set()  # problems said once, until they go away
@@ -83,10 +93,16 @@ class ContainerReconciler:
         self._descriptors[(model, version)] = (fingerprint, found)
         return found
 
-    def _descriptors_for(self, catalog: Catalog, policy: Policy) -> dict[tuple[str, int], object]:
+    def _descriptors_for(
+        self, catalog: Catalog, policy: Policy, existing: list[ServiceState]
+    ) -> dict[tuple[str, int], object]:
+        """The descriptors of the versions that may run: the wanted ones and, for
+        ``held_versions``, those Swarm runs now."""
+        running = {(s.model, s.version) for s in existing}
         out: dict[tuple[str, int], object] = {}
         for model, versions in container_versions(catalog).items():
-            for v in running_versions(model, versions, policy):
+            wanted = running_versions(model, versions, policy)
+            for v in sorted(set(wanted) | {v for v in versions if (model, v) in running}):
                 fp = catalog.models[model][v].fingerprint
                 out[(model, v)] = self.descriptor(model, v, fp)
         return out
@@ -97,7 +113,11 @@ class ContainerReconciler:
         with self._lock:
             existing = self.swarm.services()
             nodes = self.swarm.serving_nodes()
-            descriptors = self._descriptors_for(catalog, policy)
+            descriptors = self._descriptors_for(catalog, policy, existing)
+            now = self.clock()
+            self._freed = {
+                p: t for p, t in self._freed.items() if now - t < self.settings.cooling_s
+            }
             plan = desired_services(
                 catalog,
                 policy,
@@ -105,15 +125,19 @@ class ContainerReconciler:
                 nodes,
                 existing,
                 self.settings,
+                cooling=frozenset(self._freed),
             )
+            ports = {s.name: s.host_port for s in existing}
             result = TickResult(problems=plan.problems, plan=plan)
+            self._roll_back_unready(existing, result)
             for op in diff_services(plan, existing):
-                self._apply(op, result)
+                if self._apply(op, result) and isinstance(op, Remove) and op.name in ports:
+                    self._freed[ports[op.name]] = self.clock()
             self._report(plan.problems)
             self.last = result
             return result
 
-    def _apply(self, op: Op, result: TickResult) -> None:
+    def _apply(self, op: Op, result: TickResult) -> bool:
         started = time.monotonic()
         detail: dict[str, object]
         if isinstance(op, Remove):
@@ -149,11 +173,36 @@ class ContainerReconciler:
             result.failed.append(f"{what}: {exc}")
             self._event("container_service_failed", model, {"version": version, "error": str(exc)})
             log.warning("container_service_failed", model=model, version=version, error=str(exc))
-            return
+            return False
         result.applied.append(what)
+        if isinstance(op, Create) or (isinstance(op, Update) and op.reason == "spec"):
+            self._unready_since[(model, version)] = self.clock()  # ready_s counts from here
         seconds = round(time.monotonic() - started, 3)
         self._event(event, model, {"version": version, "seconds": seconds, **detail})
         log.info(event, model=model, version=version, seconds=seconds, **detail)
+        return True
+
+    def _roll_back_unready(self, existing: list[ServiceState], result: TickResult) -> None:
+        """A version that has not passed ``/ping`` everywhere within ``ready_s`` while an
+        older one is ready is rejected in the policy (``on_reject``): the next pass removes it
+        and the ready one stays."""
+        now = self.clock()
+        unready = {(s.model, s.version) for s in existing if s.replicas > 0 and not s.ready}
+        for key in list(self._unready_since):
+            if key not in unready:
+                del self._unready_since[key]
+        for key in unready:
+            self._unready_since.setdefault(key, now)
+        if self.on_reject is None:
+            return
+        for model, version in to_roll_back(
+            existing, self._unready_since, now, self.settings.ready_s
+        ):
+            why = f"its tasks did not pass GET /ping within {self.settings.ready_s:g} s"
+            self.on_reject(model, version, why)
+            result.rolled_back.append((model, version))
+            del self._unready_since[(model, version)]
+            log.warning("container_version_rolled_back", model=model, version=version, why=why)
 
     def _event(self, name: str, model: str, detail: dict[str, object]) -> None:
         if self.on_event is not None:

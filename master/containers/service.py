@@ -40,12 +40,14 @@ class Containers:
         store: RemoteStore,
         inputs: Callable[[], tuple[Catalog | None, Policy]],
         swarm: SwarmServices | None = None,
+        reject: Callable[[str, int, str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
         self.store = store
         self.inputs = inputs
         self.swarm = swarm
+        self.reject = reject
         self.reconciler: ContainerReconciler | None = None
         self._wake = threading.Event()
         self._cache: tuple[float, dict[str, Any]] | None = None
@@ -64,6 +66,7 @@ class Containers:
             self.swarm,
             self.settings.containers,
             on_event=self._event,
+            on_reject=self.reject,
         )
         threading.Thread(target=self._loop, args=(stop,), name="containers", daemon=True).start()
         log.info("container_reconciler_started", socket=self.settings.docker_socket)

@@ -29,6 +29,20 @@ class SwarmServices(Protocol):
     def tasks(self, name: str) -> list[dict[str, Any]]: ...
 
 
+def _healthcheck(spec: ServiceSpec, healthcheck: Any) -> Any:
+    check = healthcheck(
+        test=list(spec.healthcheck),
+        interval=int(spec.health_interval_s * NS),
+        timeout=int(spec.health_timeout_s * NS),
+        retries=spec.health_retries,
+        start_period=int(spec.health_start_s * NS),
+    )
+    # during the start period, check every second (Engine API 1.44+; older engines ignore it):
+    # a model is ready — and its predecessor free to go — as soon as it answers /ping
+    check["StartInterval"] = NS
+    return check
+
+
 def _service_kwargs(spec: ServiceSpec) -> dict[str, Any]:
     from docker.types import (
         EndpointSpec,
@@ -49,13 +63,7 @@ def _service_kwargs(spec: ServiceSpec) -> dict[str, Any]:
         "constraints": list(spec.constraints),
         "maxreplicas": 1,  # one task per node: every node's gateway has its own
         "endpoint_spec": EndpointSpec(ports={spec.host_port: (spec.container_port, "tcp", "host")}),
-        "healthcheck": Healthcheck(
-            test=list(spec.healthcheck),
-            interval=int(spec.health_interval_s * NS),
-            timeout=int(spec.health_timeout_s * NS),
-            retries=spec.health_retries,
-            start_period=int(spec.health_start_s * NS),
-        ),
+        "healthcheck": _healthcheck(spec, Healthcheck),
         "resources": Resources(
             cpu_limit=None if spec.cpus is None else int(spec.cpus * NS),
             mem_limit=spec.memory_bytes,
@@ -76,7 +84,9 @@ class DockerSwarm:
         import docker
 
         self.owner = owner
-        self._client = docker.DockerClient(base_url="unix://" + socket, timeout=int(timeout_s))
+        self._client = docker.DockerClient(
+            base_url="unix://" + socket, timeout=int(timeout_s), version="auto"
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -100,7 +110,12 @@ class DockerSwarm:
         for service in found:
             spec = service.attrs["Spec"]
             replicas = spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 0)
-            state = ServiceState.from_labels(spec["Name"], spec.get("Labels") or {}, replicas)
+            tasks = self._call(
+                f"tasks of {spec['Name']}", service.tasks, filters={"desired-state": "running"}
+            )
+            running = sum(1 for t in tasks if t.get("Status", {}).get("State") == "running")
+            labels = spec.get("Labels") or {}
+            state = ServiceState.from_labels(spec["Name"], labels, replicas, running)
             if state is not None:
                 out.append(state)
         return out

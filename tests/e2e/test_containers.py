@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import helpers  # type: ignore[import-not-found]
 import pytest
 from e2e_helpers import sh, wait_for  # type: ignore[import-not-found]
 
@@ -103,6 +104,7 @@ def cluster(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
                 "MODELSYNC_CONTAINER_PORT_BASE": str(port_base),
                 "MODELSYNC_CONTAINER_PORT_COUNT": "4",
                 "MODELSYNC_CONTAINER_S": "2",
+                "MODELSYNC_CONTAINER_READY_S": "30",
             },
         ),
     )
@@ -252,3 +254,25 @@ def test_publish_run_score_stop_start_and_replace(cluster: dict[str, Any]) -> No
     assert "/iris/2/" in publish(cluster, "--env", "MODEL_NOTE=second")
     wait_for(lambda: score(cluster)[2].get("X-Model-Version") == "2", 600, "version 2 answers")
     wait_for(lambda: sorted(our_services()) == [foreign, f"{PREFIX}-iris-v2"], 120, "v1's removed")
+
+    def v2_ready() -> bool:  # Swarm's own healthcheck passed (not only the gateway's /ping)
+        doc = http("GET", cluster["master"] + "/v1/containers", token=READ)[1]
+        return [(s["version"], s["running"]) for s in doc["services"]] == [(2, 1)]
+
+    wait_for(v2_ready, 120, "v2's task healthy in Swarm")
+    # a broken version (its server is not on the port its descriptor names: /ping never
+    # answers): never routed to — v2 answers every request meanwhile — and rolled back
+    assert "/iris/3/" in publish(cluster, "--port", "9999", "--env", "MODEL_NOTE=broken")
+    answered: list[str | None] = []
+
+    def rolled_back() -> bool:
+        status, _doc, headers = score(cluster)
+        answered.append(headers.get("X-Model-Version") if status == 200 else f"HTTP {status}")
+        events = http("GET", cluster["master"] + "/v1/events?model=iris&limit=50", token=READ)
+        return any(e["event"] == "container_version_rolled_back" for e in events[1]["events"])
+
+    helpers.wait_for(rolled_back, 300, "version 3 rolled back", interval_s=0.5)
+    assert len(answered) > 10 and set(answered) == {"2"}, answered
+    wait_for(lambda: sorted(our_services()) == [foreign, f"{PREFIX}-iris-v2"], 120, "v3 removed")
+    view = http("GET", cluster["master"] + "/v1/models/iris", token=READ)[1]
+    assert view["target_versions"] == [2]

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from containers_kit import start_contract_server
 from gateway_kit import Http
+from helpers import wait_for
 
 from gateway.app import Gateway
 from gateway.httpd import GatewayHTTPServer
@@ -71,6 +72,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     gateway, server = build(settings)
     server.start()
     gateway.containers.update(routes(ports, latest=2))
+    wait_for(lambda: all(gateway.containers.ready("churn", v) for v in ports), 30, "pinged")
     yield Setup(gateway, server, Http(server.port, TOKEN), ports, procs)
     server.stop()
     gateway.containers.close()
@@ -168,22 +170,63 @@ def test_telemetry_history_and_metrics_per_version(setup: Setup) -> None:
     assert 'convention="mlflow",model="churn",status="200"' in metrics
 
 
-def test_a_stopped_container_is_a_clear_503_and_new_routes_take_effect(
+def test_a_version_that_is_not_ready_gets_no_traffic_until_it_is(
     setup: Setup, tmp_path: Path
 ) -> None:
-    gone = free_port()
-    setup.gateway.containers.update(routes({**setup.ports, 3: gone}, latest=3))
+    """v3 arrives in the routes before its server answers /ping: requests without a version
+    stay on v2 (never a failed one); asked by name, v3 is a clear 503; once its /ping answers
+    200, it takes the traffic."""
+    port = free_port()
+    setup.gateway.containers.update(routes({**setup.ports, 3: port}, latest=3))
+    proc: ManagedProcess | None = None
     try:
-        down = setup.http.post("/model/churn/invocations", {"instances": [[1]]})
-        assert down.status == 503 and down.doc["error_code"] == "TEMPORARILY_UNAVAILABLE"
-        assert "version 3 is not running on this node" in down.doc["message"]
-        proc, port = start_contract_server(tmp_path, "churn-v3", "3")
-        setup.gateway.containers.update(routes({**setup.ports, 3: port}, latest=3))
-        up = setup.http.post("/model/churn/invocations", {"instances": [[1]]})
-        assert up.status == 200 and up.doc == {"predictions": [3.0]} and up.version == 3
-        proc.stop()
+        for _ in range(3):
+            still = setup.http.post("/model/churn/invocations", {"instances": [[1]]})
+            assert still.status == 200 and still.version == 2
+        named = setup.http.post("/model/churn/3/invocations", {"instances": [[1]]})
+        assert named.status == 503 and named.doc["error_code"] == "TEMPORARILY_UNAVAILABLE"
+        assert "version 3 is not running on this node" in named.doc["message"]
+        proc = start_contract_server(tmp_path, "churn-v3", "3", port=port)[0]
+        up = wait_for(
+            lambda: (lambda a: a if a.version == 3 else None)(
+                setup.http.post("/model/churn/invocations", {"instances": [[1]]})
+            ),
+            30,
+            "v3 takes the traffic",
+        )
+        assert up.status == 200 and up.doc == {"predictions": [3.0]}
+    finally:
+        if proc is not None:
+            proc.stop()
+        setup.gateway.containers.update(routes(setup.ports, latest=2))
+
+
+def test_a_port_another_version_answered_on_is_not_taken_as_ready(setup: Setup) -> None:
+    """v1's port handed to a new v3 (the master reuses freed ports): v3 is pinged afresh."""
+    v1_port = setup.ports[1]
+    setup.gateway.containers.update(routes({2: setup.ports[2], 3: v1_port}, latest=3))
+    try:
+        assert not setup.gateway.containers.ready("churn", 3)  # not before its own /ping
+        wait_for(lambda: setup.gateway.containers.ready("churn", 3), 30, "v3 pinged")
     finally:
         setup.gateway.containers.update(routes(setup.ports, latest=2))
-    # an answer without routes (an older master) changes nothing; an empty one removes them
+
+
+def test_a_server_that_never_turns_ready_is_never_routed_to(setup: Setup, tmp_path: Path) -> None:
+    proc, port = start_contract_server(tmp_path, "never", "9", never_ready=True)
+    try:
+        setup.gateway.containers.update(routes({**setup.ports, 9: port}, latest=9))
+        for _ in range(5):
+            answer = setup.http.post("/model/churn/invocations", {"instances": [[1]]})
+            assert answer.status == 200 and answer.version == 2
+        assert not setup.gateway.containers.ready("churn", 9)
+        alone = {"containers": {"solo": {"versions": {"9": port}, "latest": 9}}}
+        setup.gateway.containers.update(alone)
+        none = setup.http.post("/model/solo/invocations", {"instances": [[1]]})
+        assert none.status == 503 and "has no version ready on this node" in none.doc["message"]
+    finally:
+        proc.stop()
+        setup.gateway.containers.update(routes(setup.ports, latest=2))
+    # an answer without routes (an older master) changes nothing
     setup.gateway.containers.update({"ok": True})
     assert setup.gateway.containers.known() == ["churn"]

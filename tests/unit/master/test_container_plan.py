@@ -21,10 +21,13 @@ from master.containers.plan import (
     ServicePlan,
     ServiceState,
     Update,
+    container_versions,
     desired_services,
     diff_services,
     node_routes,
+    running_versions,
     service_name,
+    to_roll_back,
 )
 from modelsync.catalog import Catalog, CatalogVersion
 from modelsync.container import Descriptor, Resources
@@ -59,7 +62,7 @@ def states(plan: ServicePlan) -> list[ServiceState]:
     """What Swarm holds once the plan is applied (read back from the labels)."""
     out = []
     for s in plan.services:
-        st_ = ServiceState.from_labels(s.name, s.labels, s.replicas)
+        st_ = ServiceState.from_labels(s.name, s.labels, s.replicas, running=s.replicas)
         assert st_ is not None
         out.append(st_)
     return out
@@ -68,17 +71,16 @@ def states(plan: ServicePlan) -> list[ServiceState]:
 def test_newest_keep_versions_run_on_every_serving_node() -> None:
     cat = catalog(churn=[1, 2, 3])
     plan = desired_services(cat, policy(churn=ModelPolicy(keep_versions=2)), descriptors(cat), 3)
-    assert [(s.version, s.replicas, s.host_port) for s in plan.services] == [
-        (2, 3, 18000),
-        (3, 3, 18001),
-    ]
+    assert [(s.version, s.replicas) for s in plan.services] == [(2, 3), (3, 3)]
+    ports = [s.host_port for s in plan.services]
+    assert all(18000 <= p < 19000 for p in ports) and ports[0] != ports[1]
     spec = plan.services[1]
     assert spec.name == "modelsync-churn-v3"
     assert spec.image == f"127.0.0.1:5000/m:3@{DIGEST}"  # pinned to the digest
     assert spec.constraints == (SERVING_CONSTRAINT,)
     assert spec.container_port == 8080 and spec.cpus == 0.5 and dict(spec.env) == {"A": "1"}
     assert spec.healthcheck[0] == "CMD-SHELL" and "127.0.0.1:8080/ping" in spec.healthcheck[1]
-    assert spec.labels[ROLE_LABEL] == "container" and spec.labels[PORT_LABEL] == "18001"
+    assert spec.labels[ROLE_LABEL] == "container" and spec.labels[PORT_LABEL] == str(ports[1])
     assert spec.labels[OWNER_LABEL] == "modelsync"
     other = desired_services(
         cat, Policy(), descriptors(cat), 1, settings=ContainerSettings(name_prefix="blue")
@@ -133,7 +135,8 @@ def test_a_staged_rollout_runs_both_versions_and_routes_by_node() -> None:
     canary = node_routes(running, cat, pol, "n1")["churn"]
     other = node_routes(running, cat, pol, "n2")["churn"]
     assert canary["latest"] == 2 and other["latest"] == 1
-    assert other["versions"] == {"1": running[("churn", 1)]}
+    # both run everywhere (a name may ask for either); only the latest differs by node
+    assert other["versions"] == canary["versions"] == {str(v): p for (_, v), p in running.items()}
 
 
 def test_a_version_without_a_descriptor_is_not_run_and_said_so() -> None:
@@ -148,25 +151,37 @@ def test_a_version_without_a_descriptor_is_not_run_and_said_so() -> None:
     assert plan.problems == ("churn/2: not run: bad container.json: image: …",)
 
 
-def test_host_ports_are_stable_reused_and_bounded() -> None:
-    settings = ContainerSettings(port_base=20000, port_count=2)
+def test_host_ports_are_stable_and_bounded() -> None:
+    settings = ContainerSettings(port_base=20000, port_count=3)
     cat = catalog(a=[1], b=[1])
     first = desired_services(cat, Policy(), descriptors(cat), 1, settings=settings)
-    assert {(s.model, s.host_port) for s in first.services} == {("a", 20000), ("b", 20001)}
-    # a new version of a: its old one's port is freed, b keeps its own
-    cat2 = catalog(a=[2], b=[1])
+    ports = {s.model: s.host_port for s in first.services}
+    assert set(ports.values()) <= {20000, 20001, 20002} and len(set(ports.values())) == 2
+    # a new version of a: held v1 and b keep their ports, v2 takes the third
+    cat2 = catalog(a=[1, 2], b=[1])
     second = desired_services(cat2, Policy(), descriptors(cat2), 1, states(first), settings)
-    assert {(s.model, s.version, s.host_port) for s in second.services} == {
-        ("a", 2, 20000),
-        ("b", 1, 20001),
+    got = {(s.model, s.version): s.host_port for s in second.services}
+    assert got[("a", 1)] == ports["a"] and got[("b", 1)] == ports["b"]
+    assert got[("a", 2)] == ({20000, 20001, 20002} - set(ports.values())).pop()
+    # v2 ready: v1 goes, nobody's port moves
+    third = desired_services(cat2, Policy(), descriptors(cat2), 1, states(second), settings)
+    assert {(s.model, s.version): s.host_port for s in third.services} == {
+        ("a", 2): got[("a", 2)],
+        ("b", 1): ports["b"],
     }
-    ops = diff_services(second, states(first))
-    assert isinstance(ops[0], Remove) and ops[0].name == "modelsync-a-v1"  # removals first
-    assert [type(o) for o in ops[1:]] == [Create]
+    assert diff_services(third, states(second)) == [Remove("modelsync-a-v1", "a", 1)]
     # no port left: said, not crashed
-    cat3 = catalog(a=[2], b=[1], c=[1])
-    third = desired_services(cat3, Policy(), descriptors(cat3), 1, states(second), settings)
-    assert third.problems == ("c/1: not run: no free host port in 20000-20001",)
+    cat3 = catalog(a=[1], b=[1], c=[1], d=[1])
+    fourth = desired_services(cat3, Policy(), descriptors(cat3), 1, states(first), settings)
+    assert len(fourth.services) == 3
+    assert fourth.problems == ("d/1: not run: no free host port in 20000-20002",)
+
+
+def test_new_versions_start_at_different_places_of_the_range() -> None:
+    cat = catalog(**{f"m{i}": [1] for i in range(20)})
+    plan = desired_services(cat, Policy(), descriptors(cat), 1)
+    ports = sorted(s.host_port for s in plan.services)
+    assert len(set(ports)) == 20 and ports != list(range(18000, 18020))
 
 
 def test_a_changed_descriptor_is_an_update_and_a_same_one_nothing() -> None:
@@ -234,27 +249,35 @@ def test_applying_a_diff_converges(
     nodes: int,
     stop_b: bool,
 ) -> None:
-    """From any Swarm state the plan made, the diff leads to the new plan in one pass, and a
-    second plan over the result changes nothing; host ports never collide."""
+    """From any Swarm state the plan made, applying the diffs (every task passing /ping at
+    once) reaches a plan that runs exactly the wanted versions within two passes (the first may
+    hold ready versions until their successors are ready) and then changes nothing; host ports
+    never collide, replicas follow the nodes and the stop."""
     pol = Policy(default_keep_versions=keep, models={"b": ModelPolicy(disabled=stop_b)})
     cat1, cat2 = catalog(**before), catalog(**after)
     plan1 = desired_services(cat1, pol, descriptors(cat1), nodes)
     have = {s.name: s for s in states(plan1)}
-    plan2 = desired_services(cat2, pol, descriptors(cat2), nodes, have.values())
-    for op in diff_services(plan2, have.values()):
-        if isinstance(op, Remove):
-            del have[op.name]
-        else:
-            s = op.spec
-            have[s.name] = ServiceState(
-                s.name, s.model, s.version, s.host_port, s.spec_hash, s.replicas
-            )
-    again = desired_services(cat2, pol, descriptors(cat2), nodes, have.values())
-    assert again == plan2
-    assert diff_services(again, have.values()) == []
-    ports = [s.host_port for s in plan2.services]
-    assert len(ports) == len(set(ports))
-    for s in plan2.services:
+    plans = []
+    for _ in range(3):
+        plan = desired_services(cat2, pol, descriptors(cat2), nodes, have.values())
+        plans.append(plan)
+        ports = [s.host_port for s in plan.services]
+        assert len(ports) == len(set(ports))
+        for op in diff_services(plan, have.values()):
+            if isinstance(op, Remove):
+                del have[op.name]
+            else:
+                s = op.spec
+                have[s.name] = ServiceState(
+                    s.name, s.model, s.version, s.host_port, s.spec_hash, s.replicas, s.replicas
+                )
+    assert plans[1] == plans[2]
+    assert diff_services(plans[2], have.values()) == []
+    wanted = {
+        (m, v) for m, vs in container_versions(cat2).items() for v in running_versions(m, vs, pol)
+    }
+    assert {(s.model, s.version) for s in plans[2].services} == wanted
+    for s in plans[2].services:
         assert s.replicas == (0 if (s.model == "b" and stop_b) else nodes)
 
 
@@ -264,3 +287,47 @@ def test_replicas_follow_the_serving_nodes(nodes: int) -> None:
     plan = desired_services(cat, Policy(), descriptors(cat), nodes)
     assert plan.services[0].replicas == nodes
     assert replace(plan.services[0], replicas=7).spec_hash == plan.services[0].spec_hash
+
+
+def test_a_ready_version_is_held_until_its_successor_is_ready() -> None:
+    cat1, cat2 = catalog(churn=[1]), catalog(churn=[1, 2])
+    first = desired_services(cat1, Policy(), descriptors(cat1), 2)
+    have = states(first)
+    second = desired_services(cat2, Policy(), descriptors(cat2), 2, have)
+    assert [s.version for s in second.services] == [1, 2]  # v2 is not ready: v1 stays
+    assert [type(o) for o in diff_services(second, have)] == [Create]
+    v2 = second.services[1]
+    starting = [*have, ServiceState(v2.name, "churn", 2, v2.host_port, v2.spec_hash, 2, 1)]
+    assert [
+        s.version for s in desired_services(cat2, Policy(), descriptors(cat2), 2, starting).services
+    ] == [1, 2]
+    ready = [*have, ServiceState(v2.name, "churn", 2, v2.host_port, v2.spec_hash, 2, 2)]
+    third = desired_services(cat2, Policy(), descriptors(cat2), 2, ready)
+    assert [s.version for s in third.services] == [2]
+    assert diff_services(third, ready) == [Remove(have[0].name, "churn", 1)]
+    # the gateway: v2 is the latest served, v1 routable meanwhile
+    routes = node_routes({("churn", 1): 18000, ("churn", 2): 18001}, cat2, Policy(), "n1")
+    assert routes["churn"]["latest"] == 2 and set(routes["churn"]["versions"]) == {"1", "2"}
+    # a served version that does not run (not created yet): the newest that runs is latest
+    assert node_routes({("churn", 1): 18000}, cat2, Policy(), "n1")["churn"]["latest"] == 1
+
+
+def test_roll_back_only_what_stayed_unready_with_a_fallback() -> None:
+    ok = ServiceState("s1", "m", 1, 1, "h", 2, 2)
+    stuck = ServiceState("s2", "m", 2, 2, "h", 2, 1)
+    alone = ServiceState("s3", "solo", 1, 3, "h", 1, 0)
+    stopped = ServiceState("s4", "m", 3, 4, "h", 0, 0)
+    since = {("m", 2): 0.0, ("solo", 1): 0.0, ("m", 3): 0.0}
+    everything = [ok, stuck, alone, stopped]
+    assert to_roll_back(everything, since, now=299.0, ready_s=300) == []
+    assert to_roll_back(everything, since, now=300.0, ready_s=300) == [("m", 2)]
+
+
+def test_a_version_replaced_while_starting_is_kept_until_something_is_ready() -> None:
+    cat = catalog(churn=[1, 2, 3])
+    v2_starting = ServiceState("modelsync-churn-v2", "churn", 2, 18001, "h", 1, 0)
+    plan = desired_services(cat, Policy(), descriptors(cat), 1, [v2_starting])
+    assert [s.version for s in plan.services] == [2, 3]  # v2 kept: nothing else could answer
+    both_starting = [v2_starting, ServiceState("modelsync-churn-v1", "churn", 1, 18000, "h", 1, 0)]
+    plan = desired_services(cat, Policy(), descriptors(cat), 1, both_starting)
+    assert [s.version for s in plan.services] == [2, 3]  # the newest of them only

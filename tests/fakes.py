@@ -91,6 +91,7 @@ class FakeSwarm:
         self.nodes = serving_nodes
         self.refuse: set[str] = set()
         self.unready: set[str] = set()  # services whose tasks never pass /ping
+        self.ended: dict[str, list[dict[str, Any]]] = {}  # name -> tasks that ended
         self.calls: list[str] = []
 
     def services(self) -> list[Any]:
@@ -147,4 +148,7 @@ class FakeSwarm:
 
     def tasks(self, name: str) -> list[dict[str, Any]]:
         spec = self.specs[name]
-        return [{"node": f"n{i}", "state": "running"} for i in range(spec.replicas)]
+        running = [
+            {"id": f"{name}.{i}", "node": f"n{i}", "state": "running"} for i in range(spec.replicas)
+        ]
+        return [*self.ended.get(name, []), *running]

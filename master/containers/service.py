@@ -30,6 +30,7 @@ from modelsync.store import RemoteStore, StoreError
 
 log = get_logger("master")
 META = "containers_running"
+FAILED = ("failed", "rejected")  # a task's end that is not a stop the master asked for
 
 
 class Containers:
@@ -51,6 +52,7 @@ class Containers:
         self.reconciler: ContainerReconciler | None = None
         self._wake = threading.Event()
         self._cache: tuple[float, dict[str, Any]] | None = None
+        self._failed_seen: set[str] = set()  # task ids already reported
 
     # --- the loop (one process) ---------------------------------------------------------------
     def start(self, stop: threading.Event) -> bool:
@@ -95,6 +97,7 @@ class Containers:
                     tasks = self.swarm.tasks(spec.name)
                 except SwarmError as exc:
                     tasks = [{"error": str(exc)}]
+                self._report_failures(spec.model, spec.version, tasks)
                 services.append(
                     {
                         "model": spec.model,
@@ -104,6 +107,7 @@ class Containers:
                         "host_port": spec.host_port,
                         "replicas": spec.replicas,
                         "running": sum(1 for t in tasks if t.get("state") == "running"),
+                        "failed": sum(1 for t in tasks if t.get("state") in FAILED),
                         "tasks": tasks,
                     }
                 )
@@ -120,6 +124,25 @@ class Containers:
             doc = {**previous, "at": time.time(), "error": f"{type(exc).__name__}: {exc}"}
         self.db.set_meta(META, json.dumps(doc))
         self._cache = None
+
+    def _report_failures(self, model: str, version: int, tasks: list[dict[str, Any]]) -> None:
+        """A task that failed (the container exited, or Swarm could not start it: Swarm starts
+        another) is an event, once per task: the console's event log shows crashes."""
+        for task in tasks:
+            task_id = task.get("id")
+            if task.get("state") not in FAILED or not task_id or task_id in self._failed_seen:
+                continue
+            self._failed_seen.add(task_id)
+            detail = {
+                "version": version,
+                "task": task_id,
+                "node": task.get("node"),
+                "state": task.get("state"),
+                "error": task.get("error"),
+                "exit_code": task.get("exit_code"),
+            }
+            self._event("container_task_failed", model, detail)
+            log.warning("container_task_failed", model=model, **detail)
 
     def _event(self, name: str, model: str, detail: dict[str, object]) -> None:
         self.db.add_event("master", name, model=model, detail=detail)

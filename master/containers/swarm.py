@@ -151,16 +151,19 @@ class DockerSwarm:
         self._call(f"remove {name}", service.remove)
 
     def tasks(self, name: str) -> list[dict[str, Any]]:
-        """The service's tasks that should run: node, state, and the last error."""
+        """The service's tasks, the ones that ended too (Swarm keeps a few): id, node, desired
+        and current state, the error and the container's exit code."""
         service = self._get(name)
         tasks = self._call(f"tasks of {name}", service.tasks)
         return [
             {
+                "id": t.get("ID"),
                 "node": t.get("NodeID"),
                 "desired": t.get("DesiredState"),
                 "state": t.get("Status", {}).get("State"),
                 "error": t.get("Status", {}).get("Err"),
+                "exit_code": t.get("Status", {}).get("ContainerStatus", {}).get("ExitCode"),
                 "since": t.get("Status", {}).get("Timestamp"),
             }
-            for t in tasks
+            for t in sorted(tasks, key=lambda t: t.get("Status", {}).get("Timestamp") or "")
         ]

@@ -276,3 +276,18 @@ def test_publish_run_score_stop_start_and_replace(cluster: dict[str, Any]) -> No
     wait_for(lambda: sorted(our_services()) == [foreign, f"{PREFIX}-iris-v2"], 120, "v3 removed")
     view = http("GET", cluster["master"] + "/v1/models/iris", token=READ)[1]
     assert view["target_versions"] == [2]
+    # a crash: Swarm starts another task, the master reports it, the model answers again
+    (container,) = sh(
+        "docker", "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={PREFIX}-iris-v2"
+    ).stdout.split()
+    sh("docker", "kill", container)
+
+    def crash_reported() -> bool:
+        events = http("GET", cluster["master"] + "/v1/events?model=iris&limit=50", token=READ)
+        return any(
+            e["event"] == "container_task_failed" and e["detail"]["version"] == 2
+            for e in events[1]["events"]
+        )
+
+    wait_for(crash_reported, 120, "the crash reported")
+    wait_for(lambda: score(cluster)[0] == 200, 120, "iris answers after the crash")

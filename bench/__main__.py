@@ -27,6 +27,7 @@ BENCHMARKS = {
     "gateway": "bench.gateway",
     "rollout": "bench.rollout",
     "jobs": "bench.jobs",
+    "containers": "bench.containers",
 }
 
 GOALS: dict[str, list[tuple[str, str, float]]] = {
@@ -73,6 +74,7 @@ GOALS: dict[str, list[tuple[str, str, float]]] = {
         ("unjudged_completions", "<=", 0),
     ],
     "jobs": [("job_vs_gateway_per_core", ">=", 1.0), ("gateway_errors", "<=", 0)],
+    "containers": [("gateway_overhead_p50_ms", "<=", 1), ("errors", "<=", 0)],
 }
 
 

@@ -47,13 +47,14 @@ def sh(*args: str, timeout: float = 600, check: bool = True) -> subprocess.Compl
     return res
 
 
-def example_image(tag: str = "1") -> str:
-    """Engine, Swarm and registry up (the project's scripts); the scikit-learn example built on
-    the project's base image and pushed. Its name, REGISTRY/modelsync-example-sklearn:TAG."""
+def example_image(name: str = "sklearn", tag: str = "1") -> str:
+    """Engine, Swarm and registry up (the project's scripts); the example ``examples/<name>``
+    built on the project's base image and pushed. Its name,
+    REGISTRY/modelsync-example-<name>:TAG."""
     sh("bash", "scripts/docker-engine.sh")
     sh("bash", "scripts/swarm-init.sh")
     registry = sh("bash", "scripts/registry.sh").stdout.strip().splitlines()[-1]
-    out = sh("bash", "examples/sklearn/build.sh", registry, tag, timeout=1800)
+    out = sh("bash", "scripts/build-example.sh", name, registry, tag, timeout=1800)
     return out.stdout.strip().splitlines()[-1]
 
 

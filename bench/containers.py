@@ -43,10 +43,7 @@ def run(quick: bool) -> dict[str, Any]:
     ):
         started = time.monotonic()
         cluster.publish(image, "iris")
-        while cluster.score("iris", ROWS)[0] != 200:
-            if time.monotonic() - started > 600:
-                raise RuntimeError("iris never answered through the gateway")
-            time.sleep(0.05)
+        cluster.first_answer("iris", ROWS, 600)
         first_answer_s = time.monotonic() - started
         (service,) = cluster.api("GET", "/v1/containers")[1]["services"]
         body = json.dumps({"instances": ROWS}).encode()

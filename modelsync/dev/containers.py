@@ -20,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,14 @@ class ContainerCluster:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def run(self) -> Iterator[ContainerCluster]:
+        """A pytest fixture's body: the cluster while the tests run, then nothing of it left."""
+        with self:
+            yield self
+        leftover = self.services()
+        if leftover:
+            raise AssertionError(f"services left behind: {leftover}")
+
     def services(self) -> list[str]:
         names = sh("docker", "service", "ls", "--format", "{{.Name}}").stdout.split()
         return sorted(n for n in names if n.startswith(self.prefix + "-"))
@@ -199,6 +208,18 @@ class ContainerCluster:
         if res.returncode != 0:
             raise RuntimeError(f"publish failed: {res.stderr}")
         return res.stdout
+
+    def first_answer(self, model: str, rows: Any, timeout_s: float) -> tuple[Any, dict[str, str]]:
+        """Score until the gateway answers 200 (the model published, run and ready); its
+        answer and headers."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            status, doc, headers = self.score(model, rows)
+            if status == 200:
+                return doc, headers
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{model} did not answer in {timeout_s:g} s: {status} {doc}")
+            time.sleep(0.05)
 
     def score(
         self, model: str, rows: Any, version: int | None = None

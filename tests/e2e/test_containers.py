@@ -36,10 +36,7 @@ def image() -> str:
 
 @pytest.fixture(scope="module")
 def cluster(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerCluster]:
-    c = ContainerCluster(tmp_path_factory.mktemp("containers-e2e"), PREFIX, ready_s=30)
-    with c:
-        yield c
-    assert c.services() == []
+    yield from ContainerCluster(tmp_path_factory.mktemp("containers-e2e"), PREFIX, ready_s=30).run()
 
 
 def inspect(name: str) -> dict[str, Any]:
@@ -66,11 +63,7 @@ def test_publish_run_score_stop_start_replace_roll_back_and_crash(
     )
     started = time.monotonic()
     assert "/iris/1/" in cluster.publish(image, "iris", "--env", "MODEL_NOTE=first")
-    status, doc, headers = wait_for(
-        lambda: (lambda r: r if r[0] == 200 else None)(cluster.score("iris", ROWS)),
-        600,
-        "iris answers",
-    )
+    doc, headers = cluster.first_answer("iris", ROWS, 600)
     print(json.dumps({"publish_to_first_answer_s": round(time.monotonic() - started, 1)}))
     assert doc["predictions"] == ["setosa", "virginica"]
     assert headers.get("X-Model-Version") == "1"

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from e2e_helpers import sh, wait_for  # type: ignore[import-not-found]
+from e2e_helpers import sh  # type: ignore[import-not-found]
 
 from modelsync.dev.containers import ContainerCluster, example_image, http
 
@@ -27,10 +27,7 @@ def image() -> str:
 
 @pytest.fixture(scope="module")
 def cluster(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ContainerCluster]:
-    c = ContainerCluster(tmp_path_factory.mktemp("containers-r"), PREFIX)
-    with c:
-        yield c
-    assert c.services() == []
+    yield from ContainerCluster(tmp_path_factory.mktemp("containers-r"), PREFIX).run()
 
 
 @pytest.mark.timeout(900)
@@ -38,11 +35,7 @@ def test_the_r_model_answers_every_form_through_the_gateway(
     cluster: ContainerCluster, image: str
 ) -> None:
     assert "/mpg/1/" in cluster.publish(image, "mpg", "--memory", "512M")
-    _status, doc, headers = wait_for(
-        lambda: (lambda r: r if r[0] == 200 else None)(cluster.score("mpg", ROWS)),
-        600,
-        "the R model answers",
-    )
+    doc, headers = cluster.first_answer("mpg", ROWS, 600)
     assert headers.get("X-Model-Version") == "1"
     assert doc["predictions"] == pytest.approx(EXPECTED, abs=1e-4)
     gw = cluster.gateway_url + "/model/mpg/invocations"

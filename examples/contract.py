@@ -1,4 +1,5 @@
-"""The container serving contract's HTTP side, standard library only (any model can use it):
+"""The container serving contract's HTTP side, standard library only (any Python model can use
+it; scripts/build-example.sh puts it into each example's build context):
 
 GET  /ping          200 {"status": "ready", ...} once ``ready()`` says so, else 503
 POST /invocations   the body and its media type go to ``predict``; its answer is the JSON
@@ -10,6 +11,8 @@ serve(predict, port=8080, about={...})
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +24,62 @@ Predict = Callable[[bytes, str], Any]  # (body, media type) -> the JSON answer
 
 class BadInput(ValueError):
     """The request cannot be scored: a 400 with this message."""
+
+
+FORMS = "instances, inputs, dataframe_split or dataframe_records"
+
+
+def rows(body: bytes, media_type: str, features: list[str] | None = None) -> list[list[Any]]:
+    """The rows of an ``/invocations`` body, its values as sent: JSON in MLflow's forms
+    (``instances``/``inputs`` of rows or records, ``dataframe_split``, ``dataframe_records``) or
+    CSV (a first line equal to ``features`` is a header). With ``features``, records and named
+    columns come in that order (a missing one is BadInput); without, in their own."""
+    if media_type == "text/csv":
+        try:
+            lines = [r for r in csv.reader(io.StringIO(body.decode("utf-8"))) if r]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise BadInput(f"the body is not CSV: {exc}") from None
+        if lines and features is not None and [c.strip() for c in lines[0]] == features:
+            lines = lines[1:]
+        return _non_empty(lines)
+    if media_type not in ("application/json", ""):
+        raise BadInput(f"unsupported content type {media_type!r}: use application/json or text/csv")
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise BadInput(f"the body is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise BadInput(f"expected a JSON object with {FORMS}")
+    if "instances" in doc or "inputs" in doc:
+        found = doc.get("instances", doc.get("inputs"))
+    elif isinstance(doc.get("dataframe_split"), dict):
+        split = doc["dataframe_split"]
+        columns, data = split.get("columns"), split.get("data")
+        if not isinstance(data, list):
+            raise BadInput("dataframe_split.data: expected a list of rows")
+        found = data if columns is None else [dict(zip(columns, r, strict=False)) for r in data]
+    elif "dataframe_records" in doc:
+        found = doc["dataframe_records"]
+    else:
+        raise BadInput(f"expected one of {FORMS}")
+    return [_row(r, features) for r in _non_empty(found)]
+
+
+def _non_empty(found: Any) -> list[Any]:
+    if not isinstance(found, list) or not found:
+        raise BadInput("expected a non-empty list of rows")
+    return found
+
+
+def _row(row: Any, features: list[str] | None) -> list[Any]:
+    if isinstance(row, dict):
+        if features is None:
+            return list(row.values())
+        missing = [f for f in features if f not in row]
+        if missing:
+            raise BadInput(f"a record lacks {missing}")
+        return [row[f] for f in features]
+    return row if isinstance(row, list) else [row]
 
 
 def handler(

@@ -174,6 +174,17 @@ class ContainerRoutes:
             self._wake.wait(self.ping_s)
             self._wake.clear()
 
+    def ready_versions(self) -> dict[str, list[int]]:
+        """Model -> the versions whose ``/ping`` answered 200 at their last check (for the
+        master: a container version's AVAILABLE on this node)."""
+        with self._lock:
+            out: dict[str, list[int]] = {}
+            for (model, version, port), (ok, _when) in sorted(self._ready.items()):
+                route = self._routes.get(model)
+                if ok and route is not None and route.versions.get(version) == port:
+                    out.setdefault(model, []).append(version)
+            return out
+
     def ready(self, model: str, version: int) -> bool:
         """The version's ``/ping`` on this node answered 200 at its last check."""
         route = self._routes.get(model)

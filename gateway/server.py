@@ -39,14 +39,19 @@ def beat_status(
 ) -> Callable[[], GatewayStatus]:
     """What the gateway's heartbeats (role ``gateway``) tell the master: where it listens and
     what it answered lately (the request history's summary), so the console can show it and try
-    a model."""
+    a model; and which container model versions answer ``/ping`` here (their AVAILABLE)."""
     host = settings.node.http_host
     if host in ("0.0.0.0", "::", ""):  # listening everywhere: the node's name reaches it
         host = settings.node.node_id
     url = settings.advertise_url or f"http://{host}:{port}"
 
     def status() -> GatewayStatus:
-        return {"url": url, "auth": settings.token is not None, **gateway.summary()}
+        return {
+            "url": url,
+            "auth": settings.token is not None,
+            "containers": gateway.containers.ready_versions(),
+            **gateway.summary(),
+        }
 
     return status
 

@@ -9,10 +9,9 @@ target version AVAILABLE, and it has been since the last of them became AVAILABL
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from master.index import CONFIG_MANAGER, PULLER, Fleet
+from master.index import PULLER, Fleet
 from modelsync.annotations import Annotations, notes
 from modelsync.catalog import Catalog, CatalogVersion
 from modelsync.policy import Policy, ServedSet, served_set
@@ -65,7 +64,8 @@ def model_summary(
 ) -> dict[str, Any]:
     """Counts only (no node lists): what the tables of every model need."""
     served = _served(model, catalog, policy)
-    pullers, serving = fleet.live(PULLER), fleet.live(CONFIG_MANAGER)
+    kind = model_kind(catalog, model)
+    pullers, serving = fleet.live(PULLER), fleet.serving(kind)
     on_disk = fleet.on_disk.get(model, {})
     available = fleet.available.get(model, {})
     targets = node_targets(model, catalog, policy, serving)
@@ -95,12 +95,13 @@ def model_summary(
         "rollout": rollout_json(model, policy),
         "versions_in_bucket": sorted(catalog.models.get(model, {})) if catalog else [],
         # "container" when any of its versions is a container image (master.containers)
-        "kind": _kind(catalog.models.get(model, {}) if catalog else {}),
+        "kind": kind,
     }
 
 
-def _kind(versions: Mapping[int, CatalogVersion]) -> str | None:
+def model_kind(catalog: Catalog | None, model: str) -> str | None:
     """The model's kind: its newest version's (None: no version in the bucket)."""
+    versions = catalog.models.get(model, {}) if catalog else {}
     return versions[max(versions)].kind if versions else None
 
 
@@ -139,7 +140,7 @@ def model_view(
     """One model in full: every version (who published it, its description and tags), and per
     version the nodes with it on disk, AVAILABLE, or failed (with why)."""
     view = model_summary(model, catalog, policy, fleet)
-    pullers, serving = fleet.live(PULLER), fleet.live(CONFIG_MANAGER)
+    pullers, serving = fleet.live(PULLER), fleet.serving(view["kind"])
     on_disk = {v: ns & pullers for v, ns in fleet.on_disk.get(model, {}).items()}
     available = {v: ns & serving for v, ns in fleet.available.get(model, {}).items()}
     failed = fleet.failed.get(model, {})

@@ -220,6 +220,7 @@ def test_a_server_that_never_turns_ready_is_never_routed_to(setup: Setup, tmp_pa
             answer = setup.http.post("/model/churn/invocations", {"instances": [[1]]})
             assert answer.status == 200 and answer.version == 2
         assert not setup.gateway.containers.ready("churn", 9)
+        assert setup.gateway.containers.ready_versions() == {"churn": [1, 2]}  # for the master
         alone = {"containers": {"solo": {"versions": {"9": port}, "latest": 9}}}
         setup.gateway.containers.update(alone)
         none = setup.http.post("/model/solo/invocations", {"instances": [[1]]})

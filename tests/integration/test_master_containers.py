@@ -41,13 +41,16 @@ def call(
     return resp.status_code, resp.get_json()
 
 
-def gateway_beat(app: Flask, node: str) -> dict[str, Any]:
+def gateway_beat(
+    app: Flask, node: str, ready: dict[str, list[int]] | None = None
+) -> dict[str, Any]:
+    status = {"url": "http://127.0.0.1:8080", "containers": ready or {}}
     status, answer = call(
         app,
         "POST",
         "/v1/nodes/heartbeat",
         node_token(NODE, node),
-        {"node_id": node, "role": "gateway", "status": {"url": "http://127.0.0.1:8080"}},
+        {"node_id": node, "role": "gateway", "status": status},
     )
     assert status == 200, answer
     return answer
@@ -84,7 +87,10 @@ def test_kind_start_stop_and_routes(app: Flask, store: GCSStore, model_factory: 
         META, json.dumps({"at": 1.0, "services": services, "problems": [], "error": None})
     )
     answer = gateway_beat(app, "n1")
-    assert answer["containers"] == {"churn": {"versions": {"2": 18002}, "latest": 2, "labels": {}}}
+    # every version that runs is routable by name; v2, the served one, is the latest
+    assert answer["containers"] == {
+        "churn": {"versions": {"1": 18001, "2": 18002}, "latest": 2, "labels": {}}
+    }
     # a label keeps v1 served too
     assert call(app, "PUT", "/v1/models/churn/labels/stable", ADMIN, {"version": 1})[0] == 200
     state.policy_written()
@@ -121,3 +127,19 @@ def test_kind_start_stop_and_routes(app: Flask, store: GCSStore, model_factory: 
         {"node_id": "n1", "role": "puller", "status": {}},
     )
     assert status == 200 and "containers" not in answer
+
+
+def test_gateways_report_container_versions_available(app: Flask, store: GCSStore) -> None:
+    """A gateway's report of the versions whose /ping answers is what AVAILABLE is for a
+    container model: the model view, convergence and the rollout controller's nodes use it."""
+    publish_image(store, Descriptor("127.0.0.1:5000/churn:1"), "churn")
+    app.extensions[STATE_KEY].refresh_catalog()
+    gateway_beat(app, "n1", {"churn": [1]})
+    gateway_beat(app, "n2", {})
+    view = call(app, "GET", "/v1/models/churn", READ)[1]
+    assert view["serving_nodes"] == 2 and view["converged"] is False
+    assert view["versions"]["1"]["available"] == ["n1"]
+    gateway_beat(app, "n2", {"churn": [1]})
+    view = call(app, "GET", "/v1/models/churn", READ)[1]
+    assert view["versions"]["1"]["available"] == ["n1", "n2"] and view["converged"] is True
+    assert view["serving_versions"] == [1]

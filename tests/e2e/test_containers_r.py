@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+import helpers  # type: ignore[import-not-found]
 import pytest
 from e2e_helpers import sh  # type: ignore[import-not-found]
 
-from modelsync.dev.containers import ContainerCluster, example_image, http
+from modelsync.dev.containers import ADMIN, ContainerCluster, example_image, http
 
 pytestmark = pytest.mark.e2e
 PREFIX = f"mse2er{os.getpid()}"
@@ -64,3 +65,36 @@ def test_the_r_model_answers_every_form_through_the_gateway(
         service["service"],
     ).stdout
     assert '"MemoryBytes":536870912' in spec
+
+
+@pytest.mark.timeout(900)
+def test_a_staged_rollout_of_the_r_model_is_judged_on_the_gateways_figures(
+    cluster: ContainerCluster, image: str
+) -> None:
+    """With a rollout spec, a second version goes canary first (here the canary is the only
+    node): AVAILABLE once the gateway's /ping check passes, baked on the gateway's per-version
+    figures, then complete; the model answers with it."""
+    spec = {"canary_nodes": 1, "waves": [1.0], "bake_s": 6, "warmup_s": 1, "min_requests": 20}
+    status, doc = http_put(cluster, "/v1/models/mpg/rollout", spec)
+    assert status == 200, doc
+    assert "/mpg/2/" in cluster.publish(image, "mpg", "--env", "NOTE=second")
+    seen: set[str] = set()
+
+    def complete() -> bool:
+        cluster.score("mpg", ROWS)  # traffic for the judge, through the gateway
+        r = cluster.api("GET", "/v1/models/mpg/rollout")[1]
+        seen.add(str(r.get("status")))
+        assert r.get("status") != "rolled_back", r
+        return r.get("status") == "complete" and r.get("version") == 2
+
+    helpers.wait_for(complete, 300, "v2 rolled out", interval_s=0.1)
+    assert "baking" in seen
+    advanced = [e for e in cluster.events("mpg") if e["event"] == "rollout_advanced"]
+    assert advanced and advanced[0]["detail"]["judgement"]["source"] == "gateway", advanced[:1]
+    answer = cluster.score("mpg", ROWS)
+    assert answer[0] == 200 and answer[2].get("X-Model-Version") == "2"
+
+
+def http_put(cluster: ContainerCluster, path: str, body: object) -> tuple[int, object]:
+    status, doc, _ = http("PUT", cluster.master_url + path, body, token=ADMIN)
+    return status, doc

@@ -93,7 +93,7 @@ class RolloutController:
         catalog = self.state.catalog()
         complete = catalog.complete_versions(model) if catalog else []
         with self.state.index.fleet(self.state.db, now) as fleet:
-            live = sorted(fleet.live(CONFIG_MANAGER))
+            live = sorted(fleet.serving(model_kind(catalog, model)))
             available = {v: set(ns) for v, ns in fleet.available.get(model, {}).items()}
         return served_everywhere(complete, live, available)
 

@@ -140,6 +140,7 @@ def machines(results: dict[str, dict[str, Any]]) -> str:
 
 
 def update_readme(results: dict[str, dict[str, Any]], quick: bool) -> None:
+    results = {n: results[n] for n in BENCHMARKS if n in results}  # the table's one order
     text = README.read_text()
     dates = sorted({str(f.get("date", dt.date.today().isoformat())) for f in results.values()})
     when = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} (see `date` per row)"

@@ -112,7 +112,7 @@ class ConfigManager:
             settings.tfserving_metrics_url,
             settings.telemetry_s or 1.0,
             self.outbox,
-            models=lambda: {m for m in self.reload_state.pushed if shadowed(m) is None},
+            counted=lambda m: shadowed(m) is None,  # a shadow's figures are the gate's
             available=self.serving.available,
             stop=self.stop_event,
         )

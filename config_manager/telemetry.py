@@ -45,7 +45,7 @@ class TelemetryReader:
         url: str,
         interval_s: float,
         outbox: Outbox,
-        models: Callable[[], set[str]],
+        counted: Callable[[str], bool],
         available: Callable[[], dict[str, set[int]]],
         stop: threading.Event,
         timeout_s: float = 5.0,
@@ -53,7 +53,7 @@ class TelemetryReader:
         self.url = url
         self.interval_s = interval_s
         self.outbox = outbox
-        self.models = models
+        self.counted = counted
         self.available = available
         self.stop = stop
         self.timeout_s = min(timeout_s, interval_s)
@@ -88,8 +88,11 @@ class TelemetryReader:
             log.info("telemetry_reachable_again", url=self.url)
         self._failing = False
         now = time.time()
-        models = self.models()
         page = parse(resp.content)
+        # every model on the page keeps its baseline, whether or not the config asks for it
+        # now: one that left the config for a moment and came back must not count its
+        # cumulative figures a second time ("a model new in cur counts from zero")
+        models = {m for m in snapshot(page).models if self.counted(m)}
         cur, vcur = snapshot(page, models=models), version_snapshots(page, models)[0]
         prev, self._prev = self._prev, (now, cur, vcur)
         if prev is None or now <= prev[0]:
@@ -105,5 +108,6 @@ class TelemetryReader:
             )
             for m, iv in interval(prev[1], cur, seconds).items()
         }
+        figures = {m: f for m, f in figures.items() if not f.empty}  # idle or unloaded
         if figures:
             self.outbox.put(prev[0], now, figures)

@@ -88,6 +88,12 @@ MIGRATIONS: Sequence[str] = (
     ALTER TABLE series_by_source RENAME TO series;
     CREATE INDEX series_model ON series(model);
     """,
+    # 7: the last telemetry batch counted per node and source (master/telemetry.py)
+    """
+    CREATE TABLE telemetry_batch (node_id TEXT NOT NULL, source TEXT NOT NULL,
+                                  boot TEXT NOT NULL, seq INTEGER NOT NULL,
+                                  PRIMARY KEY (node_id, source));
+    """,
 )
 
 

@@ -92,7 +92,14 @@ def _node_paths() -> Paths:
             "status": {"type": "object"},
             "telemetry": {
                 "type": "object",
-                "description": "per-model request figures since the last beat (config manager)",
+                "description": "per-model request figures since the last acknowledged beat "
+                "(config manager, gateway); a batch numbered (boot, seq) is counted once, so a "
+                "sender repeats one whose answer it lost",
+                "properties": {
+                    "boot": {"type": "string", "pattern": "^[0-9a-f]{1,64}$"},
+                    "seq": {"type": "integer", "minimum": 1},
+                    "models": {"type": "object"},
+                },
             },
             "events": {
                 "type": "array",

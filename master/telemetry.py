@@ -17,6 +17,11 @@ request the node served) or ``gateway`` (what the node's gateway answered, per v
 of the same requests, so it never goes into the model's totals). The rollout judge reads both,
 per node, over its window (:meth:`TelemetryStore.window`).
 
+Each beat's figures are counted once: a sender numbers its batches (``boot``, ``seq``,
+:class:`modelsync.telemetry.Outbox`) and sends one again unchanged when its answer was lost;
+``telemetry_batch`` keeps the last number taken per node and source, checked in the writer's
+transaction, so a repeat that reached this or another gunicorn worker is dropped.
+
 Quantiles over nodes or time come from merged histogram buckets, never from averaging p99s.
 Rows are buffered and written in batches by a background thread (every ``flush_s``, and before a
 read in this process), so a heartbeat never waits for them; idle models write nothing. Each
@@ -29,6 +34,7 @@ clocks don't matter.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -123,6 +129,42 @@ def per_version(fig: BeatModel) -> dict[str, ModelInterval]:
     return {str(next(iter(fig.versions))): fig.interval} if len(fig.versions) == 1 else {}
 
 
+@dataclass(frozen=True)
+class Batch:
+    """A beat's telemetry batch number: ``boot`` names the sender's process, ``seq`` counts."""
+
+    boot: str
+    seq: int
+
+
+BOOT_RE = re.compile(r"[0-9a-f]{1,64}")
+MAX_SEQ = 2**62
+
+
+def parse_batch(doc: Any) -> Batch | None:
+    """The batch number of a heartbeat's ``telemetry`` (None: a sender that numbers nothing,
+    counted as sent); TelemetryError if malformed."""
+    if not isinstance(doc, dict) or ("boot" not in doc and "seq" not in doc):
+        return None
+    boot, seq = doc.get("boot"), doc.get("seq")
+    if not isinstance(boot, str) or not BOOT_RE.fullmatch(boot):
+        raise TelemetryError("'boot' must be 1-64 lowercase hex digits")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq < MAX_SEQ:
+        raise TelemetryError("'seq' must be a positive integer")
+    return Batch(boot, seq)
+
+
+@dataclass(frozen=True)
+class _Beat:
+    """One heartbeat's figures, buffered until the writer's next flush."""
+
+    node_id: str
+    source: str
+    batch: Batch | None
+    t: float
+    figures: list[NodeFigures]
+
+
 def parse_beat(doc: Any) -> list[NodeFigures]:
     """The ``telemetry`` field of a heartbeat (untrusted): TelemetryError if malformed."""
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
@@ -148,8 +190,7 @@ class TelemetryStore:
         self.writer = secrets.token_hex(6)  # this process's rows of telemetry_model
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._node_rows: list[tuple[str, str, str, float, float, str]] = []
-        self._pending: dict[tuple[str, int], list[NodeFigures]] = {}
+        self._beats: list[_Beat] = []
         self._minutes: dict[tuple[str, int], Figures] = {}  # the minutes this process fills
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -179,26 +220,38 @@ class TelemetryStore:
 
     # --- writes --------------------------------------------------------------------------------
     def add(
-        self, node_id: str, figures: Iterable[NodeFigures], now: float, source: str = SERVER
+        self,
+        node_id: str,
+        figures: Iterable[NodeFigures],
+        now: float,
+        source: str = SERVER,
+        batch: Batch | None = None,
     ) -> None:
         """A heartbeat's figures: one row per model in the node's series of ``source``; a
-        server's figures also go into the model's minutes (a gateway's are a share of them)."""
-        figures = list(figures)
-        minute = int(now // MINUTE) * MINUTE
-        rows = [(node_id, f.model, source, now, f.interval.seconds, f.row_text()) for f in figures]
+        server's figures also go into the model's minutes (a gateway's are a share of them).
+        Buffered: the writer counts a ``batch`` seen before (a repeat) as nothing."""
+        beat = _Beat(node_id, source, batch, now, list(figures))
         with self._lock:
-            self._node_rows.extend(rows)
-            if source == SERVER:
-                for f in figures:
-                    self._pending.setdefault((f.model, minute), []).append(f)
+            self._beats.append(beat)
 
     def flush(self) -> None:
         with self._flush_lock:
             with self._lock:
-                rows, self._node_rows = self._node_rows, []
-                pending, self._pending = self._pending, {}
-            if not rows and not pending:
+                beats, self._beats = self._beats, []
+            if not beats:
                 return
+            beats = self._first_sight(beats)
+            rows = [
+                (b.node_id, f.model, b.source, b.t, f.interval.seconds, f.row_text())
+                for b in beats
+                for f in b.figures
+            ]
+            pending: dict[tuple[str, int], list[NodeFigures]] = {}
+            for b in beats:
+                if b.source == SERVER:
+                    minute = int(b.t // MINUTE) * MINUTE
+                    for f in b.figures:
+                        pending.setdefault((f.model, minute), []).append(f)
             changed = {}
             for key, items in pending.items():
                 by_version: dict[str, list[ModelInterval]] = {}
@@ -214,8 +267,45 @@ class TelemetryStore:
                 )
                 changed[key] = figures.to_text()
             self._write(rows, changed)
-            newest = max(m for _model, m in self._minutes)
-            self._minutes = {k: f for k, f in self._minutes.items() if k[1] >= newest - MINUTE}
+            if self._minutes:
+                newest = max(m for _model, m in self._minutes)
+                self._minutes = {k: f for k, f in self._minutes.items() if k[1] >= newest - MINUTE}
+
+    def _first_sight(self, beats: list[_Beat]) -> list[_Beat]:
+        """The beats whose batch no worker took before (and those without a number), the last
+        number per node and source recorded in the same transaction."""
+        numbered = [b for b in beats if b.batch is not None]
+        if not numbered:
+            return beats
+        keys = sorted({(b.node_id, b.source) for b in numbered})
+        taken: dict[tuple[str, str], Batch] = {}
+        out = []
+        with self.db.write() as conn:
+            for i in range(0, len(keys), 400):  # SQLite's bound on a statement's variables
+                chunk = keys[i : i + 400]
+                where = " OR ".join("(node_id=? AND source=?)" for _ in chunk)
+                for node_id, source, boot, seq in conn.execute(
+                    f"SELECT node_id, source, boot, seq FROM telemetry_batch WHERE {where}",  # noqa: S608 - placeholders only
+                    [v for key in chunk for v in key],
+                ):
+                    taken[(node_id, source)] = Batch(boot, int(seq))
+            changed = set()
+            for b in beats:
+                if b.batch is None:
+                    out.append(b)
+                    continue
+                key, last = (b.node_id, b.source), taken.get((b.node_id, b.source))
+                if last is not None and last.boot == b.batch.boot and b.batch.seq <= last.seq:
+                    continue  # a repeat: its answer was lost, the figures are counted
+                taken[key] = b.batch
+                changed.add(key)
+                out.append(b)
+            conn.executemany(
+                "INSERT OR REPLACE INTO telemetry_batch (node_id, source, boot, seq) "
+                "VALUES (?, ?, ?, ?)",
+                [(n, src, taken[(n, src)].boot, taken[(n, src)].seq) for n, src in changed],
+            )
+        return out
 
     def _write(
         self,

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from modelsync.dev.procs import ManagedProcess, MasterSpec, Node, start_master
 from modelsync.dev.throttle import LinkProxy
 
 T = TypeVar("T")
@@ -38,6 +43,61 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what} not reached in {timeout_s}s; last: {last!r}")
         time.sleep(interval_s)
+
+
+def master_and_node(
+    workdir: Path,
+    emulator_url: str,
+    bucket: str,
+    *,
+    admin: str,
+    node_secret: str,
+    read_token: str | None = None,
+    master_env: dict[str, str] | None = None,
+    node_env: dict[str, str] | None = None,
+    **node_options: Any,
+) -> tuple[ManagedProcess, Node]:
+    """A master (catalog every 0.5 s) running, and the one node ``node-1`` that reports to it
+    (polls every 0.5 s, beats every second) made but not started: the caller starts it inside
+    its own ``try``, so that a failed start still stops both."""
+    master = start_master(
+        workdir,
+        MasterSpec(
+            bucket=bucket,
+            emulator_host=emulator_url,
+            admin_token=admin,
+            node_secret=node_secret,
+            read_token=read_token,
+            catalog_s=0.5,
+            extra_env=master_env or {},
+        ),
+    )
+    node = Node(
+        workdir / "node",
+        bucket=bucket,
+        emulator_host=emulator_url,
+        name="node-1",
+        poll_s=0.5,
+        master_url=master.url,  # type: ignore[attr-defined]
+        node_secret=node_secret,
+        extra_env={"MODELSYNC_HEARTBEAT_S": "1", **(node_env or {})},
+        **node_options,
+    )
+    return master, node
+
+
+def available_on(url: str, token: str, model: str, version: int, node: str = "node-1") -> bool:
+    """Whether the master says ``node`` has ``model`` ``version`` AVAILABLE (False while the
+    master cannot be reached)."""
+    req = urllib.request.Request(
+        f"{url}/v1/models/{model}", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            doc = json.loads(r.read())
+    except urllib.error.URLError:
+        return False
+    return node in doc["versions"].get(str(version), {}).get("available", [])
 
 
 def write_corrupt_version(store: Any, src: Any, model: str, version: int) -> None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers import wait_for
+from helpers import available_on, master_and_node, wait_for
 
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import ManagedProcess, MasterSpec, Node, start_master
+from modelsync.dev.procs import ManagedProcess, Node
 from modelsync.jobs.model import jobs_dir
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
@@ -128,18 +128,6 @@ def raw_upload(url: str, path: str, chunks: Iterator[bytes], headers: dict[str, 
         conn.close()
 
 
-def serving(url: str, model: str, version: int, node: str) -> bool:
-    req = urllib.request.Request(
-        f"{url}/v1/models/{model}", headers={"Authorization": f"Bearer {READ}"}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            doc = json.loads(r.read())
-    except urllib.error.URLError:
-        return False
-    return node in doc["versions"].get(str(version), {}).get("available", [])
-
-
 @contextmanager
 def jobs_cluster(
     workdir: Path,
@@ -158,39 +146,26 @@ def jobs_cluster(
     )
     store = GCSStore(settings)
     store.ensure_bucket()
-    master = start_master(
+    master, node = master_and_node(
         workdir,
-        MasterSpec(
-            bucket=bucket,
-            emulator_host=gcs.url,
-            admin_token=ADMIN,
-            node_secret=NODE,
-            read_token=READ,
-            catalog_s=0.5,
-            extra_env={
-                "MODELSYNC_BROKER_URL": broker_url,
-                "MODELSYNC_JOB_POLL_S": "0.5",
-                "MODELSYNC_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                **(master_env or {}),
-            },
-        ),
+        gcs.url,
+        bucket,
+        admin=ADMIN,
+        node_secret=NODE,
+        read_token=READ,
+        master_env={
+            "MODELSYNC_BROKER_URL": broker_url,
+            "MODELSYNC_JOB_POLL_S": "0.5",
+            "MODELSYNC_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            **(master_env or {}),
+        },
     )
     url: str = master.url  # type: ignore[attr-defined]
-    node = Node(
-        workdir / "node",
-        bucket=bucket,
-        emulator_host=gcs.url,
-        name="node-1",
-        poll_s=0.5,
-        master_url=url,
-        node_secret=NODE,
-        extra_env={"MODELSYNC_HEARTBEAT_S": "1"},
-    )
     env = {"MODELSYNC_JOB_VISIBILITY_S": "6", "MODELSYNC_JOB_RETRY_S": "120", **(worker_env or {})}
     try:
         node.start()
         publish(store, model_factory(2.0, 1.0), "demo")
-        wait_for(lambda: serving(url, "demo", 1, "node-1"), 120, "demo v1 AVAILABLE on node-1")
+        wait_for(lambda: available_on(url, READ, "demo", 1), 120, "demo v1 AVAILABLE on node-1")
         for _ in range(workers):
             node.start_worker(broker_url, extra_env=env)
         yield JobsCluster(url, store, settings, master, node, broker_url, env)

@@ -11,7 +11,7 @@ from master import auth
 from master.api import ApiError, body, log, need, state
 from master.beat import BadBeat, ProblemLog, parse_beat
 from master.index import nodes_json
-from master.telemetry import TELEMETRY_SOURCES
+from master.telemetry import TELEMETRY_SOURCES, Batch, parse_batch
 from master.telemetry import parse_beat as parse_telemetry
 from modelsync.telemetry import TelemetryError
 
@@ -36,13 +36,14 @@ def heartbeat() -> Response:
         raise ApiError(403, f"this token is node {owner!r}'s: it cannot report for another node")
     problems = list(beat.problems)
     telemetry = []
+    batch: Batch | None = None
     if beat.telemetry is not None:
         if beat.role not in TELEMETRY_SOURCES:
             raise ApiError(
                 400, f"'telemetry': only {sorted(TELEMETRY_SOURCES)} heartbeats carry it"
             )
         try:
-            telemetry = parse_telemetry(beat.telemetry)
+            telemetry, batch = parse_telemetry(beat.telemetry), parse_batch(beat.telemetry)
         except TelemetryError as exc:
             raise ApiError(400, f"'telemetry': {exc}") from None
     status = beat.status
@@ -60,7 +61,7 @@ def heartbeat() -> Response:
     )
     s.metrics.heartbeats.labels(beat.role).inc()
     if telemetry:
-        s.telemetry.add(beat.node_id, telemetry, now, TELEMETRY_SOURCES[beat.role])
+        s.telemetry.add(beat.node_id, telemetry, now, TELEMETRY_SOURCES[beat.role], batch)
     if new:
         s.db.add_event("node", "node_registered", node_id=beat.node_id, detail={"role": beat.role})
         log.info("node_registered", node_id=beat.node_id, role=beat.role)

@@ -14,10 +14,16 @@ the same document on their beats::
 extension metrics, :mod:`modelsync.telemetry.versions`; the gateway, which sees the version of
 each answer); ``{}`` then means that no request reached a version. Merged per model, so a beat's
 size is bounded by the models (and their versions), not the requests.
+
+Each document also carries ``"boot"`` (random, one per sender process) and ``"seq"`` (1, 2, ...):
+delivery is stop-and-wait, so a beat whose answer was lost (a timeout after the master had
+recorded it) is sent again *unchanged*, and the master counts a ``(boot, seq)`` once
+(:mod:`master.telemetry`). Without that, a slow master answer meant figures counted twice.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -129,12 +135,19 @@ class Pending:
 
 class Outbox:
     """Figures not yet delivered: ``put()`` as they come, ``take()`` for a heartbeat,
-    ``settle(ok)`` after it (what the master did not get goes out with the next beat)."""
+    ``settle(ok)`` after it.
+
+    Stop and wait: until the master acknowledges a batch, ``take()`` gives the *same* batch
+    (same ``seq``) again, and what came since waits, merged, for the next one. The master counts
+    each ``(boot, seq)`` once, so a beat that reached it but whose answer was lost is never
+    counted twice, and nothing is lost while it is unreachable."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: Pending | None = None
-        self._in_flight: Pending | None = None
+        self._in_flight: dict[str, Any] | None = None  # sent, not acknowledged yet
+        self.boot = secrets.token_hex(8)
+        self._seq = 0
 
     def put(self, start: float, end: float, figures: Mapping[str, BeatModel]) -> None:
         with self._lock:
@@ -144,22 +157,18 @@ class Outbox:
 
     def take(self) -> dict[str, Any] | None:
         with self._lock:
-            if self._in_flight is not None:  # the last beat's fate is unknown: send both
-                self._settle_locked(False)
-            self._in_flight, self._pending = self._pending, None
-            return None if self._in_flight is None else self._in_flight.to_json()
+            if self._in_flight is None and self._pending is not None:
+                self._seq += 1
+                doc = self._pending.to_json()
+                self._in_flight = {**doc, "boot": self.boot, "seq": self._seq}
+                self._pending = None
+            return self._in_flight
 
     def settle(self, ok: bool) -> None:
-        with self._lock:
-            self._settle_locked(ok)
-
-    def _settle_locked(self, ok: bool) -> None:
-        sent, self._in_flight = self._in_flight, None
-        if ok or sent is None:
-            return
-        if self._pending is not None:  # not delivered: back in front of what came since
-            sent.add(self._pending.start, self._pending.end, self._pending.models)
-        self._pending = sent
+        """``ok``: the master has the batch last taken; if not, it goes out again unchanged."""
+        if ok:
+            with self._lock:
+                self._in_flight = None
 
 
 __all__ = ["GATEWAY", "SERVER", "BeatModel", "Outbox", "Pending"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from helpers import wait_for
+from helpers import available_on, master_and_node, wait_for
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
@@ -26,7 +26,7 @@ from selenium.webdriver.remote.webelement import WebElement
 from modelsync.catalog import policy_object
 from modelsync.client import PredictClient
 from modelsync.dev.emulator import GCSEmulator
-from modelsync.dev.procs import ManagedProcess, MasterSpec, Node, start_master
+from modelsync.dev.procs import ManagedProcess, Node
 from modelsync.policy import Policy, parse_policy
 from modelsync.publish import publish
 from modelsync.settings import StoreSettings
@@ -125,8 +125,7 @@ class Cluster:
 
 
 def serving(url: str, model: str, version: int, node: str = "node-1") -> bool:
-    code, doc = api(url, "GET", f"/v1/models/{model}")
-    return code == 200 and node in doc["versions"].get(str(version), {}).get("available", [])
+    return available_on(url, READ, model, version, node)
 
 
 @contextmanager
@@ -139,29 +138,17 @@ def running_cluster(
     )
     store = GCSStore(settings)
     store.ensure_bucket()
-    master = start_master(
+    master, node = master_and_node(
         workdir,
-        MasterSpec(
-            bucket=bucket,
-            emulator_host=gcs.url,
-            admin_token=ADMIN,
-            node_secret=NODE,
-            read_token=READ,
-            catalog_s=0.5,
-        ),
-    )
-    url: str = master.url  # type: ignore[attr-defined]
-    node = Node(
-        workdir / "node",
-        bucket=bucket,
-        emulator_host=gcs.url,
-        name="node-1",
-        poll_s=0.5,
-        master_url=url,
+        gcs.url,
+        bucket,
+        admin=ADMIN,
         node_secret=NODE,
-        extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"},
+        read_token=READ,
+        node_env={"MODELSYNC_TELEMETRY_S": "1"},
         gateway=gateway,
     )
+    url: str = master.url  # type: ignore[attr-defined]
     load = None
     try:
         node.start()

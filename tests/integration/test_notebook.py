@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import master_and_node, wait_for
 
 from modelsync.dev.emulator import GCSEmulator, free_port
-from modelsync.dev.procs import ManagedProcess, MasterSpec, Node, start_master
 from modelsync.settings import StoreSettings
 from modelsync.store import GCSStore
 
@@ -27,30 +26,18 @@ def cluster(gcs: GCSEmulator, tmp_path_factory: pytest.TempPathFactory) -> Itera
     bucket = f"notebook-{os.getpid()}"
     GCSStore(StoreSettings(bucket=bucket, emulator_host=gcs.url)).ensure_bucket()
     gateway_port = free_port()
-    master: ManagedProcess = start_master(
+    master, node = master_and_node(
         work,
-        MasterSpec(
-            bucket=bucket,
-            emulator_host=gcs.url,
-            admin_token=ADMIN,
-            node_secret=NODE,
-            catalog_s=0.5,
-            extra_env={"MODELSYNC_GATEWAY_PORT": str(gateway_port)},
-        ),
-    )
-    url: str = master.url  # type: ignore[attr-defined]
-    node = Node(
-        work / "node",
-        bucket=bucket,
-        emulator_host=gcs.url,
-        name="node-1",
-        poll_s=0.5,
-        master_url=url,
+        gcs.url,
+        bucket,
+        admin=ADMIN,
         node_secret=NODE,
+        master_env={"MODELSYNC_GATEWAY_PORT": str(gateway_port)},
+        node_env={"MODELSYNC_TELEMETRY_S": "1"},
         gateway=True,
         gateway_port=gateway_port,
-        extra_env={"MODELSYNC_HEARTBEAT_S": "1", "MODELSYNC_TELEMETRY_S": "1"},
     )
+    url: str = master.url  # type: ignore[attr-defined]
     try:
         node.start()
         from modelsync import Client

@@ -72,6 +72,21 @@ class Load:
         return float(np.percentile(self.latencies_ms, 99))
 
 
+class Total(dict[str, Any]):
+    """The master's total when it has the errors wanted; falsy (and shown in a failure) when not."""
+
+    def __init__(self, doc: dict[str, Any], want: int) -> None:
+        super().__init__(doc)
+        self.want = want
+
+    def __bool__(self) -> bool:
+        return bool(self.get("errors") == self.want)
+
+
+def errors_are(url: str, want: int) -> Total:
+    return Total(metrics(url)["total"], want)
+
+
 def available(node: Node) -> bool:
     with urllib.request.urlopen(f"http://127.0.0.1:{node.cm_port}/status", timeout=10) as r:
         view = json.loads(r.read())["tfserving_view"]
@@ -122,9 +137,7 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
         load.run(good=400, bad=40)
         sent = 440
         # within two telemetry intervals (plus a heartbeat) the master has it all
-        total = wait_for(
-            lambda: (t := metrics(url)["total"])["errors"] == 40 and t, 30, "errors arrived"
-        )
+        total = wait_for(lambda: errors_are(url, 40), 30, "40 errors in the master's total")
         assert total["requests"] <= sent
         assert abs(total["requests"] - sent) <= 0.1 * sent
         assert total["errors_by_code"] == {"INVALID_ARGUMENT": 40}
@@ -153,11 +166,7 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
         load = Load(node.grpc_port)
         wait_for(lambda: available(node), 60, "v1 AVAILABLE after the restart")
         load.run(good=100, bad=10)
-        after = wait_for(
-            lambda: (t := metrics(url)["total"])["errors"] == 50 and t,
-            30,
-            "errors after the restart",
-        )
+        after = wait_for(lambda: errors_are(url, 50), 30, "50 errors after the restart")
         assert after["requests"] == sent + 110
         series = metrics(url, "since=15m")["series"]
         assert all(p["requests"] >= 0 and p["errors"] >= 0 for p in series)

@@ -20,7 +20,7 @@ def interval(ok: int, errors: int, latency_us: float) -> ModelInterval:
     )
 
 
-def beat(api, node: str, figures: dict[str, tuple[ModelInterval, list[int]]]) -> tuple:  # type: ignore[no-untyped-def]
+def beat(api, node: str, figures: dict[str, tuple[ModelInterval, list[int]]], **batch) -> tuple:  # type: ignore[no-untyped-def]
     doc = {
         "node_id": node,
         "role": "config_manager",
@@ -29,6 +29,7 @@ def beat(api, node: str, figures: dict[str, tuple[ModelInterval, list[int]]]) ->
             "start": time.time() - 5,
             "end": time.time(),
             "models": {m: {**iv.to_json(), "versions": vs} for m, (iv, vs) in figures.items()},
+            **batch,
         },
     }
     return api.call("POST", "/v1/nodes/heartbeat", node_token(NODE, node), doc)
@@ -64,6 +65,62 @@ def test_series_merge_nodes_and_versions(api) -> None:  # type: ignore[no-untype
     assert cluster["requests"] == 210 and cluster["rps"] > 0
     spark = api.call("GET", "/v1/metrics/sparklines", READ)[1]
     assert sum(spark["models"]["m"]) == 210 and len(spark["models"]["m"]) == len(spark["minutes"])
+
+
+def test_a_batch_repeated_after_a_lost_answer_counts_once(api) -> None:  # type: ignore[no-untyped-def]
+    """A sender repeats a batch (same boot and seq) when it did not get the answer: the master
+    counts it once, whether the repeat comes before or after a flush; a new batch, a new boot
+    (the sender restarted) and an unnumbered beat count."""
+    iv = interval(10, 1, 2_000)
+    batches = [
+        {"boot": "aa01", "seq": 1},
+        {"boot": "aa01", "seq": 1},  # the answer to the first was lost
+        {"boot": "aa01", "seq": 2},
+        {"boot": "aa01", "seq": 2},
+        {"boot": "aa01", "seq": 1},  # late and old
+        {"boot": "bb02", "seq": 1},  # the sender restarted
+        {},  # a sender that numbers nothing
+    ]
+    counted = []
+    for i, batch in enumerate(batches):
+        assert beat(api, "a", {"m": (iv, [1])}, **batch)[0] == 200
+        if i % 2:  # some repeats meet their first in the buffer, some in SQLite
+            api.call("GET", "/v1/models/m/metrics?since=10m", READ)
+        counted.append(api.call("GET", "/v1/models/m/metrics?since=10m", READ)[1]["total"])
+    assert [t["requests"] for t in counted] == [11, 11, 22, 22, 22, 33, 44]
+    assert counted[-1]["errors"] == 4
+    node = api.call("GET", "/v1/models/m/metrics?since=10m&node=a&step=5", READ)[1]
+    assert node["total"]["requests"] == 44
+
+
+def test_two_workers_count_a_repeated_batch_once(state) -> None:  # type: ignore[no-untyped-def]
+    """The repeat reaches another gunicorn worker (another TelemetryStore on the same file)."""
+    from master.telemetry import Batch, NodeFigures, TelemetryStore
+    from modelsync.telemetry import BeatModel
+
+    other = TelemetryStore(state.db, retention_s=3600)
+    figures = [NodeFigures("m", BeatModel(interval(10, 1, 2_000), frozenset({1})))]
+    now = time.time()
+    state.telemetry.add("a", figures, now, batch=Batch("cc", 7))
+    other.add("a", figures, now + 0.5, batch=Batch("cc", 7))
+    state.telemetry.flush()
+    other.flush()
+    minutes = state.telemetry.model_minutes("m", now - 60, now + 60)
+    assert sum(f.whole.requests for f in minutes.values() if f.whole) == 11
+    rows = state.db.conn().execute("SELECT COUNT(*) FROM telemetry_node").fetchone()[0]
+    assert rows == 1
+
+
+def test_a_malformed_batch_number_is_400(api) -> None:  # type: ignore[no-untyped-def]
+    iv = interval(1, 0, 2_000)
+    for batch, why in (
+        ({"boot": "XY", "seq": 1}, "'boot'"),
+        ({"boot": "aa", "seq": 0}, "'seq'"),
+        ({"boot": "aa", "seq": True}, "'seq'"),
+        ({"seq": 3}, "'boot'"),
+    ):
+        code, doc = beat(api, "a", {"m": (iv, [1])}, **batch)
+        assert code == 400 and why in doc["error"], (batch, doc)
 
 
 def test_bad_telemetry_and_arguments_are_400(api) -> None:  # type: ignore[no-untyped-def]

@@ -144,15 +144,47 @@ def test_bad_per_version_figures_are_a_telemetry_error() -> None:
             raise AssertionError(by_version)
 
 
-def test_the_outbox_keeps_what_the_master_did_not_get() -> None:
+def test_the_outbox_keeps_what_the_master_did_not_get_and_never_sends_it_twice() -> None:
     box = Outbox()
     box.put(0.0, 1.0, {"m": BeatModel(interval(5, 0), frozenset({1}), {1: interval(5, 0)})})
     first = box.take()
     assert first is not None and first["models"]["m"]["by_version"]["1"]["requests"] == 5
-    box.settle(False)  # lost: it goes out again, with what came since
+    box.settle(False)  # its fate unknown: it goes out again unchanged, same batch number
     box.put(1.0, 2.0, {"m": BeatModel(interval(2, 1), frozenset({1}), {1: interval(2, 1)})})
     again = box.take()
-    assert again is not None and again["models"]["m"]["requests"] == 8
-    assert again["models"]["m"]["by_version"]["1"]["requests"] == 8
+    assert again == first and (again["boot"], again["seq"]) == (box.boot, 1)
+    again = box.take()  # no settle at all (the beat raised): still the same
+    assert again == first
+    box.settle(True)
+    box.put(2.0, 3.0, {"m": BeatModel(interval(1, 0), frozenset({1}), {1: interval(1, 0)})})
+    second = box.take()  # what came while the first waited, merged, as the next batch
+    assert second is not None and second["seq"] == 2 and second["boot"] == box.boot
+    assert second["models"]["m"]["requests"] == 4  # 2 + 1 errors, then 1
+    assert (second["start"], second["end"]) == (1.0, 3.0)
     box.settle(True)
     assert box.take() is None
+
+
+@given(st.lists(st.tuples(st.integers(0, 50), st.booleans()), min_size=1, max_size=30))
+def test_whatever_the_master_acknowledges_every_request_is_delivered_once(
+    rounds: list[tuple[int, bool]],
+) -> None:
+    """The master counts each (boot, seq) once: over any run of beats lost before or after the
+    master got them, every request is counted exactly once when it answers again."""
+    box, counted, seen, put = Outbox(), 0, set(), 0
+    for i, (requests, delivered) in enumerate(rounds):
+        if requests:
+            box.put(float(i), i + 1.0, {"m": BeatModel(interval(requests, 0), frozenset({1}))})
+            put += requests
+        doc = box.take()
+        if doc is not None and (doc["boot"], doc["seq"]) not in seen:  # the master's rule
+            seen.add((doc["boot"], doc["seq"]))
+            counted += doc["models"]["m"]["requests"]
+        box.settle(delivered)  # not delivered: the answer was lost, the master has it anyway
+    for _ in range(3):  # then the master answers again: what waits is delivered
+        doc = box.take()
+        if doc is not None and (doc["boot"], doc["seq"]) not in seen:
+            seen.add((doc["boot"], doc["seq"]))
+            counted += doc["models"]["m"]["requests"]
+        box.settle(True)
+    assert box.take() is None and counted == put

@@ -28,6 +28,7 @@ BENCHMARKS = {
     "rollout": "bench.rollout",
     "jobs": "bench.jobs",
     "cluster": "bench.cluster",
+    "containers": "bench.containers",
 }
 # not in ``all``: gateway runs inside scoring; cluster needs root and the multi-node Swarm of
 # `make cluster` (it brings one up, and down again, when none is up)
@@ -79,6 +80,7 @@ GOALS: dict[str, list[tuple[str, str, float]]] = {
     "jobs": [("job_vs_gateway_per_core", ">=", 1.0), ("gateway_errors", "<=", 0)],
     # one copy of the version per worker (3), plus TCP/IP headers and the nodes' polls
     "cluster": [("bucket_bytes_per_rollout_x_model", "<=", 3.3)],
+    "containers": [("gateway_overhead_p50_ms", "<=", 1), ("errors", "<=", 0)],
 }
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
+from typing import TYPE_CHECKING
 
 from cli.common import (
     CommandError,
@@ -12,8 +14,12 @@ from cli.common import (
     positive_int,
     reachable_store,
     store_settings,
+    tcp_port,
 )
 from modelsync.settings import SettingsError
+
+if TYPE_CHECKING:
+    from modelsync.container import Descriptor
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
@@ -21,31 +27,39 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     from modelsync.manifest import ManifestError, check_notes, parse_tag
     from modelsync.notify import MasterTarget, NotifyError, tell_master
-    from modelsync.publish import ProgressBar, PublishError, PublishOptions, publish
+    from modelsync.publish import (
+        ProgressBar,
+        PublishError,
+        PublishOptions,
+        publish,
+        publish_image,
+    )
 
     try:
         tags = dict(parse_tag(t) for t in args.tag)
         description, tags = check_notes(args.description, tags, "--description/--tag")
     except ManifestError as exc:
         raise SettingsError(str(exc)) from None
+    if (args.path is None) == (args.image is None):
+        raise SettingsError("give a SavedModel PATH or --image REGISTRY/NAME:TAG (one of them)")
+    descriptor = container_descriptor(args) if args.image is not None else None
     settings = store_settings(args)
     master = MasterTarget.from_env()  # a bad setting stops here, before anything is written
     store = reachable_store(settings)
+    options = PublishOptions(
+        version=args.version,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        progress=ProgressBar(f"{args.model}"),
+        warmup=args.warmup,
+        description=description,
+        tags=tags,
+    )
     try:
-        result = publish(
-            store,
-            args.path,
-            args.model,
-            PublishOptions(
-                version=args.version,
-                overwrite=args.overwrite,
-                workers=args.workers,
-                progress=ProgressBar(f"{args.model}"),
-                warmup=args.warmup,
-                description=description,
-                tags=tags,
-            ),
-        )
+        if descriptor is not None:
+            result = publish_image(store, descriptor, args.model, options)
+        else:
+            result = publish(store, args.path, args.model, options)
     except PublishError as exc:
         raise CommandError(str(exc)) from None
     if master is not None:  # the catalog takes it now (idempotent: told again when unchanged)
@@ -65,6 +79,50 @@ def cmd_publish(args: argparse.Namespace) -> int:
         f"{result.seconds:.2f} s)"
     )
     return 0
+
+
+def container_descriptor(args: argparse.Namespace) -> Descriptor:
+    """``--image`` and its flags as a checked descriptor, its digest asked of the registry
+    (unless given as NAME@sha256:… or ``--no-digest``). Every bad flag is one line on stderr."""
+    import sys
+
+    from modelsync.container import (
+        Descriptor,
+        DescriptorError,
+        Resources,
+        check_descriptor,
+        parse_env,
+        parse_memory,
+    )
+    from modelsync.images import resolve_digest
+
+    problems: list[str] = []
+    env: dict[str, str] = {}
+    memory: int | None = None
+    try:
+        env = parse_env(args.env)
+    except DescriptorError as exc:
+        problems += exc.problems
+    if args.memory is not None:
+        try:
+            memory = parse_memory(args.memory)
+        except DescriptorError as exc:
+            problems += exc.problems
+    descriptor = Descriptor(args.image, None, args.port, env, Resources(args.cpus, memory))
+    try:
+        check_descriptor(descriptor)
+    except DescriptorError as exc:
+        problems += exc.problems
+    if problems:
+        for line in problems[:-1]:
+            print(f"modelsync publish: error: {line}", file=sys.stderr)
+        raise SettingsError(problems[-1])
+    if not args.no_digest:
+        digest, why = resolve_digest(args.image)
+        if digest is None:
+            print(f"warning: {why}; the version runs the tag as it is then", file=sys.stderr)
+        descriptor = dataclasses.replace(descriptor, digest=digest)
+    return descriptor
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -89,7 +147,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         for v, rv in sorted(versions.items()):
             why_not = incomplete_reason(rv, tracker, time.time())
             state = "complete" if why_not is None else f"incomplete ({why_not})"
-            print(f"    {v:>6}  {len(rv.files):3} files {rv.bytes:>12} bytes  {state}")
+            print(
+                f"    {v:>6}  {rv.kind:<10} {len(rv.files):3} files {rv.bytes:>12} bytes  {state}"
+            )
             entry = registry.get((model, v))
             if entry is not None:
                 for line in entry.lines():
@@ -155,8 +215,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("publish", help="upload a SavedModel (directory or .tar.gz) as a version")
-    p.add_argument("path")
+    p = sub.add_parser(
+        "publish",
+        help="upload a SavedModel (directory or .tar.gz), or a container image's descriptor "
+        "(--image), as a version",
+    )
+    p.add_argument("path", nargs="?", help="a SavedModel directory or .tar.gz (or --image)")
+    p.add_argument(
+        "--image",
+        metavar="REGISTRY/NAME:TAG",
+        help="publish a container model: an image serving GET /ping and POST /invocations",
+    )
+    p.add_argument(
+        "--port",
+        type=tcp_port,
+        default=8080,
+        help="with --image: the port the image's server listens on (default 8080)",
+    )
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="with --image: an environment variable of the container; repeat for more",
+    )
+    p.add_argument("--cpus", type=float, help="with --image: CPU limit (e.g. 0.5)")
+    p.add_argument("--memory", help="with --image: memory limit (e.g. 512M, 2G)")
+    p.add_argument(
+        "--no-digest",
+        action="store_true",
+        help="with --image: do not ask the registry for the tag's digest",
+    )
     p.add_argument("--model", required=True)
     p.add_argument("--version", type=positive_int, help="default: the next free version")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version")

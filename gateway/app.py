@@ -1,7 +1,8 @@
 """The gateway's routes: a request (method, path, headers, body) -> a response, with no socket
 code (gateway/httpd.py serves it), so it can be driven in-process.
 
-    POST /model/<name>[/<version>]/invocations   MLflow / Databricks scoring
+    POST /model/<name>[/<version>]/invocations   MLflow / Databricks scoring (a container
+                                                 model: its /invocations, JSON or CSV)
     POST /api/v1/run-model, POST /predict        ML-Kraken
     GET  /v1/models/<name>[/versions/<v>|/labels/<l>][/metadata]
     POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict|classify|regress
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from gateway.containers import ContainerRoutes, kraken_body, kraken_results
+from gateway.containers import content_type as container_content_type
 from gateway.disabled import DisabledModels, disabled_message
 from gateway.errors import MLFLOW_CODES, GatewayError, grpc_code
 from gateway.history import Exchange, History
@@ -107,8 +110,11 @@ class Gateway:
         history: History | None = None,
         metrics: GatewayMetrics | None = None,
         telemetry: GatewayTelemetry | None = None,
+        containers: ContainerRoutes | None = None,
     ) -> None:
         self.settings = settings
+        # container models on this node: learned from the master's heartbeat answers
+        self.containers = containers or ContainerRoutes(settings.timeout_s)
         self.tfs = tfs
         self.proxy = proxy
         self.history = history or History(
@@ -269,6 +275,9 @@ class Gateway:
         if not is_model_name(name):
             raise GatewayError(404, f"model {name!r} does not exist")
         version = _version(m.group("version"))
+        hit = self.containers.resolve(name, version)
+        if hit is not None:
+            return self._container(req, name, hit, attempt)
         self._check_post(req)
         body = convert.parse_json(req.body)
         found: list[str] = []
@@ -288,6 +297,9 @@ class Gateway:
         self._check_post(req)
         kr = convert.kraken_request(convert.parse_json(req.body))
         try:
+            hit = self.containers.resolve(kr.model, kr.version)
+            if hit is not None:
+                return self._container_kraken(kr, hit, started, attempt)
             answer = self.tfs.predict(
                 kr.model,
                 kr.version,
@@ -315,6 +327,39 @@ class Gateway:
             },
         }
         return _Outcome(_json(doc), kr.model, answer.version)
+
+    def _container(
+        self, req: Request, name: str, hit: tuple[int, int], attempt: Attempt
+    ) -> _Outcome:
+        """MLflow's route to a container model: the body goes to its ``/invocations`` as it
+        is (JSON or CSV), its answer comes back as it is."""
+        if req.method != "POST":
+            raise GatewayError(405, f"{req.method} is not allowed here; use POST")
+        if req.too_large:
+            raise GatewayError(413, f"the body is larger than {self.settings.max_body_bytes} bytes")
+        ctype = container_content_type(req.headers)
+        version, port = hit
+        attempt.version = version  # an error is this version's too
+        data, answer_type = self.containers.invoke(name, version, port, req.body, ctype)
+        return _Outcome(Response(200, data, answer_type), name, version)
+
+    def _container_kraken(
+        self, kr: convert.KrakenRequest, hit: tuple[int, int], started: float, attempt: Attempt
+    ) -> _Outcome:
+        version, port = hit
+        attempt.version = version
+        data, _ctype = self.containers.invoke(
+            kr.model, version, port, kraken_body(kr.model_data), "application/json"
+        )
+        doc = {
+            "results": kraken_results(data),
+            "metaData": {
+                "modelId": kr.model,
+                "modelVersion": version,
+                "latencyMs": round((time.perf_counter() - started) * 1000, 3),
+            },
+        }
+        return _Outcome(_json(doc), kr.model, version)
 
     def _passthrough(self, req: Request, _started: float, attempt: Attempt) -> _Outcome:
         m = TFS_RE.match(req.path)

@@ -1,4 +1,5 @@
-"""TF Serving's REST API passed through unchanged, over a small pool of keep-alive connections."""
+"""TF Serving's REST API (or a container model's server) passed through unchanged, over a small
+pool of keep-alive connections."""
 
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ _STALE = (
 
 
 class RestProxy:
-    def __init__(self, target: str, timeout_s: float = 30.0, max_idle: int = 64) -> None:
+    def __init__(
+        self,
+        target: str,
+        timeout_s: float = 30.0,
+        max_idle: int = 64,
+        name: str = "TF Serving REST",
+    ) -> None:
         host, _, port = target.rpartition(":")
         self.target = target
+        self.name = name  # what the errors call it
         self.host, self.port = host or "127.0.0.1", int(port)
         self.timeout_s = timeout_s
         self.max_idle = max_idle
@@ -62,7 +70,7 @@ class RestProxy:
                 conn, reused = self._take()
             except OSError as exc:
                 raise GatewayError(
-                    503, f"TF Serving REST at {self.target} is unavailable: {exc}"
+                    503, f"{self.name} at {self.target} is unavailable: {exc}"
                 ) from exc
             try:
                 conn.request(method, path, body=body if body or headers else None, headers=headers)
@@ -73,17 +81,17 @@ class RestProxy:
                 if reused and attempt == 0:
                     continue
                 raise GatewayError(
-                    503, f"TF Serving REST at {self.target} closed the connection: {exc}"
+                    503, f"{self.name} at {self.target} closed the connection: {exc}"
                 ) from exc
             except TimeoutError as exc:
                 conn.close()
                 raise GatewayError(
-                    504, f"TF Serving REST at {self.target} did not answer in {self.timeout_s:g} s"
+                    504, f"{self.name} at {self.target} did not answer in {self.timeout_s:g} s"
                 ) from exc
             except OSError as exc:
                 conn.close()
                 raise GatewayError(
-                    503, f"TF Serving REST at {self.target} is unavailable: {exc}"
+                    503, f"{self.name} at {self.target} is unavailable: {exc}"
                 ) from exc
             if resp.will_close:
                 conn.close()

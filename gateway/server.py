@@ -51,11 +51,16 @@ def beat_status(
 ) -> Callable[[], GatewayStatus]:
     """What the gateway's heartbeats (role ``gateway``) tell the master: where it listens and
     what it answered lately (the request history's summary), so the console can show it and try
-    a model."""
+    a model; and which container model versions answer ``/ping`` here (their AVAILABLE)."""
     url = settings.advertise_url or f"http://{advertised_host(settings.node)}:{port}"
 
     def status() -> GatewayStatus:
-        return {"url": url, "auth": settings.token is not None, **gateway.summary()}
+        return {
+            "url": url,
+            "auth": settings.token is not None,
+            "containers": gateway.containers.ready_versions(),
+            **gateway.summary(),
+        }
 
     return status
 
@@ -80,12 +85,20 @@ def main(port: int | None = None) -> int:
     status = beat_status(settings, gateway, server.port)
     start_heartbeats(
         settings.node,
-        BeatSource("gateway", status, EventLog(log, 100), stop, outbox=gateway.telemetry),
+        BeatSource(
+            "gateway",
+            status,
+            EventLog(log, 100),
+            stop,
+            outbox=gateway.telemetry,
+            on_answer=gateway.containers.update,  # where this node's container models listen
+        ),
     )
     wait_for_stop(stop)
     log.info("gateway_stopping")
     server.stop()
     gateway.proxy.close()
+    gateway.containers.close()
     gateway.tfs.close()
     log.info("gateway_stopped")
     return 0

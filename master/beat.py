@@ -397,6 +397,7 @@ STATUS: dict[str, Check] = {
             "models": gateway_models,
             "sample": opt_amount,
             "per_model": opt_count,
+            "containers": versions_map,
         }
     ),
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from master.index import CONFIG_MANAGER, PULLER, Fleet
+from master.index import PULLER, Fleet
 from modelsync.annotations import Annotations, notes
 from modelsync.catalog import Catalog, CatalogVersion
 from modelsync.policy import Policy, ServedSet, served_set
@@ -64,7 +64,8 @@ def model_summary(
 ) -> dict[str, Any]:
     """Counts only (no node lists): what the tables of every model need."""
     served = _served(model, catalog, policy)
-    pullers, serving = fleet.live(PULLER), fleet.live(CONFIG_MANAGER)
+    kind = model_kind(catalog, model)
+    pullers, serving = fleet.live(PULLER), fleet.serving(kind)
     on_disk = fleet.on_disk.get(model, {})
     available = fleet.available.get(model, {})
     targets = node_targets(model, catalog, policy, serving)
@@ -93,7 +94,15 @@ def model_summary(
         "serving_versions": sorted(v for v, ns in available.items() if ns & serving),
         "rollout": rollout_json(model, policy),
         "versions_in_bucket": sorted(catalog.models.get(model, {})) if catalog else [],
+        # "container" when any of its versions is a container image (master.containers)
+        "kind": kind,
     }
+
+
+def model_kind(catalog: Catalog | None, model: str) -> str | None:
+    """The model's kind: its newest version's (None: no version in the bucket)."""
+    versions = catalog.models.get(model, {}) if catalog else {}
+    return versions[max(versions)].kind if versions else None
 
 
 def rollout_json(model: str, policy: Policy) -> dict[str, Any] | None:
@@ -131,7 +140,7 @@ def model_view(
     """One model in full: every version (who published it, its description and tags), and per
     version the nodes with it on disk, AVAILABLE, or failed (with why)."""
     view = model_summary(model, catalog, policy, fleet)
-    pullers, serving = fleet.live(PULLER), fleet.live(CONFIG_MANAGER)
+    pullers, serving = fleet.live(PULLER), fleet.serving(view["kind"])
     on_disk = {v: ns & pullers for v, ns in fleet.on_disk.get(model, {}).items()}
     available = {v: ns & serving for v, ns in fleet.available.get(model, {}).items()}
     failed = fleet.failed.get(model, {})
@@ -148,6 +157,7 @@ def model_view(
         str(v): {
             "in_bucket": v in in_bucket,
             "complete": bool(v in in_bucket and in_bucket[v].complete),
+            "kind": in_bucket[v].kind if v in in_bucket else None,
             "bytes": in_bucket[v].bytes if v in in_bucket else None,
             "target": v in targets,
             "manifest": in_bucket[v].manifest if v in in_bucket else None,

@@ -20,7 +20,7 @@ from master.db import Database, NodeRow
 from master.liveness import is_live, node_state
 from modelsync.reports import nested_of, versions_of
 
-PULLER, CONFIG_MANAGER = "puller", "config_manager"
+PULLER, CONFIG_MANAGER, GATEWAY = "puller", "config_manager", "gateway"
 VersionNodes = dict[str, dict[int, set[str]]]  # model -> version -> node ids
 
 
@@ -40,13 +40,18 @@ class Fleet:
     now: float
     roles: dict[str, dict[str, RoleState]]  # node id -> role -> liveness
     on_disk: VersionNodes  # puller reports
-    available: VersionNodes  # config manager reports
+    available: VersionNodes  # config manager reports; gateways' for container models
     available_since: dict[tuple[str, int, str], float]  # (model, version, node) -> when
     failed: dict[str, dict[int, dict[str, str]]]  # model -> version -> node -> why
     models: set[str] = field(default_factory=set)  # every model any report names
 
     def live(self, role: str) -> set[str]:
         return {n for n, rs in self.roles.items() if role in rs and rs[role].live(self.now)}
+
+    def serving(self, kind: str | None) -> set[str]:
+        """The live nodes that serve a model of this kind: a config manager's (TF Serving) or,
+        for a container model, a gateway's (it checks the containers' /ping and reports)."""
+        return self.live(GATEWAY if kind == "container" else CONFIG_MANAGER)
 
     def node_state(self, node_id: str) -> str:
         return node_state(rs.live(self.now) for rs in self.roles.get(node_id, {}).values())
@@ -99,6 +104,8 @@ class FleetIndex:
         named: set[str] = set()
         if row.role == PULLER:
             named |= self._index(f.on_disk, versions_of(row.status, "installed"), node, add)
+        elif row.role == GATEWAY:  # a container version whose /ping answers there
+            named |= self._index(f.available, versions_of(row.status, "containers"), node, add)
         elif row.role == CONFIG_MANAGER:
             named |= self._index(f.available, versions_of(row.status, "available"), node, add)
             for model, versions in nested_of(row.status, "available_since").items():

@@ -239,6 +239,28 @@ def _model_paths() -> Paths:
                 extra={**WRITE_ERRORS, "404": "no such version in the bucket"},
             )
         },
+        "/v1/models/{model}/stop": {
+            "post": op(
+                "Stop a model: disabled in the policy; a container model's services scale to 0",
+                ADMIN,
+                params=[MODEL],
+                extra=WRITE_ERRORS,
+            )
+        },
+        "/v1/models/{model}/start": {
+            "post": op(
+                "Start a stopped model: enabled again; its services scale back up",
+                ADMIN,
+                params=[MODEL],
+                extra=WRITE_ERRORS,
+            )
+        },
+        "/v1/containers": {
+            "get": op(
+                "Container models' Swarm services: service, image, host port, replicas, tasks",
+                READ,
+            )
+        },
         "/v1/models/{model}/rejected/{version}": {
             "delete": op(
                 "Clear a rejected version (it may be rolled out again)",

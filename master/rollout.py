@@ -19,8 +19,9 @@ import threading
 import time
 from typing import Any, Protocol
 
+from master.cluster import model_kind
 from master.db import Database
-from master.index import CONFIG_MANAGER, FleetIndex
+from master.index import FleetIndex
 from master.policy_ops import PolicyStore
 from master.rollout_judge import StageJudgement, judge_stage, window_start
 from master.rollout_plan import ModelFleet, Step, apply, served_everywhere, step
@@ -92,7 +93,7 @@ class RolloutController:
         catalog = self.state.catalog()
         complete = catalog.complete_versions(model) if catalog else []
         with self.state.index.fleet(self.state.db, now) as fleet:
-            live = sorted(fleet.live(CONFIG_MANAGER))
+            live = sorted(fleet.serving(model_kind(catalog, model)))
             available = {v: set(ns) for v, ns in fleet.available.get(model, {}).items()}
         return served_everywhere(complete, live, available)
 
@@ -101,11 +102,12 @@ class RolloutController:
         catalog = s.catalog()
         steps: dict[str, Step] = {}
         with s.index.fleet(s.db, now) as fleet:
-            live = sorted(fleet.live(CONFIG_MANAGER))
             for model in sorted(set(policy.models) | (set(catalog.models) if catalog else set())):
                 spec = policy.rollout_spec(model)
                 if spec is None:
                     continue
+                # a container model's nodes: those whose gateway reports its /ping
+                live = sorted(fleet.serving(model_kind(catalog, model)))
                 complete = catalog.complete_versions(model) if catalog else []
                 available = {v: set(ns) for v, ns in fleet.available.get(model, {}).items()}
                 failed = {v: dict(f) for v, f in fleet.failed.get(model, {}).items()}

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from master.containers.plan import ContainerSettings
 from modelsync.jobs.planner import ChunkLimits
 from modelsync.jobs.queue import BrokerSettings
 from modelsync.jobs.rows import MAX_ROW_BYTES
@@ -94,6 +95,8 @@ class MasterSettings:
     auth_window_s: float = 60.0
     docker: str = "auto"  # auto | on | off
     docker_socket: str = "/var/run/docker.sock"  # the Swarm view reads it
+    containers: ContainerSettings = field(default_factory=ContainerSettings)
+    container_s: float = 5.0  # the container reconciler's pass (with the Docker socket)
     upload_max_bytes: int = 4 * GB  # a model uploaded through the master (0: no uploads)
     log_level: str = "info"
     run_background: bool = True
@@ -196,6 +199,8 @@ class MasterSettings:
             auth_window_s=env.number("MODELSYNC_AUTH_WINDOW_S", 60.0, minimum=1, maximum=86400),
             docker=docker,
             docker_socket=env.text("MODELSYNC_DOCKER_SOCKET", "/var/run/docker.sock"),
+            containers=container_settings(env),
+            container_s=env.number("MODELSYNC_CONTAINER_S", 5.0, minimum=0.1, maximum=600),
             upload_max_bytes=env.integer("MODELSYNC_UPLOAD_MAX_BYTES", 4 * GB, minimum=0),
             log_level=env.log_level(),
             jobs=JobsSettings.from_env(env),
@@ -204,6 +209,33 @@ class MasterSettings:
                 "MODELSYNC_WATCH_KEEPALIVE_S", 15.0, minimum=1, maximum=120
             ),
         )
+
+
+def container_settings(env: Env) -> ContainerSettings:
+    """How container models run as Swarm services (``master.containers``)."""
+    base = env.integer("MODELSYNC_CONTAINER_PORT_BASE", 18000, minimum=1024, maximum=65535)
+    count = env.integer("MODELSYNC_CONTAINER_PORT_COUNT", 1000, minimum=1, maximum=60000)
+    if base + count - 1 > 65535:
+        raise SettingsError(
+            f"MODELSYNC_CONTAINER_PORT_BASE + MODELSYNC_CONTAINER_PORT_COUNT: {base}+{count} "
+            "goes past port 65535"
+        )
+    prefix = env.text("MODELSYNC_CONTAINER_PREFIX", "modelsync")
+    if not re.fullmatch(r"[a-z][a-z0-9-]{0,19}", prefix):
+        raise SettingsError(
+            "MODELSYNC_CONTAINER_PREFIX: expected 1-20 of [a-z0-9-], a letter first, "
+            f"got {prefix!r}"
+        )
+    return ContainerSettings(
+        port_base=base,
+        port_count=count,
+        name_prefix=prefix,
+        health_start_s=env.number(
+            "MODELSYNC_CONTAINER_HEALTH_START_S", 60.0, minimum=0, maximum=3600
+        ),
+        ready_s=env.number("MODELSYNC_CONTAINER_READY_S", 300.0, minimum=1, maximum=86400),
+        cooling_s=env.number("MODELSYNC_CONTAINER_COOLING_S", 120.0, minimum=0, maximum=86400),
+    )
 
 
 def admin_tokens(text: str | None) -> dict[str, str]:

@@ -7,12 +7,14 @@ import fcntl
 import json
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
 from master import policy_ops
 from master.catalog_writer import CatalogWriter
 from master.cluster import node_counts
+from master.containers.service import Containers
 from master.db import Database
 from master.docstore import DocStore
 from master.index import FleetIndex
@@ -77,6 +79,13 @@ class MasterState:
         self.telemetry = TelemetryStore(self.db, settings.telemetry_retention_s).start()
         self.rollouts = RolloutController(self, settings.rollout_s)
         self.jobs = Jobs(settings, self.db, self.store)
+        self.containers = Containers(
+            settings,
+            self.db,
+            self.store,
+            self._container_inputs,
+            reject=self._reject_container_version,
+        )
         self._stop = threading.Event()
         self._wake = threading.Event()  # refresh the catalog now (a version was uploaded)
         self._lock_fh: IO[str] | None = None
@@ -119,6 +128,7 @@ class MasterState:
         threading.Thread(target=self._loop, name="catalog", daemon=True).start()
         self.rollouts.start()
         self.jobs.start(self._stop)
+        self.containers.start(self._stop)
         return True
 
     @property
@@ -172,6 +182,28 @@ class MasterState:
         """Something was published through the master: list the bucket now (in the process
         that writes the catalog; the others read it from the bucket)."""
         self._wake.set()
+        self.containers.wake()
+
+    def _container_inputs(self) -> tuple[Catalog | None, Policy]:
+        return self.writer.current, self.policy()
+
+    def _reject_container_version(self, model: str, version: int, why: str) -> None:
+        """A container version that never turned ready: rejected in the policy (the operator
+        clears it with ``DELETE /v1/models/<m>/rejected/<v>``), audited as the master's."""
+
+        def change(p: Policy) -> Policy:
+            mp = p.for_model(model)
+            return p.with_model(model, replace(mp, rejected=mp.rejected | {version}))
+
+        policy, generation, written = self.policies.update(change)
+        if written:
+            self.policy_written(policy, generation)
+        self.db.add_event(
+            "audit",
+            "container_version_rolled_back",
+            model=model,
+            detail={"version": version, "why": why, "actor": "master", "generation": generation},
+        )
 
     def stop(self) -> None:
         self._stop.set()

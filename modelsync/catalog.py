@@ -4,7 +4,8 @@
 
     {"schema": 1, "prefix": "models", "generated_at": 1795300000.0,
      "models": {"ranker": {"41": {"complete": true, "bytes": 1234, "objects": 5,
-                                  "fingerprint": "…", "manifest": "verified"}}},
+                                  "fingerprint": "…", "manifest": "verified"},
+                           "42": {…, "kind": "container"}}},
      "skipped": [{"path": "models/bad name/", "reason": "…"}]}
 
 Its freshness is the custom metadata field ``listed_at`` (unix seconds), patched on every
@@ -16,7 +17,9 @@ manifest is malformed) or ``none`` (no marker, or a marker without a manifest; a
 catalog written before manifests means). ``marker`` is the marker's generation (absent: none),
 so a restarted catalog writer knows which states still hold without reading the markers again.
 A manifest's ``publisher``, ``description`` and ``tags`` are carried along (informational, for
-the master's views and ``modelsync list``: nodes do not read them).
+the master's views and ``modelsync list``: nodes do not read them). ``kind`` is absent for a
+SavedModel and ``"container"`` for a container model's version (its one object is a descriptor,
+``modelsync.container``): nodes never install one; the master runs it as a Swarm service.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import get_args
 
 from modelsync.layout import (
+    KINDS,
     RESERVED_DIR,
     BucketListing,
     SettleTracker,
@@ -81,6 +85,7 @@ class CatalogVersion:
     publisher: Publisher | None = None  # who published it, from its manifest
     description: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+    kind: str = "savedmodel"  # or "container" (layout.KINDS): nodes install savedmodels only
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ def build_catalog(
                 publisher=m.publisher if m is not None else None,
                 description=m.description if m is not None else "",
                 tags=dict(m.tags) if m is not None else {},
+                kind=rv.kind,
             )
     tracker.forget_missing(listing)
     return Catalog(
@@ -171,6 +177,8 @@ def _version_doc(cv: CatalogVersion) -> dict[str, object]:
         doc["description"] = cv.description
     if cv.tags:
         doc["tags"] = dict(cv.tags)
+    if cv.kind != "savedmodel":  # absent: a savedmodel (catalogs from before container models)
+        doc["kind"] = cv.kind
     return doc
 
 
@@ -231,6 +239,9 @@ def parse_catalog(data: bytes) -> Catalog:
                 )
             except ManifestError:  # informational: a bad one reads as none
                 publisher, description, tags = None, "", {}
+            kind = entry.get("kind", "savedmodel")
+            if kind not in KINDS:  # a node must never install what it cannot tell apart
+                raise CatalogError(f"catalog: {model}/{vtext}: unknown kind {kind!r}")
             try:
                 parsed[v] = CatalogVersion(
                     complete=bool(entry["complete"]),
@@ -244,6 +255,7 @@ def parse_catalog(data: bytes) -> Catalog:
                     publisher=publisher,
                     description=description,
                     tags=tags,
+                    kind=kind,
                 )
             except (KeyError, TypeError, ValueError):
                 raise CatalogError(f"catalog: bad version entry {model}/{vtext}") from None

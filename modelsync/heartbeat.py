@@ -66,6 +66,7 @@ class BeatSource:
     stop: threading.Event
     on_sync: Callable[[], None] = _nothing
     outbox: Outbox | None = None
+    on_answer: Callable[[dict[str, Any]], None] | None = None  # every answer the master gave
 
 
 class HeartbeatSender:
@@ -124,6 +125,8 @@ class HeartbeatSender:
         if answer.get("sync"):
             log.info("sync_requested_by_master")
             source.on_sync()
+        if source.on_answer is not None and isinstance(answer, dict):
+            source.on_answer(answer)
         return True
 
     def _run(self) -> None:

@@ -25,6 +25,9 @@ VERSION_RE = re.compile(VERSION_PATTERN + r"\Z")
 MAX_VERSION = 2**63 - 1
 RESERVED_DIR = "_modelsync"
 TARBALL_NAME = "model.tar.gz"
+# A container model's version: this one object (``modelsync.container``) and the marker.
+DESCRIPTOR_NAME = "container.json"
+KINDS = ("savedmodel", "container")
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 _SHARD_RE = re.compile(r"variables/variables\.data-(\d{5})-of-(\d{5})\Z")
 VARIABLES_INDEX = "variables/variables.index"
@@ -112,6 +115,11 @@ class RemoteVersion:
     def is_tarball(self) -> bool:
         return len(self.files) == 1 and self.files[0].path == TARBALL_NAME
 
+    @property
+    def kind(self) -> str:
+        """ "container" (a descriptor: ``modelsync.container``) or "savedmodel"."""
+        return version_kind(f.path for f in self.files)
+
     def problem(self) -> str | None:
         """Why the listed files do not make a whole SavedModel (None when they do)."""
         return structure_problem([f.path for f in self.files])
@@ -124,11 +132,19 @@ def fingerprint_files(files: Iterable[RemoteFile]) -> str:
     return digest.hexdigest()[:32]
 
 
+def version_kind(paths: Iterable[str]) -> str:
+    """A version's kind from its file names: "container" when it holds ``DESCRIPTOR_NAME``."""
+    return "container" if DESCRIPTOR_NAME in set(paths) else "savedmodel"
+
+
 def structure_problem(paths: Iterable[str]) -> str | None:
-    """Check the file names of one version (relative paths) against the SavedModel rules."""
+    """Check the file names of one version (relative paths) against the SavedModel rules, or
+    a container model's: its descriptor, alone."""
     names = set(paths)
     if not names:
         return "no files"
+    if DESCRIPTOR_NAME in names:
+        return None if len(names) == 1 else f"{DESCRIPTOR_NAME} must be the only file of a version"
     if TARBALL_NAME in names:
         return None if len(names) == 1 else f"{TARBALL_NAME} must be the only file of a version"
     if not any(n in names for n in SAVED_MODEL_FILES):

@@ -1,4 +1,5 @@
-"""Publish a SavedModel directory or tarball as ``PREFIX/<model>/<version>/``.
+"""Publish a SavedModel directory or tarball as ``PREFIX/<model>/<version>/`` — or, with
+``publish_image``, a container model's descriptor (``modelsync.container``).
 
 Files upload in parallel, each upload's size and CRC32C are checked against the manifest built
 from the local files before any upload, and the marker, which carries that manifest
@@ -29,7 +30,9 @@ from pathlib import Path
 from typing import Protocol, TextIO
 
 from modelsync import __version__
+from modelsync.container import Descriptor, DescriptorError, dump_descriptor
 from modelsync.layout import (
+    DESCRIPTOR_NAME,
     SAVED_MODEL_FILES,
     TARBALL_NAME,
     ObjectInfo,
@@ -261,6 +264,14 @@ class _Upload:
                 self.options.progress(self.done_bytes, self.total_bytes)
 
 
+def _check_target(model: str, options: PublishOptions) -> None:
+    problem = model_name_problem(model)
+    if problem:
+        raise PublishError(problem)
+    if options.version is not None and not is_version(options.version):
+        raise PublishError(f"bad version {options.version}: want a positive 64-bit integer")
+
+
 def publish(
     store: PublishStore,
     path: str | os.PathLike[str],
@@ -269,19 +280,52 @@ def publish(
 ) -> Published:
     """Publish ``path`` as a new version of ``model`` under the store's prefix and marker."""
     started = time.monotonic()
-    problem = model_name_problem(model)
-    if problem:
-        raise PublishError(problem)
-    if options.version is not None and not is_version(options.version):
-        raise PublishError(f"bad version {options.version}: want a positive 64-bit integer")
+    _check_target(model, options)
     if options.warmup is not None:
         with tempfile.TemporaryDirectory(prefix="modelsync-publish-") as tmp:
             staged = stage_warmup(
                 Path(path), Path(options.warmup), Path(tmp), model, options.max_tar_bytes
             )
             return publish(store, staged, model, replace(options, warmup=None))
-    marker = store.settings.marker
     files = plan_files(Path(path), options.max_tar_bytes)
+    return _publish_files(store, files, model, options, str(path), started)
+
+
+def publish_image(
+    store: PublishStore,
+    descriptor: Descriptor,
+    model: str,
+    options: PublishOptions = PublishOptions(),
+) -> Published:
+    """Publish a container model's version: its descriptor (``modelsync.container``) as the
+    version's one object, ``DESCRIPTOR_NAME``, and the marker with its manifest, as for a
+    SavedModel."""
+    started = time.monotonic()
+    _check_target(model, options)
+    if options.warmup is not None:
+        raise PublishError("--warmup is for SavedModels; a container model warms itself up")
+    try:
+        body = dump_descriptor(descriptor)
+    except DescriptorError as exc:
+        raise PublishError(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="modelsync-publish-") as tmp:
+        local = Path(tmp) / DESCRIPTOR_NAME
+        local.write_bytes(body)
+        return _publish_files(
+            store, [(DESCRIPTOR_NAME, local)], model, options, descriptor.image, started
+        )
+
+
+def _publish_files(
+    store: PublishStore,
+    files: list[tuple[str, Path]],
+    model: str,
+    options: PublishOptions,
+    path: str,
+    started: float,
+) -> Published:
+    """Publish checked local files (relative name, local path) as a new version of ``model``."""
+    marker = store.settings.marker
     if any(rel == marker for rel, _ in files):
         raise PublishError(f"{path}: holds a file named like the marker {marker!r}")
     try:

@@ -68,11 +68,14 @@ class HistorySummary(TypedDict):
     per_model: int
 
 
-class GatewayStatus(HistorySummary):
-    """The gateway's heartbeat status: where the master reaches it (try-it) and its history."""
+class GatewayStatus(HistorySummary, total=False):
+    """The gateway's heartbeat status: where the master reaches it (try-it), its history, and
+    the container model versions whose ``/ping`` answered 200 on this node (model -> versions:
+    what AVAILABLE is for a TF model)."""
 
     url: str
     auth: bool  # a token is required
+    containers: dict[str, list[int]]
 
 
 NodeStatus = PullerStatus | ConfigManagerStatus | GatewayStatus

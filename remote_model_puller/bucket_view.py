@@ -177,7 +177,7 @@ class BucketView:
             m: {
                 v: VersionRef(m, v, cv.fingerprint, cv.bytes, cv.objects, marker=cv.marker)
                 for v, cv in vs.items()
-                if cv.complete
+                if cv.complete and cv.kind == "savedmodel"  # containers run as Swarm services
             }
             for m, vs in self._catalog.models.items()
         }
@@ -196,12 +196,13 @@ class BucketView:
                     model, v, rv.fingerprint, rv.bytes, len(rv.files), rv, rv.marker_generation
                 )
                 for v, rv in vs.items()
+                if rv.kind == "savedmodel"  # containers run as Swarm services
             }
             for model, vs in complete_versions(listing, self.tracker, now).items()
         }
         return RemoteState(
             "listing",
-            versions,
+            {m: vs for m, vs in versions.items() if vs},
             self._policy,
             [(s.path, s.reason) for s in listing.skipped],
         )

@@ -10,6 +10,7 @@ forgets everything."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from google.protobuf import text_format
 
@@ -75,3 +76,79 @@ class FakeServing:
 
     def close(self) -> None:
         pass
+
+
+class FakeSwarm:
+    """A ``master.containers.swarm.SwarmServices`` that keeps services as Swarm would (by name;
+    a second create of a name, or a second service on a host port, is refused), with
+    ``refuse`` naming services whose create or update fails and ``unready`` those whose tasks
+    never pass ``/ping`` (every other task runs at once)."""
+
+    def __init__(self, serving_nodes: int = 1) -> None:
+        from master.containers.plan import ServiceSpec
+
+        self.specs: dict[str, ServiceSpec] = {}
+        self.nodes = serving_nodes
+        self.refuse: set[str] = set()
+        self.unready: set[str] = set()  # services whose tasks never pass /ping
+        self.ended: dict[str, list[dict[str, Any]]] = {}  # name -> tasks that ended
+        self.calls: list[str] = []
+
+    def services(self) -> list[Any]:
+        from master.containers.plan import ServiceState
+
+        return [
+            ServiceState(
+                s.name,
+                s.model,
+                s.version,
+                s.host_port,
+                s.spec_hash,
+                s.replicas,
+                0 if s.name in self.unready else s.replicas,
+            )
+            for s in self.specs.values()
+        ]
+
+    def serving_nodes(self) -> int:
+        return self.nodes
+
+    def _check(self, spec: Any) -> None:
+        from master.containers.swarm import SwarmError
+
+        if spec.name in self.refuse:
+            raise SwarmError(f"create {spec.name}: image not found")
+        taken = {s.host_port for n, s in self.specs.items() if n != spec.name}
+        if spec.host_port in taken:
+            raise SwarmError(f"create {spec.name}: port {spec.host_port} is already in use")
+
+    def create(self, spec: Any) -> None:
+        from master.containers.swarm import SwarmError
+
+        self.calls.append(f"create {spec.name}")
+        if spec.name in self.specs:
+            raise SwarmError(f"create {spec.name}: name conflicts with an existing object")
+        self._check(spec)
+        self.specs[spec.name] = spec
+
+    def update(self, spec: Any) -> None:
+        self.calls.append(f"update {spec.name}")
+        self._check(spec)
+        self.specs[spec.name] = spec
+
+    def scale(self, name: str, replicas: int) -> None:
+        from dataclasses import replace
+
+        self.calls.append(f"scale {name} {replicas}")
+        self.specs[name] = replace(self.specs[name], replicas=replicas)
+
+    def remove(self, name: str) -> None:
+        self.calls.append(f"remove {name}")
+        del self.specs[name]
+
+    def tasks(self, name: str) -> list[dict[str, Any]]:
+        spec = self.specs[name]
+        running = [
+            {"id": f"{name}.{i}", "node": f"n{i}", "state": "running"} for i in range(spec.replicas)
+        ]
+        return [*self.ended.get(name, []), *running]

@@ -152,6 +152,40 @@ def put_policy(model: str) -> Response:
     )
 
 
+@bp.post("/v1/models/<model>/stop")
+def stop(model: str) -> Response:
+    """Stop a model (ML-Kraken's stop button): the policy disables it; a container model's
+    services scale to 0 (they stay, and start again as they were)."""
+    return _start_stop(model, stopped=True)
+
+
+@bp.post("/v1/models/<model>/start")
+def start(model: str) -> Response:
+    """Start a stopped model: enabled again in the policy; its services scale back up."""
+    return _start_stop(model, stopped=False)
+
+
+def _start_stop(model: str, stopped: bool) -> Response:
+    need("admin")
+    check_model(model)
+    complete_versions(model)  # 404 for a model nothing knows
+    resp = write_policy(
+        model,
+        "model_stopped" if stopped else "model_started",
+        policy_ops.set_model_policy(model, policy_ops.UNSET, stopped),
+    )
+    state().containers.wake()
+    return resp
+
+
+@bp.get("/v1/containers")
+def containers() -> Response:
+    """Container models' Swarm services as the master last saw them: per model version its
+    service, image, host port, replicas and tasks; and what could not be run, and why."""
+    need("read")
+    return jsonify(state().containers.status())
+
+
 @bp.patch("/v1/models/<model>/versions/<version>")
 def annotate(model: str, version: str) -> Response:
     """Edit a version's description and/or tags: kept in the bucket's annotations object

@@ -77,7 +77,13 @@ def heartbeat() -> Response:
     sync = requested > sync_seen
     if sync:
         s.db.ack_sync(beat.node_id, beat.role, now)
-    return jsonify({"ok": True, "sync": sync, "server_time": now})
+    answer: dict[str, Any] = {"ok": True, "sync": sync, "server_time": now}
+    if beat.role == "gateway":  # where this node's container model versions listen
+        try:
+            answer["containers"] = s.containers.routes_for(beat.node_id, s.catalog(), s.policy())
+        except Exception as exc:
+            log.warning("container_routes_failed", node_id=beat.node_id, error=str(exc))
+    return jsonify(answer)
 
 
 def _problem_log() -> ProblemLog:

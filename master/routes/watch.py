@@ -61,6 +61,7 @@ def version_published() -> Response:
     version = version_arg(doc)
     s = state()
     result = s.writer.refresh_version(model, version)
+    s.containers.wake()  # a container model's version runs without waiting for a pass
     log.info(
         "version_notified",
         model=model,

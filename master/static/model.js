@@ -19,6 +19,7 @@
     const p = v.policy;
     $("#model-badges").replaceChildren(...[
       p.disabled ? badge("disabled", "bad") : badge("enabled", "ok"),
+      v.kind === "container" ? badge("container", "info") : null,
       p.pin ? badge("pinned v" + p.pin, "info") : null,
       p.disabled ? null : v.converged ? badge("converged", "ok") : badge("converging", "warn")]
       .filter(Boolean));
@@ -112,7 +113,8 @@
     {key: "version", label: "Version", sort: (r) => Number(r.v), cell: (r) => [ver(r.v),
       Object.entries(view.policy.labels).filter(([, t]) => String(t) === r.v)
         .map(([name]) => [" ", badge(name, "info")]),
-      view.policy.pin && String(view.policy.pin) === r.v ? [" ", badge("pinned", "info")] : null]},
+      view.policy.pin && String(view.policy.pin) === r.v ? [" ", badge("pinned", "info")] : null,
+      r.kind === "container" ? [" ", badge("container", "")] : null]},
     {key: "target", label: "Target", sort: (r) => (r.target ? 1 : 0),
      cell: (r) => (r.target ? badge("target", "ok") : dash())},
     {key: "in_bucket", label: "In bucket", cell: (r) => (r.in_bucket ? "yes" : badge("no", "warn"))},
@@ -204,9 +206,17 @@
     on("#act-rollback", () => act("Rolling back", "Roll " + model + " back: pin the newest complete version " +
                                   "older than the one served?", "POST", base + "/rollback", undefined,
                                   (d) => "Rolled back: " + model + " pinned to v" + d.policy.pin));
-    const toggle = (disabled) => act(disabled ? "Disabling" : "Enabling",
-      disabled ? "Disable " + model + "? Every node stops serving it." : "Enable " + model + "? Nodes serve it again.",
-      "PUT", base + "/policy", {disabled}, (d) => model + (d.policy.disabled ? " disabled" : " enabled"));
+    // a container model's stop scales its Swarm services to 0 (POST …/stop|start); the policy
+    // is the same either way
+    const toggle = (disabled) => (view && view.kind === "container"
+      ? act(disabled ? "Stopping" : "Starting",
+        disabled ? "Stop " + model + "? Its containers scale to 0 on every node."
+                 : "Start " + model + "? Its containers scale back up.",
+        "POST", base + (disabled ? "/stop" : "/start"), undefined,
+        (d) => model + (d.policy.disabled ? " stopped" : " started"))
+      : act(disabled ? "Disabling" : "Enabling",
+        disabled ? "Disable " + model + "? Every node stops serving it." : "Enable " + model + "? Nodes serve it again.",
+        "PUT", base + "/policy", {disabled}, (d) => model + (d.policy.disabled ? " disabled" : " enabled")));
     on("#act-disable", () => toggle(true));
     on("#act-enable", () => toggle(false));
     on("#act-label", () => {

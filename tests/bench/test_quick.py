@@ -95,6 +95,14 @@ FIGURES = {
         "bucket_bytes_per_rollout_x_model",
         "join_serving_s",
     ],
+    "containers": [
+        "publish_to_first_answer_s",
+        "gateway_overhead_p50_ms",
+        "direct_c8_rps",
+        "gateway_c8_rps",
+        "container_MB",
+        "errors",
+    ],
 }
 # `bench cluster` brings the multi-node Swarm up (and down) when none is up: minutes more
 BOUND_S = {"cluster": 2400}
@@ -128,6 +136,8 @@ def test_quick_benchmark_prints_its_figures(name: str) -> None:
         assert figures["gateway_errors"] == 0
     if name == "master":
         assert figures["heartbeat_errors"] == 0
+    if name == "containers":
+        assert figures["errors"] == 0
     if name == "jobs":  # every row scored (the benchmark asserts it) and the baseline clean
         assert figures["gateway_errors"] == 0
     if name == "rollout":  # counts, not timings: what the gate and the rollback guarantee

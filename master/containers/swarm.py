@@ -81,15 +81,31 @@ class DockerSwarm:
     """``owner``: the master's name prefix; only services labelled with it are listed."""
 
     def __init__(self, socket: str, owner: str, timeout_s: float = 30.0) -> None:
-        import docker
-
         self.owner = owner
-        self._client = docker.DockerClient(
-            base_url="unix://" + socket, timeout=int(timeout_s), version="auto"
-        )
+        self.socket = socket
+        self.timeout_s = timeout_s
+        self._connected: Any = None
+
+    @property
+    def _client(self) -> Any:
+        """Connected on first use, and again after a failed connect: an engine that is down
+        or a socket the master may not read (its group not given) is a SwarmError of each
+        pass, shown by ``GET /v1/containers``, never a master that fails to start."""
+        if self._connected is None:
+            import docker
+            from docker.errors import DockerException
+
+            try:
+                self._connected = docker.DockerClient(
+                    base_url="unix://" + self.socket, timeout=int(self.timeout_s), version="auto"
+                )
+            except DockerException as exc:
+                raise SwarmError(f"connect to the Docker Engine at {self.socket}: {exc}") from exc
+        return self._connected
 
     def close(self) -> None:
-        self._client.close()
+        if self._connected is not None:
+            self._connected.close()
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         from docker.errors import DockerException

@@ -9,6 +9,7 @@ Predict traffic; removes the stack and checks no container is left behind.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -98,6 +99,9 @@ def stack(images: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignor
         "MODELSYNC_GATEWAY_URL": f"http://127.0.0.1:{ports['MODELSYNC_GATEWAY_PORT']}",
         "MODELSYNC_NODE_TOKEN_PATH": str(node_token_file),
         "MODELSYNC_BROKER_URL": f"redis://127.0.0.1:{ports['MODELSYNC_BROKER_PORT']}/0",
+        # the master reads the engine's socket (its Swarm view, container models) as the
+        # socket's group, as the README's deploy steps say
+        "MODELSYNC_DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
         **{k: str(v) for k, v in ports.items()},
     }
     sh("docker", "stack", "deploy", "-c", "stack.yml", STACK, env=env)

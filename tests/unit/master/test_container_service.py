@@ -54,3 +54,37 @@ def test_crashes_are_events_once_and_what_runs_is_recorded(tmp_path: Path) -> No
     assert containers.status()["services"][0]["failed"] == 1
     routes = containers.routes_for("n1", catalog, Policy())
     assert routes["churn"]["versions"] == {"1": service["host_port"]}
+
+
+def test_an_engine_the_master_cannot_reach_is_an_error_of_each_pass_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    """A socket the master may not read (or an engine that is down): the master starts, each
+    pass records why, and the pass after the engine answers would go on (a new connect)."""
+    from master.containers.swarm import DockerSwarm, SwarmError
+
+    socket = tmp_path / "no-engine.sock"  # nothing listens there
+    socket.touch()
+    swarm = DockerSwarm(str(socket), "modelsync")  # connects on first use, never here
+    try:
+        swarm.services()
+    except SwarmError as exc:
+        assert str(socket) in str(exc)
+    else:
+        raise AssertionError("no SwarmError")
+    store = MemoryStore()
+    store.write("models/churn/1/" + DESCRIPTOR_NAME, dump_descriptor(Descriptor("r.io/c:1")))
+    store.write("models/churn/1/_READY", b"")
+    listing = parse_listing(store.list_objects("models/"), "models", "_READY")
+    catalog = build_catalog(listing, SettleTracker.markers_only(), time.time(), "models")
+    settings = master_settings(tmp_path / "m.sqlite3")
+    containers = Containers(
+        settings, Database(settings.db_path), store, lambda: (catalog, Policy()), swarm=swarm
+    )
+    stop = threading.Event()
+    stop.set()
+    assert containers.start(stop) is True
+    containers.tick()
+    containers.tick()
+    error = containers.status()["error"]
+    assert error is not None and "Docker Engine" in error, containers.status()

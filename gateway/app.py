@@ -412,7 +412,7 @@ class Gateway:
         if req.method != "GET":
             return _json({"error": f"{req.method} is not allowed here; use GET"}, 405)
         if req.path == "/openapi.json":
-            return _json(openapi_document(self.tfs.known()))
+            return _json(openapi_document(self.tfs.known(), self.containers.models()))
         query = parse_qs(req.query)
         model = query.get("model", [None])[0]
         limit_text = query.get("limit", ["100"])[0]

@@ -106,6 +106,11 @@ class ContainerRoutes:
         self._stop = threading.Event()
         self._checker: threading.Thread | None = None
 
+    def models(self) -> dict[str, list[int]]:
+        """Container model -> its versions routed on this node (the OpenAPI document)."""
+        with self._lock:
+            return {m: sorted(r.versions) for m, r in self._routes.items()}
+
     def update(self, answer: Mapping[str, Any]) -> None:
         """From a heartbeat answer; one without ``containers`` (an older master) changes nothing."""
         if "containers" not in answer:

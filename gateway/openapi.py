@@ -7,6 +7,10 @@ requests that reach the model. Those schemas are a little tighter than what the 
 to keep generated requests valid: rows of a DataFrame use one value type that fits every column
 (integers, when an integer input sits beside a float one), and the columnar formats of a
 multi-input signature carry exactly 2 rows (inputs of different lengths are TF Serving's 400).
+
+A container model this node routes to (``Containers``: model -> its versions) gets its own
+operations too: ``/model/<name>[/<version>]/invocations`` taking JSON or CSV, passed to the
+container's ``/invocations`` as sent (the serving contract of README "Container models").
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ NAME_PATTERN = json_pattern(layout.NAME_PATTERN)
 MAX_ROWS = 5
 Known = Mapping[str, tuple[int, Signature]]  # model -> (newest version seen, signature)
 Examples = Callable[[str], dict[str, Any]]  # a path parameter with the example filled in
+Containers = Mapping[str, list[int]]  # container model -> its versions routed on this node
 _MLFLOW_ERR = error_response("MlflowError")
 _ANY_JSON = {"description": "OK", "content": {"application/json": {"schema": {}}}}
 
@@ -255,7 +260,8 @@ def _mlflow_paths(known: Known, example_of: Examples) -> Paths:
     paths: Paths = {
         "/model/{name}/invocations": {
             "post": _op(
-                "MLflow scoring on the version TF Serving serves as latest",
+                "MLflow scoring on the version TF Serving serves as latest (a container "
+                "model: its newest version that answers /ping)",
                 mlflow=True,
                 body=mlflow_body(None),
                 params=[model_p, SIGNATURE],
@@ -282,6 +288,43 @@ def _mlflow_paths(known: Known, example_of: Examples) -> Paths:
                 body_example=example(sig),
             )
         }
+    return paths
+
+
+CONTAINER_ERRORS = {
+    "400": "the container's own 4xx, with its message, in the same error shape",
+    "404": "unknown model, or a version this node does not serve",
+    "413": "body too large",
+    "415": "neither JSON nor CSV",
+    "502": "the container failed (its 5xx)",
+    "503": "nothing answers for the model on this node",
+    "504": "no answer within MODELSYNC_GATEWAY_TIMEOUT_S",
+}
+
+
+def _container_paths(containers: Containers) -> Paths:
+    """Each container model's operations: its body is whatever its image takes (the contract:
+    JSON, or CSV with ``Content-Type: text/csv``), so the schemas are open."""
+    paths: Paths = {}
+    body = {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {}},
+            "text/csv": {"schema": {"type": "string"}},
+        },
+    }
+    for model, versions in sorted(containers.items()):
+        listed = ", ".join(str(v) for v in sorted(versions))
+        for path, what in (
+            (f"/model/{model}/invocations", f"the newest ready version (of {listed})"),
+            *((f"/model/{model}/{v}/invocations", f"version {v}") for v in sorted(versions)),
+        ):
+            op = _op(
+                f"Container model {model}: scored by {what} through its /invocations",
+                mlflow=True,
+                errors=CONTAINER_ERRORS,
+            )
+            paths[path] = {"post": {**op, "requestBody": body}}
     return paths
 
 
@@ -339,9 +382,13 @@ def _tfs_paths(example_of: Examples) -> Paths:
     return paths
 
 
-def openapi_document(known: Known | None = None) -> dict[str, Any]:
-    """``known``: model -> (its newest version seen, its serving signature)."""
+def openapi_document(
+    known: Known | None = None, containers: Containers | None = None
+) -> dict[str, Any]:
+    """``known``: model -> (its newest version seen, its serving signature); ``containers``:
+    container model -> its versions routed on this node."""
     known = known or {}
+    containers = containers or {}
     first = next(iter(known.items()), None)
     model_ex, version_ex = (first[0], first[1][0]) if first else (None, None)
 
@@ -380,6 +427,7 @@ def openapi_document(known: Known | None = None) -> dict[str, Any]:
         (
             _plumbing_paths,
             lambda: _mlflow_paths(known, example_of),
+            lambda: _container_paths(containers),
             lambda: _kraken_paths(known),
             lambda: _tfs_paths(example_of),
         ),

@@ -97,6 +97,22 @@ def test_mlflow_route_json_and_csv_by_version(setup: Setup) -> None:
     assert split.doc == {"predictions": [10.0]}
 
 
+def test_the_openapi_document_has_each_container_models_operations(setup: Setup) -> None:
+    doc = setup.http.get("/openapi.json").doc
+    paths = doc["paths"]
+    for path in (
+        "/model/churn/invocations",
+        "/model/churn/1/invocations",
+        "/model/churn/2/invocations",
+    ):
+        op = paths[path]["post"]
+        assert set(op["requestBody"]["content"]) == {"application/json", "text/csv"}
+        assert op["summary"].startswith("Container model churn")
+        assert "503" in op["responses"] and op["security"] == [{"bearerAuth": []}]
+    assert "/model/churn/3/invocations" not in paths
+    assert "of 1, 2" in paths["/model/churn/invocations"]["post"]["summary"]
+
+
 def test_kraken_body_and_answer(setup: Setup) -> None:
     answer = setup.http.post(
         "/api/v1/run-model",

@@ -377,3 +377,60 @@ def test_a_spec_set_before_anything_is_served_adopts_nothing(  # type: ignore[no
     code, doc = api.call("PUT", "/v1/models/m/rollout", ADMIN, {"canary_nodes": 1})
     assert code == 200, doc
     assert policy(memstore).for_model("m").rollout_state is None
+
+
+def test_a_container_models_canary_is_judged_on_its_gateways_and_rolled_back(  # type: ignore[no-untyped-def]
+    api, state, memstore
+) -> None:
+    """A container model: AVAILABLE is what each node's gateway reports answering /ping, and
+    the gateway's per-version figures (it sees every answer's version) are the judge's; a
+    second version whose container fails 30 % of its requests is rolled back from its canary."""
+    from modelsync.container import Descriptor, dump_descriptor
+    from modelsync.layout import DESCRIPTOR_NAME
+
+    for v in (1, 2):
+        memstore.write(
+            f"models/m/{v}/{DESCRIPTOR_NAME}", dump_descriptor(Descriptor(f"r.io/m:{v}"))
+        )
+        memstore.write(f"models/m/{v}/_READY", b"")
+    state.refresh_catalog()
+
+    def gateway(node: str, ready: list[int], load: dict | None = None) -> None:  # type: ignore[type-arg]
+        doc = {
+            "node_id": node,
+            "role": "gateway",
+            "status": {"url": "http://127.0.0.1:8080", "containers": {"m": ready}},
+        }
+        if load is not None:
+            doc["telemetry"] = {"models": {"m": {**load, "versions": ready}}}
+        code, answer = api.call("POST", "/v1/nodes/heartbeat", node_token(NODE, node), doc)
+        assert code == 200, answer
+
+    for n in NODES:
+        gateway(n, [1])
+    spec = {"canary_nodes": 1, "waves": [1.0], "bake_s": 300, "min_requests": 20}
+    assert (
+        api.call("PUT", "/v1/models/m/rollout", ADMIN, {**spec, "max_error_rate": 0.05})[0] == 200
+    )
+    state.rollouts.tick(time.time())
+    r = rollout(api)
+    (canary,) = r["nodes_on_version"]
+    assert r["status"] in ("validating", "baking"), r
+    p = policy(memstore)
+    for n in NODES:  # each node's gateway: the versions its node runs now answer /ping
+        gateway(n, sorted(served_set("m", [1, 2], p, n).versions))
+    state.rollouts.tick(time.time() - 60)  # baking since a minute ago: past its warmup
+    assert rollout(api)["status"] == "baking"
+    gw = {**figures(70, 30), "by_version": {"2": figures(70, 30)}}  # 30 % INTERNAL, all v2
+    gateway(canary, [2], gw)
+    for n in NODES:
+        if n != canary:
+            gateway(n, [1], {**figures(100, 0), "by_version": {"1": figures(100, 0)}})
+    state.rollouts.tick(time.time())
+    r = rollout(api)
+    assert r["status"] == "rolled_back" and r["rejected"] == [2], r
+    assert "server errors 30.00% of 100 vs baseline 0.00% of 300" in r["reason"], r["reason"]
+    assert all(served_set("m", [1, 2], policy(memstore), n).versions == {1} for n in NODES)
+    events = api.call("GET", "/v1/events?kind=audit&model=m", READ)[1]["events"]
+    back = next(e for e in events if e["event"] == "rollout_rolled_back")
+    assert back["detail"]["judgement"]["source"] == "gateway", back["detail"]["judgement"]

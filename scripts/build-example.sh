@@ -4,7 +4,8 @@
 # The build context is the example's directory with examples/contract.py beside its files.
 # An example with a requirements.txt gets its wheels from the package index into
 # examples/NAME/wheelhouse first (docker build cannot reach it here). Prints the pushed image's
-# name, REGISTRY/modelsync-example-NAME:TAG.
+# name, REGISTRY/modelsync-example-NAME:TAG. EXAMPLE_PUSH=0: built and tagged, not pushed (a
+# registry this machine's engine does not trust: `scripts/cluster.sh image-push` pushes it).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 name="${1:?usage: build-example.sh NAME [REGISTRY] [TAG]}"
@@ -33,5 +34,5 @@ ln "$root/examples/contract.py" "$context/contract.py" 2>/dev/null \
   || cp "$root/examples/contract.py" "$context/contract.py"
 echo "[example] building $image on $base" >&2
 docker build --network host --quiet --build-arg "BASE_IMAGE=$base" -t "$image" "$context" >&2
-docker push --quiet "$image" >&2
+[ "${EXAMPLE_PUSH:-1}" = 0 ] || docker push --quiet "$image" >&2
 echo "$image"

@@ -11,6 +11,8 @@
 #   bash scripts/cluster.sh host-add N | host-remove N      # a host ms-hN joins / leaves
 #   bash scripts/cluster.sh engine-kill N | engine-start N  # every process of ms-hN SIGKILLed
 #   bash scripts/cluster.sh link-cut N | link-heal N        # the manager <-> ms-hN path dropped
+#   bash scripts/cluster.sh image-push LOCAL REGISTRY/NAME:TAG  # an image of this machine's
+#                                           engine into the cluster's registry (plain HTTP)
 #
 # Addresses: RFC 2544's benchmarking range, never a private range of a real network. The bridge
 # ms-br0 is 198.18.0.1, host ms-hN is 198.18.0.1N (ms-h1 is the manager), the GCS emulator is
@@ -157,9 +159,13 @@ engine_up() {  # engine_up N: ms-hN's dockerd, in its own network and UTS namesp
     rm -f "/run/ms-h$n.sock" "$STATE/$h.pid"
     mkdir -p "$DATA/$h"
     # NOT `ip netns exec`: it remounts /sys and dockerd fails ("Devices cgroup isn't mounted").
+    # The stack's services use the host network; container models (Swarm services publishing
+    # a host port, mode host, on no network of their own) need the engine's default bridge
+    # (docker0, inside the host's namespace) and, with no iptables, docker-proxy forwarding
+    # the host port to the container: the engine's defaults, so neither is turned off.
     start_in_ns "$h" "$h" unshare --uts sh -c "hostname $h; exec dockerd \
       --data-root $DATA/$h --exec-root /run/$h -H $(sock "$n") --pidfile $STATE/$h.dockerd.pid \
-      --iptables=false --ip6tables=false --bridge=none --userland-proxy=false \
+      --iptables=false --ip6tables=false \
       --cgroup-parent /modelsync-cluster/$h \
       --default-address-pool base=198.19.128.0/17,size=24 --insecure-registry $REGISTRY"
   fi
@@ -216,20 +222,24 @@ images_build() {
   MODELSYNC_IMAGE="$BUILD_IMAGE" bash scripts/build-images.sh >/dev/null
 }
 
-images_push() {
+images_push() { image_push "$BUILD_IMAGE" "$IMAGE"; }
+
+image_push() {  # image_push LOCAL REMOTE: LOCAL (this machine's engine) as REMOTE ($REGISTRY/…)
   # skopeo (Debian) reads the image from this machine's engine and pushes it, compressing on
   # every core: 50 s where a load into the manager's engine and a push from there took 150 s
   # (and the machine's engine is not ours to reconfigure for a plain-HTTP registry).
-  local want have repo=${IMAGE#*/}
-  want=$(docker image inspect -f '{{.Id}}' "$BUILD_IMAGE")
+  local local_image=$1 remote=$2 want have repo
+  [[ $remote == "$REGISTRY/"*:* ]] || die "image-push: $remote is not $REGISTRY/NAME:TAG"
+  repo=${remote#*/}
+  want=$(docker image inspect -f '{{.Id}}' "$local_image")
   have=$(curl -fsS -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
     "http://$REGISTRY/v2/${repo%:*}/manifests/${repo##*:}" 2>/dev/null | tr -d ' \n' | grep -o '"config":{[^}]*' \
     | grep -o 'sha256:[0-9a-f]*' || true)
-  [ "$want" = "$have" ] && { log "registry has $IMAGE ($want)"; return 0; }
+  [ "$want" = "$have" ] && { log "registry has $remote ($want)"; return 0; }
   # skopeo's blob cache (which layers the registry has: a rebuilt image pushes only its new
   # layers) lives in /var/lib/containers; when this made it, `down` removes it
   [ -e /var/lib/containers ] || touch "$STATE/skopeo-cache.ours"
-  skopeo copy -q --dest-tls-verify=false "docker-daemon:$BUILD_IMAGE" "docker://$IMAGE"
+  skopeo copy -q --dest-tls-verify=false "docker-daemon:$local_image" "docker://$remote"
 }
 
 images_pull() {  # every other engine pulls from the registry, all at once (as a deploy would)
@@ -501,6 +511,7 @@ case $cmd in
   engine-start) engine_up "${2:?host number}"; engine_wait "$2" ;;
   link-cut) link cut "${2:?host number}" ;;
   link-heal) link heal "${2:?host number}" ;;
+  image-push) image_push "${2:?local image}" "${3:?$REGISTRY/NAME:TAG}" ;;
   _fn) shift; "$@" ;;  # one step alone, for debugging: _fn FUNCTION ARGS
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
 esac

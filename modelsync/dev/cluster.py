@@ -140,6 +140,27 @@ class Cluster:
         run(["bash", str(SCRIPT), *args], timeout_s, True)
         return self.reload()
 
+    def push_image(self, local: str, name: str, timeout_s: float = 900) -> str:
+        """``local`` (an image of this machine's engine) into the cluster's registry as
+        REGISTRY/NAME:TAG (``scripts/cluster.sh image-push``: skopeo, plain HTTP; the machine's
+        engine need not trust the registry). The pushed image pinned to the digest the registry
+        serves it under: REGISTRY/NAME:TAG@sha256:…"""
+        from modelsync.container import DIGEST_RE
+        from modelsync.images import MANIFEST_TYPES
+
+        remote = f"{self.registry}/{name}"
+        run(["bash", str(SCRIPT), "image-push", local, remote], timeout_s, True)
+        repo, _, tag = name.rpartition(":")
+        r = requests.head(
+            f"http://{self.registry}/v2/{repo}/manifests/{tag}",
+            headers={"Accept": MANIFEST_TYPES},
+            timeout=10,
+        )
+        digest = r.headers.get("Docker-Content-Digest", "")
+        if r.status_code != 200 or not DIGEST_RE.match(digest):
+            raise ClusterError(f"{remote}: the registry answers {r.status_code}, no digest")
+        return f"{remote}@{digest}"
+
     def swarm_nodes(self) -> list[dict[str, str]]:
         """``docker node ls`` on the manager: ID, Hostname, Status, Availability."""
         out = self.docker(self.manager, "node", "ls", "--format", "{{json .}}").stdout

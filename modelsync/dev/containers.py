@@ -39,8 +39,17 @@ NODE = "containers-node"
 BUCKET = "containers"
 
 
-def sh(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+def sh(
+    *args: str, timeout: float = 600, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(
+        list(args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=None if env is None else {**os.environ, **env},
+    )
     if check and res.returncode != 0:
         raise RuntimeError(
             f"{' '.join(args)} failed ({res.returncode}): {res.stdout[-2000:]} {res.stderr[-2000:]}"
@@ -55,7 +64,22 @@ def example_image(name: str = "sklearn", tag: str = "1") -> str:
     sh("bash", "scripts/docker-engine.sh")
     sh("bash", "scripts/swarm-init.sh")
     registry = sh("bash", "scripts/registry.sh").stdout.strip().splitlines()[-1]
-    out = sh("bash", "scripts/build-example.sh", name, registry, tag, timeout=1800)
+    return build_example(name, registry, tag)
+
+
+def build_example(name: str, registry: str, tag: str = "1", push: bool = True) -> str:
+    """``examples/<name>`` built on this machine's engine as REGISTRY/modelsync-example-NAME:TAG
+    (scripts/build-example.sh) and pushed, or only tagged when ``push`` is false (a registry the
+    engine does not trust: ``Cluster.push_image`` pushes it). The image's name."""
+    out = sh(
+        "bash",
+        "scripts/build-example.sh",
+        name,
+        registry,
+        tag,
+        timeout=1800,
+        env={"EXAMPLE_PUSH": "1" if push else "0"},
+    )
     return out.stdout.strip().splitlines()[-1]
 
 

@@ -98,7 +98,10 @@ class Traffic:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        deadline = time.monotonic() + 1800
+        for _ in range(20_000):  # bounded in count and time
+            if self._stop.is_set() or time.monotonic() > deadline:
+                return
             for w in self.c.workers:
                 self.answers.append(score(self.c, w, timeout_s=10))
                 self._stop.wait(self.pause_s)

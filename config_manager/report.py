@@ -16,6 +16,7 @@ from config_manager.observed import FailureBook, ServingView
 from config_manager.planner import ReloadState
 from config_manager.serving import AVAILABLE, VersionState
 from config_manager.settings import ConfigManagerSettings
+from config_manager.telemetry import TelemetryReader
 from modelsync.events import EventLog
 from modelsync.reports import ConfigManagerStatus, ReloadReport
 
@@ -60,6 +61,7 @@ class Reported(Protocol):
     events: EventLog
     last_tick: TickResult | None
     last_reload: ReloadReport | None
+    telemetry: TelemetryReader
 
 
 def states_json(states: Mapping[str, Mapping[int, VersionState]]) -> dict[str, Any]:
@@ -92,6 +94,7 @@ def status_doc(m: Reported) -> dict[str, Any]:
             f"{model}/{v}": r.to_json() for (model, v), r in sorted(m.gate.last.items())
         },
         "events": [e.to_json() for e in m.events.recent(50)],
+        "telemetry": m.telemetry.state(),
     }
 
 

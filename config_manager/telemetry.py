@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -60,17 +61,23 @@ class TelemetryReader:
         self.session = requests.Session()
         self._prev: tuple[float, Snapshot, VersionSnapshots | None] | None = None
         self._failing = False
+        self.reads = self.read_failures = self.batches_put = 0
+        self.last_read_at: float | None = None
 
     def start(self) -> TelemetryReader:
         threading.Thread(target=self._run, name="telemetry", daemon=True).start()
         return self
 
     def _run(self) -> None:
-        while not self.stop.wait(self.interval_s):
+        # the first read is the baseline (what TF Serving counted before it belongs to no known
+        # interval, as with Prometheus' increase()): taken at once, so that little goes uncounted
+        while True:
             try:
                 self.scrape()
             except Exception:  # telemetry must never take the config manager down
                 log.exception("telemetry_failed")
+            if self.stop.wait(self.interval_s):
+                return
 
     def scrape(self) -> None:
         before = {m: set(vs) for m, vs in self.available().items()}
@@ -78,6 +85,7 @@ class TelemetryReader:
             resp = self.session.get(self.url, timeout=self.timeout_s)
             resp.raise_for_status()
         except requests.RequestException as exc:
+            self.read_failures += 1
             if not self._failing:
                 log.warning("telemetry_unreachable", url=self.url, error=str(exc)[:200])
             self._failing = True
@@ -88,6 +96,7 @@ class TelemetryReader:
             log.info("telemetry_reachable_again", url=self.url)
         self._failing = False
         now = time.time()
+        self.reads, self.last_read_at = self.reads + 1, now
         page = parse(resp.content)
         # every model on the page keeps its baseline, whether or not the config asks for it
         # now: one that left the config for a moment and came back must not count its
@@ -111,3 +120,14 @@ class TelemetryReader:
         figures = {m: f for m, f in figures.items() if not f.empty}  # idle or unloaded
         if figures:
             self.outbox.put(prev[0], now, figures)
+            self.batches_put += 1
+
+    def state(self) -> dict[str, Any]:
+        """For /status: how the reading goes, and the outbox."""
+        return {
+            "reads": self.reads,
+            "read_failures": self.read_failures,
+            "last_read_at": self.last_read_at,
+            "figures_put": self.batches_put,
+            "outbox": self.outbox.state(),
+        }

@@ -148,6 +148,7 @@ class Outbox:
         self._in_flight: dict[str, Any] | None = None  # sent, not acknowledged yet
         self.boot = secrets.token_hex(8)
         self._seq = 0
+        self.delivered = self.undelivered = 0
 
     def put(self, start: float, end: float, figures: Mapping[str, BeatModel]) -> None:
         with self._lock:
@@ -166,9 +167,24 @@ class Outbox:
 
     def settle(self, ok: bool) -> None:
         """``ok``: the master has the batch last taken; if not, it goes out again unchanged."""
-        if ok:
-            with self._lock:
-                self._in_flight = None
+        with self._lock:
+            if ok:
+                self._in_flight, self.delivered = None, self.delivered + 1
+            else:
+                self.undelivered += 1
+
+    def state(self) -> dict[str, Any]:
+        """For a daemon's /status: the batch waiting for the master's word, what waits behind
+        it, and how many beats carried a batch the master took or did not answer."""
+        with self._lock:
+            return {
+                "boot": self.boot,
+                "last_seq": self._seq,
+                "in_flight_seq": None if self._in_flight is None else self._in_flight["seq"],
+                "pending_models": 0 if self._pending is None else len(self._pending.models),
+                "delivered": self.delivered,
+                "undelivered": self.undelivered,
+            }
 
 
 __all__ = ["GATEWAY", "SERVER", "BeatModel", "Outbox", "Pending"]

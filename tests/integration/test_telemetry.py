@@ -83,8 +83,24 @@ class Total(dict[str, Any]):
         return bool(self.get("errors") == self.want)
 
 
-def errors_are(url: str, want: int) -> Total:
-    return Total(metrics(url)["total"], want)
+def errors_are(url: str, want: int, node: Node) -> Total:
+    """The master's total, and (shown when the wait fails) the node's reading and outbox."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.cm_port}/status", timeout=10) as r:
+        reading = json.loads(r.read())["telemetry"]
+    page = urllib.request.urlopen(
+        f"http://127.0.0.1:{node.rest_port}/monitoring/prometheus/metrics", timeout=30
+    ).read()
+    counts = [
+        ln
+        for ln in page.decode().splitlines()
+        if ln.startswith(":tensorflow:serving:request_count")
+    ]
+    return Total({**metrics(url)["total"], "node_telemetry": reading, "page": counts}, want)
+
+
+def cm_reads(node: Node) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.cm_port}/status", timeout=10) as r:
+        return int(json.loads(r.read())["telemetry"]["reads"])
 
 
 def available(node: Node) -> bool:
@@ -133,11 +149,15 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
         publish(store, model_factory(2.0), "demo")
         load = Load(node.grpc_port)
         wait_for(lambda: available(node), 60, "v1 AVAILABLE")  # no Predict before the load
+        # the config manager's first read of TF Serving's page is its baseline: requests before
+        # it belong to no interval (README "Request telemetry"); the load comes after one
+        reads = cm_reads(node)
+        wait_for(lambda: cm_reads(node) > reads, 30, "a read of TF Serving's page after AVAILABLE")
         url = master.url  # type: ignore[attr-defined]
         load.run(good=400, bad=40)
         sent = 440
         # within two telemetry intervals (plus a heartbeat) the master has it all
-        total = wait_for(lambda: errors_are(url, 40), 30, "40 errors in the master's total")
+        total = wait_for(lambda: errors_are(url, 40, node), 30, "40 errors in the master's total")
         assert total["requests"] <= sent
         assert abs(total["requests"] - sent) <= 0.1 * sent
         assert total["errors_by_code"] == {"INVALID_ARGUMENT": 40}
@@ -166,7 +186,7 @@ def test_node_load_shows_in_the_master_series_and_survives_a_restart(
         load = Load(node.grpc_port)
         wait_for(lambda: available(node), 60, "v1 AVAILABLE after the restart")
         load.run(good=100, bad=10)
-        after = wait_for(lambda: errors_are(url, 50), 30, "50 errors after the restart")
+        after = wait_for(lambda: errors_are(url, 50, node), 30, "50 errors after the restart")
         assert after["requests"] == sent + 110
         series = metrics(url, "since=15m")["series"]
         assert all(p["requests"] >= 0 and p["errors"] >= 0 for p in series)

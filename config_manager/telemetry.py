@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import requests
@@ -101,8 +102,9 @@ class TelemetryReader:
         # every model on the page keeps its baseline, whether or not the config asks for it
         # now: one that left the config for a moment and came back must not count its
         # cumulative figures a second time ("a model new in cur counts from zero")
-        models = {m for m in snapshot(page).models if self.counted(m)}
-        cur, vcur = snapshot(page, models=models), version_snapshots(page, models)[0]
+        whole = snapshot(page)
+        cur = replace(whole, models={m: s for m, s in whole.models.items() if self.counted(m)})
+        vcur = version_snapshots(page, set(cur.models))[0]
         prev, self._prev = self._prev, (now, cur, vcur)
         if prev is None or now <= prev[0]:
             return

@@ -168,6 +168,8 @@ class Outbox:
     def settle(self, ok: bool) -> None:
         """``ok``: the master has the batch last taken; if not, it goes out again unchanged."""
         with self._lock:
+            if self._in_flight is None:  # the beat carried no batch
+                return
             if ok:
                 self._in_flight, self.delivered = None, self.delivered + 1
             else:

@@ -94,6 +94,12 @@ MIGRATIONS: Sequence[str] = (
                                   boot TEXT NOT NULL, seq INTEGER NOT NULL,
                                   PRIMARY KEY (node_id, source));
     """,
+    # 8: the heartbeats' telemetry as received, until a drain counts it (master/telemetry.py)
+    """
+    CREATE TABLE telemetry_inbox (id INTEGER PRIMARY KEY, node_id TEXT NOT NULL,
+                                  source TEXT NOT NULL, boot TEXT, seq INTEGER, t REAL NOT NULL,
+                                  models TEXT NOT NULL);
+    """,
 )
 
 

@@ -100,6 +100,8 @@ class MasterSettings:
     upload_max_bytes: int = 4 * GB  # a model uploaded through the master (0: no uploads)
     log_level: str = "info"
     run_background: bool = True
+    # the telemetry's merge, writes and compaction in a process of their own (master.merger)
+    telemetry_process: bool = False
     jobs: JobsSettings = field(default_factory=JobsSettings)
     watch_max: int = 1000  # watches held at once (each a thread; 0: no watch, nodes poll)
     watch_keepalive_s: float = 15.0  # a held watch gets a line at least this often
@@ -185,6 +187,7 @@ class MasterSettings:
             telemetry_retention_s=env.number(
                 "MODELSYNC_TELEMETRY_RETENTION_S", 7 * 86400.0, minimum=3600
             ),
+            telemetry_process=env.flag("MODELSYNC_TELEMETRY_PROCESS", True),
             gateway_token=env.secret("MODELSYNC_GATEWAY_TOKEN"),
             gateway_port=env.integer("MODELSYNC_GATEWAY_PORT", 8080, minimum=1, maximum=65535),
             tryit_timeout_s=env.number("MODELSYNC_TRYIT_TIMEOUT_S", 10.0, minimum=0.5, maximum=120),

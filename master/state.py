@@ -19,6 +19,7 @@ from master.db import Database
 from master.docstore import DocStore
 from master.index import FleetIndex
 from master.jobs.service import Jobs
+from master.merger import MergerProcess
 from master.metrics import MasterMetrics
 from master.rollout import RolloutController
 from master.settings import MasterSettings
@@ -76,7 +77,10 @@ class MasterState:
         self.metrics = MasterMetrics()
         self.index = FleetIndex()
         self.metrics.collect_fleet(self.node_counts)
-        self.telemetry = TelemetryStore(self.db, settings.telemetry_retention_s).start()
+        self.telemetry = TelemetryStore(
+            self.db, settings.telemetry_retention_s, spool_only=settings.telemetry_process
+        ).start()
+        self.merger: MergerProcess | None = None
         self.rollouts = RolloutController(self, settings.rollout_s)
         self.jobs = Jobs(settings, self.db, self.store)
         self.containers = Containers(
@@ -125,6 +129,10 @@ class MasterState:
             fh.close()
             return False
         self._lock_fh = fh
+        if self.settings.telemetry_process:  # the telemetry's drain and compaction
+            self.merger = MergerProcess(
+                self.settings.db_path, self.settings.telemetry_retention_s
+            ).start()
         threading.Thread(target=self._loop, name="catalog", daemon=True).start()
         self.rollouts.start()
         self.jobs.start(self._stop)
@@ -146,7 +154,8 @@ class MasterState:
                         self.settings.events_max_rows, time.time() - self.settings.events_max_age_s
                     )
                     self.db.forget_nodes(time.time() - self.settings.node_forget_s)
-                    self.telemetry.compact(time.time())
+                    if self.merger is None:  # else the telemetry process compacts
+                        self.telemetry.compact(time.time())
                 except Exception:
                     log.exception("retention_failed")
             self._wake.wait(self.settings.catalog_s)
@@ -210,6 +219,8 @@ class MasterState:
         self.watch.close()
         self._wake.set()
         self.telemetry.stop()
+        if self.merger is not None:
+            self.merger.stop()
         self.rollouts.stop()
 
     # --- reads ---------------------------------------------------------------------------------

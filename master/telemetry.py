@@ -19,16 +19,18 @@ per node, over its window (:meth:`TelemetryStore.window`).
 
 Each beat's figures are counted once: a sender numbers its batches (``boot``, ``seq``,
 :class:`modelsync.telemetry.Outbox`) and sends one again unchanged when its answer was lost;
-``telemetry_batch`` keeps the last number taken per node and source, checked in the writer's
+``telemetry_batch`` keeps the last number taken per node and source, checked in the drain's
 transaction, so a repeat that reached this or another gunicorn worker is dropped.
 
 Quantiles over nodes or time come from merged histogram buckets, never from averaging p99s.
-Rows are buffered and written in batches by a background thread (every ``flush_s``, and before a
-read in this process), so a heartbeat never waits for them; idle models write nothing. Each
-master process keeps the minutes it is filling in memory and writes its own row per model and
-minute (``writer``): no read-modify-write, and several gunicorn workers never overwrite each
-other; a read merges the rows of a minute. Times are the master's clock at receipt, so node
-clocks don't matter.
+A heartbeat only buffers its figures; a background thread puts them in ``telemetry_inbox``
+(one short insert every quarter second), and a drain counts them from there: under gunicorn the
+master's telemetry process (``master.merger``) every ``flush_s``, so the process answering
+heartbeats never merges nor writes the fleet's figures; any read drains first. Idle models
+write nothing. Each draining process keeps the minutes it is filling in memory and writes its
+own row per model and minute (``writer``): no read-modify-write, and several processes never
+overwrite each other; a read merges the rows of a minute. Times are the master's clock at
+receipt, so node clocks don't matter.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -44,6 +47,7 @@ from typing import Any
 
 from master.db import Database
 from modelsync.layout import is_model_name
+from modelsync.log import get_logger
 from modelsync.telemetry import (
     GATEWAY,
     SERVER,
@@ -53,10 +57,11 @@ from modelsync.telemetry import (
     merge_intervals,
 )
 
+log = get_logger("master")
 MINUTE = 60
 MAX_MODELS_PER_BEAT = 500
 RAW_KEEP_S = 3600.0  # heartbeat resolution for this long, then 1-minute rows
-WRITE_CHUNK = 250  # telemetry rows per write transaction
+DRAIN_BEATS = 100  # beats of the inbox counted per transaction
 BEATS_FLUSH_S = 0.25  # how late liveness may reach SQLite (master.db.Database.flush_beats)
 # the roles whose heartbeats carry telemetry, and the source their series are filed under
 TELEMETRY_SOURCES = {"config_manager": SERVER, "gateway": GATEWAY}
@@ -165,6 +170,26 @@ class _Beat:
     figures: list[NodeFigures]
 
 
+def _inbox_beat(row: sqlite3.Row | tuple[Any, ...]) -> _Beat | None:
+    """A row of ``telemetry_inbox`` as the beat it was (None, logged, if it no longer parses:
+    it was checked on receipt, so only a change of this code could do that)."""
+    _id, node_id, source, boot, seq, t, text = tuple(row)
+    try:
+        figures = [
+            NodeFigures(
+                model,
+                BeatModel.from_json(doc, f"telemetry.models.{model}"),
+                json.dumps(doc, separators=(",", ":")),
+            )
+            for model, doc in json.loads(text).items()
+        ]
+    except (TelemetryError, ValueError) as exc:
+        log.warning("telemetry_inbox_unreadable", node_id=node_id, error=str(exc)[:200])
+        return None
+    batch = None if boot is None else Batch(str(boot), int(seq))
+    return _Beat(str(node_id), str(source), batch, float(t), figures)
+
+
 def parse_beat(doc: Any) -> list[NodeFigures]:
     """The ``telemetry`` field of a heartbeat (untrusted): TelemetryError if malformed."""
     if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
@@ -183,10 +208,23 @@ def parse_beat(doc: Any) -> list[NodeFigures]:
 
 
 class TelemetryStore:
-    def __init__(self, db: Database, retention_s: float, flush_s: float = 1.0) -> None:
+    """The fleet's telemetry. A heartbeat's figures are buffered (:meth:`add`), put in
+    ``telemetry_inbox`` by the background thread every BEATS_FLUSH_S (:meth:`spool`, one short
+    insert), and counted from there by a drain (:meth:`drain`): merged into the series and the
+    model's minutes, and taken out of the inbox, in one transaction, so each beat is counted
+    once whichever process drains it. With ``spool_only`` another process drains
+    (``master.merger``, the master's telemetry process under gunicorn): the process answering
+    heartbeats then never merges nor writes a second of the fleet's figures, which held every
+    heartbeat behind it for up to a tenth of a second. A read drains first, in any process, so
+    it sees every beat taken before it."""
+
+    def __init__(
+        self, db: Database, retention_s: float, flush_s: float = 1.0, spool_only: bool = False
+    ) -> None:
         self.db = db
         self.retention_s = retention_s
         self.flush_s = flush_s
+        self.spool_only = spool_only
         self.writer = secrets.token_hex(6)  # this process's rows of telemetry_model
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -196,7 +234,8 @@ class TelemetryStore:
         self._thread: threading.Thread | None = None
 
     def start(self) -> TelemetryStore:
-        """Flush in the background every ``flush_s`` (heartbeats only buffer)."""
+        """Spool (and unless ``spool_only``, drain every ``flush_s``) in the background:
+        heartbeats only buffer."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="telemetry", daemon=True)
             self._thread.start()
@@ -206,15 +245,16 @@ class TelemetryStore:
         self._stop.set()
 
     def _run(self) -> None:
-        """The master's writer thread: the registry's buffered beats every BEATS_FLUSH_S, the
-        telemetry every ``flush_s``."""
+        """The master's writer thread: the registry's buffered beats and the telemetry's every
+        BEATS_FLUSH_S, a drain every ``flush_s`` (unless another process drains)."""
         last = time.monotonic()
         while not self._stop.wait(min(BEATS_FLUSH_S, self.flush_s)):
             try:
                 self.db.flush_beats()
-                if time.monotonic() - last >= self.flush_s:
+                self.spool()
+                if not self.spool_only and time.monotonic() - last >= self.flush_s:
                     last = time.monotonic()
-                    self.flush()
+                    self.drain()
             except Exception:  # noqa: S112 - the next round tries again; reads flush too
                 continue
 
@@ -229,113 +269,188 @@ class TelemetryStore:
     ) -> None:
         """A heartbeat's figures: one row per model in the node's series of ``source``; a
         server's figures also go into the model's minutes (a gateway's are a share of them).
-        Buffered: the writer counts a ``batch`` seen before (a repeat) as nothing."""
+        Buffered: the drain counts a ``batch`` seen before (a repeat) as nothing."""
         beat = _Beat(node_id, source, batch, now, list(figures))
         with self._lock:
             self._beats.append(beat)
 
     def flush(self) -> None:
+        """Every beat taken so far counted (before a read)."""
+        self.spool()
+        self.drain()
+
+    def spool(self) -> int:
+        """The buffered beats into ``telemetry_inbox``, as the checked text each node sent (one
+        short insert). Returns how many."""
+        with self._lock:
+            beats, self._beats = self._beats, []
+        if not beats:
+            return 0
+        rows = [
+            (
+                b.node_id,
+                b.source,
+                None if b.batch is None else b.batch.boot,
+                None if b.batch is None else b.batch.seq,
+                b.t,
+                "{" + ",".join(f"{json.dumps(f.model)}:{f.row_text()}" for f in b.figures) + "}",
+            )
+            for b in beats
+        ]
+        try:
+            with self.db.write() as conn:
+                conn.executemany(
+                    "INSERT INTO telemetry_inbox (node_id, source, boot, seq, t, models) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except BaseException:
+            with self._lock:  # kept, ahead of what came meanwhile, for the next round
+                self._beats[:0] = beats
+            raise
+        return len(rows)
+
+    def drain(self) -> int:
+        """Count what the inbox holds, DRAIN_BEATS beats per transaction. Returns how many
+        beats were taken (repeats included)."""
+        taken = 0
         with self._flush_lock:
-            with self._lock:
-                beats, self._beats = self._beats, []
-            if not beats:
-                return
-            beats = self._first_sight(beats)
-            rows = [
-                (b.node_id, f.model, b.source, b.t, f.interval.seconds, f.row_text())
-                for b in beats
-                for f in b.figures
-            ]
-            pending: dict[tuple[str, int], list[NodeFigures]] = {}
-            for b in beats:
-                if b.source == SERVER:
-                    minute = int(b.t // MINUTE) * MINUTE
-                    for f in b.figures:
-                        pending.setdefault((f.model, minute), []).append(f)
-            changed = {}
-            for key, items in pending.items():
-                by_version: dict[str, list[ModelInterval]] = {}
-                for f in items:
-                    for version, iv in f.per_version().items():
-                        by_version.setdefault(version, []).append(iv)
-                figures = self._minutes.setdefault(key, Figures())
-                figures.merge(
-                    Figures(
-                        merge_intervals(f.interval for f in items),
-                        {v: merge_intervals(ivs) for v, ivs in by_version.items()},
+            for _ in range(100_000):  # bounded: one round per DRAIN_BEATS of backlog
+                n = self._drain_some()
+                taken += n
+                if n < DRAIN_BEATS:
+                    break
+        return taken
+
+    def _drain_some(self) -> int:
+        """Up to DRAIN_BEATS of the inbox, parsed outside any transaction; then, in one: taken
+        out of the inbox (those another process took meanwhile are left to it), the repeats
+        dropped, the rows and this process's minutes written."""
+        inbox = (
+            self.db.conn()
+            .execute(
+                "SELECT id, node_id, source, boot, seq, t, models FROM telemetry_inbox "
+                "ORDER BY id LIMIT ?",
+                (DRAIN_BEATS,),
+            )
+            .fetchall()
+        )
+        if not inbox:
+            return 0
+        parsed = {int(row[0]): _inbox_beat(row) for row in inbox}
+        with self.db.write() as conn:
+            ids = [i for i in parsed]
+            mine: set[int] = set()
+            for i in range(0, len(ids), 400):  # SQLite's bound on a statement's variables
+                chunk = ids[i : i + 400]
+                marks = ",".join("?" * len(chunk))
+                mine.update(
+                    int(r[0])
+                    for r in conn.execute(
+                        f"DELETE FROM telemetry_inbox WHERE id IN ({marks}) RETURNING id",  # noqa: S608 - placeholders only
+                        chunk,
                     )
                 )
-                changed[key] = figures.to_text()
-            self._write(rows, changed)
-            if self._minutes:
-                newest = max(m for _model, m in self._minutes)
-                self._minutes = {k: f for k, f in self._minutes.items() if k[1] >= newest - MINUTE}
+            beats = self._first_sight(
+                conn, [b for i, b in parsed.items() if i in mine and b is not None]
+            )
+            minutes = self._merged_minutes(beats)
+            self._write(conn, beats, minutes)
+        self._minutes.update(minutes)
+        if self._minutes:
+            newest = max(m for _model, m in self._minutes)
+            self._minutes = {k: f for k, f in self._minutes.items() if k[1] >= newest - MINUTE}
+        return len(inbox)
 
-    def _first_sight(self, beats: list[_Beat]) -> list[_Beat]:
-        """The beats whose batch no worker took before (and those without a number), the last
-        number per node and source recorded in the same transaction."""
+    def _merged_minutes(self, beats: list[_Beat]) -> dict[tuple[str, int], Figures]:
+        """This process's minutes that the servers' figures in ``beats`` change, as they will
+        be (new objects: ``_minutes`` changes only once they are written)."""
+        pending: dict[tuple[str, int], list[NodeFigures]] = {}
+        for b in beats:
+            if b.source == SERVER:
+                minute = int(b.t // MINUTE) * MINUTE
+                for f in b.figures:
+                    pending.setdefault((f.model, minute), []).append(f)
+        out = {}
+        for key, items in pending.items():
+            by_version: dict[str, list[ModelInterval]] = {}
+            for f in items:
+                for version, iv in f.per_version().items():
+                    by_version.setdefault(version, []).append(iv)
+            figures = Figures()
+            old = self._minutes.get(key)
+            if old is not None:
+                figures.merge(old)
+            figures.merge(
+                Figures(
+                    merge_intervals(f.interval for f in items),
+                    {v: merge_intervals(ivs) for v, ivs in by_version.items()},
+                )
+            )
+            out[key] = figures
+        return out
+
+    @staticmethod
+    def _first_sight(conn: sqlite3.Connection, beats: list[_Beat]) -> list[_Beat]:
+        """The beats whose batch was not counted before (and those without a number), the last
+        number per node and source recorded in the caller's transaction."""
         numbered = [b for b in beats if b.batch is not None]
         if not numbered:
             return beats
         keys = sorted({(b.node_id, b.source) for b in numbered})
         taken: dict[tuple[str, str], Batch] = {}
         out = []
-        with self.db.write() as conn:
-            for i in range(0, len(keys), 400):  # SQLite's bound on a statement's variables
-                chunk = keys[i : i + 400]
-                where = " OR ".join("(node_id=? AND source=?)" for _ in chunk)
-                for node_id, source, boot, seq in conn.execute(
-                    f"SELECT node_id, source, boot, seq FROM telemetry_batch WHERE {where}",  # noqa: S608 - placeholders only
-                    [v for key in chunk for v in key],
-                ):
-                    taken[(node_id, source)] = Batch(boot, int(seq))
-            changed = set()
-            for b in beats:
-                if b.batch is None:
-                    out.append(b)
-                    continue
-                key, last = (b.node_id, b.source), taken.get((b.node_id, b.source))
-                if last is not None and last.boot == b.batch.boot and b.batch.seq <= last.seq:
-                    continue  # a repeat: its answer was lost, the figures are counted
-                taken[key] = b.batch
-                changed.add(key)
+        for i in range(0, len(keys), 400):  # SQLite's bound on a statement's variables
+            chunk = keys[i : i + 400]
+            where = " OR ".join("(node_id=? AND source=?)" for _ in chunk)
+            for node_id, source, boot, seq in conn.execute(
+                f"SELECT node_id, source, boot, seq FROM telemetry_batch WHERE {where}",  # noqa: S608 - placeholders only
+                [v for key in chunk for v in key],
+            ):
+                taken[(node_id, source)] = Batch(boot, int(seq))
+        changed = set()
+        for b in beats:
+            if b.batch is None:
                 out.append(b)
-            conn.executemany(
-                "INSERT OR REPLACE INTO telemetry_batch (node_id, source, boot, seq) "
-                "VALUES (?, ?, ?, ?)",
-                [(n, src, taken[(n, src)].boot, taken[(n, src)].seq) for n, src in changed],
-            )
+                continue
+            key, last = (b.node_id, b.source), taken.get((b.node_id, b.source))
+            if last is not None and last.boot == b.batch.boot and b.batch.seq <= last.seq:
+                continue  # a repeat: its answer was lost, the figures are counted
+            taken[key] = b.batch
+            changed.add(key)
+            out.append(b)
+        conn.executemany(
+            "INSERT OR REPLACE INTO telemetry_batch (node_id, source, boot, seq) "
+            "VALUES (?, ?, ?, ?)",
+            [(n, src, taken[(n, src)].boot, taken[(n, src)].seq) for n, src in changed],
+        )
         return out
 
     def _write(
         self,
-        rows: list[tuple[str, str, str, float, float, str]],
-        minutes: dict[tuple[str, int], str],
+        conn: sqlite3.Connection,
+        beats: list[_Beat],
+        minutes: dict[tuple[str, int], Figures],
     ) -> None:
-        """In transactions of at most WRITE_CHUNK rows, so a heartbeat never queues behind a
-        whole second of the fleet's figures."""
-        for i in range(0, max(len(rows), 1), WRITE_CHUNK):
-            chunk = rows[i : i + WRITE_CHUNK]
-            with self.db.write() as conn:
-                conn.executemany(
-                    "INSERT OR IGNORE INTO series (node_id, model, source) VALUES (?, ?, ?)",
-                    {(n, m, src) for n, m, src, _t, _s, _f in chunk},
-                )
-                conn.executemany(
-                    "INSERT INTO telemetry_node (series, t, seconds, res, figures) VALUES ("
-                    "(SELECT id FROM series WHERE node_id=? AND model=? AND source=?), ?, ?, 0, ?)",
-                    chunk,
-                )
-        if minutes:
-            with self.db.write() as conn:
-                conn.executemany(
-                    "INSERT OR REPLACE INTO telemetry_model (model, minute, writer, figures) "
-                    "VALUES (?, ?, ?, ?)",
-                    [
-                        (model, minute, self.writer, text)
-                        for (model, minute), text in minutes.items()
-                    ],
-                )
+        rows = [
+            (b.node_id, f.model, b.source, b.t, f.interval.seconds, f.row_text())
+            for b in beats
+            for f in b.figures
+        ]
+        conn.executemany(
+            "INSERT OR IGNORE INTO series (node_id, model, source) VALUES (?, ?, ?)",
+            {(n, m, src) for n, m, src, _t, _s, _f in rows},
+        )
+        conn.executemany(
+            "INSERT INTO telemetry_node (series, t, seconds, res, figures) VALUES ("
+            "(SELECT id FROM series WHERE node_id=? AND model=? AND source=?), ?, ?, 0, ?)",
+            rows,
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO telemetry_model (model, minute, writer, figures) "
+            "VALUES (?, ?, ?, ?)",
+            [(model, minute, self.writer, f.to_text()) for (model, minute), f in minutes.items()],
+        )
 
     def compact(self, now: float) -> tuple[int, int]:
         """Merge heartbeat rows older than an hour into 1-minute rows; drop rows older than the

@@ -14,7 +14,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from modelsync.dev.procs import ManagedProcess, MasterSpec, Node, start_master
+from modelsync.dev.procs import (
+    ManagedProcess,
+    MasterSpec,
+    Node,
+    descendants,
+    start_master,
+)
 from modelsync.dev.throttle import LinkProxy
 
 T = TypeVar("T")
@@ -112,28 +118,6 @@ def write_corrupt_version(store: Any, src: Any, model: str, version: int) -> Non
 
 # A TCP forwarder on 127.0.0.1 that can turn into a blackhole (``proxy.blackhole.set()``)
 Proxy = LinkProxy
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live process under ``pid`` (its children in their own sessions too), from /proc."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        kids = [p for p, pp in parents.items() if pp == parent]
-        out += kids
-        todo += kids
-    return out
 
 
 def kill_tree(proc: subprocess.Popen[Any]) -> None:

@@ -105,6 +105,34 @@ class ManagedProcess:
         return self.proc.returncode
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, theirs, …), read from /proc (Linux)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry.name))
+    out: list[int] = []
+    todo = list(parents.get(pid, []))
+    while todo:
+        child = todo.pop()
+        out.append(child)
+        todo.extend(parents.get(child, []))
+    return out
+
+
+def cmdline(pid: int) -> str:
+    """A process's command line ('' once it is gone)."""
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def wait_grpc_ready(target: str, timeout_s: float, proc: ManagedProcess | None = None) -> None:
     """Wait for the gRPC health service at ``target`` to answer SERVING."""
     import grpc

@@ -15,6 +15,7 @@ down or vanished) makes that model's current values the interval's figures, as P
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -249,14 +250,37 @@ def _json_bound(value: object, where: str) -> float:
     return _finite(value, f"{where} (a finite number or '+Inf')")
 
 
+def _json_bounds(les: list[object]) -> list[float]:
+    """Finite numbers, '+Inf' allowed last. The common case in one pass of C; anything else
+    item by item, for the message that names the item."""
+    head = les[:-1] if les and les[-1] == "+Inf" else les
+    if all(type(b) is float or type(b) is int for b in head):
+        try:
+            out = [float(b) for b in head]  # type: ignore[arg-type]
+        except OverflowError:
+            out = []
+        if len(out) == len(head) and all(map(math.isfinite, out)):
+            return out + [INF] * (len(les) - len(head))
+    return [_json_bound(b, f"latency_us.le[{i}]") for i, b in enumerate(les)]
+
+
+def _json_counts(ns: list[object]) -> list[int]:
+    """Non-negative int64s: the common case in one pass of C, else item by item."""
+    if all(type(n) is int for n in ns):
+        counts: list[int] = list(ns)  # type: ignore[arg-type]
+        if not counts or (_is_count(min(counts)) and _is_count(max(counts))):
+            return counts
+    return [_json_count(n, f"latency_us.n[{i}]") for i, n in enumerate(ns)]
+
+
 def _histogram_from_json(doc: object) -> Histogram:
     obj = _json_object(doc, _LATENCY_KEYS, "latency_us")
     les = _json_list(obj["le"], "latency_us.le")
     ns = _json_list(obj["n"], "latency_us.n")
     if len(les) != len(ns):
         raise TelemetryError("latency_us: 'le' and 'n' must have the same length")
-    bounds = [_json_bound(b, f"latency_us.le[{i}]") for i, b in enumerate(les)]
-    counts = [_json_count(n, f"latency_us.n[{i}]") for i, n in enumerate(ns)]
+    bounds = _json_bounds(les)
+    counts = _json_counts(ns)
     total = _finite(obj["sum"], "latency_us.sum")
     if not bounds or bounds[-1] != INF:
         bounds.append(INF)

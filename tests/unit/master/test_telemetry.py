@@ -182,3 +182,71 @@ def test_compaction_goes_minute_by_minute_over_gaps(state) -> None:  # type: ign
         (33, {"INVALID_ARGUMENT": 3}, 15.0),
         (11, {"INVALID_ARGUMENT": 1}, 5.0),
     ]
+
+
+def test_a_spooling_process_leaves_the_drain_to_another(state) -> None:  # type: ignore[no-untyped-def]
+    """Under gunicorn the worker answering heartbeats only spools its beats into the inbox; the
+    telemetry process (another TelemetryStore on the same file) counts them, once, and writes
+    the model's minutes under its own writer; a read in the worker drains what is left."""
+    import threading
+
+    from master.telemetry import Batch, NodeFigures, TelemetryStore
+    from modelsync.telemetry import BeatModel
+
+    worker = TelemetryStore(state.db, retention_s=3600, spool_only=True)
+    merger = TelemetryStore(state.db, retention_s=3600)
+    figures = [NodeFigures("m", BeatModel(interval(10, 1, 2_000), frozenset({1})))]
+    now = time.time()
+    for seq in range(1, 251):  # more than one drain's transaction
+        worker.add(f"n{seq % 5}", figures, now, batch=Batch("dd", seq))
+    assert worker.spool() == 250
+    inbox = "SELECT COUNT(*) FROM telemetry_inbox"
+    assert state.db.conn().execute(inbox).fetchone()[0] == 250
+    assert state.db.conn().execute("SELECT COUNT(*) FROM telemetry_node").fetchone()[0] == 0
+    # two drains at once (the telemetry process and a read): each beat is taken by one
+    drained = []
+    threads = [
+        threading.Thread(target=lambda s=s: drained.append(s.drain())) for s in (merger, worker)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert state.db.conn().execute(inbox).fetchone()[0] == 0
+    assert state.db.conn().execute("SELECT COUNT(*) FROM telemetry_node").fetchone()[0] == 250
+    minutes = worker.model_minutes("m", now - 60, now + 60)
+    assert sum(f.whole.requests for f in minutes.values() if f.whole) == 250 * 11
+    # a beat spooled again (its answer lost) is dropped by whichever drains it
+    worker.add("n1", figures, now, batch=Batch("dd", 6))
+    worker.add("n1", figures, now, batch=Batch("dd", 251))
+    worker.spool()
+    merger.drain()
+    minutes = worker.model_minutes("m", now - 60, now + 60)
+    assert sum(f.whole.requests for f in minutes.values() if f.whole) == 251 * 11
+
+
+def test_a_failed_spool_keeps_the_beats_for_the_next(state, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from master.telemetry import NodeFigures, TelemetryStore
+    from modelsync.telemetry import BeatModel
+
+    store = TelemetryStore(state.db, retention_s=3600, spool_only=True)
+    figures = [NodeFigures("m", BeatModel(interval(3, 0, 2_000), frozenset({1})))]
+    now = time.time()
+    store.add("a", figures, now)
+    real = state.db.write
+
+    def refused():  # type: ignore[no-untyped-def]
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(state.db, "write", refused)
+    try:
+        store.spool()
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the spool did not meet the failure")
+    monkeypatch.setattr(state.db, "write", real)
+    store.add("b", figures, now)
+    assert store.spool() == 2
+    minutes = store.model_minutes("m", now - 60, now + 60)
+    assert sum(f.whole.requests for f in minutes.values() if f.whole) == 6

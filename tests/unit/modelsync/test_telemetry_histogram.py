@@ -337,3 +337,32 @@ def test_to_json_from_json_round_trip(mi: ModelInterval) -> None:
     assert back == replace(mi, latency=mi.latency.compact())
     assert back.p99_ms == mi.p99_ms and back.requests == mi.requests
     assert len(back.latency.bounds) <= len(mi.latency.bounds)
+
+
+ITEMS = (
+    st.integers(-5, 2**64)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+    | st.just("+Inf")
+    | st.none()
+)
+
+
+@given(st.lists(ITEMS, max_size=12))
+def test_the_fast_checks_of_bounds_and_counts_agree_with_the_item_by_item_ones(
+    items: list[object],
+) -> None:
+    """A heartbeat's buckets are checked in one pass when every item is plain; whatever the
+    items, the answer is the item-by-item check's (its value, or its error)."""
+    from modelsync.telemetry.intervals import _json_bound, _json_bounds, _json_count, _json_counts
+
+    for fast, one in ((_json_bounds, _json_bound), (_json_counts, _json_count)):
+        try:
+            expected: object = [one(x, f"latency_us.x[{i}]") for i, x in enumerate(items)]
+        except TelemetryError:
+            expected = TelemetryError
+        try:
+            got: object = fast(items)
+        except TelemetryError:
+            got = TelemetryError
+        assert got == expected, (fast.__name__, items)

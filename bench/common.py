@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from modelsync.dev.procs import descendants
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     if not values:
@@ -37,33 +39,41 @@ def rss_mb(pid: int, peak: bool = False) -> float:
 
 
 def tree_rss_mb(pid: int) -> float:
-    """RSS of a process and its children (gunicorn arbiter + workers)."""
+    """RSS of a process and every process below it (gunicorn's arbiter, its workers, the
+    master's telemetry process)."""
     total = rss_mb(pid)
-    for child in Path("/proc").iterdir():
-        if not child.name.isdigit():
-            continue
+    for child in descendants(pid):
         try:
-            stat = (child / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[1]) == pid:
-                total += rss_mb(int(child.name))
-        except (OSError, IndexError, ValueError):
+            total += rss_mb(child)
+        except OSError:  # gone meanwhile
+            continue
+    return total
+
+
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and every process below it, MB: each shared page
+    counted once over the processes sharing it (a forked gunicorn worker shares most of its
+    arbiter's), where summing RSS counts it once per process."""
+    total = 0.0
+    for p in (pid, *descendants(pid)):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                total += next(int(ln.split()[1]) for ln in fh if ln.startswith("Pss:")) / 1024
+        except (OSError, StopIteration):  # gone meanwhile
             continue
     return total
 
 
 def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its children."""
+    """CPU seconds (user + system) used so far by a process and every process below it."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for child in Path("/proc").iterdir():
-        if not child.name.isdigit():
-            continue
+    for p in (pid, *descendants(pid)):
         try:
-            stat = (child / "stat").read_text().rsplit(")", 1)[1].split()
+            stat = (Path("/proc") / str(p) / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(child.name) == pid or int(stat[1]) == pid:
-            total += (int(stat[11]) + int(stat[12])) / tick
+        total += (int(stat[11]) + int(stat[12])) / tick
     return total
 
 

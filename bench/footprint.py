@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench.common import rss_mb, table, tree_rss_mb
+from bench.common import rss_mb, table, tree_pss_mb, tree_rss_mb
 from modelsync.dev.emulator import GCSEmulator
 from modelsync.dev.procs import (
     ManagedProcess,
@@ -96,6 +96,7 @@ def run(quick: bool) -> dict[str, Any]:
                 "master": tree_rss_mb(master.pid),
                 "model_server": rss_mb(node.model_server.pid),
             }
+            master_pss = tree_pss_mb(master.pid)
             ready: dict[str, float] = {}
             for name, proc, url in (
                 ("puller", node.puller, f"http://127.0.0.1:{node.puller_port}/readyz"),
@@ -126,6 +127,7 @@ def run(quick: bool) -> dict[str, Any]:
             master.stop()
     figures = {
         **{f"{k}_rss_MB": v for k, v in rss.items()},
+        "master_pss_MB": master_pss,
         **{f"{k}_ready_s": v for k, v in ready.items()},
         "models": n_models,
     }
@@ -133,6 +135,7 @@ def run(quick: bool) -> dict[str, Any]:
         f"footprint: idle, {n_models} models installed and AVAILABLE",
         [
             *((f"{k} RSS MB", v) for k, v in rss.items()),
+            ("master PSS MB (its processes' shared pages counted once)", master_pss),
             *((f"{k} time to ready s", v) for k, v in ready.items()),
         ],
     )

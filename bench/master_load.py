@@ -6,9 +6,11 @@ SQLite file's size."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
+import socket
 import tempfile
 import threading
 import time
@@ -32,6 +34,7 @@ MODELS = 50
 TELEMETRY_MODELS = 20
 CLIENT_PROCESSES, THREADS_PER_CLIENT = 4, 16
 WRITE_EVERY_S = 10.0  # a policy write (pin / unpin) wakes every watch
+PROBES, PROBE_EVERY_S = 10, 0.05  # a lone daemon beating for 10 more nodes, 20 beats/s
 
 
 def telemetry_json(rng: random.Random, period: float) -> dict[str, Any]:
@@ -93,8 +96,9 @@ def run(quick: bool) -> dict[str, Any]:
         started = time.monotonic() + 1.0
         jobs = [(url, bodies, started, duration, period, k) for k in range(CLIENT_PROCESSES)]
         ctx = get_context("fork")
-        with ProcessPoolExecutor(CLIENT_PROCESSES + 1, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(CLIENT_PROCESSES + 2, mp_context=ctx) as pool:
             watching = pool.submit(_watchers, url, n_watchers, time.time() + duration + 25)
+            probing = pool.submit(_probe, url, bodies[: PROBES * 2], started, duration)
             writes: list[float] = []
             writer = threading.Thread(
                 target=_policy_writes, args=(url, time.time() + 5, duration, writes)
@@ -104,8 +108,10 @@ def run(quick: bool) -> dict[str, Any]:
             writer.join(timeout=120)
             quiet = _quiet_phase(url, master.pid, writes)  # no heartbeats: the watch's own cost
             woken, watch_errors, answers = watching.result(timeout=240)
-        lat = [x for part_lat, _ in parts for x in part_lat]
-        errors = [e for _, part_errors in parts for e in part_errors]
+            probe_lat, probe_errors = probing.result(timeout=240)
+        lat = [x for part_lat, _, _ in parts for x in part_lat]
+        first = [x for _, part_first, _ in parts for x in part_first]
+        errors = [e for _, _, part_errors in parts for e in part_errors]
         wake = _wake_latencies(writes, woken)
         session = requests.Session()
         paths = {
@@ -142,11 +148,16 @@ def run(quick: bool) -> dict[str, Any]:
     figures = {
         "nodes": n_nodes,
         "daemons": daemons,
-        "heartbeats": len(lat),
+        "heartbeats": len(lat) + len(first),
         "heartbeat_p50_ms": percentile(lat, 50) * 1000,
         "heartbeat_p99_ms": percentile(lat, 99) * 1000,
+        "first_beat_p50_ms": percentile(first, 50) * 1000,
+        "first_beat_p99_ms": percentile(first, 99) * 1000,
         "heartbeat_errors": len(errors),
         "heartbeat_server_p99_ms": server_p99,
+        "heartbeat_probe_p50_ms": percentile(probe_lat, 50) * 1000,
+        "heartbeat_probe_p99_ms": percentile(probe_lat, 99) * 1000,
+        "heartbeat_probe_errors": len(probe_errors),
         "cluster_view_p99_ms": percentile(views["cluster"], 99) * 1000,
         "models_view_p99_ms": percentile(views["models"], 99) * 1000,
         "metrics_view_p99_ms": percentile(views["metrics"], 99) * 1000,
@@ -171,12 +182,21 @@ def run(quick: bool) -> dict[str, Any]:
         f"each, with a {MODELS}-model report and telemetry of {TELEMETRY_MODELS} models, "
         f"{duration:.0f} s",
         [
-            ("heartbeats sent", len(lat) + len(errors)),
+            ("heartbeats sent", len(lat) + len(first) + len(errors)),
             (
                 "heartbeat p50 / p99 ms",
                 f"{figures['heartbeat_p50_ms']:.1f} / {figures['heartbeat_p99_ms']:.1f}",
             ),
+            (
+                "each daemon's first beat (a new node, registered at once) p50 / p99 ms",
+                f"{figures['first_beat_p50_ms']:.1f} / {figures['first_beat_p99_ms']:.1f}",
+            ),
             ("heartbeat errors", len(errors)),
+            (
+                "a lone daemon's heartbeats (one thread, 20/s): p50 / p99 ms",
+                f"{figures['heartbeat_probe_p50_ms']:.1f} / "
+                f"{figures['heartbeat_probe_p99_ms']:.1f}",
+            ),
             (
                 "watches held (one per node), answers, errors",
                 f"{n_nodes}, {answers}, {len(watch_errors)}",
@@ -310,21 +330,87 @@ def _wake_latencies(writes: list[float], woken: list[float]) -> list[float]:
     return out
 
 
-def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[float], list[str]]:
+class _Beats:
+    """Heartbeats over one keep-alive connection (http.client: the load generator shares this
+    machine's two cores with the master, so it spends as little of them as it can; requests
+    cost about twice the CPU per call)."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.split("//", 1)[1].rsplit(":", 1)
+        self.host, self.port = host, int(port)
+        self.conn: http.client.HTTPConnection | None = None
+
+    def post(self, body: bytes, token: str) -> float:
+        """Send one beat; the seconds until its answer was read. RuntimeError unless 200."""
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        t = time.perf_counter()
+        try:
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+                self.conn.connect()  # no Nagle: a beat's head and its body leave at once
+                self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.conn.request("POST", "/v1/nodes/heartbeat", body=body, headers=headers)
+            resp = self.conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException):
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None
+            raise
+        elapsed = time.perf_counter() - t
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {data[:100]!r}")
+        return elapsed
+
+
+def _probe(
+    url: str, bodies: list[str], started: float, duration: float
+) -> tuple[list[float], list[str]]:
+    """A lone daemon's view: one process, one thread, beating for PROBES more nodes in turn
+    (a beat every PROBE_EVERY_S), its own measurement free of the load generators' GIL."""
+    beats = _Beats(url)
+    lat: list[float] = []
+    errors: list[str] = []
+    renamed = [b.replace('"node_id": "sim-', '"node_id": "probe-', 1) for b in bodies]
+    tokens = [node_token(NODE, json.loads(b)["node_id"]) for b in renamed]
+    due = started
+    for n in range(int(duration / PROBE_EVERY_S)):  # bounded in count and time
+        if due > started + duration:
+            break
+        time.sleep(max(0.0, due - time.monotonic()))
+        i = n % len(renamed)
+        body = renamed[i].replace('"seq": -1', f'"seq": {n + 1}', 1).encode()
+        try:
+            took = beats.post(body, tokens[i])
+            if n >= len(renamed):  # its nodes' first beats (registrations) are not counted
+                lat.append(took)
+        except Exception as exc:
+            errors.append(str(exc)[:100])
+        due += PROBE_EVERY_S
+    return lat, errors
+
+
+def _client(
+    job: tuple[str, list[str], float, float, float, int],
+) -> tuple[list[float], list[float], list[str]]:
     """One client process: THREADS_PER_CLIENT threads beating for every CLIENT_PROCESSES-th
-    daemon, each daemon every ``period`` from its slot; returns (latencies, errors)."""
+    daemon, each daemon every ``period`` from its slot; returns the latencies of the beats
+    after each daemon's first, of the first ones (a new node: its registration is written at
+    once, and here every daemon registers within the first period), and the errors."""
     url, bodies, started, duration, period, k = job
     daemons = len(bodies)
     lat: list[float] = []
+    first: list[float] = []
     errors: list[str] = []
     lock = threading.Lock()
 
     def worker(j: int) -> None:
-        session = requests.Session()
+        client = _Beats(url)
         mine = [i for i in range(k, daemons, CLIENT_PROCESSES)][j::THREADS_PER_CLIENT]
         beats = {i: started + period * i / daemons for i in mine}  # spread evenly
         tokens = {i: node_token(NODE, json.loads(bodies[i])["node_id"]) for i in mine}
         mine_lat: list[float] = []
+        mine_first: list[float] = []
         mine_errors: list[str] = []
         sent: dict[int, int] = {}
         for _ in range(10_000):  # bounded
@@ -336,25 +422,15 @@ def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[
                 break
             time.sleep(max(0.0, due - time.monotonic()))
             sent[i] = sent.get(i, 0) + 1  # each batch a new number: none is a repeat
-            t = time.perf_counter()
+            body = bodies[i].replace('"seq": -1', f'"seq": {sent[i]}', 1).encode()
             try:
-                r = session.post(
-                    f"{url}/v1/nodes/heartbeat",
-                    data=bodies[i].replace('"seq": -1', f'"seq": {sent[i]}', 1),
-                    timeout=10,
-                    headers={
-                        "Authorization": f"Bearer {tokens[i]}",
-                        "Content-Type": "application/json",
-                    },
-                )
-                if r.status_code != 200:
-                    raise RuntimeError(f"HTTP {r.status_code}")
-                mine_lat.append(time.perf_counter() - t)
+                (mine_first if sent[i] == 1 else mine_lat).append(client.post(body, tokens[i]))
             except Exception as exc:
                 mine_errors.append(str(exc)[:100])
             beats[i] = due + period
         with lock:
             lat.extend(mine_lat)
+            first.extend(mine_first)
             errors.extend(mine_errors)
 
     threads = [threading.Thread(target=worker, args=(j,)) for j in range(THREADS_PER_CLIENT)]
@@ -362,7 +438,7 @@ def _client(job: tuple[str, list[str], float, float, float, int]) -> tuple[list[
         t.start()
     for t in threads:
         t.join(timeout=duration + 120)
-    return lat, errors
+    return lat, first, errors
 
 
 def _body(i: int, period: float, report: dict[str, list[int]], samples: list[str]) -> str:

@@ -287,6 +287,7 @@ deploy() {
     MODELSYNC_DOCKER_SOCKET=/run/ms-h1.sock MODELSYNC_DOCKER_GID="$(stat -c %g /run/ms-h1.sock)" \
     MODELSYNC_IMAGE="$IMAGE" TFSERVING_IMAGE="$IMAGE" TFS_MEMORY=2G \
     MODELSYNC_POLL_S=2 MODELSYNC_CATALOG_S=2 MODELSYNC_HEARTBEAT_S=3 \
+    MODELSYNC_CONTAINER_READY_S=60 \
     docker -H "$(sock 1)" stack deploy --prune -c stack.yml "$STACK" >/dev/null
 }
 

@@ -22,6 +22,7 @@ from modelsync.dev.procs import (
     start_master,
 )
 from modelsync.dev.throttle import LinkProxy
+from modelsync.nodeauth import node_token
 
 T = TypeVar("T")
 
@@ -104,6 +105,21 @@ def available_on(url: str, token: str, model: str, version: int, node: str = "no
     except urllib.error.URLError:
         return False
     return node in doc["versions"].get(str(version), {}).get("available", [])
+
+
+def post_heartbeat(url: str, secret: str, beat: dict[str, Any]) -> None:
+    """POST one heartbeat to a running master as node ``beat["node_id"]`` (its token derived
+    from the node secret) and check it was taken."""
+    req = urllib.request.Request(
+        url + "/v1/nodes/heartbeat",
+        data=json.dumps(beat).encode(),
+        headers={
+            "Authorization": f"Bearer {node_token(secret, beat['node_id'])}",
+            "Content-Type": "application/json",
+        },
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 200
 
 
 def write_corrupt_version(store: Any, src: Any, model: str, version: int) -> None:

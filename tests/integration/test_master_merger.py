@@ -13,10 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import wait_for
+from helpers import post_heartbeat, wait_for
 
 from modelsync.dev.procs import MasterSpec, cmdline, descendants, start_master
-from modelsync.nodeauth import node_token
 from modelsync.settings import StoreSettings
 from modelsync.telemetry import LATENCY_BOUNDS_US, Histogram, ModelInterval
 
@@ -42,16 +41,7 @@ def beat(url: str, seq: int, requests: int) -> None:
             "seq": seq,
         },
     }
-    req = urllib.request.Request(
-        url + "/v1/nodes/heartbeat",
-        data=json.dumps(doc).encode(),
-        headers={
-            "Authorization": f"Bearer {node_token(NODE, 'n1')}",
-            "Content-Type": "application/json",
-        },
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.status == 200
+    post_heartbeat(url, NODE, doc)
 
 
 def counted(db: Path) -> int:

@@ -3,14 +3,13 @@ worker's requests, and the fleet gauge is computed at scrape time."""
 
 from __future__ import annotations
 
-import json
 import urllib.request
 from pathlib import Path
 
 import pytest
+from helpers import post_heartbeat
 
 from modelsync.dev.procs import MasterSpec, start_master
-from modelsync.nodeauth import node_token
 from modelsync.settings import StoreSettings
 from modelsync.telemetry.prometheus import parse
 
@@ -44,16 +43,7 @@ def test_two_workers_share_one_view(store_settings: StoreSettings, tmp_path: Pat
         for _ in range(n):
             assert get(url + "/healthz")[0] == 200
         beat = {"node_id": "n1", "role": "puller", "status": {}, "events": []}
-        req = urllib.request.Request(
-            url + "/v1/nodes/heartbeat",
-            data=json.dumps(beat).encode(),
-            headers={
-                "Authorization": f"Bearer {node_token(NODE, 'n1')}",
-                "Content-Type": "application/json",
-            },
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            assert r.status == 200
+        post_heartbeat(url, NODE, beat)
 
         def healthz_count() -> float:
             counts = samples(url, "modelsync_master_requests_total")

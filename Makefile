@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help venv browser brokers test unit integration demo bench bench-quick bench-check e2e lint \
+.PHONY: help venv browser brokers registry-bin test unit integration demo bench bench-quick bench-check e2e lint \
         clean cluster cluster-down e2e-cluster
 
 help:
@@ -37,15 +37,20 @@ brokers:
 	bash scripts/redis.sh
 	bash scripts/rabbitmq.sh
 
+# Debian's docker-registry for the tests that start a registry of their own (installed if
+# missing; never its system service).
+registry-bin:
+	bash scripts/debian-install.sh registry /usr/bin/docker-registry docker-registry
+
 # pytest exits 5 when it collected nothing: that is not a failure of the suite.
-test: $(STAMP) browser brokers
+test: $(STAMP) browser brokers registry-bin
 	$(PY) -m pytest tests/unit tests/integration tests/browser $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; rc=0; fi; exit $$rc
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: $(STAMP) brokers
+integration: $(STAMP) brokers registry-bin
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 demo: $(STAMP)

@@ -128,9 +128,11 @@ def test_model_page_graphs_the_real_load_and_lists_versions(
         (canvas,) = harness.wait_for(browser, present(chart + " canvas"))
         assert canvas.size["width"] > 200 and canvas.size["height"] > 100
     assert wait_js(browser, "const m = window.ms.data.metrics; return m && m.total.requests") > 0
-    # the chart itself holds points with requests > 0 (series 1: requests per second)
-    assert js(browser, "return window.ms.charts.rate.data[1].filter(v => v > 0).length") >= 1
-    assert js(browser, "return window.ms.charts.latency.data[2].filter(v => v > 0).length") >= 1
+    # the chart itself holds points with requests > 0 (series 1: requests per second), waited
+    # for: while all the load is in the minute under way, its rate is drawn only once that
+    # minute is 10 s old (a rate over less would be noise), a refresh later
+    wait_js(browser, "return window.ms.charts.rate.data[1].filter(v => v > 0).length >= 1")
+    wait_js(browser, "return window.ms.charts.latency.data[2].filter(v => v > 0).length >= 1")
     harness.wait_for(
         browser, lambda d: "node-1" in cell_text(d, 'tr[data-version="2"]', "available")
     )

@@ -60,6 +60,8 @@ class Containers:
         if self.swarm is None:
             mode, sock = self.settings.docker, self.settings.docker_socket
             if mode == "off" or (mode == "auto" and not os.path.exists(sock)):
+                why = "MODELSYNC_DOCKER=off" if mode == "off" else f"no Docker socket at {sock}"
+                self._record_off(f"container models are not run by this master: {why}")
                 return False
             self.swarm = DockerSwarm(sock, self.settings.containers.name_prefix)
         self.reconciler = ContainerReconciler(
@@ -73,6 +75,15 @@ class Containers:
         threading.Thread(target=self._loop, args=(stop,), name="containers", daemon=True).start()
         log.info("container_reconciler_started", socket=self.settings.docker_socket)
         return True
+
+    def _record_off(self, why: str) -> None:
+        """Say why nothing runs, where every worker reads (a model page shows it): a container
+        model published to a master without Docker would otherwise converge for ever, unsaid."""
+        self.db.set_meta(
+            META, json.dumps({"at": time.time(), "services": [], "problems": [], "error": why})
+        )
+        self._cache = None
+        log.info("container_reconciler_off", why=why)
 
     def wake(self) -> None:
         self._wake.set()
@@ -152,15 +163,25 @@ class Containers:
         cached = self._cache
         if cached is not None and time.monotonic() - cached[0] < max_age_s:
             return cached[1]
-        raw = self.db.get_meta(META)
-        doc = (
-            json.loads(raw) if raw else {"at": None, "services": [], "problems": [], "error": None}
-        )
+        doc = self._load()
         self._cache = (time.monotonic(), doc)
         return doc
 
+    def _load(self) -> dict[str, Any]:
+        raw = self.db.get_meta(META)
+        return (
+            json.loads(raw) if raw else {"at": None, "services": [], "problems": [], "error": None}
+        )
+
     def status(self) -> dict[str, Any]:
         return self._read()
+
+    def problems_of(self, model: str) -> list[str]:
+        """What keeps ``model``'s containers from running, for its view: the reconciler off or
+        its last pass failed, and its plan's problems with this model's versions."""
+        doc = self._load()  # a page's read: fresh, and leaves the heartbeats' cache alone
+        out = [f"Containers: {doc['error']}"] if doc.get("error") else []
+        return out + [p for p in doc.get("problems", []) if p.startswith(model + "/")]
 
     def routes_for(self, node_id: str, catalog: Catalog | None, policy: Policy) -> dict[str, Any]:
         """The container versions ``node_id`` serves that run, and their host ports."""

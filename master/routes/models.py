@@ -65,6 +65,8 @@ def model(model: str) -> Response:
             raise ApiError(404, f"no model {model!r} in the bucket, the policy or any node")
         view = model_view(model, catalog, policy, fleet, state().notes())
     view["problems"] = state().problems() + view["problems"]
+    if view["kind"] == "container":
+        view["problems"] += state().containers.problems_of(model)
     view["last_minute"] = (
         state().telemetry.last_minute(time.time()).get(model, last_minute(None, MINUTE))
     )

@@ -172,7 +172,10 @@
     renderHead(view);
     renderPolicy(view);
     renderActions(view);
-    const probs = (summary.problems || doc.problems || []).filter((p) => !(cluster && cluster.problems || []).includes(p));
+    // the model's own (the cluster view's and this view's, which adds its containers'), less
+    // the cluster's problems, which the banner shows
+    const probs = [...new Set([...(summary.problems || []), ...(doc.problems || [])])]
+      .filter((p) => !(cluster && cluster.problems || []).includes(p));
     $("#model-problems").hidden = !probs.length;
     $("#model-problems").replaceChildren(...probs.map((p) => el("li", {}, p)));
     versionRows = Object.entries(doc.versions).map(([v, r]) => ({v, ...r}));

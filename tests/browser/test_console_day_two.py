@@ -6,7 +6,8 @@ test fails on a horizontal overflow of the page, on sibling cards or controls wh
 intersect, or on a sign-out button out of reach. The registry: who published each version, its
 notes edited from the page, a model added with the upload form (its progress shown), who did
 what in the event log. The models table's rollout badges, start/stop and copy-id buttons and a
-sparkline without the minute under way; every role a node reports on the nodes page."""
+sparkline without the minute under way; every role a node reports on the nodes page; a
+container model's badges and its stop and start."""
 
 from __future__ import annotations
 
@@ -20,14 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for
 from selenium.webdriver import Chrome
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from modelsync.annotations import parse_annotations
 from modelsync.catalog import annotations_object, policy_object
+from modelsync.container import Descriptor
 from modelsync.dev.emulator import GCSEmulator
 from modelsync.policy import dump_policy, parse_policy
+from modelsync.publish import publish_image
 from modelsync.rollout import RolloutState
 from tests.browser import harness
 from tests.browser.console_kit import (
@@ -395,3 +399,50 @@ def test_the_pin_confirmation_tells_the_truth_when_a_label_keeps_a_version(
     finally:
         api(cluster.url, "DELETE", "/v1/models/demo/pin", ADMIN)
         api(cluster.url, "DELETE", "/v1/models/demo/labels/stable", ADMIN)
+
+
+def test_a_container_model_is_badged_and_its_stop_scales_its_containers(
+    browser: Chrome, cluster: Cluster
+) -> None:
+    """A container model beside the SavedModels (its versions are descriptors in the bucket;
+    what the page shows needs no Docker Engine): the model and each version badged
+    ``container``, and its stop and start say what they do to its containers (ML-Kraken's
+    start/stop button) and change the policy."""
+    for tag in (1, 2):
+        publish_image(cluster.store, Descriptor(f"127.0.0.1:5000/churn:{tag}"), "churn")
+    wait_for(
+        lambda: (api(cluster.url, "GET", "/v1/models/churn")[1] or {}).get("kind") == "container",
+        60,
+        "churn in the master's catalog",
+    )
+    sign_in(browser, cluster.url, ADMIN, "/models/churn")
+    harness.wait_for(browser, lambda d: "container" in d.find_element(By.ID, "model-badges").text)
+    for v in ("1", "2"):
+        harness.wait_for(
+            browser, lambda d, v=v: "container" in cell(d, f'tr[data-version="{v}"]', "version")
+        )
+    # this master runs no container (no Docker): the page says so, rather than converging
+    # for ever in silence
+    harness.wait_for(
+        browser,
+        lambda d: "not run by this master" in d.find_element(By.ID, "model-problems").text,
+    )
+    browser.set_window_size(1400, 1700)  # the whole page, versions included, for the docs
+    shot = harness.screenshot(browser, "console-container")
+    browser.set_window_size(1400, 900)
+    try:
+        browser.find_element(By.ID, "act-disable").click()
+        assert "Its containers scale to 0 on every node" in confirm(browser)
+        assert action_result(browser, "churn stopped") == "ok"
+        assert bucket_policy(cluster).for_model("churn").disabled is True
+        harness.wait_for(
+            browser, lambda d: "disabled" in d.find_element(By.ID, "model-badges").text
+        )
+        browser.find_element(By.ID, "act-enable").click()
+        assert "Its containers scale back up" in confirm(browser)
+        assert action_result(browser, "churn started") == "ok"
+        assert bucket_policy(cluster).for_model("churn").disabled is False
+    finally:
+        api(cluster.url, "POST", "/v1/models/churn/start", ADMIN)
+    if os.environ.get("MODELSYNC_UPDATE_DOCS"):
+        shutil.copyfile(shot, DOCS / "console-container.png")

@@ -5,12 +5,15 @@ gateway's heartbeat answer carries, per node, from what the reconciler recorded 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flask import Flask
+from helpers import wait_for
 from master_kit import ADMIN, NODE, READ, master_settings
 
 from master.app import STATE_KEY, create_app
@@ -143,3 +146,37 @@ def test_gateways_report_container_versions_available(app: Flask, store: GCSStor
     view = call(app, "GET", "/v1/models/churn", READ)[1]
     assert view["versions"]["1"]["available"] == ["n1", "n2"] and view["converged"] is True
     assert view["serving_versions"] == [1]
+
+
+def test_a_container_models_view_says_why_its_containers_do_not_run(
+    app: Flask, store: GCSStore, model_factory: Any
+) -> None:
+    """A master that cannot run containers says so on each container model (not on a TF
+    model), and so does a plan's problem with one of the model's versions."""
+    publish_image(store, Descriptor("127.0.0.1:5000/churn:1"), "churn")
+    publish(store, model_factory(2.0), "ranker", PublishOptions())
+    state = app.extensions[STATE_KEY]
+    state.refresh_catalog()
+    state.containers.settings = replace(state.containers.settings, docker="off")
+    assert state.containers.start(threading.Event()) is False
+    problems = call(app, "GET", "/v1/models/churn", READ)[1]["problems"]
+    assert problems == [
+        "Containers: container models are not run by this master: MODELSYNC_DOCKER=off"
+    ]
+    assert call(app, "GET", "/v1/models/ranker", READ)[1]["problems"] == []
+    # a pass's problems: only the model's own
+    doc = {
+        "at": 1.0,
+        "services": [],
+        "problems": ["churn/1: not run: no ready node", "other/3: not run: no ready node"],
+        "error": None,
+    }
+    state.db.set_meta(META, json.dumps(doc))
+    wait_for(
+        lambda: (
+            call(app, "GET", "/v1/models/churn", READ)[1]["problems"]
+            == ["churn/1: not run: no ready node"]
+        ),
+        10,
+        "the pass's problem with churn/1, and only it, in churn's view",
+    )
